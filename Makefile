@@ -1,0 +1,39 @@
+# Safehold developer entry points. `make install` then `make test` is the whole set-up.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install infra test test-fast lint crds bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[runner,operator,dev]'
+	touch $(STAMP)
+
+# Database servers, storage emulators, Kubernetes control plane, helm (idempotent; builds are cached
+# in .cache/ and in ~/.cache/safehold).
+infra: install
+	bash scripts/infra.sh
+
+test: install infra
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+# Unit tests only: no servers.
+test-fast: install
+	$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check operator tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+bench: install infra
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""kopf handlers for Safehold's custom resources (thin: parse, decide, patch status)."""

@@ -1,0 +1,11 @@
+"""Entry point of ``safehold-operator``: runs the kopf operator."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    import kopf.cli
+
+    sys.exit(kopf.cli.main(["run", "--standalone", "-m", "safehold.controller.handlers", *sys.argv[1:]]))

@@ -1,0 +1,1 @@
+"""safehold.storage."""

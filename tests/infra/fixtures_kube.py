@@ -1,0 +1,1 @@
+"""Fixtures: kube (placeholder until the area lands)."""

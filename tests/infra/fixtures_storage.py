@@ -1,0 +1,1 @@
+"""Fixtures: storage (placeholder until the area lands)."""

