@@ -87,7 +87,11 @@ class FerretDB:
             argv.append(f"--repl-set-name={self.repl_set_name}")
         # DO_NOT_TRACK also turns telemetry off, in case a future version ignores the flag.
         self._server = Server("ferretdb", argv, log=self.log, env={"DO_NOT_TRACK": "1"})
-        self._server.wait_ready(self._ping, timeout=timeout)
+        try:
+            self._server.wait_ready(self._ping, timeout=timeout)
+        except ServerError:
+            self.stop()  # the message already carries the log tail; drop the temp dir
+            raise
         return self
 
     def _ping(self) -> bool:

@@ -14,7 +14,7 @@ from tests.infra.procs import ServerError, unavailable
 
 @pytest.fixture(scope="session")
 def mongo_server() -> Iterator[FerretDB]:
-    """One FerretDB for the whole session (start-up ~0.2 s, but databases are cheap to isolate)."""
+    """One FerretDB for the whole session (start-up ~0.1 s; tests isolate by database)."""
     server = FerretDB()
     if not server.binary:
         unavailable(

@@ -1,4 +1,7 @@
-"""Smoke: the MongoDB wire-protocol server (FerretDB) starts and round-trips mixed BSON."""
+"""Smoke: the MongoDB wire-protocol server (FerretDB) starts and round-trips mixed BSON.
+
+Decimal128 is left out on purpose: FerretDB v1 drops the connection on it (docs/testing.d/mongo.md).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ from typing import Any
 
 import bson
 from bson.binary import Binary
-from bson.decimal128 import Decimal128
 from bson.objectid import ObjectId
 
 from tests.infra.ferretdb import FerretDB
@@ -25,10 +27,10 @@ DOCS: list[dict[str, Any]] = [
     {
         "_id": 2,
         "name": "unicodé ✓ 日本語 🚀",
-        "blob": Binary(bytes(range(256))),
+        "blob": bytes(range(256)),  # BSON binary subtype 0 (decoded back as bytes)
+        "uuid": Binary(bytes(range(16)), 4),
         "oid": ObjectId("65a1b2c3d4e5f60718293a4b"),
         "when": dt.datetime(2024, 1, 2, 3, 4, 5, 678000, tzinfo=dt.UTC),
-        "price": Decimal128("12.34"),
     },
     {
         "_id": 3,

@@ -1,0 +1,72 @@
+"""`safehold prune`: apply a retention policy; never deletes what a kept backup depends on."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from safehold.api.retention import RetentionPolicy
+from safehold.cli import common
+from safehold.cli.backup_cmds import check
+from safehold.cli.errors import CliError, Exit
+from safehold.repository.retention import select
+
+
+@click.command()
+@common.repo_option
+@click.option("--target", "-t", "target_name", required=True, help="Target name in the repository.")
+@click.option("--keep-last", type=int, help="Keep the N newest backups.")
+@click.option("--keep-daily", type=int, help="Keep the newest backup of each of the last N days.")
+@click.option("--keep-weekly", type=int, help="... of each of the last N ISO weeks.")
+@click.option("--keep-monthly", type=int, help="... of each of the last N months.")
+@click.option("--keep-yearly", type=int, help="... of each of the last N years.")
+@click.option("--max-age", help="Keep everything newer than this (e.g. 30d, 12h, 2w).")
+@click.option("--dry-run", "-n", is_flag=True, help="Print what would be deleted and why.")
+@common.output_option
+@click.pass_context
+def prune(ctx: click.Context, repo: str, target_name: str, keep_last: int | None,
+          keep_daily: int | None, keep_weekly: int | None, keep_monthly: int | None,
+          keep_yearly: int | None, max_age: str | None, dry_run: bool, output: str) -> None:
+    """Delete backups no retention rule keeps, and leftovers of interrupted backups."""
+    try:
+        policy = RetentionPolicy(keep_last=keep_last, keep_daily=keep_daily,
+                                 keep_weekly=keep_weekly, keep_monthly=keep_monthly,
+                                 keep_yearly=keep_yearly,
+                                 max_age=max_age)  # type: ignore[arg-type]  # parsed by the model
+    except ValidationError as exc:
+        raise CliError("invalid retention policy: " + "; ".join(
+            f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
+            if e["loc"] else e["msg"] for e in exc.errors()), Exit.USAGE) from exc
+    repository = common.open_repo(ctx, repo)
+    backups = repository.backups(target_name)
+    decisions = select(backups, policy, datetime.now(UTC))
+    _, incomplete = repository.backup_ids(target_name)
+    freed = 0
+    if not dry_run:
+        for d in decisions:
+            if not d.keep:
+                freed += repository.delete_backup(target_name, d.backup_id)
+        for backup_id in incomplete:
+            freed += repository.delete_backup(target_name, backup_id)
+    rows: list[dict[str, Any]] = [
+        {"backup_id": d.backup_id, "keep": d.keep, "reasons": list(d.reasons)} for d in decisions
+    ]
+    data = {"dry_run": dry_run, "decisions": rows, "incomplete": incomplete, "freed_bytes": freed}
+
+    def text() -> None:
+        for r in rows:
+            verb = "keep  " if r["keep"] else ("would delete" if dry_run else "deleted")
+            click.echo(f"{verb:<12} {r['backup_id']}  ({'; '.join(r['reasons'])})")
+        for backup_id in incomplete:
+            verb = "would delete" if dry_run else "deleted"
+            click.echo(f"{verb:<12} {backup_id}  (incomplete: no manifest)")
+        if not dry_run:
+            click.echo(f"freed {common.human_bytes(freed)}")
+
+    common.emit(output, data, text)
+
+
+COMMANDS = [prune, check]

@@ -1,0 +1,90 @@
+"""The byte layout of a stored object: a header, then independent frames (docs/format.md).
+
+::
+
+    object := MAGIC frame*
+    frame  := flags:u8 raw_len:u32 payload_len:u32 crc32(payload):u32 payload
+    flags  := bit 0 = final frame
+
+``payload`` is the chunk compressed as one complete frame of the codec and then, when the backup
+is encrypted, sealed with AES-256-GCM (nonce || ciphertext || tag) bound to the chunk's index and
+final flag. The CRC names a damaged frame even in unencrypted backups before decompression runs;
+the per-object SHA-256 in the manifest covers the whole object, header included.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+MAGIC = b"SHLDOBJ1"
+_FRAME = struct.Struct(">BIII")
+FINAL = 0x01
+# Raw chunks are a few MiB; a header claiming far more is corruption, not data.
+MAX_FRAME = 1 << 30
+
+
+class FrameError(ValueError):
+    """The object's framing is damaged (bad magic, truncated frame, CRC mismatch...)."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    index: int
+    final: bool
+    raw_len: int
+    payload: bytes
+
+
+def frame_bytes(payload: bytes, raw_len: int, final: bool) -> bytes:
+    head = _FRAME.pack(FINAL if final else 0, raw_len, len(payload), zlib.crc32(payload))
+    return head + payload
+
+
+class _Buffer:
+    """Pull exact byte counts out of an iterator of arbitrary-size blocks."""
+
+    def __init__(self, blocks: Iterable[bytes]) -> None:
+        self._it = iter(blocks)
+        self._buf = bytearray()
+
+    def read(self, n: int) -> bytes:
+        while len(self._buf) < n:
+            block = next(self._it, None)
+            if block is None:
+                break
+            self._buf += block
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        return out
+
+
+def parse_frames(stored: Iterable[bytes]) -> Iterator[Frame]:
+    """Split a stored object into frames, checking magic, CRCs, order and the final flag."""
+    buf = _Buffer(stored)
+    if buf.read(len(MAGIC)) != MAGIC:
+        raise FrameError("not a Safehold object (bad header)")
+    index = 0
+    while True:
+        head = buf.read(_FRAME.size)
+        if not head:
+            raise FrameError(f"truncated: the object ends after {index} frames with no final frame")
+        if len(head) < _FRAME.size:
+            raise FrameError(f"truncated inside the header of frame {index}")
+        flags, raw_len, payload_len, crc = _FRAME.unpack(head)
+        if payload_len > MAX_FRAME or raw_len > MAX_FRAME or flags & ~FINAL:
+            raise FrameError(f"frame {index} has an impossible header")
+        payload = buf.read(payload_len)
+        if len(payload) < payload_len:
+            raise FrameError(f"truncated inside frame {index}")
+        if zlib.crc32(payload) != crc:
+            raise FrameError(f"frame {index} fails its CRC check")
+        final = bool(flags & FINAL)
+        yield Frame(index, final, raw_len, payload)
+        index += 1
+        if final:
+            if buf.read(1):
+                raise FrameError(f"unexpected data after the final frame {index - 1}")
+            return

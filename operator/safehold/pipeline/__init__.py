@@ -1,0 +1,1 @@
+"""The streaming data plane: engine -> chunk -> compress -> encrypt -> storage, and back."""

@@ -1,0 +1,122 @@
+"""One backup, start to finish: resolve the chain, stream the engine's objects, write the manifest.
+
+The manifest is written last, so a backup interrupted at any point (even by kill -9) does not
+exist for readers; prune removes its leftovers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from safehold import __version__
+from safehold.api.manifest import BackupType, Manifest
+from safehold.codecs import crypto
+from safehold.codecs.compression import Codec, parse_codec
+from safehold.engines.base import BackupRequest, Engine, check_request
+from safehold.pipeline.keys import DataKeys, check_active, write_wrapped_key
+from safehold.pipeline.objects import ObjectReader, ObjectWriter, ProgressHook
+from safehold.pipeline.stream import DEFAULT_CHUNK_SIZE
+from safehold.repository import layout
+from safehold.repository.repo import Repository
+from safehold.storage.base import NoSpaceError
+
+log = logging.getLogger("safehold.backup")
+
+
+@dataclass(frozen=True)
+class BackupOptions:
+    target: str
+    type: BackupType = "full"
+    codec: Codec | None = None
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    include: Sequence[str] | None = None
+    workers: int | None = None
+
+
+def parent_chain(repo: Repository, target: str, backup_type: BackupType) -> list[Manifest]:
+    """The chain a new backup extends: [] for a full; the newest chain (root first) otherwise.
+
+    An incremental extends the newest backup of any type; a differential extends the newest full.
+    """
+    if backup_type == "full":
+        return []
+    backups = repo.backups(target)
+    if not backups:
+        return []
+    if backup_type == "differential":
+        fulls = [m for m in backups if m.type == "full"]
+        return fulls[-1:]
+    return repo.chain(backups[-1], backups)
+
+
+def check_free_space(repo: Repository, engine: Engine) -> None:
+    free, need = repo.storage.free_space(), engine.estimate_size()
+    if free is not None and need is not None and free < need:
+        raise NoSpaceError(
+            f"{repo.url} has {free / 2**20:.0f} MiB free but the database is"
+            f" {need / 2**20:.0f} MiB uncompressed; free space or choose another repository"
+        )
+
+
+def run_backup(engine: Engine, repo: Repository, options: BackupOptions,
+               kek: crypto.Kek | None, keks: Sequence[crypto.Kek] = (), *,
+               progress: ProgressHook | None = None) -> Manifest:
+    """Take one backup; returns its manifest once it is durable in the repository."""
+    target = layout.check_target_name(options.target)
+    codec = options.codec or parse_codec("zstd")
+    backup_type = options.type
+    check_request(engine, backup_type)
+    chain = parent_chain(repo, target, backup_type)
+    if backup_type != "full" and not chain:
+        log.warning("no full backup of %s yet: taking a full backup instead of %s",
+                    target, backup_type)
+        backup_type = "full"
+    if kek is not None:
+        check_active(repo, kek)
+    check_free_space(repo, engine)
+
+    started = datetime.now(UTC)
+    backup_id = layout.new_backup_id(started)
+    data_key = None
+    if kek is not None:
+        data_key = os.urandom(crypto.KEY_SIZE)
+        write_wrapped_key(repo, target, backup_id, kek, data_key)
+    reader = ObjectReader(repo, DataKeys(repo, [kek, *keks] if kek else keks),
+                          workers=options.workers)
+    writer = ObjectWriter(repo, target, backup_id, codec, data_key,
+                          chunk_size=options.chunk_size, workers=options.workers)
+    writer.on_bytes = progress
+    outcome = engine.backup(BackupRequest(type=backup_type, chain=chain, include=options.include),
+                            writer, reader)
+    parent = None if not chain else (chain[0] if backup_type == "differential" else chain[-1])
+    manifest = Manifest(
+        backup_id=backup_id,
+        target=target,
+        engine=engine.name,
+        server_version=outcome.server_version,
+        type=backup_type,
+        parent_id=parent.backup_id if parent else None,
+        chain_id=chain[0].backup_id if chain else backup_id,
+        started_at=started,
+        finished_at=datetime.now(UTC),
+        start_position=outcome.start_position,
+        end_position=outcome.end_position,
+        compression=codec.spec,
+        encryption="aes-256-gcm" if data_key is not None else "none",
+        chunk_size=options.chunk_size,
+        objects=tuple(writer.records),
+        include=tuple(options.include) if options.include else None,
+        engine_meta=outcome.engine_meta,
+        tools={"safehold": __version__, **outcome.tools},
+    )
+    if data_key is not None:
+        manifest = manifest.model_copy(
+            update={"mac": crypto.manifest_mac(data_key, manifest.signing_bytes())})
+    repo.write_manifest(manifest)
+    log.info("backup %s of %s complete: %d objects, %d bytes raw, %d stored",
+             backup_id, target, len(manifest.objects), manifest.raw_bytes, manifest.stored_bytes)
+    return manifest

@@ -1,0 +1,105 @@
+"""Objects of one backup in and out of storage: the BackupSink and ChainReader the engines use."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+from safehold.api.manifest import Manifest, ObjectRecord
+from safehold.codecs import crypto
+from safehold.codecs.compression import Codec, CorruptDataError, parse_codec
+from safehold.codecs.frames import FrameError
+from safehold.pipeline import stream
+from safehold.pipeline.keys import DataKeys
+from safehold.repository import layout
+from safehold.repository.repo import Repository
+
+
+class CorruptObjectError(Exception):
+    """An object failed a check while decoding; names the backup and the object."""
+
+    def __init__(self, backup_id: str, name: str, detail: str) -> None:
+        super().__init__(f"backup {backup_id}, object {name!r}: {detail}")
+        self.backup_id = backup_id
+        self.object = name
+
+
+ProgressHook = Callable[[int], None]
+
+
+def _object_id(backup_id: str, name: str) -> str:
+    return f"{backup_id}/{name}"
+
+
+def _counted(blocks: Iterable[bytes], hook: ProgressHook | None) -> Iterable[bytes]:
+    if hook is None:
+        return blocks
+    return (hook(len(b)) or b for b in blocks)
+
+
+class ObjectWriter:
+    """BackupSink: stream engine output through chunk -> compress -> encrypt -> storage."""
+
+    def __init__(self, repo: Repository, target: str, backup_id: str, codec: Codec,
+                 data_key: bytes | None, *, chunk_size: int, workers: int | None = None) -> None:
+        self.repo, self.target, self.backup_id = repo, target, backup_id
+        self.codec, self.data_key = codec, data_key
+        self.chunk_size, self.workers = chunk_size, workers
+        self.records: list[ObjectRecord] = []
+        self.on_bytes: ProgressHook | None = None  # raw bytes read from the engine
+
+    def put(self, name: str, data: Iterable[bytes], *, meta: Mapping[str, Any] | None = None
+            ) -> ObjectRecord:
+        if any(r.name == name for r in self.records):
+            raise ValueError(f"object {name!r} written twice in backup {self.backup_id}")
+        cipher = (crypto.ChunkCipher(self.data_key, _object_id(self.backup_id, name))
+                  if self.data_key is not None else None)
+        stats = stream.StreamStats()
+        encoded = stream.encode(_counted(data, self.on_bytes), self.codec, cipher, stats,
+                                chunk_size=self.chunk_size, workers=self.workers)
+        self.repo.storage.put(layout.object_key(self.target, self.backup_id, name), encoded)
+        record = ObjectRecord(name=name, raw_size=stats.raw_size, stored_size=stats.stored_size,
+                              sha256=stats.sha256, chunks=stats.chunks, meta=dict(meta or {}))
+        self.records.append(record)
+        return record
+
+
+class ObjectReader:
+    """ChainReader: decode objects of any backup, checking every frame, size and hash."""
+
+    def __init__(self, repo: Repository, keys: DataKeys, *, workers: int | None = None) -> None:
+        self.repo, self.keys, self.workers = repo, keys, workers
+        self.on_bytes: ProgressHook | None = None  # raw bytes handed to the engine
+
+    def open(self, backup: Manifest, name: str) -> Iterator[bytes]:
+        record = backup.object(name)
+        data_key = self.keys.for_backup(backup)
+        cipher = (crypto.ChunkCipher(data_key, _object_id(backup.backup_id, name))
+                  if data_key is not None else None)
+        codec = parse_codec(backup.compression)
+        key = layout.object_key(backup.target, backup.backup_id, name)
+        return iter(_counted(self._decode(backup, record, codec, cipher, key), self.on_bytes))
+
+    def _decode(self, backup: Manifest, record: ObjectRecord, codec: Codec,
+                cipher: crypto.ChunkCipher | None, key: str) -> Iterator[bytes]:
+        stats = stream.StreamStats()
+        try:
+            yield from stream.decode(self.repo.storage.get(key), codec, cipher, stats,
+                                     workers=self.workers)
+        except (FrameError, CorruptDataError) as exc:
+            raise CorruptObjectError(backup.backup_id, record.name, str(exc)) from exc
+        except crypto.TamperedError as exc:
+            raise CorruptObjectError(
+                backup.backup_id, record.name,
+                f"authentication failed ({exc}): the object was modified, truncated, reordered"
+                " or swapped",
+            ) from exc
+        if stats.sha256 != record.sha256 or stats.stored_size != record.stored_size:
+            raise CorruptObjectError(
+                backup.backup_id, record.name,
+                f"stored bytes do not match the manifest (size {stats.stored_size} vs"
+                f" {record.stored_size}, sha256 {stats.sha256[:12]}… vs {record.sha256[:12]}…)",
+            )
+        if stats.raw_size != record.raw_size:
+            raise CorruptObjectError(backup.backup_id, record.name,
+                                     f"decoded {stats.raw_size} bytes, expected {record.raw_size}")

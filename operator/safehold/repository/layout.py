@@ -1,0 +1,56 @@
+"""Where things live in a repository (docs/format.md). Pure string functions.
+
+::
+
+    safehold-repo.json                      repository config (format, KDF parameters, keys)
+    <target>/<backup-id>/keys.json          the backup's wrapped data key (encrypted backups)
+    <target>/<backup-id>/data/<object>      data objects
+    <target>/<backup-id>/manifest.json      written last: no manifest, no backup
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+CONFIG = "safehold-repo.json"
+MANIFEST = "manifest.json"
+KEYS = "keys.json"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_ID = re.compile(r"^\d{8}T\d{6}\.\d{6}Z$")
+
+
+def check_target_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise ValueError(
+            f"invalid target name {name!r}: use 1-128 letters, digits, '.', '_' or '-',"
+            " starting with a letter or digit"
+        )
+    return name
+
+
+def is_backup_id(text: str) -> bool:
+    return bool(_ID.match(text))
+
+
+def new_backup_id(now: datetime | None = None) -> str:
+    """Time-stamped ids that sort in time order: 20261126T114217.123456Z."""
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    return now.strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def backup_prefix(target: str, backup_id: str) -> str:
+    return f"{target}/{backup_id}/"
+
+
+def manifest_key(target: str, backup_id: str) -> str:
+    return f"{target}/{backup_id}/{MANIFEST}"
+
+
+def keys_key(target: str, backup_id: str) -> str:
+    return f"{target}/{backup_id}/{KEYS}"
+
+
+def object_key(target: str, backup_id: str, name: str) -> str:
+    return f"{target}/{backup_id}/data/{name}"
+

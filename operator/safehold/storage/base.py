@@ -1,0 +1,103 @@
+"""The storage Protocol every backend implements, and the registry by URL scheme.
+
+Keys are '/'-separated relative paths inside the repository root the backend was opened on.
+Backends are small: retries, rate limits and logging are wrappers (see DESIGN.md section 7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+
+class StorageError(Exception):
+    """A storage operation failed; ``transient`` says whether retrying may help."""
+
+    transient = False
+
+
+class ObjectNotFound(StorageError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"object not found: {key}")
+        self.key = key
+
+
+class NoSpaceError(StorageError):
+    """Not enough free space for the backup that is about to start."""
+
+
+class TransientStorageError(StorageError):
+    transient = True
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    modified: datetime
+
+
+@runtime_checkable
+class Storage(Protocol):
+    url: str
+
+    def put(self, key: str, chunks: Iterable[bytes]) -> int:
+        """Store the concatenated chunks under ``key`` atomically; return the bytes written.
+
+        Readers never see a partial object: on error nothing is left under ``key`` (an existing
+        object is replaced only when the new one is complete).
+        """
+        ...
+
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    def get(self, key: str, *, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """Stream the object's bytes; raise ObjectNotFound when absent (before yielding)."""
+        ...
+
+    def get_bytes(self, key: str) -> bytes: ...
+
+    def stat(self, key: str) -> ObjectInfo: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Objects whose key starts with ``prefix`` (a plain string prefix), sorted by key."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove one object; absent objects are not an error."""
+        ...
+
+    def free_space(self) -> int | None:
+        """Bytes available for new objects, or None when the backend has no such limit."""
+        ...
+
+
+StorageFactory = Callable[[str], Storage]
+_REGISTRY: dict[str, StorageFactory] = {}
+
+
+def register(scheme: str, factory: StorageFactory) -> None:
+    _REGISTRY[scheme] = factory
+
+
+def open_storage(url: str) -> Storage:
+    """Open the backend for a repository URL such as ``file:///var/backups``."""
+    from safehold.storage import local  # noqa: F401  (registers file://)
+
+    scheme = urlsplit(url).scheme
+    if not scheme:
+        raise ValueError(
+            f"repository {url!r} is not a URL: use file:///absolute/dir"
+            f" (supported schemes: {', '.join(sorted(_REGISTRY))})"
+        )
+    if scheme not in _REGISTRY:
+        raise ValueError(
+            f"unsupported repository scheme {scheme!r} in {url!r};"
+            f" supported: {', '.join(sorted(_REGISTRY))}"
+        )
+    return _REGISTRY[scheme](url)

@@ -1,0 +1,340 @@
+"""Local-filesystem storage: a repository is a directory tree, one file per object.
+
+Used for laptops, VMs and Kubernetes volumes (``file:///var/backups``). Writes are crash-safe:
+an object is streamed into a ``.tmp-*`` file beside its final path, fsynced, renamed into place
+and the directory fsynced, so a reader (or a restarted runner) sees either the old object, the
+new one, or none, never a torn one. A killed writer can leave a ``.tmp-*`` file behind; listings
+skip those and :meth:`LocalStorage.cleanup_temp` (called by prune) removes stale ones.
+
+Files are created 0600 and directories 0700 (as restic does): backups hold database contents.
+list() does not descend into symbolically linked directories (no loops); the root may be one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from stat import S_ISREG
+from typing import BinaryIO
+from urllib.parse import unquote, urlsplit
+
+from safehold.storage.base import (
+    NoSpaceError,
+    ObjectInfo,
+    ObjectNotFound,
+    StorageError,
+    register,
+)
+
+TEMP_PREFIX = ".tmp-"
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+# A concurrent delete() may remove a freshly created, still empty parent directory before the
+# temp file lands in it; recreating it a few times resolves that race.
+_CREATE_ATTEMPTS = 5
+
+
+class LocalStorage:
+    """Objects as files under ``root``; the key ``a/b/c`` is the file ``root/a/b/c``."""
+
+    url: str
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(os.path.abspath(root))
+        self.url = self.root.as_uri()
+        self._prepare_root()
+
+    @classmethod
+    def from_url(cls, url: str) -> LocalStorage:
+        """Open ``file:///absolute/dir``, creating the directory when it is missing."""
+        parts = urlsplit(url)
+        if parts.scheme != "file":
+            raise ValueError(f"{url!r} is not a file:// URL; use file:///absolute/dir")
+        if parts.netloc:
+            meant = parts.path if parts.netloc == "localhost" else f"/{parts.netloc}{parts.path}"
+            raise ValueError(
+                f"file URL {url!r} names the host {parts.netloc!r}; local repositories take an"
+                f" absolute path after three slashes, e.g. file://{meant}"
+            )
+        if parts.query or parts.fragment:
+            raise ValueError(
+                f"file URL {url!r} has a query or fragment; use file:///absolute/dir alone"
+            )
+        path = unquote(parts.path)
+        if not path.startswith("/"):
+            raise ValueError(
+                f"file URL {url!r} has the relative path {path!r}; use an absolute one,"
+                f" e.g. file://{os.path.abspath(path or '.')}"
+            )
+        return cls(Path(path))
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def put(self, key: str, chunks: Iterable[bytes]) -> int:
+        path = self._path(key)
+        fd, tmp = self._create_temp(key, path)
+        written = 0
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for chunk in chunks:  # errors raised by the producer propagate unchanged
+                    with self._os_errors("write", key):
+                        written += f.write(chunk)
+                with self._os_errors("write", key):
+                    f.flush()
+                    os.fsync(f.fileno())
+            with self._os_errors("write", key):
+                os.replace(tmp, path)
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        with self._os_errors("write", key):
+            _fsync_dir(path.parent)
+        return written
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.put(key, (data,))
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            os.unlink(path)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return  # no such object (a directory is not an object)
+        except OSError as e:
+            raise self._error("delete", key, e) from e
+        with self._os_errors("delete", key):
+            _fsync_dir(path.parent)
+        self._remove_empty_dirs(path.parent)
+
+    def cleanup_temp(self, older_than: float = 3600) -> int:
+        """Remove ``.tmp-*`` files not modified for ``older_than`` seconds; return how many.
+
+        A live writer modifies its temp file as chunks arrive, so old ones were abandoned by a
+        crashed or killed writer. A writer whose producer stalls for longer than
+        ``older_than`` loses its temp file and its put() fails, hence the generous default.
+        """
+        cutoff = time.time() - older_than
+        removed = 0
+        for dirpath, _dirnames, filenames in os.walk(self.root):
+            for name in filenames:
+                if not name.startswith(TEMP_PREFIX):
+                    continue
+                path = Path(dirpath, name)
+                try:
+                    if path.lstat().st_mtime > cutoff:
+                        continue
+                    path.unlink()
+                except FileNotFoundError:
+                    continue  # its writer finished or gave up meanwhile
+                except OSError as e:
+                    raise self._error("remove temp file", str(path), e) from e
+                removed += 1
+                self._remove_empty_dirs(path.parent)
+        return removed
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def get(self, key: str, *, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        # Opened now, not on first next(): a missing object fails before anything is yielded,
+        # and a concurrent overwrite (a rename) cannot tear the stream being read.
+        return self._read_chunks(self._open(key), chunk_size, key)
+
+    def get_bytes(self, key: str) -> bytes:
+        with self._open(key) as f, self._os_errors("read", key):
+            return f.read()
+
+    def stat(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            raise ObjectNotFound(key) from None
+        except OSError as e:
+            raise self._error("stat", key, e) from e
+        if not S_ISREG(st.st_mode):
+            raise ObjectNotFound(key)  # a directory is not an object
+        return _info(key, st)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Objects whose key starts with ``prefix``, in key order.
+
+        Only the directory the prefix's last '/' points at is opened, and of its entries only
+        those starting with the rest of the prefix are descended into.
+        """
+        directory, _, name_start = prefix.rpartition("/")
+        if directory:
+            _check_segments(prefix, directory.split("/"))
+        base = f"{directory}/" if directory else ""
+        return self._walk(self.root / directory, base, name_start)
+
+    def free_space(self) -> int | None:
+        with self._os_errors("measure free space of", str(self.root)):
+            return shutil.disk_usage(self.root).free
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _prepare_root(self) -> None:
+        try:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as e:
+            raise StorageError(
+                f"cannot create the repository directory {self.root}: {e.strerror}; create it"
+                " (and its parents) or choose a path the runner can write"
+            ) from e
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise StorageError(
+                f"the repository directory {self.root} is not writable by this user"
+                f" (uid {os.getuid()}); fix its ownership/permissions or mount it read-write"
+            )
+
+    def _path(self, key: str) -> Path:
+        _check_key(key)
+        return self.root.joinpath(*key.split("/"))
+
+    def _open(self, key: str) -> BinaryIO:
+        path = self._path(key)
+        try:
+            return open(path, "rb")  # closed by the caller or by _read_chunks
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFound(key) from None
+        except OSError as e:
+            raise self._error("open", key, e) from e
+
+    def _read_chunks(self, f: BinaryIO, chunk_size: int, key: str) -> Iterator[bytes]:
+        with f:
+            while True:
+                with self._os_errors("read", key):
+                    block = f.read(chunk_size)
+                if not block:
+                    return
+                yield block
+
+    def _create_temp(self, key: str, path: Path) -> tuple[int, str]:
+        attempt = 1
+        while True:
+            with self._os_errors("create", key):
+                self._make_dirs(path.parent)
+                try:
+                    return tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
+                except FileNotFoundError:
+                    if attempt == _CREATE_ATTEMPTS:
+                        raise
+            attempt += 1
+
+    def _make_dirs(self, directory: Path) -> None:
+        """Create missing directories below the root, fsyncing each parent so they persist."""
+        missing = []
+        while directory != self.root and not directory.is_dir():
+            missing.append(directory)
+            directory = directory.parent
+        for d in reversed(missing):
+            with suppress(FileExistsError):
+                d.mkdir(mode=0o700)
+            _fsync_dir(d.parent)
+
+    def _remove_empty_dirs(self, directory: Path) -> None:
+        """Remove ``directory`` and its ancestors below the root while they are empty."""
+        while directory != self.root and self.root in directory.parents:
+            try:
+                directory.rmdir()
+            except OSError:
+                return  # not empty (or already gone): ancestors are not empty either
+            directory = directory.parent
+
+    def _walk(self, directory: Path, base: str, name_start: str) -> Iterator[ObjectInfo]:
+        # Sorting a directory's entries by name, with '/' appended to subdirectory names, and
+        # descending in that order yields keys in exact string order without collecting them.
+        try:
+            with os.scandir(directory) as it:
+                entries = sorted(
+                    ((e.name + "/" if is_dir else e.name), e)
+                    for e in it
+                    if e.name.startswith(name_start) and not e.name.startswith(TEMP_PREFIX)
+                    for is_dir in (e.is_dir(follow_symlinks=False),)
+                    if is_dir or e.is_file()
+                )
+        except (FileNotFoundError, NotADirectoryError):
+            return  # nothing under this prefix (or it vanished under a concurrent delete)
+        except OSError as e:
+            raise self._error("list", base, e) from e
+        for name, entry in entries:
+            if name.endswith("/"):
+                yield from self._walk(Path(entry.path), base + name, "")
+                continue
+            try:
+                st = entry.stat()
+            except FileNotFoundError:
+                continue  # deleted since the directory was read
+            yield _info(base + name, st)
+
+    @contextmanager
+    def _os_errors(self, action: str, key: str) -> Iterator[None]:
+        try:
+            yield
+        except OSError as e:
+            raise self._error(action, key, e) from e
+
+    def _error(self, action: str, key: str, e: OSError) -> StorageError:
+        where = f"{key!r} in {self.root}"
+        if e.errno in _NO_SPACE:
+            return NoSpaceError(
+                f"cannot {action} {where}: {e.strerror}; free space on that volume or enlarge it"
+            )
+        return StorageError(f"cannot {action} {where}: {e.strerror or e}")
+
+
+def _info(key: str, st: os.stat_result) -> ObjectInfo:
+    return ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
+
+def _check_key(key: str) -> None:
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"invalid storage key {key!r}: keys are non-empty strings")
+    if key.startswith("/"):
+        raise ValueError(f"invalid storage key {key!r}: keys are relative, drop the leading '/'")
+    _check_segments(key, key.split("/"))
+
+
+def _check_segments(key: str, segments: Iterable[str]) -> None:
+    for segment in segments:
+        problem = _segment_problem(segment)
+        if problem:
+            raise ValueError(
+                f"invalid storage key {key!r}: {problem}; keys are relative '/'-separated"
+                " paths such as 'target/backup-id/manifest.json'"
+            )
+
+
+def _segment_problem(segment: str) -> str | None:
+    if not segment:
+        return "it has an empty segment ('//', or a leading or trailing '/')"
+    if segment in (".", ".."):
+        return f"the segment {segment!r} would escape or alias a directory"
+    if segment.startswith(TEMP_PREFIX):
+        return f"segments starting with {TEMP_PREFIX!r} are reserved for in-progress writes"
+    if "\0" in segment:
+        return "it contains a NUL character"
+    return None
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+register("file", LocalStorage.from_url)

@@ -1,0 +1,206 @@
+"""LocalStorage: the shared storage contract, plus what only a filesystem can get wrong."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from safehold.storage import StorageError, open_storage
+from safehold.storage.local import TEMP_PREFIX, LocalStorage
+from tests.contract.storage_contract import ProducerFailed, StorageContract, failing_chunks
+
+
+class TestLocalStorage(StorageContract):
+    @pytest.fixture
+    def storage(self, tmp_path: Path) -> LocalStorage:
+        return LocalStorage(tmp_path / "repo")
+
+
+def _files_on_disk(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+# -- URLs ------------------------------------------------------------------------------------
+
+
+def test_open_storage_resolves_file_urls_and_creates_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "new dir" / "nested"
+    storage = open_storage(root.as_uri())
+    assert isinstance(storage, LocalStorage)
+    assert storage.root == root
+    assert root.is_dir()
+    assert storage.url == root.as_uri()
+    assert LocalStorage.from_url(f"file:{root}").root == root  # the one-slash form is absolute
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("file://backups/daily", "names the host 'backups'.*file:///backups/daily"),
+        ("file://localhost/var/backups", "names the host 'localhost'.*file:///var/backups$"),
+        ("file:relative/dir", "relative path 'relative/dir'"),
+        ("file:", "relative path ''"),
+        ("file:///var/backups?mode=x", "query or fragment"),
+        ("s3://bucket/prefix", "not a file:// URL"),
+    ],
+)
+def test_bad_file_urls_are_rejected(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        LocalStorage.from_url(url)
+
+
+def test_a_root_that_cannot_be_created_names_the_path(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_bytes(b"")
+    with pytest.raises(StorageError, match=r"cannot create the repository directory .*a-file/sub"):
+        LocalStorage.from_url((tmp_path / "a-file" / "sub").as_uri())
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["", "/etc/passwd", "../escape", "a/../../escape", "a/..", "./a", "a//b", "a/", "a/./b",
+     ".tmp-x", "a/.tmp-b/c", "nul\0byte"],
+)
+def test_keys_that_escape_or_alias_are_rejected(tmp_path: Path, key: str) -> None:
+    storage = LocalStorage(tmp_path / "repo")
+    for operation in (
+        lambda: storage.put_bytes(key, b"x"),
+        lambda: storage.get(key),
+        lambda: storage.get_bytes(key),
+        lambda: storage.stat(key),
+        lambda: storage.exists(key),
+        lambda: storage.delete(key),
+    ):
+        with pytest.raises(ValueError, match="invalid storage key"):
+            operation()
+    assert list(tmp_path.rglob("*")) == [tmp_path / "repo"]
+
+
+@pytest.mark.parametrize("prefix", ["../", "a/../../", "/etc/", "a//"])
+def test_list_rejects_escaping_prefixes(tmp_path: Path, prefix: str) -> None:
+    with pytest.raises(ValueError, match="invalid storage key"):
+        LocalStorage(tmp_path).list(prefix)
+
+
+# -- layout on disk --------------------------------------------------------------------------
+
+
+def test_delete_removes_emptied_directories_up_to_the_root(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "repo")
+    storage.put_bytes("t/b1/data/x", b"x")
+    storage.put_bytes("t/keep", b"k")
+    storage.delete("t/b1/data/x")
+    assert sorted(p.name for p in storage.root.rglob("*")) == ["keep", "t"]
+    storage.delete("t/keep")
+    assert storage.root.is_dir()
+    assert list(storage.root.iterdir()) == []
+    storage.put_bytes("t", b"a key where a directory was")
+    assert storage.get_bytes("t") == b"a key where a directory was"
+
+
+def test_failed_put_leaves_no_file_behind(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "repo")
+    storage.put_bytes("b/old", b"old")
+    with pytest.raises(ProducerFailed):
+        storage.put("b/old", failing_chunks([b"z" * 4096] * 4))
+    with pytest.raises(ProducerFailed):
+        storage.put("c/new", failing_chunks([b"z" * 4096] * 4))
+    assert _files_on_disk(storage.root) == ["b/old"]
+
+
+def test_objects_are_private_to_the_owner(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "repo")
+    storage.put_bytes("t/b/data/db", b"secret rows")
+    assert (storage.root / "t/b/data/db").stat().st_mode & 0o777 == 0o600
+    assert (storage.root / "t/b/data").stat().st_mode & 0o777 == 0o700
+
+
+def test_writing_under_an_object_is_a_storage_error(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "repo")
+    storage.put_bytes("a", b"file")
+    with pytest.raises(StorageError, match="cannot create 'a/b'"):
+        storage.put_bytes("a/b", b"x")
+    assert _files_on_disk(storage.root) == ["a"]
+
+
+# -- temp files ------------------------------------------------------------------------------
+
+
+def test_temp_files_are_invisible_and_cleaned_when_stale(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "repo")
+    storage.put_bytes("t/b/manifest.json", b"{}")
+    stale = storage.root / "t/b/data" / f"{TEMP_PREFIX}stale"
+    stale.parent.mkdir()
+    stale.write_bytes(b"half an object")
+    hour_ago = time.time() - 2 * 3600
+    os.utime(stale, (hour_ago, hour_ago))
+    fresh = storage.root / "t/b" / f"{TEMP_PREFIX}fresh"
+    fresh.write_bytes(b"an upload in progress")
+
+    assert [i.key for i in storage.list()] == ["t/b/manifest.json"]
+    assert [i.key for i in storage.list("t/b/.tmp")] == []
+
+    assert storage.cleanup_temp() == 1
+    assert not stale.exists()
+    assert not stale.parent.exists()  # its emptied directory went with it
+    assert fresh.exists()
+    assert storage.cleanup_temp(older_than=0) == 1
+    assert _files_on_disk(storage.root) == ["t/b/manifest.json"]
+
+
+_WRITER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from safehold.storage.local import LocalStorage
+
+    def chunks():
+        for i in range(1_000_000):
+            yield bytes([i % 256]) * 65536
+            if i == 64:  # 4 MiB written: tell the parent, then keep writing until killed
+                print("writing", flush=True)
+
+    LocalStorage(Path(sys.argv[1])).put(sys.argv[2], chunks())
+    """
+)
+
+
+@pytest.mark.parametrize("existing", [None, b"the previous good object"], ids=["new", "replace"])
+def test_a_killed_writer_never_leaves_a_torn_object(tmp_path: Path, existing: bytes | None
+                                                    ) -> None:
+    root = tmp_path / "repo"
+    storage = LocalStorage(root)
+    key = "target/backup/data/db.pages"
+    if existing is not None:
+        storage.put_bytes(key, existing)
+
+    writer = [sys.executable, "-c", _WRITER, str(root), key]
+    with subprocess.Popen(writer, stdout=subprocess.PIPE, text=True) as child:
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline() == "writing\n"
+        finally:
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait(timeout=10)
+    assert child.returncode == -signal.SIGKILL
+
+    temps = [p for p in root.rglob(f"{TEMP_PREFIX}*") if p.is_file()]
+    assert len(temps) == 1 and temps[0].stat().st_size >= 4 << 20  # killed midway, not before
+    if existing is None:
+        assert not storage.exists(key)
+        assert [i.key for i in storage.list()] == []
+    else:
+        assert storage.get_bytes(key) == existing
+        assert [i.key for i in storage.list()] == [key]
+
+    assert storage.cleanup_temp(older_than=0) == 1
+    assert not any(root.rglob(f"{TEMP_PREFIX}*"))
