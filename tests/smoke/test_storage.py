@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -145,11 +146,17 @@ def test_azure_staged_blocks_roundtrip(azure_container: ContainerClient, payload
         blob.get_blob_properties()
 
 
-def test_start_failure_carries_log_tail(s3_server: MotoS3) -> None:
-    """A server that cannot start raises ServerError whose message ends with its own log."""
-    clash = MotoS3(port=s3_server.port)  # the port is taken: moto_server exits at once
-    with pytest.raises(ServerError) as e:
-        clash.start()
-    assert "exited with code" in str(e.value)
-    assert "in use" in str(e.value).lower()
-    assert clash.pid is None
+def test_start_failure_carries_log_tail(s3_server: MotoS3, tmp_path: Path) -> None:
+    """A server that cannot start raises ServerError whose message ends with its own log.
+
+    Also checks readiness is not fooled by the *other* server answering on the same port.
+    """
+    clash = MotoS3(tmp_path, port=s3_server.port)  # the port is taken: moto_server exits
+    try:
+        with pytest.raises(ServerError) as e:
+            clash.start()
+        assert "exited with code" in str(e.value)
+        assert "in use" in str(e.value).lower()
+        assert clash.pid is None
+    finally:
+        clash.stop()

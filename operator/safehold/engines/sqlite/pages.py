@@ -21,6 +21,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Iterator
 from hashlib import blake2b
+from pathlib import Path
 
 from safehold.engines.base import EngineError
 
@@ -28,10 +29,22 @@ DIGEST_SIZE = 8
 DIGEST_NAME = "blake2b-64"
 RUN_HEADER = struct.Struct(">II")
 MAX_RUN_BYTES = 1 << 20
+BLOCK_BYTES = 1 << 20
 
 
 def page_digest(page: bytes | memoryview) -> bytes:
     return blake2b(page, digest_size=DIGEST_SIZE).digest()
+
+
+def read_pages(path: Path, page_size: int) -> Iterator[tuple[int, bytes]]:
+    """``(page number, page)`` for every page of a database file, read in ~1 MiB blocks."""
+    per_block = max(1, BLOCK_BYTES // page_size)
+    pgno = 1
+    with path.open("rb") as f:
+        while block := f.read(per_block * page_size):
+            for off in range(0, len(block), page_size):
+                yield pgno, block[off:off + page_size]
+                pgno += 1
 
 
 class PageMap:

@@ -19,8 +19,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from safehold.engines.base import EngineError
-
-BLOCK_BYTES = 1 << 20
+from safehold.engines.sqlite.pages import read_pages
 
 
 @dataclass(frozen=True)
@@ -31,18 +30,14 @@ class Snapshot:
     schema_version: int
 
     def pages(self) -> Iterator[tuple[int, bytes]]:
-        """``(page number, page)`` for every page, read in ~1 MiB blocks."""
-        per_block = max(1, BLOCK_BYTES // self.page_size)
-        pgno = 1
-        with self.path.open("rb") as f:
-            while block := f.read(per_block * self.page_size):
-                for off in range(0, len(block), self.page_size):
-                    yield pgno, block[off:off + self.page_size]
-                    pgno += 1
-        if pgno - 1 != self.page_count:
+        """``(page number, page)`` for every page; fails if the file is not the snapshot."""
+        pgno = 0
+        for pgno, page in read_pages(self.path, self.page_size):
+            yield pgno, page
+        if pgno != self.page_count:
             raise EngineError(
-                f"snapshot {self.path} changed while it was read ({pgno - 1} pages, expected"
-                f" {self.page_count}); is something else writing to the scratch directory?"
+                f"snapshot {self.path} has {pgno} pages, expected {self.page_count}; is"
+                " something else writing to the scratch directory?"
             )
 
 
