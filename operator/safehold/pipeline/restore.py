@@ -50,7 +50,7 @@ def verify_backup(repo: Repository, backup: Manifest, keys: DataKeys,
     """Re-read every object of one backup and check frames, authentication, sizes and hashes."""
     try:
         keys.for_backup(backup)
-    except crypto.CryptoError as exc:
+    except crypto.TamperedError as exc:  # a missing or wrong key is not damage: it propagates
         return [ObjectCheck(backup.backup_id, "manifest.json", False, str(exc))]
     reader = ObjectReader(repo, keys, workers=workers)
     results = []

@@ -1,13 +1,16 @@
-"""What each SQLite backup records about its snapshot, read back when a chain is used.
+"""What each SQLite backup records about its snapshot, and which chains of them make sense.
 
 A backup's ``engine_meta`` holds ``page_size``, ``page_count`` (of the whole snapshot) and
-``changed_pages`` (pages stored in its ``pages`` object: all of them for a full backup).
+``changed_pages`` (pages stored in its ``pages`` object: all of them for a full backup). Pages
+only line up between backups of one page size, and each backup's changes are relative to its
+parent, so a restore chain must be a full backup followed by its descendants, link by link.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 from safehold.api.manifest import Manifest
 from safehold.engines.base import EngineError
@@ -50,7 +53,7 @@ def check_chain(chain: Sequence[Manifest]) -> None:
             f"restore chain must start with a full backup, not {chain[0].type} backup"
             f" {chain[0].backup_id}"
         )
-    for prev, backup in zip(chain, chain[1:], strict=False):
+    for prev, backup in pairwise(chain):
         if backup.type == "full" or backup.parent_id != prev.backup_id:
             raise EngineError(
                 f"backup {backup.backup_id} ({backup.type}, parent {backup.parent_id}) does not"

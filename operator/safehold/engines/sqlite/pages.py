@@ -76,6 +76,10 @@ class PageMap:
         start = (pgno - 1) * DIGEST_SIZE
         return bytes(self._data[start:start + DIGEST_SIZE]) if pgno <= len(self) else None
 
+    def count_changed(self, base: PageMap) -> int:
+        """How many of this map's pages differ from ``base`` or are missing from it."""
+        return sum(self.get(pgno) != base.get(pgno) for pgno in range(1, len(self) + 1))
+
 
 def encode_runs(pages: Iterable[tuple[int, bytes]], page_size: int) -> Iterator[bytes]:
     """Group ``(page number, page)`` pairs, ascending, into run records."""

@@ -1,0 +1,154 @@
+"""`make bench`: pipeline throughput per codec (± encryption) beside CLI baselines, and peak RSS.
+
+Numbers are printed, never asserted (DESIGN.md section 8). Two corpora: "pgbench-like" (highly
+compressible rows) and "realistic" (random-text rows, ~2x compressible). Options:
+``--sizes 100,2000`` database sizes in MB for the RSS runs; ``--corpus-mb 64``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from safehold.codecs import crypto
+from safehold.codecs.compression import CODECS, parse_codec
+from safehold.pipeline import stream
+
+WORDS = [w.strip() for w in """lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod
+tempor incididunt ut labore et dolore magna aliqua enim ad minim veniam quis nostrud exercitation
+ullamco laboris nisi aliquip ex ea commodo consequat duis aute irure in reprehenderit voluptate
+velit esse cillum fugiat nulla pariatur excepteur sint occaecat cupidatat non proident sunt culpa
+qui officia deserunt mollit anim id est laborum""".split()]
+
+
+def realistic_rows(n: int, seed: int = 1) -> list[tuple[int, str, str]]:
+    rnd = random.Random(seed)
+    return [(i, " ".join(rnd.choices(WORDS, k=12)),
+             "".join(rnd.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=60)))
+            for i in range(n)]
+
+
+def corpus(kind: str, size: int) -> bytes:
+    if kind == "pgbench":
+        row = b"%10d|%10d|%10d|" + b" " * 70 + b"\n"
+        out = b"".join(row % (i, i // 100000, 0) for i in range(size // len(row % (0, 0, 0))))
+        return out[:size]
+    rnd = random.Random(7)
+    parts, total = [], 0
+    while total < size:
+        line = (" ".join(rnd.choices(WORDS, k=12)) + "|"
+                + "".join(rnd.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=60)) + "\n")
+        parts.append(line.encode())
+        total += len(parts[-1])
+    return b"".join(parts)[:size]
+
+
+def pipeline_mb_s(data: bytes, spec: str, encrypted: bool) -> tuple[float, float]:
+    codec = parse_codec(spec)
+    cipher = crypto.ChunkCipher(os.urandom(32), "bench") if encrypted else None
+    stats = stream.StreamStats()
+    blocks = (data[i:i + (1 << 20)] for i in range(0, len(data), 1 << 20))
+    start = time.perf_counter()
+    for _ in stream.encode(blocks, codec, cipher, stats):
+        pass
+    elapsed = time.perf_counter() - start
+    return len(data) / 1e6 / elapsed, len(data) / max(stats.stored_size, 1)
+
+
+def cli_mb_s(data_path: Path, argv: list[str]) -> float:
+    start = time.perf_counter()
+    with open(data_path, "rb") as src:
+        subprocess.run(argv, stdin=src, stdout=subprocess.DEVNULL, check=True)
+    return data_path.stat().st_size / 1e6 / (time.perf_counter() - start)
+
+
+def throughput(corpus_mb: int) -> None:
+    print(f"\n## Pipeline throughput (MB/s of raw input, {corpus_mb} MB corpus, "
+          f"{len(os.sched_getaffinity(0))} cores)")
+    print(f"{'corpus':<10} {'codec':<8} {'plain':>8} {'aes-gcm':>8} {'ratio':>6}")
+    for kind in ("pgbench", "realistic"):
+        data = corpus(kind, corpus_mb * 10**6)
+        with tempfile.NamedTemporaryFile() as f:
+            f.write(data)
+            f.flush()
+            path = Path(f.name)
+            base = {name: cli_mb_s(path, argv) for name, argv in
+                    {"zstd -3": ["zstd", "-3", "-q", "-c"], "gzip -6": ["gzip", "-6", "-c"]}.items()}
+            for spec in CODECS:
+                plain, ratio = pipeline_mb_s(data, spec, False)
+                enc, _ = pipeline_mb_s(data, spec, True)
+                print(f"{kind:<10} {spec:<8} {plain:>8.1f} {enc:>8.1f} {ratio:>6.2f}")
+            for name, mb_s in base.items():
+                print(f"{kind:<10} {name:<8} {mb_s:>8.1f} {'(CLI baseline, one core)':>15}")
+            z = pipeline_mb_s(data, "zstd", False)[0]
+            g = pipeline_mb_s(data, "gzip", False)[0]
+            print(f"{kind:<10} ratio safehold/CLI: zstd {z / base['zstd -3']:.2f}x,"
+                  f" gzip {g / base['gzip -6']:.2f}x")
+
+
+def make_sqlite(path: Path, mb: int) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA journal_mode=OFF")
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("CREATE TABLE rows (id INTEGER PRIMARY KEY, words TEXT, code TEXT)")
+        batch = 50_000
+        i = 0
+        while path.stat().st_size < mb * 10**6:
+            conn.executemany("INSERT INTO rows VALUES (?, ?, ?)",
+                             [(i + k, w, c) for k, (_, w, c) in
+                              enumerate(realistic_rows(batch, seed=i))])
+            conn.commit()
+            i += batch
+
+
+def peak_rss(sizes: list[int], work: Path) -> None:
+    print("\n## Runner peak RSS (safehold backup + restore, zstd:3 + AES-256-GCM, realistic rows)")
+    print(f"{'db MB':>7} {'op':<8} {'wall s':>7} {'MB/s':>7} {'peak RSS MiB':>13}")
+    safehold = [sys.executable, "-m", "safehold.cli", "--log-level", "warning"]
+    key = work / "bench.key"
+    if not key.exists():
+        subprocess.run([*safehold, "keys", "generate", "--out", str(key)], check=True,
+                       capture_output=True)
+    for mb in sizes:
+        db = work / f"bench-{mb}.db"
+        if not db.exists():
+            make_sqlite(db, mb)
+        repo = (work / f"repo-{mb}").as_uri()
+        out = work / f"restored-{mb}.db"
+        runs = {
+            "backup": ["backup", "-t", f"sqlite://{db}", "-r", repo, "--key-file", str(key)],
+            "restore": ["restore", "-r", repo, "-b", "latest", "-t", f"sqlite://{out}",
+                        "--from", db.stem, "--yes", "--key-file", str(key)],
+        }
+        for op, args in runs.items():
+            start = time.perf_counter()
+            res = subprocess.run(["/usr/bin/time", "-v", *safehold, *args], capture_output=True,
+                                 text=True, check=True)
+            wall = time.perf_counter() - start
+            rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", res.stderr)[1])
+            size = db.stat().st_size / 1e6
+            print(f"{mb:>7} {op:<8} {wall:>7.1f} {size / wall:>7.1f} {rss / 1024:>13.0f}")
+        out.unlink(missing_ok=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="make bench")
+    parser.add_argument("--corpus-mb", type=int, default=64)
+    parser.add_argument("--sizes", default="100,2000", help="database sizes (MB) for RSS runs")
+    parser.add_argument("--work", type=Path, default=Path(".bench"))
+    args = parser.parse_args()
+    args.work.mkdir(exist_ok=True)
+    throughput(args.corpus_mb)
+    peak_rss([int(s) for s in args.sizes.split(",") if s], args.work.resolve())
+
+
+if __name__ == "__main__":
+    main()
