@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -45,16 +46,17 @@ def manifest_summary(m: Manifest) -> dict[str, object]:
 @click.option("--name", help="Target name in the repository (default: config name or file stem).")
 @click.option("--chunk-size", default="4MiB", show_default=True, help="Raw bytes per chunk.")
 @click.option("--no-encryption", is_flag=True, help="Store unencrypted even if a key is set.")
+@common.connection_options
 @common.key_file_option
 @common.output_option
 @click.pass_context
-def backup(ctx: click.Context, target: str, repo: str, backup_type: str, compression: str | None,
+def backup(ctx: click.Context, /, target: str, repo: str, backup_type: str, compression: str | None,
            name: str | None, chunk_size: str, no_encryption: bool, key_files: tuple[Path, ...],
-           output: str) -> None:
+           output: str, **conn: Any) -> None:
     """Back up a database into a repository."""
     repo_cfg = resolve_repository(common.config(ctx), repo)
     codec = parse_codec(compression or repo_cfg.compression or "zstd")
-    target_name, engine = common.open_target(ctx, target)
+    target_name, engine = common.open_target(ctx, target, **conn)
     repository = common.open_repo(ctx, repo)
     keks = [] if no_encryption else common.keks_for(ctx, repository, repo, key_files,
                                                      create_kdf=True)
@@ -123,14 +125,15 @@ def _interactive(repository: Repository, source: str) -> tuple[str, list[str] | 
               show_default=True, help="What to do when the target (or a table) exists.")
 @click.option("--yes", "-y", is_flag=True, help="Overwrite without asking.")
 @click.option("--interactive", "-i", is_flag=True, help="Choose backup and tables interactively.")
+@common.connection_options
 @common.key_file_option
 @common.output_option
 @click.pass_context
-def restore(ctx: click.Context, repo: str, backup_ref: str | None, target: str, source: str | None,
+def restore(ctx: click.Context, /, repo: str, backup_ref: str | None, target: str, source: str | None,
             include: str | None, conflict: str, yes: bool, interactive: bool,
-            key_files: tuple[Path, ...], output: str) -> None:
+            key_files: tuple[Path, ...], output: str, **conn: Any) -> None:
     """Restore a backup (and the chain it builds on) into a database."""
-    target_name, engine = common.open_target(ctx, target)
+    target_name, engine = common.open_target(ctx, target, **conn)
     repository = common.open_repo(ctx, repo)
     source = source or target_name
     tables = _split(include)
@@ -164,11 +167,13 @@ def restore(ctx: click.Context, repo: str, backup_ref: str | None, target: str, 
 @click.option("--repo", "-r", default=None, help="Also check that this repository is writable.")
 @click.option("--purpose", type=click.Choice(["backup", "restore"]), default="backup",
               show_default=True)
+@common.connection_options
 @common.output_option
 @click.pass_context
-def check(ctx: click.Context, target: str, repo: str | None, purpose: str, output: str) -> None:
+def check(ctx: click.Context, /, target: str, repo: str | None, purpose: str, output: str,
+          **conn: Any) -> None:
     """Test the connection and the permissions a backup or restore needs."""
-    _, engine = common.open_target(ctx, target)
+    _, engine = common.open_target(ctx, target, **conn)
     report = engine.check(purpose)  # type: ignore[arg-type]
     problems = list(report.problems)
     if repo:

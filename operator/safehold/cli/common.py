@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ import click
 
 from safehold.cli.config import Config, load_config, resolve_repository, resolve_target
 from safehold.codecs import crypto
-from safehold.engines.base import Engine, open_engine
+from safehold.engines.base import ConnectionOptions, Engine, open_engine
 from safehold.pipeline.keys import load_keks
 from safehold.repository.repo import Repository
 from safehold.storage.base import open_storage
@@ -61,9 +62,56 @@ def keks_for(ctx: click.Context, repo: Repository, repo_ref: str, key_files: tup
     return load_keks(repo, repo_key_files(ctx, repo_ref, key_files), create_kdf=create_kdf)
 
 
-def open_target(ctx: click.Context, ref: str) -> tuple[str, Engine]:
-    name, url = resolve_target(config(ctx), ref)
-    return name, open_engine(url)
+def connection_options(f: F) -> F:
+    """Options for reaching a database server (ignored by SQLite)."""
+    options = [
+        click.option("--password-file", type=click.Path(exists=True, dir_okay=False,
+                                                         path_type=Path),
+                     help="File holding the database password. Also SAFEHOLD_PASSWORD, the"
+                     " URL, or the client's convention (PGPASSWORD, MYSQL_PWD)."),
+        click.option("--tls", type=click.Choice(["disable", "prefer", "require", "verify-ca",
+                                                 "verify-full"]),
+                     help="TLS mode for the database connection."),
+        click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="CA bundle to verify the server's certificate."),
+        click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="Client certificate."),
+        click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="Client certificate's private key."),
+        click.option("--connect-timeout", type=click.FloatRange(min=0.1), default=10.0,
+                     show_default=True, help="Seconds to wait for the database."),
+        click.option("--jobs", "-j", type=click.IntRange(min=1),
+                     help="Parallel workers for per-table/collection dumps and restores."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def open_target(ctx: click.Context, ref: str, **conn: Any) -> tuple[str, Engine]:
+    """The target's name and engine, with connection settings from flags, config and env."""
+    name, target = resolve_target(config(ctx), ref)
+    password_file = conn.get("password_file") or target.password_file
+    password = None
+    if password_file:
+        password = Path(password_file).read_text().rstrip("\r\n")
+    elif os.environ.get("SAFEHOLD_PASSWORD"):
+        password = os.environ["SAFEHOLD_PASSWORD"]
+
+    def path(flag: str, configured: Path | None) -> str | None:
+        value = conn.get(flag) or configured
+        return str(value) if value else None
+
+    options = ConnectionOptions(
+        password=password,
+        tls=conn.get("tls") or target.tls,
+        ca_file=path("tls_ca", target.tls_ca),
+        cert_file=path("tls_cert", target.tls_cert),
+        key_file=path("tls_key", target.tls_key),
+        connect_timeout=conn.get("connect_timeout") or 10.0,
+        jobs=conn.get("jobs"),
+    )
+    return name, open_engine(target.url, options)
 
 
 def emit(output: str, data: Any, text: Callable[[], None]) -> None:

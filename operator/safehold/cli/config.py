@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -25,7 +26,12 @@ from safehold.cli.errors import CliError, Exit
 
 class TargetConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    url: str = Field(description="database URL, e.g. sqlite:///var/lib/app.db")
+    url: str = Field(description="database URL, e.g. postgresql://user@host:5432/db")
+    password_file: Path | None = None
+    tls: Literal["disable", "prefer", "require", "verify-ca", "verify-full"] | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 class RepositoryConfig(BaseModel):
@@ -65,10 +71,13 @@ def load_config(path: Path | None) -> Config:
         raise CliError(f"config file {path}: {problems}", Exit.USAGE) from exc
 
 
-def resolve_target(config: Config, ref: str) -> tuple[str, str]:
-    """(name, url) of a target given as a config name or a URL (name = the file's stem)."""
+def resolve_target(config: Config, ref: str) -> tuple[str, TargetConfig]:
+    """(name, settings) of a target given as a config name or a URL.
+
+    A URL's name is the database's: the file stem for SQLite, the database name for servers.
+    """
     if ref in config.targets:
-        return ref, config.targets[ref].url
+        return ref, config.targets[ref]
     parts = urlsplit(ref)
     if not parts.scheme:
         known = ", ".join(sorted(config.targets)) or "none defined"
@@ -78,7 +87,7 @@ def resolve_target(config: Config, ref: str) -> tuple[str, str]:
             Exit.USAGE,
         )
     stem = Path(parts.path).stem or parts.path.strip("/").replace("/", "-")
-    return stem or parts.scheme, ref
+    return stem or parts.hostname or parts.scheme, TargetConfig(url=ref)
 
 
 def resolve_repository(config: Config, ref: str) -> RepositoryConfig:

@@ -7,7 +7,7 @@ raw bytes back from a :class:`ChainReader`. Engines register by name in :data:`E
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -22,6 +22,38 @@ class EngineError(Exception):
 
 class UnsupportedError(EngineError):
     """The engine cannot do what was asked (backup type, selective restore, ...)."""
+
+
+# Classified failures: every engine maps its driver's and tools' errors onto these, once, with a
+# message that says what to fix. Transient ones are retried with backoff; the others fail at once.
+class AuthenticationFailed(EngineError):
+    """Wrong user or password, or a certificate the server refused."""
+
+
+class HostUnreachable(EngineError):
+    """Connection refused, no route, DNS failure."""
+
+    transient = True
+
+
+class ConnectTimeout(EngineError):
+    transient = True
+
+
+class DatabaseMissing(EngineError):
+    """The database (or a table/collection named in --include) does not exist."""
+
+
+class PermissionDenied(EngineError):
+    """The user lacks a privilege the operation needs; the message names it."""
+
+
+class VersionUnsupported(EngineError):
+    """The server (or the client tools for it) is a version Safehold does not support."""
+
+
+class ConflictError(EngineError):
+    """The restore target already holds what would be overwritten and --conflict is fail."""
 
 
 @dataclass(frozen=True)
@@ -105,25 +137,60 @@ def check_request(engine: Engine, backup_type: BackupType, *, include: object = 
         raise UnsupportedError(f"the {engine.name} engine does not support selective restore")
 
 
-EngineFactory = Any  # Callable[[str], Engine]; typed loosely so engines register lazily
+@dataclass(frozen=True)
+class ConnectionOptions:
+    """How to reach a database server, beyond what the target URL says.
+
+    The password is resolved by the caller (URL, --password-file, SAFEHOLD_PASSWORD, or the
+    client's own convention such as PGPASSWORD / MYSQL_PWD) and must never reach logs, errors,
+    process arguments or manifests: client tools get it through the environment or a file.
+    """
+
+    password: str | None = field(default=None, repr=False)
+    tls: Literal["disable", "prefer", "require", "verify-ca", "verify-full"] | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    connect_timeout: float = 10.0
+    jobs: int | None = None  # parallel workers for engines that dump per table/collection
+    scratch_dir: str | None = None  # for engines that need a local snapshot (SQLite)
+
+
+EngineFactory = Callable[[str, ConnectionOptions], Engine]
 _REGISTRY: dict[str, EngineFactory] = {}
+# Engine modules are imported on first use so `safehold` starts fast and a missing driver only
+# affects its own engine.
+_MODULES = {
+    "sqlite": "safehold.engines.sqlite",
+    "postgresql": "safehold.engines.postgres",
+    "postgres": "safehold.engines.postgres",
+    "mysql": "safehold.engines.mysql",
+    "mariadb": "safehold.engines.mysql",
+    "mongodb": "safehold.engines.mongodb",
+    "mongodb+srv": "safehold.engines.mongodb",
+}
 
 
 def register(scheme: str, factory: EngineFactory) -> None:
     _REGISTRY[scheme] = factory
 
 
-def open_engine(url: str) -> Engine:
+def open_engine(url: str, options: ConnectionOptions | None = None) -> Engine:
     """The engine for a target URL such as ``sqlite:///var/lib/app.db``."""
+    import importlib
     from urllib.parse import urlsplit
 
-    from safehold.engines import sqlite  # noqa: F401  (registers sqlite://)
-
     scheme = urlsplit(url).scheme
+    if scheme in _MODULES and scheme not in _REGISTRY:
+        try:
+            importlib.import_module(_MODULES[scheme])
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("safehold."):
+                raise UnsupportedError(f"the {scheme} engine is not available yet") from None
+            raise
     if scheme not in _REGISTRY:
         raise ValueError(
             f"unsupported target {url!r}: expected one of "
-            + ", ".join(f"{s}://" for s in sorted(_REGISTRY))
+            + ", ".join(f"{s}://" for s in sorted(_MODULES))
         )
-    engine: Engine = _REGISTRY[scheme](url)
-    return engine
+    return _REGISTRY[scheme](url, options or ConnectionOptions())
