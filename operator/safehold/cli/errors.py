@@ -15,6 +15,7 @@ class Exit(IntEnum):
     DATABASE = 6  # the database refused or could not be reached
     STORAGE = 7  # the repository's storage failed or is full
     UNSUPPORTED = 8  # the engine cannot do what was asked
+    CONFLICT = 9  # the restore target exists and --conflict is fail
     ABORTED = 10  # the user declined a confirmation
     INTERRUPTED = 130
 
@@ -29,6 +30,7 @@ _MEANING = {
     Exit.DATABASE: "database unreachable or refused the operation",
     Exit.STORAGE: "storage failed or full",
     Exit.UNSUPPORTED: "the engine cannot do what was asked",
+    Exit.CONFLICT: "restore target exists and --conflict fail was given",
     Exit.ABORTED: "confirmation declined or missing (--yes)",
     Exit.INTERRUPTED: "interrupted",
 }
@@ -52,7 +54,7 @@ def classify(exc: BaseException) -> Exit:
         TamperedError,
         WrongKeyError,
     )
-    from safehold.engines.base import EngineError, UnsupportedError
+    from safehold.engines.base import ConflictError, EngineError, UnsupportedError
     from safehold.pipeline.objects import CorruptObjectError
     from safehold.repository.repo import RepositoryError
     from safehold.storage.base import StorageError
@@ -62,6 +64,7 @@ def classify(exc: BaseException) -> Exit:
         ((CorruptObjectError, CorruptDataError, TamperedError), Exit.CORRUPT),
         ((MissingKeyError, WrongKeyError, KeyFormatError), Exit.KEY),
         (UnsupportedError, Exit.UNSUPPORTED),
+        (ConflictError, Exit.CONFLICT),
         (EngineError, Exit.DATABASE),
         (StorageError, Exit.STORAGE),
         (RepositoryError, Exit.NOT_FOUND),

@@ -1,0 +1,101 @@
+"""Retries for storage, written once: exponential backoff with full jitter, transient errors only.
+
+Backends classify their SDK's exceptions into :class:`TransientStorageError` (5xx, throttling,
+connection resets, timeouts) or a permanent :class:`StorageError` (403, missing bucket, bad
+credentials) and call :func:`retry_call` around each idempotent request (a part upload, a ranged
+read, a list page). :class:`RetryingStorage` wraps any backend's whole idempotent operations.
+A streaming ``put`` cannot be replayed from its iterator, so backends retry its parts instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from safehold.storage.base import ObjectInfo, Storage, StorageError
+
+T = TypeVar("T")
+log = logging.getLogger("safehold.storage.retry")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 8
+    initial: float = 0.2  # seconds; the cap of the first jittered wait
+    maximum: float = 20.0  # seconds; the cap of any single wait
+    deadline: float = 300.0  # seconds for one operation including its retries
+
+
+DEFAULT_POLICY = RetryPolicy()
+
+
+def is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, StorageError) and exc.transient
+
+
+def retry_call(fn: Callable[[], T], *, what: str, policy: RetryPolicy = DEFAULT_POLICY) -> T:
+    """Call ``fn``; on a transient StorageError wait (exponential, full jitter) and call again."""
+
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("%s failed (%s); retry %d in %.1fs", what, exc, state.attempt_number,
+                    state.next_action.sleep if state.next_action else 0.0)
+
+    retrying = Retrying(
+        retry=retry_if_exception(is_transient),
+        wait=wait_random_exponential(multiplier=policy.initial, max=policy.maximum),
+        stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.deadline),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    return retrying(fn)
+
+
+class RetryingStorage:
+    """Any backend, with its idempotent whole-object operations retried."""
+
+    def __init__(self, inner: Storage, policy: RetryPolicy = DEFAULT_POLICY) -> None:
+        self.inner = inner
+        self.policy = policy
+        self.url = inner.url
+
+    def _call(self, fn: Callable[[], T], what: str) -> T:
+        return retry_call(fn, what=f"{what} on {self.url}", policy=self.policy)
+
+    def put(self, key: str, chunks: Iterable[bytes]) -> int:
+        return self.inner.put(key, chunks)  # parts are retried inside the backend
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self._call(lambda: self.inner.put_bytes(key, data), f"put {key}")
+
+    def get(self, key: str, *, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        return self.inner.get(key, chunk_size=chunk_size)
+
+    def get_bytes(self, key: str) -> bytes:
+        return self._call(lambda: self.inner.get_bytes(key), f"get {key}")
+
+    def stat(self, key: str) -> ObjectInfo:
+        return self._call(lambda: self.inner.stat(key), f"stat {key}")
+
+    def exists(self, key: str) -> bool:
+        return self._call(lambda: self.inner.exists(key), f"exists {key}")
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        return iter(self._call(lambda: list(self.inner.list(prefix)), f"list {prefix!r}"))
+
+    def delete(self, key: str) -> None:
+        self._call(lambda: self.inner.delete(key), f"delete {key}")
+
+    def free_space(self) -> int | None:
+        return self.inner.free_space()
