@@ -149,11 +149,11 @@ def test_temp_files_are_invisible_and_cleaned_when_stale(tmp_path: Path) -> None
     assert [i.key for i in storage.list()] == ["t/b/manifest.json"]
     assert [i.key for i in storage.list("t/b/.tmp")] == []
 
-    assert storage.cleanup_temp() == 1
+    assert storage.cleanup_incomplete() == 1
     assert not stale.exists()
     assert not stale.parent.exists()  # its emptied directory went with it
     assert fresh.exists()
-    assert storage.cleanup_temp(older_than=0) == 1
+    assert storage.cleanup_incomplete(older_than=0) == 1
     assert _files_on_disk(storage.root) == ["t/b/manifest.json"]
 
 
@@ -202,5 +202,5 @@ def test_a_killed_writer_never_leaves_a_torn_object(tmp_path: Path, existing: by
         assert storage.get_bytes(key) == existing
         assert [i.key for i in storage.list()] == [key]
 
-    assert storage.cleanup_temp(older_than=0) == 1
+    assert storage.cleanup_incomplete(older_than=0) == 1
     assert not any(root.rglob(f"{TEMP_PREFIX}*"))

@@ -22,6 +22,8 @@ import pytest
 from safehold.api.manifest import BackupType, Manifest, ObjectRecord
 from safehold.engines.base import (
     BackupRequest,
+    ConflictError,
+    DatabaseMissing,
     EngineError,
     RestoreRequest,
     UnsupportedError,
@@ -397,6 +399,12 @@ def test_incremental_without_a_parent_is_refused(tmp_path: Path) -> None:
         MemoryRepo().backup(engine_for(db, tmp_path), "incremental", [])
 
 
+def test_backup_of_a_missing_database_says_so(tmp_path: Path) -> None:
+    with pytest.raises(DatabaseMissing, match=r"missing\.db does not exist"):
+        MemoryRepo().backup(engine_for(tmp_path / "missing.db", tmp_path), "full")
+    assert not (tmp_path / "missing.db").exists()
+
+
 def test_restore_refuses_a_chain_with_a_missing_link(tmp_path: Path) -> None:
     db = tmp_path / "app.db"
     make_items_db(db, rows=500)
@@ -436,7 +444,7 @@ def test_conflict_fail_refuses_an_existing_target(
     target.parent.mkdir()
     make_items_db(target, rows=10)
     before = target.read_bytes()
-    with pytest.raises(EngineError, match="already exists.*'fail'"):
+    with pytest.raises(ConflictError, match=r"already exists.*'fail'"):
         restore(target, repo, chain, conflict="fail")
     assert target.read_bytes() == before
     assert leftovers(target.parent) == []
@@ -515,6 +523,19 @@ def test_replacing_discards_the_old_databases_wal(
     assert integrity(target) == ["ok"]
 
 
+def test_replacing_a_damaged_database_discards_its_journal(
+        tmp_path: Path, backed_up: tuple[Path, MemoryRepo, list[Manifest]]) -> None:
+    """The old file may be unreadable (often the reason for the restore): its side files are
+    removed unread rather than rolled back into the new database."""
+    db, repo, chain = backed_up
+    target = tmp_path / "broken.db"
+    target.write_bytes(b"SQLite format 3\0" + b"\xff" * 5000)
+    Path(f"{target}-journal").write_bytes(b"\xd9\xd5\x05\xf9\x20\xa1\x63\xd7" + b"j" * 600)
+    restore(target, repo, chain)
+    assert not Path(f"{target}-journal").exists()
+    assert dump(target) == dump(db)
+
+
 # -- selective restore ------------------------------------------------------------------------
 
 SCHEMA = """
@@ -578,7 +599,7 @@ def test_selective_restore_into_an_existing_database(
     conn.close()
     before = dump(target)
 
-    with pytest.raises(EngineError, match="table 'books' already exists.*'fail'"):
+    with pytest.raises(ConflictError, match=r"table 'books' already exists.*'fail'"):
         restore(target, repo, chain, include=["authors", "books"], conflict="fail")
     assert dump(target) == before  # authors was not created either: one transaction
     assert leftovers(tmp_path) == []
@@ -623,10 +644,10 @@ def test_selective_restore_names_unknown_tables_and_views(
         tmp_path: Path, library: tuple[Path, MemoryRepo, list[Manifest]]) -> None:
     _, repo, chain = library
     target = tmp_path / "app.db"
-    with pytest.raises(EngineError,
-                       match="no table 'nope'; its tables are: audit, authors, books, tags$"):
+    with pytest.raises(DatabaseMissing,
+                       match=r"no table 'nope'; its tables are: audit, authors, books, tags$"):
         restore(target, repo, chain, include=["books", "nope"])
-    with pytest.raises(EngineError, match="'author_books' is a view, not a table"):
+    with pytest.raises(DatabaseMissing, match="'author_books' is a view, not a table"):
         restore(target, repo, chain, include=["author_books"])
     assert rows(target, "SELECT name FROM sqlite_master") == []
     assert leftovers(tmp_path) == []

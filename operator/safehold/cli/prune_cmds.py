@@ -51,9 +51,9 @@ def prune(ctx: click.Context, repo: str, target_name: str, keep_last: int | None
                 freed += repository.delete_backup(target_name, d.backup_id)
         for backup_id in incomplete:
             freed += repository.delete_backup(target_name, backup_id)
-        cleanup = getattr(repository.storage, "cleanup_temp", None)
-        if cleanup is not None:  # local storage: temp files of writers killed mid-write
-            cleanup()
+        # Leftovers of writers killed mid-object (temp files, multipart uploads): an hour is
+        # far longer than a live writer goes without progress, and shorter ones may resume.
+        repository.storage.cleanup_incomplete(older_than=3600)
     rows: list[dict[str, Any]] = [
         {"backup_id": d.backup_id, "keep": d.keep, "reasons": list(d.reasons)} for d in decisions
     ]

@@ -76,6 +76,35 @@ class Storage(Protocol):
         """Bytes available for new objects, or None when the backend has no such limit."""
         ...
 
+    def cleanup_incomplete(self, older_than: float = 3600) -> int:
+        """Discard writes abandoned for ``older_than`` seconds; return how many were discarded.
+
+        A killed writer leaves an unfinished write behind (a temp file, an S3 multipart upload,
+        uncommitted Azure blocks…) that readers never see but that takes space. They are kept
+        for a while because a restarted writer resumes from them; ``safehold prune`` calls this.
+        """
+        ...
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a valid storage key, else raise ValueError naming the problem.
+
+    Keys are relative '/'-separated paths without empty, '.' or '..' segments, so every backend
+    (filesystems included) maps them to the same objects.
+    """
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"invalid storage key {key!r}: keys are non-empty strings")
+    if key.startswith("/"):
+        raise ValueError(f"invalid storage key {key!r}: keys are relative, drop the leading '/'")
+    for segment in key.split("/"):
+        if segment in ("", ".", "..") or "\0" in segment:
+            raise ValueError(
+                f"invalid storage key {key!r}: the segment {segment!r} is empty, '.', '..' or"
+                " holds a NUL; keys are relative '/'-separated paths such as"
+                " 'target/backup-id/manifest.json'"
+            )
+    return key
+
 
 StorageFactory = Callable[[str], Storage]
 _REGISTRY: dict[str, StorageFactory] = {}

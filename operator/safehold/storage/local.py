@@ -4,7 +4,7 @@ Used for laptops, VMs and Kubernetes volumes (``file:///var/backups``). Writes a
 an object is streamed into a ``.tmp-*`` file beside its final path, fsynced, renamed into place
 and the directory fsynced, so a reader (or a restarted runner) sees either the old object, the
 new one, or none, never a torn one. A killed writer can leave a ``.tmp-*`` file behind; listings
-skip those and :meth:`LocalStorage.cleanup_temp` (called by prune) removes stale ones.
+skip those and :meth:`LocalStorage.cleanup_incomplete` (called by prune) removes stale ones.
 
 Files are created 0600 and directories 0700 (as restic does): backups hold database contents.
 list() does not descend into symbolically linked directories (no loops); the root may be one.
@@ -113,7 +113,7 @@ class LocalStorage:
             _fsync_dir(path.parent)
         self._remove_empty_dirs(path.parent)
 
-    def cleanup_temp(self, older_than: float = 3600) -> int:
+    def cleanup_incomplete(self, older_than: float = 3600) -> int:
         """Remove ``.tmp-*`` files not modified for ``older_than`` seconds; return how many.
 
         A live writer modifies its temp file as chunks arrive, so old ones were abandoned by a

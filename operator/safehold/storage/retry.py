@@ -4,7 +4,8 @@ Backends classify their SDK's exceptions into :class:`TransientStorageError` (5x
 connection resets, timeouts) or a permanent :class:`StorageError` (403, missing bucket, bad
 credentials) and call :func:`retry_call` around each idempotent request (a part upload, a ranged
 read, a list page). :class:`RetryingStorage` wraps any backend's whole idempotent operations.
-A streaming ``put`` cannot be replayed from its iterator, so backends retry its parts instead.
+A streaming ``put`` cannot be replayed from its iterator, so backends retry its parts instead;
+a streaming ``get`` resumes where it broke off with :func:`resuming_read` (a ranged re-open).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from tenacity import (
     RetryCallState,
@@ -23,7 +24,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from safehold.storage.base import ObjectInfo, Storage, StorageError
+from safehold.storage.base import ObjectInfo, Storage, StorageError, TransientStorageError
 
 T = TypeVar("T")
 log = logging.getLogger("safehold.storage.retry")
@@ -60,6 +61,55 @@ def retry_call(fn: Callable[[], T], *, what: str, policy: RetryPolicy = DEFAULT_
         reraise=True,
     )
     return retrying(fn)
+
+
+class BlockReader(Protocol):
+    """An open download: ``read(n)`` returns up to ``n`` bytes (b"" at the end).
+
+    Backends adapt their SDK's response body to this, raising TransientStorageError for a cut
+    connection or a read timeout so that :func:`resuming_read` re-opens at the offset reached.
+    """
+
+    def read(self, n: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+def resuming_read(first: BlockReader, reopen: Callable[[int], BlockReader], size: int, *,
+                  chunk_size: int, what: str, policy: RetryPolicy = DEFAULT_POLICY
+                  ) -> Iterator[bytes]:
+    """Yield ``size`` bytes from ``first``; after a transient failure, ``reopen(offset)`` and go on.
+
+    Each block gets the full retry budget of ``policy``, so a long download survives many
+    separate interruptions while a dead endpoint still fails after ``policy.attempts`` tries.
+    ``reopen`` should pin the version it read first (an ETag precondition), so an object
+    overwritten meanwhile fails instead of yielding a torn mixture of the two.
+    """
+    current: BlockReader | None = first
+    offset = 0
+
+    def next_block() -> bytes:
+        nonlocal current
+        if current is None:
+            current = reopen(offset)
+        try:
+            block = current.read(min(chunk_size, size - offset))
+            if not block:
+                raise TransientStorageError(f"{what}: connection ended at byte {offset} of {size}")
+        except TransientStorageError:
+            current.close()
+            current = None
+            raise
+        return block
+
+    try:
+        while offset < size:
+            block = retry_call(next_block, what=f"{what} (from byte {offset})", policy=policy)
+            offset += len(block)
+            yield block
+    finally:
+        if current is not None:
+            current.close()
 
 
 class RetryingStorage:
@@ -99,3 +149,6 @@ class RetryingStorage:
 
     def free_space(self) -> int | None:
         return self.inner.free_space()
+
+    def cleanup_incomplete(self, older_than: float = 3600) -> int:
+        return self._call(lambda: self.inner.cleanup_incomplete(older_than), "cleanup")

@@ -26,7 +26,10 @@ from safehold.engines.base import (
     Capabilities,
     ChainReader,
     CheckReport,
+    ConflictError,
+    DatabaseMissing,
     EngineError,
+    PermissionDenied,
     RestoreRequest,
     UnsupportedError,
 )
@@ -164,6 +167,11 @@ class SQLiteEngine:
                 "SQLite backups always hold the whole database file; choose tables at restore"
                 " time instead (restore include)"
             )
+        if not self.path.is_file():
+            raise DatabaseMissing(f"SQLite database file {self.path} does not exist")
+        if not os.access(self.path, os.R_OK):
+            raise PermissionDenied(f"{self.path} is not readable by uid {os.getuid()};"
+                                   " grant read access")
         parent = _parent(request)
         with take_snapshot(self.path, self.scratch_dir, step_pages=self.step_pages,
                            timeout=self.timeout) as snap:
@@ -220,7 +228,7 @@ class SQLiteEngine:
         check_chain(request.chain)
         target = self.path
         if not request.include and request.conflict == "fail" and target.exists():
-            raise EngineError(
+            raise ConflictError(
                 f"{target} already exists and the conflict policy is 'fail'; use 'replace' to"
                 " overwrite it, or restore to another path"
             )

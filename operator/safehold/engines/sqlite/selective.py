@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
-from safehold.engines.base import EngineError, UnsupportedError
+from safehold.engines.base import (
+    ConflictError,
+    DatabaseMissing,
+    EngineError,
+    UnsupportedError,
+)
 
 SNAP = "safehold_snapshot"  # schema name the snapshot is attached under
 
@@ -55,10 +60,12 @@ def _resolve(conn: sqlite3.Connection, include: Sequence[str]) -> dict[str, bool
     for wanted in include:
         name = by_folded.get(wanted.casefold())
         if name is None:
-            raise EngineError(f"the backup has no table {wanted!r}; its tables are: {available}")
+            raise DatabaseMissing(
+                f"the backup has no table {wanted!r}; its tables are: {available}"
+            )
         kind, without_rowid = catalog[name]
         if kind == "view":
-            raise EngineError(
+            raise DatabaseMissing(
                 f"{name!r} is a view, not a table: selective restore copies tables (a view holds"
                 f" no data); its tables are: {available}"
             )
@@ -77,7 +84,7 @@ def _restore_table(conn: sqlite3.Connection, table: str, without_rowid: bool,
         "SELECT type FROM main.sqlite_master WHERE type IN ('table', 'view')"
         " AND name = ? COLLATE NOCASE", (table,)).fetchone()
     if existing and conflict == "fail":
-        raise EngineError(
+        raise ConflictError(
             f"table {table!r} already exists in {target} and the conflict policy is 'fail';"
             " use conflict policy 'replace' to overwrite it, or restore to another database"
         )

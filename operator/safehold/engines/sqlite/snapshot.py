@@ -61,13 +61,13 @@ def take_snapshot(source: Path, scratch_dir: Path | None, *, step_pages: int,
         dst = sqlite3.connect(path, isolation_level=None)
         try:
             dst.execute("PRAGMA synchronous=OFF")  # scratch copy: durability is irrelevant
-            pass
+            src.execute("BEGIN")
             # Reading starts the read transaction; the copy below sees exactly this state.
             page_size, = src.execute("PRAGMA page_size").fetchone()
             page_count, = src.execute("PRAGMA page_count").fetchone()
             schema_version, = src.execute("PRAGMA schema_version").fetchone()
             src.backup(dst, pages=step_pages)
-            pass
+            src.execute("COMMIT")
         except sqlite3.Error as exc:
             raise EngineError(f"cannot snapshot SQLite database {source}: {exc}") from exc
         finally:

@@ -1,0 +1,271 @@
+"""Where a PostgreSQL target lives and how to log in: URL parsing, password, TLS, errors.
+
+A target is ``postgresql://user[:password]@host[:port]/database[?sslmode=...]``. Everything is
+validated before the first connection, so a typo is a clear usage error (exit 2), not a libpq
+message. The password comes from, in order: ``ConnectionOptions.password`` (``--password-file``
+or ``SAFEHOLD_PASSWORD``, the most explicit), the URL, then ``PGPASSWORD``; ``~/.pgpass`` still
+works when none is given. It reaches psycopg2 as a keyword and client tools through the
+``PGPASSWORD`` environment variable only: never argv, logs, error messages or manifests.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import psycopg2
+import psycopg2.extensions
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from safehold.engines.base import (
+    AuthenticationFailed,
+    ConnectionOptions,
+    ConnectTimeout,
+    DatabaseMissing,
+    EngineError,
+    HostUnreachable,
+    PermissionDenied,
+)
+
+SCHEMES = ("postgresql", "postgres")
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_QUERY_KEYS = {"sslmode", "sslrootcert", "sslcert", "sslkey", "host", "port", "user",
+               "dbname", "connect_timeout", "application_name"}
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PgTarget:
+    """A validated connection target; ``describe()`` is safe to print (no password)."""
+
+    host: str
+    port: int
+    user: str
+    database: str
+    password: str | None = field(default=None, repr=False)
+    sslmode: str | None = None
+    sslrootcert: str | None = None
+    sslcert: str | None = None
+    sslkey: str | None = None
+    connect_timeout: float = 10.0
+    application_name: str = "safehold"
+
+    def describe(self, database: str | None = None) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"postgresql://{self.user}@{host}:{self.port}/{database or self.database}"
+
+    def on(self, database: str) -> PgTarget:
+        """The same server and credentials, another database."""
+        return replace(self, database=database)
+
+    def libpq_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "host": self.host, "port": self.port, "user": self.user, "dbname": self.database,
+            "connect_timeout": _timeout_seconds(self.connect_timeout),
+            "application_name": self.application_name,
+        }
+        if self.password is not None:
+            kwargs["password"] = self.password
+        for key in ("sslmode", "sslrootcert", "sslcert", "sslkey"):
+            if getattr(self, key):
+                kwargs[key] = getattr(self, key)
+        return kwargs
+
+    def tool_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """Environment for pg_dump/pg_restore/psql: the whole connection, password included.
+
+        Inherited PG* variables are dropped (a stray PGOPTIONS or PGSERVICE must not change
+        what is dumped), except PGPASSFILE so ``.pgpass`` setups keep working.
+        """
+        env = {k: v for k, v in (os.environ if base is None else base).items()
+               if not k.startswith("PG") or k == "PGPASSFILE"}
+        env.update({
+            "PGHOST": self.host, "PGPORT": str(self.port), "PGUSER": self.user,
+            "PGDATABASE": self.database, "PGAPPNAME": self.application_name,
+            "PGCONNECT_TIMEOUT": str(_timeout_seconds(self.connect_timeout)),
+        })
+        for key in ("sslmode", "sslrootcert", "sslcert", "sslkey"):
+            if getattr(self, key):
+                env[f"PG{key.upper()}"] = getattr(self, key)
+        if self.password is not None:
+            env["PGPASSWORD"] = self.password
+        return env
+
+    def redact(self, text: str) -> str:
+        """``text`` with the password masked (defence in depth: libpq does not echo it)."""
+        if self.password and len(self.password) >= 3:
+            return text.replace(self.password, "***")
+        return text
+
+
+def _timeout_seconds(timeout: float) -> int:
+    # libpq takes whole seconds and treats 1 as 2; never 0 (which would mean "wait forever").
+    return max(2, math.ceil(timeout))
+
+
+def parse_target(url: str, options: ConnectionOptions) -> PgTarget:
+    """Validate ``url`` + ``options`` into a :class:`PgTarget`; ValueError says what to fix."""
+    parts = urlsplit(url)
+    shown = _without_password(url)
+    if parts.scheme not in SCHEMES:
+        raise ValueError(f"not a PostgreSQL URL: {shown!r}; expected postgresql://user@host/db")
+    if parts.fragment:
+        raise ValueError(f"PostgreSQL URL {shown!r} has a fragment (#...); remove it")
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    unknown = sorted(set(query) - _QUERY_KEYS)
+    if unknown:
+        raise ValueError(f"PostgreSQL URL {shown!r}: unknown parameter(s) {', '.join(unknown)};"
+                         f" supported: {', '.join(sorted(_QUERY_KEYS))}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"PostgreSQL URL {shown!r} has an invalid port; use 1-65535") from None
+    host = query.get("host") or unquote(parts.hostname or "")
+    if not host:
+        raise ValueError(f"PostgreSQL URL {shown!r} names no host; write"
+                         " postgresql://user@HOST:5432/db (or ?host=/socket/dir)")
+    if "," in host or "," in parts.netloc:
+        raise ValueError(f"PostgreSQL URL {shown!r} lists several hosts; Safehold backs up one"
+                         " server: name the primary (or the standby to dump from)")
+    port = int(query.get("port") or port or 5432)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"PostgreSQL URL {shown!r}: port {port} is outside 1-65535")
+    database = query.get("dbname") or unquote(parts.path.lstrip("/"))
+    if not database or "/" in database:
+        raise ValueError(f"PostgreSQL URL {shown!r} must name one database:"
+                         " postgresql://user@host:5432/DATABASE")
+    user = query.get("user") or unquote(parts.username or "") or os.environ.get("PGUSER") \
+        or _os_user()
+    password = options.password
+    if password is None and parts.password is not None:
+        password = unquote(parts.password)
+    if password is None:
+        password = os.environ.get("PGPASSWORD")
+    timeout = options.connect_timeout
+    if "connect_timeout" in query:
+        try:
+            timeout = float(query["connect_timeout"])
+        except ValueError:
+            raise ValueError(f"PostgreSQL URL {shown!r}: connect_timeout must be a number of"
+                             " seconds") from None
+    target = PgTarget(
+        host=host, port=port, user=user, database=database, password=password,
+        sslmode=options.tls or query.get("sslmode") or None,
+        sslrootcert=options.ca_file or query.get("sslrootcert") or None,
+        sslcert=options.cert_file or query.get("sslcert") or None,
+        sslkey=options.key_file or query.get("sslkey") or None,
+        connect_timeout=timeout,
+        application_name=query.get("application_name") or "safehold",
+    )
+    _check_tls(target, shown)
+    return target
+
+
+def _os_user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def _without_password(url: str) -> str:
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+def _check_tls(t: PgTarget, shown: str) -> None:
+    if t.sslmode is not None and t.sslmode not in SSL_MODES:
+        raise ValueError(f"{shown!r}: sslmode {t.sslmode!r} is not one of {', '.join(SSL_MODES)}")
+    if t.sslmode in ("verify-ca", "verify-full") and not t.sslrootcert:
+        default = Path.home() / ".postgresql" / "root.crt"
+        if not default.exists():
+            raise ValueError(f"TLS mode {t.sslmode} verifies the server's certificate and needs"
+                             " the CA that signed it: pass --tls-ca FILE (or sslrootcert=FILE)")
+    if (t.sslcert is None) != (t.sslkey is None):
+        raise ValueError("a TLS client certificate needs both --tls-cert and --tls-key")
+    for what, path in (("CA file", t.sslrootcert), ("client certificate", t.sslcert),
+                       ("client key", t.sslkey)):
+        if path and path != "system" and not os.access(path, os.R_OK):
+            raise ValueError(f"TLS {what} {path} does not exist or is not readable")
+    if t.sslkey and os.stat(t.sslkey).st_mode & 0o077 and os.stat(t.sslkey).st_uid == os.getuid():
+        raise ValueError(f"TLS client key {t.sslkey} is readable by group or others; libpq"
+                         f" refuses it: chmod 600 {t.sslkey}")
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+_BY_SQLSTATE: dict[str, type[EngineError]] = {
+    "28P01": AuthenticationFailed, "28000": AuthenticationFailed,
+    "3D000": DatabaseMissing, "42501": PermissionDenied,
+    "57P03": HostUnreachable, "53300": HostUnreachable,
+}
+# libpq reports connection failures without a SQLSTATE; the texts are stable across 13-18.
+_BY_TEXT: list[tuple[str, type[EngineError]]] = [
+    (r"password authentication failed|no password supplied|authentication failed"
+     r"|no pg_hba\.conf entry|pg_hba\.conf rejects|certificate verify failed|certificate"
+     r" (is not|has)|root certificate file|server does not support ssl|ssl is not enabled"
+     r"|role \".*\" does not exist", AuthenticationFailed),
+    (r"database \".*\" does not exist", DatabaseMissing),
+    (r"permission denied|must be owner|must be superuser|must have privileges|must be a member"
+     r"|insufficient privilege", PermissionDenied),
+    (r"timeout expired|timed out", ConnectTimeout),
+    (r"connection refused|could not translate host name|no route to host|network is"
+     r" unreachable|name or service not known|temporary failure in name resolution"
+     r"|server closed the connection unexpectedly|the database system is (starting up|shutting"
+     r" down|in recovery mode)|too many clients|connection to server .* failed"
+     r"|could not connect to server", HostUnreachable),
+]
+_HINTS: dict[type[EngineError], str] = {
+    AuthenticationFailed: "check the user and password (--password-file, SAFEHOLD_PASSWORD or"
+                          " PGPASSWORD), the TLS settings and the server's pg_hba.conf",
+    DatabaseMissing: "check the database name in the target URL",
+    PermissionDenied: "grant the privilege named above to the backup role",
+    ConnectTimeout: "check that the host is reachable; raise --connect-timeout for slow links",
+    HostUnreachable: "check the host and port, and that the server runs and accepts TCP"
+                     " connections",
+}
+
+
+def classify(message: str, target: PgTarget, *, sqlstate: str | None = None,
+             doing: str = "") -> EngineError:
+    """One classified error for a libpq/psycopg2 message or a client tool's stderr."""
+    text = target.redact(" ".join(message.split()))
+    kind = _BY_SQLSTATE.get(sqlstate or "")
+    if kind is None:
+        kind = next((k for pattern, k in _BY_TEXT if re.search(pattern, text, re.I)),
+                    EngineError)
+    hint = _HINTS.get(kind)
+    where = f"{doing} " if doing else ""
+    return kind(f"PostgreSQL {target.describe()}: {where}failed: {text}"
+                + (f" ({hint})" if hint else ""))
+
+
+def from_psycopg(exc: psycopg2.Error, target: PgTarget, doing: str = "") -> EngineError:
+    return classify(str(exc) or type(exc).__name__, target, sqlstate=exc.pgcode, doing=doing)
+
+
+def with_retries(fn: Callable[[], T], attempts: int = 3) -> T:
+    """Run ``fn``, retrying transient engine errors (refused, timeout) with backoff."""
+    retrying = Retrying(
+        retry=retry_if_exception(lambda e: isinstance(e, EngineError) and e.transient),
+        stop=stop_after_attempt(attempts),
+        wait=wait_exponential(multiplier=0.5, max=5),
+        reraise=True,
+    )
+    return retrying(fn)
+
+
+def connect(target: PgTarget, *, attempts: int = 3) -> psycopg2.extensions.connection:
+    """A psycopg2 connection (autocommit off), classified errors, transient ones retried."""
+
+    def once() -> psycopg2.extensions.connection:
+        try:
+            return psycopg2.connect(**target.libpq_kwargs())
+        except psycopg2.Error as exc:
+            raise from_psycopg(exc, target, "connecting") from None
+
+    return with_retries(once, attempts)
