@@ -22,18 +22,25 @@ from safehold.codecs import crypto
 from safehold.codecs.compression import CODECS, parse_codec
 from safehold.pipeline import stream
 
-WORDS = [w.strip() for w in """lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod
-tempor incididunt ut labore et dolore magna aliqua enim ad minim veniam quis nostrud exercitation
-ullamco laboris nisi aliquip ex ea commodo consequat duis aute irure in reprehenderit voluptate
-velit esse cillum fugiat nulla pariatur excepteur sint occaecat cupidatat non proident sunt culpa
-qui officia deserunt mollit anim id est laborum""".split()]
+WORDS = (
+    "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut"
+    " labore et dolore magna aliqua enim ad minim veniam quis nostrud exercitation ullamco laboris"
+    " nisi aliquip ex ea commodo consequat duis aute irure in reprehenderit voluptate velit esse"
+    " cillum fugiat nulla pariatur excepteur sint occaecat cupidatat non proident sunt culpa qui"
+    " officia deserunt mollit anim id est laborum"
+).split()  # noqa: SIM905  (a sentence reads better than 62 quoted words)
 
 
 def realistic_rows(n: int, seed: int = 1) -> list[tuple[int, str, str]]:
     rnd = random.Random(seed)
-    return [(i, " ".join(rnd.choices(WORDS, k=12)),
-             "".join(rnd.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=60)))
-            for i in range(n)]
+    return [
+        (
+            i,
+            " ".join(rnd.choices(WORDS, k=12)),
+            "".join(rnd.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=60)),
+        )
+        for i in range(n)
+    ]
 
 
 def corpus(kind: str, size: int) -> bytes:
@@ -44,8 +51,12 @@ def corpus(kind: str, size: int) -> bytes:
     rnd = random.Random(7)
     parts, total = [], 0
     while total < size:
-        line = (" ".join(rnd.choices(WORDS, k=12)) + "|"
-                + "".join(rnd.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=60)) + "\n")
+        line = (
+            " ".join(rnd.choices(WORDS, k=12))
+            + "|"
+            + "".join(rnd.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=60))
+            + "\n"
+        )
         parts.append(line.encode())
         total += len(parts[-1])
     return b"".join(parts)[:size]
@@ -55,7 +66,7 @@ def pipeline_mb_s(data: bytes, spec: str, encrypted: bool) -> tuple[float, float
     codec = parse_codec(spec)
     cipher = crypto.ChunkCipher(os.urandom(32), "bench") if encrypted else None
     stats = stream.StreamStats()
-    blocks = (data[i:i + (1 << 20)] for i in range(0, len(data), 1 << 20))
+    blocks = (data[i : i + (1 << 20)] for i in range(0, len(data), 1 << 20))
     start = time.perf_counter()
     for _ in stream.encode(blocks, codec, cipher, stats):
         pass
@@ -71,8 +82,10 @@ def cli_mb_s(data_path: Path, argv: list[str]) -> float:
 
 
 def throughput(corpus_mb: int) -> None:
-    print(f"\n## Pipeline throughput (MB/s of raw input, {corpus_mb} MB corpus, "
-          f"{len(os.sched_getaffinity(0))} cores)")
+    print(
+        f"\n## Pipeline throughput (MB/s of raw input, {corpus_mb} MB corpus, "
+        f"{len(os.sched_getaffinity(0))} cores)"
+    )
     print(f"{'corpus':<10} {'codec':<8} {'plain':>8} {'aes-gcm':>8} {'ratio':>6}")
     for kind in ("pgbench", "realistic"):
         data = corpus(kind, corpus_mb * 10**6)
@@ -80,8 +93,13 @@ def throughput(corpus_mb: int) -> None:
             f.write(data)
             f.flush()
             path = Path(f.name)
-            base = {name: cli_mb_s(path, argv) for name, argv in
-                    {"zstd -3": ["zstd", "-3", "-q", "-c"], "gzip -6": ["gzip", "-6", "-c"]}.items()}
+            base = {
+                name: cli_mb_s(path, argv)
+                for name, argv in {
+                    "zstd -3": ["zstd", "-3", "-q", "-c"],
+                    "gzip -6": ["gzip", "-6", "-c"],
+                }.items()
+            }
             for spec in CODECS:
                 plain, ratio = pipeline_mb_s(data, spec, False)
                 enc, _ = pipeline_mb_s(data, spec, True)
@@ -90,8 +108,10 @@ def throughput(corpus_mb: int) -> None:
                 print(f"{kind:<10} {name:<8} {mb_s:>8.1f} {'(CLI baseline, one core)':>15}")
             z = pipeline_mb_s(data, "zstd", False)[0]
             g = pipeline_mb_s(data, "gzip", False)[0]
-            print(f"{kind:<10} ratio safehold/CLI: zstd {z / base['zstd -3']:.2f}x,"
-                  f" gzip {g / base['gzip -6']:.2f}x")
+            print(
+                f"{kind:<10} ratio safehold/CLI: zstd {z / base['zstd -3']:.2f}x,"
+                f" gzip {g / base['gzip -6']:.2f}x"
+            )
 
 
 def make_sqlite(path: Path, mb: int) -> None:
@@ -102,9 +122,10 @@ def make_sqlite(path: Path, mb: int) -> None:
         batch = 50_000
         i = 0
         while path.stat().st_size < mb * 10**6:
-            conn.executemany("INSERT INTO rows VALUES (?, ?, ?)",
-                             [(i + k, w, c) for k, (_, w, c) in
-                              enumerate(realistic_rows(batch, seed=i))])
+            conn.executemany(
+                "INSERT INTO rows VALUES (?, ?, ?)",
+                [(i + k, w, c) for k, (_, w, c) in enumerate(realistic_rows(batch, seed=i))],
+            )
             conn.commit()
             i += batch
 
@@ -115,8 +136,9 @@ def peak_rss(sizes: list[int], work: Path) -> None:
     safehold = [sys.executable, "-m", "safehold.cli", "--log-level", "warning"]
     key = work / "bench.key"
     if not key.exists():
-        subprocess.run([*safehold, "keys", "generate", "--out", str(key)], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [*safehold, "keys", "generate", "--out", str(key)], check=True, capture_output=True
+        )
     for mb in sizes:
         db = work / f"bench-{mb}.db"
         if not db.exists():
@@ -125,13 +147,29 @@ def peak_rss(sizes: list[int], work: Path) -> None:
         out = work / f"restored-{mb}.db"
         runs = {
             "backup": ["backup", "-t", f"sqlite://{db}", "-r", repo, "--key-file", str(key)],
-            "restore": ["restore", "-r", repo, "-b", "latest", "-t", f"sqlite://{out}",
-                        "--from", db.stem, "--yes", "--key-file", str(key)],
+            "restore": [
+                "restore",
+                "-r",
+                repo,
+                "-b",
+                "latest",
+                "-t",
+                f"sqlite://{out}",
+                "--from",
+                db.stem,
+                "--yes",
+                "--key-file",
+                str(key),
+            ],
         }
         for op, args in runs.items():
             start = time.perf_counter()
-            res = subprocess.run(["/usr/bin/time", "-v", *safehold, *args], capture_output=True,
-                                 text=True, check=True)
+            res = subprocess.run(
+                ["/usr/bin/time", "-v", *safehold, *args],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             wall = time.perf_counter() - start
             rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", res.stderr)[1])
             size = db.stat().st_size / 1e6

@@ -42,22 +42,43 @@ class MariaDB:
         binary = server_binary()
         assert binary, "mariadbd not found"
         subprocess.run(
-            ["mariadb-install-db", "--no-defaults", f"--datadir={self.datadir}",
-             "--auth-root-authentication-method=normal", "--skip-test-db", "--user=root"],
-            check=True, capture_output=True,
+            [
+                "mariadb-install-db",
+                "--no-defaults",
+                f"--datadir={self.datadir}",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                "--user=root",
+            ],
+            check=True,
+            capture_output=True,
         )
         self.port = free_port()
         self._server = Server(
             "mariadbd",
-            [binary, "--no-defaults", "--user=root", f"--datadir={self.datadir}",
-             "--bind-address=127.0.0.1", f"--port={self.port}", f"--socket={self.socket}",
-             f"--pid-file={self.base / 'pid'}", f"--log-bin={self.datadir / 'binlog'}",
-             "--server-id=1", "--binlog-format=ROW", f"--log-error={self.log}",
-             "--innodb-flush-log-at-trx-commit=2", "--sync-binlog=0",
-             "--innodb-buffer-pool-size=256M", "--max-allowed-packet=256M"],
+            [
+                binary,
+                "--no-defaults",
+                "--user=root",
+                f"--datadir={self.datadir}",
+                "--bind-address=127.0.0.1",
+                f"--port={self.port}",
+                f"--socket={self.socket}",
+                f"--pid-file={self.base / 'pid'}",
+                f"--log-bin={self.datadir / 'binlog'}",
+                "--server-id=1",
+                "--binlog-format=ROW",
+                f"--log-error={self.log}",
+                "--innodb-flush-log-at-trx-commit=2",
+                "--sync-binlog=0",
+                "--innodb-buffer-pool-size=256M",
+                "--max-allowed-packet=256M",
+            ],
             log=self.base / "stdout.log",
         )
-        self._server.wait_ready(lambda: port_open(self.port) and self._socket_sql("SELECT 1") == "1")
+        self._server.wait_ready(
+            lambda: port_open(self.port) and self._socket_sql("SELECT 1") == "1"
+        )
         self._socket_sql(
             f"CREATE USER '{ADMIN_USER}'@'127.0.0.1' IDENTIFIED BY '{ADMIN_PASSWORD}';"
             f"GRANT ALL PRIVILEGES ON *.* TO '{ADMIN_USER}'@'127.0.0.1' WITH GRANT OPTION;"
@@ -67,19 +88,44 @@ class MariaDB:
 
     def _socket_sql(self, sql: str) -> str:
         out = subprocess.run(
-            ["mariadb", "--no-defaults", "-uroot", f"--socket={self.socket}", "-N", "-B", "-e", sql],
-            capture_output=True, text=True, check=True,
+            [
+                "mariadb",
+                "--no-defaults",
+                "-uroot",
+                f"--socket={self.socket}",
+                "-N",
+                "-B",
+                "-e",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         return out.stdout.strip()
 
     def sql(self, sql: str, db: str | None = None) -> str:
         """Run SQL as the TCP superuser (password through MYSQL_PWD, never argv)."""
-        argv = ["mariadb", "--no-defaults", f"-h{self.host}", f"-P{self.port}", f"-u{self.user}",
-                "-N", "-B", "-e", sql]
+        argv = [
+            "mariadb",
+            "--no-defaults",
+            f"-h{self.host}",
+            f"-P{self.port}",
+            f"-u{self.user}",
+            "-N",
+            "-B",
+            "-e",
+            sql,
+        ]
         if db:
             argv.append(db)
-        out = subprocess.run(argv, capture_output=True, text=True, check=True,
-                             env={"MYSQL_PWD": self.password, "PATH": "/usr/bin:/bin"})
+        out = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"MYSQL_PWD": self.password, "PATH": "/usr/bin:/bin"},
+        )
         return out.stdout.strip()
 
     def stop(self) -> None:

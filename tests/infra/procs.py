@@ -138,8 +138,15 @@ def stop_pid(pid: int, *, timeout: float = 15.0, group: bool = True) -> None:
 class Server:
     """A background process with its own log file and process group, stopped by PID."""
 
-    def __init__(self, name: str, argv: Sequence[str], *, log: Path, env: dict[str, str] | None = None,
-                 cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        log: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log = log

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from safehold.codecs.frames import MAGIC, frame_bytes, parse_frames
 from safehold.cli.errors import Exit
+from safehold.codecs.frames import MAGIC, frame_bytes, parse_frames
 from tests.integration.cli_helpers import dump, make_db, run, run_json
 
 CODECS = ["none", "gzip", "bzip2", "lz4", "zstd"]

@@ -53,7 +53,9 @@ class Manifest(_Model):
     include: tuple[str, ...] | None = None
     engine_meta: dict[str, Any] = Field(default_factory=dict)
     tools: dict[str, str] = Field(default_factory=dict, description="versions of the tools used")
-    mac: str | None = Field(default=None, description="HMAC-SHA256 (hex) of the manifest without 'mac'")
+    mac: str | None = Field(
+        default=None, description="HMAC-SHA256 (hex) of the manifest without 'mac'"
+    )
 
     @property
     def raw_bytes(self) -> int:

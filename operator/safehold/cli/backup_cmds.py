@@ -25,12 +25,20 @@ def _split(value: str | None) -> list[str] | None:
 
 def manifest_summary(m: Manifest) -> dict[str, object]:
     return {
-        "backup_id": m.backup_id, "target": m.target, "engine": m.engine, "type": m.type,
-        "parent_id": m.parent_id, "chain_id": m.chain_id,
-        "started_at": m.started_at.isoformat(), "finished_at": m.finished_at.isoformat(),
-        "raw_bytes": m.raw_bytes, "stored_bytes": m.stored_bytes,
-        "compression": m.compression, "compression_ratio": round(m.compression_ratio, 3),
-        "encryption": m.encryption, "objects": len(m.objects),
+        "backup_id": m.backup_id,
+        "target": m.target,
+        "engine": m.engine,
+        "type": m.type,
+        "parent_id": m.parent_id,
+        "chain_id": m.chain_id,
+        "started_at": m.started_at.isoformat(),
+        "finished_at": m.finished_at.isoformat(),
+        "raw_bytes": m.raw_bytes,
+        "stored_bytes": m.stored_bytes,
+        "compression": m.compression,
+        "compression_ratio": round(m.compression_ratio, 3),
+        "encryption": m.encryption,
+        "objects": len(m.objects),
         "end_position": m.end_position,
     }
 
@@ -38,11 +46,20 @@ def manifest_summary(m: Manifest) -> dict[str, object]:
 @click.command()
 @click.option("--target", "-t", required=True, help="Database URL or config name.")
 @common.repo_option
-@click.option("--type", "backup_type", type=click.Choice(BACKUP_TYPES), default="full",
-              show_default=True, help="incremental: changes since the last backup;"
-              " differential: changes since the last full.")
-@click.option("--compression", "-c", default=None,
-              help="gzip, bzip2, lz4, zstd or none, optionally :LEVEL (default zstd:3).")
+@click.option(
+    "--type",
+    "backup_type",
+    type=click.Choice(BACKUP_TYPES),
+    default="full",
+    show_default=True,
+    help="incremental: changes since the last backup; differential: changes since the last full.",
+)
+@click.option(
+    "--compression",
+    "-c",
+    default=None,
+    help="gzip, bzip2, lz4, zstd or none, optionally :LEVEL (default zstd:3).",
+)
 @click.option("--name", help="Target name in the repository (default: config name or file stem).")
 @click.option("--chunk-size", default="4MiB", show_default=True, help="Raw bytes per chunk.")
 @click.option("--no-encryption", is_flag=True, help="Store unencrypted even if a key is set.")
@@ -50,35 +67,61 @@ def manifest_summary(m: Manifest) -> dict[str, object]:
 @common.key_file_option
 @common.output_option
 @click.pass_context
-def backup(ctx: click.Context, /, target: str, repo: str, backup_type: str, compression: str | None,
-           name: str | None, chunk_size: str, no_encryption: bool, key_files: tuple[Path, ...],
-           output: str, **conn: Any) -> None:
+def backup(
+    ctx: click.Context,
+    /,
+    target: str,
+    repo: str,
+    backup_type: str,
+    compression: str | None,
+    name: str | None,
+    chunk_size: str,
+    no_encryption: bool,
+    key_files: tuple[Path, ...],
+    output: str,
+    **conn: Any,
+) -> None:
     """Back up a database into a repository."""
     repo_cfg = resolve_repository(common.config(ctx), repo)
     codec = parse_codec(compression or repo_cfg.compression or "zstd")
     target_name, engine = common.open_target(ctx, target, **conn)
     repository = common.open_repo(ctx, repo)
-    keks = [] if no_encryption else common.keks_for(ctx, repository, repo, key_files,
-                                                     create_kdf=True)
-    options = BackupOptions(target=name or target_name, type=backup_type,  # type: ignore[arg-type]
-                            codec=codec, chunk_size=parse_size(chunk_size))
+    keks = (
+        [] if no_encryption else common.keks_for(ctx, repository, repo, key_files, create_kdf=True)
+    )
+    options = BackupOptions(
+        target=name or target_name,
+        type=backup_type,  # type: ignore[arg-type]
+        codec=codec,
+        chunk_size=parse_size(chunk_size),
+    )
     started = time.monotonic()
     with common.progress(f"backup {options.target}", engine.estimate_size()) as hook:
-        manifest = run_backup(engine, repository, options, keks[0] if keks else None, keks[1:],
-                              progress=hook)
+        manifest = run_backup(
+            engine, repository, options, keks[0] if keks else None, keks[1:], progress=hook
+        )
     elapsed = time.monotonic() - started
-    summary = {**manifest_summary(manifest), "seconds": round(elapsed, 3),
-               "throughput_mb_s": round(manifest.raw_bytes / 1e6 / max(elapsed, 1e-9), 2)}
-    common.emit(output, summary, lambda: click.echo(
-        f"{manifest.type} backup {manifest.backup_id} of {manifest.target}:"
-        f" {common.human_bytes(manifest.raw_bytes)} -> {common.human_bytes(manifest.stored_bytes)}"
-        f" (ratio {manifest.compression_ratio:.2f}, {manifest.encryption}) in {elapsed:.1f}s"))
+    summary = {
+        **manifest_summary(manifest),
+        "seconds": round(elapsed, 3),
+        "throughput_mb_s": round(manifest.raw_bytes / 1e6 / max(elapsed, 1e-9), 2),
+    }
+    common.emit(
+        output,
+        summary,
+        lambda: click.echo(
+            f"{manifest.type} backup {manifest.backup_id} of {manifest.target}:"
+            f" {common.human_bytes(manifest.raw_bytes)} ->"
+            f" {common.human_bytes(manifest.stored_bytes)}"
+            f" (ratio {manifest.compression_ratio:.2f}, {manifest.encryption}) in {elapsed:.1f}s"
+        ),
+    )
 
 
 def parse_size(text: str) -> int:
     units = {"": 1, "k": 1000, "kib": 1024, "m": 10**6, "mib": 2**20, "kb": 1000, "mb": 10**6}
     digits = text.rstrip("KkMmIiBb")
-    unit = text[len(digits):].lower()
+    unit = text[len(digits) :].lower()
     if not digits.isdigit() or unit not in units:
         raise CliError(f"invalid size {text!r}: use e.g. 4MiB, 512KiB or 1048576", Exit.USAGE)
     size = int(digits) * units[unit]
@@ -103,14 +146,18 @@ def _interactive(repository: Repository, source: str) -> tuple[str, list[str] | 
         raise CliError(f"target {source!r} has no backups in {repository.url}", Exit.NOT_FOUND)
     for i, m in enumerate(reversed(backups[-20:]), 1):
         click.echo(f"{i:>3}. {m.backup_id}  {m.type:<12} {common.human_bytes(m.raw_bytes):>10}")
-    choice = click.prompt("Backup to restore", type=click.IntRange(1, min(20, len(backups))),
-                          default=1)
+    choice = click.prompt(
+        "Backup to restore", type=click.IntRange(1, min(20, len(backups))), default=1
+    )
     chosen = list(reversed(backups[-20:]))[choice - 1]
     names = sorted({str(n) for o in chosen.objects for n in o.meta.get("tables", [])})
     if names:
         click.echo("Tables in this backup: " + ", ".join(names))
-    include = _split(click.prompt("Tables to restore (comma-separated, empty for all)",
-                                  default="", show_default=False))
+    include = _split(
+        click.prompt(
+            "Tables to restore (comma-separated, empty for all)", default="", show_default=False
+        )
+    )
     return chosen.backup_id, include
 
 
@@ -118,20 +165,41 @@ def _interactive(repository: Repository, source: str) -> tuple[str, list[str] | 
 @common.repo_option
 @click.option("--backup", "-b", "backup_ref", default=None, help="Backup id or 'latest'.")
 @click.option("--target", "-t", required=True, help="Database URL or config name to restore into.")
-@click.option("--from", "source", default=None,
-              help="Target name whose backups to restore (default: the target's own name).")
+@click.option(
+    "--from",
+    "source",
+    default=None,
+    help="Target name whose backups to restore (default: the target's own name).",
+)
 @click.option("--include", help="Restore only these tables (comma-separated).")
-@click.option("--conflict", type=click.Choice(["fail", "replace"]), default="replace",
-              show_default=True, help="What to do when the target (or a table) exists.")
+@click.option(
+    "--conflict",
+    type=click.Choice(["fail", "replace"]),
+    default="replace",
+    show_default=True,
+    help="What to do when the target (or a table) exists.",
+)
 @click.option("--yes", "-y", is_flag=True, help="Overwrite without asking.")
 @click.option("--interactive", "-i", is_flag=True, help="Choose backup and tables interactively.")
 @common.connection_options
 @common.key_file_option
 @common.output_option
 @click.pass_context
-def restore(ctx: click.Context, /, repo: str, backup_ref: str | None, target: str, source: str | None,
-            include: str | None, conflict: str, yes: bool, interactive: bool,
-            key_files: tuple[Path, ...], output: str, **conn: Any) -> None:
+def restore(
+    ctx: click.Context,
+    /,
+    repo: str,
+    backup_ref: str | None,
+    target: str,
+    source: str | None,
+    include: str | None,
+    conflict: str,
+    yes: bool,
+    interactive: bool,
+    key_files: tuple[Path, ...],
+    output: str,
+    **conn: Any,
+) -> None:
     """Restore a backup (and the chain it builds on) into a database."""
     target_name, engine = common.open_target(ctx, target, **conn)
     repository = common.open_repo(ctx, repo)
@@ -147,31 +215,46 @@ def restore(ctx: click.Context, /, repo: str, backup_ref: str | None, target: st
     if not check.ok:
         raise CliError("cannot restore: " + "; ".join(check.problems), Exit.DATABASE)
     if engine.estimate_size() and not tables:
-        _confirm(f"{target} exists and will be replaced by backup {manifest.backup_id}",
-                 yes or conflict == "fail")
+        _confirm(
+            f"{target} exists and will be replaced by backup {manifest.backup_id}",
+            yes or conflict == "fail",
+        )
     started = time.monotonic()
     with common.progress(f"restore {manifest.backup_id}", manifest.raw_bytes) as hook:
-        chain = run_restore(engine, repository, manifest, keks, include=tables,
-                            conflict=conflict, progress=hook)  # type: ignore[arg-type]
+        chain = run_restore(
+            engine, repository, manifest, keks, include=tables, conflict=conflict, progress=hook
+        )  # type: ignore[arg-type]
     elapsed = time.monotonic() - started
-    data = {"backup_id": manifest.backup_id, "target": target,
-            "chain": [m.backup_id for m in chain], "include": tables,
-            "seconds": round(elapsed, 3)}
-    common.emit(output, data, lambda: click.echo(
-        f"restored {manifest.backup_id} ({len(chain)} backup(s) in chain) into {target}"
-        + (f", tables {', '.join(tables)}" if tables else "") + f" in {elapsed:.1f}s"))
+    data = {
+        "backup_id": manifest.backup_id,
+        "target": target,
+        "chain": [m.backup_id for m in chain],
+        "include": tables,
+        "seconds": round(elapsed, 3),
+    }
+    common.emit(
+        output,
+        data,
+        lambda: click.echo(
+            f"restored {manifest.backup_id} ({len(chain)} backup(s) in chain) into {target}"
+            + (f", tables {', '.join(tables)}" if tables else "")
+            + f" in {elapsed:.1f}s"
+        ),
+    )
 
 
 @click.command()
 @click.option("--target", "-t", required=True, help="Database URL or config name.")
 @click.option("--repo", "-r", default=None, help="Also check that this repository is writable.")
-@click.option("--purpose", type=click.Choice(["backup", "restore"]), default="backup",
-              show_default=True)
+@click.option(
+    "--purpose", type=click.Choice(["backup", "restore"]), default="backup", show_default=True
+)
 @common.connection_options
 @common.output_option
 @click.pass_context
-def check(ctx: click.Context, /, target: str, repo: str | None, purpose: str, output: str,
-          **conn: Any) -> None:
+def check(
+    ctx: click.Context, /, target: str, repo: str | None, purpose: str, output: str, **conn: Any
+) -> None:
     """Test the connection and the permissions a backup or restore needs."""
     _, engine = common.open_target(ctx, target, **conn)
     report = engine.check(purpose)  # type: ignore[arg-type]
@@ -184,11 +267,20 @@ def check(ctx: click.Context, /, target: str, repo: str | None, purpose: str, ou
             repository.storage.delete(probe)
         except Exception as exc:
             problems.append(f"repository {repository.url} is not writable: {exc}")
-    data = {"ok": not problems, "engine": engine.name, "server_version": report.server_version,
-            "problems": problems}
-    common.emit(output, data, lambda: click.echo(
-        f"{engine.name} {report.server_version}: "
-        + ("ok" if not problems else "problems:\n  " + "\n  ".join(problems))))
+    data = {
+        "ok": not problems,
+        "engine": engine.name,
+        "server_version": report.server_version,
+        "problems": problems,
+    }
+    common.emit(
+        output,
+        data,
+        lambda: click.echo(
+            f"{engine.name} {report.server_version}: "
+            + ("ok" if not problems else "problems:\n  " + "\n  ".join(problems))
+        ),
+    )
     if problems:
         ctx.exit(int(Exit.DATABASE))
 

@@ -8,4 +8,6 @@ import sys
 def main() -> None:
     import kopf.cli
 
-    sys.exit(kopf.cli.main(["run", "--standalone", "-m", "safehold.controller.handlers", *sys.argv[1:]]))
+    sys.exit(
+        kopf.cli.main(["run", "--standalone", "-m", "safehold.controller.handlers", *sys.argv[1:]])
+    )

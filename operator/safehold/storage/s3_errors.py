@@ -85,6 +85,7 @@ def _client_error(exc: ClientError, action: str, where: str, key: str | None) ->
         "AuthorizationHeaderMalformed": "the request was signed for the wrong region: add"
                                         " ?region=<the bucket's region> to the repository URL",
         "InvalidBucketName": f"{bucket!r} is not a valid bucket name",
+        "PreconditionFailed": "the object was replaced while it was being read; read it again",
         "KMS.NotFoundException": "the KMS key does not exist: check ?kms_key_id=",
     }.get(code)
     if fix is None and status == 403:

@@ -157,10 +157,10 @@ def tls_options(options: ConnectionOptions) -> dict[str, Any]:
     return kw
 
 
-@contextmanager
-def open_client(target: MongoTarget, options: ConnectionOptions, **extra: Any
-                ) -> Iterator[MongoClient[Any]]:
-    """A MongoClient for ``target``; closed on exit. Timeouts follow ``connect_timeout``."""
+def make_client(target: MongoTarget, options: ConnectionOptions, **extra: Any
+                ) -> MongoClient[Any]:
+    """A MongoClient for ``target`` (the caller closes it); timeouts follow
+    ``connect_timeout``. pymongo connects lazily: the first command reaches the server."""
     timeout_ms = int(options.connect_timeout * 1000)
     kw: dict[str, Any] = {
         "connectTimeoutMS": timeout_ms, "serverSelectionTimeoutMS": timeout_ms,
@@ -174,11 +174,7 @@ def open_client(target: MongoTarget, options: ConnectionOptions, **extra: Any
         if cert:
             kw["tlsCertificateKeyFile"] = cert
         with guard(target):
-            client: MongoClient[Any] = MongoClient(target.uri, **kw)
-    try:
-        yield client
-    finally:
-        client.close()
+            return MongoClient(target.uri, **kw)
 
 
 @contextmanager

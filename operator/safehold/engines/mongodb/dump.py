@@ -26,6 +26,7 @@ import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,7 @@ from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 from pymongo import MongoClient
 from pymongo.database import Database
-from pymongo.errors import OperationFailure
+from pymongo.errors import OperationFailure, PyMongoError
 
 from safehold.engines.base import BackupSink, DatabaseMissing, EngineError
 from safehold.engines.mongodb import layout
@@ -53,11 +54,6 @@ class ReadPoint:
     consistency: str  # "snapshot", "oplog-range" or "per-collection"
     start: Timestamp | None
     read_concern: Mapping[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class Dumped:
-    entry: layout.TocEntry
 
 
 def position(ts: Timestamp | None) -> dict[str, str] | None:
@@ -140,11 +136,12 @@ def raw_batches(db: Database[Any], collection: str, read_concern: Mapping[str, A
     """The collection's documents as mongodump's ``.bson`` bytes, one block per batch.
 
     ``find``/``getMore`` run in one explicit session (a cursor belongs to the session that
-    opened it). The cursor is killed if the consumer stops early. ``counter[0]`` counts the
+    opened it); natural order, as mongodump reads, which keeps capped collections' insertion
+    order. The cursor is killed if the consumer stops early. ``counter[0]`` counts the
     documents. ``noCursorTimeout`` is not set: FerretDB rejects it, and batches are read back
     to back.
     """
-    cmd: dict[str, Any] = {"find": collection, "batchSize": batch_size, "sort": {"_id": 1}}
+    cmd: dict[str, Any] = {"find": collection, "batchSize": batch_size}
     if read_concern:
         cmd["readConcern"] = dict(read_concern)
     with db.client.start_session(causal_consistency=False) as session:
@@ -165,8 +162,9 @@ def raw_batches(db: Database[Any], collection: str, read_concern: Mapping[str, A
                 batch, cursor_id = reply["nextBatch"], reply["id"]
         finally:
             if cursor_id:
-                db.command({"killCursors": collection, "cursors": [Int64(cursor_id)]},
-                           session=session)
+                with suppress(PyMongoError):  # the original error matters more
+                    db.command({"killCursors": collection, "cursors": [Int64(cursor_id)]},
+                               session=session)
 
 
 def dump_collection(db: Database[Any], target: MongoTarget, info: Mapping[str, Any],

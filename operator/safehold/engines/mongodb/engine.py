@@ -1,0 +1,150 @@
+"""The MongoDB engine: ``mongodb://[user@]host[:port]/database[?options]`` (or ``mongodb+srv://``).
+
+A full backup is a logical dump of one database in mongodump's layout (:mod:`.layout`, written
+by :mod:`.dump`); a restore stages each collection and renames it into place (:mod:`.restore`).
+Connection, TLS, passwords and error classification live in :mod:`.conn`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar, Literal
+
+from pymongo import MongoClient
+
+from safehold import __version__
+from safehold.engines.base import (
+    BackupOutcome,
+    BackupRequest,
+    BackupSink,
+    Capabilities,
+    ChainReader,
+    CheckReport,
+    ConnectionOptions,
+    DatabaseMissing,
+    RestoreRequest,
+    UnsupportedError,
+)
+from safehold.engines.mongodb import dump, layout, privileges
+from safehold.engines.mongodb.conn import MongoTarget, guard, make_client, retrying
+from safehold.engines.mongodb.restore import Restorer
+
+log = logging.getLogger("safehold.engines.mongodb")
+DEFAULT_JOBS = 2
+
+
+class MongoEngine:
+    """One database on a MongoDB server (or anything speaking its wire protocol, 4.4+).
+
+    ``batch_size`` is the number of documents per ``find``/``getMore`` batch.
+    """
+
+    name: ClassVar[str] = "mongodb"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        backup_types=("full",), selective_restore=True, point_in_time=False)
+
+    def __init__(self, target: MongoTarget, options: ConnectionOptions, *,
+                 batch_size: int = 1000) -> None:
+        self.target = target
+        self.options = options
+        self.jobs = options.jobs or DEFAULT_JOBS
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_url(cls, url: str, options: ConnectionOptions) -> MongoEngine:
+        return cls(MongoTarget.parse(url, options.password), options)
+
+    def _connect(self) -> MongoClient[Any]:
+        """A client whose server answered ``ping`` (retried while the failure is transient);
+        use it in a ``with`` block, which closes it."""
+        def attempt() -> MongoClient[Any]:
+            client = make_client(self.target, self.options)
+            try:
+                with guard(self.target):
+                    client.admin.command("ping")
+            except BaseException:
+                client.close()
+                raise
+            return client
+
+        return retrying(attempt, what=f"connection to {self.target.hosts}")
+
+    # -- checks -------------------------------------------------------------------------------
+
+    def check(self, purpose: Literal["backup", "restore"]) -> CheckReport:
+        """Ping, server version (4.4+), and the privileges ``purpose`` needs where the server
+        reports them. Unreachable servers and refused logins raise their classified error."""
+        with self._connect() as client, guard(self.target):
+            version, problems = privileges.server_version(client)
+            problems += privileges.missing(client, self.target.database, purpose)
+            if purpose == "backup":
+                try:
+                    dump.listing(client[self.target.database], None)
+                except DatabaseMissing as exc:
+                    problems.append(str(exc))
+        return CheckReport(ok=not problems, server_version=version, problems=tuple(problems))
+
+    def estimate_size(self) -> int | None:
+        """The database's uncompressed data size (``dbStats.dataSize``); None when empty."""
+        with self._connect() as client, guard(self.target):
+            stats = client[self.target.database].command("dbStats")
+        return int(stats.get("dataSize") or 0) or None
+
+    # -- backup -------------------------------------------------------------------------------
+
+    def backup(self, request: BackupRequest, sink: BackupSink, chain: ChainReader
+               ) -> BackupOutcome:
+        """Dump every collection and view of the database (or ``request.include``'s)."""
+        if request.type != "full":
+            raise UnsupportedError(
+                f"MongoDB {request.type} backups (oplog since the parent) are not available"
+                " yet; take a full backup")
+        with self._connect() as client:
+            db = client[self.target.database]
+            with guard(self.target):
+                version, _ = privileges.server_version(client)
+                infos, skipped = dump.listing(db, request.include)
+                probe = next((i["name"] for i in infos if i.get("type") != "view"), None)
+                point = dump.choose_read_point(client, db, probe)
+            entries = dump.dump_all(db, self.target, infos, point, sink, jobs=self.jobs,
+                                    batch_size=self.batch_size)
+            with guard(self.target):
+                end = dump.oplog_time(client) if point.start is not None else None
+        start_pos = dump.position(point.start)
+        end_pos = start_pos if point.consistency == "snapshot" else dump.position(end)
+        toc = layout.Toc(database=db.name, collections=tuple(entries))
+        names = [e.name for e in entries]
+        sink.put(layout.TOC, [toc.to_json()], meta={"tables": names})
+        prelude = layout.Prelude(database=db.name, server_version=version,
+                                 consistency=point.consistency, tool_version=__version__,
+                                 start_position=start_pos, end_position=end_pos,
+                                 skipped=skipped)
+        sink.put(layout.PRELUDE, [prelude.to_json()])
+        return BackupOutcome(
+            server_version=version, start_position=start_pos, end_position=end_pos,
+            engine_meta={"database": db.name, "consistency": point.consistency,
+                         "collections": names, "skipped": skipped,
+                         "layout": "mongodump", "format": layout.FORMAT},
+            tools={"pymongo": _pymongo_version()})
+
+    # -- restore ------------------------------------------------------------------------------
+
+    def restore(self, request: RestoreRequest, chain: ChainReader) -> None:
+        """Restore ``request.chain[-1]`` (a full backup) into the URI's database, whole or the
+        collections in ``request.include``."""
+        backup = request.chain[-1]
+        if len(request.chain) != 1 or backup.type != "full":
+            raise UnsupportedError(f"backup {backup.backup_id} is not a full MongoDB backup")
+        toc = layout.Toc.parse(b"".join(chain.open(backup, layout.TOC)), layout.TOC)
+        entries = toc.select(request.include)
+        with self._connect() as client:
+            Restorer(client[self.target.database], self.target, backup, chain,
+                     jobs=self.jobs).run(entries, request.conflict)
+        log.info("restored %d collections of %s (backup %s) into %s", len(entries),
+                 toc.database, backup.backup_id, self.target.database)
+
+
+def _pymongo_version() -> str:
+    import pymongo
+
+    return str(pymongo.version)

@@ -1,0 +1,165 @@
+"""What a database holds: tables (with the columns a dump reads), views, triggers, routines.
+
+Read from ``information_schema`` and ``SHOW CREATE ...`` on the backup's snapshot connection.
+``SHOW CREATE`` runs with the dumped database as the current one, so object definitions name
+their own database's objects unqualified and restore into any database name.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import pymysql
+
+from safehold.engines.base import PermissionDenied, UnsupportedError
+from safehold.engines.mysql.conn import quote_name, run
+
+Conn = pymysql.connections.Connection[Any]
+
+# How each column type is turned into an SQL literal by the server (see rows.py).
+NUMERIC = {"tinyint", "smallint", "mediumint", "int", "bigint", "decimal", "double", "year"}
+BINARY = {"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"}
+GEOMETRY = {"geometry", "point", "linestring", "polygon", "multipoint", "multilinestring",
+            "multipolygon", "geometrycollection"}
+TRANSACTIONAL_ENGINES = {"innodb", "rocksdb", "tokudb"}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    data_type: str
+
+
+@dataclass
+class Table:
+    name: str
+    engine: str
+    columns: list[Column]
+    ddl: str = ""
+    approx_bytes: int = 0
+
+    @property
+    def transactional(self) -> bool:
+        return self.engine.lower() in TRANSACTIONAL_ENGINES
+
+
+@dataclass(frozen=True)
+class SchemaObject:
+    """A view, trigger, routine or event: its definition and the session it was made in."""
+
+    kind: str  # view | trigger | procedure | function | event
+    name: str
+    sql: str
+    sql_mode: str = ""
+    collation: str = ""
+    table: str | None = None  # a trigger's table
+    time_zone: str = ""  # an event's
+
+
+@dataclass
+class Catalog:
+    database: str
+    charset: str
+    collation: str
+    tables: list[Table] = field(default_factory=list)
+    objects: list[SchemaObject] = field(default_factory=list)
+
+    def of_kind(self, kind: str) -> list[SchemaObject]:
+        return [o for o in self.objects if o.kind == kind]
+
+
+def read_catalog(conn: Conn, db: str) -> Catalog:
+    """Everything ``db`` holds that a logical backup carries, views in dependency order."""
+    row = run(conn, "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM"
+              " information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (db,))
+    charset, collation = row[0]
+    catalog = Catalog(db, charset, collation)
+    kinds = run(conn, "SELECT TABLE_NAME, TABLE_TYPE, COALESCE(ENGINE, ''),"
+                " COALESCE(DATA_LENGTH, 0) + COALESCE(INDEX_LENGTH, 0) FROM"
+                " information_schema.TABLES WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME", (db,))
+    odd = sorted(n for n, kind, _, _ in kinds if kind not in ("BASE TABLE", "VIEW"))
+    if odd:
+        raise UnsupportedError(
+            f"database {db} holds sequences or system-versioned tables ({', '.join(odd)}),"
+            " which this engine does not back up yet")
+    columns = _columns(conn, db)
+    views = []
+    for name, kind, engine, size in kinds:
+        if kind == "VIEW":
+            views.append(name)
+            continue
+        ddl = run(conn, f"SHOW CREATE TABLE {quote_name(name)}")[0][1]
+        catalog.tables.append(Table(name, engine, columns.get(name, []), ddl, int(size)))
+    view_objects = [_view(conn, v) for v in views]
+    catalog.objects += _dependency_order(view_objects)
+    catalog.objects += _routines(conn, db) + _triggers(conn, db) + _events(conn, db)
+    return catalog
+
+
+def _columns(conn: Conn, db: str) -> dict[str, list[Column]]:
+    """Stored (non-generated) columns per table, invisible ones included."""
+    out: dict[str, list[Column]] = {}
+    for table, name, data_type, extra in run(
+            conn, "SELECT TABLE_NAME, COLUMN_NAME, LOWER(DATA_TYPE), EXTRA FROM"
+            " information_schema.COLUMNS WHERE TABLE_SCHEMA = %s"
+            " ORDER BY TABLE_NAME, ORDINAL_POSITION", (db,)):
+        if re.search(r"(VIRTUAL|STORED|PERSISTENT) GENERATED|^(VIRTUAL|PERSISTENT)$", extra or "",
+                     re.I):
+            continue
+        out.setdefault(table, []).append(Column(name, data_type))
+    return out
+
+
+def _view(conn: Conn, name: str) -> SchemaObject:
+    _, sql, _, collation = run(conn, f"SHOW CREATE VIEW {quote_name(name)}")[0]
+    return SchemaObject("view", name, sql, collation=collation)
+
+
+def _dependency_order(views: list[SchemaObject]) -> list[SchemaObject]:
+    """Views that others select from come first (``SHOW CREATE VIEW`` backquotes every name,
+    so a view depends on those whose quoted name it contains; a cycle keeps name order)."""
+    pending = {v.name: v for v in views}
+    ordered: list[SchemaObject] = []
+    while pending:
+        ready = [v for v in pending.values()
+                 if not any(quote_name(o) in v.sql for o in pending if o != v.name)]
+        for v in ready or [next(iter(pending.values()))]:
+            ordered.append(pending.pop(v.name))
+    return ordered
+
+
+def _routines(conn: Conn, db: str) -> list[SchemaObject]:
+    out = []
+    for name, kind in run(conn, "SELECT ROUTINE_NAME, ROUTINE_TYPE FROM"
+                          " information_schema.ROUTINES WHERE ROUTINE_SCHEMA = %s"
+                          " ORDER BY ROUTINE_TYPE, ROUTINE_NAME", (db,)):
+        row = run(conn, f"SHOW CREATE {kind} {quote_name(name)}")[0]
+        if row[2] is None:
+            raise PermissionDenied(
+                f"cannot read the body of {kind.lower()} {db}.{name}: the backup user must be"
+                f" its definer or have SELECT on mysql.proc (MariaDB) / SHOW_ROUTINE (MySQL)")
+        out.append(SchemaObject(kind.lower(), name, row[2], sql_mode=row[1], collation=row[4]))
+    return out
+
+
+def _triggers(conn: Conn, db: str) -> list[SchemaObject]:
+    out = []
+    for name, table in run(conn, "SELECT TRIGGER_NAME, EVENT_OBJECT_TABLE FROM"
+                           " information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s"
+                           " ORDER BY EVENT_OBJECT_TABLE, ACTION_ORDER", (db,)):
+        row = run(conn, f"SHOW CREATE TRIGGER {quote_name(name)}")[0]
+        out.append(SchemaObject("trigger", name, row[2], sql_mode=row[1], collation=row[4],
+                                table=table))
+    return out
+
+
+def _events(conn: Conn, db: str) -> list[SchemaObject]:
+    out = []
+    for (name,) in run(conn, "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE"
+                       " EVENT_SCHEMA = %s ORDER BY EVENT_NAME", (db,)):
+        row = run(conn, f"SHOW CREATE EVENT {quote_name(name)}")[0]
+        out.append(SchemaObject("event", name, row[3], sql_mode=row[1], collation=row[5],
+                                time_zone=row[2]))
+    return out

@@ -1,0 +1,257 @@
+"""Reaching a MySQL/MariaDB server: the target URL, TLS, the password, and classified errors.
+
+A target is ``mysql://user[:password]@host[:port]/database`` (``mariadb://`` is the same), with
+optional query parameters ``ssl-mode`` (DISABLED, PREFERRED, REQUIRED, VERIFY_CA,
+VERIFY_IDENTITY), ``ssl-ca``, ``ssl-cert`` and ``ssl-key``, spelled as the MySQL clients spell
+them. The CLI's ``--tls*`` flags win over the URL. The password comes from the URL, else
+:class:`ConnectionOptions.password` (``--password-file`` / ``SAFEHOLD_PASSWORD``), else
+``MYSQL_PWD``; it is only ever handed to PyMySQL in memory (no client tools are run), and no
+message built here contains it.
+
+Every PyMySQL error is mapped once onto the classes of :mod:`safehold.engines.base` with a
+message that says what to fix; connecting retries the transient ones with backoff.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import pymysql
+import tenacity
+
+from safehold.engines.base import (
+    AuthenticationFailed,
+    ConnectionOptions,
+    ConnectTimeout,
+    DatabaseMissing,
+    EngineError,
+    HostUnreachable,
+    PermissionDenied,
+)
+
+TlsMode = Literal["disable", "prefer", "require", "verify-ca", "verify-full"]
+_SSL_MODES: dict[str, TlsMode] = {
+    "disabled": "disable", "preferred": "prefer", "required": "require",
+    "verify_ca": "verify-ca", "verify_identity": "verify-full",
+}
+_QUERY_KEYS = {"ssl-mode", "ssl-ca", "ssl-cert", "ssl-key"}
+SCHEMES = ("mysql", "mariadb")
+
+
+class ServerGone(EngineError):
+    """The connection broke mid-operation, or the server asked to retry (deadlock, DDL)."""
+
+    transient = True
+
+
+@dataclass(frozen=True)
+class Target:
+    """A validated connection target. ``password`` never appears in ``repr`` or messages."""
+
+    scheme: str
+    host: str
+    port: int
+    user: str
+    database: str
+    password: str | None = field(default=None, repr=False)
+    tls: TlsMode = "prefer"
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    connect_timeout: float = 10.0
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.user}@{self.host}:{self.port}/{self.database}"
+
+    def with_database(self, database: str) -> Target:
+        from dataclasses import replace
+
+        return replace(self, database=database)
+
+
+def parse_target(url: str, options: ConnectionOptions) -> Target:
+    """Validate ``url`` (and the options beside it) before anything connects."""
+    parts = urlsplit(url)
+    shown = f"{parts.scheme}://{parts.hostname or ''}{parts.path}"  # never echo a password
+    if parts.scheme not in SCHEMES:
+        raise ValueError(f"not a MySQL target URL: {shown!r}; expected mysql://user@host/db")
+    if not parts.hostname:
+        raise ValueError(f"target {shown!r} names no host; write {parts.scheme}://user@host/db")
+    try:
+        port = parts.port or 3306
+    except ValueError:
+        raise ValueError(f"target {shown!r} has an invalid port (1-65535)") from None
+    if not parts.username:
+        raise ValueError(f"target {shown!r} names no user; write {parts.scheme}://USER@host/db")
+    database = unquote(parts.path.lstrip("/"))
+    if not database or "/" in database:
+        raise ValueError(
+            f"target {shown!r} must name exactly one database: {parts.scheme}://user@host/DB")
+    if len(database) > 64 or database != database.strip():
+        raise ValueError(f"database name {database!r} is not valid in MySQL (1-64 characters,"
+                         " no leading or trailing spaces)")
+    if parts.fragment:
+        raise ValueError(f"target {shown!r} takes no #fragment")
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    unknown = sorted(set(query) - _QUERY_KEYS)
+    if unknown:
+        raise ValueError(f"target {shown!r}: unknown parameter(s) {', '.join(unknown)};"
+                         f" known: {', '.join(sorted(_QUERY_KEYS))}")
+    tls: TlsMode = "prefer"
+    if "ssl-mode" in query:
+        mode = query["ssl-mode"].lower()
+        if mode not in _SSL_MODES:
+            raise ValueError(f"ssl-mode={query['ssl-mode']!r} is not one of "
+                             + ", ".join(m.upper() for m in _SSL_MODES))
+        tls = _SSL_MODES[mode]
+    password = unquote(parts.password) if parts.password is not None else None
+    if password is None:
+        password = options.password if options.password is not None else os.environ.get(
+            "MYSQL_PWD")
+    target = Target(
+        scheme=parts.scheme, host=parts.hostname, port=port, user=unquote(parts.username),
+        database=database, password=password, tls=options.tls or tls,
+        ca_file=options.ca_file or query.get("ssl-ca"),
+        cert_file=options.cert_file or query.get("ssl-cert"),
+        key_file=options.key_file or query.get("ssl-key"),
+        connect_timeout=options.connect_timeout,
+    )
+    _check_tls(target)
+    return target
+
+
+def _check_tls(t: Target) -> None:
+    if t.tls in ("verify-ca", "verify-full") and not t.ca_file:
+        raise ValueError(f"TLS mode {t.tls} verifies the server against a CA: give --tls-ca"
+                         " (or ssl-ca= in the URL)")
+    if bool(t.cert_file) != bool(t.key_file):
+        raise ValueError("a client certificate needs both --tls-cert and --tls-key")
+    if t.tls == "disable" and (t.ca_file or t.cert_file):
+        raise ValueError("TLS is disabled but TLS files were given; drop them or pick a TLS mode")
+    for path in (t.ca_file, t.cert_file, t.key_file):
+        if path and not os.path.isfile(path):
+            raise ValueError(f"TLS file {path} does not exist")
+
+
+def _ssl_args(t: Target) -> dict[str, Any]:
+    if t.tls == "disable":
+        return {"ssl_disabled": True}
+    if t.tls == "prefer" and not t.cert_file:
+        return {}  # PyMySQL's default: TLS when the server offers it, unverified
+    ctx = ssl.create_default_context(cafile=t.ca_file)
+    ctx.check_hostname = t.tls == "verify-full"
+    ctx.verify_mode = ssl.CERT_REQUIRED if t.tls in ("verify-ca", "verify-full") \
+        else ssl.CERT_NONE
+    if t.cert_file:
+        ctx.load_cert_chain(t.cert_file, keyfile=t.key_file)
+    return {"ssl": ctx}
+
+
+def connect(t: Target, *, database: str | None = "", streaming: bool = False,
+            attempts: int = 3) -> pymysql.connections.Connection[Any]:
+    """A connection in a known session state, retrying transient failures with backoff.
+
+    ``database`` overrides the target's (None: no default database). The session uses
+    utf8mb4, UTC (so TIMESTAMP values are exact) and the ``sql_mode`` mysqldump writes with;
+    ``streaming`` selects the unbuffered cursor for reading big tables.
+    """
+    db = t.database if database == "" else database
+
+    @tenacity.retry(retry=tenacity.retry_if_exception(lambda e: getattr(e, "transient", False)),
+                    stop=tenacity.stop_after_attempt(attempts),
+                    wait=tenacity.wait_exponential(multiplier=0.5, max=5), reraise=True)
+    def attempt() -> pymysql.connections.Connection[Any]:
+        try:
+            conn = pymysql.connect(
+                host=t.host, port=t.port, user=t.user, password=t.password or "",
+                database=db, charset="utf8mb4", connect_timeout=max(1, int(t.connect_timeout)),
+                autocommit=True, max_allowed_packet=1 << 30,
+                cursorclass=pymysql.cursors.SSCursor if streaming else pymysql.cursors.Cursor,
+                init_command="SET time_zone='+00:00', sql_mode='NO_AUTO_VALUE_ON_ZERO',"
+                " net_read_timeout=3600, net_write_timeout=3600, wait_timeout=28800",
+                **_ssl_args(t),
+            )
+        except Exception as exc:
+            raise classify(exc, t) from None
+        if t.tls in ("require", "verify-ca", "verify-full") and not _uses_tls(conn):
+            conn.close()
+            raise AuthenticationFailed(f"{t}: TLS mode {t.tls} but the server did not start TLS"
+                                       " (is it configured with ssl-cert/ssl-key?)")
+        return conn
+
+    return attempt()
+
+
+def _uses_tls(conn: pymysql.connections.Connection[Any]) -> bool:
+    with conn.cursor() as cur:
+        cur.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+        row = cur.fetchone()
+    return bool(row and row[1])
+
+
+_AUTH = {1045, 1130, 1698, 3159, 1251}
+_PERMISSION = {1044, 1142, 1143, 1227, 1370, 1211, 1410}
+_TRANSIENT = {1040, 1205, 1213, 1412, 2006, 2013, 2055, 1927}
+
+
+def classify(exc: BaseException, t: Target | None = None) -> EngineError:
+    """The engine error for a PyMySQL (or socket/TLS) failure; message names the fix."""
+    if isinstance(exc, EngineError):
+        return exc
+    where = f"{t}: " if t else ""
+    code, message = _code_message(exc)
+    if code in _AUTH:
+        hint = {3159: "the server requires TLS: use --tls require (or stronger)",
+                1130: f"the server does not accept user {t.user if t else '?'} from this host"}
+        return AuthenticationFailed(
+            f"{where}authentication failed ({code}: {message}); "
+            + hint.get(code, "check the user name and the password (URL, --password-file,"
+                       " SAFEHOLD_PASSWORD or MYSQL_PWD)"))
+    if code == 1049:
+        return DatabaseMissing(f"{where}database does not exist ({message}); create it or fix"
+                               " the database name in the target URL")
+    if code == 1146:
+        return DatabaseMissing(f"{where}{message}")
+    if code in _PERMISSION:
+        return PermissionDenied(f"{where}permission denied ({code}: {message}); grant the"
+                                " privilege named here to the backup user")
+    if code == 2003 or isinstance(exc, OSError):
+        lowered = message.lower()
+        if "certificate" in lowered or "ssl" in lowered:
+            return AuthenticationFailed(f"{where}TLS handshake failed ({message}); check"
+                                        " --tls-ca and the server's certificate/host name")
+        if "timed out" in lowered:
+            return ConnectTimeout(f"{where}no answer within the connect timeout ({message});"
+                                  " check host, port and firewalls, or raise --connect-timeout")
+        return HostUnreachable(f"{where}cannot connect ({message}); check that the server runs"
+                               " and that host and port are right")
+    if code in _TRANSIENT:
+        return ServerGone(f"{where}{message} ({code}); retry the operation")
+    return EngineError(f"{where}{message}" + (f" ({code})" if code else ""))
+
+
+def _code_message(exc: BaseException) -> tuple[int, str]:
+    if isinstance(exc, pymysql.err.MySQLError) and len(exc.args) >= 2 \
+            and isinstance(exc.args[0], int):
+        return exc.args[0], str(exc.args[1])
+    return 0, f"{type(exc).__name__}: {exc}"
+
+
+def run(conn: pymysql.connections.Connection[Any], sql: str | bytes,
+        args: tuple[Any, ...] | None = None) -> list[tuple[Any, ...]]:
+    """Execute one statement; all rows of its result (classified errors)."""
+    try:
+        with conn.cursor(pymysql.cursors.Cursor) as cur:
+            cur.execute(sql, args)
+            return list(cur.fetchall())
+    except pymysql.err.MySQLError as exc:
+        raise classify(exc) from exc
+
+
+def quote_name(name: str) -> str:
+    """A backquoted identifier (names may hold any character, even a backquote)."""
+    return "`" + name.replace("`", "``") + "`"

@@ -1,0 +1,127 @@
+"""A consistent logical backup: several pg_dump processes sharing one exported snapshot.
+
+One connection opens a REPEATABLE READ transaction, exports its snapshot, takes ACCESS SHARE
+locks on every table (so none can be dropped or rewritten before its pg_dump starts) and reads
+the table of contents. Then up to ``jobs`` ``pg_dump --snapshot=<id> -Fc -Z0`` processes run at
+once, each on its own slice of the work:
+
+* ``schema.pre``  -- ``--section=pre-data``: schemas, types, functions, tables, sequences, views
+* ``data/NNNN``   -- ``--section=data``: one big table, a batch of small ones (``-t`` each), and
+  one "rest" archive (``--exclude-table-data`` for everything dumped elsewhere) that also
+  carries sequence values and large objects, so nothing can fall between the slices
+* ``schema.post`` -- ``--section=post-data``: indexes, constraints, triggers, rules, policies
+
+All see exactly the exported snapshot, so the archives together equal one ``pg_dump -Fc`` of
+that instant while writers go on. Archives are uncompressed (the pipeline compresses) and
+streamed straight into the sink: nothing is staged on disk. The exporting transaction stays
+open until the last pg_dump has finished.
+
+Concurrency: each pg_dump's output is consumed by its own thread calling ``sink.put``. The
+pipeline's ObjectWriter supports that (each put has its own encoder and storage stream; the
+records list is appended under the GIL; storage puts of distinct keys are independent), which
+``tests/integration/test_engine_postgres.py::test_object_writer_takes_concurrent_puts`` checks.
+A BackupSink that is not thread-safe would need a lock around ``put`` here.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from safehold.api.manifest import ObjectRecord
+from safehold.engines.base import BackupSink
+from safehold.engines.postgres.catalog import Table, Toc
+from safehold.engines.postgres.conn import PgTarget
+from safehold.engines.postgres.procs import ProcessSet
+from safehold.engines.postgres.tools import ClientTools
+
+PRE, POST, TOC_OBJECT = "schema.pre", "schema.post", "toc.json"
+SPLIT_BYTES = 16 << 20  # a table this big gets a pg_dump of its own
+BATCH_BYTES = 128 << 20  # small tables share a pg_dump up to this much data...
+BATCH_TABLES = 200  # ...and this many tables (each costs a -t argument)
+ARCHIVE_META = {"format": "pg_dump-custom", "compression": "none"}
+
+
+@dataclass
+class DumpTask:
+    name: str
+    section: str
+    args: list[str] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    rest: bool = False
+
+    @property
+    def bytes(self) -> int:
+        return sum(t.bytes for t in self.tables)
+
+    def meta(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {**ARCHIVE_META, "section": self.section}
+        if self.section == "data":
+            meta["tables"] = [t.qualified for t in self.tables]
+            meta["rest"] = self.rest
+        return meta
+
+
+def pattern(t: Table) -> str:
+    """A pg_dump -t pattern matching exactly one table: quoted, so nothing is a wildcard."""
+    def quote(s: str) -> str:
+        return '"' + s.replace('"', '""') + '"'
+    return f"{quote(t.schema)}.{quote(t.name)}"
+
+
+def plan(toc: Toc) -> list[DumpTask]:
+    """Pre-data, the data slices biggest first, post-data."""
+    tables = sorted((t for t in toc.tables if t.has_rows), key=lambda t: (-t.bytes, t.oid))
+    slices: list[list[Table]] = [[t] for t in tables if t.bytes >= SPLIT_BYTES]
+    batch: list[Table] = []
+    for t in (t for t in tables if t.bytes < SPLIT_BYTES):
+        if batch and (sum(b.bytes for b in batch) + t.bytes > BATCH_BYTES
+                      or len(batch) >= BATCH_TABLES):
+            slices.append(batch)
+            batch = []
+        batch.append(t)
+    tasks = [DumpTask(PRE, "pre-data", ["--section=pre-data"])]
+    explicit = [t for s in slices for t in s]
+    for i, tables_ in enumerate(slices):
+        args = ["--section=data", "--strict-names", *(f"--table={pattern(t)}" for t in tables_)]
+        tasks.append(DumpTask(f"data/{i:04d}", "data", args, tables_))
+    # The rest: the last (partial) batch plus whatever has data but no table row of its own.
+    rest_args = ["--section=data", *(f"--exclude-table-data={pattern(t)}" for t in explicit)]
+    tasks.append(DumpTask(f"data/{len(slices):04d}", "data", rest_args, batch, rest=True))
+    tasks.sort(key=lambda t: -t.bytes)  # stable: pre-data stays ahead of the small slices
+    tasks.insert(0, tasks.pop(next(i for i, t in enumerate(tasks) if t.name == PRE)))
+    tasks.append(DumpTask(POST, "post-data", ["--section=post-data"]))
+    for task in tasks:
+        for t in task.tables:
+            t.object = task.name
+    return tasks
+
+
+def run_dumps(tasks: list[DumpTask], *, target: PgTarget, tools: ClientTools, snapshot: str,
+              sink: BackupSink, jobs: int, lock_wait_ms: int) -> list[ObjectRecord]:
+    """Run the pg_dumps, ``jobs`` at a time, each streamed into ``sink.put``; the first
+    failure stops the others and is raised."""
+    base = [tools.path("pg_dump"), "--format=custom", "--compress=0", f"--snapshot={snapshot}",
+            f"--lock-wait-timeout={lock_wait_ms}"]
+    procs = ProcessSet()
+
+    def dump(task: DumpTask) -> ObjectRecord:
+        tool = procs.start([*base, *task.args], target, f"pg_dump of {task.name}", stdout=True)
+        return sink.put(task.name, tool.stdout_blocks(), meta=task.meta())
+
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="safehold-pg_dump")
+    try:
+        futures: list[Future[ObjectRecord]] = [pool.submit(dump, task) for task in tasks]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = next((f for f in futures if f in done and f.exception() is not None), None)
+        if failed is not None:
+            procs.stop()
+            for f in futures:
+                f.cancel()
+            wait(futures)
+            raise failed.exception()  # type: ignore[misc]
+        return [f.result() for f in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        procs.close()

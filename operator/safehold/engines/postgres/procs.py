@@ -1,0 +1,130 @@
+"""Client-tool processes: started with the connection in their environment, streamed, reaped.
+
+Every tool's stderr goes to an anonymous temporary file (a pipe nobody reads would fill up and
+stall the tool); on failure its tail becomes a classified error. A :class:`ProcessSet` remembers
+what it started, so one failure stops the rest instead of leaving them to run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from typing import IO
+
+from safehold.engines.base import EngineError
+from safehold.engines.postgres.conn import PgTarget, classify
+
+BLOCK = 1 << 20
+
+
+class Tool:
+    """One running pg_dump / pg_restore / psql."""
+
+    def __init__(self, argv: Sequence[str], target: PgTarget, doing: str, *,
+                 stdin: bool = False, stdout: bool = False) -> None:
+        self.argv, self.target, self.doing = list(argv), target, doing
+        self._stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            self.argv, env=target.tool_env(),
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
+            stderr=self._stderr, start_new_session=True)
+
+    def stdout_blocks(self) -> Iterator[bytes]:
+        """The tool's output; raises (inside the consumer) if the tool fails, so a truncated
+        stream is never taken for a complete one."""
+        assert self.proc.stdout is not None
+        read = self.proc.stdout.read1 if hasattr(self.proc.stdout, "read1") \
+            else self.proc.stdout.read
+        while block := read(BLOCK):
+            yield block
+        self.wait()
+
+    def wait(self) -> None:
+        rc = self.proc.wait()
+        if rc != 0:
+            raise self.error(rc)
+
+    def error(self, rc: int) -> EngineError:
+        self._stderr.seek(0)
+        text = self._stderr.read()[-4000:].decode("utf-8", "replace").strip()
+        if rc < 0:
+            text = f"{self.argv[0].rsplit('/', 1)[-1]} was killed by signal {-rc}. {text}"
+        return classify(text or f"exit code {rc}", self.target, doing=self.doing)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+    def close(self) -> None:
+        self.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+        self._stderr.close()
+
+
+def feed(stdin: IO[bytes], blocks: Iterable[bytes], errors: list[BaseException]) -> None:
+    """Write ``blocks`` to a tool's stdin and close it. A tool that stops reading early
+    (``pg_restore -l`` reads only the header) ends the feed quietly; other failures (a corrupt
+    backup object) are kept in ``errors`` for the caller to raise."""
+    try:
+        for block in blocks:
+            stdin.write(block)
+    except BrokenPipeError:
+        pass
+    except BaseException as exc:  # noqa: BLE001 - re-raised by the caller's thread
+        errors.append(exc)
+    finally:
+        try:
+            stdin.close()
+        except BrokenPipeError:
+            pass
+
+
+class Feeder:
+    """A thread streaming ``blocks`` into ``tool``'s stdin."""
+
+    def __init__(self, tool: Tool, blocks: Iterable[bytes]) -> None:
+        assert tool.proc.stdin is not None
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=feed, args=(tool.proc.stdin, blocks, self.errors),
+                                       name=f"safehold-feed-{tool.doing}", daemon=True)
+        self.thread.start()
+
+    def join(self) -> None:
+        self.thread.join()
+        if self.errors:
+            raise self.errors[0]
+
+
+class ProcessSet:
+    """The tools of one operation; ``stop()`` kills those still running (after a failure)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tools: list[Tool] = []
+        self.stopped = False
+
+    def start(self, argv: Sequence[str], target: PgTarget, doing: str, **kw: bool) -> Tool:
+        with self._lock:
+            if self.stopped:
+                raise EngineError(f"not starting {doing}: another step already failed")
+            tool = Tool(argv, target, doing, **kw)
+            self._tools.append(tool)
+            return tool
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopped = True
+            for tool in self._tools:
+                tool.kill()
+
+    def close(self) -> None:
+        with self._lock:
+            tools, self._tools = self._tools, []
+        for tool in tools:
+            tool.close()

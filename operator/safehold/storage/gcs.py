@@ -1,0 +1,438 @@
+"""Google Cloud Storage: ``gs://bucket/prefix``; the key ``k`` is the object ``prefix/k``.
+
+Authentication is Google's application default credentials: a service-account key file named
+by GOOGLE_APPLICATION_CREDENTIALS, or, on GKE, workload identity (the Kubernetes service account
+bound to a Google one). An emulator is used anonymously when STORAGE_EMULATOR_HOST is set or the
+URL says ``?endpoint=http://host:port``.
+
+put() streams in parts uploaded as temporary objects ``prefix/.parts/<hash of key>/<n>``
+(several at once, each retried on its own, its MD5 checked against what GCS stored), then
+*composes* them into the final object (at most 32 sources per compose, so large objects are
+composed in a tree) and deletes them. Compose creates the final object in one step, so readers
+see the old object or the new one, never part of it. The part objects are also what makes an
+interrupted put resumable: a repeated put of the same key lists them and skips every part whose
+size and MD5 match the bytes it is about to send. Resumable upload sessions were not used because
+fake-gcs-server, the emulator the tests run against, finalizes a session on a status query (see
+docs/testing.md), so resuming them could not be tested; compose behaves there as on GCS.
+Objects smaller than one part are a single request.
+
+The SDK's own retries are off: every request goes through :func:`retry_call`, the one policy.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import itertools
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+import google.auth
+import google.auth.exceptions
+import requests
+import urllib3.exceptions
+from google.api_core import exceptions as gexc
+from google.cloud import storage
+from google.resumable_media import DataCorruption
+
+from safehold.storage.base import (
+    ObjectInfo,
+    ObjectNotFound,
+    StorageError,
+    TransientStorageError,
+    register,
+)
+from safehold.storage.parts import MiB, TransferStats, check_key, md5_of, send_parts, split_parts
+from safehold.storage.retry import DEFAULT_POLICY, RetryPolicy, retry_call
+
+if TYPE_CHECKING:
+    from google.cloud.storage import Blob
+
+T = TypeVar("T")
+log = logging.getLogger("safehold.storage.gcs")
+
+PARTS_DIR = ".parts"  # first key segment reserved for the part objects of unfinished puts
+COMPOSE_LIMIT = 32  # sources per compose request (a GCS limit)
+SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
+_TRANSIENT_CODES = {408, 429}
+_TRANSPORT_ERRORS = (
+    requests.RequestException,
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    ConnectionError,
+    TimeoutError,
+    google.auth.exceptions.TransportError,
+    DataCorruption,  # a download whose checksum did not match: read it again
+)
+
+
+class GCSStorage:
+    """Objects in one bucket under an optional prefix (see the module docstring)."""
+
+    url: str
+
+    def __init__(self, client: storage.Client, bucket: str, prefix: str = "", *,
+                 url: str | None = None, part_size: int = 16 * MiB, workers: int = 4,
+                 read_size: int = 8 * MiB, timeout: float = 120.0,
+                 policy: RetryPolicy = DEFAULT_POLICY) -> None:
+        self._client = client
+        self._bucket = client.bucket(bucket)
+        self._root = f"{prefix}/" if prefix else ""
+        self.url = url or f"gs://{bucket}/{prefix}".rstrip("/")
+        self.part_size, self.workers, self.read_size = part_size, workers, read_size
+        self.timeout, self.policy = timeout, policy
+        self.stats = TransferStats()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> GCSStorage:
+        """Open ``gs://bucket/prefix`` (``?endpoint=http://host:port`` for an emulator)."""
+        bucket, prefix, endpoint = _parse_url(url)
+        return cls(_make_client(endpoint), bucket, prefix, url=url, **options)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def put(self, key: str, chunks: Iterable[bytes]) -> int:
+        name = self._name(key)
+        parts = split_parts(chunks, self.part_size)
+        first = next(parts)
+        second = next(parts, None)
+        if second is None:
+            self._call(lambda: self._upload(name, first), f"upload {key}")
+            self.stats.uploaded(len(first))
+            return len(first)
+        return self._put_parts(key, name, itertools.chain((first, second), parts))
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.put(key, (data,))
+
+    def _put_parts(self, key: str, name: str, parts: Iterator[bytes]) -> int:
+        upload = self._upload_dir(name)
+        stored = {b.name: (b.size, b.md5_hash) for b in self._blobs(upload)}
+        total = 0
+
+        def send(index: int, data: bytes) -> str:
+            part = f"{upload}{index:06d}"
+            md5 = base64.b64encode(md5_of(data)).decode()
+            if stored.get(part) == (len(data), md5):
+                self.stats.skipped(len(data))  # stored by an earlier, interrupted put
+            else:
+                self._call(lambda: self._upload(part, data, md5), f"upload part {index} of {key}")
+                self.stats.uploaded(len(data))
+            return part
+
+        def counted() -> Iterator[bytes]:
+            nonlocal total
+            for data in parts:
+                total += len(data)
+                yield data
+
+        sources = send_parts(counted(), send, workers=self.workers)
+        self._compose(key, name, sources, upload)
+        self._delete_all(upload)
+        return total
+
+    def _upload(self, name: str, data: bytes, md5: str | None = None) -> None:
+        md5 = md5 or base64.b64encode(md5_of(data)).decode()
+        blob = self._bucket.blob(name)
+        blob.md5_hash = md5  # sent with the upload: GCS rejects the object if it differs
+        with self._errors(f"upload {name}"):
+            blob.upload_from_string(data, content_type="application/octet-stream",
+                                    checksum=None, retry=None, timeout=self.timeout)
+        if blob.md5_hash != md5:
+            raise TransientStorageError(
+                f"{name} was stored with MD5 {blob.md5_hash}, but {md5} was sent: the data was"
+                " damaged in transit")
+
+    def _compose(self, key: str, name: str, sources: list[str], upload: str) -> None:
+        """Compose ``sources`` into ``name`` through a tree of at most 32-way composes."""
+        level = 0
+        while len(sources) > COMPOSE_LIMIT:
+            groups = [sources[i:i + COMPOSE_LIMIT] for i in range(0, len(sources), COMPOSE_LIMIT)]
+            sources = send_parts(
+                groups,
+                lambda n, group, lv=level: self._compose_one(  # type: ignore[misc]
+                    key, f"{upload}c{lv}-{n:06d}", group),
+                workers=self.workers)
+            level += 1
+        self._compose_one(key, name, sources)
+
+    def _compose_one(self, key: str, target: str, sources: list[str]) -> str:
+        def compose() -> None:
+            dest = self._bucket.blob(target)
+            dest.content_type = "application/octet-stream"
+            vanished = StorageError(
+                f"a part of {key} in {self.url} disappeared before it was composed (was"
+                " cleanup_incomplete run with a short age while a backup was running?);"
+                " run the backup again")
+            with self._errors(f"compose {target}", lambda: vanished):
+                dest.compose([self._bucket.blob(s) for s in sources], retry=None,
+                             timeout=self.timeout)
+
+        self._call(compose, f"compose {key}")
+        return target
+
+    def delete(self, key: str) -> None:
+        name = self._name(key)
+        self._call(lambda: self._delete_blob(name), f"delete {key}")
+
+    def _delete_blob(self, name: str) -> None:
+        with self._errors(f"delete {name}"):
+            try:
+                self._bucket.delete_blob(name, retry=None, timeout=self.timeout)
+            except gexc.NotFound:
+                return
+
+    def _delete_all(self, upload: str) -> int:
+        """Delete an upload's part objects; failures only leave work for cleanup_incomplete."""
+        names = [b.name for b in self._blobs(upload)]
+        try:
+            send_parts(names, lambda _i, n: self._call(lambda: self._delete_blob(n),
+                                                       f"delete {n}"),
+                       workers=self.workers)
+        except StorageError as exc:
+            log.warning("could not delete the part objects under %s (%s);"
+                        " cleanup_incomplete will", upload, exc)
+        return len(names)
+
+    def cleanup_incomplete(self, older_than: float = 24 * 3600) -> int:
+        """Delete the part objects of puts that ended unfinished; return how many puts.
+
+        An upload is removed only when its newest part is older than ``older_than`` seconds,
+        so a put that is still running (or resuming: it skips old parts) keeps its parts; the
+        default of a day leaves a crashed backup the time to be retried and resumed.
+        """
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
+        uploads: dict[str, list[Blob]] = defaultdict(list)
+        for blob in self._blobs(f"{self._root}{PARTS_DIR}/"):
+            uploads[blob.name.rsplit("/", 1)[0] + "/"].append(blob)
+        stale = [u for u, blobs in uploads.items() if max(b.updated for b in blobs) < cutoff]
+        for upload in stale:
+            self._delete_all(upload)
+        return len(stale)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def get(self, key: str, *, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        blob = self._stat_blob(key)  # now, so a missing object fails before anything is yielded
+        return self._read(key, blob.generation, blob.size, chunk_size)
+
+    def _read(self, key: str, generation: int, size: int, chunk_size: int) -> Iterator[bytes]:
+        """Ranged reads of one generation; a failed range is read again from its first byte.
+
+        Pinning the generation means an object replaced meanwhile fails the read instead of
+        mixing old and new bytes.
+        """
+        source = self._bucket.blob(self._name(key), generation=generation)
+        window = max(chunk_size, self.read_size)
+        offset = 0
+        while offset < size:
+            end = min(offset + window, size) - 1
+            data = self._call(lambda o=offset, e=end: self._read_range(key, source, o, e),  # type: ignore[misc]
+                              f"read {key} at byte {offset}")
+            for i in range(0, len(data), chunk_size):
+                yield data[i:i + chunk_size]
+            offset += len(data)
+
+    def _read_range(self, key: str, source: Blob, start: int, end: int) -> bytes:
+        replaced = StorageError(
+            f"{key} in {self.url} was deleted or replaced while it was being read; read it again")
+        with self._errors(f"read {key}", lambda: replaced):
+            data: bytes = source.download_as_bytes(start=start, end=end, checksum=None,
+                                                   retry=None, timeout=self.timeout)
+        if len(data) != end - start + 1:
+            raise TransientStorageError(
+                f"short read of {key}: {len(data)} bytes at {start}, expected {end - start + 1}")
+        return data
+
+    def get_bytes(self, key: str) -> bytes:
+        name = self._name(key)
+
+        def download() -> bytes:
+            data: bytes = self._bucket.blob(name).download_as_bytes(retry=None,
+                                                                    timeout=self.timeout)
+            return data
+
+        return self._call(lambda: self._object_call(key, download), f"get {key}")
+
+    def stat(self, key: str) -> ObjectInfo:
+        blob = self._stat_blob(key)
+        return ObjectInfo(key, blob.size, blob.updated)
+
+    def _stat_blob(self, key: str) -> Blob:
+        name = self._name(key)
+
+        def lookup() -> Blob:
+            blob = self._bucket.get_blob(name, retry=None, timeout=self.timeout)
+            if blob is None:
+                raise gexc.NotFound(name)
+            return blob
+
+        return self._call(lambda: self._object_call(key, lookup), f"stat {key}")
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._stat_blob(key)
+        except ObjectNotFound:
+            return False
+        return True
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Objects whose key starts with ``prefix``, in key order (GCS lists in name order)."""
+        if prefix.startswith("/"):
+            raise ValueError(f"invalid prefix {prefix!r}: keys are relative, drop the leading '/'")
+        hidden = f"{self._root}{PARTS_DIR}/"
+        for blob in self._blobs(self._root + prefix):
+            if not blob.name.startswith(hidden):
+                yield ObjectInfo(blob.name[len(self._root):], blob.size, blob.updated)
+
+    def free_space(self) -> int | None:
+        return None
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _name(self, key: str) -> str:
+        check_key(key)
+        if key.split("/", 1)[0] == PARTS_DIR:
+            raise ValueError(f"invalid storage key {key!r}: {PARTS_DIR!r} is reserved for the"
+                             " parts of unfinished uploads")
+        return self._root + key
+
+    def _upload_dir(self, name: str) -> str:
+        return f"{self._root}{PARTS_DIR}/{hashlib.sha256(name.encode()).hexdigest()[:32]}/"
+
+    def _blobs(self, prefix: str) -> Iterator[Blob]:
+        """Every object under ``prefix``, one retried request per page of 1000."""
+        token: str | None = None
+        while True:
+            page, token = self._call(lambda t=token: self._list_page(prefix, t),  # type: ignore[misc]
+                                     f"list {prefix!r}")
+            yield from page
+            if not token:
+                return
+
+    def _list_page(self, prefix: str, token: str | None, page_size: int = 1000
+                   ) -> tuple[list[Blob], str | None]:
+        with self._errors(f"list {prefix!r}"):
+            pages = self._client.list_blobs(self._bucket, prefix=prefix, page_token=token,
+                                            page_size=page_size, retry=None, timeout=self.timeout)
+            page = list(next(pages.pages))
+            return page, pages.next_page_token
+
+    def _object_call(self, key: str, fn: Callable[[], T]) -> T:
+        """Run a request on one object; a 404 is ObjectNotFound unless the bucket is missing."""
+        def missing() -> StorageError:
+            # GCS answers 404 for a missing bucket too; listing tells them apart and needs only
+            # storage.objects.list, which a runner has (storage.buckets.get it may not have).
+            self._list_page(self._root, None, page_size=1)  # raises if the bucket is missing
+            return ObjectNotFound(key)
+
+        with self._errors(f"access {key}", missing):
+            return fn()
+
+    def _missing_bucket(self) -> StorageError:
+        return StorageError(
+            f"bucket {self._bucket.name!r} does not exist (repository {self.url}): create it"
+            f" (gcloud storage buckets create gs://{self._bucket.name}) or fix the URL")
+
+    def _call(self, fn: Callable[[], T], what: str) -> T:
+        return retry_call(fn, what=f"{what} on {self.url}", policy=self.policy)
+
+    @contextmanager
+    def _errors(self, what: str, missing: Callable[[], StorageError] | None = None
+                ) -> Iterator[None]:
+        """Translate SDK and transport exceptions into transient or permanent StorageErrors.
+
+        A 404 means whatever ``missing`` says (an absent object, a vanished part); by default
+        the bucket, which is what a 404 on an upload or a listing means.
+        """
+        try:
+            yield
+        except gexc.NotFound:
+            raise (missing or self._missing_bucket)() from None
+        except gexc.GoogleAPICallError as exc:
+            raise _classify(exc, what, self.url) from exc
+        except google.auth.exceptions.RefreshError as exc:
+            if getattr(exc, "retryable", False):
+                raise TransientStorageError(f"cannot {what}: {exc}") from exc
+            raise StorageError(
+                f"cannot {what} on {self.url}: no access token could be obtained ({exc}); check"
+                " GOOGLE_APPLICATION_CREDENTIALS or the workload identity binding") from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise TransientStorageError(f"cannot {what} on {self.url}: {exc!r}") from exc
+
+
+def _classify(exc: gexc.GoogleAPICallError, what: str, url: str) -> StorageError:
+    code = exc.code or 0
+    message = exc.message or str(exc)
+    if code in _TRANSIENT_CODES or code >= 500:
+        return TransientStorageError(f"cannot {what} on {url}: {code} {message}")
+    if code == 401:
+        return StorageError(
+            f"Google Cloud Storage rejected the credentials for {url} (401: {message}): check"
+            " that GOOGLE_APPLICATION_CREDENTIALS names a valid service-account key, or that"
+            " the Kubernetes service account is bound through workload identity")
+    if code == 403:
+        return StorageError(
+            f"Google Cloud Storage denied {what} on {url} (403: {message}): grant the runner's"
+            " identity roles/storage.objectAdmin on the bucket (the service account of"
+            " GOOGLE_APPLICATION_CREDENTIALS, or the one bound through workload identity)")
+    return StorageError(f"cannot {what} on {url}: {code} {message}")
+
+
+def _parse_url(url: str) -> tuple[str, str, str | None]:
+    parts = urlsplit(url)
+    example = "gs://bucket/optional/prefix"
+    if parts.scheme != "gs":
+        raise ValueError(f"{url!r} is not a gs:// URL; use {example}")
+    bucket = parts.netloc
+    if not bucket:
+        raise ValueError(f"{url!r} names no bucket; use {example}")
+    if not (3 <= len(bucket) <= 222) or not bucket.replace("-", "").replace("_", "").replace(
+            ".", "").isalnum() or bucket != bucket.lower() or not bucket[0].isalnum():
+        raise ValueError(
+            f"{bucket!r} in {url!r} is not a valid bucket name: 3-63 lowercase letters, digits,"
+            " '-', '_' or '.', starting and ending with a letter or digit")
+    if parts.fragment:
+        raise ValueError(f"{url!r} has a fragment ('#…'); remove it")
+    prefix = parts.path.strip("/")
+    if prefix:
+        check_key(prefix)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(set(query) - {"endpoint"})
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)} in {url!r}; gs:// URLs take"
+                         " only ?endpoint=http://host:port (an emulator)")
+    endpoint = query.get("endpoint", [None])[-1]
+    if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
+        raise ValueError(f"endpoint {endpoint!r} in {url!r} must be an http(s):// URL")
+    return bucket, prefix, endpoint
+
+
+def _make_client(endpoint: str | None) -> storage.Client:
+    """A client with application default credentials, or anonymous for an emulator."""
+    from google.auth.credentials import AnonymousCredentials
+
+    endpoint = endpoint or os.environ.get("STORAGE_EMULATOR_HOST") or None
+    if endpoint:
+        return storage.Client(project="safehold", credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+                              client_options={"api_endpoint": endpoint})
+    try:
+        credentials, project = google.auth.default(scopes=SCOPES)  # type: ignore[no-untyped-call]
+    except google.auth.exceptions.DefaultCredentialsError as exc:
+        raise StorageError(
+            "no Google Cloud credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a"
+            " service-account key file, or run on GKE with workload identity (the pod's"
+            " Kubernetes service account bound to a Google service account)") from exc
+    return storage.Client(project=project, credentials=credentials)
+
+
+register("gs", GCSStorage.from_url)

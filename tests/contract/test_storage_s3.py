@@ -1,0 +1,162 @@
+"""S3Storage against moto: the shared storage contract, URL parsing, multipart and resume."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from safehold.storage import StorageError, open_storage
+from safehold.storage.base import ObjectNotFound
+from safehold.storage.s3 import S3Storage, check_bucket_name
+from safehold.storage.s3_multipart import MiB, part_size_for
+from tests.contract.storage_contract import ProducerFailed, StorageContract, failing_chunks
+from tests.infra.objectstores import MotoS3
+
+
+def s3_url(server: MotoS3, bucket: str, prefix: str = "repo", **options: str) -> str:
+    query = "&".join(f"{k}={v}" for k, v in {"endpoint": server.endpoint, **options}.items())
+    return f"s3://{bucket}/{prefix}?{query}"
+
+
+@pytest.fixture
+def aws_env(s3_server: MotoS3, monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto's dummy credentials through the environment, as boto3's default chain reads them."""
+    for name, value in s3_server.env().items():
+        if name != "AWS_ENDPOINT_URL":
+            monkeypatch.setenv(name, value)
+
+
+class TestS3Storage(StorageContract):
+    @pytest.fixture
+    def storage(self, s3_server: MotoS3, s3_bucket: str, aws_env: None) -> S3Storage:
+        storage = open_storage(s3_url(s3_server, s3_bucket, part_size="5MiB"))
+        assert isinstance(storage, S3Storage)
+        return storage
+
+
+# -- URLs ------------------------------------------------------------------------------------
+
+
+def test_url_options_are_parsed(aws_env: None) -> None:
+    s = S3Storage.from_url("s3://my-bucket/a/b/?endpoint=http://127.0.0.1:1&path_style=true"
+                           "&region=eu-west-1&sse=aws:kms&kms_key_id=alias/x"
+                           "&storage_class=STANDARD_IA&part_size=32MiB&concurrency=2&timeout=5")
+    assert (s.bucket, s.prefix, s.part_size, s.concurrency) == ("my-bucket", "a/b", 32 * MiB, 2)
+    assert s.extra == {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/x",
+                       "StorageClass": "STANDARD_IA"}
+    assert s.client.meta.region_name == "eu-west-1"
+    assert s.client.meta.endpoint_url == "http://127.0.0.1:1"
+    assert s.client.meta.config.s3["addressing_style"] == "path"
+    assert s.client.meta.config.retries["total_max_attempts"] == 1
+    assert S3Storage.from_url("s3://bucket").prefix == ""
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("s3:///prefix", "names no bucket"),
+    ("s3://Upper/p", "invalid S3 bucket name 'Upper'"),
+    ("s3://ab/p", "3-63 characters"),
+    ("s3://a..b/p", "cannot contain '..'"),
+    ("s3://192.168.1.1/p", "IP address"),
+    ("s3://key:secret@bucket/p", "holds credentials"),
+    ("s3://bucket/a//b", "invalid storage key"),
+    ("s3://bucket/p?region=x&colour=red", r"unknown option\(s\) colour"),
+    ("s3://bucket/p?sse=des", "invalid sse='des'"),
+    ("s3://bucket/p?kms_key_id=k", "kms_key_id needs sse=aws:kms"),
+    ("s3://bucket/p?storage_class=GLACIER", "not readable without a restore"),
+    ("s3://bucket/p?part_size=1MiB", "between 5MiB and 5GiB"),
+    ("s3://bucket/p?part_size=lots", "invalid part_size 'lots'"),
+    ("s3://bucket/p?concurrency=0", "between 1 and 32"),
+    ("s3://bucket/p?path_style=maybe", "use true or false"),
+    ("s3://bucket/p?endpoint=127.0.0.1:9000", "use http"),
+    ("gs://bucket/p", "not an s3:// URL"),
+])
+def test_bad_urls_are_rejected_with_the_fix(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        S3Storage.from_url(url)
+
+
+def test_bucket_names() -> None:
+    for good in ("abc", "my.bucket-1", "a" * 63):
+        assert check_bucket_name(good) == good
+    for bad in ("a" * 64, "-abc", "abc-", "xn--abc", "abc-s3alias"):
+        with pytest.raises(ValueError):
+            check_bucket_name(bad)
+
+
+def test_part_sizes_grow_to_reach_large_objects() -> None:
+    assert part_size_for(16 * MiB, 1) == part_size_for(16 * MiB, 1000) == 16 * MiB
+    assert part_size_for(16 * MiB, 1001) == 32 * MiB
+    assert sum(part_size_for(16 * MiB, n) for n in range(1, 10_001)) > 800 * 1024 * MiB
+
+
+# -- multipart -------------------------------------------------------------------------------
+
+
+def _pieces(data: bytes, size: int = 256 * 1024) -> Iterator[bytes]:
+    return (data[i:i + size] for i in range(0, len(data), size))
+
+
+def test_large_objects_go_up_in_parts(s3_server: MotoS3, s3_bucket: str, aws_env: None) -> None:
+    storage = S3Storage.from_url(s3_url(s3_server, s3_bucket, part_size="5MiB"))
+    data = os.urandom(17 * MiB + 5)
+    assert storage.put("t/b/data/pages", _pieces(data)) == len(data)
+    head = s3_server.client().head_object(Bucket=s3_bucket, Key="repo/t/b/data/pages")
+    assert head["ETag"].strip('"').endswith("-4")  # 5 + 5 + 5 + 2 MiB
+    assert (storage.stats.parts_sent, storage.stats.bytes_sent) == (4, len(data))
+    assert hashlib.sha256(storage.get_bytes("t/b/data/pages")).digest() == \
+        hashlib.sha256(data).digest()
+    assert s3_server.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+def test_an_unfinished_upload_is_resumed_part_by_part(s3_server: MotoS3, s3_bucket: str,
+                                                      aws_env: None) -> None:
+    """A put killed after 2 parts leaves them; the next put of the same bytes skips them, and a
+    changed third part is re-sent: the object is exactly the new stream."""
+    storage = S3Storage.from_url(s3_url(s3_server, s3_bucket, part_size="5MiB", concurrency="1"))
+    old = os.urandom(16 * MiB)
+    with pytest.raises(ProducerFailed):
+        storage.put("obj", failing_chunks(list(_pieces(old[:13 * MiB]))))
+    client = s3_server.client()
+    uploads = client.list_multipart_uploads(Bucket=s3_bucket)["Uploads"]
+    assert [u["Key"] for u in uploads] == ["repo/obj"]
+    assert len(client.list_parts(Bucket=s3_bucket, Key="repo/obj",
+                                 UploadId=uploads[0]["UploadId"])["Parts"]) == 2
+    assert not storage.exists("obj")
+
+    new = old[:10 * MiB] + os.urandom(6 * MiB)  # parts 1-2 unchanged, the rest differs
+    fresh = S3Storage.from_url(storage.url)
+    assert fresh.put("obj", _pieces(new)) == len(new)
+    assert fresh.get_bytes("obj") == new
+    assert fresh.stats.resumed_uploads == 1
+    assert (fresh.stats.parts_skipped, fresh.stats.bytes_skipped) == (2, 10 * MiB)
+    assert (fresh.stats.parts_sent, fresh.stats.bytes_sent) == (2, 6 * MiB)
+    assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+def test_cleanup_incomplete_aborts_unfinished_uploads_under_the_prefix(
+        s3_server: MotoS3, s3_bucket: str, aws_env: None) -> None:
+    storage = S3Storage.from_url(s3_url(s3_server, s3_bucket, part_size="5MiB"))
+    client = s3_server.client()
+    client.create_multipart_upload(Bucket=s3_bucket, Key="elsewhere/x")
+    with pytest.raises(ProducerFailed):
+        storage.put("t/b/data/x", failing_chunks([os.urandom(6 * MiB)]))
+    assert storage.cleanup_incomplete(older_than=10 * 365 * 86400) == 0  # nothing that old
+    # moto reports every upload as initiated in 2010, so "older than a minute" is all of them
+    assert storage.cleanup_incomplete(older_than=60) == 1
+    assert [u["Key"] for u in client.list_multipart_uploads(Bucket=s3_bucket)["Uploads"]] == \
+        ["elsewhere/x"]
+
+
+def test_missing_bucket_is_a_permanent_error_naming_the_fix(s3_server: MotoS3,
+                                                           aws_env: None) -> None:
+    storage = S3Storage.from_url(s3_url(s3_server, "no-such-bucket-here"))
+    with pytest.raises(StorageError, match="bucket 'no-such-bucket-here' does not exist: create"
+                       ) as raised:
+        storage.get_bytes("safehold-repo.json")
+    assert not raised.value.transient
+    assert not isinstance(raised.value, ObjectNotFound)
+    with pytest.raises(StorageError, match="does not exist"):
+        storage.put_bytes("x", b"1")
