@@ -22,13 +22,14 @@ from safehold.codecs import crypto
 from safehold.codecs.compression import CODECS, parse_codec
 from safehold.pipeline import stream
 
-WORDS = (
+LOREM = (
     "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut"
     " labore et dolore magna aliqua enim ad minim veniam quis nostrud exercitation ullamco laboris"
     " nisi aliquip ex ea commodo consequat duis aute irure in reprehenderit voluptate velit esse"
     " cillum fugiat nulla pariatur excepteur sint occaecat cupidatat non proident sunt culpa qui"
     " officia deserunt mollit anim id est laborum"
-).split()  # noqa: SIM905  (a sentence reads better than 62 quoted words)
+)
+WORDS = LOREM.split()
 
 
 def realistic_rows(n: int, seed: int = 1) -> list[tuple[int, str, str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 
@@ -14,6 +14,7 @@ from safehold.cli import common
 from safehold.cli.config import resolve_repository
 from safehold.cli.errors import CliError, Exit
 from safehold.codecs.compression import parse_codec
+from safehold.engines.base import ConflictPolicy
 from safehold.pipeline.backup import BackupOptions, run_backup
 from safehold.pipeline.restore import run_restore
 from safehold.repository.repo import Repository
@@ -222,8 +223,14 @@ def restore(
     started = time.monotonic()
     with common.progress(f"restore {manifest.backup_id}", manifest.raw_bytes) as hook:
         chain = run_restore(
-            engine, repository, manifest, keks, include=tables, conflict=conflict, progress=hook
-        )  # type: ignore[arg-type]
+            engine,
+            repository,
+            manifest,
+            keks,
+            include=tables,
+            conflict=cast(ConflictPolicy, conflict),
+            progress=hook,
+        )
     elapsed = time.monotonic() - started
     data = {
         "backup_id": manifest.backup_id,

@@ -94,12 +94,15 @@ class BackupOutcome:
     tools: dict[str, str] = field(default_factory=dict)
 
 
+ConflictPolicy = Literal["fail", "replace"]
+
+
 @dataclass(frozen=True)
 class RestoreRequest:
     # The backups to apply, root (full) first, ending with the one restored to.
     chain: Sequence[Manifest]
     include: Sequence[str] | None = None
-    conflict: Literal["fail", "replace"] = "replace"
+    conflict: ConflictPolicy = "replace"
 
 
 @dataclass(frozen=True)

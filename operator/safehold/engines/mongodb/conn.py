@@ -222,7 +222,8 @@ def classify(exc: PyMongoError, target: MongoTarget) -> EngineError:
         if code in UNSUPPORTED_CODES:
             return UnsupportedError(f"{where} does not support this: {detail}")
         return EngineError(f"{where}: {detail} (code {code})")
-    detail = redact(str(exc), target.secrets())
+    # Server-selection errors append the whole topology description: keep the first reason.
+    detail = redact(str(exc).split(", Timeout: ")[0], target.secrets())
     if isinstance(exc, NetworkTimeout) or (
             isinstance(exc, ConnectionFailure) and "timed out" in detail and
             "refused" not in detail):

@@ -30,7 +30,9 @@ from safehold.engines.base import DatabaseMissing, EngineError
 FORMAT = 1
 PRELUDE = "prelude.json"
 TOC = "toc.json"
-STAGING_SUFFIX = ".__safehold_restore"  # restore loads "<coll>.__safehold_restore" first
+# A restore loads "<coll>__safehold_restore" first. No "." in the suffix: FerretDB cannot
+# rename collections whose names contain one.
+STAGING_SUFFIX = "__safehold_restore"
 # Go's url.PathEscape leaves these reserved characters alone in a path segment.
 _PATH_SAFE = "$&+:=@"
 _DROPPED_INDEX_FIELDS = ("v", "ns", "background")

@@ -1,6 +1,6 @@
 """Restore collections from a backup, leaving existing data untouched until each is complete.
 
-Every collection is loaded into a staging collection ``<coll>.__safehold_restore`` (created with
+Every collection is loaded into a staging collection ``<coll>__safehold_restore`` (created with
 the backed-up options; documents inserted as raw BSON, never decoded; indexes built after the
 data), and only when *all* chosen collections are staged is each one renamed over its target
 (``renameCollection`` with ``dropTarget``). So a restore that fails or is killed while loading
@@ -14,6 +14,9 @@ Where this is not atomic, and why:
 * servers without ``dropTarget`` (FerretDB): the target is dropped, then the staging collection
   renamed; a crash between the two leaves the target absent, its restored data intact in the
   staging collection;
+* FerretDB cannot rename collections whose names contain ``.`` (``InvalidNamespace``), so such
+  collections cannot be restored into it at all (the error says so; nothing is swapped before
+  the first failing rename);
 * views are dropped and re-created after the collections (they hold no data).
 
 Collections of the database that the backup does not hold are left alone (like

@@ -1,0 +1,394 @@
+"""Azure Blob Storage: ``az://container/prefix``; the key ``k`` is the block blob ``prefix/k``.
+
+The account comes from the URL (``?account=NAME`` for ``https://NAME.blob.core.windows.net``, or
+``?endpoint=URL`` for another endpoint such as Azurite's) or from a connection string.
+Credentials, first found wins: AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_KEY (account
+key), AZURE_STORAGE_SAS_TOKEN, else azure-identity's DefaultAzureCredential (managed identity,
+AKS workload identity, environment service principal).
+
+put() stages fixed-size blocks (several at once, each retried on its own and MD5-checked by the
+service) and commits the block list at the end: the blob changes in that one step, so readers see
+the old blob or the new one. Block ids are the base64 of ``<index:08d>-<md5 hex>`` (one fixed
+length, as Azure requires), so they name their content: a repeated put of the same key asks for
+the blob's block lists and skips every block that is already there with identical content, which
+makes an interrupted upload resumable. Objects smaller than one block are a single Put Blob.
+Uncommitted blocks of an abandoned put expire on Azure by themselves after 7 days.
+
+The SDK's own retry policy is off (retry_total=0); every request goes through
+:func:`retry_call`. One SDK loop cannot be turned off: the downloader re-reads a range whose body
+broke off up to 3 times (1 s apart) before it reports an error.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+from azure.core import MatchConditions
+from azure.core import exceptions as aexc
+from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
+from azure.storage.blob import BlobBlock, BlobClient, BlobServiceClient, ContainerClient
+
+from safehold.storage.base import (
+    ObjectInfo,
+    ObjectNotFound,
+    StorageError,
+    TransientStorageError,
+    register,
+)
+from safehold.storage.parts import MiB, TransferStats, check_key, md5_of, send_parts, split_parts
+from safehold.storage.retry import DEFAULT_POLICY, RetryPolicy, retry_call
+
+T = TypeVar("T")
+_TRANSIENT_STATUS = {408, 429}
+_CREDENTIAL_HELP = (
+    "set AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_KEY (with ?account=NAME) or"
+    " AZURE_STORAGE_SAS_TOKEN, or give the pod a managed/workload identity")
+_PERMISSION_HELP = (
+    "grant the identity 'Storage Blob Data Contributor' on the container, or use a SAS token"
+    " with read, add, create, write, delete and list permissions")
+
+
+class AzureBlobStorage:
+    """Block blobs in one container under an optional prefix (see the module docstring)."""
+
+    url: str
+
+    def __init__(self, container: ContainerClient, prefix: str = "", *, url: str | None = None,
+                 part_size: int = 16 * MiB, workers: int = 4, read_size: int = 8 * MiB,
+                 policy: RetryPolicy = DEFAULT_POLICY) -> None:
+        self._container = container
+        self._root = f"{prefix}/" if prefix else ""
+        self.url = url or f"az://{container.container_name}/{prefix}".rstrip("/")
+        self.part_size, self.workers, self.read_size = part_size, workers, read_size
+        self.policy = policy
+        self.stats = TransferStats()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> AzureBlobStorage:
+        """Open ``az://container/prefix?account=NAME`` (or ``?endpoint=URL``)."""
+        container, prefix, account, endpoint = _parse_url(url)
+        service = _make_service(account, endpoint, options.pop("timeout", 120.0))
+        return cls(service.get_container_client(container), prefix, url=url, **options)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def put(self, key: str, chunks: Iterable[bytes]) -> int:
+        blob = self._blob(key)
+        parts = split_parts(chunks, self.part_size)
+        first = next(parts)
+        second = next(parts, None)
+        if second is None:
+            self._call(lambda: self._put_blob(key, blob, first), f"upload {key}")
+            self.stats.uploaded(len(first))
+            return len(first)
+        return self._put_blocks(key, blob, itertools.chain((first, second), parts))
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.put(key, (data,))
+
+    def _put_blob(self, key: str, blob: BlobClient, data: bytes) -> None:
+        with self._errors(f"upload {key}"):
+            blob.upload_blob(data, overwrite=True, validate_content=True, max_concurrency=1)
+
+    def _put_blocks(self, key: str, blob: BlobClient, parts: Iterator[bytes]) -> int:
+        stored = self._call(lambda: self._stored_blocks(key, blob), f"list blocks of {key}")
+        total = 0
+
+        def send(index: int, data: bytes) -> str:
+            block_id = base64.b64encode(f"{index:08d}-{md5_of(data).hex()}".encode()).decode()
+            if stored.get(block_id) == len(data):
+                self.stats.skipped(len(data))  # staged by an earlier, interrupted put
+                return block_id
+
+            def stage() -> None:
+                with self._errors(f"upload block {index} of {key}"):
+                    blob.stage_block(block_id, data, length=len(data), validate_content=True)
+
+            self._call(stage, f"upload block {index} of {key}")
+            self.stats.uploaded(len(data))
+            return block_id
+
+        def counted() -> Iterator[bytes]:
+            nonlocal total
+            for data in parts:
+                total += len(data)
+                yield data
+
+        ids = send_parts(counted(), send, workers=self.workers)
+
+        def commit() -> None:
+            with self._errors(f"commit {key}"):
+                blob.commit_block_list([BlobBlock(block_id=i) for i in ids])
+
+        self._call(commit, f"commit {key}")
+        return total
+
+    def _stored_blocks(self, key: str, blob: BlobClient) -> dict[str, int]:
+        """Ids and sizes of the blob's committed and uncommitted blocks (none if no blob)."""
+        try:
+            with self._errors(f"list blocks of {key}", key):
+                committed, uncommitted = blob.get_block_list("all")
+        except ObjectNotFound:
+            return {}
+        return {b.id: b.size for b in [*committed, *uncommitted]}
+
+    def delete(self, key: str) -> None:
+        blob = self._blob(key)
+
+        def delete() -> None:
+            with self._errors(f"delete {key}", key):
+                blob.delete_blob(delete_snapshots="include")
+
+        try:
+            self._call(delete, f"delete {key}")
+        except ObjectNotFound:
+            return
+
+    def cleanup_incomplete(self, older_than: float = 24 * 3600) -> int:
+        """Delete blobs that only have uncommitted blocks, older than ``older_than`` seconds.
+
+        Those are what a put killed mid-way leaves behind (Azure would drop them itself after 7
+        days). Uncommitted blocks staged for a blob that *has* committed content (an
+        interrupted overwrite) cannot be removed without rewriting the blob; they expire.
+        Returns how many were deleted.
+        """
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
+        committed = {b.name for b in self._blobs(self._root)}
+        removed = 0
+        for blob in self._blobs(self._root, include=["uncommittedblobs"]):
+            if blob.name in committed or blob.last_modified >= cutoff:
+                continue
+            try:
+                self.delete(blob.name[len(self._root):])
+            except StorageError:
+                continue  # the service keeps them: they expire after 7 days
+            removed += 1
+        return removed
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def get(self, key: str, *, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        blob = self._blob(key)
+        props = self._call(lambda: self._properties(key, blob), f"stat {key}")  # raises now
+        return self._read(key, blob, props.size, props.etag, chunk_size)
+
+    def _read(self, key: str, blob: BlobClient, size: int, etag: str, chunk_size: int
+              ) -> Iterator[bytes]:
+        """Ranged reads of one version (etag); a failed range is read again from its start.
+
+        If the blob is replaced meanwhile, the read fails instead of mixing old and new bytes.
+        """
+        window = max(chunk_size, self.read_size)
+        offset = 0
+        while offset < size:
+            length = min(window, size - offset)
+            data = self._call(
+                lambda o=offset, n=length: self._read_range(key, blob, etag, o, n),  # type: ignore[misc]
+                f"read {key} at byte {offset}")
+            for i in range(0, len(data), chunk_size):
+                yield data[i:i + chunk_size]
+            offset += len(data)
+
+    def _read_range(self, key: str, blob: BlobClient, etag: str, offset: int, length: int
+                    ) -> bytes:
+        try:
+            with self._errors(f"read {key}", key):
+                data = blob.download_blob(offset=offset, length=length, etag=etag,
+                                          match_condition=MatchConditions.IfNotModified,
+                                          max_concurrency=1).readall()
+        except ObjectNotFound:
+            raise StorageError(f"{key} in {self.url} was deleted while it was being read;"
+                               " read it again") from None
+        if len(data) != length:
+            raise TransientStorageError(
+                f"short read of {key}: {len(data)} bytes at {offset}, expected {length}")
+        return bytes(data)
+
+    def get_bytes(self, key: str) -> bytes:
+        blob = self._blob(key)
+
+        def download() -> bytes:
+            with self._errors(f"get {key}", key):
+                return bytes(blob.download_blob(max_concurrency=1).readall())
+
+        return self._call(download, f"get {key}")
+
+    def stat(self, key: str) -> ObjectInfo:
+        blob = self._blob(key)
+        props = self._call(lambda: self._properties(key, blob), f"stat {key}")
+        return ObjectInfo(key, props.size, props.last_modified)
+
+    def _properties(self, key: str, blob: BlobClient) -> Any:
+        with self._errors(f"stat {key}", key):
+            return blob.get_blob_properties()
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.stat(key)
+        except ObjectNotFound:
+            return False
+        return True
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Blobs whose key starts with ``prefix``, in key order (Azure lists in name order)."""
+        if prefix.startswith("/"):
+            raise ValueError(f"invalid prefix {prefix!r}: keys are relative, drop the leading '/'")
+        for blob in self._blobs(self._root + prefix):
+            yield ObjectInfo(blob.name[len(self._root):], blob.size, blob.last_modified)
+
+    def free_space(self) -> int | None:
+        return None
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _blob(self, key: str) -> BlobClient:
+        check_key(key)
+        return self._container.get_blob_client(self._root + key)
+
+    def _blobs(self, prefix: str, include: list[str] | None = None) -> Iterator[Any]:
+        """Every blob under ``prefix``, one retried request per page of 1000."""
+        token: str | None = None
+        while True:
+            page, token = self._call(
+                lambda t=token: self._list_page(prefix, t, include),  # type: ignore[misc]
+                f"list {prefix!r}")
+            yield from page
+            if not token:
+                return
+
+    def _list_page(self, prefix: str, token: str | None, include: list[str] | None
+                   ) -> tuple[list[Any], str | None]:
+        with self._errors(f"list {prefix!r}"):
+            pages = self._container.list_blobs(name_starts_with=prefix or None, include=include,
+                                               results_per_page=1000).by_page(token)
+            page = list(next(pages))
+            return page, pages.continuation_token
+
+    def _call(self, fn: Callable[[], T], what: str) -> T:
+        return retry_call(fn, what=f"{what} on {self.url}", policy=self.policy)
+
+    @contextmanager
+    def _errors(self, what: str, key: str = "") -> Iterator[None]:
+        """Translate SDK exceptions into ObjectNotFound (of ``key``), transient or permanent
+        StorageErrors."""
+        try:
+            yield
+        except aexc.AzureError as exc:
+            raise _classify(exc, what, key, self.url, self._container.container_name) from exc
+
+
+def _classify(exc: aexc.AzureError, what: str, key: str, url: str, container: str
+              ) -> StorageError:
+    status = getattr(exc, "status_code", None)
+    code = getattr(exc, "error_code", None)
+    code = str(getattr(code, "value", code) or "")
+    if isinstance(exc, aexc.ClientAuthenticationError) and status is None:
+        return StorageError(f"no Azure credential could be obtained for {url} ({exc.message});"
+                            f" {_CREDENTIAL_HELP}")
+    if isinstance(exc, (aexc.ServiceRequestError, aexc.ServiceResponseError,
+                        aexc.IncompleteReadError, aexc.DecodeError)):
+        return TransientStorageError(f"cannot {what} on {url}: {exc.message}")
+    if code == "ContainerNotFound":
+        return StorageError(f"container {container!r} does not exist (repository {url}): create"
+                            f" it (az storage container create -n {container}) or fix the URL")
+    if code == "BlobNotFound" or (status == 404 and not code):
+        return ObjectNotFound(key)
+    if code == "ConditionNotMet" or status == 412:
+        return StorageError(f"cannot {what} on {url}: the blob was replaced while it was being"
+                            " read; read it again")
+    if status in (401, 403):
+        if code == "AuthenticationFailed" or status == 401:
+            return StorageError(f"Azure rejected the credentials for {url} ({code or status}):"
+                                " check the account key, SAS token or connection string (an"
+                                f" expired SAS, a rotated key, a wrong clock); {_CREDENTIAL_HELP}")
+        return StorageError(f"Azure denied {what} on {url} ({code or status}): {_PERMISSION_HELP}")
+    if status is None or status in _TRANSIENT_STATUS or status >= 500:
+        return TransientStorageError(f"cannot {what} on {url}: {code or status} {exc.message}")
+    return StorageError(f"cannot {what} on {url}: {code or status} {exc.message}")
+
+
+def _parse_url(url: str) -> tuple[str, str, str | None, str | None]:
+    parts = urlsplit(url)
+    example = "az://container/optional/prefix?account=NAME"
+    if parts.scheme != "az":
+        raise ValueError(f"{url!r} is not an az:// URL; use {example}")
+    container = parts.netloc
+    if not container:
+        raise ValueError(f"{url!r} names no container; use {example}")
+    if (not 3 <= len(container) <= 63 or not container.replace("-", "").isalnum()
+            or container != container.lower() or not container[0].isalnum()
+            or "--" in container or container.endswith("-")):
+        raise ValueError(
+            f"{container!r} in {url!r} is not a valid container name: 3-63 lowercase letters,"
+            " digits and single hyphens, starting and ending with a letter or digit")
+    if parts.fragment:
+        raise ValueError(f"{url!r} has a fragment ('#…'); remove it")
+    prefix = parts.path.strip("/")
+    if prefix:
+        check_key(prefix)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(set(query) - {"account", "endpoint"})
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)} in {url!r}; az:// URLs take"
+                         " ?account=NAME or ?endpoint=https://NAME.blob.core.windows.net")
+    account = query.get("account", [None])[-1]
+    endpoint = query.get("endpoint", [None])[-1]
+    if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
+        raise ValueError(f"endpoint {endpoint!r} in {url!r} must be an http(s):// URL")
+    return container, prefix, account, endpoint
+
+
+def _account_of(endpoint: str) -> str | None:
+    """``NAME`` of https://NAME.blob.core.windows.net, or of http://host:port/NAME (Azurite)."""
+    parts = urlsplit(endpoint)
+    host = parts.hostname or ""
+    if ".blob." in host:
+        return host.split(".", 1)[0]
+    return parts.path.strip("/").split("/", 1)[0] or None
+
+
+def _make_service(account: str | None, endpoint: str | None, timeout: float = 120.0
+                  ) -> BlobServiceClient:
+    options: dict[str, Any] = {"retry_total": 0,  # retry_call is the policy
+                               "connection_timeout": 20, "read_timeout": timeout}
+    connection_string = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+    if connection_string:
+        service = BlobServiceClient.from_connection_string(connection_string, **options)
+        if account and service.account_name != account:
+            raise ValueError(
+                f"the repository URL names the account {account!r}, but"
+                f" AZURE_STORAGE_CONNECTION_STRING is for {service.account_name!r}; make them"
+                " agree or drop ?account= from the URL")
+        return service
+    account = account or os.environ.get("AZURE_STORAGE_ACCOUNT")
+    account_url = endpoint or (f"https://{account}.blob.core.windows.net" if account else None)
+    if account_url is None:
+        raise ValueError("the az:// URL names no storage account: add ?account=NAME (or"
+                         " ?endpoint=URL), set AZURE_STORAGE_ACCOUNT, or set"
+                         " AZURE_STORAGE_CONNECTION_STRING")
+    credential: Any
+    if key := os.environ.get("AZURE_STORAGE_KEY"):
+        name = account or _account_of(account_url)
+        if not name:
+            raise ValueError(f"AZURE_STORAGE_KEY needs the account name: add ?account=NAME to"
+                             f" the URL (endpoint {account_url})")
+        credential = AzureNamedKeyCredential(name, key)
+    elif sas := os.environ.get("AZURE_STORAGE_SAS_TOKEN"):
+        credential = AzureSasCredential(sas.lstrip("?"))
+    else:
+        from azure.identity import DefaultAzureCredential  # heavy; only for identity auth
+
+        credential = DefaultAzureCredential()
+    return BlobServiceClient(account_url, credential=credential, **options)
+
+
+register("az", AzureBlobStorage.from_url)
