@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import os
+import random
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -316,12 +317,36 @@ def test_tampered_error_names_chunk_and_object() -> None:
         cipher.decrypt(3, True, _flip(blob, 15))
 
 
-def test_chunk_nonces_are_unique_even_for_identical_input() -> None:
-    """A retried backup re-encrypts the same chunk under the same data key: nonces must differ."""
+def test_chunk_nonces_are_synthetic() -> None:
+    """Same chunk, position and key -> same nonce and bytes (a retried backup resumes its upload);
+    any other plaintext, index, final flag, object or data key -> another nonce."""
     data_key = generate_key()
-    blobs = [ChunkCipher(data_key, "obj").encrypt(0, True, b"same") for _ in range(200)]
-    nonces = {b[:12] for b in blobs}
-    assert len(nonces) == len(blobs)
+    cipher = ChunkCipher(data_key, "obj")
+    blob = cipher.encrypt(7, False, b"same")
+    assert ChunkCipher(data_key, "obj").encrypt(7, False, b"same") == blob
+    assert cipher.nonce(7, False, b"same") == blob[:12]
+    others = [
+        cipher.encrypt(7, False, b"sane"),
+        cipher.encrypt(8, False, b"same"),
+        cipher.encrypt(7, True, b"same"),
+        ChunkCipher(data_key, "obj2").encrypt(7, False, b"same"),
+        ChunkCipher(generate_key(), "obj").encrypt(7, False, b"same"),
+    ]
+    assert len({b[:12] for b in [blob, *others]}) == 6
+    rng = random.Random(7)
+    plaintexts = {rng.randbytes(64) for _ in range(2000)}
+    assert len({cipher.nonce(0, False, p) for p in plaintexts}) == len(plaintexts)
+    assert len({cipher.nonce(i, False, b"x") for i in range(2000)}) == 2000
+
+
+def test_the_nonce_key_is_not_the_encryption_key() -> None:
+    """The nonce is an HMAC under its own subkey: knowing nonces gives no keystream."""
+    data_key = generate_key()
+    cipher = ChunkCipher(data_key, "obj")
+    expected = hmac.new(cipher._nonce_key, b"nonce" + (3).to_bytes(8, "big") + b"\x01" + b"pt",
+                        hashlib.sha256).digest()[:12]
+    assert cipher.nonce(3, True, b"pt") == expected
+    assert cipher._nonce_key not in (data_key,)
 
 
 def test_chunk_cipher_repr_hides_the_key() -> None:

@@ -8,8 +8,11 @@ from a passphrase through Argon2id.
 Each object encrypts with its own subkey, HKDF-derived from the data key and the object name, so
 a chunk or an object moved into another object or backup fails authentication. Each chunk
 authenticates its index and a final-chunk flag, which turns reordering and truncation into
-authentication failures. Nonces are random (96 bits): a retried backup that reuses its data key
-can never reuse a nonce, and per-object subkeys keep each key far below GCM's 2**32-message limit.
+authentication failures. Nonces are synthetic (SIV-style): HMAC-SHA256 of the chunk's index,
+final flag and plaintext under a separate per-object subkey. The same nonce therefore only ever
+encrypts the same plaintext at the same position, which reveals nothing but that equality, and
+the stored bytes are deterministic: a backup retried with the same id and data key produces the
+same bytes, which is what lets an interrupted upload resume from the parts already stored.
 
 All functions are pure and thread-safe: the pipeline calls ``ChunkCipher`` from a thread pool.
 """
@@ -300,6 +303,7 @@ class ChunkCipher:
         self.object_id = object_id
         oid = object_id.encode("utf-8")
         self._aead = AESGCM(_subkey(data_key, b"safehold/v1 object " + oid))
+        self._nonce_key = _subkey(data_key, b"safehold/v1 nonce " + oid)
         self._aad_prefix = b"safehold/v1" + struct.pack(">I", len(oid)) + oid
 
     def __repr__(self) -> str:
@@ -312,8 +316,16 @@ class ChunkCipher:
 
     def encrypt(self, index: int, final: bool, plaintext: bytes) -> bytes:
         """Encrypt chunk ``index``; ``final`` marks the object's last chunk."""
-        nonce = os.urandom(NONCE_SIZE)
-        return nonce + self._aead.encrypt(nonce, plaintext, self._aad(index, final))
+        aad = self._aad(index, final)
+        nonce = self.nonce(index, final, plaintext)
+        return nonce + self._aead.encrypt(nonce, plaintext, aad)
+
+    def nonce(self, index: int, final: bool, plaintext: bytes) -> bytes:
+        """HMAC-SHA256(nonce subkey, "nonce" || index || final || plaintext)[:12]."""
+        mac = hmac.new(self._nonce_key, b"nonce", hashlib.sha256)
+        mac.update(struct.pack(">QB", index, 1 if final else 0))
+        mac.update(plaintext)
+        return mac.digest()[:NONCE_SIZE]
 
     def decrypt(self, index: int, final: bool, blob: bytes) -> bytes:
         """Decrypt chunk ``index``; raise TamperedError unless it is exactly what was written."""

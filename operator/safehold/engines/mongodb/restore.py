@@ -15,8 +15,8 @@ Where this is not atomic, and why:
   renamed; a crash between the two leaves the target absent, its restored data intact in the
   staging collection;
 * FerretDB cannot rename collections whose names contain ``.`` (``InvalidNamespace``), so such
-  collections cannot be restored into it at all (the error says so; nothing is swapped before
-  the first failing rename);
+  collections cannot be restored into it: the restore fails at that rename, collections renamed
+  before it are restored, the others untouched;
 * views are dropped and re-created after the collections (they hold no data).
 
 Collections of the database that the backup does not hold are left alone (like
@@ -37,11 +37,12 @@ from pymongo.database import Database
 from pymongo.errors import OperationFailure, PyMongoError
 
 from safehold.api.manifest import Manifest
-from safehold.engines.base import ChainReader, ConflictError, EngineError
+from safehold.engines.base import ChainReader, ConflictError, EngineError, UnsupportedError
 from safehold.engines.mongodb import layout
 from safehold.engines.mongodb.conn import NOT_IMPLEMENTED, MongoTarget, guard, retrying
 
 log = logging.getLogger("safehold.engines.mongodb")
+INVALID_NAMESPACE = 73
 MAX_DOCUMENT = 16 * 2**20 + 16 * 1024  # BSON limit plus the server's internal headroom
 BATCH_BYTES = 8 * 2**20
 BATCH_DOCS = 1000
@@ -193,7 +194,15 @@ class Restorer:
                                 " the two leaves it absent (its data stays in %s)",
                                 staging_name(name))
             self.db.drop_collection(name)
-            admin.command("renameCollection", source, to=dest)
+            try:
+                admin.command("renameCollection", source, to=dest)
+            except OperationFailure as exc:
+                if exc.code != INVALID_NAMESPACE:
+                    raise
+                raise UnsupportedError(
+                    f"the server refuses to rename {source} to {dest}"
+                    f" ({(exc.details or {}).get('errmsg')}): FerretDB cannot rename collections"
+                    " whose names contain '.', so they cannot be restored into it") from None
 
     def _create_view(self, entry: layout.TocEntry) -> None:
         meta = layout.CollectionMetadata.parse(self.read(entry.metadata), entry.metadata)

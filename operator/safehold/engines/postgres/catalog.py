@@ -28,7 +28,9 @@ class Requirement:
 
     oid: int
     kind: str  # "type" | "function" | "sequence" | "schema"
-    ident: str  # e.g. app.mood, app.f(integer), app.c_id_seq, app
+    ident: str  # quoted, for to_reg*(): app.mood, app.f(integer), app.c_id_seq, app
+    schema: str = ""  # unquoted, as pg_restore -l prints them
+    name: str = ""
 
 
 @dataclass
@@ -130,14 +132,14 @@ def read_toc(cur: Cursor) -> Toc:
 def _owned_sequences(cur: Cursor, tables: dict[int, Table]) -> None:
     # deptype 'a' = OWNED BY (serial), 'i' = identity column.
     cur.execute("""
-        SELECT d.refobjid, s.oid, format('%I.%I', n.nspname, s.relname)
+        SELECT d.refobjid, s.oid, format('%I.%I', n.nspname, s.relname), n.nspname, s.relname
         FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
         JOIN pg_namespace n ON n.oid = s.relnamespace
         WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
           AND d.deptype IN ('a', 'i')""")
-    for table, oid, ident in cur.fetchall():
+    for table, oid, ident, schema, name in cur.fetchall():
         if table in tables:
-            tables[table].sequences.append(Requirement(oid, "sequence", ident))
+            tables[table].sequences.append(Requirement(oid, "sequence", ident, schema, name))
 
 
 def _parts(cur: Cursor, tables: dict[int, Table]) -> None:

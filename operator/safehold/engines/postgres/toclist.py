@@ -1,0 +1,52 @@
+"""Choosing entries of a pg_dump archive for a selective restore (``pg_restore -l`` / ``-L``).
+
+A listing line is ``<dump id>; <catalog oid> <object oid> <desc> <schema> <tag> <owner>``.
+Entries with an object OID (tables, table data, indexes, constraints, triggers, types,
+functions, ...) are matched by the OIDs recorded in ``toc.json``; the few without one (sequence
+ownership and values, comments, privileges) are matched by their exact ``desc schema tag``
+text, which pg_restore prints unquoted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from safehold.engines.postgres.catalog import Table
+
+_LINE = re.compile(r"^(\d+); (\d+) (\d+) (.*)$")
+
+
+@dataclass(frozen=True)
+class Entry:
+    line: str
+    oid: int
+    text: str  # "<desc> <schema> <tag> <owner>"
+
+
+def parse_listing(listing: str) -> list[Entry]:
+    entries = []
+    for line in listing.splitlines():
+        match = _LINE.match(line)
+        if match:
+            entries.append(Entry(line, int(match[3]), match[4]))
+    return entries
+
+
+def wanted_texts(tables: Iterable[Table]) -> tuple[str, ...]:
+    """Prefixes of the OID-less entries that belong to ``tables`` and their sequences."""
+    texts: list[str] = []
+    for t in tables:
+        texts += [f"{kind} {t.schema} {obj} {t.name}{end}"
+                  for kind in ("COMMENT", "ACL", "SECURITY LABEL")
+                  for obj, end in (("TABLE", " "), ("COLUMN", "."))]
+        for s in t.sequences:
+            texts += [f"SEQUENCE OWNED BY {s.schema} {s.name} ", f"SEQUENCE SET {s.schema} {s.name} ",
+                      f"ACL {s.schema} SEQUENCE {s.name} ", f"COMMENT {s.schema} SEQUENCE {s.name} "]
+    return tuple(texts)
+
+
+def select(entries: Iterable[Entry], oids: set[int], texts: tuple[str, ...]) -> list[str]:
+    return [e.line for e in entries
+            if (e.oid in oids if e.oid else e.text.startswith(texts))]
