@@ -298,3 +298,26 @@ def test_kill_9_during_restore_keeps_the_old_database(tmp_path: Path,
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the restore finished before it could be killed"
     assert dump(target) == before
+
+
+def test_interactive_restore_walks_through_backup_tables_and_confirmation(
+        tmp_path: Path, setup) -> None:
+    db, repo, env = setup
+    first = run_json("backup", "-t", f"sqlite://{db}", "-r", repo, env=env)["backup_id"]
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM t0")
+    run_json("backup", "-t", f"sqlite://{db}", "-r", repo, "--type", "incremental", env=env)
+    out = tmp_path / "picked.db"
+    make_db(out, rows=1)
+    # choose the older backup (2nd in the newest-first list), one table, then decline
+    declined = run("restore", "-i", "-r", repo, "-t", f"sqlite://{out}", "--from", "app",
+                   env=env, input="2\nt0\nn\n", ok=False)
+    assert declined.exit_code == Exit.ABORTED
+    assert first in declined.output and "pages" in declined.output
+    with sqlite3.connect(out) as conn:
+        assert conn.execute("SELECT count(*) FROM t0").fetchone()[0] == 1
+    run("restore", "-i", "-r", repo, "-t", f"sqlite://{out}", "--from", "app", env=env,
+        input="2\nt0\ny\n")
+    with sqlite3.connect(out) as conn:
+        assert conn.execute("SELECT count(*) FROM t0").fetchone()[0] == 2000  # from `first`
+        assert conn.execute("SELECT count(*) FROM t1").fetchone()[0] == 1  # not selected

@@ -64,6 +64,13 @@ def manifest_summary(m: Manifest) -> dict[str, object]:
 @click.option("--name", help="Target name in the repository (default: config name or file stem).")
 @click.option("--chunk-size", default="4MiB", show_default=True, help="Raw bytes per chunk.")
 @click.option("--no-encryption", is_flag=True, help="Store unencrypted even if a key is set.")
+@click.option(
+    "--backup-id",
+    envvar="SAFEHOLD_BACKUP_ID",
+    default=None,
+    help="Id of the backup (e.g. 20261126T114217.123456Z; default: the start time). Running"
+    " again with the same id after an interruption resumes it where the upload stopped.",
+)
 @common.connection_options
 @common.key_file_option
 @common.output_option
@@ -78,6 +85,7 @@ def backup(
     name: str | None,
     chunk_size: str,
     no_encryption: bool,
+    backup_id: str | None,
     key_files: tuple[Path, ...],
     output: str,
     **conn: Any,
@@ -99,7 +107,13 @@ def backup(
     started = time.monotonic()
     with common.progress(f"backup {options.target}", engine.estimate_size()) as hook:
         manifest = run_backup(
-            engine, repository, options, keks[0] if keks else None, keks[1:], progress=hook
+            engine,
+            repository,
+            options,
+            keks[0] if keks else None,
+            keks[1:],
+            progress=hook,
+            backup_id=backup_id or None,
         )
     elapsed = time.monotonic() - started
     summary = {
@@ -131,34 +145,35 @@ def parse_size(text: str) -> int:
     return size
 
 
-def _confirm(message: str, yes: bool) -> None:
+def _confirm(message: str, yes: bool, *, interactive: bool = False) -> None:
+    """Ask before overwriting: on a terminal (or in -i mode) ask; elsewhere require --yes."""
     if yes:
         return
-    if not sys.stdin.isatty():
+    if not (interactive or sys.stdin.isatty()):
         raise CliError(f"{message}; pass --yes to confirm when not on a terminal", Exit.ABORTED)
     if not click.confirm(message + ". Continue?", default=False):
         raise CliError("restore cancelled", Exit.ABORTED)
 
 
 def _interactive(repository: Repository, source: str) -> tuple[str, list[str] | None]:
-    """Walk the user through choosing a backup and (optionally) tables."""
-    backups = repository.backups(source)
+    """Walk the user through choosing a backup, seeing its objects, and (optionally) tables."""
+    backups = list(reversed(repository.backups(source)))[:20]
     if not backups:
         raise CliError(f"target {source!r} has no backups in {repository.url}", Exit.NOT_FOUND)
-    for i, m in enumerate(reversed(backups[-20:]), 1):
-        click.echo(f"{i:>3}. {m.backup_id}  {m.type:<12} {common.human_bytes(m.raw_bytes):>10}")
-    choice = click.prompt(
-        "Backup to restore", type=click.IntRange(1, min(20, len(backups))), default=1
-    )
-    chosen = list(reversed(backups[-20:]))[choice - 1]
-    names = sorted({str(n) for o in chosen.objects for n in o.meta.get("tables", [])})
-    if names:
-        click.echo("Tables in this backup: " + ", ".join(names))
-    include = _split(
-        click.prompt(
-            "Tables to restore (comma-separated, empty for all)", default="", show_default=False
-        )
-    )
+    click.echo(f"Backups of {source} (newest first):")
+    for i, m in enumerate(backups, 1):
+        click.echo(f"{i:>3}. {m.backup_id}  {m.type:<12} {common.human_bytes(m.raw_bytes):>10}"
+                   f"  {m.encryption}")
+    choice = click.prompt("Backup to restore", type=click.IntRange(1, len(backups)), default=1)
+    chosen = backups[choice - 1]
+    chain = repository.chain(chosen)
+    click.echo(f"Restoring {chosen.backup_id} applies {len(chain)} backup(s): "
+               + " -> ".join(m.backup_id for m in chain))
+    click.echo("Objects:")
+    for o in chosen.objects:
+        click.echo(f"  {o.name:<40} {common.human_bytes(o.raw_size):>10}")
+    include = _split(click.prompt("Tables to restore (comma-separated, empty for all)",
+                                  default="", show_default=False))
     return chosen.backup_id, include
 
 
@@ -215,11 +230,14 @@ def restore(
     check = engine.check("restore")
     if not check.ok:
         raise CliError("cannot restore: " + "; ".join(check.problems), Exit.DATABASE)
-    if engine.estimate_size() and not tables:
+    if engine.estimate_size() and not tables:  # the target exists: whole restore replaces it
         _confirm(
             f"{target} exists and will be replaced by backup {manifest.backup_id}",
             yes or conflict == "fail",
+            interactive=interactive,
         )
+    elif interactive:
+        _confirm(f"restore backup {manifest.backup_id} into {target}", yes, interactive=True)
     started = time.monotonic()
     with common.progress(f"restore {manifest.backup_id}", manifest.raw_bytes) as hook:
         chain = run_restore(

@@ -17,11 +17,17 @@ from safehold.api.manifest import BackupType, Manifest
 from safehold.codecs import crypto
 from safehold.codecs.compression import Codec, parse_codec
 from safehold.engines.base import BackupRequest, Engine, check_request
-from safehold.pipeline.keys import DataKeys, check_active, write_wrapped_key
+from safehold.pipeline.keys import (
+    DataKeys,
+    backup_context,
+    check_active,
+    read_wrapped_key,
+    write_wrapped_key,
+)
 from safehold.pipeline.objects import ObjectReader, ObjectWriter, ProgressHook
 from safehold.pipeline.stream import DEFAULT_CHUNK_SIZE
 from safehold.repository import layout
-from safehold.repository.repo import Repository
+from safehold.repository.repo import Repository, RepositoryError
 from safehold.storage.base import NoSpaceError
 
 log = logging.getLogger("safehold.backup")
@@ -62,10 +68,40 @@ def check_free_space(repo: Repository, engine: Engine) -> None:
         )
 
 
+def resumed_data_key(repo: Repository, target: str, backup_id: str,
+                     keks: Sequence[crypto.Kek]) -> bytes | None:
+    """The data key of an interrupted run of ``backup_id``, or None if it wrote no key record.
+
+    Reusing it (with the deterministic chunk encryption) makes the retry store the same bytes,
+    so the storage can skip what the first run already uploaded.
+    """
+    if not repo.storage.exists(layout.keys_key(target, backup_id)):
+        return None
+    wrapped = read_wrapped_key(repo, target, backup_id)
+    return crypto.unwrap_key(keks, wrapped, backup_context(backup_id))
+
+
+def check_resumable(repo: Repository, target: str, backup_id: str) -> None:
+    if not layout.is_backup_id(backup_id):
+        raise ValueError(
+            f"invalid backup id {backup_id!r}: use the form 20261126T114217.123456Z"
+            f" (e.g. {layout.new_backup_id()}), the same on every retry of one backup"
+        )
+    if repo.storage.exists(layout.manifest_key(target, backup_id)):
+        raise RepositoryError(
+            f"backup ID {backup_id} of {target} is already complete in {repo.url};"
+            " use a new backup id (or none) for a new backup"
+        )
+
+
 def run_backup(engine: Engine, repo: Repository, options: BackupOptions,
                kek: crypto.Kek | None, keks: Sequence[crypto.Kek] = (), *,
-               progress: ProgressHook | None = None) -> Manifest:
-    """Take one backup; returns its manifest once it is durable in the repository."""
+               progress: ProgressHook | None = None, backup_id: str | None = None) -> Manifest:
+    """Take one backup; returns its manifest once it is durable in the repository.
+
+    ``backup_id`` names the backup instead of the start time; running again with the same id
+    after an interruption resumes it (same data key, uploads continue from stored parts).
+    """
     target = layout.check_target_name(options.target)
     codec = options.codec or parse_codec("zstd")
     backup_type = options.type
@@ -77,14 +113,20 @@ def run_backup(engine: Engine, repo: Repository, options: BackupOptions,
         backup_type = "full"
     if kek is not None:
         check_active(repo, kek)
+    if backup_id is not None:
+        check_resumable(repo, target, backup_id)
     check_free_space(repo, engine)
 
     started = datetime.now(UTC)
-    backup_id = layout.new_backup_id(started)
+    backup_id = backup_id or layout.new_backup_id(started)
     data_key = None
     if kek is not None:
-        data_key = os.urandom(crypto.KEY_SIZE)
-        write_wrapped_key(repo, target, backup_id, kek, data_key)
+        data_key = resumed_data_key(repo, target, backup_id, [kek, *keks])
+        if data_key is None:
+            data_key = os.urandom(crypto.KEY_SIZE)
+            write_wrapped_key(repo, target, backup_id, kek, data_key)
+        else:
+            log.info("resuming backup %s of %s with its data key", backup_id, target)
     reader = ObjectReader(repo, DataKeys(repo, [kek, *keks] if kek else keks),
                           workers=options.workers)
     writer = ObjectWriter(repo, target, backup_id, codec, data_key,

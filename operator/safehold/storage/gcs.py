@@ -47,10 +47,11 @@ from safehold.storage.base import (
     ObjectNotFound,
     StorageError,
     TransientStorageError,
+    check_key,
     register,
 )
-from safehold.storage.parts import MiB, TransferStats, check_key, md5_of, send_parts, split_parts
-from safehold.storage.retry import DEFAULT_POLICY, RetryPolicy, retry_call
+from safehold.storage.parts import MiB, TransferStats, md5_of, send_parts, split_parts
+from safehold.storage.retry import DEFAULT_POLICY, RetryPolicy, resuming_read, retry_call
 
 if TYPE_CHECKING:
     from google.cloud.storage import Blob

@@ -1,5 +1,5 @@
-"""What the object-store backends share: key checks, cutting a stream into parts, sending the
-parts in parallel with bounded memory, and counting what was sent and what a resume skipped.
+"""What the GCS and Azure backends share: cutting a stream into parts, sending the parts in
+parallel with bounded memory, and counting what was sent and what a resume skipped.
 
 A streaming ``put`` is uploaded as fixed-size parts (GCS part objects, Azure blocks). Part
 boundaries depend only on byte offsets, never on how the producer happened to chunk its output,
@@ -21,47 +21,26 @@ R = TypeVar("R")
 MiB = 1 << 20
 
 
-def check_key(key: str) -> None:
-    """Reject keys that are not relative '/'-separated paths (the same rule as local storage).
+def split_parts(chunks: Iterable[bytes], part_size: int, *, grow_every: int = 0
+                ) -> Iterator[bytes]:
+    """Re-cut a byte stream into parts of ``part_size`` bytes (the last may be shorter).
 
-    Object stores would accept ``a//b`` or ``../x`` as names, but a repository copied between
-    backends must mean the same thing everywhere.
-    """
-    if not isinstance(key, str) or not key:
-        raise ValueError(f"invalid storage key {key!r}: keys are non-empty strings")
-    if key.startswith("/"):
-        raise ValueError(f"invalid storage key {key!r}: keys are relative, drop the leading '/'")
-    for segment in key.split("/"):
-        problem = (
-            "it has an empty segment ('//', or a leading or trailing '/')" if not segment
-            else f"the segment {segment!r} would escape or alias a directory"
-            if segment in (".", "..")
-            else "it contains a NUL character" if "\0" in segment
-            else None
-        )
-        if problem:
-            raise ValueError(
-                f"invalid storage key {key!r}: {problem}; keys are relative '/'-separated"
-                " paths such as 'target/backup-id/manifest.json'"
-            )
-
-
-def split_parts(chunks: Iterable[bytes], part_size: int) -> Iterator[bytes]:
-    """Re-cut a byte stream into parts of exactly ``part_size`` bytes (the last may be shorter).
-
-    An empty stream yields one empty part; a non-empty stream never ends with an empty part.
+    With ``grow_every``, parts ``k*grow_every`` and later are ``(k+1) * part_size`` long, so a
+    store with a maximum part count still takes huge objects, while the memory of ordinary
+    ones stays small. An empty stream yields one empty part; a non-empty stream never ends
+    with an empty part.
     """
     if part_size <= 0:
         raise ValueError(f"part_size must be positive, got {part_size}")
     buf = bytearray()
-    produced = False
+    index = 0
     for chunk in chunks:
         buf += chunk
-        while len(buf) >= part_size:
-            yield bytes(buf[:part_size])
-            del buf[:part_size]
-            produced = True
-    if buf or not produced:
+        while len(buf) >= (size := part_size * (index // grow_every + 1 if grow_every else 1)):
+            yield bytes(buf[:size])
+            del buf[:size]
+            index += 1
+    if buf or not index:
         yield bytes(buf)
 
 

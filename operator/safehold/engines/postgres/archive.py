@@ -1,0 +1,106 @@
+"""Reading pg_dump archives back out of a backup with pg_restore, streaming from the repository.
+
+pg_restore reads a custom-format archive sequentially from its stdin, so objects flow from
+storage through decryption and decompression into it without a local copy. The exception is
+parallel restore (``-j``), which needs a seekable file: only the small schema-only post-data
+archive is written to a temporary file for that.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from safehold.api.manifest import Manifest
+from safehold.engines.base import ChainReader
+from safehold.engines.postgres.conn import PgTarget
+from safehold.engines.postgres.procs import Feeder, ProcessSet, Tool
+from safehold.engines.postgres.toclist import Entry, parse_listing
+from safehold.engines.postgres.tools import ClientTools
+
+
+def conninfo(database: str) -> str:
+    """A ``-d`` argument naming just the database (host, user, password come from the env);
+    a conninfo string, so a database name containing ``=`` is not taken for one."""
+    return "dbname='" + database.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@dataclass
+class Archives:
+    """The archives of one backup and the tools to read them."""
+
+    target: PgTarget
+    tools: ClientTools
+    manifest: Manifest
+    reader: ChainReader
+    no_owner: bool = False
+    procs: ProcessSet = field(default_factory=ProcessSet)
+
+    def _pg_restore(self, args: Sequence[str], doing: str, target: PgTarget | None = None,
+                    *, stdout: bool = False) -> Tool:
+        argv = [self.tools.path("pg_restore"), "--no-password", *args]
+        if self.no_owner:
+            argv.append("--no-owner")
+        return self.procs.start(argv, target or self.target, doing, stdin=True, stdout=stdout)
+
+    def listing(self, name: str) -> list[Entry]:
+        """The entries of archive ``name`` (pg_restore reads only the archive's header)."""
+        tool = self._pg_restore(["--list"], f"listing {name}", stdout=True)
+        feeder = Feeder(tool, self.reader.open(self.manifest, name))
+        out = b"".join(tool.stdout_blocks())
+        feeder.join()
+        return parse_listing(out.decode("utf-8", "replace"))
+
+    def load(self, name: str, database: str) -> None:
+        """Restore archive ``name`` whole into ``database``, streaming."""
+        tool = self._pg_restore(["--exit-on-error", f"--dbname={conninfo(database)}"],
+                                f"restoring {name}", self.target.on(database))
+        self._run(tool, name)
+
+    def load_parallel(self, name: str, database: str, jobs: int) -> None:
+        """Restore a schema-only archive with ``pg_restore -j`` (needs a seekable file)."""
+        fd, path = tempfile.mkstemp(prefix="safehold-pg-", suffix=".archive")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for block in self.reader.open(self.manifest, name):
+                    f.write(block)
+            tool = self.procs.start(
+                [self.tools.path("pg_restore"), "--no-password", "--exit-on-error",
+                 f"--jobs={jobs}", f"--dbname={conninfo(database)}",
+                 *(["--no-owner"] if self.no_owner else []), path],
+                self.target.on(database), f"restoring {name}")
+            tool.wait()
+        finally:
+            os.unlink(path)
+
+    def script(self, name: str, lines: Sequence[str]) -> Iterator[bytes]:
+        """The SQL script of the chosen entries of archive ``name`` (``pg_restore -L -f -``),
+        generated lazily: pg_restore starts when the first block is wanted."""
+        fd, listfile = tempfile.mkstemp(prefix="safehold-pg-", suffix=".list")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write("\n".join(lines) + "\n")
+            tool = self._pg_restore([f"--use-list={listfile}", "--file=-"],
+                                    f"reading {name}", stdout=True)
+            feeder = Feeder(tool, self.reader.open(self.manifest, name))
+            try:
+                yield from tool.stdout_blocks()
+            except BaseException:
+                tool.kill()
+                feeder.join()  # a damaged object is the cause, not pg_restore's early EOF
+                raise
+            feeder.join()
+        finally:
+            os.unlink(listfile)
+
+    def _run(self, tool: Tool, name: str) -> None:
+        feeder = Feeder(tool, self.reader.open(self.manifest, name))
+        try:
+            tool.wait()
+        except BaseException:
+            tool.kill()
+            feeder.join()  # a damaged object is the cause, not pg_restore's early EOF
+            raise
+        feeder.join()
