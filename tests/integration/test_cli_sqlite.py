@@ -178,6 +178,9 @@ def test_key_rotation_retires_the_old_key(tmp_path: Path, setup) -> None:
     rot = run_json("keys", "rotate", "-r", repo, "--new-key-file", str(new), "--key-file",
                    str(old), env=env)
     assert rot["rewrapped"] == 2
+    retired = run("backup", "-t", f"sqlite://{db}", "-r", repo, "--key-file", str(old), env=env,
+                  ok=False)
+    assert retired.exit_code == Exit.KEY and "retired" in retired.output
     # no data was re-encrypted
     assert {p: p.read_bytes() for p in objects(repo, ids[0]).iterdir()} == stored_before
     os.remove(old)  # the old key is gone for good
@@ -235,6 +238,17 @@ def test_prune_dry_run_then_prune(tmp_path: Path, setup) -> None:
     assert [b["backup_id"] for b in run_json("list", "-r", repo, env=env)] == ids[2:]
     bad = run("prune", "-r", repo, "-t", "app", env=env, ok=False)
     assert bad.exit_code == Exit.USAGE and "at least one" in bad.output
+
+
+def test_free_space_is_checked_before_a_backup_starts(tmp_path: Path, setup,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from safehold.storage.local import LocalStorage
+
+    db, repo, env = setup
+    monkeypatch.setattr(LocalStorage, "free_space", lambda self: 1024)  # inject a full disk
+    result = run("backup", "-t", f"sqlite://{db}", "-r", repo, env=env, ok=False)
+    assert result.exit_code == Exit.STORAGE and "MiB free" in result.output
+    assert run_json("list", "-r", repo, env=env) == []
 
 
 def test_restore_over_existing_needs_yes_off_a_terminal(setup) -> None:

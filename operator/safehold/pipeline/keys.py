@@ -51,12 +51,12 @@ def check_active(repo: Repository, kek: crypto.Kek) -> None:
     """Refuse to encrypt new backups with a retired key, or with another than the active one."""
     config = repo.config()
     if kek.key_id in config.retired_key_ids:
-        raise RepositoryError(
+        raise crypto.WrongKeyError(
             f"key {kek.key_id} was retired by `safehold keys rotate`;"
             f" encrypt with the active key {config.active_key_id}"
         )
     if config.active_key_id and kek.key_id != config.active_key_id:
-        raise RepositoryError(
+        raise crypto.WrongKeyError(
             f"key {kek.key_id} is not the repository's active key {config.active_key_id};"
             " pass the active key (see `safehold keys list`)"
         )

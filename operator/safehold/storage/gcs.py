@@ -221,29 +221,24 @@ class GCSStorage:
     # -- reading -----------------------------------------------------------------------------
 
     def get(self, key: str, *, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-        if chunk_size <= 0:
-            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-        blob = self._stat_blob(key)  # now, so a missing object fails before anything is yielded
-        return self._read(key, blob.generation, blob.size, chunk_size)
-
-    def _read(self, key: str, generation: int, size: int, chunk_size: int) -> Iterator[bytes]:
-        """Ranged reads of one generation; a failed range is read again from its first byte.
+        """Stream the object as ranged reads of one generation, resumed at the byte reached.
 
         Pinning the generation means an object replaced meanwhile fails the read instead of
         mixing old and new bytes.
         """
-        source = self._bucket.blob(self._name(key), generation=generation)
-        window = max(chunk_size, self.read_size)
-        offset = 0
-        while offset < size:
-            end = min(offset + window, size) - 1
-            data = self._call(lambda o=offset, e=end: self._read_range(key, source, o, e),  # type: ignore[misc]
-                              f"read {key} at byte {offset}")
-            for i in range(0, len(data), chunk_size):
-                yield data[i:i + chunk_size]
-            offset += len(data)
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        blob = self._stat_blob(key)  # now, so a missing object fails before anything is yielded
+        source = self._bucket.blob(blob.name, generation=blob.generation)
 
-    def _read_range(self, key: str, source: Blob, start: int, end: int) -> bytes:
+        def reopen(offset: int) -> _RangeReader:
+            return _RangeReader(self, key, source, offset, blob.size)
+
+        return resuming_read(reopen(0), reopen, blob.size, chunk_size=chunk_size,
+                             what=f"read {key} from {self.url}", policy=self.policy)
+
+    def read_range(self, key: str, source: Blob, start: int, end: int) -> bytes:
+        """Bytes ``start..end`` (inclusive) of ``source``: one request, not retried here."""
         replaced = StorageError(
             f"{key} in {self.url} was deleted or replaced while it was being read; read it again")
         with self._errors(f"read {key}", lambda: replaced):
@@ -369,6 +364,33 @@ class GCSStorage:
                 " GOOGLE_APPLICATION_CREDENTIALS or the workload identity binding") from exc
         except _TRANSPORT_ERRORS as exc:
             raise TransientStorageError(f"cannot {what} on {self.url}: {exc!r}") from exc
+
+
+class _RangeReader:
+    """A BlockReader over one generation of an object: ranged GETs of ``read_size`` bytes.
+
+    Nothing is requested until the first read(), so re-opening at an offset is free.
+    """
+
+    def __init__(self, storage: GCSStorage, key: str, source: Blob, offset: int, size: int
+                 ) -> None:
+        self.storage, self.key, self.source = storage, key, source
+        self.pos, self.size = offset, size
+        self.buf, self.at = memoryview(b""), 0
+
+    def read(self, n: int) -> bytes:
+        if self.at == len(self.buf):
+            if self.pos >= self.size:
+                return b""
+            end = min(self.pos + max(n, self.storage.read_size), self.size) - 1
+            self.buf = memoryview(self.storage.read_range(self.key, self.source, self.pos, end))
+            self.at, self.pos = 0, end + 1
+        block = bytes(self.buf[self.at:self.at + n])
+        self.at += len(block)
+        return block
+
+    def close(self) -> None:
+        self.buf, self.at = memoryview(b""), 0
 
 
 def _classify(exc: gexc.GoogleAPICallError, what: str, url: str) -> StorageError:
