@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -10,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -20,6 +21,9 @@ from safehold.engines.base import ConnectionOptions, Engine, open_engine
 from safehold.pipeline.keys import load_keks
 from safehold.repository.repo import Repository
 from safehold.storage.base import open_storage
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -130,6 +134,13 @@ def human_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+@functools.cache
+def stderr_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
 @contextmanager
 def progress(label: str, total: int | None) -> Iterator[Callable[[int], None] | None]:
     """A progress bar on a terminal; elsewhere periodic JSON log lines instead."""
@@ -144,7 +155,7 @@ def progress(label: str, total: int | None) -> Iterator[Callable[[int], None] | 
 
         with Progress("[progress.description]{task.description}", BarColumn(),
                       DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-                      transient=True) as bar:
+                      console=stderr_console(), transient=True) as bar:
             task = bar.add_task(label, total=total)
             yield lambda n: bar.advance(task, n)
         return

@@ -35,10 +35,19 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler: logging.Handler
     if fmt == "json" or (fmt == "auto" and not sys.stderr.isatty()):
+        handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter())
+    elif sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        from safehold.cli.common import stderr_console
+
+        # the same console as the progress bar, so log lines print above it, not through it
+        handler = RichHandler(console=stderr_console(), show_time=False, show_path=False)
     else:
+        handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

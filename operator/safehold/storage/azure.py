@@ -33,7 +33,13 @@ from urllib.parse import parse_qs, urlsplit
 from azure.core import MatchConditions
 from azure.core import exceptions as aexc
 from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
-from azure.storage.blob import BlobBlock, BlobClient, BlobServiceClient, ContainerClient
+from azure.storage.blob import (
+    BlobBlock,
+    BlobClient,
+    BlobServiceClient,
+    ContainerClient,
+    StorageStreamDownloader,
+)
 
 from safehold.storage.base import (
     ObjectInfo,
@@ -47,6 +53,9 @@ from safehold.storage.parts import MiB, TransferStats, md5_of, send_parts, split
 from safehold.storage.retry import DEFAULT_POLICY, RetryPolicy, resuming_read, retry_call
 
 T = TypeVar("T")
+# A blob holds at most 50,000 blocks: growing them every 10,000 reaches 15 x part_size x 10,000
+# (2.3 TiB at 16 MiB) while ordinary objects keep small blocks.
+GROW_EVERY = 10_000
 _TRANSIENT_STATUS = {408, 429}
 _CREDENTIAL_HELP = (
     "set AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_KEY (with ?account=NAME) or"
@@ -82,7 +91,7 @@ class AzureBlobStorage:
 
     def put(self, key: str, chunks: Iterable[bytes]) -> int:
         blob = self._blob(key)
-        parts = split_parts(chunks, self.part_size)
+        parts = split_parts(chunks, self.part_size, grow_every=GROW_EVERY)
         first = next(parts)
         second = next(parts, None)
         if second is None:
@@ -176,52 +185,33 @@ class AzureBlobStorage:
     # -- reading -----------------------------------------------------------------------------
 
     def get(self, key: str, *, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """Stream the blob; after a broken connection, resume with a ranged read at the byte
+        reached, of the same version (etag), so a blob replaced meanwhile fails the read
+        instead of mixing old and new bytes."""
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         blob = self._blob(key)
-        props = self._call(lambda: self._properties(key, blob), f"stat {key}")  # raises now
-        return self._read(key, blob, props.size, props.etag, chunk_size)
 
-    def _read(self, key: str, blob: BlobClient, size: int, etag: str, chunk_size: int
-              ) -> Iterator[bytes]:
-        """Ranged reads of one version (etag); a failed range is read again from its start.
-
-        If the blob is replaced meanwhile, the read fails instead of mixing old and new bytes.
-        """
-        window = max(chunk_size, self.read_size)
-        offset = 0
-        while offset < size:
-            length = min(window, size - offset)
-            data = self._call(
-                lambda o=offset, n=length: self._read_range(key, blob, etag, o, n),  # type: ignore[misc]
-                f"read {key} at byte {offset}")
-            for i in range(0, len(data), chunk_size):
-                yield data[i:i + chunk_size]
-            offset += len(data)
-
-    def _read_range(self, key: str, blob: BlobClient, etag: str, offset: int, length: int
-                    ) -> bytes:
-        try:
+        def download(**ranged: Any) -> _Body:
             with self._errors(f"read {key}", key):
-                data = blob.download_blob(offset=offset, length=length, etag=etag,
-                                          match_condition=MatchConditions.IfNotModified,
-                                          max_concurrency=1).readall()
-        except ObjectNotFound:
-            raise StorageError(f"{key} in {self.url} was deleted while it was being read;"
-                               " read it again") from None
-        if len(data) != length:
-            raise TransientStorageError(
-                f"short read of {key}: {len(data)} bytes at {offset}, expected {length}")
-        return bytes(data)
+                return _Body(blob.download_blob(max_concurrency=1, **ranged), self, key)
+
+        first = self._call(download, f"read {key}")  # ObjectNotFound before anything is yielded
+        size, etag = first.downloader.size, first.downloader.properties.etag
+
+        def reopen(offset: int) -> _Body:
+            try:
+                return download(offset=offset, length=size - offset, etag=etag,
+                                match_condition=MatchConditions.IfNotModified)
+            except ObjectNotFound:
+                raise StorageError(f"{key} in {self.url} was deleted while it was being read;"
+                                   " read it again") from None
+
+        return resuming_read(first, reopen, size, chunk_size=chunk_size,
+                             what=f"read {key} from {self.url}", policy=self.policy)
 
     def get_bytes(self, key: str) -> bytes:
-        blob = self._blob(key)
-
-        def download() -> bytes:
-            with self._errors(f"get {key}", key):
-                return bytes(blob.download_blob(max_concurrency=1).readall())
-
-        return self._call(download, f"get {key}")
+        return b"".join(self.get(key, chunk_size=self.read_size))
 
     def stat(self, key: str) -> ObjectInfo:
         blob = self._blob(key)
@@ -287,6 +277,21 @@ class AzureBlobStorage:
             raise _classify(exc, what, key, self.url, self._container.container_name) from exc
 
 
+class _Body:
+    """A download as a BlockReader: SDK errors become (mostly transient) StorageErrors."""
+
+    def __init__(self, downloader: StorageStreamDownloader[bytes], storage: AzureBlobStorage,
+                 key: str) -> None:
+        self.downloader, self.storage, self.key = downloader, storage, key
+
+    def read(self, n: int) -> bytes:
+        with self.storage._errors(f"read {self.key}", self.key):
+            return bytes(self.downloader.read(n))
+
+    def close(self) -> None:
+        """Nothing to release: the SDK holds no connection between reads."""
+
+
 def _classify(exc: aexc.AzureError, what: str, key: str, url: str, container: str
               ) -> StorageError:
     status = getattr(exc, "status_code", None)
@@ -311,7 +316,12 @@ def _classify(exc: aexc.AzureError, what: str, key: str, url: str, container: st
             return StorageError(f"Azure rejected the credentials for {url} ({code or status}):"
                                 " check the account key, SAS token or connection string (an"
                                 f" expired SAS, a rotated key, a wrong clock); {_CREDENTIAL_HELP}")
-        return StorageError(f"Azure denied {what} on {url} ({code or status}): {_PERMISSION_HELP}")
+        if code.startswith("AuthorizationPermission"):
+            return StorageError(f"Azure denied {what} on {url} ({code}): {_PERMISSION_HELP}")
+        return StorageError(  # e.g. AuthorizationFailure: a bad signature, or firewall rules
+            f"Azure refused {what} on {url} ({code or status}): the credentials were rejected or"
+            f" lack permission; check the account key, SAS token or connection string, and"
+            f" {_PERMISSION_HELP}")
     if status is None or status in _TRANSIENT_STATUS or status >= 500:
         return TransientStorageError(f"cannot {what} on {url}: {code or status} {exc.message}")
     return StorageError(f"cannot {what} on {url}: {code or status} {exc.message}")
@@ -359,8 +369,12 @@ def _account_of(endpoint: str) -> str | None:
 
 def _make_service(account: str | None, endpoint: str | None, timeout: float = 120.0
                   ) -> BlobServiceClient:
-    options: dict[str, Any] = {"retry_total": 0,  # retry_call is the policy
-                               "connection_timeout": 20, "read_timeout": timeout}
+    options: dict[str, Any] = {
+        "retry_total": 0,  # retry_call is the policy
+        "connection_timeout": 20, "read_timeout": timeout,
+        # downloads hold one range of this size in memory at a time
+        "max_single_get_size": 4 * MiB, "max_chunk_get_size": 4 * MiB,
+    }
     connection_string = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
     if connection_string:
         service = BlobServiceClient.from_connection_string(connection_string, **options)

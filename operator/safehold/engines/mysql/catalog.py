@@ -9,14 +9,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
-
-import pymysql
 
 from safehold.engines.base import PermissionDenied, UnsupportedError
-from safehold.engines.mysql.conn import quote_name, run
-
-Conn = pymysql.connections.Connection[Any]
+from safehold.engines.mysql.conn import Conn, quote_name, run
 
 # How each column type is turned into an SQL literal by the server (see rows.py).
 NUMERIC = {"tinyint", "smallint", "mediumint", "int", "bigint", "decimal", "double", "year"}

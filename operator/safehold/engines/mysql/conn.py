@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import ssl
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pymysql
@@ -33,6 +33,7 @@ from safehold.engines.base import (
     PermissionDenied,
 )
 
+Conn: TypeAlias = "pymysql.connections.Connection[Any]"
 TlsMode = Literal["disable", "prefer", "require", "verify-ca", "verify-full"]
 _SSL_MODES: dict[str, TlsMode] = {
     "disabled": "disable", "preferred": "prefer", "required": "require",
@@ -152,7 +153,7 @@ def _ssl_args(t: Target) -> dict[str, Any]:
 
 
 def connect(t: Target, *, database: str | None = "", streaming: bool = False,
-            attempts: int = 3) -> pymysql.connections.Connection[Any]:
+            attempts: int = 3) -> Conn:
     """A connection in a known session state, retrying transient failures with backoff.
 
     ``database`` overrides the target's (None: no default database). The session uses
@@ -164,7 +165,7 @@ def connect(t: Target, *, database: str | None = "", streaming: bool = False,
     @tenacity.retry(retry=tenacity.retry_if_exception(lambda e: getattr(e, "transient", False)),
                     stop=tenacity.stop_after_attempt(attempts),
                     wait=tenacity.wait_exponential(multiplier=0.5, max=5), reraise=True)
-    def attempt() -> pymysql.connections.Connection[Any]:
+    def attempt() -> Conn:
         try:
             conn = pymysql.connect(
                 host=t.host, port=t.port, user=t.user, password=t.password or "",
@@ -186,7 +187,7 @@ def connect(t: Target, *, database: str | None = "", streaming: bool = False,
     return attempt()
 
 
-def _uses_tls(conn: pymysql.connections.Connection[Any]) -> bool:
+def _uses_tls(conn: Conn) -> bool:
     with conn.cursor() as cur:
         cur.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
         row = cur.fetchone()
@@ -241,7 +242,7 @@ def _code_message(exc: BaseException) -> tuple[int, str]:
     return 0, f"{type(exc).__name__}: {exc}"
 
 
-def run(conn: pymysql.connections.Connection[Any], sql: str | bytes,
+def run(conn: Conn, sql: str | bytes,
         args: tuple[Any, ...] | None = None) -> list[tuple[Any, ...]]:
     """Execute one statement; all rows of its result (classified errors)."""
     try:

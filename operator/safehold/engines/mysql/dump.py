@@ -47,7 +47,7 @@ def backup(target: Target, sink: BackupSink) -> BackupOutcome:
         catalog = read_catalog(conn, target.database)
         schema, entries = render_schema(catalog)
         sink.put("schema.sql", [schema], meta={"kind": "schema"})
-        tables = []
+        tables: list[dict[str, Any]] = []
         for index, table in enumerate(catalog.tables):
             stats = RowStats()
             name = object_name(index, table.name)

@@ -1,0 +1,97 @@
+"""The MySQL/MariaDB engine: full logical backups from one consistent snapshot, restored into
+any database name, whole or by table (see :mod:`.dump`, :mod:`.restore`, :mod:`.swap`)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import ClassVar, Literal
+
+from safehold.engines.base import (
+    BackupOutcome,
+    BackupRequest,
+    BackupSink,
+    Capabilities,
+    ChainReader,
+    CheckReport,
+    ConnectionOptions,
+    DatabaseMissing,
+    EngineError,
+    RestoreRequest,
+    UnsupportedError,
+)
+from safehold.engines.mysql import dump, privileges, restore
+from safehold.engines.mysql.conn import Target, connect, parse_target, run
+from safehold.engines.mysql.server import server_info
+from safehold.engines.mysql.swap import stage_name
+
+
+class MySQLEngine:
+    """One database on a MySQL 8.0+ or MariaDB 10.5+ server, named by
+    ``mysql://user@host:port/db`` or ``mariadb://...`` (see :mod:`.conn` for the options)."""
+
+    name: ClassVar[str] = "mysql"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        backup_types=("full",), selective_restore=True, point_in_time=False)
+
+    def __init__(self, target: Target, *, jobs: int | None = None) -> None:
+        self.target = target
+        # Restores load tables on this many connections; backups always use one (dump.py).
+        self.jobs = jobs or min(4, os.cpu_count() or 1)
+
+    @classmethod
+    def from_url(cls, url: str, options: ConnectionOptions) -> MySQLEngine:
+        return cls(parse_target(url, options), jobs=options.jobs)
+
+    def check(self, purpose: Literal["backup", "restore"]) -> CheckReport:
+        """Connect, report the version and every missing privilege (never raises for those)."""
+        db = self.target.database
+        try:
+            conn = connect(self.target, database=db if purpose == "backup" else None,
+                           attempts=1)
+        except EngineError as exc:
+            return CheckReport(ok=False, problems=(str(exc),))
+        try:
+            info = server_info(conn)
+            problems = []
+            try:
+                info.require_supported()
+            except EngineError as exc:
+                problems.append(str(exc))
+            if purpose == "backup":
+                problems += privileges.backup_problems(conn, db)
+            else:
+                problems += privileges.restore_problems(conn, db, stage_name(db))
+        except EngineError as exc:
+            return CheckReport(ok=False, problems=(str(exc),))
+        finally:
+            with contextlib.suppress(Exception):
+                conn.close()
+        return CheckReport(ok=not problems, server_version=info.version,
+                           problems=tuple(problems))
+
+    def estimate_size(self) -> int | None:
+        """Bytes of data and indexes of the database (InnoDB's estimate); None if it is absent."""
+        try:
+            conn = connect(self.target, database=None)
+        except DatabaseMissing:
+            return None
+        try:
+            row = run(conn, "SELECT COUNT(*), SUM(DATA_LENGTH + INDEX_LENGTH) FROM"
+                      " information_schema.TABLES WHERE TABLE_SCHEMA = %s",
+                      (self.target.database,))
+        finally:
+            conn.close()
+        return int(row[0][1] or 0) if row[0][0] else None
+
+    def backup(self, request: BackupRequest, sink: BackupSink, chain: ChainReader
+               ) -> BackupOutcome:
+        if request.type != "full":
+            raise UnsupportedError(f"the MySQL engine makes full backups only, not {request.type}")
+        if request.include:
+            raise UnsupportedError("MySQL backups hold the whole database; choose tables at"
+                                   " restore time instead (restore --include)")
+        return dump.backup(self.target, sink)
+
+    def restore(self, request: RestoreRequest, chain: ChainReader) -> None:
+        restore.restore(self.target, request, chain, jobs=self.jobs)

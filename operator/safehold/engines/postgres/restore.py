@@ -1,0 +1,174 @@
+"""Whole-database restore: build a staging database, then swap it in by renaming.
+
+The backup is restored into ``<db>__safehold_<id>`` (pre-data archive; the data archives in
+parallel, ``jobs`` at a time, each streamed into its own pg_restore; post-data with
+``pg_restore -j``). Only when all of that succeeded is the swap done, in one transaction:
+the existing database is renamed aside and the staging one takes its name; the old one is
+then dropped. Until that commit the existing database is untouched, so a failed or killed
+restore leaves it as it was (plus, if the process was killed, a staging database to drop).
+
+Active connections: sessions on the existing database are terminated just before the swap
+(pg_terminate_backend; needs superuser, the database owner's own sessions, or
+pg_signal_backend). Clients reconnecting reach the restored database; a session that slips in
+before the rename is retried a few times, then the restore fails and changes nothing.
+Database-level settings (ALTER DATABASE ... SET) are copied from the replaced database;
+database-level GRANTs are not (pg_dump does not record them without --create).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import Literal
+
+import psycopg2
+from psycopg2 import sql
+from psycopg2.extensions import connection as Connection
+
+from safehold.engines.base import ConflictError, EngineError, PermissionDenied
+from safehold.engines.postgres.archive import Archives
+from safehold.engines.postgres.catalog import Toc
+from safehold.engines.postgres.conn import PgTarget, connect, from_psycopg
+from safehold.engines.postgres.dump import POST, PRE
+
+log = logging.getLogger("safehold.postgres")
+MAINTENANCE_DBS = ("postgres", "template1")
+SWAP_ATTEMPTS = 5
+
+
+def side_name(database: str, tag: str) -> str:
+    """``<db>__safehold_<tag>``, shortened to PostgreSQL's 63-byte identifier limit."""
+    suffix = f"__safehold_{tag}"
+    head = database.encode()[: 63 - len(suffix)].decode("utf-8", "ignore")
+    return head + suffix
+
+
+def admin_connection(target: PgTarget) -> Connection:
+    """An autocommit connection to a maintenance database of the target's server."""
+    last: EngineError | None = None
+    for name in MAINTENANCE_DBS:
+        try:
+            conn = connect(target.on(name))
+        except EngineError as exc:
+            last = exc
+            continue
+        conn.autocommit = True
+        return conn
+    assert last is not None
+    raise last
+
+
+def restore_database(archives: Archives, toc: Toc, conflict: Literal["fail", "replace"],
+                     jobs: int) -> None:
+    target = archives.target
+    admin = admin_connection(target)
+    staging = side_name(target.database, f"restore_{secrets.token_hex(4)}")
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SELECT oid FROM pg_database WHERE datname = %s", (target.database,))
+            exists = cur.fetchone() is not None
+            if exists and conflict == "fail":
+                raise ConflictError(f"database {target.database!r} already exists on"
+                                    f" {target.describe()} and the conflict policy is 'fail';"
+                                    " use --conflict replace or restore to another name")
+            _create(cur, staging, toc, target)
+        try:
+            archives.load(PRE, staging)
+            _load_data(archives, toc, staging, jobs)
+            archives.load_parallel(POST, staging, jobs)
+            _swap(admin, target, staging, exists)
+        except BaseException:
+            archives.procs.stop()
+            _drop_quietly(admin, staging)
+            raise
+    except psycopg2.Error as exc:
+        raise from_psycopg(exc, target, "restoring the database") from None
+    finally:
+        archives.procs.close()
+        admin.close()
+
+
+def _create(cur: psycopg2.extensions.cursor, staging: str, toc: Toc, target: PgTarget) -> None:
+    db = toc.database
+    cur.execute("SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user")
+    if not cur.fetchone()[0]:
+        raise PermissionDenied(f"role {target.user!r} lacks CREATEDB, which a whole-database"
+                               " restore needs for its staging database; ALTER ROLE"
+                               f" {target.user} CREATEDB")
+    cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING %s LC_COLLATE %s"
+                        " LC_CTYPE %s").format(sql.Identifier(staging)),
+                (db["encoding"], db["collate"], db["ctype"]))
+
+
+def _load_data(archives: Archives, toc: Toc, staging: str, jobs: int) -> None:
+    names = [n for n, meta in toc.objects.items() if meta.get("section") == "data"]
+    sizes = {n: sum(t.bytes for t in toc.tables if t.object == n) for n in names}
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="safehold-pg_restore"
+                            ) as pool:
+        futures = [pool.submit(archives.load, n, staging)
+                   for n in sorted(names, key=lambda n: -sizes[n])]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = next((f for f in futures if f in done and f.exception() is not None), None)
+        if failed is not None:
+            archives.procs.stop()
+            for f in futures:
+                f.cancel()
+            raise failed.exception()  # type: ignore[misc]
+
+
+def _swap(admin: Connection, target: PgTarget, staging: str, exists: bool) -> None:
+    name = target.database
+    with admin.cursor() as cur:
+        if not exists:
+            cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                sql.Identifier(staging), sql.Identifier(name)))
+            return
+        _copy_settings(cur, name, staging)
+        old = side_name(name, f"old_{secrets.token_hex(4)}")
+        for attempt in range(1, SWAP_ATTEMPTS + 1):
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+            try:
+                cur.execute("BEGIN")
+                cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                    sql.Identifier(name), sql.Identifier(old)))
+                cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                    sql.Identifier(staging), sql.Identifier(name)))
+                cur.execute("COMMIT")
+                break
+            except psycopg2.errors.ObjectInUse:
+                cur.execute("ROLLBACK")
+                if attempt == SWAP_ATTEMPTS:
+                    raise EngineError(
+                        f"database {name!r} kept getting new connections; could not swap in"
+                        " the restored copy (the existing database is unchanged): stop the"
+                        " clients and retry") from None
+                time.sleep(0.2 * attempt)
+        log.info("restored database swapped in as %s; dropping the replaced one", name)
+        cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(old)))
+
+
+def _copy_settings(cur: psycopg2.extensions.cursor, source: str, dest: str) -> None:
+    cur.execute("""SELECT unnest(s.setconfig) FROM pg_db_role_setting s
+                   JOIN pg_database d ON d.oid = s.setdatabase
+                   WHERE d.datname = %s AND s.setrole = 0""", (source,))
+    for (setting,) in cur.fetchall():
+        key, _, value = setting.partition("=")
+        # Lists (search_path=a, b) are stored ready to paste; scalars (64MB) need quoting.
+        literal = sql.SQL(value) if "," in value else sql.Literal(value)
+        cur.execute(sql.SQL("ALTER DATABASE {} SET {} = {}").format(
+            sql.Identifier(dest), sql.Identifier(key), literal))
+
+
+def _drop_quietly(admin: Connection, staging: str) -> None:
+    try:
+        with admin.cursor() as cur:
+            if admin.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+                cur.execute("ROLLBACK")
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(staging)))
+    except psycopg2.Error as exc:
+        log.warning("could not drop the staging database %s: %s; drop it by hand", staging,
+                    exc)
