@@ -14,7 +14,7 @@ from safehold.cli import common
 from safehold.cli.config import resolve_repository
 from safehold.cli.errors import CliError, Exit
 from safehold.codecs.compression import parse_codec
-from safehold.engines.base import ConflictPolicy
+from safehold.engines.base import ConflictPolicy, redact_url
 from safehold.pipeline.backup import BackupOptions, run_backup
 from safehold.pipeline.restore import run_restore
 from safehold.repository.repo import Repository
@@ -218,6 +218,7 @@ def restore(
 ) -> None:
     """Restore a backup (and the chain it builds on) into a database."""
     target_name, engine = common.open_target(ctx, target, **conn)
+    target = redact_url(target)  # printed below; a URL may carry a password
     repository = common.open_repo(ctx, repo)
     source = source or target_name
     tables = _split(include)
@@ -297,15 +298,16 @@ def check(
         "engine": engine.name,
         "server_version": report.server_version,
         "problems": problems,
+        "notes": list(report.notes),
     }
-    common.emit(
-        output,
-        data,
-        lambda: click.echo(
-            f"{engine.name} {report.server_version}: "
-            + ("ok" if not problems else "problems:\n  " + "\n  ".join(problems))
-        ),
-    )
+
+    def text() -> None:
+        click.echo(f"{engine.name} {report.server_version}: "
+                   + ("ok" if not problems else "problems:\n  " + "\n  ".join(problems)))
+        for note in report.notes:
+            click.echo(f"note: {note}")
+
+    common.emit(output, data, text)
     if problems:
         ctx.exit(int(Exit.DATABASE))
 

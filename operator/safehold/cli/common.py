@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -162,12 +163,15 @@ def progress(label: str, total: int | None) -> Iterator[Callable[[int], None] | 
     log = logging.getLogger("safehold.progress")
     done = 0
     last = time.monotonic()
+    lock = threading.Lock()  # engines may stream several objects at once
 
     def hook(n: int) -> None:
         nonlocal done, last
-        done += n
-        if time.monotonic() - last >= 10:
+        with lock:
+            done += n
+            if time.monotonic() - last < 10:
+                return
             last = time.monotonic()
-            log.info("%s: %d bytes", label, done, extra={"bytes": done, "total": total})
+        log.info("%s: %d bytes", label, done, extra={"bytes": done, "total": total})
 
     yield hook

@@ -13,6 +13,7 @@ import click
 from safehold import __version__
 from safehold.cli.config import load_config
 from safehold.cli.errors import EXIT_CODES_HELP, Exit, classify
+from safehold.engines.base import redact_url
 
 
 class JsonFormatter(logging.Formatter):
@@ -66,7 +67,7 @@ class SafeholdGroup(click.Group):
             code = classify(exc)
             if code is Exit.FAILED:
                 logging.getLogger("safehold").debug("unexpected error", exc_info=True)
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {redact_url(str(exc))}", err=True)
             ctx.exit(int(code))
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)

@@ -7,6 +7,8 @@ raw bytes back from a :class:`ChainReader`. Engines register by name in :data:`E
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
@@ -110,6 +112,15 @@ class CheckReport:
     ok: bool
     server_version: str = ""
     problems: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # what could not be checked, and why (not a failure)
+
+
+_USERINFO = re.compile(r"(?<=://)([^/@\s:]*):[^/@\s]*@")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the password of any ``scheme://user:password@host`` replaced by ``***``."""
+    return _USERINFO.sub(r"\1:***@", text)
 
 
 class Engine(Protocol):
