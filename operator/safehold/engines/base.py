@@ -8,7 +8,6 @@ raw bytes back from a :class:`ChainReader`. Engines register by name in :data:`E
 from __future__ import annotations
 
 import re
-
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
