@@ -110,7 +110,8 @@ class Writer(threading.Thread):
 
     def __init__(self, db: Database[Any]) -> None:
         super().__init__(daemon=True)
-        self.db, self.stop, self.count, self.error = db, threading.Event(), 0, None
+        self.db, self.stop, self.count = db, threading.Event(), 0
+        self.error: Exception | None = None
         self.ready = threading.Event()
 
     def run(self) -> None:

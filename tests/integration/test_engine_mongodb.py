@@ -38,9 +38,11 @@ from safehold.engines.base import (
     UnsupportedError,
     open_engine,
 )
+from safehold.engines.mongodb import MongoEngine
 from safehold.engines.mongodb.conn import MongoTarget, classify
 from safehold.engines.mongodb.layout import escape
 from safehold.engines.mongodb.restore import documents
+from safehold.pipeline.backup import BackupOptions, run_backup
 from safehold.pipeline.keys import DataKeys
 from safehold.pipeline.objects import ObjectReader, ObjectWriter
 from safehold.repository.repo import Repository
@@ -156,6 +158,27 @@ def test_replace_and_conflict_fail_on_an_existing_database(
     assert result.exit_code == Exit.DATABASE and "no collection 'nope'" in result.output
 
 
+def test_check_and_selective_backup(mongo_server: Any, mongo_db: Any, tmp_path: Path,
+                                    env: dict[str, str]) -> None:
+    missing = run("check", "-t", url(mongo_server, "t_no_such_db"), env=env, ok=False)
+    assert missing.exit_code == Exit.DATABASE and "does not exist" in missing.output
+    mongo_db.a.insert_many([{"_id": i} for i in range(3)])
+    mongo_db.b.insert_one({"_id": "only"})
+    report = run_json("check", "-t", url(mongo_server, mongo_db.name), "--purpose", "restore",
+                      env=env)
+    assert report["ok"] is True and "FerretDB" in report["server_version"]
+
+    engine = open_engine(url(mongo_server, mongo_db.name))
+    repo = Repository(LocalStorage(tmp_path / "repo"))
+    manifest = run_backup(engine, repo, BackupOptions(target="sel", include=["b"]), None)
+    assert manifest.engine_meta["collections"] == ["b"] and manifest.include == ("b",)
+    assert {o.name for o in manifest.objects} == {
+        f"{mongo_db.name}/b.bson", f"{mongo_db.name}/b.metadata.json", "toc.json",
+        "prelude.json"}
+    with pytest.raises(DatabaseMissing, match="no collection 'zz'"):
+        run_backup(engine, repo, BackupOptions(target="sel", include=["zz"]), None)
+
+
 # -- the stored objects are mongodump's layout -------------------------------------------------
 
 def test_objects_are_mongodump_layout(mongo_server: Any, mongo_db: Any, tmp_path: Path,
@@ -199,6 +222,8 @@ def test_objects_are_mongodump_layout(mongo_server: Any, mongo_db: Any, tmp_path
     prelude = json.loads((dump / "prelude.json").read_text())
     assert prelude["consistency"] == "per-collection"
     assert "FerretDB" in prelude["server_version"]
+    assert prelude["ServerVersion"] == "7.0.42"  # mongodump's prelude fields come first
+    assert list(prelude)[:2] == ["ServerVersion", "ToolVersion"]
 
 
 def test_bson_stream_split_at_any_chunk_boundary() -> None:
@@ -284,7 +309,7 @@ def test_refused_login_is_authentication_failed_without_the_password(
     assert "authentication as 'bob' failed" in result.output and secret not in result.output
     in_uri = (f"mongodb://bob:{quote(secret, safe='')}@127.0.0.1:{mongo_server.port}/"
               f"{mongo_db.name}?directConnection=true")
-    engine = open_engine(in_uri, ConnectionOptions(connect_timeout=2))
+    engine = MongoEngine.from_url(in_uri, ConnectionOptions(connect_timeout=2))
     assert secret not in repr(engine.target) and quote(secret, safe="") not in engine.target.uri
     with pytest.raises(AuthenticationFailed) as exc:
         engine.check("backup")
@@ -316,7 +341,7 @@ def test_driver_errors_are_classified(error: Exception, kind: type) -> None:
     ("mongodb://bob@h:1/app", "has no password"),
     ("mongodb+srv://h.example.com:27017/app", "without a port"),
     ("mongodb://bob:hunter2@h:1/app?tlsCAFile=/nonexistent/ca.pem", "not readable"),
-    ("postgresql://h/app", "not a MongoDB URI"),
+    ("postgresql://h/app", "not a mongodb uri"),
 ])
 def test_bad_uris_are_refused_before_connecting(uri: str, problem: str) -> None:
     with pytest.raises(ValueError) as exc:

@@ -15,7 +15,7 @@ import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
@@ -94,7 +94,9 @@ class MongoTarget:
         if at:
             name, colon, secret = userinfo.partition(":")
             user, pw = unquote(name), (unquote(secret) if colon else None)
-        pw = password if password is not None else pw
+        # A password without a user means nothing to MongoDB (SAFEHOLD_PASSWORD may be set for
+        # another target): ignore it rather than fail.
+        pw = (password if password is not None else pw) if user else None
         mechanism = parsed["options"].get("authMechanism")
         if user and pw is None and mechanism not in _PASSWORDLESS:
             raise ValueError(
@@ -102,9 +104,6 @@ class MongoTarget:
                 " SAFEHOLD_PASSWORD (or, less safely, in the URI)")
         return cls(uri=f"{scheme}://{hosts}{tail}", database=database,
                    hosts=hosts, username=user, password=pw, auth_mechanism=mechanism)
-
-    def with_database(self, database: str) -> MongoTarget:
-        return replace(self, database=database)
 
     def secrets(self) -> tuple[str, ...]:
         return tuple(s for s in (self.password, quote(self.password or "", safe=""))
@@ -150,7 +149,7 @@ def tls_options(options: ConnectionOptions) -> dict[str, Any]:
         kw["tlsCAFile"] = options.ca_file
     if mode == "require" and not options.ca_file:
         kw["tlsAllowInvalidCertificates"] = True
-    elif mode == "verify-ca":
+    elif mode in ("require", "verify-ca"):  # require with a CA behaves as verify-ca (libpq)
         kw["tlsAllowInvalidHostnames"] = True
     if mode in ("require", "verify-ca", "verify-full") or options.ca_file or options.cert_file:
         kw["tls"] = True
@@ -206,7 +205,10 @@ def classify(exc: PyMongoError, target: MongoTarget) -> EngineError:
     where = f"MongoDB at {target.hosts}"
     if isinstance(exc, OperationFailure):
         details = exc.details or {}
-        detail = redact(str(details.get("errmsg") or exc), target.secrets())
+        # Bulk write errors carry the offending documents: keep only the first message.
+        first = (details.get("writeErrors") or [{}])[0]
+        detail = redact(str(details.get("errmsg") or first.get("errmsg") or exc)[:500],
+                        target.secrets())
         code = exc.code
         if code == AUTH_FAILED:
             return AuthenticationFailed(

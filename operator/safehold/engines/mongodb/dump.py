@@ -82,8 +82,8 @@ def choose_read_point(client: MongoClient[Any], db: Database[Any], probe: str | 
     """The best consistency this server offers (see the module docstring)."""
     start = oplog_time(client)
     if start is None:
-        log.warning("database %s: the server has no oplog (standalone or FerretDB), so the"
-                    " backup is consistent per collection only", db.name)
+        log.warning("database %s: no readable oplog (standalone server, FerretDB, or no"
+                    " privilege), so the backup is consistent per collection only", db.name)
         return ReadPoint("per-collection", None)
     concern = {"level": "snapshot", "atClusterTime": start}
     if probe is not None:

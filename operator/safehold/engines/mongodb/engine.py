@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar, Literal
 
+import pymongo
 from pymongo import MongoClient
 
 from safehold import __version__
@@ -125,7 +126,7 @@ class MongoEngine:
             engine_meta={"database": db.name, "consistency": point.consistency,
                          "collections": names, "skipped": skipped,
                          "layout": "mongodump", "format": layout.FORMAT},
-            tools={"pymongo": _pymongo_version()})
+            tools={"pymongo": pymongo.version})
 
     # -- restore ------------------------------------------------------------------------------
 
@@ -142,9 +143,3 @@ class MongoEngine:
                      jobs=self.jobs).run(entries, request.conflict)
         log.info("restored %d collections of %s (backup %s) into %s", len(entries),
                  toc.database, backup.backup_id, self.target.database)
-
-
-def _pymongo_version() -> str:
-    import pymongo
-
-    return str(pymongo.version)

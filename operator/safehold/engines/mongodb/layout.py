@@ -143,7 +143,11 @@ class Toc:
 
 @dataclass(frozen=True)
 class Prelude:
-    """``prelude.json``: where the backup came from and what consistency it has."""
+    """``prelude.json``: where the backup came from and what consistency it has.
+
+    It starts with mongodump's own prelude fields (``ServerVersion``, ``ToolVersion``), which
+    mongorestore reads from the top of a dump directory; the rest is Safehold's.
+    """
 
     database: str
     server_version: str
@@ -155,4 +159,6 @@ class Prelude:
     format: int = FORMAT
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), indent=1, ensure_ascii=False).encode()
+        doc = {"ServerVersion": self.server_version.split(" ")[0],  # "7.0.42 (FerretDB ..)"
+               "ToolVersion": f"safehold {self.tool_version}", **asdict(self)}
+        return json.dumps(doc, indent=1, ensure_ascii=False).encode()
