@@ -317,7 +317,7 @@ class FaultProxy:
         req = _read_head(cin)
         if req is None:
             return False
-        method, target = (req.start.split(" ") + ["", ""])[:2]
+        method, target = [*req.start.split(" "), "", ""][:2]
         plan = self._register(Request(0, method, target, req.headers))
         kind, length = _body_kind(req)
         expects = req.headers.get("expect", "").lower() == "100-continue"

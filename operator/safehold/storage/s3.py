@@ -13,6 +13,11 @@ ECS/EC2 instance roles): never from the URL. boto3's own retries are off (one at
 request is retried here with the shared policy of :mod:`safehold.storage.retry`, so there is
 one policy and one place that classifies errors (:mod:`safehold.storage.s3_errors`).
 
+Objects larger than one part go up as multipart uploads (:mod:`safehold.storage.s3_multipart`).
+A put that fails (or a runner that is killed) leaves its unfinished upload in place on purpose:
+the retry of the same backup resumes from its parts, and ``cleanup_incomplete`` (prune) aborts
+the ones nobody came back for. Readers never see them.
+
 A missing bucket surfaces on the first request that names it (``NoSuchBucket``), except for
 ``stat``/``exists``: S3 answers a HEAD of a missing bucket with a bare 404, the same as for a
 missing key.
@@ -25,6 +30,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -194,13 +200,13 @@ class S3Storage:
         aborted = 0
         params = {"Bucket": self.bucket, "Prefix": self._key("")}
         while True:
-            page = self._call(lambda p=dict(params): self.client.list_multipart_uploads(**p),
+            page = self._call(partial(self.client.list_multipart_uploads, **params),
                               "list unfinished uploads in", "")
             for up in page.get("Uploads", []):
                 if up["Initiated"] <= cutoff:
-                    self._call(lambda u=up: self.client.abort_multipart_upload(
-                        Bucket=self.bucket, Key=u["Key"], UploadId=u["UploadId"]),
-                        "abort the unfinished upload of", up["Key"])
+                    self._call(partial(self.client.abort_multipart_upload, Bucket=self.bucket,
+                                       Key=up["Key"], UploadId=up["UploadId"]),
+                               "abort the unfinished upload of", up["Key"])
                     aborted += 1
             if not page.get("IsTruncated"):
                 return aborted
@@ -250,8 +256,7 @@ class S3Storage:
         root = self._key("")
         params = {"Bucket": self.bucket, "Prefix": root + prefix}
         while True:
-            page = self._call(lambda p=dict(params): self.client.list_objects_v2(**p),
-                              "list", prefix)
+            page = self._call(partial(self.client.list_objects_v2, **params), "list", prefix)
             for obj in page.get("Contents", []):
                 yield ObjectInfo(obj["Key"][len(root):], int(obj["Size"]), obj["LastModified"])
             if not page.get("IsTruncated"):
@@ -315,7 +320,7 @@ def _client(endpoint: str | None, region: str | None, path_style: bool | None,
         connect_timeout=min(timeout, 10.0),
         read_timeout=timeout,
         max_pool_connections=concurrency + 4,
-        s3=s3_options,  # type: ignore[arg-type]
+        s3=s3_options,
     )
     try:
         return boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)

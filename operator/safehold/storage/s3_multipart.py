@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -124,7 +125,8 @@ class MultipartUpload:
                 " the repository URL"
             )
         size = part_size_for(self.part_size, number)
-        data = bytes(buffer[:size])
+        with memoryview(buffer) as view:
+            data = bytes(view[:size])  # one copy, not a bytearray slice and then a copy
         del buffer[:size]
         return number, data
 
@@ -171,7 +173,7 @@ class MultipartUpload:
         newest: tuple[Any, str] | None = None
         params: dict[str, str] = {"Bucket": self.bucket, "Prefix": self.key}
         while True:
-            page = self._call(lambda p=dict(params): self.client.list_multipart_uploads(**p),
+            page = self._call(partial(self.client.list_multipart_uploads, **params),
                               "list unfinished uploads of")
             for upload in page.get("Uploads", []):
                 if upload["Key"] == self.key and (newest is None
@@ -187,8 +189,8 @@ class MultipartUpload:
         marker = 0
         while True:
             page = self._call(
-                lambda m=marker: self.client.list_parts(Bucket=self.bucket, Key=self.key,
-                                                        UploadId=upload_id, PartNumberMarker=m),
+                partial(self.client.list_parts, Bucket=self.bucket, Key=self.key,
+                        UploadId=upload_id, PartNumberMarker=marker),
                 "list stored parts of")
             for p in page.get("Parts", []):
                 parts[int(p["PartNumber"])] = _Stored(int(p["Size"]), str(p["ETag"]))

@@ -1,0 +1,157 @@
+"""Upload throughput of each storage backend beside the plain SDK uploading the same bytes.
+
+``run(work, size_mb)`` starts each emulator, uploads ``size_mb`` of incompressible bytes through
+our backend's streaming ``put`` (parts, parallelism, retries, resume bookkeeping) and through the
+cloud's own SDK upload helper, in the same run, and prints both with their ratio. Emulators on
+loopback measure our overhead over the SDK, not the network. Numbers are printed, never
+asserted (DESIGN.md section 8).
+
+Backends register in :data:`BACKENDS`: name -> :class:`Backend` (how to start the emulator, the
+repository URL on it, and the plain-SDK upload to compare with): ``s3`` (moto), ``gs``
+(fake-gcs-server; the SDK side is one resumable session) and ``az`` (Azurite).
+
+    .venv/bin/python -c "from pathlib import Path; from bench.storage import run; run(Path('/tmp'))"
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safehold.storage.base import open_storage
+
+MiB = 1 << 20
+BLOCK = MiB
+ROUNDS = 2
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How to benchmark one backend: ``start(work)`` yields a started emulator ``store``;
+    ``url(store, container)`` is our repository URL; ``prepare(store)`` creates a bucket and
+    returns its name; ``sdk_upload(store, container, key, data)`` uploads with the SDK alone."""
+
+    start: Callable[[Path], AbstractContextManager[Any]]
+    prepare: Callable[[Any], str]
+    url: Callable[[Any, str], str]
+    sdk_upload: Callable[[Any, str, str, bytes], None]
+
+
+def _moto(work: Path) -> AbstractContextManager[Any]:
+    from tests.infra.objectstores import MotoS3
+
+    store = MotoS3(work / "s3")
+    for name, value in store.env().items():  # boto3's default credential chain reads these
+        if name != "AWS_ENDPOINT_URL":
+            os.environ.setdefault(name, value)
+    return store
+
+
+def _s3_bucket(store: Any) -> str:
+    store.client().create_bucket(Bucket="bench")
+    return "bench"
+
+
+def _s3_sdk_upload(store: Any, bucket: str, key: str, data: bytes) -> None:
+    from boto3.s3.transfer import TransferConfig
+
+    config = TransferConfig(multipart_chunksize=16 * MiB, max_concurrency=4)
+    store.client().upload_fileobj(io.BytesIO(data), bucket, key, Config=config)
+
+
+def _fake_gcs(work: Path) -> AbstractContextManager[Any]:
+    from tests.infra.objectstores import FakeGCS
+
+    return FakeGCS(work / "gcs")
+
+
+def _gcs_bucket(store: Any) -> str:
+    store.client().create_bucket("bench")
+    return "bench"
+
+
+def _gcs_sdk_upload(store: Any, bucket: str, key: str, data: bytes) -> None:
+    # The SDK's own streaming upload: one resumable session, 16 MiB chunks, one at a time.
+    blob = store.client().bucket(bucket).blob(key, chunk_size=16 * MiB)
+    blob.upload_from_file(io.BytesIO(data), size=len(data))
+
+
+def _azurite(work: Path) -> AbstractContextManager[Any]:
+    from tests.infra.objectstores import Azurite
+
+    store = Azurite(work / "azure")
+    os.environ["AZURE_STORAGE_CONNECTION_STRING"] = store.connection_string  # our az:// reads it
+    return store
+
+
+def _az_container(store: Any) -> str:
+    store.client().create_container("bench")
+    return "bench"
+
+
+def _az_sdk_upload(store: Any, container: str, key: str, data: bytes) -> None:
+    from azure.storage.blob import BlobServiceClient
+
+    client = BlobServiceClient.from_connection_string(store.connection_string,
+                                                      max_block_size=16 * MiB)
+    client.get_blob_client(container, key).upload_blob(data, overwrite=True, max_concurrency=4)
+
+
+BACKENDS: dict[str, Backend] = {
+    "s3": Backend(start=_moto, prepare=_s3_bucket,
+                  url=lambda store, bucket: f"s3://{bucket}/bench?endpoint={store.endpoint}",
+                  sdk_upload=_s3_sdk_upload),
+    "gs": Backend(start=lambda work: _fake_gcs(work), prepare=_gcs_bucket,
+                  url=lambda store, bucket: f"gs://{bucket}/bench?endpoint={store.endpoint}",
+                  sdk_upload=_gcs_sdk_upload),
+    "az": Backend(start=lambda work: _azurite(work), prepare=_az_container,
+                  url=lambda store, container: f"az://{container}/bench",
+                  sdk_upload=_az_sdk_upload),
+}
+
+
+def _blocks(data: bytes) -> Iterator[bytes]:
+    return (data[i:i + BLOCK] for i in range(0, len(data), BLOCK))
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def _compare(name: str, backend: Backend, work: Path, data: bytes) -> None:
+    with backend.start(work) as store:
+        container = backend.prepare(store)
+        storage = open_storage(backend.url(store, container))
+        # The first large upload to a fresh emulator is slower whoever makes it: warm it up,
+        # then alternate the two and keep the best of each.
+        backend.sdk_upload(store, container, "bench/warmup", data[: 32 * MiB])
+        ours = sdk = float("inf")
+        for _ in range(ROUNDS):
+            ours = min(ours, _timed(lambda: storage.put("ours/object", _blocks(data))))
+            sdk = min(sdk, _timed(
+                lambda: backend.sdk_upload(store, container, "bench/sdk/object", data)))
+    mb = len(data) / 1e6
+    print(f"{name:<8} {mb / ours:>14.1f} {mb / sdk:>10.1f} {sdk / ours:>7.2f}")
+
+
+def run(work: Path, size_mb: int = 256) -> None:
+    data = os.urandom(size_mb * MiB)
+    print(f"storage upload, {size_mb} MiB incompressible, emulators on loopback")
+    print(f"{'backend':<8} {'safehold MB/s':>14} {'SDK MB/s':>10} {'ratio':>7}")
+    for name, backend in BACKENDS.items():
+        _compare(name, backend, work, data)
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run(Path(tmp))
