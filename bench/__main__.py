@@ -178,15 +178,40 @@ def peak_rss(sizes: list[int], work: Path) -> None:
         out.unlink(missing_ok=True)
 
 
+SECTIONS = ("pipeline", "rss", "storage", "postgres", "mysql")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="make bench")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run, of: {', '.join(SECTIONS)}")
     parser.add_argument("--corpus-mb", type=int, default=64)
     parser.add_argument("--sizes", default="100,2000", help="database sizes (MB) for RSS runs")
+    parser.add_argument("--storage-mb", type=int, default=256, help="bytes uploaded per backend")
+    parser.add_argument("--db-mb", type=int, default=1000, help="PostgreSQL/MariaDB database size")
     parser.add_argument("--work", type=Path, default=Path(".bench"))
     args = parser.parse_args()
-    args.work.mkdir(exist_ok=True)
-    throughput(args.corpus_mb)
-    peak_rss([int(s) for s in args.sizes.split(",") if s], args.work.resolve())
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    if unknown := only - set(SECTIONS):
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    work = args.work.resolve()
+    work.mkdir(exist_ok=True)
+    if "pipeline" in only:
+        throughput(args.corpus_mb)
+    if "rss" in only:
+        peak_rss([int(s) for s in args.sizes.split(",") if s], work)
+    if "storage" in only:
+        from bench import storage
+
+        storage.run(work, args.storage_mb)
+    if "postgres" in only:
+        from bench import postgres
+
+        postgres.run(work, args.db_mb)
+    if "mysql" in only:
+        from bench import mysql
+
+        mysql.run(work, args.db_mb)
 
 
 if __name__ == "__main__":
