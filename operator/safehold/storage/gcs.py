@@ -23,24 +23,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.client
 import itertools
 import logging
-import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import parse_qs, urlsplit
 
-import google.auth
-import google.auth.exceptions
-import requests
-import urllib3.exceptions
 from google.api_core import exceptions as gexc
 from google.cloud import storage
-from google.resumable_media import DataCorruption
 
 from safehold.storage.base import (
     ObjectInfo,
@@ -50,6 +42,7 @@ from safehold.storage.base import (
     check_key,
     register,
 )
+from safehold.storage.gcs_connect import classify, make_client, parse_url
 from safehold.storage.parts import MiB, TransferStats, md5_of, send_parts, split_parts
 from safehold.storage.retry import DEFAULT_POLICY, RetryPolicy, resuming_read, retry_call
 
@@ -61,18 +54,6 @@ log = logging.getLogger("safehold.storage.gcs")
 
 PARTS_DIR = ".parts"  # first key segment reserved for the part objects of unfinished puts
 COMPOSE_LIMIT = 32  # sources per compose request (a GCS limit)
-SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
-_TRANSIENT_CODES = {408, 429}
-_TRANSPORT_ERRORS = (
-    requests.RequestException,
-    urllib3.exceptions.HTTPError,
-    http.client.HTTPException,
-    ConnectionError,
-    TimeoutError,
-    google.auth.exceptions.TransportError,
-    DataCorruption,  # a download whose checksum did not match: read it again
-)
-
 
 class GCSStorage:
     """Objects in one bucket under an optional prefix (see the module docstring)."""
@@ -93,9 +74,14 @@ class GCSStorage:
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> GCSStorage:
-        """Open ``gs://bucket/prefix`` (``?endpoint=http://host:port`` for an emulator)."""
-        bucket, prefix, endpoint = _parse_url(url)
-        return cls(_make_client(endpoint), bucket, prefix, url=url, **options)
+        """Open ``gs://bucket/prefix?endpoint=…&part_size=…&concurrency=…&timeout=…``.
+
+        ``endpoint`` points at an emulator; ``part_size`` (default 16MiB), ``concurrency``
+        (parts in flight, default 4) and ``timeout`` (seconds per request, default 120) tune
+        uploads. Keyword ``options`` override the URL's.
+        """
+        bucket, prefix, endpoint, tuning = parse_url(url)
+        return cls(make_client(endpoint), bucket, prefix, url=url, **{**tuning, **options})
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -229,21 +215,37 @@ class GCSStorage:
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         blob = self._stat_blob(key)  # now, so a missing object fails before anything is yielded
-        source = self._bucket.blob(blob.name, generation=blob.generation)
+        source = self._bucket.blob(blob.name)
 
         def reopen(offset: int) -> _RangeReader:
-            return _RangeReader(self, key, source, offset, blob.size)
+            return _RangeReader(self, key, source, blob, offset)
 
         return resuming_read(reopen(0), reopen, blob.size, chunk_size=chunk_size,
                              what=f"read {key} from {self.url}", policy=self.policy)
 
-    def read_range(self, key: str, source: Blob, start: int, end: int) -> bytes:
-        """Bytes ``start..end`` (inclusive) of ``source``: one request, not retried here."""
+    def read_range(self, key: str, source: Blob, version: Blob, start: int, end: int
+                   ) -> bytes:
+        """Bytes ``start..end`` (inclusive) of the object ``version`` describes: one request,
+        not retried here.
+
+        GCS enforces the generation precondition. fake-gcs-server ignores it and keeps the
+        generation when an object is overwritten, so the whole-object CRC32C that every
+        response reports (``x-goog-hash``) is compared with the version's as well.
+        """
+        generation = version.generation
         replaced = StorageError(
             f"{key} in {self.url} was deleted or replaced while it was being read; read it again")
-        with self._errors(f"read {key}", lambda: replaced):
-            data: bytes = source.download_as_bytes(start=start, end=end, checksum=None,
-                                                   retry=None, timeout=self.timeout)
+        try:
+            with self._errors(f"read {key}", lambda: replaced):
+                data: bytes = source.download_as_bytes(
+                    start=start, end=end, if_generation_match=generation, checksum=None,
+                    retry=None, timeout=self.timeout)
+        except StorageError as exc:
+            if isinstance(exc.__cause__, gexc.PreconditionFailed):
+                raise replaced from None
+            raise
+        if source.generation != generation or source.crc32c not in (None, version.crc32c):
+            raise replaced
         if len(data) != end - start + 1:
             raise TransientStorageError(
                 f"short read of {key}: {len(data)} bytes at {start}, expected {end - start + 1}")
@@ -269,7 +271,7 @@ class GCSStorage:
         def lookup() -> Blob:
             blob = self._bucket.get_blob(name, retry=None, timeout=self.timeout)
             if blob is None:
-                raise gexc.NotFound(name)
+                raise gexc.NotFound(name)  # type: ignore[no-untyped-call]
             return blob
 
         return self._call(lambda: self._object_call(key, lookup), f"stat {key}")
@@ -316,7 +318,7 @@ class GCSStorage:
                 return
 
     def _list_page(self, prefix: str, token: str | None, page_size: int = 1000
-                   ) -> tuple[list[Blob], str | None]:
+                   ) -> tuple[Sequence[Blob], str | None]:
         with self._errors(f"list {prefix!r}"):
             pages = self._client.list_blobs(self._bucket, prefix=prefix, page_token=token,
                                             page_size=page_size, retry=None, timeout=self.timeout)
@@ -354,16 +356,11 @@ class GCSStorage:
             yield
         except gexc.NotFound:
             raise (missing or self._missing_bucket)() from None
-        except gexc.GoogleAPICallError as exc:
-            raise _classify(exc, what, self.url) from exc
-        except google.auth.exceptions.RefreshError as exc:
-            if getattr(exc, "retryable", False):
-                raise TransientStorageError(f"cannot {what}: {exc}") from exc
-            raise StorageError(
-                f"cannot {what} on {self.url}: no access token could be obtained ({exc}); check"
-                " GOOGLE_APPLICATION_CREDENTIALS or the workload identity binding") from exc
-        except _TRANSPORT_ERRORS as exc:
-            raise TransientStorageError(f"cannot {what} on {self.url}: {exc!r}") from exc
+        except Exception as exc:
+            error = classify(exc, what, self.url)
+            if error is None:
+                raise
+            raise error from exc
 
 
 class _RangeReader:
@@ -372,10 +369,10 @@ class _RangeReader:
     Nothing is requested until the first read(), so re-opening at an offset is free.
     """
 
-    def __init__(self, storage: GCSStorage, key: str, source: Blob, offset: int, size: int
+    def __init__(self, storage: GCSStorage, key: str, source: Blob, version: Blob, offset: int
                  ) -> None:
-        self.storage, self.key, self.source = storage, key, source
-        self.pos, self.size = offset, size
+        self.storage, self.key, self.source, self.version = storage, key, source, version
+        self.pos, self.size = offset, version.size
         self.buf, self.at = memoryview(b""), 0
 
     def read(self, n: int) -> bytes:
@@ -383,7 +380,8 @@ class _RangeReader:
             if self.pos >= self.size:
                 return b""
             end = min(self.pos + max(n, self.storage.read_size), self.size) - 1
-            self.buf = memoryview(self.storage.read_range(self.key, self.source, self.pos, end))
+            self.buf = memoryview(self.storage.read_range(self.key, self.source, self.version,
+                                                            self.pos, end))
             self.at, self.pos = 0, end + 1
         block = bytes(self.buf[self.at:self.at + n])
         self.at += len(block)
@@ -391,71 +389,6 @@ class _RangeReader:
 
     def close(self) -> None:
         self.buf, self.at = memoryview(b""), 0
-
-
-def _classify(exc: gexc.GoogleAPICallError, what: str, url: str) -> StorageError:
-    code = exc.code or 0
-    message = exc.message or str(exc)
-    if code in _TRANSIENT_CODES or code >= 500:
-        return TransientStorageError(f"cannot {what} on {url}: {code} {message}")
-    if code == 401:
-        return StorageError(
-            f"Google Cloud Storage rejected the credentials for {url} (401: {message}): check"
-            " that GOOGLE_APPLICATION_CREDENTIALS names a valid service-account key, or that"
-            " the Kubernetes service account is bound through workload identity")
-    if code == 403:
-        return StorageError(
-            f"Google Cloud Storage denied {what} on {url} (403: {message}): grant the runner's"
-            " identity roles/storage.objectAdmin on the bucket (the service account of"
-            " GOOGLE_APPLICATION_CREDENTIALS, or the one bound through workload identity)")
-    return StorageError(f"cannot {what} on {url}: {code} {message}")
-
-
-def _parse_url(url: str) -> tuple[str, str, str | None]:
-    parts = urlsplit(url)
-    example = "gs://bucket/optional/prefix"
-    if parts.scheme != "gs":
-        raise ValueError(f"{url!r} is not a gs:// URL; use {example}")
-    bucket = parts.netloc
-    if not bucket:
-        raise ValueError(f"{url!r} names no bucket; use {example}")
-    if not (3 <= len(bucket) <= 222) or not bucket.replace("-", "").replace("_", "").replace(
-            ".", "").isalnum() or bucket != bucket.lower() or not bucket[0].isalnum():
-        raise ValueError(
-            f"{bucket!r} in {url!r} is not a valid bucket name: 3-63 lowercase letters, digits,"
-            " '-', '_' or '.', starting and ending with a letter or digit")
-    if parts.fragment:
-        raise ValueError(f"{url!r} has a fragment ('#…'); remove it")
-    prefix = parts.path.strip("/")
-    if prefix:
-        check_key(prefix)
-    query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = sorted(set(query) - {"endpoint"})
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} in {url!r}; gs:// URLs take"
-                         " only ?endpoint=http://host:port (an emulator)")
-    endpoint = query.get("endpoint", [None])[-1]
-    if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
-        raise ValueError(f"endpoint {endpoint!r} in {url!r} must be an http(s):// URL")
-    return bucket, prefix, endpoint
-
-
-def _make_client(endpoint: str | None) -> storage.Client:
-    """A client with application default credentials, or anonymous for an emulator."""
-    from google.auth.credentials import AnonymousCredentials
-
-    endpoint = endpoint or os.environ.get("STORAGE_EMULATOR_HOST") or None
-    if endpoint:
-        return storage.Client(project="safehold", credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-                              client_options={"api_endpoint": endpoint})
-    try:
-        credentials, project = google.auth.default(scopes=SCOPES)  # type: ignore[no-untyped-call]
-    except google.auth.exceptions.DefaultCredentialsError as exc:
-        raise StorageError(
-            "no Google Cloud credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a"
-            " service-account key file, or run on GKE with workload identity (the pod's"
-            " Kubernetes service account bound to a Google service account)") from exc
-    return storage.Client(project=project, credentials=credentials)
 
 
 register("gs", GCSStorage.from_url)

@@ -10,11 +10,12 @@ the backend can recognise (by index, size and MD5) the parts that are already st
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 P = TypeVar("P")
 R = TypeVar("R")
@@ -98,3 +99,34 @@ def send_parts(parts: Iterable[P], send: Callable[[int, P], R], *, workers: int)
             for future in pending:
                 future.cancel()
             raise
+
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": MiB, "mb": 1000**2,
+          "mib": MiB, "g": 1 << 30, "gb": 1000**3, "gib": 1 << 30}
+TUNING_OPTIONS = ("part_size", "concurrency", "timeout")
+
+
+def tuning_options(query: dict[str, list[str]], url: str) -> dict[str, Any]:
+    """``part_size`` (e.g. 16MiB), ``concurrency`` and ``timeout`` from a URL query, as the
+    backends' keyword arguments (the same spelling as for s3:// URLs)."""
+    options: dict[str, Any] = {}
+    for name in TUNING_OPTIONS:
+        if name not in query:
+            continue
+        value = query[name][-1].strip()
+        try:
+            if name == "part_size":
+                number, unit = re.fullmatch(r"(\d+)\s*([a-zA-Z]*)", value).groups()  # type: ignore[union-attr]
+                options[name] = int(number) * _UNITS[unit.lower()]
+            elif name == "concurrency":
+                options["workers"] = int(value)
+            else:
+                options[name] = float(value)
+        except (AttributeError, KeyError, ValueError):
+            raise ValueError(
+                f"{name}={value!r} in {url!r} is not valid: part_size takes a size such as"
+                " 16MiB, concurrency a whole number, timeout seconds") from None
+    if options.get("part_size", 1) <= 0 or options.get("workers", 1) < 1 or options.get(
+            "timeout", 1) <= 0:
+        raise ValueError(f"part_size, concurrency and timeout in {url!r} must be positive")
+    return options

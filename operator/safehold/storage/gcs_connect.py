@@ -1,0 +1,114 @@
+"""Reaching Google Cloud Storage: ``gs://`` URLs, credentials, the client, and what the SDK's
+exceptions mean (transient or permanent). The object layout is in :mod:`safehold.storage.gcs`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import google.auth
+import google.auth.exceptions
+import requests
+import urllib3.exceptions
+from google.api_core import exceptions as gexc
+from google.cloud import storage
+from google.resumable_media import DataCorruption
+
+from safehold.storage.base import StorageError, TransientStorageError, check_key
+from safehold.storage.parts import TUNING_OPTIONS, tuning_options
+
+SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
+_TRANSIENT_CODES = {408, 429}
+_TRANSPORT_ERRORS = (
+    requests.RequestException,
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    ConnectionError,
+    TimeoutError,
+    google.auth.exceptions.TransportError,
+    DataCorruption,  # a download whose checksum did not match: read it again
+)
+
+
+def classify(exc: BaseException, what: str, url: str) -> StorageError | None:
+    """The StorageError an SDK or transport exception means (None: not a storage error).
+
+    404s are not classified here: only the caller knows whether an object, a part or the
+    bucket is missing.
+    """
+    if isinstance(exc, google.auth.exceptions.RefreshError):
+        if getattr(exc, "retryable", False):
+            return TransientStorageError(f"cannot {what} on {url}: {exc}")
+        return StorageError(
+            f"cannot {what} on {url}: no access token could be obtained ({exc}); check"
+            " GOOGLE_APPLICATION_CREDENTIALS or the workload identity binding")
+    if isinstance(exc, _TRANSPORT_ERRORS):
+        return TransientStorageError(f"cannot {what} on {url}: {exc!r}")
+    if not isinstance(exc, gexc.GoogleAPICallError):
+        return None
+    code = exc.code or 0
+    message = exc.message or str(exc)
+    if code in _TRANSIENT_CODES or code >= 500:
+        return TransientStorageError(f"cannot {what} on {url}: {code} {message}")
+    if code == 401:
+        return StorageError(
+            f"Google Cloud Storage rejected the credentials for {url} (401: {message}): check"
+            " that GOOGLE_APPLICATION_CREDENTIALS names a valid service-account key, or that"
+            " the Kubernetes service account is bound through workload identity")
+    if code == 403:
+        return StorageError(
+            f"Google Cloud Storage denied {what} on {url} (403: {message}): grant the runner's"
+            " identity roles/storage.objectAdmin on the bucket (the service account of"
+            " GOOGLE_APPLICATION_CREDENTIALS, or the one bound through workload identity)")
+    return StorageError(f"cannot {what} on {url}: {code} {message}")
+
+
+def parse_url(url: str) -> tuple[str, str, str | None, dict[str, Any]]:
+    parts = urlsplit(url)
+    example = "gs://bucket/optional/prefix"
+    if parts.scheme != "gs":
+        raise ValueError(f"{url!r} is not a gs:// URL; use {example}")
+    bucket = parts.netloc
+    if not bucket:
+        raise ValueError(f"{url!r} names no bucket; use {example}")
+    if not (3 <= len(bucket) <= 222) or not bucket.replace("-", "").replace("_", "").replace(
+            ".", "").isalnum() or bucket != bucket.lower() or not bucket[0].isalnum():
+        raise ValueError(
+            f"{bucket!r} in {url!r} is not a valid bucket name: 3-63 lowercase letters, digits,"
+            " '-', '_' or '.', starting and ending with a letter or digit")
+    if parts.fragment:
+        raise ValueError(f"{url!r} has a fragment ('#…'); remove it")
+    prefix = parts.path.strip("/")
+    if prefix:
+        check_key(prefix)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(set(query) - {"endpoint"} - set(TUNING_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)} in {url!r}; gs:// URLs take"
+                         " endpoint=http://host:port (an emulator), part_size, concurrency"
+                         " and timeout")
+    endpoint = query.get("endpoint", [None])[-1]
+    if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
+        raise ValueError(f"endpoint {endpoint!r} in {url!r} must be an http(s):// URL")
+    return bucket, prefix, endpoint, tuning_options(query, url)
+
+
+def make_client(endpoint: str | None) -> storage.Client:
+    """A client with application default credentials, or anonymous for an emulator."""
+    from google.auth.credentials import AnonymousCredentials
+
+    endpoint = endpoint or os.environ.get("STORAGE_EMULATOR_HOST") or None
+    if endpoint:
+        return storage.Client(project="safehold", credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+                              client_options={"api_endpoint": endpoint})
+    try:
+        credentials, project = google.auth.default(scopes=SCOPES)
+    except google.auth.exceptions.DefaultCredentialsError as exc:
+        raise StorageError(
+            "no Google Cloud credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a"
+            " service-account key file, or run on GKE with workload identity (the pod's"
+            " Kubernetes service account bound to a Google service account)") from exc
+    return storage.Client(project=project, credentials=credentials)
