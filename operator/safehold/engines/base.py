@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
 from safehold.api.manifest import BackupType, Manifest, ObjectRecord
+from safehold.registry import SchemeRegistry
 
 
 class EngineError(Exception):
@@ -170,40 +171,22 @@ class ConnectionOptions:
 
 
 EngineFactory = Callable[[str, ConnectionOptions], Engine]
-_REGISTRY: dict[str, EngineFactory] = {}
-# Engine modules are imported on first use so `safehold` starts fast and a missing driver only
-# affects its own engine.
-_MODULES = {
-    "sqlite": "safehold.engines.sqlite",
-    "postgresql": "safehold.engines.postgres",
-    "postgres": "safehold.engines.postgres",
-    "mysql": "safehold.engines.mysql",
-    "mariadb": "safehold.engines.mysql",
-    "mongodb": "safehold.engines.mongodb",
-    "mongodb+srv": "safehold.engines.mongodb",
-}
-
-
-def register(scheme: str, factory: EngineFactory) -> None:
-    _REGISTRY[scheme] = factory
+_ENGINES: SchemeRegistry[EngineFactory] = SchemeRegistry(
+    "target",
+    {
+        "sqlite": "safehold.engines.sqlite",
+        "postgresql": "safehold.engines.postgres",
+        "postgres": "safehold.engines.postgres",
+        "mysql": "safehold.engines.mysql",
+        "mariadb": "safehold.engines.mysql",
+        "mongodb": "safehold.engines.mongodb",
+        "mongodb+srv": "safehold.engines.mongodb",
+    },
+    example="sqlite:///abs/path.db or postgresql://user@host:5432/db",
+)
+register = _ENGINES.register
 
 
 def open_engine(url: str, options: ConnectionOptions | None = None) -> Engine:
     """The engine for a target URL such as ``sqlite:///var/lib/app.db``."""
-    import importlib
-    from urllib.parse import urlsplit
-
-    scheme = urlsplit(url).scheme
-    if scheme in _MODULES and scheme not in _REGISTRY:
-        try:
-            importlib.import_module(_MODULES[scheme])
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("safehold."):
-                raise UnsupportedError(f"the {scheme} engine is not available yet") from None
-            raise
-    if scheme not in _REGISTRY:
-        raise ValueError(
-            f"unsupported target {url!r}: expected one of "
-            + ", ".join(f"{s}://" for s in sorted(_MODULES))
-        )
-    return _REGISTRY[scheme](url, options or ConnectionOptions())
+    return _ENGINES.factory(url)(url, options or ConnectionOptions())

@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
-from urllib.parse import urlsplit
+
+from safehold.registry import SchemeRegistry
 
 
 class StorageError(Exception):
@@ -107,42 +108,19 @@ def check_key(key: str) -> str:
 
 
 StorageFactory = Callable[[str], Storage]
-_REGISTRY: dict[str, StorageFactory] = {}
-
-
-def register(scheme: str, factory: StorageFactory) -> None:
-    _REGISTRY[scheme] = factory
-
-
-# Backend modules are imported on first use: the SDKs are heavy and only one is needed per run.
-_MODULES = {
-    "file": "safehold.storage.local",
-    "s3": "safehold.storage.s3",
-    "gs": "safehold.storage.gcs",
-    "az": "safehold.storage.azure",
-}
+_BACKENDS: SchemeRegistry[StorageFactory] = SchemeRegistry(
+    "repository",
+    {
+        "file": "safehold.storage.local",
+        "s3": "safehold.storage.s3",
+        "gs": "safehold.storage.gcs",
+        "az": "safehold.storage.azure",
+    },
+    example="file:///abs/dir, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix",
+)
+register = _BACKENDS.register
 
 
 def open_storage(url: str) -> Storage:
     """Open the backend for a repository URL such as ``file:///var/backups`` or ``s3://b/p``."""
-    import importlib
-
-    scheme = urlsplit(url).scheme
-    if not scheme:
-        raise ValueError(
-            f"repository {url!r} is not a URL: use file:///absolute/dir, s3://bucket/prefix,"
-            " gs://bucket/prefix or az://container/prefix"
-        )
-    if scheme in _MODULES and scheme not in _REGISTRY:
-        try:
-            importlib.import_module(_MODULES[scheme])
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("safehold."):
-                raise ValueError(f"{scheme}:// repositories are not available yet") from None
-            raise
-    if scheme not in _REGISTRY:
-        raise ValueError(
-            f"unsupported repository scheme {scheme!r} in {url!r};"
-            f" supported: {', '.join(f'{s}://' for s in sorted(_MODULES))}"
-        )
-    return _REGISTRY[scheme](url)
+    return _BACKENDS.factory(url)(url)
