@@ -113,7 +113,7 @@ def read_toc(cur: Cursor) -> Toc:
     _parts(cur, tables)
     _requirements(cur, tables)
     cur.execute(f"""
-        SELECT format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid))
+        SELECT format('%I.%I(%s)', n.nspname, p.proname, oidvectortypes(p.proargtypes))
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         WHERE {USER_SCHEMAS} AND {NOT_EXTENSION.format(cat="'pg_proc'", oid="p.oid")}
         ORDER BY 1""")
@@ -183,7 +183,7 @@ def _requirements(cur: Cursor, tables: dict[int, Table]) -> None:
               AND {USER_SCHEMAS} AND {NOT_EXTENSION.format(cat="'pg_type'", oid="t.oid")}
             UNION ALL
             SELECT p.oid, 'function', format('%I.%I(%s)', n.nspname, p.proname,
-                                             pg_get_function_identity_arguments(p.oid))
+                                             oidvectortypes(p.proargtypes))
             FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
             WHERE d.refclassid = 'pg_proc'::regclass AND p.oid = d.refobjid
               AND {USER_SCHEMAS} AND {NOT_EXTENSION.format(cat="'pg_proc'", oid="p.oid")}

@@ -7,6 +7,7 @@ what it started, so one failure stops the rest instead of leaving them to run.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import tempfile
 import threading
@@ -25,7 +26,7 @@ class Tool:
     def __init__(self, argv: Sequence[str], target: PgTarget, doing: str, *,
                  stdin: bool = False, stdout: bool = False) -> None:
         self.argv, self.target, self.doing = list(argv), target, doing
-        self._stderr = tempfile.TemporaryFile()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
             self.argv, env=target.tool_env(),
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
@@ -76,13 +77,11 @@ def feed(stdin: IO[bytes], blocks: Iterable[bytes], errors: list[BaseException])
             stdin.write(block)
     except BrokenPipeError:
         pass
-    except BaseException as exc:  # noqa: BLE001 - re-raised by the caller's thread
+    except BaseException as exc:  # re-raised in the caller's thread by Feeder.join
         errors.append(exc)
     finally:
-        try:
+        with contextlib.suppress(BrokenPipeError):
             stdin.close()
-        except BrokenPipeError:
-            pass
 
 
 class Feeder:

@@ -42,8 +42,10 @@ def wanted_texts(tables: Iterable[Table]) -> tuple[str, ...]:
                   for kind in ("COMMENT", "ACL", "SECURITY LABEL")
                   for obj, end in (("TABLE", " "), ("COLUMN", "."))]
         for s in t.sequences:
-            texts += [f"SEQUENCE OWNED BY {s.schema} {s.name} ", f"SEQUENCE SET {s.schema} {s.name} ",
-                      f"ACL {s.schema} SEQUENCE {s.name} ", f"COMMENT {s.schema} SEQUENCE {s.name} "]
+            texts += [f"SEQUENCE OWNED BY {s.schema} {s.name} ",
+                      f"SEQUENCE SET {s.schema} {s.name} ",
+                      f"ACL {s.schema} SEQUENCE {s.name} ",
+                      f"COMMENT {s.schema} SEQUENCE {s.name} "]
     return tuple(texts)
 
 

@@ -36,9 +36,6 @@ class ClientTools:
     def path(self, tool: str) -> str:
         return str(self.bindir / tool)
 
-    def versions(self) -> dict[str, str]:
-        return {tool: self.version for tool in TOOLS}
-
 
 def candidate_dirs() -> list[Path]:
     override = os.environ.get("SAFEHOLD_PG_BINDIR")

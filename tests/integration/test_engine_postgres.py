@@ -1,0 +1,332 @@
+"""The PostgreSQL engine against real servers (15 and 18): consistency under writes, whole and
+selective restores through the CLI, classified failures, atomic restore under kill -9."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+
+from safehold.cli.errors import Exit
+from safehold.codecs.compression import parse_codec
+from safehold.engines.base import (
+    AuthenticationFailed,
+    ConnectionOptions,
+    HostUnreachable,
+    open_engine,
+)
+from safehold.engines.postgres import dump
+from safehold.engines.postgres.conn import parse_target
+from safehold.pipeline.keys import DataKeys
+from safehold.pipeline.objects import ObjectReader, ObjectWriter
+from safehold.repository.repo import Repository
+from safehold.storage.local import LocalStorage
+from tests.infra.postgres import PASSWORD, Postgres
+from tests.integration import pg_data
+from tests.integration.cli_helpers import run, run_json
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """No developer config or keys; the servers' password through SAFEHOLD_PASSWORD."""
+    (tmp_path / "safehold.yaml").write_text("{}\n")
+    return {"SAFEHOLD_CONFIG": str(tmp_path / "safehold.yaml"), "SAFEHOLD_KEY_FILE": "",
+            "SAFEHOLD_KEY": "", "SAFEHOLD_PASSPHRASE": "", "PGPASSWORD": "",
+            "SAFEHOLD_PASSWORD": PASSWORD}
+
+
+@pytest.fixture
+def db18(pg18: Postgres) -> Iterator[str]:
+    """A fresh database on the PostgreSQL 18 server (for tests that need only one major)."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    pg18.psql(f'CREATE DATABASE "{name}"')
+    yield name
+    drop(pg18, name)
+
+
+def url(pg: Postgres, db: str, user: str = "postgres") -> str:
+    return f"postgresql://{user}@{pg.host}:{pg.port}/{db}"
+
+
+def manifest(repo: Path, target: str, backup_id: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((repo / target / backup_id / "manifest.json").read_text())
+    return data
+
+
+def drop(pg: Postgres, *dbs: str) -> None:
+    for db in dbs:
+        pg.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+def test_backup_under_writes_restores_the_snapshot(pg_server: Postgres, pg_database: str,
+                                                   tmp_path: Path, env: dict[str, str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backup while a writer commits transfers; the restored database is exactly the snapshot:
+    static tables and sequences identical, and the ledger holds precisely the transactions the
+    snapshot saw, consistent with the balances (dumped by another pg_dump process)."""
+    pg, db = pg_server, pg_database
+    pg_data.build(pg, db)
+    monkeypatch.setattr(dump, "SPLIT_BYTES", 64 << 10)  # several tables get a pg_dump each
+    repo = tmp_path / "repo"
+    with pg_data.writing(pg, db) as writer:
+        writer.wait_for(30)
+        b = run_json("backup", "-t", url(pg, db), "-r", repo.as_uri(), "--jobs", "3", env=env)
+        writer.wait_for(30)
+    m = manifest(repo, db, b["backup_id"])
+    names = {o["name"] for o in m["objects"]}
+    assert {"schema.pre", "schema.post", "toc.json"} <= names
+    assert len([n for n in names if n.startswith("data/")]) >= 3, names
+    assert m["start_position"]["lsn"] and m["end_position"]["lsn"]
+    assert m["tools"]["pg_dump"].split(".")[0] == str(pg.major)
+    seen = pg_data.visible(pg, writer.committed, m["engine_meta"]["snapshot"])
+    assert 0 < len(seen) < len(writer.committed), "the writer must commit before and after"
+    source = pg_data.fingerprint(pg, db)
+
+    copy, part = f"{db}_copy", f"{db}_part"
+    try:
+        run("restore", "-t", url(pg, copy), "-r", repo.as_uri(), "-b", "latest", "--from", db,
+            "--jobs", "2", env=env)
+        assert pg_data.fingerprint(pg, copy) == source
+        assert pg_data.ledger_consistent(pg, copy) == seen
+        pg.psql("SELECT 1 FROM app.order_totals LIMIT 1", db=copy)  # the view came back
+
+        run("restore", "-t", url(pg, part), "-r", repo.as_uri(), "-b", "latest", "--from", db,
+            "--include", "orders,app.settings,blobs", env=env)
+        got = pg_data.fingerprint_some(pg, part, ["orders", "app.settings", "blobs"])
+        assert got == {k: source[k] for k in got}
+        assert pg.psql("SELECT to_regclass('customers') IS NULL", db=part) == "t"
+        assert pg.psql("SELECT count(*) FROM pg_indexes WHERE indexname = 'orders_customer'",
+                       db=part) == "1"
+        # the identity sequence continues where the source's was
+        assert pg.psql("SELECT last_value FROM orders_id_seq", db=part) == "2000"
+        # a trigger and the function it calls came along with blobs
+        pg.psql("INSERT INTO blobs (id) VALUES (1000)", db=part)
+        assert pg.psql("SELECT note FROM blobs WHERE id = 1000", db=part) == "touched"
+
+        again = run("restore", "-t", url(pg, part), "-r", repo.as_uri(), "-b", "latest",
+                    "--from", db, "--include", "orders", "--conflict", "fail", env=env, ok=False)
+        assert again.exit_code == Exit.CONFLICT, again.output
+        pg.psql("DELETE FROM orders WHERE id > 10", db=part)
+        run("restore", "-t", url(pg, part), "-r", repo.as_uri(), "-b", "latest", "--from", db,
+            "--include", "public.orders", "--conflict", "replace", env=env)
+        assert pg_data.fingerprint_some(pg, part, ["orders"])["orders"] == source["orders"]
+    finally:
+        drop(pg, copy, part)
+
+
+def test_replace_keeps_the_database_name_and_drops_the_old_copy(
+        pg18: Postgres, tmp_path: Path, env: dict[str, str]) -> None:
+    pg, db = pg18, "replace_me"
+    drop(pg, db)
+    pg.psql(f"CREATE DATABASE {db}")
+    try:
+        pg.psql("CREATE TABLE t (id int PRIMARY KEY, v text);"
+                " INSERT INTO t SELECT i, 'v' || i FROM generate_series(1, 100) i;"
+                " ALTER DATABASE replace_me SET work_mem = '8MB'", db=db)
+        repo = tmp_path / "repo"
+        run("backup", "-t", url(pg, db), "-r", repo.as_uri(), env=env)
+        pg.psql("UPDATE t SET v = 'changed'; CREATE TABLE extra (i int)", db=db)
+        holder = pg_data.connect(pg, db)  # an open session is terminated by the swap
+        run("restore", "-t", url(pg, db), "-r", repo.as_uri(), "-b", "latest", "--yes",
+            env=env)
+        assert pg.psql("SELECT count(*) FROM t WHERE v = 'changed'", db=db) == "0"
+        assert pg.psql("SELECT to_regclass('extra') IS NULL", db=db) == "t"
+        assert pg.psql("SELECT count(*) FROM pg_database WHERE datname LIKE"
+                       " 'replace_me\\_\\_safehold%'") == "0"
+        assert "work_mem=8MB" in pg.psql("SELECT setconfig::text FROM pg_db_role_setting s"
+                                         " JOIN pg_database d ON d.oid = s.setdatabase"
+                                         f" WHERE datname = '{db}'")
+        with pytest.raises(psycopg2.OperationalError):
+            holder.cursor().execute("SELECT 1")
+        failed = run("restore", "-t", url(pg, db), "-r", repo.as_uri(), "-b", "latest",
+                     "--conflict", "fail", env=env, ok=False)
+        assert failed.exit_code == Exit.CONFLICT
+    finally:
+        drop(pg, db)
+
+
+def test_wrong_password_is_classified_and_never_printed(pg_server: Postgres, pg_database: str,
+                                                        tmp_path: Path,
+                                                        env: dict[str, str]) -> None:
+    secret = "Wr0ng-Secret-4711"
+    pwfile = tmp_path / "pw"
+    pwfile.write_text(secret + "\n")
+    for cmd in (["check", "-t", url(pg_server, pg_database)],
+                ["backup", "-t", url(pg_server, pg_database), "-r", (tmp_path / "r").as_uri()]):
+        result = run(*cmd, "--password-file", str(pwfile), env=env, ok=False)
+        assert result.exit_code == Exit.DATABASE, result.output
+        assert "password authentication failed" in result.output
+        assert secret not in result.output
+    with pytest.raises(AuthenticationFailed):
+        open_engine(url(pg_server, pg_database), ConnectionOptions(password=secret)).check(
+            "backup")
+
+
+def test_unreachable_host_fails_fast(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound but not listening: connection refused
+        engine = open_engine(f"postgresql://u@127.0.0.1:{port}/db",
+                             ConnectionOptions(password="x", connect_timeout=2))
+        started = time.monotonic()
+        with pytest.raises(HostUnreachable, match="Connection refused"):
+            engine.check("backup")
+    assert time.monotonic() - started < 8  # a few quick retries, not forever
+
+
+def test_check_names_a_missing_privilege(pg18: Postgres, tmp_path: Path) -> None:
+    pg, db = pg18, "privs"
+    drop(pg, db)
+    pg.psql(f"CREATE DATABASE {db}")
+    pg.psql("DROP ROLE IF EXISTS reader; CREATE ROLE reader LOGIN PASSWORD 'reader-pw'")
+    try:
+        pg.psql("CREATE TABLE open_t (i int); CREATE TABLE secret_t (i int);"
+                " CREATE SEQUENCE s; GRANT SELECT ON open_t, s TO reader", db=db)
+        engine = open_engine(url(pg, db, "reader"), ConnectionOptions(password="reader-pw"))
+        report = engine.check("backup")
+        assert not report.ok
+        assert report.problems == (
+            "role 'reader' lacks SELECT on table public.secret_t"
+            " (GRANT SELECT ON public.secret_t TO reader)",)
+        restore = engine.check("restore")
+        assert not restore.ok and "CREATEDB" in restore.problems[0]
+        pg.psql("GRANT SELECT ON secret_t TO reader", db=db)
+        assert engine.check("backup").ok
+    finally:
+        drop(pg, db)
+        pg.psql("DROP ROLE IF EXISTS reader")
+
+
+def test_password_reaches_tools_only_through_the_environment(
+        pg18: Postgres, db18: str, tmp_path: Path, env: dict[str, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "Uniq-Pw-9931"
+    pg18.psql(f"DROP ROLE IF EXISTS dumper; CREATE ROLE dumper SUPERUSER LOGIN PASSWORD '{secret}'")
+    pg18.psql("CREATE TABLE t AS SELECT generate_series(1, 10) i", db=db18)
+    seen: list[tuple[list[str], dict[str, str]]] = []
+    real = subprocess.Popen
+
+    def spy(argv: list[str], **kw: object) -> subprocess.Popen[bytes]:
+        tool_env = dict(kw.get("env") or {})  # type: ignore[call-overload]
+        if tool_env.get("PGAPPNAME") == "safehold":  # the engine's tools, not the fixture's
+            seen.append((list(argv), tool_env))
+        return real(argv, **kw)  # type: ignore[call-overload, no-any-return]
+
+    monkeypatch.setattr(subprocess, "Popen", spy)
+    env = {**env, "SAFEHOLD_PASSWORD": secret}
+    repo = tmp_path / "repo"
+    try:
+        run("backup", "-t", url(pg18, db18, "dumper"), "-r", repo.as_uri(), env=env)
+        run("restore", "-t", url(pg18, db18 + "_x", "dumper"), "-r", repo.as_uri(), "-b",
+            "latest", "--from", db18, "--include", "t", env=env)
+    finally:
+        drop(pg18, db18 + "_x")
+        pg18.psql("DROP ROLE dumper")
+    assert {Path(argv[0]).name for argv, _ in seen} == {"pg_dump", "pg_restore", "psql"}
+    for argv, tool_env in seen:
+        assert not any(secret in arg for arg in argv), argv
+        assert tool_env["PGPASSWORD"] == secret
+
+
+def test_restore_killed_midway_leaves_the_target_unchanged(pg18: Postgres, tmp_path: Path,
+                                                           env: dict[str, str]) -> None:
+    pg, src, dst = pg18, "big_src", "big_dst"
+    drop(pg, src, dst)
+    pg.psql(f"CREATE DATABASE {src}")
+    pg.psql(f"CREATE DATABASE {dst}")
+    try:
+        pg.psql("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT i,"
+                " repeat(md5(i::text), 8) FROM generate_series(1, 400000) i", db=src)
+        pg.psql("CREATE TABLE marker (v text); INSERT INTO marker VALUES ('original')", db=dst)
+        repo = tmp_path / "repo"
+        run("backup", "-t", url(pg, src), "-r", repo.as_uri(), env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "safehold.cli", "restore", "-t", url(pg, dst), "-r",
+             repo.as_uri(), "-b", "latest", "--from", src, "--yes"],
+            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        staging, loading = "", False
+        deadline = time.monotonic() + 60
+        while not loading and time.monotonic() < deadline and proc.poll() is None:
+            staging = staging or pg.psql(
+                "SELECT datname FROM pg_database"
+                " WHERE datname LIKE 'big\\_dst\\_\\_safehold\\_restore%'")
+            if staging:  # wait until the schema is in and rows are being loaded
+                with contextlib.suppress(subprocess.CalledProcessError):
+                    loading = pg.psql("SELECT to_regclass('t') IS NOT NULL", db=staging) == "t"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        out = proc.communicate()[0].decode()
+        assert proc.returncode == -signal.SIGKILL, f"restore finished before the kill: {out}"
+        assert loading, "the restore never started loading"
+        assert pg.psql("SELECT v FROM marker", db=dst) == "original"
+        assert pg.psql("SELECT to_regclass('t') IS NULL", db=dst) == "t"
+    finally:
+        leftovers = pg.psql("SELECT string_agg(datname, ' ') FROM pg_database"
+                            " WHERE datname LIKE 'big\\_%'").split()
+        time.sleep(0.5)  # let the orphaned pg_restore notice its closed stdin
+        drop(pg, src, dst, *leftovers)
+
+
+def test_object_writer_takes_concurrent_puts(tmp_path: Path) -> None:
+    """The engine streams several pg_dumps into one ObjectWriter from several threads."""
+    repo = Repository(LocalStorage(tmp_path / "repo"))
+    writer = ObjectWriter(repo, "t", "20260101T000000.000000Z", parse_codec("zstd"), None,
+                          chunk_size=64 << 10)
+    payloads = {f"data/{i:04d}": os.urandom(300_000 + i) for i in range(8)}
+    threads = [threading.Thread(target=writer.put, args=(name, [data[j:j + 7000] for j in
+                                                                range(0, len(data), 7000)]))
+               for name, data in payloads.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.name for r in writer.records) == sorted(payloads)
+    from safehold.api.manifest import Manifest
+    m = Manifest.model_construct(backup_id=writer.backup_id, target="t", compression="zstd:3",
+                                 encryption="none", objects=tuple(writer.records))
+    reader = ObjectReader(repo, DataKeys(repo, []))
+    for name, data in payloads.items():
+        assert b"".join(reader.open(m, name)) == data
+
+
+@pytest.mark.parametrize("bad, problem", [
+    ("postgresql://u@h/", "must name one database"),
+    ("postgresql://u@:5432/db", "names no host"),
+    ("postgresql://u@h:99999/db", "invalid port"),
+    ("postgresql://u@h1,h2/db", "several hosts"),
+    ("postgresql://u@h/db?sslmod=require", "unknown parameter"),
+    ("postgresql://u@h/db?sslmode=verify-full", "needs the CA"),
+    ("postgresql://u@h/db?sslmode=sometimes", "is not one of"),
+])
+def test_bad_urls_are_refused_before_connecting(bad: str, problem: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", "/nonexistent")
+    with pytest.raises(ValueError, match=problem):
+        parse_target(bad, ConnectionOptions())
+
+
+def test_password_precedence_and_redaction(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGPASSWORD", "from-env")
+    assert parse_target("postgresql://u@h/db", ConnectionOptions()).password == "from-env"
+    assert parse_target("postgresql://u:from%40url@h/db", ConnectionOptions()).password \
+        == "from@url"
+    t = parse_target("postgresql://u:from-url@h/db", ConnectionOptions(password="flag"))
+    assert t.password == "flag" and "flag" not in repr(t) and "flag" not in t.describe()
+    assert t.tool_env({"PGOPTIONS": "-c x=y"})["PGPASSWORD"] == "flag"
+    assert "PGOPTIONS" not in t.tool_env({"PGOPTIONS": "-c x=y"})
+    with pytest.raises(ValueError) as err:
+        parse_target("mysql://u:hunter22@h/db", ConnectionOptions())
+    assert "hunter22" not in str(err.value)
