@@ -66,6 +66,12 @@ class Capabilities:
 
 
 class BackupSink(Protocol):
+    """Where an engine streams its objects.
+
+    ``put`` may be called from several threads at once for distinct names (engines dump tables
+    or collections in parallel); every storage backend's contract suite checks concurrent puts.
+    """
+
     def put(self, name: str, data: Iterable[bytes], *, meta: Mapping[str, Any] | None = None
             ) -> ObjectRecord:
         """Stream one object into the backup; returns its record once it is stored."""
