@@ -220,6 +220,9 @@ def classify(exc: BaseException, t: Target | None = None) -> EngineError:
     if code in _PERMISSION:
         return PermissionDenied(f"{where}permission denied ({code}: {message}); grant the"
                                 " privilege named here to the backup user")
+    if code == 2026:
+        return AuthenticationFailed(f"{where}TLS failed ({message}); the server may not offer"
+                                    " TLS: configure it, or choose --tls prefer/disable")
     if code == 2003 or isinstance(exc, OSError):
         lowered = message.lower()
         if "certificate" in lowered or "ssl" in lowered:
