@@ -73,7 +73,7 @@ def test_a_large_put_commits_staged_blocks_named_by_content(
 
 def test_an_interrupted_put_resumes_from_the_staged_blocks(
         az_env: Azurite, azure_container: ContainerClient) -> None:
-    storage = open_az(azure_container, workers=1)
+    storage = open_az(azure_container, concurrency=1)
     good = _parts(8)
     with pytest.raises(ProducerFailed):
         storage.put("t/b/data/pages", failing_chunks(good[:5]))

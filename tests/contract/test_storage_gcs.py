@@ -60,7 +60,7 @@ def test_small_objects_are_one_upload(gcs_server: FakeGCS, gcs_bucket: Bucket) -
 
 def test_an_interrupted_put_resumes_from_its_part_objects(gcs_server: FakeGCS,
                                                           gcs_bucket: Bucket) -> None:
-    storage = open_gcs(gcs_server, gcs_bucket, workers=1)
+    storage = open_gcs(gcs_server, gcs_bucket, concurrency=1)
     good = _parts(8)
     with pytest.raises(ProducerFailed):
         storage.put("t/b/data/pages", failing_chunks(good[:5]))

@@ -11,8 +11,9 @@ import pytest
 
 from safehold.storage import StorageError, open_storage
 from safehold.storage.base import ObjectNotFound
+from safehold.storage.parts import MiB
 from safehold.storage.s3 import S3Storage, check_bucket_name
-from safehold.storage.s3_multipart import MiB, part_size_for
+from safehold.storage.s3_multipart import part_size_for
 from tests.contract.storage_contract import ProducerFailed, StorageContract, failing_chunks
 from tests.infra.objectstores import MotoS3
 
@@ -106,7 +107,7 @@ def test_large_objects_go_up_in_parts(s3_server: MotoS3, s3_bucket: str, aws_env
     assert storage.put("t/b/data/pages", _pieces(data)) == len(data)
     head = s3_server.client().head_object(Bucket=s3_bucket, Key="repo/t/b/data/pages")
     assert head["ETag"].strip('"').endswith("-4")  # 5 + 5 + 5 + 2 MiB
-    assert (storage.stats.parts_sent, storage.stats.bytes_sent) == (4, len(data))
+    assert (storage.stats.uploaded_parts, storage.stats.uploaded_bytes) == (4, len(data))
     assert hashlib.sha256(storage.get_bytes("t/b/data/pages")).digest() == \
         hashlib.sha256(data).digest()
     assert s3_server.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
@@ -144,8 +145,8 @@ def test_an_unfinished_upload_is_resumed_part_by_part(s3_server: MotoS3, s3_buck
     assert fresh.put("obj", _pieces(new)) == len(new)
     assert fresh.get_bytes("obj") == new
     assert fresh.stats.resumed_uploads == 1
-    assert (fresh.stats.parts_skipped, fresh.stats.bytes_skipped) == (2, 10 * MiB)
-    assert (fresh.stats.parts_sent, fresh.stats.bytes_sent) == (2, 6 * MiB)
+    assert (fresh.stats.skipped_parts, fresh.stats.skipped_bytes) == (2, 10 * MiB)
+    assert (fresh.stats.uploaded_parts, fresh.stats.uploaded_bytes) == (2, 6 * MiB)
     assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
 
 

@@ -9,13 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -25,9 +20,7 @@ import pytest
 from bson.json_util import CANONICAL_JSON_OPTIONS, loads
 from pymongo.errors import AutoReconnect, OperationFailure, ServerSelectionTimeoutError
 
-from safehold.api.manifest import Manifest
 from safehold.cli.errors import Exit
-from safehold.codecs.compression import parse_codec
 from safehold.engines.base import (
     AuthenticationFailed,
     ConnectionOptions,
@@ -43,14 +36,11 @@ from safehold.engines.mongodb.conn import MongoTarget, classify
 from safehold.engines.mongodb.layout import escape
 from safehold.engines.mongodb.restore import documents
 from safehold.pipeline.backup import BackupOptions, run_backup
-from safehold.pipeline.keys import DataKeys
-from safehold.pipeline.objects import ObjectReader, ObjectWriter
 from safehold.repository.repo import Repository
 from safehold.storage.local import LocalStorage
 from tests.integration import mongo_helpers as mh
 from tests.integration.cli_helpers import run, run_json
-
-SAFEHOLD = str(Path(sys.executable).with_name("safehold"))
+from tests.integration.engine_helpers import check_concurrent_puts, kill_cli_when
 
 
 @pytest.fixture
@@ -240,38 +230,8 @@ def test_bson_stream_split_at_any_chunk_boundary() -> None:
 
 def test_object_writer_accepts_concurrent_puts(tmp_path: Path) -> None:
     """The engine calls BackupSink.put from --jobs threads; the real writer must cope."""
-    repo = Repository(LocalStorage(tmp_path / "repo"))
-    writer = ObjectWriter(repo, "t", "20260101T000000.000000Z", parse_codec("zstd"),
-                          os.urandom(32), chunk_size=64 * 1024)
-    payloads = {f"db/c{i}.bson": os.urandom(200_000 + i) for i in range(12)}
-    barrier = threading.Barrier(len(payloads))
-
-    def put(name: str) -> None:
-        barrier.wait()
-        writer.put(name, (payloads[name][j:j + 10_000]
-                          for j in range(0, len(payloads[name]), 10_000)))
-
-    threads = [threading.Thread(target=put, args=(n,)) for n in payloads]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(r.name for r in writer.records) == sorted(payloads)
-    now = datetime.now(UTC)
-    manifest = Manifest(backup_id=writer.backup_id, target="t", engine="mongodb", type="full",
-                        chain_id=writer.backup_id, started_at=now, finished_at=now,
-                        compression="zstd:3", chunk_size=64 * 1024, objects=tuple(writer.records))
-
-    class Keys(DataKeys):
-        def __init__(self) -> None:
-            pass
-
-        def for_backup(self, backup: Manifest) -> bytes | None:
-            return writer.data_key
-
-    reader = ObjectReader(repo, Keys())
-    for name, data in payloads.items():
-        assert b"".join(reader.open(manifest, name)) == data
+    check_concurrent_puts(tmp_path, {f"db/c{i}.bson": os.urandom(200_000 + i) for i in range(12)},
+                          piece=10_000, data_key=os.urandom(32))
 
 
 # -- failures ------------------------------------------------------------------------------------
@@ -370,21 +330,11 @@ def test_restore_killed_midway_leaves_existing_collections(
     mongo_db.bulk.create_index("existing")
     existing = mh.snapshot(mongo_db)
 
-    proc = subprocess.Popen(
-        [SAFEHOLD, "--log-level", "warning", "restore", "-r", repo, "--from", "src", "-b",
-         "latest", "-t", url(mongo_server, mongo_db.name), "--yes", "--jobs", "1"],
-        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while not any(n.endswith("__safehold_restore") and mongo_db[n].estimated_document_count()
-                      for n in mongo_db.list_collection_names()):
-            assert proc.poll() is None, proc.communicate()[0].decode()
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(10)
-    assert proc.returncode == -signal.SIGKILL
+    kill_cli_when(
+        ["--log-level", "warning", "restore", "-r", repo, "--from", "src", "-b", "latest",
+         "-t", url(mongo_server, mongo_db.name), "--yes", "--jobs", "1"], env,
+        lambda: any(n.endswith("__safehold_restore") and mongo_db[n].estimated_document_count()
+                    for n in mongo_db.list_collection_names()), timeout=60)
     assert mh.snapshot(mongo_db, skip=("bulk__safehold_restore", "small__safehold_restore")
                        ) == existing
     assert mh.indexes(mongo_db, "bulk")[1][0] == "existing_1"

@@ -7,11 +7,8 @@ paths (global-read-lock binlog position) are untested.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,6 +30,7 @@ from tests.infra.mariadb import MariaDB
 from tests.infra.procs import free_port
 from tests.integration import mysql_data as data
 from tests.integration.cli_helpers import run, run_json
+from tests.integration.engine_helpers import kill_cli_when
 
 
 @pytest.fixture(scope="module")
@@ -239,18 +237,17 @@ def test_restore_killed_midway_leaves_target_unchanged(mariadb_server: MariaDB,
     mariadb_server.sql("UPDATE big SET v = 'changed' WHERE id <= 10", db=target)
     before = data.checksum(mariadb_server, target, "big")
     stage = f"{target}_safehold_stage"
-    proc = subprocess.Popen([sys.executable, "-m", "safehold.cli", *restore],
-                            env={**os.environ, **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
     loaded = 0
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and loaded < 10000 and proc.poll() is None:
+
+    def mid_load() -> bool:
+        nonlocal loaded
         try:
             loaded = data.scalar(mariadb_server, f"SELECT COUNT(*) FROM `{stage}`.big")
         except Exception:  # the staging table does not exist yet
             time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+        return loaded >= 10000
+
+    kill_cli_when(restore, env, mid_load, timeout=30, poll=0)
     assert 0 < loaded < 150000, f"restore was not caught mid-load ({loaded} rows)"
     assert data.checksum(mariadb_server, target, "big") == before
     assert mariadb_server.sql(f"SHOW DATABASES LIKE '{stage}'") == stage  # left behind

@@ -6,11 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,7 +18,6 @@ import psycopg2
 import pytest
 
 from safehold.cli.errors import Exit
-from safehold.codecs.compression import parse_codec
 from safehold.engines.base import (
     AuthenticationFailed,
     ConnectionOptions,
@@ -30,13 +26,10 @@ from safehold.engines.base import (
 )
 from safehold.engines.postgres import dump
 from safehold.engines.postgres.conn import parse_target
-from safehold.pipeline.keys import DataKeys
-from safehold.pipeline.objects import ObjectReader, ObjectWriter
-from safehold.repository.repo import Repository
-from safehold.storage.local import LocalStorage
 from tests.infra.postgres import PASSWORD, Postgres
 from tests.integration import pg_data
 from tests.integration.cli_helpers import run, run_json
+from tests.integration.engine_helpers import check_concurrent_puts, kill_cli_when
 
 
 @pytest.fixture
@@ -253,24 +246,20 @@ def test_restore_killed_midway_leaves_the_target_unchanged(pg18: Postgres, tmp_p
         pg.psql("CREATE TABLE marker (v text); INSERT INTO marker VALUES ('original')", db=dst)
         repo = tmp_path / "repo"
         run("backup", "-t", url(pg, src), "-r", repo.as_uri(), env=env)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "safehold.cli", "restore", "-t", url(pg, dst), "-r",
-             repo.as_uri(), "-b", "latest", "--from", src, "--yes"],
-            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        staging, loading = "", False
-        deadline = time.monotonic() + 60
-        while not loading and time.monotonic() < deadline and proc.poll() is None:
+        staging = ""
+
+        def loading() -> bool:  # the schema is in and rows are being loaded
+            nonlocal staging
             staging = staging or pg.psql(
                 "SELECT datname FROM pg_database"
                 " WHERE datname LIKE 'big\\_dst\\_\\_safehold\\_restore%'")
-            if staging:  # wait until the schema is in and rows are being loaded
-                with contextlib.suppress(subprocess.CalledProcessError):
-                    loading = pg.psql("SELECT to_regclass('t') IS NOT NULL", db=staging) == "t"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        out = proc.communicate()[0].decode()
-        assert proc.returncode == -signal.SIGKILL, f"restore finished before the kill: {out}"
-        assert loading, "the restore never started loading"
+            with contextlib.suppress(subprocess.CalledProcessError):
+                return bool(staging) and pg.psql("SELECT to_regclass('t') IS NOT NULL",
+                                                 db=staging) == "t"
+            return False
+
+        kill_cli_when(["restore", "-t", url(pg, dst), "-r", repo.as_uri(), "-b", "latest",
+                       "--from", src, "--yes"], env, loading, timeout=60, poll=0.05)
         assert pg.psql("SELECT v FROM marker", db=dst) == "original"
         assert pg.psql("SELECT to_regclass('t') IS NULL", db=dst) == "t"
     finally:
@@ -282,24 +271,8 @@ def test_restore_killed_midway_leaves_the_target_unchanged(pg18: Postgres, tmp_p
 
 def test_object_writer_takes_concurrent_puts(tmp_path: Path) -> None:
     """The engine streams several pg_dumps into one ObjectWriter from several threads."""
-    repo = Repository(LocalStorage(tmp_path / "repo"))
-    writer = ObjectWriter(repo, "t", "20260101T000000.000000Z", parse_codec("zstd"), None,
-                          chunk_size=64 << 10)
-    payloads = {f"data/{i:04d}": os.urandom(300_000 + i) for i in range(8)}
-    threads = [threading.Thread(target=writer.put, args=(name, [data[j:j + 7000] for j in
-                                                                range(0, len(data), 7000)]))
-               for name, data in payloads.items()]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(r.name for r in writer.records) == sorted(payloads)
-    from safehold.api.manifest import Manifest
-    m = Manifest.model_construct(backup_id=writer.backup_id, target="t", compression="zstd:3",
-                                 encryption="none", objects=tuple(writer.records))
-    reader = ObjectReader(repo, DataKeys(repo, []))
-    for name, data in payloads.items():
-        assert b"".join(reader.open(m, name)) == data
+    check_concurrent_puts(tmp_path, {f"data/{i:04d}": os.urandom(300_000 + i) for i in range(8)},
+                          piece=7000, data_key=None)
 
 
 @pytest.mark.parametrize("bad, problem", [

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import pytest
 
 from safehold.storage.base import StorageError, TransientStorageError
+from safehold.storage.parts import MiB
 from safehold.storage.retry import RetryPolicy
 from safehold.storage.s3 import S3Storage
-from safehold.storage.s3_multipart import MiB
 from tests.infra.faults import FaultProxy, Request
 from tests.infra.objectstores import MotoS3
 

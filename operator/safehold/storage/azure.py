@@ -22,7 +22,6 @@ broke off up to 3 times (1 s apart) before it reports an error.
 from __future__ import annotations
 
 import base64
-import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -45,12 +44,14 @@ from safehold.storage.base import (
     check_key,
     register,
 )
+from safehold.storage.cloud import ObjectStore, check_list_prefix
 from safehold.storage.parts import (
     MiB,
     TransferStats,
+    check_tuning,
     md5_of,
-    send_parts,
-    split_parts,
+    upload_parts,
+    whole_or_parts,
 )
 from safehold.storage.retry import DEFAULT_POLICY, RetryPolicy, resuming_read, retry_call
 
@@ -59,18 +60,20 @@ T = TypeVar("T")
 # (2.3 TiB at 16 MiB) while ordinary objects keep small blocks.
 GROW_EVERY = 10_000
 
-class AzureBlobStorage:
+
+class AzureBlobStorage(ObjectStore):
     """Block blobs in one container under an optional prefix (see the module docstring)."""
 
     url: str
 
     def __init__(self, container: ContainerClient, prefix: str = "", *, url: str | None = None,
-                 part_size: int = 16 * MiB, workers: int = 4, read_size: int = 8 * MiB,
+                 part_size: int = 16 * MiB, concurrency: int = 4, read_size: int = 8 * MiB,
                  policy: RetryPolicy = DEFAULT_POLICY) -> None:
+        check_tuning(part_size=part_size, concurrency=concurrency)
         self._container = container
         self._root = f"{prefix}/" if prefix else ""
         self.url = url or f"az://{container.container_name}/{prefix}".rstrip("/")
-        self.part_size, self.workers, self.read_size = part_size, workers, read_size
+        self.part_size, self.concurrency, self.read_size = part_size, concurrency, read_size
         self.policy = policy
         self.stats = TransferStats()
 
@@ -84,24 +87,22 @@ class AzureBlobStorage:
         """
         container, prefix, account, endpoint, tuning = parse_url(url)
         options = {**tuning, **options}
-        service = make_service(account, endpoint, options.pop("timeout", 120.0))
+        timeout = options.pop("timeout", 120.0)
+        check_tuning(timeout=timeout)
+        service = make_service(account, endpoint, timeout)
         return cls(service.get_container_client(container), prefix, url=url, **options)
 
     # -- writing -----------------------------------------------------------------------------
 
     def put(self, key: str, chunks: Iterable[bytes]) -> int:
         blob = self._blob(key)
-        parts = split_parts(chunks, self.part_size, grow_every=GROW_EVERY)
-        first = next(parts)
-        second = next(parts, None)
-        if second is None:
-            self._call(lambda: self._put_blob(key, blob, first), f"upload {key}")
-            self.stats.uploaded(len(first))
-            return len(first)
-        return self._put_blocks(key, blob, itertools.chain((first, second), parts))
-
-    def put_bytes(self, key: str, data: bytes) -> None:
-        self.put(key, (data,))
+        parts = whole_or_parts(chunks, self.part_size, grow_every=GROW_EVERY)
+        if isinstance(parts, bytes):
+            data = parts
+            self._call(lambda: self._put_blob(key, blob, data), f"upload {key}")
+            self.stats.uploaded(len(data))
+            return len(data)
+        return self._put_blocks(key, blob, parts)
 
     def _put_blob(self, key: str, blob: BlobClient, data: bytes) -> None:
         with self._errors(f"upload {key}"):
@@ -109,29 +110,20 @@ class AzureBlobStorage:
 
     def _put_blocks(self, key: str, blob: BlobClient, parts: Iterator[bytes]) -> int:
         stored = self._call(lambda: self._stored_blocks(key, blob), f"list blocks of {key}")
-        total = 0
 
-        def send(index: int, data: bytes) -> str:
+        def send(index: int, data: bytes) -> tuple[str, bool]:
             block_id = base64.b64encode(f"{index:08d}-{md5_of(data).hex()}".encode()).decode()
             if stored.get(block_id) == len(data):
-                self.stats.skipped(len(data))  # staged by an earlier, interrupted put
-                return block_id
+                return block_id, False  # staged by an earlier, interrupted put
 
             def stage() -> None:
                 with self._errors(f"upload block {index} of {key}"):
                     blob.stage_block(block_id, data, length=len(data), validate_content=True)
 
             self._call(stage, f"upload block {index} of {key}")
-            self.stats.uploaded(len(data))
-            return block_id
+            return block_id, True
 
-        def counted() -> Iterator[bytes]:
-            nonlocal total
-            for data in parts:
-                total += len(data)
-                yield data
-
-        ids = send_parts(counted(), send, workers=self.workers)
+        ids, total = upload_parts(parts, send, stats=self.stats, concurrency=self.concurrency)
 
         def commit() -> None:
             with self._errors(f"commit {key}"):
@@ -222,22 +214,11 @@ class AzureBlobStorage:
         with self._errors(f"stat {key}", key):
             return blob.get_blob_properties()
 
-    def exists(self, key: str) -> bool:
-        try:
-            self.stat(key)
-        except ObjectNotFound:
-            return False
-        return True
-
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Blobs whose key starts with ``prefix``, in key order (Azure lists in name order)."""
-        if prefix.startswith("/"):
-            raise ValueError(f"invalid prefix {prefix!r}: keys are relative, drop the leading '/'")
+        check_list_prefix(prefix)
         for blob in self._blobs(self._root + prefix):
             yield ObjectInfo(blob.name[len(self._root):], blob.size, blob.last_modified)
-
-    def free_space(self) -> int | None:
-        return None
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import os
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from azure.core import exceptions as aexc
 from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
 from azure.storage.blob import BlobServiceClient
 
-from safehold.storage.base import ObjectNotFound, StorageError, TransientStorageError, check_key
-from safehold.storage.parts import TUNING_OPTIONS, MiB, tuning_options
+from safehold.storage.base import ObjectNotFound, StorageError, TransientStorageError
+from safehold.storage.cloud import parse_store_url
+from safehold.storage.parts import MiB
 
 _TRANSIENT_STATUS = {408, 429}
 _CREDENTIAL_HELP = (
@@ -61,35 +62,21 @@ def classify(exc: aexc.AzureError, what: str, key: str, url: str, container: str
 
 
 def parse_url(url: str) -> tuple[str, str, str | None, str | None, dict[str, Any]]:
-    parts = urlsplit(url)
-    example = "az://container/optional/prefix?account=NAME"
-    if parts.scheme != "az":
-        raise ValueError(f"{url!r} is not an az:// URL; use {example}")
-    container = parts.netloc
-    if not container:
-        raise ValueError(f"{url!r} names no container; use {example}")
+    """``az://container/prefix?account=…&endpoint=…`` -> container, prefix, account, endpoint,
+    tuning keywords."""
+    parsed = parse_store_url(
+        url, "az", example="az://container/optional/prefix?account=NAME",
+        options=("account", "endpoint"), noun="container",
+        credentials="AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN")
+    container = parsed.bucket
     if (not 3 <= len(container) <= 63 or not container.replace("-", "").isalnum()
             or container != container.lower() or not container[0].isalnum()
             or "--" in container or container.endswith("-")):
         raise ValueError(
             f"{container!r} in {url!r} is not a valid container name: 3-63 lowercase letters,"
             " digits and single hyphens, starting and ending with a letter or digit")
-    if parts.fragment:
-        raise ValueError(f"{url!r} has a fragment ('#…'); remove it")
-    prefix = parts.path.strip("/")
-    if prefix:
-        check_key(prefix)
-    query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = sorted(set(query) - {"account", "endpoint"} - set(TUNING_OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} in {url!r}; az:// URLs take"
-                         " account=NAME or endpoint=https://NAME.blob.core.windows.net, and"
-                         " part_size, concurrency and timeout")
-    account = query.get("account", [None])[-1]
-    endpoint = query.get("endpoint", [None])[-1]
-    if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
-        raise ValueError(f"endpoint {endpoint!r} in {url!r} must be an http(s):// URL")
-    return container, prefix, account, endpoint, tuning_options(query, url)
+    return (container, parsed.prefix, parsed.options.get("account"),
+            parsed.options.get("endpoint"), parsed.tuning)
 
 
 def _account_of(endpoint: str) -> str | None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import itertools
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -42,8 +41,17 @@ from safehold.storage.base import (
     check_key,
     register,
 )
+from safehold.storage.cloud import ObjectStore, check_list_prefix
 from safehold.storage.gcs_connect import classify, make_client, parse_url
-from safehold.storage.parts import MiB, TransferStats, md5_of, send_parts, split_parts
+from safehold.storage.parts import (
+    MiB,
+    TransferStats,
+    check_tuning,
+    md5_of,
+    send_parts,
+    upload_parts,
+    whole_or_parts,
+)
 from safehold.storage.retry import DEFAULT_POLICY, RetryPolicy, resuming_read, retry_call
 
 if TYPE_CHECKING:
@@ -55,20 +63,22 @@ log = logging.getLogger("safehold.storage.gcs")
 PARTS_DIR = ".parts"  # first key segment reserved for the part objects of unfinished puts
 COMPOSE_LIMIT = 32  # sources per compose request (a GCS limit)
 
-class GCSStorage:
+
+class GCSStorage(ObjectStore):
     """Objects in one bucket under an optional prefix (see the module docstring)."""
 
     url: str
 
     def __init__(self, client: storage.Client, bucket: str, prefix: str = "", *,
-                 url: str | None = None, part_size: int = 16 * MiB, workers: int = 4,
+                 url: str | None = None, part_size: int = 16 * MiB, concurrency: int = 4,
                  read_size: int = 8 * MiB, timeout: float = 120.0,
                  policy: RetryPolicy = DEFAULT_POLICY) -> None:
+        check_tuning(part_size=part_size, concurrency=concurrency, timeout=timeout)
         self._client = client
         self._bucket = client.bucket(bucket)
         self._root = f"{prefix}/" if prefix else ""
         self.url = url or f"gs://{bucket}/{prefix}".rstrip("/")
-        self.part_size, self.workers, self.read_size = part_size, workers, read_size
+        self.part_size, self.concurrency, self.read_size = part_size, concurrency, read_size
         self.timeout, self.policy = timeout, policy
         self.stats = TransferStats()
 
@@ -87,40 +97,28 @@ class GCSStorage:
 
     def put(self, key: str, chunks: Iterable[bytes]) -> int:
         name = self._name(key)
-        parts = split_parts(chunks, self.part_size)
-        first = next(parts)
-        second = next(parts, None)
-        if second is None:
-            self._call(lambda: self._upload(name, first), f"upload {key}")
-            self.stats.uploaded(len(first))
-            return len(first)
-        return self._put_parts(key, name, itertools.chain((first, second), parts))
-
-    def put_bytes(self, key: str, data: bytes) -> None:
-        self.put(key, (data,))
+        parts = whole_or_parts(chunks, self.part_size)
+        if isinstance(parts, bytes):
+            data = parts
+            self._call(lambda: self._upload(name, data), f"upload {key}")
+            self.stats.uploaded(len(data))
+            return len(data)
+        return self._put_parts(key, name, parts)
 
     def _put_parts(self, key: str, name: str, parts: Iterator[bytes]) -> int:
         upload = self._upload_dir(name)
         stored = {b.name: (b.size, b.md5_hash) for b in self._blobs(upload)}
-        total = 0
 
-        def send(index: int, data: bytes) -> str:
+        def send(index: int, data: bytes) -> tuple[str, bool]:
             part = f"{upload}{index:06d}"
             md5 = base64.b64encode(md5_of(data)).decode()
             if stored.get(part) == (len(data), md5):
-                self.stats.skipped(len(data))  # stored by an earlier, interrupted put
-            else:
-                self._call(lambda: self._upload(part, data, md5), f"upload part {index} of {key}")
-                self.stats.uploaded(len(data))
-            return part
+                return part, False  # stored by an earlier, interrupted put
+            self._call(lambda: self._upload(part, data, md5), f"upload part {index} of {key}")
+            return part, True
 
-        def counted() -> Iterator[bytes]:
-            nonlocal total
-            for data in parts:
-                total += len(data)
-                yield data
-
-        sources = send_parts(counted(), send, workers=self.workers)
+        sources, total = upload_parts(parts, send, stats=self.stats,
+                                      concurrency=self.concurrency)
         self._compose(key, name, sources, upload)
         self._delete_all(upload)
         return total
@@ -146,7 +144,7 @@ class GCSStorage:
                 groups,
                 lambda n, group, lv=level: self._compose_one(  # type: ignore[misc]
                     key, f"{upload}c{lv}-{n:06d}", group),
-                workers=self.workers)
+                workers=self.concurrency)
             level += 1
         self._compose_one(key, name, sources)
 
@@ -182,7 +180,7 @@ class GCSStorage:
         try:
             send_parts(names, lambda _i, n: self._call(lambda: self._delete_blob(n),
                                                        f"delete {n}"),
-                       workers=self.workers)
+                       workers=self.concurrency)
         except StorageError as exc:
             log.warning("could not delete the part objects under %s (%s);"
                         " cleanup_incomplete will", upload, exc)
@@ -276,24 +274,13 @@ class GCSStorage:
 
         return self._call(lambda: self._object_call(key, lookup), f"stat {key}")
 
-    def exists(self, key: str) -> bool:
-        try:
-            self._stat_blob(key)
-        except ObjectNotFound:
-            return False
-        return True
-
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Objects whose key starts with ``prefix``, in key order (GCS lists in name order)."""
-        if prefix.startswith("/"):
-            raise ValueError(f"invalid prefix {prefix!r}: keys are relative, drop the leading '/'")
+        check_list_prefix(prefix)
         hidden = f"{self._root}{PARTS_DIR}/"
         for blob in self._blobs(self._root + prefix):
             if not blob.name.startswith(hidden):
                 yield ObjectInfo(blob.name[len(self._root):], blob.size, blob.updated)
-
-    def free_space(self) -> int | None:
-        return None
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.client
 import os
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import google.auth
 import google.auth.exceptions
@@ -17,8 +16,8 @@ from google.api_core import exceptions as gexc
 from google.cloud import storage
 from google.resumable_media import DataCorruption
 
-from safehold.storage.base import StorageError, TransientStorageError, check_key
-from safehold.storage.parts import TUNING_OPTIONS, tuning_options
+from safehold.storage.base import StorageError, TransientStorageError
+from safehold.storage.cloud import parse_store_url
 
 SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
 _TRANSIENT_CODES = {408, 429}
@@ -67,33 +66,17 @@ def classify(exc: BaseException, what: str, url: str) -> StorageError | None:
 
 
 def parse_url(url: str) -> tuple[str, str, str | None, dict[str, Any]]:
-    parts = urlsplit(url)
-    example = "gs://bucket/optional/prefix"
-    if parts.scheme != "gs":
-        raise ValueError(f"{url!r} is not a gs:// URL; use {example}")
-    bucket = parts.netloc
-    if not bucket:
-        raise ValueError(f"{url!r} names no bucket; use {example}")
+    """``gs://bucket/prefix?endpoint=…`` -> bucket, prefix, endpoint, tuning keywords."""
+    parsed = parse_store_url(
+        url, "gs", example="gs://bucket/optional/prefix", options=("endpoint",),
+        credentials="GOOGLE_APPLICATION_CREDENTIALS or a workload identity")
+    bucket = parsed.bucket
     if not (3 <= len(bucket) <= 222) or not bucket.replace("-", "").replace("_", "").replace(
             ".", "").isalnum() or bucket != bucket.lower() or not bucket[0].isalnum():
         raise ValueError(
             f"{bucket!r} in {url!r} is not a valid bucket name: 3-63 lowercase letters, digits,"
             " '-', '_' or '.', starting and ending with a letter or digit")
-    if parts.fragment:
-        raise ValueError(f"{url!r} has a fragment ('#…'); remove it")
-    prefix = parts.path.strip("/")
-    if prefix:
-        check_key(prefix)
-    query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = sorted(set(query) - {"endpoint"} - set(TUNING_OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} in {url!r}; gs:// URLs take"
-                         " endpoint=http://host:port (an emulator), part_size, concurrency"
-                         " and timeout")
-    endpoint = query.get("endpoint", [None])[-1]
-    if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
-        raise ValueError(f"endpoint {endpoint!r} in {url!r} must be an http(s):// URL")
-    return bucket, prefix, endpoint, tuning_options(query, url)
+    return bucket, parsed.prefix, parsed.options.get("endpoint"), parsed.tuning
 
 
 def make_client(endpoint: str | None) -> storage.Client:

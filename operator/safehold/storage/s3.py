@@ -32,29 +32,29 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
-from safehold.storage.base import ObjectInfo, ObjectNotFound, StorageError, check_key, register
+from safehold.storage.base import ObjectInfo, StorageError, check_key, register
+from safehold.storage.cloud import ObjectStore, parse_store_url
+from safehold.storage.parts import MiB, TransferStats, check_tuning, whole_or_parts
 from safehold.storage.retry import DEFAULT_POLICY, RetryPolicy, resuming_read, retry_call
 from safehold.storage.s3_errors import classify
 from safehold.storage.s3_multipart import (
+    GROW_EVERY,
     MAX_PART_SIZE,
     MIN_PART_SIZE,
-    MiB,
     MultipartUpload,
-    UploadStats,
+    unfinished_uploads,
 )
 
 DEFAULT_PART_SIZE = 16 * MiB
 DEFAULT_CONCURRENCY = 4
 DEFAULT_TIMEOUT = 60.0
+MAX_CONCURRENCY = 32
 SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse")
 STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR",
                    "REDUCED_REDUNDANCY", "EXPRESS_ONEZONE")
-_OPTIONS = ("endpoint", "path_style", "region", "sse", "kms_key_id", "storage_class",
-            "part_size", "concurrency", "timeout")
+_OPTIONS = ("endpoint", "path_style", "region", "sse", "kms_key_id", "storage_class")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_SIZE = re.compile(r"^(\d+)\s*(|b|k|kb|kib|m|mb|mib|g|gb|gib)$", re.IGNORECASE)
 
 
 def check_bucket_name(name: str) -> str:
@@ -78,14 +78,6 @@ def check_bucket_name(name: str) -> str:
     return name
 
 
-def parse_size(text: str, what: str) -> int:
-    m = _SIZE.match(text.strip())
-    if not m:
-        raise ValueError(f"invalid {what} {text!r}: use e.g. 16MiB, 64MiB or 8388608")
-    unit = m.group(2).lower().rstrip("b").rstrip("i") or "b"
-    return int(m.group(1)) * {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[unit]
-
-
 def _flag(value: str, what: str) -> bool:
     if value.lower() in ("true", "1", "yes"):
         return True
@@ -94,7 +86,7 @@ def _flag(value: str, what: str) -> bool:
     raise ValueError(f"invalid {what}={value!r}: use true or false")
 
 
-class S3Storage:
+class S3Storage(ObjectStore):
     """Objects under ``prefix/`` in ``bucket``; the key ``a/b`` is ``prefix/a/b``."""
 
     url: str
@@ -117,78 +109,41 @@ class S3Storage:
                 f"invalid storage_class={storage_class!r}: use one of {', '.join(STORAGE_CLASSES)}"
                 " (GLACIER and DEEP_ARCHIVE are not readable without a restore, so backups there"
                 " could not be listed or verified; use a lifecycle rule instead)")
-        if not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
-            raise ValueError(f"part_size must be between 5MiB and 5GiB, got {part_size} bytes")
-        if not 1 <= concurrency <= 32:
-            raise ValueError(f"concurrency must be between 1 and 32, got {concurrency}")
-        if timeout <= 0:
-            raise ValueError(f"timeout must be positive, got {timeout}")
+        check_tuning(part_size=part_size, concurrency=concurrency, timeout=timeout,
+                     smallest=MIN_PART_SIZE, largest=MAX_PART_SIZE,
+                     most_concurrency=MAX_CONCURRENCY)
         self.extra = {k: v for k, v in (("ServerSideEncryption", sse), ("SSEKMSKeyId", kms_key_id),
                                         ("StorageClass", storage_class)) if v}
         self.part_size, self.concurrency, self.policy = part_size, concurrency, policy
-        self.stats = UploadStats()
+        self.stats = TransferStats()
         self.client = _client(endpoint, region, path_style, concurrency, timeout)
 
     @classmethod
     def from_url(cls, url: str) -> S3Storage:
-        parts = urlsplit(url)
-        if parts.scheme != "s3":
-            raise ValueError(f"{url!r} is not an s3:// URL; use s3://bucket/prefix")
-        if "@" in parts.netloc:
-            raise ValueError(f"{url!r} holds credentials: remove them from the URL and provide"
-                             " them as AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a role")
-        if not parts.netloc:
-            raise ValueError(f"{url!r} names no bucket; use s3://bucket/prefix")
-        if parts.fragment:
-            raise ValueError(f"{url!r} has a fragment ('#…'); remove it")
-        prefix = unquote(parts.path).strip("/")
-        if prefix:
-            check_key(prefix)
-        query = dict(parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False))
-        unknown = sorted(set(query) - set(_OPTIONS))
-        if unknown:
-            raise ValueError(f"unknown option(s) {', '.join(unknown)} in {url!r};"
-                             f" S3 URLs accept {', '.join(_OPTIONS)}")
-        kwargs: dict[str, Any] = {k: query.get(k) or None for k in
-                                  ("endpoint", "region", "sse", "kms_key_id", "storage_class")}
-        if query.get("path_style"):
-            kwargs["path_style"] = _flag(query["path_style"], "path_style")
-        if query.get("part_size"):
-            kwargs["part_size"] = parse_size(query["part_size"], "part_size")
-        if query.get("concurrency"):
-            if not query["concurrency"].isdigit():
-                raise ValueError(f"invalid concurrency={query['concurrency']!r}: use a number")
-            kwargs["concurrency"] = int(query["concurrency"])
-        if query.get("timeout"):
-            try:
-                kwargs["timeout"] = float(query["timeout"])
-            except ValueError:
-                raise ValueError(f"invalid timeout={query['timeout']!r}: use seconds") from None
-        if kwargs["endpoint"] and urlsplit(kwargs["endpoint"]).scheme not in ("http", "https"):
-            raise ValueError(f"invalid endpoint={kwargs['endpoint']!r}: use http(s)://host:port")
-        return cls(parts.netloc, prefix, url=url, **kwargs)
+        parsed = parse_store_url(
+            url, "s3", example="s3://bucket/prefix", options=_OPTIONS,
+            credentials="AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a role")
+        kwargs: dict[str, Any] = {**parsed.options, **parsed.tuning}
+        if "path_style" in kwargs:
+            kwargs["path_style"] = _flag(kwargs["path_style"], "path_style")
+        return cls(parsed.bucket, parsed.prefix, url=url, **kwargs)
 
     # -- writing -----------------------------------------------------------------------------
 
     def put(self, key: str, chunks: Iterable[bytes]) -> int:
         full = self._key(key)
-        buffer = bytearray()
-        rest = iter(chunks)
-        for chunk in rest:  # errors raised by the producer propagate unchanged
-            buffer += chunk
-            if len(buffer) > self.part_size:
-                upload = MultipartUpload(self.client, self.bucket, full, self._where(key),
-                                         self.extra, self.part_size, self.concurrency,
-                                         self.stats, self.policy)
-                return upload.run(buffer, rest)
-        data = bytes(buffer)
-        self._call(lambda: self.client.put_object(Bucket=self.bucket, Key=full, Body=data,
-                                                  **self.extra), "write", key)
-        self.stats.count(len(data), skipped=False)
-        return len(data)
-
-    def put_bytes(self, key: str, data: bytes) -> None:
-        self.put(key, (data,))
+        parts = whole_or_parts(chunks, self.part_size, grow_every=GROW_EVERY,
+                               largest=MAX_PART_SIZE)
+        if isinstance(parts, bytes):
+            data = parts
+            self._call(lambda: self.client.put_object(Bucket=self.bucket, Key=full, Body=data,
+                                                      **self.extra), "write", key)
+            self.stats.uploaded(len(data))
+            return len(data)
+        upload = MultipartUpload(self.client, self.bucket, full, self._where(key),
+                                 partial(self._call, key=key), self.extra, self.part_size,
+                                 self.concurrency, self.stats)
+        return upload.run(parts)
 
     def delete(self, key: str) -> None:
         full = self._key(key)
@@ -197,21 +152,16 @@ class S3Storage:
     def cleanup_incomplete(self, older_than: float = 3600) -> int:
         """Abort multipart uploads under the prefix started more than ``older_than`` s ago."""
         cutoff = datetime.fromtimestamp(time.time() - older_than, UTC)
+        root = self._key("")
         aborted = 0
-        params = {"Bucket": self.bucket, "Prefix": self._key("")}
-        while True:
-            page = self._call(partial(self.client.list_multipart_uploads, **params),
-                              "list unfinished uploads in", "")
-            for up in page.get("Uploads", []):
-                if up["Initiated"] <= cutoff:
-                    self._call(partial(self.client.abort_multipart_upload, Bucket=self.bucket,
-                                       Key=up["Key"], UploadId=up["UploadId"]),
-                               "abort the unfinished upload of", up["Key"])
-                    aborted += 1
-            if not page.get("IsTruncated"):
-                return aborted
-            params.update(KeyMarker=page["NextKeyMarker"],
-                          UploadIdMarker=page["NextUploadIdMarker"])
+        for up in unfinished_uploads(self.client, self.bucket, root,
+                                     partial(self._call, key="")):
+            if up["Initiated"] <= cutoff:
+                self._call(partial(self.client.abort_multipart_upload, Bucket=self.bucket,
+                                   Key=up["Key"], UploadId=up["UploadId"]),
+                           "abort the unfinished upload of", up["Key"][len(root):])
+                aborted += 1
+        return aborted
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -244,13 +194,6 @@ class S3Storage:
                           "stat", key)
         return ObjectInfo(key, int(head["ContentLength"]), head["LastModified"])
 
-    def exists(self, key: str) -> bool:
-        try:
-            self.stat(key)
-        except ObjectNotFound:
-            return False
-        return True
-
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Objects whose key starts with ``prefix``; S3 lists in UTF-8 byte = code point order."""
         root = self._key("")
@@ -262,9 +205,6 @@ class S3Storage:
             if not page.get("IsTruncated"):
                 return
             params["ContinuationToken"] = page["NextContinuationToken"]
-
-    def free_space(self) -> int | None:
-        return None
 
     # -- internals ---------------------------------------------------------------------------
 

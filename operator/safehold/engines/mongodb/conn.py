@@ -9,17 +9,15 @@ errors or manifests even when a driver error echoes the connection string.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote, unquote
 
-import tenacity
 from pymongo import MongoClient, uri_parser
 from pymongo.errors import (
     ConfigurationError,
@@ -39,9 +37,7 @@ from safehold.engines.base import (
     PermissionDenied,
     UnsupportedError,
 )
-
-log = logging.getLogger("safehold.engines.mongodb")
-T = TypeVar("T")
+from safehold.engines.common import resolve_password
 
 SCHEMES = ("mongodb", "mongodb+srv")
 # Mechanisms that authenticate without a password (certificates, Kerberos, cloud identity).
@@ -90,13 +86,13 @@ class MongoTarget:
         if parsed.get("collection"):
             raise ValueError(f"MongoDB target {redact(url)!r} names a collection"
                              f" ({database}.{parsed['collection']}); give only the database")
-        user = pw = None
+        user = in_url = None
         if at:
             name, colon, secret = userinfo.partition(":")
-            user, pw = unquote(name), (unquote(secret) if colon else None)
+            user, in_url = unquote(name), (secret if colon else None)
         # A password without a user means nothing to MongoDB (SAFEHOLD_PASSWORD may be set for
         # another target): ignore it rather than fail.
-        pw = (password if password is not None else pw) if user else None
+        pw = resolve_password(password, in_url) if user else None
         mechanism = parsed["options"].get("authMechanism")
         if user and pw is None and mechanism not in _PASSWORDLESS:
             raise ValueError(
@@ -251,18 +247,3 @@ def guard(target: MongoTarget) -> Iterator[None]:
         yield
     except PyMongoError as exc:
         raise classify(exc, target) from None
-
-
-def retrying(fn: Callable[[], T], *, attempts: int = 3, what: str = "operation") -> T:
-    """Call ``fn`` again after transient failures (unreachable, timeouts), with backoff."""
-    def note(state: tenacity.RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        log.warning("%s failed (%s); retrying in %.1fs", what, exc,
-                    state.next_action.sleep if state.next_action else 0.0)
-
-    retryer = tenacity.Retrying(
-        retry=tenacity.retry_if_exception(lambda e: getattr(e, "transient", False)),
-        stop=tenacity.stop_after_attempt(attempts),
-        wait=tenacity.wait_exponential(multiplier=0.5, max=8),
-        before_sleep=note, reraise=True)
-    return retryer(fn)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
@@ -39,8 +38,9 @@ from pymongo.database import Database
 from pymongo.errors import OperationFailure, PyMongoError
 
 from safehold.engines.base import BackupSink, DatabaseMissing, EngineError
+from safehold.engines.common import retry_transient, run_parallel
 from safehold.engines.mongodb import layout
-from safehold.engines.mongodb.conn import UNAUTHORIZED, MongoTarget, guard, retrying
+from safehold.engines.mongodb.conn import UNAUTHORIZED, MongoTarget, guard
 
 log = logging.getLogger("safehold.engines.mongodb")
 RAW = CodecOptions(document_class=RawBSONDocument)
@@ -181,7 +181,7 @@ def dump_collection(db: Database[Any], target: MongoTarget, info: Mapping[str, A
         sink.put(meta_name, [layout.metadata_json(info, indexes)],
                  meta={"collection": name, "kind": "metadata"})
 
-    retrying(put_metadata, what=f"metadata of {db.name}.{name}")
+    retry_transient(put_metadata, what=f"metadata of {db.name}.{name}")
     if kind == "view":
         return layout.TocEntry(name=name, type="view", metadata=meta_name, data=None)
     data_name = layout.data_object(db.name, name)
@@ -204,7 +204,7 @@ def dump_collection(db: Database[Any], target: MongoTarget, info: Mapping[str, A
                 raise
         return record.raw_size
 
-    size = retrying(put_data, what=f"dump of {db.name}.{name}")
+    size = retry_transient(put_data, what=f"dump of {db.name}.{name}")
     log.info("dumped %s.%s: %d documents, %d bytes", db.name, name, counter[0], size)
     return layout.TocEntry(name=name, type="collection", metadata=meta_name, data=data_name,
                            documents=counter[0], bytes=size)
@@ -216,16 +216,6 @@ def dump_all(db: Database[Any], target: MongoTarget, infos: Sequence[Mapping[str
     """Dump collections on ``jobs`` threads (BackupSink.put is safe to call concurrently for
     distinct objects). The first failure cancels the rest and is raised."""
     stop = threading.Event()
-    with ThreadPoolExecutor(max_workers=max(1, jobs),
-                            thread_name_prefix="safehold-mongodump") as pool:
-        futures = [pool.submit(dump_collection, db, target, info, point, sink,
-                               batch_size=batch_size, stop=stop) for info in infos]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = next((f for f in futures if f in done and f.exception()), None)
-        if failed is not None:
-            stop.set()
-            for f in futures:
-                f.cancel()
-            wait(futures)
-            raise failed.exception()  # type: ignore[misc]
-    return [f.result() for f in futures]
+    return run_parallel(lambda info: dump_collection(db, target, info, point, sink,
+                                                     batch_size=batch_size, stop=stop),
+                        infos, jobs=jobs, name="safehold-mongodump", on_failure=stop.set)

@@ -26,8 +26,9 @@ from safehold.engines.base import (
     RestoreRequest,
     UnsupportedError,
 )
+from safehold.engines.common import retry_transient
 from safehold.engines.mongodb import dump, layout, privileges
-from safehold.engines.mongodb.conn import MongoTarget, guard, make_client, retrying
+from safehold.engines.mongodb.conn import MongoTarget, guard, make_client
 from safehold.engines.mongodb.restore import Restorer
 
 log = logging.getLogger("safehold.engines.mongodb")
@@ -68,7 +69,7 @@ class MongoEngine:
                 raise
             return client
 
-        return retrying(attempt, what=f"connection to {self.target.hosts}")
+        return retry_transient(attempt, what=f"connection to {self.target.hosts}")
 
     # -- checks -------------------------------------------------------------------------------
 

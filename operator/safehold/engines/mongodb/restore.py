@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import suppress
 from typing import Any, Literal
 
@@ -38,8 +37,9 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 from safehold.api.manifest import Manifest
 from safehold.engines.base import ChainReader, ConflictError, EngineError, UnsupportedError
+from safehold.engines.common import retry_transient, run_parallel
 from safehold.engines.mongodb import layout
-from safehold.engines.mongodb.conn import NOT_IMPLEMENTED, MongoTarget, guard, retrying
+from safehold.engines.mongodb.conn import NOT_IMPLEMENTED, MongoTarget, guard
 
 log = logging.getLogger("safehold.engines.mongodb")
 INVALID_NAMESPACE = 73
@@ -129,17 +129,8 @@ class Restorer:
             self._create_view(entry)
 
     def _stage_all(self, entries: Sequence[layout.TocEntry]) -> None:
-        with ThreadPoolExecutor(max_workers=self.jobs,
-                                thread_name_prefix="safehold-mongorestore") as pool:
-            futures = [pool.submit(self._stage_with_retry, e) for e in entries]
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = next((f for f in futures if f in done and f.exception()), None)
-            if failed is not None:
-                self._stop.set()
-                for f in futures:
-                    f.cancel()
-                wait(futures)
-                raise failed.exception()  # type: ignore[misc]
+        run_parallel(self._stage_with_retry, entries, jobs=self.jobs,
+                     name="safehold-mongorestore", on_failure=self._stop.set)
 
     def _stage_with_retry(self, entry: layout.TocEntry) -> None:
         # A failed attempt drops its staging collection first, so a retry starts clean.
@@ -151,7 +142,7 @@ class Restorer:
                     self.db.drop_collection(staging_name(entry.name))
                 raise
 
-        retrying(attempt, what=f"restore of {self.db.name}.{entry.name}")
+        retry_transient(attempt, what=f"restore of {self.db.name}.{entry.name}")
 
     def _stage(self, entry: layout.TocEntry) -> None:
         meta = layout.CollectionMetadata.parse(self.read(entry.metadata), entry.metadata)

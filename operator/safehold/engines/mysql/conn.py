@@ -21,7 +21,6 @@ from typing import Any, Literal, TypeAlias
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pymysql
-import tenacity
 
 from safehold.engines.base import (
     AuthenticationFailed,
@@ -32,6 +31,7 @@ from safehold.engines.base import (
     HostUnreachable,
     PermissionDenied,
 )
+from safehold.engines.common import retry_transient
 
 Conn: TypeAlias = "pymysql.connections.Connection[Any]"
 TlsMode = Literal["disable", "prefer", "require", "verify-ca", "verify-full"]
@@ -162,9 +162,6 @@ def connect(t: Target, *, database: str | None = "", streaming: bool = False,
     """
     db = t.database if database == "" else database
 
-    @tenacity.retry(retry=tenacity.retry_if_exception(lambda e: getattr(e, "transient", False)),
-                    stop=tenacity.stop_after_attempt(attempts),
-                    wait=tenacity.wait_exponential(multiplier=0.5, max=5), reraise=True)
     def attempt() -> Conn:
         try:
             conn = pymysql.connect(
@@ -184,7 +181,7 @@ def connect(t: Target, *, database: str | None = "", streaming: bool = False,
                                        " (is it configured with ssl-cert/ssl-key?)")
         return conn
 
-    return attempt()
+    return retry_transient(attempt, f"connecting to {t}", attempts=attempts)
 
 
 def _uses_tls(conn: Conn) -> bool:

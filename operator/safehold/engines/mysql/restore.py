@@ -18,7 +18,6 @@ import json
 import logging
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +30,7 @@ from safehold.engines.base import (
     RestoreRequest,
     UnsupportedError,
 )
+from safehold.engines.common import run_parallel
 from safehold.engines.mysql.conn import Target, classify, connect, quote_name, run
 from safehold.engines.mysql.dump import TOC_FORMAT
 from safehold.engines.mysql.rows import split_statements
@@ -193,10 +193,7 @@ def _load(target: Target, stage: str, plan: Plan, manifest: Manifest, reader: Ch
 
     biggest_first = sorted(plan.tables, key=lambda t: -int(t["bytes"]))
     try:
-        with ThreadPoolExecutor(max_workers=max(1, jobs),
-                                thread_name_prefix="mysql-restore") as pool:
-            for future in [pool.submit(load, t) for t in biggest_first]:
-                future.result()
+        run_parallel(load, biggest_first, jobs=jobs, name="mysql-restore")
     finally:
         for conn in opened:
             with contextlib.suppress(Exception):

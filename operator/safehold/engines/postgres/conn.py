@@ -13,15 +13,13 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import psycopg2
 import psycopg2.extensions
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from safehold.engines.base import (
     AuthenticationFailed,
@@ -32,12 +30,12 @@ from safehold.engines.base import (
     HostUnreachable,
     PermissionDenied,
 )
+from safehold.engines.common import resolve_password, retry_transient
 
 SCHEMES = ("postgresql", "postgres")
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _QUERY_KEYS = {"sslmode", "sslrootcert", "sslcert", "sslkey", "host", "port", "user",
                "dbname", "connect_timeout", "application_name"}
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -142,11 +140,7 @@ def parse_target(url: str, options: ConnectionOptions) -> PgTarget:
                          " postgresql://user@host:5432/DATABASE")
     user = query.get("user") or unquote(parts.username or "") or os.environ.get("PGUSER") \
         or _os_user()
-    password = options.password
-    if password is None and parts.password is not None:
-        password = unquote(parts.password)
-    if password is None:
-        password = os.environ.get("PGPASSWORD")
+    password = resolve_password(options.password, parts.password, "PGPASSWORD")
     timeout = options.connect_timeout
     if "connect_timeout" in query:
         try:
@@ -248,17 +242,6 @@ def from_psycopg(exc: psycopg2.Error, target: PgTarget, doing: str = "") -> Engi
     return classify(str(exc) or type(exc).__name__, target, sqlstate=exc.pgcode, doing=doing)
 
 
-def with_retries(fn: Callable[[], T], attempts: int = 3) -> T:
-    """Run ``fn``, retrying transient engine errors (refused, timeout) with backoff."""
-    retrying = Retrying(
-        retry=retry_if_exception(lambda e: isinstance(e, EngineError) and e.transient),
-        stop=stop_after_attempt(attempts),
-        wait=wait_exponential(multiplier=0.5, max=5),
-        reraise=True,
-    )
-    return retrying(fn)
-
-
 def connect(target: PgTarget, *, attempts: int = 3) -> psycopg2.extensions.connection:
     """A psycopg2 connection (autocommit off), classified errors, transient ones retried."""
 
@@ -268,4 +251,4 @@ def connect(target: PgTarget, *, attempts: int = 3) -> psycopg2.extensions.conne
         except psycopg2.Error as exc:
             raise from_psycopg(exc, target, "connecting") from None
 
-    return with_retries(once, attempts)
+    return retry_transient(once, f"connecting to {target.describe()}", attempts=attempts)

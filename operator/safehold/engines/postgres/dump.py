@@ -25,12 +25,12 @@ A BackupSink that is not thread-safe would need a lock around ``put`` here.
 
 from __future__ import annotations
 
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 from safehold.api.manifest import ObjectRecord
 from safehold.engines.base import BackupSink
+from safehold.engines.common import run_parallel
 from safehold.engines.postgres.catalog import Table, Toc
 from safehold.engines.postgres.conn import PgTarget
 from safehold.engines.postgres.procs import ProcessSet
@@ -110,18 +110,8 @@ def run_dumps(tasks: list[DumpTask], *, target: PgTarget, tools: ClientTools, sn
         tool = procs.start([*base, *task.args], target, f"pg_dump of {task.name}", stdout=True)
         return sink.put(task.name, tool.stdout_blocks(), meta=task.meta())
 
-    pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="safehold-pg_dump")
     try:
-        futures: list[Future[ObjectRecord]] = [pool.submit(dump, task) for task in tasks]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = next((f for f in futures if f in done and f.exception() is not None), None)
-        if failed is not None:
-            procs.stop()
-            for f in futures:
-                f.cancel()
-            wait(futures)
-            raise failed.exception()  # type: ignore[misc]
-        return [f.result() for f in futures]
+        return run_parallel(dump, tasks, jobs=jobs, name="safehold-pg_dump",
+                            on_failure=procs.stop)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
         procs.close()

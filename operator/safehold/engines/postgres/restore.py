@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Literal
 
 import psycopg2
@@ -28,6 +27,7 @@ from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 
 from safehold.engines.base import ConflictError, EngineError, PermissionDenied
+from safehold.engines.common import run_parallel
 from safehold.engines.postgres.archive import Archives
 from safehold.engines.postgres.catalog import Toc
 from safehold.engines.postgres.conn import PgTarget, connect, from_psycopg
@@ -105,17 +105,8 @@ def _create(cur: psycopg2.extensions.cursor, staging: str, toc: Toc, target: PgT
 def _load_data(archives: Archives, toc: Toc, staging: str, jobs: int) -> None:
     names = [n for n, meta in toc.objects.items() if meta.get("section") == "data"]
     sizes = {n: sum(t.bytes for t in toc.tables if t.object == n) for n in names}
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="safehold-pg_restore"
-                            ) as pool:
-        futures = [pool.submit(archives.load, n, staging)
-                   for n in sorted(names, key=lambda n: -sizes[n])]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = next((f for f in futures if f in done and f.exception() is not None), None)
-        if failed is not None:
-            archives.procs.stop()
-            for f in futures:
-                f.cancel()
-            raise failed.exception()  # type: ignore[misc]
+    run_parallel(lambda n: archives.load(n, staging), sorted(names, key=lambda n: -sizes[n]),
+                 jobs=jobs, name="safehold-pg_restore", on_failure=archives.procs.stop)
 
 
 def _swap(admin: Connection, target: PgTarget, staging: str, exists: bool) -> None:

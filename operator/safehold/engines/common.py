@@ -1,0 +1,77 @@
+"""What the server engines (PostgreSQL, MySQL/MariaDB, MongoDB) do alike, written once.
+
+- :func:`resolve_password`: which password wins when several places give one.
+- :func:`retry_transient`: call again, with backoff, after a failure marked ``transient``.
+- :func:`run_parallel`: one task per table/collection on ``--jobs`` threads, first failure wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import TypeVar
+from urllib.parse import unquote
+
+import tenacity
+
+log = logging.getLogger("safehold.engines")
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def resolve_password(explicit: str | None, in_url: str | None, env_var: str | None = None
+                     ) -> str | None:
+    """The password to log in with, most explicit first: ``explicit`` (``--password-file`` or
+    ``SAFEHOLD_PASSWORD``, i.e. ``ConnectionOptions.password``), then ``in_url`` (the URL's
+    still percent-encoded password), then the client's own variable ``env_var`` (PGPASSWORD).
+    """
+    if explicit is not None:
+        return explicit
+    if in_url is not None:
+        return unquote(in_url)
+    return os.environ.get(env_var) if env_var else None
+
+
+def retry_transient(fn: Callable[[], T], what: str, *, attempts: int = 3) -> T:
+    """Call ``fn``; after a failure whose ``transient`` flag is set (refused or timed-out
+    connections, dropped sessions, and a transient StorageError escaping a ``sink.put`` inside
+    ``fn``), log it and call again with exponential backoff, ``attempts`` times in all.
+    Any other failure, and the last transient one, is raised as it is."""
+    def note(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("%s failed (%s); retrying in %.1fs", what, exc,
+                    state.next_action.sleep if state.next_action else 0.0)
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(lambda e: bool(getattr(e, "transient", False))),
+        stop=tenacity.stop_after_attempt(attempts),
+        wait=tenacity.wait_exponential(multiplier=0.5, max=5),
+        before_sleep=note, reraise=True)
+    return retrying(fn)
+
+
+def run_parallel(fn: Callable[[T], R], items: Iterable[T], *, jobs: int, name: str,
+                 on_failure: Callable[[], None] | None = None) -> list[R]:
+    """``fn`` over ``items`` on ``jobs`` threads (named ``name``); the results in item order.
+
+    The first failure calls ``on_failure`` (which tells running tasks to give up: kill their
+    client processes, set their stop event), cancels the tasks not yet started, waits for the
+    running ones to end, and is raised; a backup or restore is never left half-running behind.
+    """
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix=name)
+    try:
+        futures = [pool.submit(fn, item) for item in items]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = next((f for f in futures if f in done and f.exception() is not None), None)
+        if failed is not None:
+            if on_failure is not None:
+                on_failure()
+            for f in futures:
+                f.cancel()
+            wait(futures)
+            raise failed.exception()  # type: ignore[misc]
+        return [f.result() for f in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
