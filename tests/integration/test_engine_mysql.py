@@ -260,11 +260,14 @@ def test_restore_killed_midway_leaves_target_unchanged(mariadb_server: MariaDB,
 
 def test_target_url_validation() -> None:
     opts = ConnectionOptions(password="from-options")
-    t = parse_target("mariadb://app:p%40ss@db.example:3307/shop?ssl-mode=REQUIRED", opts)
+    t = parse_target("mariadb://app:p%40ss@db.example:3307/shop?ssl-mode=REQUIRED",
+                     ConnectionOptions())
     assert (t.host, t.port, t.user, t.database, t.password, t.tls) == \
         ("db.example", 3307, "app", "shop", "p@ss", "require")
     assert "p@ss" not in repr(t) and "p@ss" not in str(t)
     assert parse_target("mysql://app@h/shop", opts).password == "from-options"
+    # --password-file / SAFEHOLD_PASSWORD win over the URL, as for every engine
+    assert parse_target("mysql://app:p%40ss@h/shop", opts).password == "from-options"
     for bad, message in [("mysql://h/db", "names no user"), ("mysql://u@h/", "exactly one"),
                          ("mysql://u@h/db?sslmode=x", "unknown parameter"),
                          ("mysql://u@h/db?ssl-mode=VERIFY_CA", "--tls-ca"),

@@ -25,6 +25,7 @@ from stat import S_ISREG
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
+from safehold.fsutil import fsync_dir
 from safehold.storage.base import (
     NoSpaceError,
     ObjectInfo,
@@ -95,7 +96,7 @@ class LocalStorage:
                 os.unlink(tmp)
             raise
         with self._os_errors("write", key):
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         return written
 
     def put_bytes(self, key: str, data: bytes) -> None:
@@ -110,7 +111,7 @@ class LocalStorage:
         except OSError as e:
             raise self._error("delete", key, e) from e
         with self._os_errors("delete", key):
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         self._remove_empty_dirs(path.parent)
 
     def cleanup_incomplete(self, older_than: float = 3600) -> int:
@@ -242,7 +243,7 @@ class LocalStorage:
         for d in reversed(missing):
             with suppress(FileExistsError):
                 d.mkdir(mode=0o700)
-            _fsync_dir(d.parent)
+            fsync_dir(d.parent)
 
     def _remove_empty_dirs(self, directory: Path) -> None:
         """Remove ``directory`` and its ancestors below the root while they are empty."""
@@ -327,14 +328,6 @@ def _segment_problem(segment: str) -> str | None:
     if "\0" in segment:
         return "it contains a NUL character"
     return None
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 register("file", LocalStorage.from_url)

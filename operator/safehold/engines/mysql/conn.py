@@ -3,10 +3,10 @@
 A target is ``mysql://user[:password]@host[:port]/database`` (``mariadb://`` is the same), with
 optional query parameters ``ssl-mode`` (DISABLED, PREFERRED, REQUIRED, VERIFY_CA,
 VERIFY_IDENTITY), ``ssl-ca``, ``ssl-cert`` and ``ssl-key``, spelled as the MySQL clients spell
-them. The CLI's ``--tls*`` flags win over the URL. The password comes from the URL, else
-:class:`ConnectionOptions.password` (``--password-file`` / ``SAFEHOLD_PASSWORD``), else
-``MYSQL_PWD``; it is only ever handed to PyMySQL in memory (no client tools are run), and no
-message built here contains it.
+them. The CLI's ``--tls*`` flags win over the URL. The password comes, as for every engine,
+from :class:`ConnectionOptions.password` (``--password-file`` / ``SAFEHOLD_PASSWORD``), else the
+URL, else ``MYSQL_PWD``; it is only ever handed to PyMySQL in memory (no client tools are
+run), and no message built here contains it.
 
 Every PyMySQL error is mapped once onto the classes of :mod:`safehold.engines.base` with a
 message that says what to fix; connecting retries the transient ones with backoff.
@@ -31,7 +31,7 @@ from safehold.engines.base import (
     HostUnreachable,
     PermissionDenied,
 )
-from safehold.engines.common import retry_transient
+from safehold.engines.common import resolve_password, retry_transient
 
 Conn: TypeAlias = "pymysql.connections.Connection[Any]"
 TlsMode = Literal["disable", "prefer", "require", "verify-ca", "verify-full"]
@@ -109,10 +109,7 @@ def parse_target(url: str, options: ConnectionOptions) -> Target:
             raise ValueError(f"ssl-mode={query['ssl-mode']!r} is not one of "
                              + ", ".join(m.upper() for m in _SSL_MODES))
         tls = _SSL_MODES[mode]
-    password = unquote(parts.password) if parts.password is not None else None
-    if password is None:
-        password = options.password if options.password is not None else os.environ.get(
-            "MYSQL_PWD")
+    password = resolve_password(options.password, parts.password, "MYSQL_PWD")
     target = Target(
         scheme=parts.scheme, host=parts.hostname, port=port, user=unquote(parts.username),
         database=database, password=password, tls=options.tls or tls,

@@ -24,6 +24,8 @@ import os
 import sqlite3
 from pathlib import Path
 
+from safehold.fsutil import fsync_dir
+
 log = logging.getLogger(__name__)
 
 SIDE_FILES = ("-journal", "-wal", "-shm")  # removal order matters: see the module docstring
@@ -37,7 +39,7 @@ def replace_database(rebuilt: Path, target: Path, *, timeout: float) -> None:
     for suffix in SIDE_FILES:
         Path(f"{target}{suffix}").unlink(missing_ok=True)
     os.replace(rebuilt, target)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 def _settle(target: Path, *, timeout: float) -> None:
@@ -61,11 +63,3 @@ def _copy_ownership(source: Path, dest: Path) -> None:
     except PermissionError:
         log.warning("cannot give %s the owner of %s (uid %d, gid %d): not permitted",
                     dest, source, st.st_uid, st.st_gid)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
