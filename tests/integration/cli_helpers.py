@@ -1,9 +1,16 @@
-"""Drive the real `safehold` CLI in-process (click's runner) and make SQLite databases."""
+"""Drive the real `safehold` CLI (in-process, or as a child process to kill) and make SQLite
+databases."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,3 +46,31 @@ def make_db(path: Path, rows: int = 2000, tables: int = 3) -> None:
 def dump(path: Path) -> list[str]:
     with sqlite3.connect(path) as conn:
         return list(conn.iterdump())
+
+
+def kill_cli_when(args: Sequence[str], env: Mapping[str, str], ready: Callable[[], bool], *,
+                  timeout: float, poll: float = 0.02) -> str:
+    """Run ``safehold *args`` in a child process and SIGKILL it as soon as ``ready()`` holds
+    (the test's "caught in the act" condition); its output.
+
+    Fails, after killing the child all the same, when the command ends first or ``ready()``
+    does not hold within ``timeout`` seconds: a kill test must not pass because nothing ran.
+    """
+    proc = subprocess.Popen([sys.executable, "-m", "safehold.cli", *args],
+                            env={**os.environ, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    reached = False
+    try:
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            if ready():
+                reached = True
+                break
+            time.sleep(poll)
+    finally:
+        proc.send_signal(signal.SIGKILL)  # a no-op when it has ended already
+        out = proc.communicate(timeout=30)[0].decode()
+    assert reached, f"safehold {' '.join(args)} was not caught in the act" \
+        f" (exit {proc.returncode}):\n{out}"
+    assert proc.returncode == -signal.SIGKILL, f"the command finished before the kill:\n{out}"
+    return out

@@ -1,14 +1,9 @@
-"""Helpers the database engine tests share: killing a CLI run mid-way, concurrent sink puts."""
+"""Helpers the database engine tests share: concurrent sink puts."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,34 +13,6 @@ from safehold.pipeline.keys import DataKeys
 from safehold.pipeline.objects import ObjectReader, ObjectWriter
 from safehold.repository.repo import Repository
 from safehold.storage.local import LocalStorage
-
-
-def kill_cli_when(args: Sequence[str], env: Mapping[str, str], ready: Callable[[], bool], *,
-                  timeout: float, poll: float = 0.02) -> str:
-    """Run ``safehold *args`` in a child process and SIGKILL it as soon as ``ready()`` holds
-    (the test's "caught in the act" condition); its output.
-
-    Fails, after killing the child all the same, when the command ends first or ``ready()``
-    does not hold within ``timeout`` seconds: a kill test must not pass because nothing ran.
-    """
-    proc = subprocess.Popen([sys.executable, "-m", "safehold.cli", *args],
-                            env={**os.environ, **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    reached = False
-    try:
-        deadline = time.monotonic() + timeout
-        while proc.poll() is None and time.monotonic() < deadline:
-            if ready():
-                reached = True
-                break
-            time.sleep(poll)
-    finally:
-        proc.send_signal(signal.SIGKILL)  # a no-op when it has ended already
-        out = proc.communicate(timeout=30)[0].decode()
-    assert reached, f"safehold {' '.join(args)} was not caught in the act" \
-        f" (exit {proc.returncode}):\n{out}"
-    assert proc.returncode == -signal.SIGKILL, f"the command finished before the kill:\n{out}"
-    return out
 
 
 def check_concurrent_puts(tmp_path: Path, payloads: Mapping[str, bytes], *, piece: int,

@@ -5,18 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from safehold.cli.errors import Exit
 from safehold.codecs.frames import MAGIC, frame_bytes, parse_frames
-from tests.integration.cli_helpers import dump, make_db, run, run_json
+from tests.integration.cli_helpers import dump, kill_cli_when, make_db, run, run_json
 
 CODECS = ["none", "gzip", "bzip2", "lz4", "zstd"]
 
@@ -258,12 +254,6 @@ def test_restore_over_existing_needs_yes_off_a_terminal(setup) -> None:
     assert result.exit_code == Exit.ABORTED and "--yes" in result.output
 
 
-def _safehold(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "safehold.cli", "--log-level", "warning",
-                             *args], env={**os.environ, **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-
-
 def _big_db(path: Path) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE big (id INTEGER PRIMARY KEY, data BLOB)")
@@ -275,16 +265,9 @@ def test_kill_9_during_backup_leaves_no_backup(tmp_path: Path, env: dict[str, st
     db = tmp_path / "app.db"
     _big_db(db)
     repo = (tmp_path / "repo").as_uri()
-    proc = _safehold("backup", "-t", f"sqlite://{db}", "-r", repo, "-c", "bzip2:9",
-                     "--chunk-size", "1MiB", env=env)
     data = tmp_path / "repo" / "app"
-    deadline = time.monotonic() + 60
-    while not any(data.glob("*/data/*")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the backup finished before it could be killed"
+    kill_cli_when(["backup", "-t", f"sqlite://{db}", "-r", repo, "-c", "bzip2:9",
+                   "--chunk-size", "1MiB"], env, lambda: any(data.glob("*/data/*")), timeout=60)
     assert any(data.iterdir()), "the killed backup had started writing"
     listed = run_json("list", "-r", repo, env=env)
     assert [b for b in listed if b["type"] != "incomplete"] == []
@@ -301,17 +284,11 @@ def test_kill_9_during_restore_keeps_the_old_database(tmp_path: Path,
     target = tmp_path / "live.db"
     make_db(target, rows=100)
     before = dump(target)
-    proc = _safehold("restore", "-r", repo, "-b", "latest", "-t", f"sqlite://{target}",
-                     "--from", "app", "--yes", env=env)
-    deadline = time.monotonic() + 60
-    while (not list(tmp_path.glob(".live.db*")) and proc.poll() is None
-           and time.monotonic() < deadline):
-        time.sleep(0.01)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the restore finished before it could be killed"
+    kill_cli_when(["restore", "-r", repo, "-b", "latest", "-t", f"sqlite://{target}",
+                   "--from", "app", "--yes"], env,
+                  lambda: bool(list(tmp_path.glob(".live.db*"))), timeout=60, poll=0.01)
     assert dump(target) == before
+
 
 
 def test_interactive_restore_walks_through_backup_tables_and_confirmation(

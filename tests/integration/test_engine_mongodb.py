@@ -39,8 +39,8 @@ from safehold.pipeline.backup import BackupOptions, run_backup
 from safehold.repository.repo import Repository
 from safehold.storage.local import LocalStorage
 from tests.integration import mongo_helpers as mh
-from tests.integration.cli_helpers import run, run_json
-from tests.integration.engine_helpers import check_concurrent_puts, kill_cli_when
+from tests.integration.cli_helpers import kill_cli_when, run, run_json
+from tests.integration.engine_helpers import check_concurrent_puts
 
 
 @pytest.fixture

@@ -29,8 +29,7 @@ from safehold.engines.mysql.conn import parse_target
 from tests.infra.mariadb import MariaDB
 from tests.infra.procs import free_port
 from tests.integration import mysql_data as data
-from tests.integration.cli_helpers import run, run_json
-from tests.integration.engine_helpers import kill_cli_when
+from tests.integration.cli_helpers import kill_cli_when, run, run_json
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,8 @@ from safehold.engines.postgres import dump
 from safehold.engines.postgres.conn import parse_target
 from tests.infra.postgres import PASSWORD, Postgres
 from tests.integration import pg_data
-from tests.integration.cli_helpers import run, run_json
-from tests.integration.engine_helpers import check_concurrent_puts, kill_cli_when
+from tests.integration.cli_helpers import kill_cli_when, run, run_json
+from tests.integration.engine_helpers import check_concurrent_puts
 
 
 @pytest.fixture
