@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install infra test test-fast lint crds bench clean
+.PHONY: install infra test test-fast lint bench clean
 
 install: $(STAMP)
 
