@@ -1,6 +1,6 @@
 """A 1 GiB object streamed to every backend stays within the runner's memory bound.
 
-The writer runs in a child process so its peak RSS (``ru_maxrss``) is its own. 1 GiB of
+The writer runs in a child process so its peak RSS (``VmHWM``) is its own. 1 GiB of
 incompressible data is encrypted and uploaded in parts; the bound is a property of the design
 (a few chunks and parts in flight), not a timing, so asserting it is fair on a shared machine.
 """
@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 MiB = 1 << 20
-BOUND = 400 * MiB  # typical: local ~100 MiB, object stores 230-310 MiB (docs/cli.md)
+BOUND = 352 * MiB  # measured: local ~90 MiB, object stores 210-245 MiB (docs/cli.md)
 
 _STREAM_1GIB = """
-import os, resource, sys
+import os, re, sys
 from safehold.codecs.compression import parse_codec
 from safehold.pipeline.objects import ObjectWriter
 from safehold.repository.repo import Repository
@@ -29,8 +29,9 @@ writer = ObjectWriter(Repository(storage), "big", "20261126T000000.000000Z", par
                       os.urandom(32), chunk_size=4 << 20)
 record = writer.put("pages", (os.urandom(1 << 20) for _ in range(1024)))
 info = storage.stat("big/20261126T000000.000000Z/data/pages")
-print(record.raw_size, record.stored_size, info.size,
-      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+# VmHWM, not ru_maxrss: ru_maxrss survives fork+exec, so it would report pytest's own size
+hwm = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read())[1]) * 1024
+print(record.raw_size, record.stored_size, info.size, hwm)
 """
 
 
