@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.infra.fixtures_mongo",
     "tests.infra.fixtures_storage",
     "tests.infra.fixtures_kube",
+    "tests.infra.fixtures_tls",
 ]

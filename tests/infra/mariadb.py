@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from tests.infra.procs import Server, free_port, port_open, which
+from tests.infra.tls import KeyPair
 
 ADMIN_USER = "safehold"
 ADMIN_PASSWORD = "safehold-pw"
@@ -22,7 +23,16 @@ def server_binary() -> str | None:
 
 
 class MariaDB:
-    def __init__(self) -> None:
+    """One mariadbd on 127.0.0.1:<free port>.
+
+    With ``tls`` (a server certificate and key; ``tls_ca`` to verify client certificates) the
+    server offers TLS and its TCP superuser is created ``REQUIRE SSL``: a client that logs in
+    as that user provably used TLS.
+    """
+
+    def __init__(self, *, tls: KeyPair | None = None, tls_ca: Path | None = None) -> None:
+        self.tls = tls
+        self.tls_ca = tls_ca
         self.host = "127.0.0.1"
         self.port = 0
         self.user = ADMIN_USER
@@ -54,6 +64,12 @@ class MariaDB:
             capture_output=True,
         )
         self.port = free_port()
+        tls_args: list[str] = []
+        if self.tls is not None:
+            cert, key = self._install_pair(self.tls)
+            tls_args = [f"--ssl-cert={cert}", f"--ssl-key={key}"]
+            if self.tls_ca is not None:
+                tls_args.append(f"--ssl-ca={self.tls_ca}")
         self._server = Server(
             "mariadbd",
             [
@@ -73,18 +89,36 @@ class MariaDB:
                 "--sync-binlog=0",
                 "--innodb-buffer-pool-size=256M",
                 "--max-allowed-packet=256M",
+                *tls_args,
             ],
             log=self.base / "stdout.log",
         )
         self._server.wait_ready(
             lambda: port_open(self.port) and self._socket_sql("SELECT 1") == "1"
         )
+        require = " REQUIRE SSL" if self.tls is not None else ""
         self._socket_sql(
-            f"CREATE USER '{ADMIN_USER}'@'127.0.0.1' IDENTIFIED BY '{ADMIN_PASSWORD}';"
+            f"CREATE USER '{ADMIN_USER}'@'127.0.0.1' IDENTIFIED BY '{ADMIN_PASSWORD}'{require};"
             f"GRANT ALL PRIVILEGES ON *.* TO '{ADMIN_USER}'@'127.0.0.1' WITH GRANT OPTION;"
         )
         self.version = self._socket_sql("SELECT VERSION()")
         return self
+
+    def _install_pair(self, pair: KeyPair) -> tuple[Path, Path]:
+        """Fixed paths for the served certificate and key (use_certificate() overwrites them)."""
+        tls_dir = self.base / "tls"
+        tls_dir.mkdir(mode=0o700, exist_ok=True)
+        cert, key = tls_dir / "server.pem", tls_dir / "server.key"
+        shutil.copyfile(pair.cert, cert)
+        shutil.copyfile(pair.key, key)
+        key.chmod(0o600)
+        return cert, key
+
+    def use_certificate(self, pair: KeyPair) -> None:
+        """Serve ``pair`` to new connections from now on (FLUSH SSL, no restart)."""
+        assert self.tls is not None, "use_certificate() needs a server started with tls="
+        self._install_pair(pair)
+        self._socket_sql("FLUSH SSL")
 
     def _socket_sql(self, sql: str) -> str:
         out = subprocess.run(
@@ -112,6 +146,7 @@ class MariaDB:
             f"-h{self.host}",
             f"-P{self.port}",
             f"-u{self.user}",
+            *(["--ssl"] if self.tls is not None else []),
             "-N",
             "-B",
             "-e",

@@ -8,6 +8,8 @@ wrong password is refused; the superuser is ``postgres`` with password ``postgre
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -19,7 +21,9 @@ from tests.infra.procs import (
     chown_test_user,
     free_port,
     port_open,
+    wait_until,
 )
+from tests.infra.tls import KeyPair
 
 SUPERUSER = "postgres"
 PASSWORD = "postgres"
@@ -45,10 +49,16 @@ def server_version(bindir: Path) -> str:
 
 
 class Postgres:
-    """One PostgreSQL cluster on 127.0.0.1:<free port>, WAL level logical, archiving-ready."""
+    """One PostgreSQL cluster on 127.0.0.1:<free port>, WAL level logical, archiving-ready.
 
-    def __init__(self, bindir: Path) -> None:
+    With ``tls`` (a server certificate and key) the server runs with ``ssl = on`` and accepts
+    TCP connections over TLS only (``hostssl`` in pg_hba.conf): a client that succeeds against
+    it provably used TLS.
+    """
+
+    def __init__(self, bindir: Path, *, tls: KeyPair | None = None) -> None:
         self.bindir = bindir
+        self.tls = tls
         self.version = server_version(bindir)
         self.major = int(self.version.split(".")[0])
         self.host = "127.0.0.1"
@@ -89,6 +99,8 @@ class Postgres:
                 "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
                 "max_connections = 100\nshared_buffers = 128MB\n"
             )
+        if self.tls is not None:
+            self._enable_tls(self.tls)
         # postgres (not pg_ctl) runs in the foreground so that we own and stop its PID.
         self._server = Server(
             f"postgres {self.version}",
@@ -97,6 +109,34 @@ class Postgres:
         )
         self._server.wait_ready(self._ready, timeout=60)
         return self
+
+    def _install_pair(self, pair: KeyPair) -> tuple[Path, Path]:
+        """Copies of ``pair`` in the data directory, owned by the server's user, key 0600."""
+        cert, key = self.datadir / pair.cert.name, self.datadir / pair.key.name
+        shutil.copyfile(pair.cert, cert)
+        shutil.copyfile(pair.key, key)
+        os.chmod(key, 0o600)  # postgres refuses a key readable by group or others
+        chown_test_user(self.datadir)
+        return cert, key
+
+    def _enable_tls(self, pair: KeyPair) -> None:
+        cert, key = self._install_pair(pair)
+        with (self.datadir / "postgresql.conf").open("a") as conf:
+            conf.write(f"ssl = on\nssl_cert_file = '{cert}'\nssl_key_file = '{key}'\n")
+        hba = self.datadir / "pg_hba.conf"
+        hba.write_text(re.sub(r"^host(\s)", r"hostssl\1", hba.read_text(), flags=re.M))
+
+    def use_certificate(self, pair: KeyPair) -> None:
+        """Serve ``pair`` from now on (reload, no restart); returns once new sessions get it."""
+        assert self.tls is not None, "use_certificate() needs a server started with tls="
+        cert, key = self._install_pair(pair)
+        self.psql(f"ALTER SYSTEM SET ssl_cert_file = '{cert}'")
+        self.psql(f"ALTER SYSTEM SET ssl_key_file = '{key}'")
+        self.psql("SELECT pg_reload_conf()")
+        # A new backend shows the new setting only once the postmaster has reloaded (and with
+        # it the SSL context) after SIGHUP.
+        wait_until(lambda: self.psql("SHOW ssl_cert_file") == str(cert), timeout=10,
+                   what=f"postgres {self.version} reloading its certificate", log=self.log)
 
     def _ready(self) -> bool:
         if not port_open(self.port):

@@ -232,8 +232,13 @@ def classify(exc: PyMongoError, target: MongoTarget) -> EngineError:
             return EngineError(f"{where}: TLS handshake failed ({detail}); check --tls,"
                                " --tls-ca (the CA that signed the server's certificate) and"
                                " the host name in the URI")
+        # A TLS-only server closes a plaintext connection; a plaintext one never answers a TLS
+        # handshake (no server found): both look like an unreachable host, so say so.
+        tls_hint = "; or TLS does not match the server: it may require TLS (--tls require or" \
+            " verify-full) or not offer it (--tls disable)" \
+            if re.search(r"connection closed|No servers found yet", detail) else ""
         return HostUnreachable(f"{where} is unreachable ({detail}); check the host and port,"
-                               " and that the server is running")
+                               f" and that the server is running{tls_hint}")
     if isinstance(exc, ConfigurationError) and "DNS" in detail:
         return HostUnreachable(f"{where}: DNS lookup failed ({detail})")
     return EngineError(f"{where}: {type(exc).__name__}: {detail}")

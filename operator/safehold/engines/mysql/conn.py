@@ -202,10 +202,13 @@ def classify(exc: BaseException, t: Target | None = None) -> EngineError:
     if code in _AUTH:
         hint = {3159: "the server requires TLS: use --tls require (or stronger)",
                 1130: f"the server does not accept user {t.user if t else '?'} from this host"}
+        credentials = "check the user name and the password (URL, --password-file," \
+            " SAFEHOLD_PASSWORD or MYSQL_PWD)"
+        if t and t.tls == "disable":  # a REQUIRE SSL account is refused with 1045 as well
+            credentials += "; if the account requires TLS, drop --tls disable"
         return AuthenticationFailed(
             f"{where}authentication failed ({code}: {message}); "
-            + hint.get(code, "check the user name and the password (URL, --password-file,"
-                       " SAFEHOLD_PASSWORD or MYSQL_PWD)"))
+            + hint.get(code, credentials))
     if code == 1049:
         return DatabaseMissing(f"{where}database does not exist ({message}); create it or fix"
                                " the database name in the target URL")

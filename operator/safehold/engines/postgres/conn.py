@@ -201,7 +201,8 @@ _BY_SQLSTATE: dict[str, type[EngineError]] = {
 _BY_TEXT: list[tuple[str, type[EngineError]]] = [
     (r"password authentication failed|no password supplied|authentication failed"
      r"|no pg_hba\.conf entry|pg_hba\.conf rejects|certificate verify failed|certificate"
-     r" (is not|has)|root certificate file|server does not support ssl|ssl is not enabled"
+     r" (is not|has)|does not match host name|root certificate file|server does not support ssl"
+     r"|ssl is not enabled"
      r"|role \".*\" does not exist", AuthenticationFailed),
     (r"database \".*\" does not exist", DatabaseMissing),
     (r"permission denied|must be owner|must be superuser|must have privileges|must be a member"
@@ -222,6 +223,12 @@ _HINTS: dict[type[EngineError], str] = {
     HostUnreachable: "check the host and port, and that the server runs and accepts TCP"
                      " connections",
 }
+# TLS failures are AuthenticationFailed too, but their fix is in the TLS options, not the password.
+_TLS_TEXT = re.compile(r"certificate|server does not support ssl|ssl is not enabled", re.I)
+_TLS_HINT = ("check the TLS options: --tls-ca must be the CA that signed the server's certificate"
+             " and the host in the URL a name the certificate was issued for (--tls verify-ca"
+             " skips the name check); --tls require/verify-ca/verify-full need TLS enabled on"
+             " the server")
 
 
 def classify(message: str, target: PgTarget, *, sqlstate: str | None = None,
@@ -232,7 +239,8 @@ def classify(message: str, target: PgTarget, *, sqlstate: str | None = None,
     if kind is None:
         kind = next((k for pattern, k in _BY_TEXT if re.search(pattern, text, re.I)),
                     EngineError)
-    hint = _HINTS.get(kind)
+    hint = _TLS_HINT if kind is AuthenticationFailed and _TLS_TEXT.search(text) \
+        else _HINTS.get(kind)
     where = f"{doing} " if doing else ""
     return kind(f"PostgreSQL {target.describe()}: {where}failed: {text}"
                 + (f" ({hint})" if hint else ""))
