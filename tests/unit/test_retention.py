@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from safehold.api.manifest import BackupType, Manifest
 from safehold.api.retention import RetentionPolicy, format_duration, parse_duration
-from safehold.repository.retention import Decision, select, selected_for_deletion
+from safehold.repository.retention import NEWEST, Decision, select, selected_for_deletion
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -252,6 +252,18 @@ def test_max_age_keeps_everything_at_most_that_old() -> None:
     assert verdicts(decisions) == {
         at_cutoff.backup_id: ("max-age 3d",),
         young.backup_id: ("max-age 3d",),
+    }
+
+
+def test_a_stale_max_age_policy_still_keeps_the_newest_backup_and_its_chain() -> None:
+    # backups stopped long ago: max-age alone would delete every one of them
+    full = backup(at("2026-10-01T02:00"))
+    incr = backup(at("2026-10-02T02:00"), "incremental", full)
+    older = backup(at("2026-09-01T02:00"))
+    decisions = select([older, full, incr], RetentionPolicy(max_age=timedelta(days=7)), NOW)
+    assert verdicts(decisions) == {
+        full.backup_id: (f"needed by {incr.backup_id}",),
+        incr.backup_id: (NEWEST,),
     }
 
 

@@ -28,6 +28,7 @@ from safehold.api.retention import RetentionPolicy, format_duration
 #: callers that track pins elsewhere (the Backup CR's ``spec.pinned``) pass ``pinned=`` instead.
 PINNED_KEY = "pinned"
 NOT_KEPT = "no rule keeps it"
+NEWEST = "newest (a prune never deletes the last backup)"
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,8 @@ def select(
     periods are computed in ``tz``; ``max_age`` keeps backups that are at most that old at
     ``now`` (inclusive). Pinned backups are those whose manifest has ``engine_meta["pinned"]``
     set to ``true`` plus the ids in ``pinned``. Ancestors of a kept backup are always kept, so
-    a prune can never orphan an incremental or differential.
+    a prune can never orphan an incremental or differential; and the newest backup is always
+    kept, so a prune can never leave the target with none.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
@@ -117,6 +119,10 @@ def select(
 
     newest_first = sorted(backups, key=lambda b: (_time(b), b.backup_id), reverse=True)
     reasons = _by_rule(newest_first, policy, now, tz)
+    if newest_first and not reasons[newest_first[0].backup_id]:
+        # Only a max-age policy whose backups all went stale (say, backups failing for longer
+        # than max-age) keeps nothing: a prune must never leave a target without a backup.
+        reasons[newest_first[0].backup_id].append(NEWEST)
     for backup in newest_first:
         if backup.engine_meta.get(PINNED_KEY) is True or backup.backup_id in pinned:
             reasons[backup.backup_id].append("pinned")
