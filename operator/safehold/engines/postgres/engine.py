@@ -89,7 +89,7 @@ class PostgresEngine:
             version, major = server_version(conn)
             problems: list[str] = []
             try:
-                find_tools(major)
+                find_tools(major, self.target.sslmode)
             except VersionUnsupported as exc:
                 problems.append(str(exc))
             if purpose == "backup":
@@ -136,7 +136,7 @@ class PostgresEngine:
 
     def _backup(self, conn: Connection, sink: BackupSink) -> BackupOutcome:
         version, major = server_version(conn)
-        tools = find_tools(major)
+        tools = find_tools(major, self.target.sslmode)
         conn.autocommit = True
         with conn.cursor() as cur:
             # The exporting transaction idles while the dumps run: no timeout may end it.
@@ -194,7 +194,7 @@ class PostgresEngine:
         finally:
             admin.close()
         dumped_by = int(manifest.tools.get("pg_dump", "0").split(".")[0])
-        tools = find_tools(max(major, dumped_by))
+        tools = find_tools(max(major, dumped_by), self.target.sslmode)
         if not superuser:
             log.warning("%s is not a superuser: restored objects will be owned by it"
                         " (pg_restore --no-owner)", self.target.user)

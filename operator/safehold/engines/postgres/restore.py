@@ -13,11 +13,23 @@ pg_signal_backend). Clients reconnecting reach the restored database; a session 
 before the rename is retried a few times, then the restore fails and changes nothing.
 Database-level settings (ALTER DATABASE ... SET) are copied from the replaced database;
 database-level GRANTs are not (pg_dump does not record them without --create).
+
+Leftovers and concurrency: a restore killed outright (SIGKILL, OOM, node loss) cannot drop its
+staging database, so each whole restore first drops the ``<db>__safehold_restore_<hex>``
+databases a predecessor left behind (logged one by one). To never drop a staging database
+that is still being loaded, every whole restore holds a session-level advisory lock, keyed on
+that staging-name prefix, on its maintenance connection from start to end (the server releases
+it when the session ends, however the process died). A second restore into the same database
+waits up to ``LOCK_WAIT`` seconds for it, then fails naming the session that holds it, rather
+than queueing silently behind a restore that may run for hours. Keying on the prefix rather
+than the full name also serialises two long names that truncate to the same prefix.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import secrets
 import time
 from typing import Literal
@@ -36,6 +48,8 @@ from safehold.engines.postgres.dump import POST, PRE
 log = logging.getLogger("safehold.postgres")
 MAINTENANCE_DBS = ("postgres", "template1")
 SWAP_ATTEMPTS = 5
+LOCK_WAIT = 10.0  # seconds a restore waits for another restore into the same database
+STAGING_TAG = "restore_"
 
 
 def side_name(database: str, tag: str) -> str:
@@ -64,9 +78,13 @@ def restore_database(archives: Archives, toc: Toc, conflict: Literal["fail", "re
                      jobs: int) -> None:
     target = archives.target
     admin = admin_connection(target)
-    staging = side_name(target.database, f"restore_{secrets.token_hex(4)}")
+    staging = side_name(target.database, f"{STAGING_TAG}{secrets.token_hex(4)}")
     try:
         with admin.cursor() as cur:
+            _lock_target(cur, target)
+            for leftover in leftover_stagings(cur, target.database):
+                log.warning("dropping %s, left behind by an interrupted restore", leftover)
+                _drop_quietly(admin, leftover)
             cur.execute("SELECT oid FROM pg_database WHERE datname = %s", (target.database,))
             exists = cur.fetchone() is not None
             if exists and conflict == "fail":
@@ -88,6 +106,51 @@ def restore_database(archives: Archives, toc: Toc, conflict: Literal["fail", "re
     finally:
         archives.procs.close()
         admin.close()
+
+
+def _staging_prefix(database: str) -> str:
+    """What every staging name of ``database`` starts with (the same for all: fixed-size tag)."""
+    return side_name(database, STAGING_TAG + "0" * 8)[:-8]
+
+
+def leftover_stagings(cur: psycopg2.extensions.cursor, database: str) -> list[str]:
+    """Staging databases of ``database``; only called while holding its restore lock, so none
+    of them belongs to a running restore."""
+    prefix = _staging_prefix(database)
+    cur.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (prefix,))
+    pattern = re.compile(re.escape(prefix) + "[0-9a-f]{8}")
+    return sorted(name for (name,) in cur.fetchall() if pattern.fullmatch(name))
+
+
+def lock_key(database: str) -> int:
+    """The advisory-lock key every whole restore into ``database`` holds."""
+    digest = hashlib.sha256(f"safehold-restore:{_staging_prefix(database)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _lock_target(cur: psycopg2.extensions.cursor, target: PgTarget) -> None:
+    """Take the session-level restore lock of the target database, waiting up to LOCK_WAIT."""
+    key = lock_key(target.database)
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        cur.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+        if cur.fetchone()[0]:
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.25)
+    # A bigint advisory key shows in pg_locks as classid (high half) and objid (low half).
+    cur.execute("""SELECT a.pid, coalesce(a.client_addr::text, 'local'), a.backend_start
+                   FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+                   WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                     AND l.classid::bigint = %s AND l.objid::bigint = %s""",
+                ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF))
+    holder = cur.fetchone()
+    who = f" (server pid {holder[0]}, client {holder[1]}, since {holder[2]:%Y-%m-%d %H:%M:%S})" \
+        if holder else ""
+    raise EngineError(f"another restore into database {target.database!r} on"
+                      f" {target.describe()} is running{who}; waited {LOCK_WAIT:.0f}s for it."
+                      " Retry when it has finished (or end that session if it is stuck)")
 
 
 def _create(cur: psycopg2.extensions.cursor, staging: str, toc: Toc, target: PgTarget) -> None:

