@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.infra import mariadb, postgres
-from tests.infra.procs import ServerError, unavailable
+from tests.infra.procs import serve, unavailable
 
 PG_KINDS = {
     "pg15": lambda: postgres.debian_bindir(15),
@@ -23,16 +23,7 @@ def _start_pg(kind: str) -> Iterator[postgres.Postgres]:
         unavailable(f"PostgreSQL ({kind})", "server binaries not installed")
     assert bindir is not None
     server = postgres.Postgres(bindir)
-    try:
-        server.start()
-    except (ServerError, OSError) as exc:
-        server.stop()
-        unavailable(f"PostgreSQL {server.version}", str(exc))
-    except Exception as exc:  # initdb failures carry stderr
-        server.stop()
-        unavailable(f"PostgreSQL {server.version}", f"{exc}\n{getattr(exc, 'stderr', b'')!r}")
-    yield server
-    server.stop()
+    yield from serve(server, f"PostgreSQL {server.version}")
 
 
 @pytest.fixture(scope="session")
@@ -65,14 +56,7 @@ def pg_database(pg_server: postgres.Postgres) -> Iterator[str]:
 def mariadb_server() -> Iterator[mariadb.MariaDB]:
     if mariadb.server_binary() is None:
         unavailable("MariaDB", "mariadbd not installed")
-    server = mariadb.MariaDB()
-    try:
-        server.start()
-    except Exception as exc:
-        server.stop()
-        unavailable("MariaDB", f"{exc}\n{getattr(exc, 'stderr', '')}")
-    yield server
-    server.stop()
+    yield from serve(mariadb.MariaDB(), "MariaDB")
 
 
 @pytest.fixture

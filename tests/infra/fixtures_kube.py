@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.infra.kube import ControlPlane, missing_binaries
-from tests.infra.procs import ServerError, unavailable, wait_until
+from tests.infra.procs import serve, unavailable, wait_until
 
 WHAT = "Kubernetes control plane"
 
@@ -22,18 +22,7 @@ def kube() -> Iterator[ControlPlane]:
     missing = missing_binaries()
     if missing:
         unavailable(WHAT, "missing " + "; ".join(missing))
-    cp = ControlPlane()
-    failure = ""
-    try:
-        cp.start()
-    except ServerError as e:
-        failure = str(e)
-    if failure:  # outside the except block: the report shows the log tail once, unchained
-        unavailable(WHAT, f"failed to start: {failure}")
-    try:
-        yield cp
-    finally:
-        cp.stop()
+    yield from serve(ControlPlane(), WHAT)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.infra.ferretdb import FERRETDB_VERSION, FerretDB
-from tests.infra.procs import ServerError, unavailable
+from tests.infra.procs import serve, unavailable
 
 
 @pytest.fixture(scope="session")
@@ -21,14 +21,7 @@ def mongo_server() -> Iterator[FerretDB]:
             f"FerretDB {FERRETDB_VERSION}",
             "binary not built (scripts/infra/30-ferretdb.sh)",
         )
-    try:
-        server.start()
-    except ServerError as e:
-        unavailable(f"FerretDB {FERRETDB_VERSION}", str(e))
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from serve(server, f"FerretDB {FERRETDB_VERSION}")
 
 
 @pytest.fixture

@@ -9,34 +9,16 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.infra.objectstores import Azurite, FakeGCS, MotoS3, ObjectStore
-from tests.infra.procs import ServerError, unavailable
+from tests.infra.objectstores import Azurite, FakeGCS, MotoS3
+from tests.infra.procs import serve
 
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
     from google.cloud.storage import Bucket
-
-S = TypeVar("S", bound=ObjectStore)
-
-
-def _serve(store: S) -> Iterator[S]:
-    """Start ``store`` for the session; fail (CI) or skip (locally) when it cannot start."""
-    error = None
-    try:
-        store.start()
-    except ServerError as e:
-        error = str(e)
-    if error is not None:  # outside the except: no chained traceback around the message
-        unavailable(store.name, error)
-    try:
-        yield store
-    finally:
-        store.stop()
-
 
 def unique_name(prefix: str) -> str:
     """A bucket/container name valid on all three stores (lowercase, digits, '-', <= 63)."""
@@ -45,17 +27,20 @@ def unique_name(prefix: str) -> str:
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
-    yield from _serve(MotoS3(tmp_path_factory.mktemp("s3")))
+    store = MotoS3(tmp_path_factory.mktemp("s3"))
+    yield from serve(store, store.name)
 
 
 @pytest.fixture(scope="session")
 def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGCS]:
-    yield from _serve(FakeGCS(tmp_path_factory.mktemp("gcs")))
+    store = FakeGCS(tmp_path_factory.mktemp("gcs"))
+    yield from serve(store, store.name)
 
 
 @pytest.fixture(scope="session")
 def azure_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
-    yield from _serve(Azurite(tmp_path_factory.mktemp("azure")))
+    store = Azurite(tmp_path_factory.mktemp("azure"))
+    yield from serve(store, store.name)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 
 from tests.infra import mariadb, postgres
 from tests.infra.ferretdb import FERRETDB_VERSION, FerretDB
-from tests.infra.procs import ServerError, unavailable
+from tests.infra.procs import serve, unavailable
 from tests.infra.tls import CertAuthority, KeyPair
 
 
@@ -54,14 +54,7 @@ def pg15_tls(tls_certs: TlsCerts) -> Iterator[postgres.Postgres]:
         unavailable("PostgreSQL 15 (TLS)", "postgresql-15 not installed")
     assert bindir is not None
     server = postgres.Postgres(bindir, tls=tls_certs.server)
-    try:
-        server.start()
-    except Exception as exc:  # initdb failures carry stderr
-        server.stop()
-        unavailable(f"PostgreSQL {server.version} (TLS)",
-                    f"{exc}\n{getattr(exc, 'stderr', b'')!r}")
-    yield server
-    server.stop()
+    yield from serve(server, f"PostgreSQL {server.version} (TLS)")
 
 
 @pytest.fixture(scope="session")
@@ -69,14 +62,7 @@ def mariadb_tls(tls_certs: TlsCerts) -> Iterator[mariadb.MariaDB]:
     """MariaDB with a server certificate; its TCP superuser is ``REQUIRE SSL``."""
     if mariadb.server_binary() is None:
         unavailable("MariaDB (TLS)", "mariadbd not installed")
-    server = mariadb.MariaDB(tls=tls_certs.server, tls_ca=tls_certs.ca)
-    try:
-        server.start()
-    except Exception as exc:
-        server.stop()
-        unavailable("MariaDB (TLS)", f"{exc}\n{getattr(exc, 'stderr', '')}")
-    yield server
-    server.stop()
+    yield from serve(mariadb.MariaDB(tls=tls_certs.server, tls_ca=tls_certs.ca), "MariaDB (TLS)")
 
 
 @pytest.fixture(scope="session")
@@ -86,11 +72,4 @@ def mongo_tls(tls_certs: TlsCerts) -> Iterator[FerretDB]:
     if not server.binary:
         unavailable(f"FerretDB {FERRETDB_VERSION} (TLS)",
                     "binary not built (scripts/infra/30-ferretdb.sh)")
-    try:
-        server.start()
-    except ServerError as exc:
-        unavailable(f"FerretDB {FERRETDB_VERSION} (TLS)", str(exc))
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from serve(server, f"FerretDB {FERRETDB_VERSION} (TLS)")

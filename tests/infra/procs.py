@@ -10,8 +10,9 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import pytest
 
@@ -187,3 +188,35 @@ def which(name: str, *extra_dirs: Path) -> str | None:
         if p.is_file() and os.access(p, os.X_OK):
             return str(p)
     return shutil.which(name)
+
+
+class _Startable(Protocol):
+    def start(self) -> object: ...
+
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Startable)
+
+
+def serve(server: S, what: str) -> Iterator[S]:
+    """Body of a fixture: start ``server``, yield it, stop it; fail (CI) or skip when it can't.
+
+    ``stop`` is called on a failed start too (servers' stops are idempotent), and a failing
+    command's stderr (initdb, mariadb-install-db) joins the message.
+    """
+    error = None
+    try:
+        server.start()
+    except (ServerError, OSError, subprocess.SubprocessError) as exc:
+        stderr = getattr(exc, "stderr", None)
+        if isinstance(stderr, bytes):
+            stderr = stderr.decode(errors="replace")
+        error = f"{exc}\n{stderr}" if stderr else str(exc)
+    if error is not None:  # outside the except: no chained traceback around the message
+        server.stop()
+        unavailable(what, error)
+    try:
+        yield server
+    finally:
+        server.stop()
