@@ -43,7 +43,8 @@ from safehold.engines.mysql.swap import (
     create_definitions,
     drop_leftovers,
     drop_routines_and_events,
-    point_foreign_keys_at,
+    name_foreign_keys,
+    park_foreign_keys,
     stage_name,
     swap_in,
 )
@@ -118,8 +119,7 @@ def restore(target: Target, request: RestoreRequest, reader: ChainReader, *, job
             _load(target, stage, plan, manifest, reader, jobs)
             run(conn, f"CREATE DATABASE IF NOT EXISTS {quote.name(db)}{charset}")
             table_names = [t["name"] for t in plan.tables]
-            if not plan.whole:  # tables restored together follow each other when renamed
-                point_foreign_keys_at(conn, stage, db, keep=set(table_names))
+            parked = park_foreign_keys(conn, stage, db, restored=set(table_names))
             old_views = _names(conn, db, "TABLES", "TABLE_TYPE = 'VIEW'")
             drop_views = old_views if plan.whole else [
                 v for v in old_views if v in set(plan.views) | set(table_names)]
@@ -128,6 +128,7 @@ def restore(target: Target, request: RestoreRequest, reader: ChainReader, *, job
                 run(conn, f"DROP DATABASE IF EXISTS {quote.name(stage)}")
             raise
         swap_in(conn, db, stage, table_names, replace_all=plan.whole, drop_views=drop_views)
+        name_foreign_keys(conn, db, parked)
         if plan.whole:
             drop_routines_and_events(conn, db)
             run(conn, f"ALTER DATABASE {quote.name(db)}{charset}")
