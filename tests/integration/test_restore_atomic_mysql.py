@@ -7,9 +7,12 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pymysql
 import pytest
 
+from safehold.engines.mysql import quote
 from tests.infra.mariadb import MariaDB
 from tests.integration import atomic_helpers
 from tests.integration.atomic_helpers import (
@@ -66,19 +69,30 @@ def url(server: MariaDB, db: str) -> str:
 
 
 def snapshot(server: MariaDB, db: str) -> str:
-    """Tables (definitions with indexes, constraints and AUTO_INCREMENT), their rows, and the
-    databases beside it (no staging leftovers)."""
-    tables = server.sql(f"SHOW FULL TABLES FROM `{db}`").splitlines()
-    state: dict[str, object] = {"tables": tables}
-    for line in tables:
-        name = line.split("\t")[0]
-        state[name] = {
-            "ddl": server.sql(f"SHOW CREATE TABLE `{db}`.`{name}`"),
-            "rows": server.sql(f"CHECKSUM TABLE `{db}`.`{name}` EXTENDED"),
-            "count": server.sql(f"SELECT COUNT(*) FROM `{db}`.`{name}`"),
-        }
-    state["databases"] = server.sql("SHOW DATABASES LIKE '%safehold%'")
-    state["triggers"] = server.sql(f"SHOW TRIGGERS FROM `{db}`")
+    """Tables (definitions with indexes, constraints and AUTO_INCREMENT), their rows, the
+    triggers, and the databases beside it (no staging leftovers)."""
+    conn = pymysql.connect(host=server.host, port=server.port, user=server.user,
+                           password=server.password, charset="utf8mb4")
+    try:
+        with conn.cursor() as cur:
+            def rows(query: str, *args: str) -> list[list[Any]]:
+                cur.execute(query, args or None)
+                return [list(r) for r in cur.fetchall()]
+
+            tables = rows("SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE"
+                          " TABLE_SCHEMA = %s ORDER BY TABLE_NAME", db)
+            state: dict[str, Any] = {"tables": tables}
+            for name, _ in tables:
+                q = f"{quote.name(db)}.{quote.name(name)}"
+                state[name] = {"ddl": rows(f"SHOW CREATE TABLE {q}")[0][1],
+                               "rows": rows(f"CHECKSUM TABLE {q} EXTENDED")[0][1],
+                               "count": rows(f"SELECT COUNT(*) FROM {q}")}
+            state["databases"] = rows("SHOW DATABASES LIKE '%%safehold%%'")
+            state["triggers"] = rows("SELECT TRIGGER_NAME, ACTION_STATEMENT FROM"
+                                     " information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s",
+                                     db)
+    finally:
+        conn.close()
     return dumps(state)
 
 

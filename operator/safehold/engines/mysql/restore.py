@@ -36,7 +36,7 @@ from safehold.engines.common import run_parallel
 from safehold.engines.mysql import quote
 from safehold.engines.mysql.conn import Target, classify, connect, run
 from safehold.engines.mysql.dump import TOC_FORMAT
-from safehold.engines.mysql.rows import split_statements
+from safehold.engines.mysql.rows import prefix_breaks, split_statements
 from safehold.engines.mysql.server import server_info
 from safehold.engines.mysql.swap import (
     Definition,
@@ -188,7 +188,8 @@ def _load(target: Target, stage: str, plan: Plan, manifest: Manifest, reader: Ch
         try:
             conn = session()
             run(conn, table["ddl"])
-            loaded = _insert(conn, reader.open(manifest, table["object"]), failed)
+            breaks = prefix_breaks(table["name"], table.get("columns") or [])
+            loaded = _insert(conn, reader.open(manifest, table["object"]), failed, breaks)
             if loaded != table["rows"] and not failed.is_set():
                 raise EngineError(
                     f"table {table['name']}: loaded {loaded} rows, but the backup holds"
@@ -206,11 +207,11 @@ def _load(target: Target, stage: str, plan: Plan, manifest: Manifest, reader: Ch
                 conn.close()
 
 
-def _insert(conn: Any, data: Iterator[bytes], failed: threading.Event) -> int:
+def _insert(conn: Any, data: Iterator[bytes], failed: threading.Event, breaks: int) -> int:
     rows = 0
     try:
         with conn.cursor() as cur:
-            for statement in split_statements(data):
+            for statement in split_statements(data, breaks):
                 if failed.is_set():
                     break
                 rows += cur.execute(statement)
