@@ -3,6 +3,7 @@ the file backed up: 0600 when the backup does not say."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Iterator
@@ -130,3 +131,19 @@ def test_a_failed_selective_restore_removes_the_file_it_created(tmp_path: Path) 
         restore(target, repo, chain, include=["audit", "nope"], conflict="fail")
     assert not target.exists()
     assert leftovers(tmp_path) == []
+
+
+def test_the_backup_snapshot_in_the_scratch_directory_is_0600(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[int] = []
+    real = sqlite_engine.take_snapshot
+
+    @contextlib.contextmanager
+    def spy(*args: Any, **kw: Any) -> Iterator[Any]:
+        with real(*args, **kw) as snap:
+            seen.append(mode(snap.path))
+            yield snap
+
+    monkeypatch.setattr(sqlite_engine, "take_snapshot", spy)
+    backed_up(tmp_path, 0o644)
+    assert seen == [0o600]
