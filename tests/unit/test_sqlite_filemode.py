@@ -124,12 +124,18 @@ def test_selective_restore_creates_with_and_narrows_to_the_source_mode(
     assert staging_modes == [0o600, 0o600] * 2
 
 
-def test_a_failed_selective_restore_removes_the_file_it_created(tmp_path: Path) -> None:
+def test_a_failed_selective_restore_removes_its_file_and_keeps_the_old_mode(tmp_path: Path) -> None:
     _, repo, chain = backed_up(tmp_path, 0o600)
     target = tmp_path / "new.db"
     with pytest.raises(DatabaseMissing, match="nope"):
         restore(target, repo, chain, include=["audit", "nope"], conflict="fail")
     assert not target.exists()
+    existing = tmp_path / "existing.db"
+    make_items_db(existing, rows=10)
+    existing.chmod(0o644)
+    with pytest.raises(DatabaseMissing, match="nope"):
+        restore(existing, repo, chain, include=["nope"])
+    assert mode(existing) == 0o644  # nothing restored, nothing changed
     assert leftovers(tmp_path) == []
 
 
