@@ -37,6 +37,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from safehold.api.errors import Exit, IntegrityError, KeyProblem
+
 KEY_SIZE = 32
 CIPHER = "aes-256-gcm"
 NONCE_SIZE = 12
@@ -50,7 +52,7 @@ _KEY_HELP = (
 )
 
 
-class CryptoError(Exception):
+class CryptoError(KeyProblem):
     """Base of every encryption failure."""
 
 
@@ -66,8 +68,10 @@ class WrongKeyError(CryptoError):
     """A KEK with the right id failed to unwrap: wrong key material or a tampered key record."""
 
 
-class TamperedError(CryptoError):
+class TamperedError(CryptoError, IntegrityError):
     """Ciphertext or a manifest failed authentication."""
+
+    exit_code = Exit.CORRUPT
 
 
 def _check_key(key: bytes, what: str) -> None:

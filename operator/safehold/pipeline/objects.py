@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+from safehold.api.errors import IntegrityError
 from safehold.api.manifest import Manifest, ObjectRecord
 from safehold.codecs import crypto
 from safehold.codecs.compression import Codec, CorruptDataError, parse_codec
@@ -15,7 +16,7 @@ from safehold.repository import layout
 from safehold.repository.repo import Repository
 
 
-class CorruptObjectError(Exception):
+class CorruptObjectError(IntegrityError):
     """An object failed a check while decoding; names the backup and the object."""
 
     def __init__(self, backup_id: str, name: str, detail: str) -> None:

@@ -82,12 +82,17 @@ class LocalStorage:
         fd, tmp = self._create_temp(key, path)
         written = 0
         try:
-            with os.fdopen(fd, "wb") as f:
+            # Unbuffered: a failed write (a full disk) is reported once, as the NoSpaceError
+            # below, not again by a flush when the file is closed.
+            with os.fdopen(fd, "wb", buffering=0) as f:
                 for chunk in chunks:  # errors raised by the producer propagate unchanged
-                    with self._os_errors("write", key):
-                        written += f.write(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        with self._os_errors("write", key):
+                            n = f.write(view) or 0
+                        written += n
+                        view = view[n:]
                 with self._os_errors("write", key):
-                    f.flush()
                     os.fsync(f.fileno())
             with self._os_errors("write", key):
                 os.replace(tmp, path)
