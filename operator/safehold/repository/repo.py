@@ -172,7 +172,9 @@ class Repository:
 
     def initialize(self) -> None:
         """Mark the location as a repository (writes the config once), for commands that write."""
-        if not self.storage.exists(layout.CONFIG):
+        if self.storage.exists(layout.CONFIG):
+            self.config()  # refuses a damaged config, or one of a newer format
+        else:
             self.save_config(RepoConfig())
 
     def require_target(self, target: str) -> None:
