@@ -143,9 +143,31 @@ def _connection_options(f: F, *, jobs: bool) -> F:
     return f
 
 
+# PostgreSQL silently truncates longer names to NAMEDATALEN-1 bytes: a restore "into" a 300-byte
+# name would land under another one. (MySQL/MariaDB's 64-character limit is checked with the URL.)
+_NAME_LIMITS = {"postgresql": 63, "postgres": 63}
+
+
+def check_database_name(url: str) -> None:
+    """Refuse a database name the server would truncate, before anything starts."""
+    parts = urlsplit(url)
+    limit = _NAME_LIMITS.get(parts.scheme)
+    if limit is None:
+        return
+    query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+    name = unquote(query.get("dbname") or parts.path.lstrip("/"))
+    size = len(name.encode())
+    if size > limit:
+        raise UsageError(
+            f"database name {name[:40]!r}… is {size} bytes; PostgreSQL names are at most {limit}"
+            " bytes (longer ones are silently truncated by the server)",
+            hint="choose a shorter database name")
+
+
 def open_target(ctx: click.Context, ref: str, **conn: Any) -> tuple[str, Engine]:
     """The target's name and engine, with connection settings from flags, config and env."""
     name, target = resolve_target(config(ctx), ref)
+    check_database_name(target.url)
     password_file = conn.get("password_file") or target.password_file
     password = None
     if password_file:

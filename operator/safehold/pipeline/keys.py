@@ -78,8 +78,9 @@ def read_wrapped_key(repo: Repository, target: str, backup_id: str) -> crypto.Wr
         raise KeyRecordLost(f"encrypted backup {backup_id} has lost its key record {key}") \
             from None
     except (ValueError, KeyError, TypeError) as exc:  # not JSON, or not a key record
+        detail = "not valid JSON" if isinstance(exc, json.JSONDecodeError) else f"{exc}"
         raise RepositoryDamaged(f"backup {backup_id}: the key record {key} is damaged"
-                                f" ({type(exc).__name__}: {exc})") from None
+                                f" ({detail})") from None
 
 
 class DataKeys:

@@ -249,9 +249,12 @@ class Repository:
                                manifest.to_json())
 
     def delete_backup(self, target: str, backup_id: str) -> int:
-        """Delete the manifest first (the backup stops existing), then its objects."""
-        self.storage.delete(layout.manifest_key(target, backup_id))
+        """Delete the manifest first (the backup stops existing), then its objects; return the
+        bytes freed (the manifest's included)."""
+        manifest = layout.manifest_key(target, backup_id)
         infos = list(self.storage.list(layout.backup_prefix(target, backup_id)))
+        self.storage.delete(manifest)
         for info in infos:
-            self.storage.delete(info.key)
+            if info.key != manifest:
+                self.storage.delete(info.key)
         return sum(i.size for i in infos)
