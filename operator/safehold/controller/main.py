@@ -1,4 +1,4 @@
-"""Entry point of ``safehold-operator``: runs the kopf operator."""
+"""Entry point of ``safehold-operator``: runs the kopf operator on Safehold's handlers."""
 
 from __future__ import annotations
 
