@@ -49,8 +49,7 @@ def job_name(purpose: str, name: str, uid: str, salt: str | int = "") -> str:
 
 def key_secret_name(target: str) -> str:
     """The Secret ``generateKey: true`` creates for a target (not owned by it)."""
-    suffix = "-safehold-key"
-    return f"{_slug(target, 253 - len(suffix))}{suffix}"
+    return f"{target[:249]}-key"
 
 
 def backup_id(created: str | datetime, uid: str) -> str:

@@ -64,3 +64,11 @@ def test_bad_settings_name_the_variable(var: str, value: str, words: str) -> Non
     with pytest.raises(SettingsError) as err:
         Settings.from_env({var: value})
     assert var in str(err.value) and words in str(err.value)
+
+
+def test_kopf_args_follow_the_namespaces_setting() -> None:
+    from safehold.controller.main import kopf_args
+
+    assert kopf_args(Settings())[-1] == "--all-namespaces"
+    assert kopf_args(Settings.from_env({"SAFEHOLD_NAMESPACES": "a,b"}))[-2:] == [
+        "--namespace=a", "--namespace=b"]

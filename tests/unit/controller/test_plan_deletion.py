@@ -18,7 +18,7 @@ def bk(name: str, bid: str | None, *, parent: str | None = None, typ: str = "ful
         meta["deletionTimestamp"] = "2026-12-02T00:00:00Z"
     status = {"phase": phase, "backupId": bid, "parentId": parent, "type": typ}
     if done:
-        status["completionTime"] = done
+        status["completedAt"] = done
     return {"metadata": meta, "spec": {"targetRef": {"name": target}, "type": typ,
                                        "deletionPolicy": policy}, "status": status}
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from safehold.api.common import RunnerOverrides
 from safehold.api.errors import Exit
 from safehold.controller import naming
 from safehold.controller.builders import security
@@ -50,18 +51,6 @@ class Wiring:
 
 
 @dataclass(frozen=True)
-class Overrides:
-    """Per-target runner overrides (spec.runner)."""
-
-    image: str | None = None
-    resources: dict[str, Any] | None = None
-    node_selector: dict[str, str] | None = None
-    tolerations: list[dict[str, Any]] | None = None
-    security_context: dict[str, Any] | None = None  # merged over the restricted defaults
-    service_account_name: str | None = None
-
-
-@dataclass(frozen=True)
 class JobSpec:
     """Everything one runner Job needs; ``owner`` is the object's apiVersion/kind/name/uid."""
 
@@ -71,14 +60,14 @@ class JobSpec:
     owner: dict[str, str]
     task_json: str
     wiring: Wiring = Wiring()
-    overrides: Overrides = Overrides()
+    overrides: RunnerOverrides | None = None
     deadline_seconds: int | None = None
     retries: int | None = None
     labels: dict[str, str] = field(default_factory=dict)
 
 
 def build_job(spec: JobSpec, settings: Settings) -> dict[str, Any]:
-    ov = spec.overrides
+    ov = spec.overrides or RunnerOverrides()
     labels = {
         naming.MANAGED_BY: naming.OPERATOR,
         naming.COMPONENT: "runner",
@@ -89,14 +78,13 @@ def build_job(spec: JobSpec, settings: Settings) -> dict[str, Any]:
     }
     tmp_volume, tmp_mount = security.tmp_volume()
     container_sc = security.container_security_context()
-    pod_sc = security.pod_security_context()
     if ov.security_context:
-        # overrides may tighten or pick another uid; the restricted baseline keys stay set
+        # overrides may pick another uid or more; the restricted baseline keys stay set
         container_sc = {**container_sc, **ov.security_context, **_restricted_floor()}
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": ov.image or settings.runner_image,
-        "imagePullPolicy": settings.image_pull_policy,
+        "imagePullPolicy": ov.image_pull_policy or settings.image_pull_policy,
         "args": ["run-task"],
         "env": [{"name": TASK_ENV, "value": spec.task_json}, *spec.wiring.env],
         "volumeMounts": [tmp_mount, *spec.wiring.mounts],
@@ -106,23 +94,31 @@ def build_job(spec: JobSpec, settings: Settings) -> dict[str, Any]:
     }
     if spec.wiring.env_from:
         container["envFrom"] = list(spec.wiring.env_from)
-    if ov.resources:
-        container["resources"] = ov.resources
+    if ov.resources is not None:
+        container["resources"] = ov.resources.to_kube()
     pod_spec: dict[str, Any] = {
         "serviceAccountName": ov.service_account_name or settings.runner_service_account,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "restartPolicy": "Never",
-        "securityContext": pod_sc,
+        "securityContext": security.pod_security_context(),
         "containers": [container],
         "volumes": [tmp_volume, *spec.wiring.volumes],
     }
     if ov.node_selector:
         pod_spec["nodeSelector"] = ov.node_selector
     if ov.tolerations:
-        pod_spec["tolerations"] = ov.tolerations
-    deadline = spec.deadline_seconds or settings.job_deadline_seconds
-    retries = settings.job_retries if spec.retries is None else spec.retries
+        pod_spec["tolerations"] = [t.to_kube() for t in ov.tolerations]
+    if ov.affinity:
+        pod_spec["affinity"] = ov.affinity
+    if ov.priority_class_name:
+        pod_spec["priorityClassName"] = ov.priority_class_name
+    template_meta: dict[str, Any] = {"labels": {**(ov.pod_labels or {}), **labels}}
+    if ov.pod_annotations:
+        template_meta["annotations"] = ov.pod_annotations
+    deadline = ov.active_deadline_seconds or spec.deadline_seconds or settings.job_deadline_seconds
+    retries = next(r for r in (ov.backoff_limit, spec.retries, settings.job_retries)
+                   if r is not None)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -162,10 +158,7 @@ def build_job(spec: JobSpec, settings: Settings) -> dict[str, Any]:
                     },
                 ]
             },
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": pod_spec,
-            },
+            "template": {"metadata": template_meta, "spec": pod_spec},
         },
     }
 

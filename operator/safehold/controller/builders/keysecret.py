@@ -5,7 +5,7 @@ an Argo CD prune) must never delete the only copy of the key that decrypts the b
 docs (docs/operator.md, "Key escrow") say how to export it.
 
 Layout (the same one a user-provided key Secret uses): one entry per key, ``key-<id>`` holding
-the base64 of 32 random bytes, and ``active`` naming the id new backups are written with.
+the base64 of 32 random bytes, and ``active`` naming the entry new backups are written with.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def key_secret(
         },
         "data": {
             f"{KEY_PREFIX}{key_id}": b64(b64(key).encode()),
-            ACTIVE: b64(key_id.encode()),
+            ACTIVE: b64(f"{KEY_PREFIX}{key_id}".encode()),
         },
     }
 

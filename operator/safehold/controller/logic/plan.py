@@ -105,7 +105,7 @@ def choose(
         t = _parse_time(point_in_time)
         done = [
             b for b in done
-            if _status(b).get("completionTime") and _parse_time(_status(b)["completionTime"]) <= t
+            if _status(b).get("completedAt") and _parse_time(_status(b)["completedAt"]) <= t
         ]
         if not done:
             raise PlanError(
