@@ -6,6 +6,7 @@ Importing this package registers every handler with kopf's default registry.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import kopf
@@ -30,9 +31,16 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     try:
         in_cluster()
     except config.ConfigException:
-        from_file()  # KUBECONFIG, else ~/.kube/config
+        from_file(config_file=os.environ.get("KUBECONFIG"))  # else ~/.kube/config
     runtime.set_runtime(runtime.Runtime(Settings.from_env(), Kube()))
     common.configure(settings)
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In a pod: its ServiceAccount; elsewhere: the file KUBECONFIG names (read at start)."""
+    info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs)
+    return info or kopf.login_with_kubeconfig(**kwargs)
 
 
 # ---------------------------------------------------------------- BackupTarget
