@@ -32,8 +32,9 @@ class ScheduleRetention(RetentionPolicy):
     that a kept backup depends on is kept too, and so is the newest)."""
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
-        {"rule": "has(self.keepLast) || has(self.keepDaily) || has(self.keepWeekly)"
-                 " || has(self.keepMonthly) || has(self.keepYearly) || has(self.maxAge)",
+        {"rule": " || ".join(f"(has(self.{f}) && self.{f} > 0)" for f in (
+            "keepLast", "keepDaily", "keepWeekly", "keepMonthly", "keepYearly"))
+                 + " || has(self.maxAge)",
          "message": "a retention policy needs at least one of keepLast, keepDaily, keepWeekly,"
                     " keepMonthly, keepYearly or maxAge — with none, every backup would be"
                     " pruned"},

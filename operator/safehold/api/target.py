@@ -193,15 +193,19 @@ class BackupTargetSpec(KubeModel):
     engine: Engine = Field(description="Database engine: postgresql, mysql (also MariaDB),"
                            " mongodb or sqlite.")
     connection: Connection | None = Field(
-        default=None, description="How to reach a database server (server engines)."
+        default=None,
+        description="How to reach a database server and log in; the password stays in a"
+        " Secret. Server engines set exactly one of connection or uriSecretRef.",
     )
     uri_secret_ref: SecretKeyRef | None = Field(
         default=None,
-        description="Secret key holding a whole connection URL, password included, instead of"
-        " connection (e.g. postgresql://user:pass@host:5432/db).",
+        description="Secret key holding a whole connection URL, password included (e.g."
+        " postgresql://user:pass@host:5432/db); instead of connection.",
     )
     sqlite: SqliteSource | None = Field(
-        default=None, description="The database file of a sqlite target, on a volume."
+        default=None,
+        description="The database file of a sqlite target, on a PersistentVolumeClaim; only"
+        " and always for engine sqlite.",
     )
     storage: StorageSpec = Field(description="Where the backups go.")
     encryption: EncryptionSpec = Field(
