@@ -146,3 +146,31 @@ def operator(kube: ControlPlane, monkeypatch: pytest.MonkeyPatch
             yield runner
 
     return run
+
+
+def finish_pod(cluster: Cluster, job: Any, *, exit_code: int, message: str = "",
+               reason: str | None = None) -> str:
+    """Play the kubelet for the Job's newest Pending pod: mark it terminated.
+
+    The Job controller then counts it exactly as it would a real one (Complete, a retry, or
+    Failed by the pod failure policy) and the operator reads the termination message.
+    """
+    pods = eventually(
+        lambda: [p for p in cluster.core.list_namespaced_pod(
+            cluster.ns, label_selector=f"batch.kubernetes.io/controller-uid={job.metadata.uid}"
+        ).items if p.status.phase == "Pending"],
+        "a Pending pod of the Job",
+    )
+    pod = pods[-1]
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    term = {"exitCode": exit_code, "reason": reason or ("Completed" if exit_code == 0
+                                                        else "Error"),
+            "message": message, "startedAt": now, "finishedAt": now}
+    cluster.core.patch_namespaced_pod_status(pod.metadata.name, cluster.ns, {"status": {
+        "phase": "Succeeded" if exit_code == 0 else "Failed",
+        "containerStatuses": [{
+            "name": "runner", "ready": False, "restartCount": 0,
+            "image": "safehold/runner:envtest", "imageID": "", "state": {"terminated": term},
+        }],
+    }})
+    return str(pod.metadata.name)
