@@ -147,3 +147,21 @@ def test_target_creates_a_check_job_and_a_generated_key_not_owned(
     assert not secret.metadata.owner_references  # deleting the target never deletes the key
     keys = set(secret.data)
     assert "active" in keys and len([k for k in keys if k.startswith("key-")]) == 1
+
+
+def test_restore_plans_then_runs_one_job_into_a_new_database(
+    cluster: Cluster, operator: Any
+) -> None:
+    cluster.create("backuptargets", samples.target())
+    _completed(cluster, "full", "20261201T000000.000001Z")
+    with operator():
+        rs = cluster.create("restores", samples.restore(
+            "back", source={"targetRef": {"name": "orders"}, "backupId": "latest"}))
+        job = _one_job(cluster, rs["metadata"]["uid"])
+        status = eventually(lambda: (s := cluster.status("restores", "back")).get("phase")
+                            == "Running" and s, "the Restore running")
+    assert status["plan"]["backups"] == [{"backupId": "20261201T000000.000001Z"}]
+    task = parse_task(job.spec.template.spec.containers[0].env[0].value)
+    assert task.kind == "restore" and task.backup_id == "20261201T000000.000001Z"
+    assert task.database.url == "postgresql://backup@orders-db.shop.svc:5432/orders_copy"
+    assert task.conflict_policy == "fail" and not task.plan_only
