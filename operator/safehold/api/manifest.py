@@ -86,6 +86,11 @@ class Manifest(_Model):
         """(target, backup id) of the key the manifest was read from; its own fields if new."""
         return self._source or (self.target, self.backup_id)
 
+    def __eq__(self, other: object) -> bool:  # content only: where it was read is no part of it
+        return isinstance(other, Manifest) and self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # fields hold dicts: never hashable
+
     def read_from(self, target: str, backup_id: str) -> Manifest:
         self._source = (target, backup_id)
         return self
