@@ -149,3 +149,19 @@ def test_format_1_unencrypted_copy_over_an_encrypted_legacy_backup_is_refused(
     for keks in ([kek], []):
         with pytest.raises(RepositoryTampered, match="is not encrypted"):
             DataKeys(repo, keks).for_backup(repo.resolve("orders", "latest"))
+
+
+def test_rotation_re_signs_an_unencrypted_targets_policy(
+        db: Path, repo: Repository, kek: crypto.Kek, tmp_path: Path) -> None:
+    from safehold.repository.trust import resign_policies
+
+    backup(db, repo, kek, no_encryption=True)
+    new = crypto.Kek.from_key(crypto.generate_key())
+    assert resign_policies(repo, [kek], new) == 1
+    policy = read_policy(repo, "orders")
+    assert policy is not None and policy.mac_key_id == new.key_id and policy.verified_by([new])
+    out = tmp_path / "restored.db"  # the new key alone reads the unencrypted target
+    run_restore(open_engine(f"sqlite://{out}"), repo, repo.resolve("orders", "latest"), [new])
+    assert dump(out) == dump(db)
+    with pytest.raises(RepositoryTampered, match="not authenticated"):
+        DataKeys(repo, [kek]).for_backup(repo.resolve("orders", "latest"))

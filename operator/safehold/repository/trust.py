@@ -215,3 +215,20 @@ def establish(repo: Repository, target: str, namespace: str | None, kek: crypto.
                 " the record was replaced; do not trust this target's backups")
         write_policy(repo, policy.signed(kek))
     return policy
+
+
+def resign_policies(repo: Repository, old: Sequence[crypto.Kek], new: crypto.Kek) -> int:
+    """Key rotation: re-sign every policy record an old key authenticates with the new key (a
+    "none" policy must stay authenticated once the old key is destroyed). Checks every record
+    before writing any; returns how many were re-signed."""
+    pending = []
+    for target in repo.targets():
+        if not layout.is_target_name(target):
+            continue
+        policy = read_policy(repo, target)
+        if policy is not None and policy.mac_key_id != new.key_id and policy.verified_by(
+                list(old)):
+            pending.append(policy)
+    for policy in pending:
+        write_policy(repo, policy.signed(new))
+    return len(pending)
