@@ -165,3 +165,15 @@ def test_rotation_re_signs_an_unencrypted_targets_policy(
     assert dump(out) == dump(db)
     with pytest.raises(RepositoryTampered, match="not authenticated"):
         DataKeys(repo, [kek]).for_backup(repo.resolve("orders", "latest"))
+
+
+def test_a_manifest_of_a_newer_format_asks_for_an_upgrade(
+        db: Path, repo: Repository, kek: crypto.Kek) -> None:
+    from safehold.api.manifest import ManifestFormatError
+
+    m = backup(db, repo, kek)
+    key = f"orders/{m.backup_id}/manifest.json"
+    body = json.loads(repo.storage.get_bytes(key))
+    repo.storage.put_bytes(key, json.dumps({**body, "format": 3}).encode())
+    with pytest.raises(ManifestFormatError, match="upgrade safehold"):
+        repo.resolve("orders", "latest")

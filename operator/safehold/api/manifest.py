@@ -24,6 +24,10 @@ BackupType = Literal["full", "incremental", "differential"]
 BACKUP_TYPES: tuple[BackupType, ...] = ("full", "incremental", "differential")
 
 
+class ManifestFormatError(UsageError, ValueError):
+    """A manifest written by a newer safehold (exit 2: upgrade)."""
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -130,7 +134,7 @@ class Manifest(_Model):
         except (ValueError, AttributeError):
             version = 0  # not a JSON object: validation below names the problem
         if isinstance(version, int) and version > FORMAT_VERSION:
-            raise UsageError(
+            raise ManifestFormatError(
                 f"manifest format {version} is newer than this safehold understands"
-                f" ({FORMAT_VERSION})", hint="upgrade safehold")
+                f" ({FORMAT_VERSION}): upgrade safehold", hint="upgrade safehold")
         return cls.model_validate_json(data)
