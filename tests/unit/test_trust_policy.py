@@ -177,3 +177,16 @@ def test_a_manifest_of_a_newer_format_asks_for_an_upgrade(
     repo.storage.put_bytes(key, json.dumps({**body, "format": 3}).encode())
     with pytest.raises(ManifestFormatError, match="upgrade safehold"):
         repo.resolve("orders", "latest")
+
+
+def test_a_repository_id_removed_from_the_config_is_not_replaced_by_a_new_one(
+        db: Path, repo: Repository, kek: crypto.Kek) -> None:
+    first = backup(db, repo, kek)
+    config = json.loads(repo.storage.get_bytes("safehold-repo.json"))
+    repo.storage.put_bytes("safehold-repo.json", json.dumps(
+        {k: v for k, v in config.items() if k != "repo_id"}).encode())
+    with pytest.raises(RepositoryTampered, match=f"name {first.repo_id}"):
+        backup(db, repo, kek)
+    assert "repo_id" not in json.loads(repo.storage.get_bytes("safehold-repo.json"))
+    with pytest.raises(RepositoryTampered, match="belongs to repository"):
+        DataKeys(repo, [kek]).for_backup(repo.resolve("orders", "latest"))

@@ -138,10 +138,16 @@ def prepare_repository(repo: Repository) -> str:
     the evidence (encrypted if any backup left a wrapped key)."""
     if repo.config().repo_id is not None:
         return repo.ensure_repo_id()
+    targets = [t for t in repo.targets() if layout.is_target_name(t)]
+    records = {t: read_policy(repo, t) for t in targets}
+    claimed = sorted({p.repo_id for p in records.values() if p is not None})
+    if claimed:  # records exist, so the id existed: it was removed, not never there
+        raise RepositoryTampered(
+            f"{layout.CONFIG} of {repo.url} has no repository id, but its targets' policy records"
+            f" name {', '.join(claimed)}: the config was replaced or edited; restore it (with"
+            f' "repo_id": "{claimed[0]}") before backing up again')
     repo_id = repo.ensure_repo_id()
-    for target in repo.targets():
-        if not layout.is_target_name(target) or read_policy(repo, target) is not None:
-            continue
+    for target in targets:
         if not repo.backup_ids(target)[0]:
             continue
         encryption: Encryption = ENCRYPTED if has_key_records(repo, target) else "none"
