@@ -264,3 +264,6 @@ def test_listing_without_the_key_still_works(
     backup(repo, db, *key)
     rows = run_json("list", "-r", repo.url, env=repo.env)
     assert [r["encryption"] for r in rows] == ["aes-256-gcm"]
+    for command in (["list"], ["show", "-t", "app"]):
+        result = run(*command, "-r", repo.url, env=repo.env)
+        assert "nothing here is authenticated" in result.stderr

@@ -13,6 +13,7 @@ from safehold.cli.errors import Exit
 from safehold.pipeline.keys import DataKeys
 from safehold.pipeline.objects import ObjectReader
 from safehold.pipeline.restore import verify_backup
+from safehold.repository.trust import UNAUTHENTICATED
 
 
 @click.command("list")
@@ -45,6 +46,7 @@ def list_(ctx: click.Context, repo: str, target_name: str | None, output: str) -
                 f" {common.human_bytes(r['raw_bytes']):>10}"  # type: ignore[arg-type]
                 f" {common.human_bytes(r['stored_bytes']):>10}"  # type: ignore[arg-type]
                 f"  {r['encryption']:<11} {r['parent_id'] or '-'}")
+        click.echo(UNAUTHENTICATED, err=True)
 
     common.emit(output, rows, text)
 
@@ -70,6 +72,7 @@ def show(ctx: click.Context, repo: str, target_name: str, backup_ref: str, outpu
             click.echo(f"  {o.name:<30} {common.human_bytes(o.raw_size):>10}"
                        f" {common.human_bytes(o.stored_size):>10}  {o.chunks} chunks"
                        f"  sha256 {o.sha256[:16]}…")
+        click.echo(UNAUTHENTICATED, err=True)
 
     data = {**manifest.model_dump(mode="json"), "chain": [m.backup_id for m in chain]}
     common.emit(output, data, text)

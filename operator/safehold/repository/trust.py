@@ -37,6 +37,8 @@ from safehold.repository.policy import (
 from safehold.repository.repo import Repository
 
 log = logging.getLogger("safehold.trust")
+UNAUTHENTICATED = ("note: shown as stored in the repository, without a key: nothing here is"
+                   " authenticated (`safehold verify` with the key checks it)")
 ENCRYPTED: Encryption = "aes-256-gcm"
 
 
