@@ -74,7 +74,13 @@ def manifest_summary(m: Manifest) -> dict[str, object]:
 )
 @click.option("--name", help="Target name in the repository (default: config name or file stem).")
 @click.option("--chunk-size", default="4MiB", show_default=True, help="Raw bytes per chunk.")
-@click.option("--no-encryption", is_flag=True, help="Store unencrypted even if a key is set.")
+@click.option(
+    "--no-encryption",
+    is_flag=True,
+    envvar="SAFEHOLD_NO_ENCRYPTION",
+    help="Back up unencrypted even if a key is set. A target's first backup records its choice:"
+    " without a key, a new target needs this flag (or `encryption: none` in the config file).",
+)
 @click.option(
     "--backup-id",
     envvar="SAFEHOLD_BACKUP_ID",
@@ -106,14 +112,14 @@ def backup(
     codec = parse_codec(compression or repo_cfg.compression or "zstd")
     target_name, engine = common.open_target(ctx, target, **conn)
     repository = common.open_repo(ctx, repo, create=True)
-    keks = (
-        [] if no_encryption else common.keks_for(ctx, repository, repo, key_files, create_kdf=True)
-    )
+    no_encryption = no_encryption or repo_cfg.encryption == "none"
+    keks = common.keks_for(ctx, repository, repo, key_files, create_kdf=True)
     options = BackupOptions(
         target=name or target_name,
         type=backup_type,  # type: ignore[arg-type]
         codec=codec,
         chunk_size=parse_size(chunk_size),
+        no_encryption=no_encryption,
     )
     started = time.monotonic()
     with common.progress(f"backup {options.target}", engine.estimate_size()) as hook:
