@@ -38,7 +38,8 @@ from tests.integration.engine_helpers import check_concurrent_puts
 def env(tmp_path: Path) -> dict[str, str]:
     """No developer config or keys; the servers' password through SAFEHOLD_PASSWORD."""
     (tmp_path / "safehold.yaml").write_text("{}\n")
-    return {"SAFEHOLD_CONFIG": str(tmp_path / "safehold.yaml"), "SAFEHOLD_KEY_FILE": "",
+    return {"SAFEHOLD_NO_ENCRYPTION": "1",  # no key here: unencrypted by explicit choice
+            "SAFEHOLD_CONFIG": str(tmp_path / "safehold.yaml"), "SAFEHOLD_KEY_FILE": "",
             "SAFEHOLD_KEY": "", "SAFEHOLD_PASSPHRASE": "", "PGPASSWORD": "",
             "SAFEHOLD_PASSWORD": PASSWORD}
 

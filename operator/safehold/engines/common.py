@@ -12,10 +12,11 @@ import logging
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import replace
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
-import tenacity
+from safehold.retry import DEFAULT_POLICY, not_yet_retried, retry_call
 
 log = logging.getLogger("safehold.engines")
 T = TypeVar("T")
@@ -60,20 +61,12 @@ def url_password_warning(url: str, *, config_name: str | None = None) -> str | N
 
 def retry_transient(fn: Callable[[], T], what: str, *, attempts: int = 3) -> T:
     """Call ``fn``; after a failure whose ``transient`` flag is set (refused or timed-out
-    connections, dropped sessions, and a transient StorageError escaping a ``sink.put`` inside
-    ``fn``), log it and call again with exponential backoff, ``attempts`` times in all.
-    Any other failure, and the last transient one, is raised as it is."""
-    def note(state: tenacity.RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        log.warning("%s failed (%s); retrying in %.1fs", what, exc,
-                    state.next_action.sleep if state.next_action else 0.0)
-
-    retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_exception(lambda e: bool(getattr(e, "transient", False))),
-        stop=tenacity.stop_after_attempt(attempts),
-        wait=tenacity.wait_exponential(multiplier=0.5, max=5),
-        before_sleep=note, reraise=True)
-    return retrying(fn)
+    connections, dropped sessions), log it and call again with the runner's one backoff policy
+    (:mod:`safehold.retry`), ``attempts`` times in all. A storage error escaping a ``sink.put``
+    inside ``fn`` had its retries in the storage layer and is raised at once, as is any other
+    failure and the last transient one."""
+    return retry_call(fn, what=what, policy=replace(DEFAULT_POLICY, attempts=attempts),
+                      retry_if=not_yet_retried)
 
 
 def run_parallel(fn: Callable[[T], R], items: Iterable[T], *, jobs: int, name: str,

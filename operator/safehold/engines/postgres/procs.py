@@ -17,7 +17,7 @@ import contextlib
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO
 
 from safehold.engines import childenv
@@ -97,30 +97,44 @@ class Tool:
         self._stderr.close()
 
 
-def feed(stdin: IO[bytes], blocks: Iterable[bytes], errors: list[BaseException]) -> None:
-    """Write ``blocks`` to a tool's stdin and close it. A tool that stops reading early
-    (``pg_restore -l`` reads only the header) ends the feed quietly; other failures (a corrupt
-    backup object) are kept in ``errors`` for the caller to raise."""
+def feed(stdin: IO[bytes], blocks: Iterable[bytes], errors: list[BaseException],
+         kill: Callable[[], None], *, drain: bool = True) -> None:
+    """Write ``blocks`` to a tool's stdin and close it.
+
+    Verify before apply: a failure of ``blocks`` (a damaged frame, a hash that does not match
+    the manifest, a storage error) first KILLS the tool, and only then closes its stdin, so
+    the tool never sees a clean end of input: ``psql --single-transaction`` commits at EOF, and
+    a pg_restore would finish a truncated archive. The failure is kept in ``errors`` for the
+    caller to raise. A tool that stops reading early (``pg_restore -l`` reads only the
+    header; ``pg_restore -L`` once it has what it was asked for) ends the writing quietly;
+    with ``drain`` the rest of ``blocks`` is still read, unwritten, so the object's final
+    checks (its SHA-256 and sizes against the manifest) run before anything is committed.
+    """
     try:
-        for block in blocks:
-            stdin.write(block)
-    except BrokenPipeError:
-        pass
+        try:
+            for block in blocks:
+                stdin.write(block)
+        except BrokenPipeError:
+            if drain:
+                for _ in blocks:
+                    pass
     except BaseException as exc:  # re-raised in the caller's thread by Feeder.join
         errors.append(exc)
+        kill()
     finally:
         with contextlib.suppress(BrokenPipeError):
             stdin.close()
 
 
 class Feeder:
-    """A thread streaming ``blocks`` into ``tool``'s stdin."""
+    """A thread streaming ``blocks`` into ``tool``'s stdin (see :func:`feed`)."""
 
-    def __init__(self, tool: Tool, blocks: Iterable[bytes]) -> None:
+    def __init__(self, tool: Tool, blocks: Iterable[bytes], *, drain: bool = True) -> None:
         assert tool.proc.stdin is not None
         self.errors: list[BaseException] = []
-        self.thread = threading.Thread(target=feed, args=(tool.proc.stdin, blocks, self.errors),
-                                       name=f"safehold-feed-{tool.doing}", daemon=True)
+        self.thread = threading.Thread(
+            target=feed, args=(tool.proc.stdin, blocks, self.errors, tool.kill),
+            kwargs={"drain": drain}, name=f"safehold-feed-{tool.doing}", daemon=True)
         self.thread.start()
 
     def join(self) -> None:
