@@ -162,8 +162,9 @@ class EncryptionSpec(KubeModel):
     )
     generate_key: bool | None = Field(
         default=None,
-        description="Create a random key Secret (<target>-key). It is NOT owned by the target:"
-        " deleting the target never deletes the only copy of the key. Export and escrow it.",
+        description="Create a random key Secret (its name is in status.generatedKeySecret). It"
+        " is NOT owned by the target: deleting the target never deletes the only copy of the"
+        " key. Export and escrow it.",
     )
     none: bool | None = Field(
         default=None, description="Store backups unencrypted; must be said explicitly."
