@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,14 +64,18 @@ class Kubectl:
 
 
 @pytest.fixture(scope="module")
-def crds(kube: ControlPlane) -> Iterator[list[str]]:
-    """The generated CRDs, installed (with kubectl) and Established."""
+def crds(kube: ControlPlane) -> list[str]:
+    """The generated CRDs, installed (with kubectl) and Established.
+
+    They stay installed: the control plane lives for the session only, and other suites (the
+    controller's) may have installed the same CRDs and rely on them.
+    """
     ctl = Kubectl(kube, "default")
     files = sorted(CRDS.glob("safehold.dev_*.yaml"))
     assert len(files) == 4, f"expected 4 CRDs in {CRDS}, found {files}: run `make crds`"
     names = [yaml.safe_load(f.read_text())["metadata"]["name"] for f in files]
     for f in files:
-        ctl("apply", "--server-side", "-f", str(f))
+        ctl("apply", "--server-side", "--force-conflicts", "-f", str(f))
     for name in names:
         wait_until(lambda n=name: "True" in ctl(  # type: ignore[misc]
             "get", "crd", n, "-o", 'jsonpath={.status.conditions[?(@.type=="Established")]'
@@ -80,11 +83,7 @@ def crds(kube: ControlPlane) -> Iterator[list[str]]:
     # discovery (short names, categories) refreshes asynchronously in kubectl's cache
     wait_until(lambda: ctl("get", "bk", ok=False).returncode == 0, what="short name bk",
                timeout=60)
-    try:
-        yield names
-    finally:
-        for name in names:
-            ctl("delete", "crd", name, "--wait=false", ok=False)
+    return names
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ tests get the same verdict). ``tests/unit/test_api_models.py`` keeps the two in 
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -30,7 +31,7 @@ from safehold.api.common import (
 from safehold.api.common import Condition as Condition
 from safehold.api.common import RunnerOverrides as RunnerOverrides
 from safehold.api.result import TaskResult
-from safehold.api.task import Engine, TlsMode
+from safehold.api.task import Engine, RepoTargetName, TlsMode
 
 COMPRESSION_PATTERN = r"^(none|gzip|bzip2|lz4|zstd)(:[0-9]{1,2})?$"
 STORAGE_URL_PATTERN = r"^(s3|gs|az|file)://.+$"
@@ -219,6 +220,13 @@ class BackupTargetSpec(KubeModel):
     runner: RunnerOverrides | None = Field(
         default=None, description="How this target's runner Jobs run (image, resources, ...)."
     )
+    repository_name: RepoTargetName | None = Field(
+        default=None,
+        description="Name of this target's backups in the repository (default:"
+        " <namespace>.<name>). Set it to adopt backups written under another name, e.g. after"
+        " rebuilding a cluster with other namespaces; changing it later hides the backups"
+        " written under the old name.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> BackupTargetSpec:
@@ -304,3 +312,19 @@ class BackupTarget(KubeModel):
     @classmethod
     def from_body(cls, body: Any) -> BackupTarget:
         return cls.model_validate(dict(body))
+
+    @property
+    def repository_name(self) -> str:
+        """The target's name inside the repository: spec.repositoryName or <namespace>.<name>.
+
+        Both planes use this one rule (the task's ``target``, adoption of existing backups).
+        Kubernetes names are at most 253 characters, repository names 128: a long default is
+        cut and made unique with a hash of the full name.
+        """
+        if self.spec.repository_name:
+            return self.spec.repository_name
+        full = f"{self.metadata.namespace or 'default'}.{self.metadata.name}"
+        if len(full) <= 128:
+            return full
+        digest = hashlib.sha256(full.encode()).hexdigest()[:12]
+        return f"{full[:115].rstrip('.-')}-{digest}"
