@@ -121,7 +121,7 @@ def test_good_manifests_are_accepted_with_defaults(kubectl: Kubectl) -> None:
     assert stored["spec"]["compression"] == "zstd:3"  # defaulted by the API server
     BackupTargetSpec.model_validate(stored["spec"])  # and the operator's model agrees
 
-    tls_default = target("tls", connection={"host": "db", "tls": {}})
+    tls_default = target("tls", connection={"host": "db", "database": "d", "tls": {}})
     assert kubectl.apply(tls_default)["spec"]["connection"]["tls"]["mode"] == "verify-full"
 
     lite = kubectl.apply(target("app", engine="sqlite", connection=None, sqlite=SQLITE,
@@ -194,8 +194,10 @@ BAD: dict[str, tuple[dict[str, Any], list[str]]] = {
     "unknown engine": (target(engine="oracle"), ["spec.engine", "Unsupported value", "oracle"]),
     "bad compression": (target(compression="brotli"), ["spec.compression"]),
     "password secret without key": (
-        target(connection={"host": "db", "passwordSecretRef": {"name": "s"}}),
+        target(connection={"host": "db", "database": "d", "passwordSecretRef": {"name": "s"}}),
         ["spec.connection.passwordSecretRef.key", "Required value"]),
+    "connection without database": (target(connection={"host": "db"}),
+                                    ["spec.connection.database", "Required value"]),
     "typo in a field name": (target(conection={"host": "db"}), ['unknown field "spec.conection"']),
     "incremental with include": (
         obj("Backup", "b", {"targetRef": {"name": "o"}, "type": "incremental",

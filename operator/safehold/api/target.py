@@ -71,9 +71,9 @@ class Connection(KubeModel):
                       description="Host name or address of the server, e.g. orders-db.shop.svc.")
     port: int | None = Field(default=None, ge=1, le=65535,
                              description="TCP port (default: the engine's standard port).")
-    database: str | None = Field(
-        default=None, min_length=1, max_length=128,
-        description="Database to back up (MongoDB: omit to back up every database).",
+    database: str = Field(
+        min_length=1, max_length=128,
+        description="Database to back up (and, for a Restore into this target, to restore into).",
     )
     username: str | None = Field(default=None, min_length=1, max_length=128,
                                  description="User to log in as.")
