@@ -24,7 +24,7 @@ from safehold.api.common import ErrorInfo
 from safehold.api.errors import Exit, SafeholdError, UsageError
 from safehold.api.result import TaskKind, TaskResult
 from safehold.api.task import TASK_ENV, Task, parse_task
-from safehold.cli.errors import classify
+from safehold.cli.errors import report_for
 from safehold.engines.base import redact_url
 
 log = logging.getLogger("safehold.task")
@@ -44,10 +44,9 @@ def error_info(exc: BaseException) -> ErrorInfo:
         code, transient, hint = int(exc.exit_code), exc.transient, exc.hint
         name, message = exc.error_class, exc.message
     else:
-        code = int(classify(exc))
-        transient = bool(getattr(exc, "transient", False))
-        hint = getattr(exc, "hint", None)
-        name, message = type(exc).__name__, str(exc)
+        report = report_for(exc)  # click usage errors, signals, or a bug (exit 1)
+        code, transient, hint = int(report.code), False, report.hint
+        name, message = report.error_class, report.message
     return ErrorInfo(error_class=name, message=redact_url(message) or name, exit_code=code,
                      hint=redact_url(hint) if isinstance(hint, str) else None,
                      transient=transient)
