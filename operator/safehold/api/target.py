@@ -222,10 +222,10 @@ class BackupTargetSpec(KubeModel):
     )
     repository_name: RepoTargetName | None = Field(
         default=None,
-        description="Name of this target's backups in the repository (default:"
-        " <namespace>.<name>). Set it to adopt backups written under another name, e.g. after"
-        " rebuilding a cluster with other namespaces; changing it later hides the backups"
-        " written under the old name.",
+        description="Name of this target's backups in the repository (default: the"
+        " BackupTarget's name, so a rebuilt cluster with a target of the same name finds its"
+        " backups). Set it when two namespaces' targets of the same name share a repository;"
+        " changing it later hides the backups written under the old name.",
     )
 
     @model_validator(mode="after")
@@ -315,16 +315,15 @@ class BackupTarget(KubeModel):
 
     @property
     def repository_name(self) -> str:
-        """The target's name inside the repository: spec.repositoryName or <namespace>.<name>.
+        """The target's name inside the repository: spec.repositoryName or metadata.name.
 
-        Both planes use this one rule (the task's ``target``, adoption of existing backups).
-        Kubernetes names are at most 253 characters, repository names 128: a long default is
-        cut and made unique with a hash of the full name.
+        Both planes use this one rule (the task's ``target``, adoption of existing backups);
+        the namespace is bound separately (BackupTask.namespace, repository/trust.py).
+        Kubernetes names are at most 253 characters, repository names 128: a longer name is
+        cut and made unique with a hash of the whole name.
         """
-        if self.spec.repository_name:
-            return self.spec.repository_name
-        full = f"{self.metadata.namespace or 'default'}.{self.metadata.name}"
-        if len(full) <= 128:
-            return full
-        digest = hashlib.sha256(full.encode()).hexdigest()[:12]
-        return f"{full[:115].rstrip('.-')}-{digest}"
+        name = self.spec.repository_name or self.metadata.name
+        if len(name) <= 128:
+            return name
+        digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+        return f"{name[:115].rstrip('.-')}-{digest}"
