@@ -37,7 +37,7 @@ def env(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "safehold.yaml").write_text("{}\n")
     return {"SAFEHOLD_CONFIG": str(tmp_path / "safehold.yaml"), "SAFEHOLD_KEY_FILE": "",
             "SAFEHOLD_KEY": "", "SAFEHOLD_PASSPHRASE": "", "SAFEHOLD_BACKUP_ID": "",
-            "SAFEHOLD_NO_ENCRYPTION": ""}
+            "SAFEHOLD_NO_ENCRYPTION": "", "SAFEHOLD_NAMESPACE": ""}
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -267,3 +267,12 @@ def test_listing_without_the_key_still_works(
     for command in (["list"], ["show", "-t", "app"]):
         result = run(*command, "-r", repo.url, env=repo.env)
         assert "nothing here is authenticated" in result.stderr
+
+
+def test_two_namespaces_targets_of_one_name_never_share_a_folder(
+        repo: Place, key: list[str], db: Path, live: Path) -> None:
+    backup(repo, db, *key, "--namespace", "shop")
+    refused(repo, "backup", "-t", f"sqlite://{db}", "--namespace", "billing", *key, code=2,
+            names="belongs to 'shop/app'")
+    shown = run_json("show", "-r", repo.url, "-t", "app", env=repo.env)
+    assert shown["namespace"] == "shop" and shown["repo_id"].startswith("r-")
