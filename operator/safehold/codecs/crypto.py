@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from safehold.api.errors import IntegrityError, KeyProblem
+from safehold.api.errors import Exit, IntegrityError, KeyProblem
 
 KEY_SIZE = 32
 CIPHER = "aes-256-gcm"
@@ -52,7 +52,7 @@ _KEY_HELP = (
 )
 
 
-class CryptoError(Exception):
+class CryptoError(KeyProblem):
     """Base of every encryption failure."""
 
 
@@ -70,6 +70,8 @@ class WrongKeyError(CryptoError, KeyProblem):
 
 class TamperedError(CryptoError, IntegrityError):
     """Ciphertext or a manifest failed authentication."""
+
+    exit_code = Exit.CORRUPT
 
 
 def _check_key(key: bytes, what: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from safehold.api.manifest import Manifest
 from safehold.codecs import crypto
 from safehold.repository import layout
-from safehold.repository.repo import Repository, RepositoryError
+from safehold.repository.repo import KeyRecordLost, Repository, RepositoryDamaged
 from safehold.repository.trust import Trust
 from safehold.storage.base import ObjectNotFound
 
@@ -37,7 +37,7 @@ def load_keks(repo: Repository, key_files: Sequence[Path] = (), *,
         config = repo.config()
         if config.kdf is None:
             if not create_kdf:
-                raise RepositoryError(
+                raise crypto.MissingKeyError(
                     f"SAFEHOLD_PASSPHRASE is set but {repo.url} has no password set up"
                     " (no backup was ever made with a passphrase); use the key it was made with"
                 )
@@ -71,11 +71,17 @@ def write_wrapped_key(repo: Repository, target: str, backup_id: str, kek: crypto
 
 
 def read_wrapped_key(repo: Repository, target: str, backup_id: str) -> crypto.WrappedKey:
+    key = layout.keys_key(target, backup_id)
     try:
-        body = json.loads(repo.storage.get_bytes(layout.keys_key(target, backup_id)))
+        body = json.loads(repo.storage.get_bytes(key))
+        return crypto.WrappedKey.from_dict(body["wrapped"])
     except ObjectNotFound:
-        raise RepositoryError(f"encrypted backup {backup_id} has lost its key record") from None
-    return crypto.WrappedKey.from_dict(body["wrapped"])
+        raise KeyRecordLost(f"encrypted backup {backup_id} has lost its key record {key}") \
+            from None
+    except (ValueError, KeyError, TypeError) as exc:  # not JSON, or not a key record
+        detail = "not valid JSON" if isinstance(exc, json.JSONDecodeError) else f"{exc}"
+        raise RepositoryDamaged(f"backup {backup_id}: the key record {key} is damaged"
+                                f" ({detail})") from None
 
 
 class DataKeys:
