@@ -1,4 +1,10 @@
-"""Client-tool processes: started with the connection in their environment, streamed, reaped.
+"""Client-tool processes: started with the connection in their environment and the password in
+a passfile, streamed, reaped.
+
+Each tool is started through :mod:`safehold.engines.childenv`: its environment is the allow-list
+plus the connection's PG* settings (:meth:`PgTarget.tool_env`), and a password reaches it as a
+0600 in-memory passfile (``PGPASSFILE=/dev/fd/N``) that only it inherits. A target without a
+password keeps the user's ``PGPASSFILE`` / ``~/.pgpass``.
 
 Every tool's stderr goes to an anonymous temporary file (a pipe nobody reads would fill up and
 stall the tool); on failure its tail becomes a classified error. A :class:`ProcessSet` remembers
@@ -14,10 +20,21 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO
 
+from safehold.engines import childenv
 from safehold.engines.base import EngineError
-from safehold.engines.postgres.conn import PgTarget, classify
+from safehold.engines.postgres.conn import PgTarget, check_passfile_password, classify
 
 BLOCK = 1 << 20
+# Besides childenv's allow-list: the user's own passfile (used only when no password is given)
+# and Kerberos settings for GSSAPI logins. Every other PG* variable is dropped.
+TOOL_INHERITS = ("PGPASSFILE", "KRB5CCNAME", "KRB5_CONFIG")
+
+
+def passfile(password: str) -> bytes:
+    """A libpq passfile whose one line matches any connection of the tool it is given to."""
+    check_passfile_password(password)
+    escaped = password.replace("\\", "\\\\").replace(":", "\\:")
+    return f"*:*:*:*:{escaped}\n".encode()
 
 
 class Tool:
@@ -27,11 +44,23 @@ class Tool:
                  stdin: bool = False, stdout: bool = False) -> None:
         self.argv, self.target, self.doing = list(argv), target, doing
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen(
-            self.argv, env=target.tool_env(),
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
-            stderr=self._stderr, start_new_session=True)
+        env = target.tool_env()
+        secrets: list[childenv.SecretFile] = []
+        if target.password is not None:
+            secrets.append(childenv.SecretFile(passfile(target.password), name="pgpass"))
+            env["PGPASSFILE"] = secrets[0].path
+        try:
+            self.proc = childenv.start(
+                self.argv, env=env, inherit=TOOL_INHERITS, secrets=secrets,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
+                stderr=self._stderr, start_new_session=True)
+        except BaseException:
+            self._stderr.close()
+            raise
+        finally:
+            for secret in secrets:  # the tool holds its own descriptor now
+                secret.close()
 
     def stdout_blocks(self) -> Iterator[bytes]:
         """The tool's output; raises (inside the consumer) if the tool fails, so a truncated
