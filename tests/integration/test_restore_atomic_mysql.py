@@ -61,6 +61,7 @@ def env(tmp_path: Path, mariadb_server: MariaDB) -> dict[str, str]:
     (tmp_path / "safehold.yaml").write_text("{}\n")
     return {"SAFEHOLD_CONFIG": str(tmp_path / "safehold.yaml"), "SAFEHOLD_KEY_FILE": "",
             "SAFEHOLD_KEY": "", "SAFEHOLD_PASSPHRASE": "",
+            "SAFEHOLD_NO_ENCRYPTION": "1",
             "SAFEHOLD_PASSWORD": mariadb_server.password, "MYSQL_PWD": ""}
 
 
