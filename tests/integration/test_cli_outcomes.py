@@ -197,6 +197,16 @@ def test_include_that_names_nothing_is_an_error(tmp_path: Path, repo: str,
         assert not (tmp_path / "x.db").exists()
 
 
+def test_an_unknown_table_is_a_usage_error_that_leaves_nothing_behind(
+        tmp_path: Path, repo: str, env: dict[str, str]) -> None:
+    backup(tmp_path, repo, env)
+    out = tmp_path / "new.db"
+    result = run("restore", "-r", repo, "-b", "latest", "-t", f"sqlite://{out}",
+                 "--include", "t1,nope", env=env, ok=False)
+    assert result.exit_code == Exit.USAGE and "no table 'nope'" in result.output
+    assert "t0, t1, t2" in result.output and not out.exists()
+
+
 def test_one_target_in_the_repository_implies_from(tmp_path: Path, repo: str,
                                                   env: dict[str, str]) -> None:
     backup(tmp_path, repo, env)

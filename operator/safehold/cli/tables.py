@@ -56,10 +56,11 @@ def check_include(manifest: Manifest, wanted: Sequence[str],
     unknown = [n for n in wanted if not _known(n, tables)]
     if not unknown:
         return list(wanted)
+    noun = "collection" if manifest.engine == "mongodb" else "table"
     close = {n: difflib.get_close_matches(n, tables, n=1) for n in unknown}
     guesses = [f"{n!r} (did you mean {c[0]!r}?)" if c else repr(n) for n, c in close.items()]
     shown = ", ".join(tables[:40]) + (f" … ({len(tables)} in all)" if len(tables) > 40 else "")
     raise UsageError(
-        f"backup {manifest.backup_id} has no table {', '.join(guesses)};"
-        f" it holds: {shown or 'no tables'}",
+        f"backup {manifest.backup_id} has no {noun} {', '.join(guesses)};"
+        f" it holds: {shown or 'none'}",
         hint="nothing was restored; fix --include (see `safehold show` for the backup's objects)")
