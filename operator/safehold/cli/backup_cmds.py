@@ -104,7 +104,9 @@ def backup(
     """Back up a database into a repository."""
     repo_cfg = resolve_repository(common.config(ctx), repo)
     codec = parse_codec(compression or repo_cfg.compression or "zstd")
+    chunk_bytes = parse_size(chunk_size)  # every flag is checked before anything is created
     target_name, engine = common.open_target(ctx, target, **conn)
+    size = engine.estimate_size()  # a missing or unreachable database fails before the repository
     repository = common.open_repo(ctx, repo, create=True)
     keks = (
         [] if no_encryption else common.keks_for(ctx, repository, repo, key_files, create_kdf=True)
@@ -113,10 +115,10 @@ def backup(
         target=name or target_name,
         type=backup_type,  # type: ignore[arg-type]
         codec=codec,
-        chunk_size=parse_size(chunk_size),
+        chunk_size=chunk_bytes,
     )
     started = time.monotonic()
-    with common.progress(f"backup {options.target}", engine.estimate_size()) as hook:
+    with common.progress(f"backup {options.target}", size) as hook:
         manifest = run_backup(
             engine,
             repository,
