@@ -25,7 +25,8 @@ from tests.integration.cli_helpers import dump, make_db, run, run_json
 def env(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "safehold.yaml").write_text("{}\n")
     return {"SAFEHOLD_CONFIG": str(tmp_path / "safehold.yaml"), "SAFEHOLD_KEY_FILE": "",
-            "SAFEHOLD_KEY": "", "SAFEHOLD_PASSPHRASE": ""}
+            "SAFEHOLD_KEY": "", "SAFEHOLD_PASSPHRASE": "",
+            "SAFEHOLD_NO_ENCRYPTION": "1"}  # tests that encrypt pass a key and clear this
 
 
 @pytest.fixture
@@ -120,6 +121,7 @@ def test_a_damaged_manifest_is_reported_while_the_healthy_backups_are_served(
 def test_a_damaged_key_record_names_its_file(tmp_path: Path, repo: str,
                                              env: dict[str, str]) -> None:
     key = tmp_path / "k"
+    env = {**env, "SAFEHOLD_NO_ENCRYPTION": ""}
     run("keys", "generate", "--out", str(key), env=env)
     backup_id = backup(tmp_path, repo, env, "app", 100, "--key-file", str(key))
     (backup_dir(tmp_path, backup_id) / "keys.json").write_text("")

@@ -74,7 +74,13 @@ def manifest_summary(m: Manifest) -> dict[str, object]:
 )
 @click.option("--name", help="Target name in the repository (default: config name or file stem).")
 @click.option("--chunk-size", default="4MiB", show_default=True, help="Raw bytes per chunk.")
-@click.option("--no-encryption", is_flag=True, help="Store unencrypted even if a key is set.")
+@click.option(
+    "--no-encryption",
+    is_flag=True,
+    envvar="SAFEHOLD_NO_ENCRYPTION",
+    help="Back up unencrypted even if a key is set. A target's first backup records its choice:"
+    " without a key, a new target needs this flag (or `encryption: none` in the config file).",
+)
 @click.option(
     "--backup-id",
     envvar="SAFEHOLD_BACKUP_ID",
@@ -108,14 +114,14 @@ def backup(
     target_name, engine = common.open_target(ctx, target, **conn)
     size = engine.estimate_size()  # a missing or unreachable database fails before the repository
     repository = common.open_repo(ctx, repo, create=True)
-    keks = (
-        [] if no_encryption else common.keks_for(ctx, repository, repo, key_files, create_kdf=True)
-    )
+    no_encryption = no_encryption or repo_cfg.encryption == "none"
+    keks = common.keks_for(ctx, repository, repo, key_files, create_kdf=True)
     options = BackupOptions(
         target=name or target_name,
         type=backup_type,  # type: ignore[arg-type]
         codec=codec,
         chunk_size=chunk_bytes,
+        no_encryption=no_encryption,
     )
     started = time.monotonic()
     with common.progress(f"backup {options.target}", size) as hook:

@@ -21,6 +21,7 @@ from safehold.api.errors import UsageError
 from safehold.cli.config import Config, load_config, resolve_repository, resolve_target
 from safehold.codecs import crypto
 from safehold.engines.base import ConnectionOptions, Engine, open_engine, redact_url
+from safehold.engines.common import url_password_warning
 from safehold.pipeline.keys import load_keks
 from safehold.repository.repo import BackupNotFound, Repository
 from safehold.storage.base import open_storage
@@ -170,6 +171,10 @@ def open_target(ctx: click.Context, ref: str, **conn: Any) -> tuple[str, Engine]
     """The target's name and engine, with connection settings from flags, config and env."""
     name, target = resolve_target(config(ctx), ref)
     check_database_name(target.url)
+    warning = url_password_warning(
+        target.url, config_name=ref if ref in config(ctx).targets else None)
+    if warning:
+        logging.getLogger("safehold.cli").warning("%s", warning)
     password_file = conn.get("password_file") or target.password_file
     password = None
     if password_file:

@@ -40,6 +40,8 @@ class RepositoryConfig(BaseModel):
     url: str = Field(description="storage URL, e.g. file:///var/backups")
     compression: str | None = None
     key_file: Path | None = None
+    encryption: Literal["none"] | None = Field(
+        default=None, description="'none': back up unencrypted (as --no-encryption)")
 
 
 class Config(BaseModel):

@@ -16,6 +16,7 @@ from safehold.pipeline.keys import DataKeys
 from safehold.pipeline.objects import ObjectReader
 from safehold.pipeline.restore import ObjectCheck, verify_backup
 from safehold.repository.repo import BackupNotFound, Damaged, Repository
+from safehold.repository.trust import UNAUTHENTICATED
 
 
 def _targets(repository: Repository, target_name: str | None) -> list[str]:
@@ -70,6 +71,7 @@ def list_(ctx: click.Context, repo: str, target_name: str | None, output: str) -
                 f" {common.human_bytes(r['raw_bytes']):>10}"
                 f" {common.human_bytes(r['stored_bytes']):>10}"
                 f"  {r['encryption']:<11} {r['parent_id'] or '-'}")
+        click.echo(UNAUTHENTICATED, err=True)
 
     common.emit(output, rows, text)
     _damage_report(damaged if output == "text" else [])
@@ -116,6 +118,7 @@ def show(ctx: click.Context, repo: str, target_name: str, backup_ref: str, outpu
             click.echo(f"  {o.name:<30} {common.human_bytes(o.raw_size):>10}"
                        f" {common.human_bytes(o.stored_size):>10}  {o.chunks} chunks"
                        f"  sha256 {o.sha256[:16]}…")
+        click.echo(UNAUTHENTICATED, err=True)
 
     data = {**manifest.model_dump(mode="json"), "chain": [m.backup_id for m in chain]}
     common.emit(output, data, text)

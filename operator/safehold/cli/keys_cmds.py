@@ -12,6 +12,7 @@ from safehold.api.errors import UsageError
 from safehold.cli import common
 from safehold.codecs import crypto
 from safehold.pipeline.keys import backup_context, read_wrapped_key, write_wrapped_key
+from safehold.repository.trust import resign_policies
 
 
 @click.group()
@@ -70,6 +71,7 @@ def rotate(ctx: click.Context, repo: str, new_key_file: Path, key_files: tuple[P
             data_key = crypto.unwrap_key([*old, new], wrapped,
                                          backup_context(manifest.backup_id))
             pending.append((target, manifest.backup_id, data_key, wrapped.key_id))
+    resign_policies(repository, old, new)  # checks every record before writing any
     for target, backup_id, data_key, old_id in pending:
         write_wrapped_key(repository, target, backup_id, new, data_key)
         retired.add(old_id)

@@ -169,10 +169,12 @@ def cli(ctx: click.Context, config_path: Path | None, log_level: str, log_format
 
 def _register() -> None:
     from safehold.cli import backup_cmds, inspect_cmds, keys_cmds, prune_cmds
+    from safehold.cli.run_task import run_task  # the runner Jobs' entry point
 
     for module in (backup_cmds, inspect_cmds, keys_cmds, prune_cmds):
         for command in module.COMMANDS:
             cli.add_command(command)
+    cli.add_command(run_task)
 
 
 _register()

@@ -1,6 +1,7 @@
 """What the server engines (PostgreSQL, MySQL/MariaDB, MongoDB) do alike, written once.
 
 - :func:`resolve_password`: which password wins when several places give one.
+- :func:`url_password_warning`: what to say when a target URL carries a password.
 - :func:`retry_transient`: call again, with backoff, after a failure marked ``transient``.
 - :func:`run_parallel`: one task per table/collection on ``--jobs`` threads, first failure wins.
 """
@@ -13,7 +14,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import replace
 from typing import TypeVar
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from safehold.retry import DEFAULT_POLICY, not_yet_retried, retry_call
 
@@ -33,6 +34,29 @@ def resolve_password(explicit: str | None, in_url: str | None, env_var: str | No
     if in_url is not None:
         return unquote(in_url)
     return os.environ.get(env_var) if env_var else None
+
+
+def url_password_warning(url: str, *, config_name: str | None = None) -> str | None:
+    """A warning for a target ``url`` that holds a password, else None.
+
+    On a command line the password is visible to every user of the machine (``ps``,
+    ``/proc/PID/cmdline``) and stays in shell history; in the config file it sits in clear
+    text beside everything else. ``config_name`` is the config file's name for the target.
+    """
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return None  # the engine's own parser explains what is wrong with the URL
+    if not password:
+        return None
+    safer = ("--password-file FILE, SAFEHOLD_PASSWORD, or the client's own convention"
+             " (PGPASSWORD or ~/.pgpass, MYSQL_PWD)")
+    if config_name is not None:
+        return (f"target {config_name!r} in the config file has its password in the URL;"
+                f" move it to password_file: FILE in the config, or use {safer}")
+    return ("the target URL holds a password, which every user of this machine can read in"
+            " the process list (ps, /proc) and which stays in your shell history; remove it"
+            f" from the URL and use {safer}")
 
 
 def retry_transient(fn: Callable[[], T], what: str, *, attempts: int = 3) -> T:

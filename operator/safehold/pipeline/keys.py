@@ -16,6 +16,7 @@ from safehold.api.manifest import Manifest
 from safehold.codecs import crypto
 from safehold.repository import layout
 from safehold.repository.repo import KeyRecordLost, Repository, RepositoryDamaged
+from safehold.repository.trust import Trust
 from safehold.storage.base import ObjectNotFound
 
 
@@ -84,17 +85,24 @@ def read_wrapped_key(repo: Repository, target: str, backup_id: str) -> crypto.Wr
 
 
 class DataKeys:
-    """Unwraps (and caches) data keys, verifying each manifest's MAC on first use."""
+    """Unwraps (and caches) data keys, verifying each manifest's MAC on first use.
+
+    Before anything else every manifest passes the repository's trust rules (``Trust.check``):
+    it is where it claims to be, and it is encrypted whenever its target's policy or a supplied
+    key demands it.
+    """
 
     def __init__(self, repo: Repository, keks: Sequence[crypto.Kek]) -> None:
         self.repo = repo
         self.keks = list(keks)
-        self._cache: dict[str, bytes] = {}
+        self.trust = Trust(repo, self.keks)
+        self._cache: dict[tuple[str, str], bytes] = {}  # by (target, backup id)
 
     def for_backup(self, manifest: Manifest) -> bytes | None:
+        self.trust.check(manifest)
         if manifest.encryption == "none":
             return None
-        if manifest.backup_id not in self._cache:
+        if manifest.source not in self._cache:
             if not self.keks:
                 raise crypto.MissingKeyError(
                     f"backup {manifest.backup_id} is encrypted: supply its key with --key-file,"
@@ -111,5 +119,5 @@ class DataKeys:
                     f"the manifest of backup {manifest.backup_id} was modified after it was"
                     " written (its MAC does not match); do not trust this backup"
                 ) from None
-            self._cache[manifest.backup_id] = data_key
-        return self._cache[manifest.backup_id]
+            self._cache[manifest.source] = data_key
+        return self._cache[manifest.source]

@@ -7,6 +7,7 @@ manifests and the repository config, resolves backup references and chains.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -77,6 +78,7 @@ class RepoConfig:
     kdf: dict[str, Any] | None = None  # password mode: Argon2id parameters (salt, cost)
     active_key_id: str | None = None  # new backups must use this key (set by rotation)
     retired_key_ids: tuple[str, ...] = ()
+    repo_id: str | None = None  # random, set at creation; every format-2 manifest's MAC binds it
 
     def to_json(self) -> bytes:
         body = {**self.__dict__, "retired_key_ids": list(self.retired_key_ids)}
@@ -126,6 +128,20 @@ class Repository:
         config = replace(self.config(), **changes)
         self.save_config(config)
         return config
+
+    def ensure_repo_id(self) -> str:
+        """The repository's id, created (with the config, or added to an older one) if missing.
+
+        Read back after writing, so two writers creating a repository at once agree on the id
+        that won (the manifest takes the id again when it is written).
+        """
+        config = self.config()
+        if config.repo_id is None:
+            self.save_config(replace(config, format=FORMAT_VERSION,
+                                     repo_id="r-" + secrets.token_hex(16)))
+            config = self.config()
+        assert config.repo_id is not None
+        return config.repo_id
 
     # -- listing --------------------------------------------------------------------------
     def targets(self) -> list[str]:
@@ -193,7 +209,7 @@ class Repository:
             raise BackupNotFound(f"no backup {backup_id!r} of target {target!r} in {self.url}") \
                 from None
         try:
-            return Manifest.from_json(data)
+            return Manifest.from_json(data).read_from(target, backup_id)
         except ValidationError as exc:
             raise RepositoryDamaged(
                 f"backup {backup_id} of {target}: {key} is damaged:"
@@ -220,11 +236,12 @@ class Repository:
 
     def chain(self, manifest: Manifest, known: Sequence[Manifest] = ()) -> list[Manifest]:
         """The backups needed to restore ``manifest``, root (full) first."""
-        by_id = {m.backup_id: m for m in known}
+        target = manifest.source[0]  # parents are read beside it, whatever the manifest claims
+        by_id = {m.source[1]: m for m in known if m.source[0] == target}
         chain = [manifest]
         while chain[-1].parent_id is not None:
             parent_id = chain[-1].parent_id
-            parent = by_id.get(parent_id) or self._parent(manifest.target, parent_id, chain[-1])
+            parent = by_id.get(parent_id) or self._parent(target, parent_id, chain[-1])
             chain.append(parent)
             if len(chain) > 10_000:
                 raise RepositoryDamaged(f"backup chain of {manifest.backup_id} loops")

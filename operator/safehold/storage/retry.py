@@ -114,5 +114,15 @@ class RetryingStorage:
     def free_space(self) -> int | None:
         return self.inner.free_space()
 
+    # conditional writes retry inside the backends (they must tell a lost race from a lost reply)
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        return self.inner.put_if_absent(key, data)
+
+    def replace_if(self, key: str, data: bytes, expected: str) -> str:
+        return self.inner.replace_if(key, data, expected)
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        return self._call(lambda: self.inner.get_versioned(key), f"get {key}")
+
     def cleanup_incomplete(self, older_than: float = 3600) -> int:
         return self._call(lambda: self.inner.cleanup_incomplete(older_than), "cleanup")
