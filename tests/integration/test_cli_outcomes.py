@@ -299,3 +299,26 @@ def test_prune_reports_what_it_deleted_freed_and_the_grace_period(
     assert data["temporary_upload_grace_seconds"] == 3600
     text = run("prune", "-r", repo, "-t", "app", "--keep-last", "1", env=env).output
     assert "older than 60 min" in text and "deleted 0 backup(s), freed 0 B" in text
+
+
+def test_a_resumed_backup_holds_no_temporary_file(tmp_path: Path, repo: str,
+                                                  env: dict[str, str]) -> None:
+    """kill -9 mid-object leaves a temp file; the resumed backup replaces and removes it."""
+    import sqlite3
+
+    from tests.integration.cli_helpers import kill_cli_when
+
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE big (id INTEGER PRIMARY KEY, data BLOB)")
+        conn.executemany("INSERT INTO big (data) VALUES (?)",
+                         ((os.urandom(4000),) for _ in range(5000)))  # ~20 MB
+    backup_id = "20261202T120000.000000Z"
+    data = tmp_path / "repo" / "app" / backup_id / "data"
+    args = ["backup", "-t", f"sqlite://{db}", "-r", repo, "-c", "gzip:9", "--chunk-size",
+            "1MiB", "--backup-id", backup_id]
+    kill_cli_when(args, env, lambda: any(data.glob(".tmp-*")), timeout=60)
+    assert list(data.glob(".tmp-*")), "the killed backup left its temp file"
+    run(*args, env=env)
+    assert [p.name for p in (tmp_path / "repo" / "app" / backup_id).rglob(".tmp-*")] == []
+    assert run_json("verify", "-r", repo, env=env)["ok"] is True
