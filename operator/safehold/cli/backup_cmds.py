@@ -190,9 +190,12 @@ def _interactive(repository: Repository, source: str, opener: tables.Opener
     click.echo(f"Restoring {chosen.backup_id} applies {len(chain)} backup(s): "
                + " -> ".join(m.backup_id for m in chain))
     listed = tables.of_backup(chosen, opener)
+    if listed is None and chosen.engine == "sqlite":
+        listed = tables.sqlite_tables(chain, opener)
     if listed is None:
-        click.echo(f"(a {chosen.engine} backup does not list its tables; it is restored whole"
-                   " unless you name tables)")
+        why = (f"it is over {common.human_bytes(tables.SQLITE_PREVIEW_LIMIT)} to preview"
+               if chosen.engine == "sqlite" else f"a {chosen.engine} backup does not list them")
+        click.echo(f"(tables not listed: {why}; it is restored whole unless you name tables)")
     else:
         click.echo("Tables:")
         for name, size in listed.items():
