@@ -91,6 +91,11 @@ def check_include(manifest: Manifest, wanted: Sequence[str],
     if listed is None:
         return list(wanted)
     tables = sorted(listed)
+    for name in wanted:  # a bare name in several schemas: say which are meant
+        same = [t for t in tables if "." in t and t.split(".", 1)[1] == name and name not in tables]
+        if len(same) > 1:
+            raise UsageError(f"table name {name!r} is ambiguous in backup {manifest.backup_id}:"
+                             f" write one of {', '.join(same)}")
     unknown = [n for n in wanted if not _known(n, tables)]
     if not unknown:
         return list(wanted)
