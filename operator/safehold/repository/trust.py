@@ -60,6 +60,12 @@ class Trust:
         self._repo_id_read = False
         self._targets: dict[str, _TargetState] = {}
         self._checked: set[tuple[str, str]] = set()
+        self._warned: set[tuple[str, str]] = set()  # (target, what): one warning per target
+
+    def _warn_once(self, target: str, what: str, message: str, where: str) -> None:
+        if (target, what) not in self._warned:
+            self._warned.add((target, what))
+            log.warning(message, where)
 
     @property
     def repo_id(self) -> str | None:
@@ -118,8 +124,9 @@ class Trust:
                 raise RepositoryTampered(
                     f"{where} is not encrypted (or has no MAC) but must be: {state.why}. Someone"
                     " who can write to the repository replaced it; do not restore it")
-            log.warning("%s is not encrypted: nothing authenticates it (anyone who can write to"
-                        " the repository could have written it)", where)
+            self._warn_once(target, "plain", "%s is not encrypted: nothing authenticates it"
+                            " (anyone who can write to the repository could have written it)",
+                            where)
         if manifest.format >= 2:
             if manifest.repo_id != self.repo_id:
                 raise RepositoryTampered(
@@ -130,8 +137,9 @@ class Trust:
                     f"{where}: its manifest belongs to {manifest.full_name!r}, but this target"
                     f" is {state.policy.full_name!r}: it was copied here; do not restore it")
         else:
-            log.warning("%s has a format-1 manifest: it is not bound to this repository's id"
-                        " (back up again to get format-2 backups)", where)
+            self._warn_once(target, "format-1", "%s has a format-1 manifest: it is not bound to"
+                            " this repository's id (back up again to get format-2 backups)",
+                            where)
         self._checked.add((target, backup_id))
 
 
