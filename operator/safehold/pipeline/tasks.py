@@ -216,7 +216,8 @@ def _backup(task: BackupTask, stages: Stages, env: Mapping[str, str]) -> TaskRes
         notes = []
         options = BackupOptions(target=task.target, type=task.type, codec=codec,
                                 chunk_size=task.chunk_size, include=task.include or None,
-                                no_encryption=task.encryption.mode == "none")
+                                no_encryption=task.encryption.mode == "none",
+                                namespace=task.namespace)
         with stages("backup"):
             manifest = run_backup(engine, repo, options, keks[0] if keks else None, keks[1:],
                                   backup_id=task.backup_id)
