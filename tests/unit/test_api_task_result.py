@@ -34,7 +34,7 @@ def test_every_kind_parses_by_its_discriminator() -> None:
     assert restore.conflict_policy == "fail"
     check = parse_task(task(kind="check", database=DB))
     assert isinstance(check, CheckTask) and check.repository is None
-    for kind, extra in [("delete", {"target": "t", "backupIds": ["20261202T120000Z"]}),
+    for kind, extra in [("delete", {"target": "t", "backupIds": ["20261202T120000.000000Z"]}),
                         ("rewrap", {"encryption": KEYS}),
                         ("verify", {"encryption": KEYS, "target": "t"})]:
         assert parse_task(task(kind=kind, repository=REPO, **extra)).kind == kind

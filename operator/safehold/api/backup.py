@@ -14,6 +14,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from safehold.api.common import (
     API_VERSION,
+    BACKUP_ID_PATTERN,
     Condition,
     ErrorInfo,
     KubeModel,
@@ -29,7 +30,6 @@ from safehold.api.result import TaskResult
 
 BackupPhase = Literal["Pending", "Running", "Completed", "Failed"]
 DeletionPolicy = Literal["Retain", "Delete"]
-BACKUP_ID_PATTERN = r"^[0-9]{8}T[0-9]{6}(\.[0-9]{1,6})?Z$"
 COMPLETED = "Completed"
 
 

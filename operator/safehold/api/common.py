@@ -22,6 +22,9 @@ CATEGORY = "safehold"
 # Kubernetes names: a DNS-1123 subdomain (most objects) or label (Secrets/PVCs are subdomains).
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 Name = Annotated[str, Field(min_length=1, max_length=253, pattern=NAME_PATTERN)]
+# A backup's id in the repository: its start time with microseconds (repository/layout.py).
+BACKUP_ID_PATTERN = r"^[0-9]{8}T[0-9]{6}\.[0-9]{6}Z$"
+BACKUP_REF_PATTERN = r"^(latest|[0-9]{8}T[0-9]{6}\.[0-9]{6}Z)$"
 # A Secret data key: alphanumerics, '-', '_' and '.'.
 SecretKey = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
 # A resource quantity ("500m", "1Gi", 2) as Kubernetes writes it.

@@ -14,6 +14,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from safehold.api.common import (
     API_VERSION,
+    BACKUP_REF_PATTERN,
     Condition,
     ErrorInfo,
     KubeModel,
@@ -29,7 +30,6 @@ from safehold.api.task import ConflictPolicy
 
 RestorePhase = Literal["Pending", "Planning", "Planned", "Running", "Completed", "Failed"]
 COMPLETED = "Completed"
-BACKUP_REF_PATTERN = r"^(latest|[0-9]{8}T[0-9]{6}(\.[0-9]{1,6})?Z)$"
 
 
 class RestoreSource(KubeModel):

@@ -27,7 +27,9 @@ class TaskResult(KubeModel):
 
     model_config = ConfigDict(extra="ignore")  # a newer runner may report more
 
-    kind: TaskKind
+    kind: TaskKind | None = Field(
+        default=None, description="The task's kind; unset when the task could not be read."
+    )
     phase: ResultPhase
     exit_code: int = Field(default=0, description="The runner's exit code (0 on success).")
     started_at: datetime | None = None
@@ -84,7 +86,7 @@ class TaskResult(KubeModel):
         return self.phase == "Completed"
 
     @classmethod
-    def failure(cls, kind: TaskKind, error: ErrorInfo, **facts: object) -> TaskResult:
+    def failure(cls, kind: TaskKind | None, error: ErrorInfo, **facts: object) -> TaskResult:
         """A Failed result carrying ``error`` (and its exit code)."""
         return cls.model_validate(
             {**facts, "kind": kind, "phase": "Failed", "error": error,

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, TypeAdapter, model_validator
 
-from safehold.api.common import KubeModel
+from safehold.api.common import BACKUP_REF_PATTERN, KubeModel
 from safehold.api.manifest import BackupType
 
 TASK_ENV = "SAFEHOLD_TASK"
@@ -24,7 +24,7 @@ TlsMode = Literal["disable", "prefer", "require", "verify-ca", "verify-full"]
 ConflictPolicy = Literal["fail", "replace"]
 # The target's name inside the repository (repository/layout.py checks the same rule).
 RepoTargetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
-BackupRef = Annotated[str, Field(pattern=r"^(latest|[0-9]{8}T[0-9]{6}(\.[0-9]{1,6})?Z)$")]
+BackupRef = Annotated[str, Field(pattern=BACKUP_REF_PATTERN)]
 AbsPath = Annotated[str, Field(pattern=r"^/")]
 
 
