@@ -104,7 +104,9 @@ def run(work: Path, n_latency: int = 100, n_objects: int = 1000) -> None:
                "SAFEHOLD_RUNNER_IMAGE": "safehold/runner:bench"}
         log = (work / "operator.log").open("wb")
         exe = Path(sys.executable).parent / "safehold-operator"
-        proc = subprocess.Popen([str(exe), "--quiet"], env=env, stdout=log, stderr=log)
+        # BENCH_OPERATOR_LOG=--verbose puts kopf's debug log into operator.log
+        flag = os.environ.get("BENCH_OPERATOR_LOG", "--quiet")
+        proc = subprocess.Popen([str(exe), flag], env=env, stdout=log, stderr=log)
         try:
             time.sleep(8)  # started, watching
             idle = _rss_mb(proc.pid)
