@@ -18,7 +18,6 @@ Numbers are printed, never asserted (DESIGN.md section 8).
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 import threading
@@ -32,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _rss_mb(pid: int) -> float:
@@ -87,7 +86,6 @@ def _backup(ns: str, name: str) -> dict[str, Any]:
 def run(work: Path, n_latency: int = 100, n_objects: int = 1000) -> None:
     import yaml
     from kubernetes import client
-
     from tests.infra.kube import ControlPlane
 
     print("\n== control plane: safehold-operator (real kube-apiserver, no kubelet) ==")
@@ -155,9 +153,9 @@ def run(work: Path, n_latency: int = 100, n_objects: int = 1000) -> None:
                                                        _backup(ns, name))
                 custom.patch_namespaced_custom_object_status(
                     GROUP, VERSION, ns, "backups", name,
-                    {"status": {"phase": "Completed", "backupId":
-                                f"20261201T{i // 3600 % 24:02d}{i // 60 % 60:02d}{i % 60:02d}.000001Z",
-                                "storedBytes": 1000 + i}})
+                    {"status": {"phase": "Completed", "storedBytes": 1000 + i, "backupId":
+                                f"20261201T{i // 3600 % 24:02d}{i // 60 % 60:02d}{i % 60:02d}"
+                                ".000001Z"}})
             made = time.time() - t0
             key = "kopf.safehold.dev/last-handled-configuration"
             handled, deadline = 0, time.time() + 300
