@@ -165,3 +165,19 @@ def test_restore_plans_then_runs_one_job_into_a_new_database(
     assert task.kind == "restore" and task.backup_id == "20261201T000000.000001Z"
     assert task.database.url == "postgresql://backup@orders-db.shop.svc:5432/orders_copy"
     assert task.conflict_policy == "fail" and not task.plan_only
+
+
+def test_target_spec_change_runs_a_new_check(cluster: Cluster, operator: Any) -> None:
+    with operator():
+        bt = cluster.create("backuptargets", samples.target())
+        first = _one_job(cluster, bt["metadata"]["uid"])
+        cluster.custom.patch_namespaced_custom_object(
+            "safehold.dev", "v1alpha1", cluster.ns, "backuptargets", "orders",
+            {"spec": {"compression": "zstd:9"}})
+        jobs = eventually(lambda: len(j := cluster.jobs(bt["metadata"]["uid"])) == 2 and j,
+                          "a second check Job for generation 2")
+        status = eventually(lambda: (s := cluster.status("backuptargets", "orders"))
+                            .get("checkJob") != first.metadata.name and s, "the new check")
+    assert status["checkJob"] in {j.metadata.name for j in jobs}
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["observedGeneration"] == 2 and ready["reason"] == "Checking"
