@@ -72,3 +72,28 @@ def test_check_job_sets_ready(cluster: Cluster, operator: Any) -> None:
     assert (ready["status"], ready["reason"]) == ("True", "CheckPassed")
     assert "PostgreSQL 16.4" in ready["message"] and "checkJob" not in status
     assert status["serverVersion"] == "PostgreSQL 16.4"
+
+
+def test_a_lost_result_is_recovered_from_the_repository(cluster: Cluster, operator: Any) -> None:
+    with operator():
+        cluster.create("backuptargets", samples.target())
+        bk = cluster.create("backups", samples.backup())
+        uid = bk["metadata"]["uid"]
+        job = eventually(lambda: cluster.jobs(uid), "Job")[0]
+        bid = eventually(lambda: cluster.status("backups", "orders-20261202").get("backupId"),
+                         "backup id")
+        # the Job (and its pod) vanish before anyone read a result
+        cluster.batch.delete_namespaced_job(job.metadata.name, cluster.ns,
+                                            propagation_policy="Background")
+        recover = eventually(lambda: [j for j in cluster.jobs(uid) if j.metadata.labels[
+            "safehold.dev/purpose"] == "recover"], "the recovery Job")[0]
+        from safehold.api.task import parse_task
+
+        task = parse_task(recover.spec.template.spec.containers[0].env[0].value)
+        assert task.kind == "verify" and task.backup_id == bid and task.target == "orders"
+        found = TaskResult(kind="verify", phase="Completed", checked=3)
+        finish_pod(cluster, recover, exit_code=0, message=found.to_termination_message())
+        status = _phase(cluster, "backups", "orders-20261202", "Completed")
+    assert status["backupId"] == bid
+    reasons = {e.reason for e in cluster.events("orders-20261202")}
+    assert {"Recovering", "Completed"} <= reasons
