@@ -42,29 +42,41 @@ def _rss_mb(pid: int) -> float:
 
 
 class _Arrivals:
-    """A watch thread recording when each object first appears, by a key function."""
+    """A watch thread recording when each object first appears, by a key function; the watch
+    is re-established whenever the server ends it."""
 
     def __init__(self, list_fn: Any, ns: str, key: Any) -> None:
-        from kubernetes import watch
-
         self.seen: dict[str, float] = {}
-        self._w = watch.Watch()
         self._list, self._ns, self._key = list_fn, ns, key
+        self._stop = threading.Event()
+        self._w: Any = None
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
         time.sleep(1.0)  # the watch is established
 
     def _run(self) -> None:
-        try:
-            for ev in self._w.stream(self._list, self._ns, timeout_seconds=0):
-                k = self._key(ev["object"])
-                if k and k not in self.seen:
-                    self.seen[k] = time.time()
-        except Exception:  # the connection closed by stop()
-            return
+        from kubernetes import watch
+
+        while not self._stop.is_set():
+            self._w = watch.Watch()
+            try:
+                for ev in self._w.stream(self._list, self._ns, timeout_seconds=300):
+                    k = self._key(ev["object"])
+                    if k and k not in self.seen:
+                        self.seen[k] = time.time()
+            except Exception:  # ended by the server or by stop(): watch again unless stopping
+                time.sleep(0.05)
+
+    def wait(self, key: str, timeout: float = 30.0) -> float | None:
+        deadline = time.time() + timeout
+        while key not in self.seen and time.time() < deadline:
+            time.sleep(0.002)
+        return self.seen.get(key)
 
     def stop(self) -> None:
-        self._w.stop()
+        self._stop.set()
+        if self._w is not None:
+            self._w.stop()
 
 
 def _target(ns: str) -> dict[str, Any]:
@@ -117,9 +129,9 @@ def run(work: Path, n_latency: int = 100, n_objects: int = 1000) -> None:
                 custom_name = f"floor-{i}"
                 t0 = time.time()
                 core.create_namespaced_config_map(ns, {"metadata": {"name": custom_name}})
-                while custom_name not in cms.seen:
-                    time.sleep(0.002)
-                floor.append(max(0.0, cms.seen[custom_name] - t0))
+                seen = cms.wait(custom_name)
+                if seen is not None:
+                    floor.append(max(0.0, seen - t0))
             cms.stop()
             # -- Backup created -> Job created
             jobs = _Arrivals(batch.list_namespaced_job, ns,
