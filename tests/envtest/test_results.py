@@ -97,3 +97,37 @@ def test_a_lost_result_is_recovered_from_the_repository(cluster: Cluster, operat
     assert status["backupId"] == bid
     reasons = {e.reason for e in cluster.events("orders-20261202")}
     assert {"Recovering", "Completed"} <= reasons
+
+
+def test_transient_failure_retries_and_permanent_failure_stops_at_once(
+    cluster: Cluster, operator: Any
+) -> None:
+    with operator():
+        cluster.create("backuptargets", samples.target())
+        retried = cluster.create("backups", samples.backup("retried"))
+        keyless = cluster.create("backups", samples.backup("keyless"))
+        # storage hiccup (exit 7, transient): the Job makes a new pod, the Backup stays Running
+        job = eventually(lambda: cluster.jobs(retried["metadata"]["uid"]), "Job")[0]
+        bid = eventually(lambda: cluster.status("backups", "retried").get("backupId"), "id")
+        storage = TaskResult.failure("backup", ErrorInfo(
+            error_class="StorageProblem", message="503 Slow Down", exit_code=7, transient=True))
+        first = finish_pod(cluster, job, exit_code=7, message=storage.to_termination_message())
+        eventually(lambda: "Retrying" in {e.reason for e in cluster.events("retried")},
+                   "the Retrying event")
+        assert cluster.status("backups", "retried")["phase"] == "Running"
+        done = TaskResult(kind="backup", phase="Completed", backup_id=bid, stored_bytes=1)
+        second = finish_pod(cluster, job, exit_code=0, message=done.to_termination_message())
+        assert second != first and len(cluster.jobs(retried["metadata"]["uid"])) == 1
+        status = _phase(cluster, "backups", "retried", "Completed")
+        assert status["backupId"] == bid  # the retry resumed the same backup id
+        # wrong key (exit 5): the pod failure policy fails the Job without retrying
+        job = eventually(lambda: cluster.jobs(keyless["metadata"]["uid"]), "Job")[0]
+        key = TaskResult.failure("backup", ErrorInfo(
+            error_class="KeyProblem", message="the key Secret holds no keys", exit_code=5))
+        finish_pod(cluster, job, exit_code=5, message=key.to_termination_message())
+        failed = _phase(cluster, "backups", "keyless", "Failed")
+    cond = next(c for c in failed["conditions"] if c["type"] == "Completed")
+    assert cond["reason"] == "KeyProblem"
+    pods = cluster.core.list_namespaced_pod(
+        cluster.ns, label_selector=f"batch.kubernetes.io/controller-uid={job.metadata.uid}").items
+    assert len(pods) == 1  # no retry was attempted
