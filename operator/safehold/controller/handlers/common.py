@@ -89,7 +89,6 @@ def configure(settings: kopf.OperatorSettings) -> None:
     )
     settings.posting.level = logging.WARNING  # our own events say what happened
     settings.execution.max_workers = 16
-    settings.batching.batch_window = 0.02  # react within tens of ms to a new object
     settings.watching.server_timeout = 300
 
 
