@@ -190,3 +190,18 @@ def test_a_repository_id_removed_from_the_config_is_not_replaced_by_a_new_one(
     assert "repo_id" not in json.loads(repo.storage.get_bytes("safehold-repo.json"))
     with pytest.raises(RepositoryTampered, match="belongs to repository"):
         DataKeys(repo, [kek]).for_backup(repo.resolve("orders", "latest"))
+
+
+def test_format_1_evidence_is_any_encrypted_manifest_even_without_key_records(
+        db: Path, repo: Repository, kek: crypto.Kek) -> None:
+    """Legacy target, keys.json deleted, a forged unencrypted latest: a key-less read refuses."""
+    first = backup(db, repo, kek)
+    make_format_1(repo, kek, first)
+    forged = {**json.loads(repo.storage.get_bytes(f"orders/{first.backup_id}/manifest.json")),
+              "backup_id": "20991231T000000.000000Z", "chain_id": "20991231T000000.000000Z",
+              "encryption": "none", "mac": None}
+    repo.storage.delete(f"orders/{first.backup_id}/keys.json")
+    repo.storage.put_bytes("orders/20991231T000000.000000Z/manifest.json",
+                           json.dumps(forged).encode())
+    with pytest.raises(RepositoryTampered, match="has encrypted backups"):
+        DataKeys(repo, []).for_backup(repo.resolve("orders", "latest"))

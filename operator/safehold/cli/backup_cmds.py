@@ -82,6 +82,13 @@ def manifest_summary(m: Manifest) -> dict[str, object]:
     " without a key, a new target needs this flag (or `encryption: none` in the config file).",
 )
 @click.option(
+    "--namespace",
+    envvar="SAFEHOLD_NAMESPACE",
+    default=None,
+    help="Kubernetes namespace of the target (the operator sets it): bound into the backup, so"
+    " two namespaces' targets of one name never pass for each other.",
+)
+@click.option(
     "--backup-id",
     envvar="SAFEHOLD_BACKUP_ID",
     default=None,
@@ -102,6 +109,7 @@ def backup(
     name: str | None,
     chunk_size: str,
     no_encryption: bool,
+    namespace: str | None,
     backup_id: str | None,
     key_files: tuple[Path, ...],
     output: str,
@@ -120,6 +128,7 @@ def backup(
         codec=codec,
         chunk_size=parse_size(chunk_size),
         no_encryption=no_encryption,
+        namespace=namespace or None,
     )
     started = time.monotonic()
     with common.progress(f"backup {options.target}", engine.estimate_size()) as hook:

@@ -30,8 +30,8 @@ from safehold.repository.policy import (
     RepositoryTampered,
     TargetPolicy,
     check_namespace,
-    has_key_records,
     read_policy,
+    was_encrypted,
     write_policy,
 )
 from safehold.repository.repo import Repository
@@ -78,7 +78,7 @@ class Trust:
                     " records one for every target: it was deleted; do not trust this"
                     " target's backups")
             # A repository written before policy records (format 1): judge by the evidence.
-            evidence = has_key_records(self.repo, target)
+            evidence = was_encrypted(self.repo, target)
             state = _TargetState(None, evidence or bool(self.keks),
                                  "the target has encrypted backups" if evidence
                                  else "a key was supplied")
@@ -152,7 +152,7 @@ def prepare_repository(repo: Repository) -> str:
     for target in targets:
         if not repo.backup_ids(target)[0]:
             continue
-        encryption: Encryption = ENCRYPTED if has_key_records(repo, target) else "none"
+        encryption: Encryption = ENCRYPTED if was_encrypted(repo, target) else "none"
         write_policy(repo, TargetPolicy(target=target, repo_id=repo_id, encryption=encryption))
         log.info("recorded the policy of existing target %s: %s", target, encryption)
     return repo_id
@@ -216,8 +216,7 @@ def establish(repo: Repository, target: str, namespace: str | None, kek: crypto.
     if kek is not None and not verified:
         # The key holder chose "none" explicitly: authenticate the record, unless the target
         # shows signs of having been encrypted (a forged "none" must not be laundered).
-        if any(m.encryption != "none" for m in repo.backups(target)) \
-                or has_key_records(repo, target):
+        if was_encrypted(repo, target):
             raise RepositoryTampered(
                 f"target {target!r} has encrypted backups but its policy record says 'none':"
                 " the record was replaced; do not trust this target's backups")
