@@ -90,7 +90,7 @@ def input_key(
 ) -> str:
     """16 hex digits over everything that makes the image: change one, get another key."""
     h = hashlib.sha256()
-    h.update(f"v1\0{name}\0{dockerfile.read_bytes().hex()}\0".encode())
+    h.update(f"v2\0{name}\0{dockerfile.read_bytes().hex()}\0".encode())
     for key, value in sorted(build_args.items()):
         h.update(f"arg\0{key}\0{value}\0".encode())
         if value.startswith("localhost/"):  # a local base image: its content, not its name
@@ -145,7 +145,8 @@ def build_image(
         argv += ["--secret", f"id=pip-ca,src={ca}"]
     _run([*argv, str(context)], host_net=True)
     tmp = archive.with_suffix(f".tmp{os.getpid()}")
-    _run(["buildah", "push", "--quiet", ref, f"oci-archive:{tmp}:{ref}"])
+    # uncompressed layers: containerd imports them without a gunzip pass
+    _run(["buildah", "push", "--quiet", "--disable-compression", ref, f"oci-archive:{tmp}:{ref}"])
     tmp.replace(archive)
     _keep_newest(name)
     return Image(ref, archive)

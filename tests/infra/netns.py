@@ -42,6 +42,14 @@ def _run(*argv: str) -> None:
         raise OSError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
 
 
+def _drop_stale() -> None:
+    """Delete namespaces left by killed test runs (``safehold-<pid>`` whose pid is gone)."""
+    for path in Path("/run/netns").glob("safehold-*"):
+        pid = path.name.removeprefix("safehold-")
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            subprocess.run(["ip", "netns", "del", path.name], capture_output=True, check=False)
+
+
 class TestNetns:
     """A network namespace that the calling thread (pytest's main thread) enters and leaves."""
 
@@ -65,6 +73,7 @@ class TestNetns:
             return
         if os.geteuid() != 0:
             raise OSError("the test network namespace needs root (ip netns add)")
+        _drop_stale()
         _run("ip", "netns", "add", self.name)
         try:
             host_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)

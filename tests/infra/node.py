@@ -188,9 +188,12 @@ class Node:
 
     def _prepare(self) -> None:
         w = self.workdir
-        dirs = ("containerd", "cni/net.d", "cni/ipam", "kubelet/root", "kubelet/pod-logs", "logs")
-        for d in dirs:
+        for d in ("containerd/root", "cni/net.d", "cni/ipam", "kubelet/root", "kubelet/pod-logs"):
             (w / d).mkdir(parents=True, exist_ok=True)
+        # containerd's images and container filesystems in memory: imports unpack several times
+        # faster than on this disk, and teardown is an unmount instead of deleting ~50k files
+        root = w / "containerd" / "root"
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8g,mode=700", "node", root], check=True)
         # cgroup root of our own in every hierarchy (cpuset children need cpus/mems first)
         for hierarchy in _cgroup_hierarchies():
             path = hierarchy / self.cgroup_root.lstrip("/")
