@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from safehold.storage import ObjectInfo, ObjectNotFound, Storage
+from safehold.storage import ConditionFailed, ObjectInfo, ObjectNotFound, Storage, open_storage
 
 MiB = 1 << 20
 
@@ -36,6 +39,50 @@ def failing_chunks(good: list[bytes]) -> Iterator[bytes]:
 
 def _keys(storage: Storage, prefix: str = "") -> list[str]:
     return [info.key for info in storage.list(prefix)]
+
+
+def race(writers: int, attempt: Callable[[int], str]) -> dict[int, str | Exception]:
+    """Run ``attempt(i)`` in ``writers`` threads released at once; each one's version or error."""
+    gate = threading.Barrier(writers)
+    outcome: dict[int, str | Exception] = {}
+
+    def run(i: int) -> None:
+        gate.wait()
+        try:
+            outcome[i] = attempt(i)
+        except Exception as exc:
+            outcome[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(outcome) == writers, "a racing writer hung"
+    return outcome
+
+
+def winners(outcome: dict[int, str | Exception]) -> list[int]:
+    """Writers that won; fails on any error other than a lost condition."""
+    for i, result in outcome.items():
+        if isinstance(result, Exception) and not isinstance(result, ConditionFailed):
+            raise AssertionError(f"writer {i} failed with {result!r}, not ConditionFailed")
+    return sorted(i for i, result in outcome.items() if isinstance(result, str))
+
+
+# A child process for the cross-process race: opens the repository by URL (credentials from the
+# environment), says "ready", waits for "go" on stdin, then tries to create the key once.
+_CREATOR = """
+import sys
+from safehold.storage import ConditionFailed, open_storage
+storage = open_storage(sys.argv[1])
+print("ready", flush=True)
+sys.stdin.readline()
+try:
+    print("won", storage.put_if_absent(sys.argv[2], sys.argv[3].encode()), flush=True)
+except ConditionFailed:
+    print("lost", flush=True)
+"""
 
 
 class StorageContract:
@@ -233,6 +280,102 @@ class StorageContract:
             assert storage.get_bytes(key) == key.encode()
             assert storage.stat(key).size == len(key.encode())
         assert _keys(storage, "ünïcødé/日") == ["ünïcødé/日本語 ファイル"]
+
+    # -- conditional writes (the primitive under leases) -------------------------------------
+
+    def test_put_if_absent_creates_only_once(self, storage: Storage) -> None:
+        first = b"holder one " + os.urandom(16)
+        version = storage.put_if_absent("t/lease.json", first)
+        assert isinstance(version, str) and version
+        assert storage.get_versioned("t/lease.json") == (first, version)
+        with pytest.raises(ConditionFailed) as raised:
+            storage.put_if_absent("t/lease.json", b"holder two " + os.urandom(16))
+        assert raised.value.key == "t/lease.json"
+        assert not raised.value.transient
+        assert storage.get_versioned("t/lease.json") == (first, version)
+        assert _keys(storage) == ["t/lease.json"]  # no temp or part objects left visible
+
+    def test_replace_if_needs_the_current_version(self, storage: Storage) -> None:
+        v1 = storage.put_if_absent("t/lease.json", b"one " + os.urandom(16))
+        two = b"two " + os.urandom(16)
+        v2 = storage.replace_if("t/lease.json", two, v1)
+        assert v2 != v1
+        assert storage.get_versioned("t/lease.json") == (two, v2)
+        with pytest.raises(ConditionFailed):
+            storage.replace_if("t/lease.json", b"stale " + os.urandom(16), v1)
+        assert storage.get_versioned("t/lease.json") == (two, v2)
+        three = b"three " + os.urandom(16)
+        v3 = storage.replace_if("t/lease.json", three, v2)
+        assert storage.get_versioned("t/lease.json") == (three, v3)
+        assert len({v1, v2, v3}) == 3
+
+    def test_replace_if_never_creates(self, storage: Storage) -> None:
+        version = storage.put_if_absent("t/other.json", b"x " + os.urandom(16))
+        with pytest.raises(ConditionFailed):
+            storage.replace_if("t/absent.json", b"y " + os.urandom(16), version)
+        assert not storage.exists("t/absent.json")
+        with pytest.raises(ObjectNotFound):
+            storage.get_versioned("t/absent.json")
+
+    def test_a_deleted_object_can_be_created_again(self, storage: Storage) -> None:
+        storage.put_if_absent("t/lease.json", b"a " + os.urandom(16))
+        storage.delete("t/lease.json")
+        again = b"b " + os.urandom(16)
+        version = storage.put_if_absent("t/lease.json", again)
+        assert storage.get_versioned("t/lease.json") == (again, version)
+
+    RACE_ROUNDS = 5
+    RACE_WRITERS = 6
+    RACE_SIZE = MiB  # large enough that a server checking before it stores leaves a window
+
+    def test_racing_creators_exactly_one_wins(self, storage: Storage) -> None:
+        for round_ in range(self.RACE_ROUNDS):
+            key = f"race/{round_}/lease.json"
+            payloads = [bytes([i]) * 16 + os.urandom(self.RACE_SIZE) for i in
+                        range(self.RACE_WRITERS)]
+            outcome = race(self.RACE_WRITERS, lambda i, k=key, p=payloads:  # type: ignore[misc]
+                           storage.put_if_absent(k, p[i]))
+            won = winners(outcome)
+            assert len(won) == 1, f"round {round_}: writers {won} all won the create"
+            assert storage.get_versioned(key) == (payloads[won[0]], outcome[won[0]])
+
+    def test_racing_replacers_exactly_one_wins(self, storage: Storage) -> None:
+        for round_ in range(self.RACE_ROUNDS):
+            key = f"race/{round_}/lease.json"
+            base = storage.put_if_absent(key, b"expired holder " + os.urandom(16))
+            payloads = [bytes([i]) * 16 + os.urandom(self.RACE_SIZE) for i in
+                        range(self.RACE_WRITERS)]
+            outcome = race(self.RACE_WRITERS, lambda i, k=key, p=payloads, b=base:  # type: ignore[misc]
+                           storage.replace_if(k, p[i], b))
+            won = winners(outcome)
+            assert len(won) == 1, f"round {round_}: writers {won} all broke the same version"
+            assert storage.get_versioned(key) == (payloads[won[0]], outcome[won[0]])
+
+    def test_racing_processes_exactly_one_creates(self, storage: Storage) -> None:
+        writers, key = 4, "race/processes/lease.json"
+        children = [subprocess.Popen([sys.executable, "-c", _CREATOR, storage.url, key,
+                                      f"process {i} {os.urandom(8).hex()}"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                    for i in range(writers)]
+        try:
+            for child in children:
+                assert child.stdout is not None and child.stdout.readline() == "ready\n"
+            for child in children:
+                assert child.stdin is not None
+                child.stdin.write("go\n")
+                child.stdin.flush()
+            results = [child.communicate(timeout=120)[0].split() for child in children]
+        finally:
+            for child in children:
+                child.kill()
+                child.wait()
+        assert all(child.returncode == 0 for child in children), results
+        won = [r for r in results if r[0] == "won"]
+        assert len(won) == 1 and sorted(r[0] for r in results) == ["lost"] * 3 + ["won"]
+        data, version = storage.get_versioned(key)
+        assert version == won[0][1]
+        assert data.startswith(b"process ")
+        assert open_storage(storage.url).get_versioned(key) == (data, version)
 
     def test_free_space(self, storage: Storage) -> None:
         space = storage.free_space()

@@ -31,7 +31,26 @@ def aws_env(s3_server: MotoS3, monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.setenv(name, value)
 
 
+# moto's server checks If-None-Match / If-Match and then stores the object, without holding a lock
+# in between (moto/s3/responses.py, put_object): concurrent conditional puts that all pass the
+# check all succeed. The window is the time to store the body, so it shows with large bodies
+# (several winners in 10 of 30 six-writer races of 5 MiB) and hardly with lease-sized ones (0 of
+# 30 with 200 bytes). AWS S3 evaluates the condition atomically (a concurrent conflicting write
+# gets 412 or 409 ConditionalRequestConflict); that cannot be proven against moto. See
+# docs/storage.md, "Conditional writes".
+MOTO_NOT_ATOMIC = pytest.mark.xfail(
+    reason="moto checks the condition before storing, not atomically (known emulator gap)",
+    strict=False)
+
+
 class TestS3Storage(StorageContract):
+    RACE_SIZE = 5 * MiB  # wide enough to show moto's gap in most runs
+
+    test_racing_creators_exactly_one_wins = MOTO_NOT_ATOMIC(
+        StorageContract.test_racing_creators_exactly_one_wins)
+    test_racing_replacers_exactly_one_wins = MOTO_NOT_ATOMIC(
+        StorageContract.test_racing_replacers_exactly_one_wins)
+
     @pytest.fixture
     def storage(self, s3_server: MotoS3, s3_bucket: str, aws_env: None) -> S3Storage:
         storage = open_storage(s3_url(s3_server, s3_bucket, part_size="5MiB"))

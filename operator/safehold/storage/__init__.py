@@ -4,6 +4,7 @@ Backends register their URL scheme on import; ``file://`` is always available.
 """
 
 from safehold.storage.base import (
+    ConditionFailed,
     NoSpaceError,
     ObjectInfo,
     ObjectNotFound,
@@ -16,6 +17,7 @@ from safehold.storage.base import (
 )
 
 __all__ = [
+    "ConditionFailed",
     "NoSpaceError",
     "ObjectInfo",
     "ObjectNotFound",

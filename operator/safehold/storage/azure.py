@@ -38,6 +38,7 @@ from azure.storage.blob import (
 
 from safehold.storage.azure_connect import classify, make_service, parse_url
 from safehold.storage.base import (
+    ConditionFailed,
     ObjectInfo,
     ObjectNotFound,
     StorageError,
@@ -45,6 +46,7 @@ from safehold.storage.base import (
     register,
 )
 from safehold.storage.cloud import ObjectStore, check_list_prefix
+from safehold.storage.conditional import conditional_write
 from safehold.storage.parts import (
     MiB,
     TransferStats,
@@ -173,6 +175,47 @@ class AzureBlobStorage(ObjectStore):
                 continue  # the service keeps them: they expire after 7 days
             removed += 1
         return removed
+
+    # -- conditional writes (leases) ---------------------------------------------------------
+    # Put Blob with If-None-Match: * (overwrite=False) or If-Match: <etag>; versions are ETags.
+
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        return self._upload_if(key, data, {"overwrite": False}, "it already exists")
+
+    def replace_if(self, key: str, data: bytes, expected: str) -> str:
+        return self._upload_if(key, data, {"overwrite": True, "etag": expected,
+                                           "match_condition": MatchConditions.IfNotModified},
+                               "it is absent or was replaced")
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        blob = self._blob(key)
+
+        def download() -> tuple[bytes, str]:
+            with self._errors(f"read {key}", key):
+                downloader = blob.download_blob(max_concurrency=1)
+                return downloader.readall(), str(downloader.properties.etag)
+
+        return self._call(download, f"read {key}")
+
+    def _upload_if(self, key: str, data: bytes, condition: dict[str, Any], lost: str) -> str:
+        blob = self._blob(key)
+
+        def write() -> str:
+            with self._errors(f"upload {key}"):
+                try:
+                    response = blob.upload_blob(data, validate_content=True, max_concurrency=1,
+                                                **condition)
+                except (aexc.ResourceExistsError, aexc.ResourceModifiedError) as exc:
+                    raise ConditionFailed(key, lost) from exc
+                except aexc.ResourceNotFoundError as exc:
+                    code = getattr(exc, "error_code", None)
+                    if "etag" in condition and getattr(code, "value", code) == "BlobNotFound":
+                        raise ConditionFailed(key, lost) from exc
+                    raise
+            return str(response["etag"])
+
+        return conditional_write(write, lambda: self.get_versioned(key), data,
+                                 what=f"upload {key} on {self.url}", policy=self.policy)
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -11,16 +11,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from safehold.api.errors import Exit, StorageProblem
 from safehold.registry import SchemeRegistry
 
 
-class StorageError(Exception):
+class StorageError(StorageProblem):
     """A storage operation failed; ``transient`` says whether retrying may help."""
 
     transient = False
 
 
 class ObjectNotFound(StorageError):
+    exit_code = Exit.NOT_FOUND
+
     def __init__(self, key: str) -> None:
         super().__init__(f"object not found: {key}")
         self.key = key
@@ -32,6 +35,15 @@ class NoSpaceError(StorageError):
 
 class TransientStorageError(StorageError):
     transient = True
+
+
+class ConditionFailed(StorageError):
+    """A conditional write lost: the object already exists (``put_if_absent``), or it is absent
+    or no longer the version the caller named (``replace_if``). Nothing was written."""
+
+    def __init__(self, key: str, detail: str) -> None:
+        super().__init__(f"conditional write of {key} refused: {detail}")
+        self.key = key
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,29 @@ class Storage(Protocol):
 
     def free_space(self) -> int | None:
         """Bytes available for new objects, or None when the backend has no such limit."""
+        ...
+
+    # -- conditional writes: the primitive under leases (safehold.repository.lease) ---------------
+    # Versions are opaque strings (an S3/Azure ETag, a GCS generation, a local content hash).
+    # Callers make every write's bytes unique (leases carry a random token): some backends
+    # derive versions from content, and a retried write is recognised as ours by its bytes.
+
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        """Create ``key`` holding ``data`` only if no object exists there; return its version.
+
+        Atomic on the server (S3 ``If-None-Match: *``, GCS ``ifGenerationMatch=0``, Azure
+        ``If-None-Match: *``, a hard link locally): of concurrent callers exactly one wins, the
+        others get ConditionFailed.
+        """
+        ...
+
+    def replace_if(self, key: str, data: bytes, expected: str) -> str:
+        """Overwrite ``key`` with ``data`` only if its current version is ``expected``; return
+        the new version. ConditionFailed when it changed or is absent (nothing is created)."""
+        ...
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        """An object's bytes and the version they belong to, read together."""
         ...
 
     def cleanup_incomplete(self, older_than: float = 3600) -> int:

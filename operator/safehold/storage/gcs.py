@@ -34,6 +34,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import storage
 
 from safehold.storage.base import (
+    ConditionFailed,
     ObjectInfo,
     ObjectNotFound,
     StorageError,
@@ -42,6 +43,7 @@ from safehold.storage.base import (
     register,
 )
 from safehold.storage.cloud import ObjectStore, check_list_prefix
+from safehold.storage.conditional import conditional_write
 from safehold.storage.gcs_connect import classify, make_client, parse_url
 from safehold.storage.parts import (
     MiB,
@@ -201,6 +203,48 @@ class GCSStorage(ObjectStore):
         for upload in stale:
             self._delete_all(upload)
         return len(stale)
+
+    # -- conditional writes (leases) ---------------------------------------------------------
+    # A single upload with ifGenerationMatch (0: only if absent); versions are generations.
+
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        return self._upload_if(key, data, 0, "it already exists")
+
+    def replace_if(self, key: str, data: bytes, expected: str) -> str:
+        try:
+            generation = int(expected)
+        except ValueError:
+            raise ConditionFailed(key, f"{expected!r} is not a GCS generation") from None
+        return self._upload_if(key, data, generation, "it is absent or was replaced")
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        name = self._name(key)
+
+        def download() -> tuple[bytes, str]:
+            blob = self._bucket.blob(name)
+            data: bytes = blob.download_as_bytes(retry=None, timeout=self.timeout)
+            return data, str(blob.generation)  # from the same response's headers
+
+        return self._call(lambda: self._object_call(key, download), f"get {key}")
+
+    def _upload_if(self, key: str, data: bytes, generation: int, lost: str) -> str:
+        name = self._name(key)
+        md5 = base64.b64encode(md5_of(data)).decode()
+
+        def write() -> str:
+            blob = self._bucket.blob(name)
+            blob.md5_hash = md5
+            with self._errors(f"upload {key}"):
+                try:
+                    blob.upload_from_string(data, content_type="application/octet-stream",
+                                            if_generation_match=generation, checksum=None,
+                                            retry=None, timeout=self.timeout)
+                except gexc.PreconditionFailed:
+                    raise ConditionFailed(key, lost) from None
+            return str(blob.generation)
+
+        return conditional_write(write, lambda: self.get_versioned(key), data,
+                                 what=f"upload {key} on {self.url}", policy=self.policy)
 
     # -- reading -----------------------------------------------------------------------------
 

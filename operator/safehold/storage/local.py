@@ -13,6 +13,8 @@ list() does not descend into symbolically linked directories (no loops); the roo
 from __future__ import annotations
 
 import errno
+import fcntl
+import hashlib
 import os
 import shutil
 import tempfile
@@ -27,6 +29,7 @@ from urllib.parse import unquote, urlsplit
 
 from safehold.fsutil import fsync_dir
 from safehold.storage.base import (
+    ConditionFailed,
     NoSpaceError,
     ObjectInfo,
     ObjectNotFound,
@@ -82,12 +85,17 @@ class LocalStorage:
         fd, tmp = self._create_temp(key, path)
         written = 0
         try:
-            with os.fdopen(fd, "wb") as f:
+            # Unbuffered: a failed write (a full disk) is reported once, as the NoSpaceError
+            # below, not again by a flush when the file is closed.
+            with os.fdopen(fd, "wb", buffering=0) as f:
                 for chunk in chunks:  # errors raised by the producer propagate unchanged
-                    with self._os_errors("write", key):
-                        written += f.write(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        with self._os_errors("write", key):
+                            n = f.write(view) or 0
+                        written += n
+                        view = view[n:]
                 with self._os_errors("write", key):
-                    f.flush()
                     os.fsync(f.fileno())
             with self._os_errors("write", key):
                 os.replace(tmp, path)
@@ -183,6 +191,101 @@ class LocalStorage:
     def free_space(self) -> int | None:
         with self._os_errors("measure free space of", str(self.root)):
             return shutil.disk_usage(self.root).free
+
+    # -- conditional writes (leases) ---------------------------------------------------------
+    # Creation is a hard link of a complete temp file (link() fails atomically when the name
+    # exists, and readers never see a partial record, unlike O_CREAT|O_EXCL then write);
+    # compare-and-replace runs under an flock on a '.tmp-lock-<name>' file beside the object,
+    # which the kernel releases when its holder dies. Versions are SHA-256 digests of the
+    # contents. delete() does not take the lock: leases are released by replacing, never deleted.
+
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        path = self._path(key)
+        with self._cas_lock(key, path):
+            tmp = self._write_temp(key, path, data)
+            try:
+                with self._os_errors("create", key):
+                    try:
+                        os.link(tmp, path)
+                    except FileExistsError:
+                        raise ConditionFailed(key, "it already exists") from None
+            finally:
+                with suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            with self._os_errors("create", key):
+                fsync_dir(path.parent)
+        return _version(data)
+
+    def replace_if(self, key: str, data: bytes, expected: str) -> str:
+        path = self._path(key)
+        with self._cas_lock(key, path):
+            try:
+                current = path.read_bytes()
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                raise ConditionFailed(key, "it does not exist") from None
+            except OSError as e:
+                raise self._error("read", key, e) from e
+            if _version(current) != expected:
+                raise ConditionFailed(key, "it was replaced since version " + expected[:12])
+            tmp = self._write_temp(key, path, data)
+            try:
+                with self._os_errors("write", key):
+                    os.replace(tmp, path)
+            except BaseException:
+                with suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+            with self._os_errors("write", key):
+                fsync_dir(path.parent)
+        return _version(data)
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        data = self.get_bytes(key)  # one open file: a concurrent rename cannot tear it
+        return data, _version(data)
+
+    def _write_temp(self, key: str, path: Path, data: bytes) -> str:
+        fd, tmp = self._create_temp(key, path)
+        try:
+            with os.fdopen(fd, "wb") as f, self._os_errors("write", key):
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return tmp
+
+    @contextmanager
+    def _cas_lock(self, key: str, path: Path) -> Iterator[None]:
+        """Hold an exclusive flock on the object's lock file (blocking until it is free).
+
+        The lock file is never removed by us; cleanup_incomplete() may remove an old one, so
+        after locking we check that the name still points at the file we locked.
+        """
+        lock = path.parent / f"{TEMP_PREFIX}lock-{path.name}"
+        for attempt in range(1, _CREATE_ATTEMPTS + 1):
+            with self._os_errors("lock", key):
+                self._make_dirs(path.parent)
+                try:
+                    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                except FileNotFoundError:  # a concurrent delete removed the new directory
+                    if attempt == _CREATE_ATTEMPTS:
+                        raise
+                    continue
+            try:
+                with self._os_errors("lock", key):
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    try:
+                        same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+                    except FileNotFoundError:
+                        same = False
+                if same:
+                    yield
+                    return
+            finally:
+                os.close(fd)  # closing releases the flock
+        raise StorageError(f"cannot lock {key!r} in {self.root}: its lock file keeps vanishing")
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -294,6 +397,10 @@ class LocalStorage:
                 f"cannot {action} {where}: {e.strerror}; free space on that volume or enlarge it"
             )
         return StorageError(f"cannot {action} {where}: {e.strerror or e}")
+
+
+def _version(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _info(key: str, st: os.stat_result) -> ObjectInfo:

@@ -33,11 +33,21 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from safehold.storage.base import ObjectInfo, StorageError, check_key, register
+from botocore.exceptions import ClientError
+
+from safehold.storage.base import (
+    ConditionFailed,
+    ObjectInfo,
+    StorageError,
+    TransientStorageError,
+    check_key,
+    register,
+)
 from safehold.storage.cloud import ObjectStore, parse_store_url
+from safehold.storage.conditional import conditional_write
 from safehold.storage.parts import MiB, TransferStats, check_tuning, whole_or_parts
 from safehold.storage.retry import DEFAULT_POLICY, RetryPolicy, resuming_read, retry_call
-from safehold.storage.s3_errors import classify
+from safehold.storage.s3_errors import classify, error_code
 from safehold.storage.s3_multipart import (
     GROW_EVERY,
     MAX_PART_SIZE,
@@ -162,6 +172,51 @@ class S3Storage(ObjectStore):
                            "abort the unfinished upload of", up["Key"][len(root):])
                 aborted += 1
         return aborted
+
+    # -- conditional writes (leases) ---------------------------------------------------------
+    # PutObject with If-None-Match: * / If-Match: <ETag> (S3 since 2024; MinIO, Ceph RGW and
+    # others vary: see docs/storage.md). Versions are ETags.
+
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        return self._put_conditionally(key, data, {"IfNoneMatch": "*"}, "it already exists")
+
+    def replace_if(self, key: str, data: bytes, expected: str) -> str:
+        return self._put_conditionally(key, data, {"IfMatch": expected},
+                                       "it is absent or was replaced")
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        full = self._key(key)
+
+        def fetch() -> tuple[bytes, str]:
+            response = self.client.get_object(Bucket=self.bucket, Key=full)
+            return bytes(response["Body"].read()), str(response["ETag"])
+
+        result: tuple[bytes, str] = self._call(fetch, "read", key)
+        return result
+
+    def _put_conditionally(self, key: str, data: bytes, condition: dict[str, str],
+                           lost: str) -> str:
+        full = self._key(key)
+
+        def write() -> str:
+            try:
+                response = self.client.put_object(Bucket=self.bucket, Key=full, Body=data,
+                                                  **condition, **self.extra)
+            except ClientError as exc:
+                code = error_code(exc)
+                if code == "PreconditionFailed" or ("IfMatch" in condition
+                                                    and code in ("NoSuchKey", "404")):
+                    raise ConditionFailed(key, lost) from None
+                if code == "ConditionalRequestConflict":  # a concurrent write: S3 says retry
+                    raise TransientStorageError(
+                        f"conditional write of {self._where(key)} met a concurrent one") from exc
+                raise classify(exc, "write", self._where(key)) from exc
+            except Exception as exc:
+                raise classify(exc, "write", self._where(key)) from exc
+            return str(response["ETag"])
+
+        return conditional_write(write, lambda: self.get_versioned(key), data,
+                                 what=f"write {self._where(key)}", policy=self.policy)
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -29,7 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from safehold.engines.mysql.conn import quote_name, run
+from safehold.engines.mysql import quote
+from safehold.engines.mysql.conn import run
 
 log = logging.getLogger(__name__)
 OLD_PREFIX = "_safehold_old_"
@@ -56,11 +57,11 @@ def drop_leftovers(conn: Any, db: str) -> None:
     stage = stage_name(db)
     if run(conn, "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (stage,)):
         log.warning("dropping %s, left by an interrupted restore", stage)
-        run(conn, f"DROP DATABASE {quote_name(stage)}")
+        run(conn, f"DROP DATABASE {quote.name(stage)}")
     old = tables_like(conn, db, OLD_PREFIX)
     if old:
         log.warning("dropping %s in %s, left by an interrupted restore", ", ".join(old), db)
-        run(conn, "DROP TABLE " + ", ".join(f"{quote_name(db)}.{quote_name(t)}" for t in old))
+        run(conn, "DROP TABLE " + ", ".join(f"{quote.name(db)}.{quote.name(t)}" for t in old))
 
 
 def tables_like(conn: Any, db: str, prefix: str) -> list[str]:
@@ -76,7 +77,7 @@ def swap_in(conn: Any, db: str, stage: str, tables: Sequence[str], *, replace_al
     ``replace_all``: every table of ``db`` goes (a whole-database restore); otherwise only
     those named in ``tables``. ``drop_views`` are dropped first (names being restored).
     """
-    q = quote_name
+    q = quote.name
     run(conn, "SET SESSION foreign_key_checks = 0")
     existing = {t for (t,) in run(conn, "SELECT TABLE_NAME FROM information_schema.TABLES"
                                   " WHERE TABLE_SCHEMA = %s AND TABLE_TYPE <> 'VIEW'", (db,))}
@@ -97,9 +98,9 @@ def swap_in(conn: Any, db: str, stage: str, tables: Sequence[str], *, replace_al
 
 def _repoint_foreign_keys(conn: Any, db: str, renamed: dict[str, str]) -> None:
     """Foreign keys of kept tables (in any database) that followed a table renamed aside."""
-    q = quote_name
+    q = quote.name
     marks = ", ".join(["%s"] * len(renamed))
-    rows = run(conn, "SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME,"
+    rows = run(conn, "SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME,"  # noqa: S608 - only %s placeholders
                " REFERENCED_TABLE_NAME, UPDATE_RULE, DELETE_RULE FROM"
                " information_schema.REFERENTIAL_CONSTRAINTS WHERE UNIQUE_CONSTRAINT_SCHEMA = %s"
                f" AND REFERENCED_TABLE_NAME IN ({marks})", (db, *renamed))
@@ -116,11 +117,45 @@ def _repoint_foreign_keys(conn: Any, db: str, renamed: dict[str, str]) -> None:
         run(conn, f"ALTER TABLE {here} DROP FOREIGN KEY {q(name)}")
         run(conn, f"ALTER TABLE {here} ADD CONSTRAINT {q(name)} FOREIGN KEY"
             f" ({', '.join(q(c) for c, _ in cols)}) REFERENCES {q(db)}.{q(renamed[old])}"
-            f" ({', '.join(q(r) for _, r in cols)}) ON DELETE {on_delete} ON UPDATE {on_update}")
+            f" ({', '.join(q(r) for _, r in cols)}) ON DELETE {quote.rule(on_delete)}"
+            f" ON UPDATE {quote.rule(on_update)}")
+
+
+def point_foreign_keys_at(conn: Any, stage: str, db: str, *, keep: set[str]) -> None:
+    """Before a selective swap: foreign keys of staged tables that reference a table of the
+    staging database which is not being restored (``keep`` are) are re-created to reference
+    that table in ``db``, the real database, instead. (A table's DDL names a referenced table
+    of its own database without a database name, so in staging it pointed into staging, and a
+    rename would carry it along still pointing there.) With ``foreign_key_checks = 0``, as the
+    load ran: the rows are checked by no one here, as in a whole restore."""
+    q = quote.name
+    rows = run(conn, "SELECT TABLE_NAME, CONSTRAINT_NAME, REFERENCED_TABLE_NAME, UPDATE_RULE,"
+               " DELETE_RULE FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE"
+               " CONSTRAINT_SCHEMA = %s ORDER BY TABLE_NAME, CONSTRAINT_NAME", (stage,))
+    run(conn, "SET SESSION foreign_key_checks = 0")
+    try:
+        for table, name, ref, on_update, on_delete in rows:
+            cols = run(conn, "SELECT COLUMN_NAME, REFERENCED_COLUMN_NAME, REFERENCED_TABLE_SCHEMA"
+                       " FROM information_schema.KEY_COLUMN_USAGE WHERE CONSTRAINT_SCHEMA = %s"
+                       " AND TABLE_NAME = %s AND CONSTRAINT_NAME = %s AND"
+                       " REFERENCED_TABLE_NAME IS NOT NULL ORDER BY ORDINAL_POSITION",
+                       (stage, table, name))
+            if not cols or cols[0][2] != stage or ref in keep:
+                continue  # another database's table, or one restored alongside
+            here = quote.qualified(stage, table)
+            log.info("foreign key %s of %s references %s, which is not restored: keeping it"
+                     " pointed at %s.%s", name, table, ref, db, ref)
+            run(conn, f"ALTER TABLE {here} DROP FOREIGN KEY {q(name)}")
+            run(conn, f"ALTER TABLE {here} ADD CONSTRAINT {q(name)} FOREIGN KEY"
+                f" ({', '.join(q(c) for c, _, _ in cols)}) REFERENCES {quote.qualified(db, ref)}"
+                f" ({', '.join(q(r) for _, r, _ in cols)}) ON DELETE {quote.rule(on_delete)}"
+                f" ON UPDATE {quote.rule(on_update)}")
+    finally:
+        run(conn, "SET SESSION foreign_key_checks = 1")
 
 
 def drop_routines_and_events(conn: Any, db: str) -> None:
-    q = quote_name
+    q = quote.name
     for name, kind in run(conn, "SELECT ROUTINE_NAME, ROUTINE_TYPE FROM"
                           " information_schema.ROUTINES WHERE ROUTINE_SCHEMA = %s", (db,)):
         run(conn, f"DROP {kind} {q(db)}.{q(name)}")
@@ -131,7 +166,7 @@ def drop_routines_and_events(conn: Any, db: str) -> None:
 
 def create_definitions(conn: Any, db: str, definitions: Sequence[Definition]) -> None:
     """Create each definition in ``db`` in the session settings it was made with."""
-    run(conn, f"USE {quote_name(db)}")
+    run(conn, f"USE {quote.name(db)}")
     try:
         for d in definitions:
             run(conn, "SET SESSION sql_mode = %s", (d.sql_mode,))
