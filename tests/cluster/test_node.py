@@ -78,6 +78,25 @@ def run_job(api: Any, namespace: str, manifest: dict[str, Any]) -> Any:
     return wait_for_pod(api, namespace, pods[0].metadata.name, timeout=180)
 
 
+@pytest.fixture
+def backup_key(api: Any, cluster_namespace: str, tmp_path: Path) -> Path:
+    """A new encryption key, as a file here and as the Secret ``backup-key`` (key ``key``)."""
+    from kubernetes import client
+
+    path = tmp_path / "backup.key"
+    run("keys", "generate", "--out", str(path))
+    client.CoreV1Api(api).create_namespaced_secret(
+        cluster_namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "backup-key"},
+            "stringData": {"key": path.read_text().strip()},
+        },
+    )
+    return path
+
+
 def terminated(pod: Any) -> Any:
     state = pod.status.container_statuses[0].state
     assert state.terminated is not None, pod.status
@@ -104,10 +123,16 @@ def test_node_is_ready_with_the_real_runtime(cluster: Node, api: Any) -> None:
 
 
 def test_runner_job_backs_up_sqlite_on_a_persistent_volume(
-    cluster: Node, api: Any, runner_image: Image, cluster_namespace: str, tmp_path: Path
+    cluster: Node,
+    api: Any,
+    runner_image: Image,
+    cluster_namespace: str,
+    backup_key: Path,
+    tmp_path: Path,
 ) -> None:
-    """`safehold --version` and a real `safehold backup` in a Pod; the result comes back as the
-    termination message, and the repository it wrote on the volume restores the database."""
+    """`safehold --version` and a real, encrypted `safehold backup` in a Pod (the key from a
+    Secret volume); the result comes back as the termination message, and the repository it
+    wrote on the volume restores the database here."""
     from kubernetes import client
 
     data = tmp_path / "volume"
@@ -148,7 +173,7 @@ def test_runner_job_backs_up_sqlite_on_a_persistent_volume(
         script = (
             "safehold --version >&2 && "
             "safehold backup -t sqlite:///data/app.db -r file:///data/repo -c zstd "
-            "--output json > /dev/termination-log"
+            "--key-file /keys/key --output json > /dev/termination-log"
         )
         pod = run_job(
             api,
@@ -157,20 +182,30 @@ def test_runner_job_backs_up_sqlite_on_a_persistent_volume(
                 "sqlite-backup",
                 runner_image.ref,
                 script,
-                container={"volumeMounts": [{"name": "data", "mountPath": "/data"}]},
-                volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "app-data"}}],
+                container={
+                    "volumeMounts": [
+                        {"name": "data", "mountPath": "/data"},
+                        {"name": "key", "mountPath": "/keys", "readOnly": True},
+                    ]
+                },
+                volumes=[
+                    {"name": "data", "persistentVolumeClaim": {"claimName": "app-data"}},
+                    {"name": "key", "secret": {"secretName": "backup-key"}},
+                ],
             ),
         )
         state = terminated(pod)
         assert pod.status.phase == "Succeeded", state.message
         result = json.loads(state.message)
         assert result["compression"].startswith("zstd")
+        assert result["encryption"] == "aes-256-gcm"
         logs = core.read_namespaced_pod_log(pod.metadata.name, cluster_namespace)
         assert "safehold, version" in logs
         # the repository the Pod wrote on the volume holds a backup that restores the database
         restored = tmp_path / "restored.db"
         run("restore", "-r", (data / "repo").as_uri(), "-b", result["backup_id"],
-            "-t", f"sqlite://{restored}", "--from", "app")  # fmt: skip
+            "-t", f"sqlite://{restored}", "--from", "app",
+            "--key-file", str(backup_key))  # fmt: skip
         assert dump(restored) == dump(data / "app.db")
     finally:
         core.delete_persistent_volume(pv)
@@ -182,7 +217,11 @@ def test_failing_runner_reports_its_error_in_the_termination_message(
     pod = run_job(
         api,
         cluster_namespace,
-        job("missing-db", runner_image.ref, "safehold backup -t sqlite:///nope/app.db -r file:///tmp/r"),
+        job(
+            "missing-db",
+            runner_image.ref,
+            "safehold backup -t sqlite:///nope/app.db -r file:///tmp/r --no-encryption",
+        ),
     )
     state = terminated(pod)
     assert pod.status.phase == "Failed"
@@ -197,9 +236,11 @@ def test_runner_job_backs_up_into_the_s3_emulator(
     cluster_namespace: str,
     s3_server: MotoS3,
     s3_bucket: str,
+    backup_key: Path,
     tmp_path: Path,
 ) -> None:
-    """The S3 emulator runs in the test namespace on 127.0.0.1; Pods reach it at the node IP."""
+    """The S3 emulator runs in the test namespace on 127.0.0.1; Pods reach it at the node IP.
+    The key comes from the Secret by reference (``secretKeyRef``)."""
     db = tmp_path / "app.db"
     with sqlite3.connect(db) as conn:
         conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
@@ -221,7 +262,15 @@ def test_runner_job_backs_up_into_the_s3_emulator(
             "s3-backup",
             runner_image.ref,
             script,
-            container={"env": [{"name": k, "value": v} for k, v in env.items()]},
+            container={
+                "env": [
+                    *({"name": k, "value": v} for k, v in env.items()),
+                    {
+                        "name": "SAFEHOLD_KEY",
+                        "valueFrom": {"secretKeyRef": {"name": "backup-key", "key": "key"}},
+                    },
+                ]
+            },
         ),
     )
     state = terminated(pod)
@@ -235,7 +284,8 @@ def test_runner_job_backs_up_into_the_s3_emulator(
     # restore here, from the emulator, what the Pod wrote there
     restored = tmp_path / "restored.db"
     run("restore", "-r", f"s3://{s3_bucket}/pods", "-b", backup_id,
-        "-t", f"sqlite://{restored}", "--from", "app", env=s3_server.env())  # fmt: skip
+        "-t", f"sqlite://{restored}", "--from", "app", "--key-file", str(backup_key),
+        env=s3_server.env())  # fmt: skip
     assert dump(restored) == dump(db)
 
 

@@ -109,9 +109,17 @@ def _ca_bundle() -> str | None:
 
 
 def _keep_newest(name: str, keep: int = 2) -> None:
+    """Drop all but the ``keep`` most recently used archives of ``name`` and the tags of the
+    dropped ones in buildah's storage (the shared layers and the --layers cache stay)."""
     archives = sorted(IMAGE_CACHE.glob(f"{name}-*.oci.tar"), key=lambda p: p.stat().st_mtime)
+    kept = {a.name.removeprefix(f"{name}-").removesuffix(".oci.tar") for a in archives[-keep:]}
     for old in archives[:-keep]:
         old.unlink(missing_ok=True)
+    repo = f"localhost/safehold-test/{name}"
+    listed = _run(["buildah", "images", "--format", "{{.Name}}:{{.Tag}}"])
+    for ref in listed.split():
+        if ref.startswith(f"{repo}:") and ref.removeprefix(f"{repo}:") not in kept:
+            subprocess.run(["buildah", "rmi", ref], capture_output=True, check=False)
 
 
 def build_image(
