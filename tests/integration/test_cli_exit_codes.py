@@ -46,8 +46,9 @@ def _backup(tmp: Path, env: dict[str, str], *extra: str) -> dict[str, object]:
     db = tmp / "app.db"
     if not db.exists():
         make_db(db, rows=200)
+    plain = [] if "--key-file" in extra else ["--no-encryption"]  # unencrypted by choice
     result: dict[str, object] = run_json("backup", "-t", f"sqlite://{db}", "-r", _repo(tmp),
-                                         *extra, env=env)
+                                         *plain, *extra, env=env)
     return result
 
 
@@ -80,7 +81,8 @@ def bug(tmp: Path, env: dict[str, str]) -> tuple[int, str]:
     SQLiteEngine.estimate_size = broken  # type: ignore[method-assign,assignment]
     try:
         make_db(tmp / "app.db", rows=10)
-        return _cli("backup", "-t", f"sqlite://{tmp / 'app.db'}", "-r", _repo(tmp), env=env)
+        return _cli("backup", "-t", f"sqlite://{tmp / 'app.db'}", "-r", _repo(tmp),
+                    "--no-encryption", env=env)
     finally:
         SQLiteEngine.estimate_size = original  # type: ignore[method-assign]
 
@@ -132,7 +134,8 @@ def storage(tmp: Path, env: dict[str, str]) -> tuple[int, str]:
            " LocalStorage.free_space = lambda self: None;"
            " from safehold.cli.main import main; main()")
     script = (f"mount -t tmpfs -o size=256k tmpfs {mnt} && exec {sys.executable} -c '{cli}'"
-              f" --log-level error backup -t sqlite://{db} -r {mnt.as_uri()}/repo -c none")
+              f" --log-level error backup -t sqlite://{db} -r {mnt.as_uri()}/repo -c none"
+              " --no-encryption")
     proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
                           env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
     return proc.returncode, proc.stdout + proc.stderr
@@ -141,7 +144,8 @@ def storage(tmp: Path, env: dict[str, str]) -> tuple[int, str]:
 def unsupported(tmp: Path, env: dict[str, str]) -> tuple[int, str]:
     _backup(tmp, env)
     (tmp / "repo" / "safehold-repo.json").write_text(json.dumps({"format": 99}))
-    return _cli("backup", "-t", f"sqlite://{tmp / 'app.db'}", "-r", _repo(tmp), env=env)
+    return _cli("backup", "-t", f"sqlite://{tmp / 'app.db'}", "-r", _repo(tmp),
+                    "--no-encryption", env=env)
 
 
 def conflict(tmp: Path, env: dict[str, str]) -> tuple[int, str]:
@@ -191,7 +195,8 @@ def _signalled(tmp: Path, env: dict[str, str], sig: signal.Signals) -> tuple[int
         conn.executemany("INSERT INTO big (data) VALUES (?)",
                          ((os.urandom(4000),) for _ in range(15000)))
     target = tmp / "repo" / "big"
-    proc = _child(["backup", "-t", f"sqlite://{db}", "-r", _repo(tmp), "-c", "bzip2:9",
+    proc = _child(["backup", "-t", f"sqlite://{db}", "-r", _repo(tmp), "--no-encryption",
+                   "-c", "bzip2:9",
                    "--chunk-size", "1MiB"], env)
     try:
         deadline = time.monotonic() + 60

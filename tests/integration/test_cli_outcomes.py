@@ -39,7 +39,8 @@ def backup(tmp: Path, repo: str, env: dict[str, str], name: str = "app", rows: i
     db = tmp / f"{name}.db"
     if not db.exists():
         make_db(db, rows=rows)
-    backup_id: str = run_json("backup", "-t", f"sqlite://{db}", "-r", repo, *extra,
+    plain = [] if "--key-file" in extra else ["--no-encryption"]  # unencrypted by choice
+    backup_id: str = run_json("backup", "-t", f"sqlite://{db}", "-r", repo, *plain, *extra,
                               env=env)["backup_id"]
     return backup_id
 
