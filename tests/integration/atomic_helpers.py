@@ -86,7 +86,8 @@ def cli_env(base: dict[str, str], repo: Repo, fault: str, tmp_path: Path) -> dic
 
 def backup(target_url: str, repo: Repo, env: dict[str, str], fault: str) -> dict[str, Any]:
     """A full backup in small chunks; its manifest (as JSON)."""
-    codec = ["--compression", "none"] if fault == "forge" else []
+    # forge: an unencrypted backup (by explicit choice) whose object is then forged
+    codec = ["--compression", "none", "--no-encryption"] if fault == "forge" else []
     out = run_json("backup", "-t", target_url, "-r", repo.url, "--chunk-size", CHUNK, *codec,
                    env=env)
     key = f"{out['target']}/{out['backup_id']}/manifest.json"
