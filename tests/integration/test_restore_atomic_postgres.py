@@ -189,3 +189,16 @@ def test_a_standalone_sequence_keeps_or_gets_its_value(pg18: Postgres, database:
         assert pg.psql("SELECT count(*) FROM big", db=db) == "50"
     finally:
         pg.psql(f'DROP DATABASE IF EXISTS "{fresh}" WITH (FORCE)')
+
+
+def test_a_failed_selective_restore_leaves_no_database_it_created(
+        pg18: Postgres, database: str, env: dict[str, str], tmp_path: Path) -> None:
+    pg, db = pg18, database
+    pg.psql(SCHEMA.format(db=db), db=db)
+    url = f"postgresql://postgres@{pg.host}:{pg.port}"
+    repo = Repo((tmp_path / "repo").as_uri(), local=tmp_path / "repo")
+    manifest = backup(f"{url}/{db}", repo, env, "flip")
+    damage(repo, manifest, largest(manifest, lambda n: n.startswith("data/")), "flip")
+    fresh = f"{db}_fresh"
+    restore_fails(f"{url}/{fresh}", repo, env, "flip", ["big"], "--from", db)
+    assert pg.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{fresh}'") == "0"
