@@ -23,7 +23,7 @@ GROUP, VERSION = "safehold.dev", "v1alpha1"
 CRDS = REPO / "crds"
 
 
-def eventually(probe: Callable[[], T | None], what: str, timeout: float = 60.0) -> T:
+def eventually(probe: Callable[[], T | None], what: str, timeout: float = 180.0) -> T:
     """Poll until ``probe`` returns something truthy; fail naming ``what`` otherwise."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -104,8 +104,10 @@ class Cluster:
     def delete(self, plural: str, name: str) -> None:
         self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.ns, plural, name)
 
-    def jobs(self, owner_uid: str | None = None) -> list[Any]:
-        sel = f"safehold.dev/owner-uid={owner_uid}" if owner_uid else None
+    def jobs(self, owner_uid: str | None = None, purpose: str | None = None) -> list[Any]:
+        sel = ",".join(s for s in (
+            f"safehold.dev/owner-uid={owner_uid}" if owner_uid else "",
+            f"safehold.dev/purpose={purpose}" if purpose else "") if s) or None
         return list(self.batch.list_namespaced_job(self.ns, label_selector=sel).items)
 
     def status(self, plural: str, name: str) -> dict[str, Any]:

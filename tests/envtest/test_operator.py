@@ -9,8 +9,8 @@ from tests.envtest.conftest import Cluster, eventually
 from tests.unit.controller import samples
 
 
-def _one_job(k8s: Cluster, uid: str) -> Any:
-    return eventually(lambda: k8s.jobs(uid), "the runner Job")[0]
+def _one_job(k8s: Cluster, uid: str, purpose: str | None = None) -> Any:
+    return eventually(lambda: k8s.jobs(uid, purpose), f"the runner Job ({purpose or 'any'})")[0]
 
 
 def test_backup_creates_one_restricted_job_with_secrets_by_reference(
@@ -134,7 +134,7 @@ def test_target_creates_a_check_job_and_a_generated_key_not_owned(
 ) -> None:
     with operator():
         bt = k8s.create("backuptargets", samples.target("app", samples.SQLITE_TARGET_SPEC))
-        job = _one_job(k8s, bt["metadata"]["uid"])
+        job = _one_job(k8s, bt["metadata"]["uid"], "check")
         status = eventually(lambda: (s := k8s.status("backuptargets", "app")).get("checkJob")
                             and s, "the target's status naming its check Job")
     assert job.metadata.labels["safehold.dev/purpose"] == "check"
@@ -170,11 +170,11 @@ def test_restore_plans_then_runs_one_job_into_a_new_database(
 def test_target_spec_change_runs_a_new_check(k8s: Cluster, operator: Any) -> None:
     with operator():
         bt = k8s.create("backuptargets", samples.target())
-        first = _one_job(k8s, bt["metadata"]["uid"])
+        first = _one_job(k8s, bt["metadata"]["uid"], "check")
         k8s.custom.patch_namespaced_custom_object(
             "safehold.dev", "v1alpha1", k8s.ns, "backuptargets", "orders",
             {"spec": {"compression": "zstd:9"}})
-        jobs = eventually(lambda: len(j := k8s.jobs(bt["metadata"]["uid"])) == 2 and j,
+        jobs = eventually(lambda: len(j := k8s.jobs(bt["metadata"]["uid"], "check")) == 2 and j,
                           "a second check Job for generation 2")
         status = eventually(lambda: (s := k8s.status("backuptargets", "orders"))
                             .get("checkJob") != first.metadata.name and s, "the new check")

@@ -61,7 +61,7 @@ def test_runner_error_class_and_oom_kill_are_reported(k8s: Cluster, operator: An
 def test_check_job_sets_ready(k8s: Cluster, operator: Any) -> None:
     with operator():
         bt = k8s.create("backuptargets", samples.target())
-        job = eventually(lambda: k8s.jobs(bt["metadata"]["uid"]), "check Job")[0]
+        job = eventually(lambda: k8s.jobs(bt["metadata"]["uid"], "check"), "check Job")[0]
         eventually(lambda: k8s.status("backuptargets", "orders").get("checkJob"), "checking")
         result = TaskResult(kind="check", phase="Completed", server_version="PostgreSQL 16.4")
         finish_pod(k8s, job, exit_code=0, message=result.to_termination_message())
@@ -131,3 +131,33 @@ def test_transient_failure_retries_and_permanent_failure_stops_at_once(
     pods = k8s.core.list_namespaced_pod(
         k8s.ns, label_selector=f"batch.kubernetes.io/controller-uid={job.metadata.uid}").items
     assert len(pods) == 1  # no retry was attempted
+
+
+def test_a_new_target_adopts_the_repositorys_backups(k8s: Cluster, operator: Any) -> None:
+    full, inc = "20261201T000000.000001Z", "20261201T060000.000001Z"
+    with operator():
+        bt = k8s.create("backuptargets", samples.target())
+        job = eventually(lambda: k8s.jobs(bt["metadata"]["uid"], "adopt"), "adopt Job")[0]
+        from safehold.api.task import parse_task
+
+        task = parse_task(job.spec.template.spec.containers[0].env[0].value)
+        assert task.kind == "restore" and task.plan_only and task.backup_id == "latest"
+        plan = TaskResult(kind="restore", phase="Completed", target="orders", backup_id=inc,
+                          type="incremental", parent_id=full, chain_id=full, chain=[full, inc],
+                          stored_bytes=123, key_id="k1", plan_only=True)
+        finish_pod(k8s, job, exit_code=0, message=plan.to_termination_message())
+        name = "orders-20261201t060000-000001z"
+        adopted = _phase(k8s, "backups", name, "Completed")
+        root = _phase(k8s, "backups", "orders-20261201t000000-000001z", "Completed")
+        # a Restore can name what was adopted
+        k8s.create("restores", samples.restore(
+            "dr", source={"backupRef": {"name": name}}, dryRun=True))
+        planned = _phase(k8s, "restores", "dr", "Completed")
+        imported = [b for b in (k8s.get("backups", n) for n in (name, root and
+                    "orders-20261201t000000-000001z")) if b]
+    assert adopted["imported"] is True and adopted["storedBytes"] == 123
+    assert adopted["parentId"] == full and root["backupId"] == full
+    assert [b["backupId"] for b in planned["plan"]["backups"]] == [full, inc]
+    for b in imported:  # found, never taken: no backup Job
+        assert k8s.jobs(b["metadata"]["uid"]) == []
+    assert "Adopted" in {e.reason for e in k8s.events("orders")}

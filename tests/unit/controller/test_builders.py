@@ -39,6 +39,7 @@ def _jobs() -> dict[str, dict[str, Any]]:
             Backup.from_body(samples.backup(target="app")), _sqlite(), bid, "backup-app-x",
             SETTINGS),
         "job-delete-postgresql": tasks.delete_job(bk, _pg(), bid, "delete-orders-x", SETTINGS),
+        "job-adopt-sqlite": tasks.adopt_job(_sqlite(), "adopt-app-x", SETTINGS),
         "job-restore-postgresql-new-db": tasks.restore_job(
             Restore.from_body(samples.restore()), _pg(), None, bid, "restore-x", SETTINGS),
     }

@@ -117,3 +117,19 @@ def restore_job(restore: Restore, source: BackupTarget, destination: BackupTarge
         task_json=task_to_json(task), wiring=w_repo + w_enc + w_db, overrides=runner,
         labels={naming.TARGET: source.metadata.name[:63]},
     ), settings)
+
+
+def adopt_job(target: BackupTarget, job_name: str, settings: Settings) -> dict[str, Any]:
+    """Plan ``latest`` of this target in its repository (restores nothing): the newest backup
+    and its chain, for adoption. The destination is the target itself, never touched."""
+    repo, w_repo = wiring.repository(target.spec, SRC)
+    enc, w_enc = wiring.encryption(target.spec, SRC, _key_secret(target))
+    db, w_db = wiring.database(target.spec, DST)
+    task = RestoreTask(repository=repo, source=target.metadata.name, backup_id="latest",
+                       database=db, encryption=enc, plan_only=True)
+    return build_job(JobSpec(
+        name=job_name, namespace=target.metadata.namespace or "", purpose="adopt",
+        owner=owner(target), task_json=task_to_json(task), wiring=w_repo + w_enc + w_db,
+        overrides=target.spec.runner, deadline_seconds=settings.check_deadline_seconds,
+        retries=1, labels={naming.TARGET: target.metadata.name[:63]},
+    ), settings)

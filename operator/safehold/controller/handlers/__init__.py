@@ -12,7 +12,7 @@ from typing import Any
 import kopf
 
 from safehold.controller import naming, runtime
-from safehold.controller.handlers import backups, common, jobs, restores, targets
+from safehold.controller.handlers import adoption, backups, common, jobs, restores, targets
 from safehold.controller.kube import Kube
 from safehold.controller.settings import Settings
 
@@ -51,6 +51,12 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 @kopf.on.update(G, "backuptargets", field="spec")
 def target_check(body: kopf.Body, meta: kopf.Meta, **_: Any) -> None:
     targets.start_check(dict(body), salt=f"g{meta.get('generation', 0)}")
+
+
+# only when the target is created: a Backup object deleted later (Retain) is not re-adopted
+@kopf.on.create(G, "backuptargets")
+def target_adopt(body: kopf.Body, **_: Any) -> None:
+    adoption.start(dict(body))
 
 
 @kopf.timer(G, "backuptargets", interval=TICK, initial_delay=TICK, idle=TICK)

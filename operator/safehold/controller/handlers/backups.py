@@ -53,8 +53,9 @@ def reconcile(body: Obj) -> None:
     rt = runtime.get()
     kube = rt.kube
     bk = Backup.from_body(body)
-    if bk.status.finished or bk.metadata.deletion_timestamp or bk.status.imported:
-        return
+    if (bk.status.finished or bk.metadata.deletion_timestamp or bk.status.imported
+            or bk.metadata.labels.get(naming.IMPORTED) == "true"):
+        return  # imported Backups are found, never taken: adoption writes their status
     ns = bk.metadata.namespace or ""
     gen = bk.metadata.generation
     target_body, target = _target(kube, bk)
