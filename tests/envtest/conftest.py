@@ -118,7 +118,7 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(kube: ControlPlane, kube_namespace: str, crds: list[str]) -> Iterator[Cluster]:
+def k8s(kube: ControlPlane, kube_namespace: str, crds: list[str]) -> Iterator[Cluster]:
     c = Cluster(kube, kube_namespace)
     # the real API server enforces the restricted Pod Security Standard on runner pods
     c.core.patch_namespace(kube_namespace, {"metadata": {"labels": {
@@ -148,7 +148,7 @@ def operator(kube: ControlPlane, monkeypatch: pytest.MonkeyPatch
     return run
 
 
-def finish_pod(cluster: Cluster, job: Any, *, exit_code: int, message: str = "",
+def finish_pod(k8s: Cluster, job: Any, *, exit_code: int, message: str = "",
                reason: str | None = None) -> str:
     """Play the kubelet for the Job's newest Pending pod: mark it terminated.
 
@@ -156,8 +156,8 @@ def finish_pod(cluster: Cluster, job: Any, *, exit_code: int, message: str = "",
     Failed by the pod failure policy) and the operator reads the termination message.
     """
     pods = eventually(
-        lambda: [p for p in cluster.core.list_namespaced_pod(
-            cluster.ns, label_selector=f"batch.kubernetes.io/controller-uid={job.metadata.uid}"
+        lambda: [p for p in k8s.core.list_namespaced_pod(
+            k8s.ns, label_selector=f"batch.kubernetes.io/controller-uid={job.metadata.uid}"
         ).items if p.status.phase == "Pending"],
         "a Pending pod of the Job",
     )
@@ -166,7 +166,7 @@ def finish_pod(cluster: Cluster, job: Any, *, exit_code: int, message: str = "",
     term = {"exitCode": exit_code, "reason": reason or ("Completed" if exit_code == 0
                                                         else "Error"),
             "message": message, "startedAt": now, "finishedAt": now}
-    cluster.core.patch_namespaced_pod_status(pod.metadata.name, cluster.ns, {"status": {
+    k8s.core.patch_namespaced_pod_status(pod.metadata.name, k8s.ns, {"status": {
         "phase": "Succeeded" if exit_code == 0 else "Failed",
         "containerStatuses": [{
             "name": "runner", "ready": False, "restartCount": 0,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,14 +64,18 @@ class Kubectl:
 
 
 @pytest.fixture(scope="module")
-def crds(kube: ControlPlane) -> Iterator[list[str]]:
-    """The generated CRDs, installed (with kubectl) and Established."""
+def crds(kube: ControlPlane) -> list[str]:
+    """The generated CRDs, installed (with kubectl) and Established.
+
+    They stay installed: the control plane lives for the session only, and other suites (the
+    controller's) may have installed the same CRDs and rely on them.
+    """
     ctl = Kubectl(kube, "default")
     files = sorted(CRDS.glob("safehold.dev_*.yaml"))
     assert len(files) == 4, f"expected 4 CRDs in {CRDS}, found {files}: run `make crds`"
     names = [yaml.safe_load(f.read_text())["metadata"]["name"] for f in files]
     for f in files:
-        ctl("apply", "--server-side", "-f", str(f))
+        ctl("apply", "--server-side", "--force-conflicts", "-f", str(f))
     for name in names:
         wait_until(lambda n=name: "True" in ctl(  # type: ignore[misc]
             "get", "crd", n, "-o", 'jsonpath={.status.conditions[?(@.type=="Established")]'
@@ -80,11 +83,7 @@ def crds(kube: ControlPlane) -> Iterator[list[str]]:
     # discovery (short names, categories) refreshes asynchronously in kubectl's cache
     wait_until(lambda: ctl("get", "bk", ok=False).returncode == 0, what="short name bk",
                timeout=60)
-    try:
-        yield names
-    finally:
-        for name in names:
-            ctl("delete", "crd", name, "--wait=false", ok=False)
+    return names
 
 
 @pytest.fixture
@@ -122,7 +121,7 @@ def test_good_manifests_are_accepted_with_defaults(kubectl: Kubectl) -> None:
     assert stored["spec"]["compression"] == "zstd:3"  # defaulted by the API server
     BackupTargetSpec.model_validate(stored["spec"])  # and the operator's model agrees
 
-    tls_default = target("tls", connection={"host": "db", "tls": {}})
+    tls_default = target("tls", connection={"host": "db", "database": "d", "tls": {}})
     assert kubectl.apply(tls_default)["spec"]["connection"]["tls"]["mode"] == "verify-full"
 
     lite = kubectl.apply(target("app", engine="sqlite", connection=None, sqlite=SQLITE,
@@ -195,8 +194,10 @@ BAD: dict[str, tuple[dict[str, Any], list[str]]] = {
     "unknown engine": (target(engine="oracle"), ["spec.engine", "Unsupported value", "oracle"]),
     "bad compression": (target(compression="brotli"), ["spec.compression"]),
     "password secret without key": (
-        target(connection={"host": "db", "passwordSecretRef": {"name": "s"}}),
+        target(connection={"host": "db", "database": "d", "passwordSecretRef": {"name": "s"}}),
         ["spec.connection.passwordSecretRef.key", "Required value"]),
+    "connection without database": (target(connection={"host": "db"}),
+                                    ["spec.connection.database", "Required value"]),
     "typo in a field name": (target(conection={"host": "db"}), ['unknown field "spec.conection"']),
     "incremental with include": (
         obj("Backup", "b", {"targetRef": {"name": "o"}, "type": "incremental",

@@ -18,64 +18,64 @@ FULL, INC = "20261201T000000.000001Z", "20261201T060000.000001Z"
 FINALIZER = "safehold.dev/delete-data"
 
 
-def _completed(cluster: Cluster, name: str, bid: str, parent: str | None = None,
+def _completed(k8s: Cluster, name: str, bid: str, parent: str | None = None,
                policy: str = "Retain") -> dict[str, Any]:
     spec: dict[str, Any] = {"deletionPolicy": policy}
     if parent:
         spec["type"] = "incremental"
-    body = cluster.create("backups", samples.backup(name, **spec))
-    cluster.patch_status("backups", name, {
+    body = k8s.create("backups", samples.backup(name, **spec))
+    k8s.patch_status("backups", name, {
         "phase": "Completed", "backupId": bid, "parentId": parent,
         "chainId": FULL, "type": "incremental" if parent else "full"})
     return body
 
 
-def _finalized(cluster: Cluster, name: str) -> bool:
-    return FINALIZER in ((cluster.get("backups", name) or {}).get("metadata", {})
+def _finalized(k8s: Cluster, name: str) -> bool:
+    return FINALIZER in ((k8s.get("backups", name) or {}).get("metadata", {})
                          .get("finalizers") or [])
 
 
 def test_retain_has_no_finalizer_and_delete_is_refused_while_a_kept_backup_depends(
-    cluster: Cluster, operator: Any
+    k8s: Cluster, operator: Any
 ) -> None:
-    cluster.create("backuptargets", samples.target())
-    _completed(cluster, "full", FULL, policy="Delete")
-    inc = _completed(cluster, "inc", INC, parent=FULL)
+    k8s.create("backuptargets", samples.target())
+    _completed(k8s, "full", FULL, policy="Delete")
+    inc = _completed(k8s, "inc", INC, parent=FULL)
     with operator():
-        eventually(lambda: _finalized(cluster, "full"), "the finalizer on the Delete backup")
-        cluster.delete("backups", "full")
-        cond = eventually(lambda: next((c for c in cluster.status("backups", "full")
+        eventually(lambda: _finalized(k8s, "full"), "the finalizer on the Delete backup")
+        k8s.delete("backups", "full")
+        cond = eventually(lambda: next((c for c in k8s.status("backups", "full")
                                         .get("conditions", []) if c["type"] == "Deleting"), None),
                           "the Deleting condition")
         assert cond["reason"] == "DependentBackups" and "inc" in cond["message"]
-        assert cluster.get("backups", "full") is not None  # refused: still there
-        assert not _finalized(cluster, "inc")  # Retain: never held
+        assert k8s.get("backups", "full") is not None  # refused: still there
+        assert not _finalized(k8s, "inc")  # Retain: never held
         # the way out the condition names: keep the data and let the object go
-        cluster.custom.patch_namespaced_custom_object(
-            "safehold.dev", "v1alpha1", cluster.ns, "backups", "full",
+        k8s.custom.patch_namespaced_custom_object(
+            "safehold.dev", "v1alpha1", k8s.ns, "backups", "full",
             {"spec": {"deletionPolicy": "Retain"}})
-        eventually(lambda: cluster.get("backups", "full") is None, "the released Backup")
-    assert not [j for j in cluster.jobs() if j.metadata.labels["safehold.dev/purpose"]
+        eventually(lambda: k8s.get("backups", "full") is None, "the released Backup")
+    assert not [j for j in k8s.jobs() if j.metadata.labels["safehold.dev/purpose"]
                 == "delete"]
-    assert cluster.get("backups", "inc")["metadata"]["uid"] == inc["metadata"]["uid"]
+    assert k8s.get("backups", "inc")["metadata"]["uid"] == inc["metadata"]["uid"]
 
 
-def test_delete_runs_a_delete_job_then_releases(cluster: Cluster, operator: Any) -> None:
-    cluster.create("backuptargets", samples.target())
-    bk = _completed(cluster, "full", FULL, policy="Delete")
+def test_delete_runs_a_delete_job_then_releases(k8s: Cluster, operator: Any) -> None:
+    k8s.create("backuptargets", samples.target())
+    bk = _completed(k8s, "full", FULL, policy="Delete")
     with operator():
-        eventually(lambda: _finalized(cluster, "full"), "the finalizer")
-        cluster.delete("backups", "full")
-        job = eventually(lambda: [j for j in cluster.jobs(bk["metadata"]["uid"])
+        eventually(lambda: _finalized(k8s, "full"), "the finalizer")
+        k8s.delete("backups", "full")
+        job = eventually(lambda: [j for j in k8s.jobs(bk["metadata"]["uid"])
                                   if j.metadata.labels["safehold.dev/purpose"] == "delete"],
                          "the delete Job")[0]
         task = parse_task(job.spec.template.spec.containers[0].env[0].value)
         assert task.kind == "delete" and task.backup_ids == [FULL]
-        assert cluster.get("backups", "full") is not None  # held until the data is gone
+        assert k8s.get("backups", "full") is not None  # held until the data is gone
         done = TaskResult(kind="delete", phase="Completed", deleted=[FULL])
-        finish_pod(cluster, job, exit_code=0, message=done.to_termination_message())
-        eventually(lambda: cluster.get("backups", "full") is None, "the deleted Backup")
-    assert "Deleted" in {e.reason for e in cluster.events("full")}
+        finish_pod(k8s, job, exit_code=0, message=done.to_termination_message())
+        eventually(lambda: k8s.get("backups", "full") is None, "the deleted Backup")
+    assert "Deleted" in {e.reason for e in k8s.events("full")}
 
 
 def test_terminating_namespace_never_hangs(kube: ControlPlane, crds: list[str],
@@ -83,19 +83,19 @@ def test_terminating_namespace_never_hangs(kube: ControlPlane, crds: list[str],
     ns = f"t-{uuid.uuid4().hex[:10]}"
     with kube.api_client() as api:
         client.CoreV1Api(api).create_namespace({"metadata": {"name": ns}})
-    cluster = Cluster(kube, ns)
-    eventually(lambda: cluster.core.read_namespaced_service_account("default", ns), "namespace")
-    cluster.create("backuptargets", samples.target())
-    _completed(cluster, "full", FULL, policy="Delete")
-    _completed(cluster, "inc", INC, parent=FULL, policy="Delete")
+    k8s = Cluster(kube, ns)
+    eventually(lambda: k8s.core.read_namespaced_service_account("default", ns), "namespace")
+    k8s.create("backuptargets", samples.target())
+    _completed(k8s, "full", FULL, policy="Delete")
+    _completed(k8s, "inc", INC, parent=FULL, policy="Delete")
     with operator():
-        eventually(lambda: _finalized(cluster, "full") and _finalized(cluster, "inc"),
+        eventually(lambda: _finalized(k8s, "full") and _finalized(k8s, "inc"),
                    "the finalizers")
-        cluster.core.delete_namespace(ns)
+        k8s.core.delete_namespace(ns)
         # no Job can be created in a terminating namespace: the data is retained, objects go
-        eventually(lambda: not cluster.custom.list_namespaced_custom_object(
+        eventually(lambda: not k8s.custom.list_namespaced_custom_object(
             "safehold.dev", "v1alpha1", ns, "backups")["items"], "the Backups released",
             timeout=120)
-        eventually(lambda: ns not in [n.metadata.name for n in cluster.core.list_namespace()
+        eventually(lambda: ns not in [n.metadata.name for n in k8s.core.list_namespace()
                                       .items], "the namespace gone", timeout=120)
-    cluster.api.close()
+    k8s.api.close()

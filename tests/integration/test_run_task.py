@@ -290,6 +290,25 @@ def test_rewrap_rotates_to_the_active_key_and_old_backups_still_restore(tmp_path
     assert done.key_id == key_id(keys / "k2") and dump(out) == dump(db)
 
 
+def test_unencrypted_target_is_bound_to_its_namespace(tmp_path: Path) -> None:
+    """encryption none is an explicit choice; the namespace is recorded, and the same target
+    name from another namespace is refused (it would mix two databases' chains)."""
+    runner = Runner(tmp_path, {})
+    db, repo = tmp_path / "app.db", tmp_path / "repo"
+    make_db(db, rows=50)
+    task = {"kind": "backup", "target": "app", "namespace": "shop",
+            "repository": {"url": repo.as_uri()},
+            "database": {"engine": "sqlite", "url": f"sqlite://{db}"},
+            "encryption": {"mode": "none"}}
+    plain, _ = runner(task)
+    assert plain.encryption == "none" and plain.key_id is None
+    manifest = json.loads((repo / "app" / str(plain.backup_id) / "manifest.json").read_text())
+    assert manifest["namespace"] == "shop"
+    other, _ = runner({**task, "namespace": "staging"}, code=Exit.USAGE)
+    assert other.error is not None and other.error.error_class == "PolicyConflict"
+    assert "shop/app" in other.error.message
+
+
 def test_ambiguous_key_secret_is_refused(tmp_path: Path) -> None:
     runner = Runner(tmp_path, {})
     db = tmp_path / "app.db"

@@ -37,7 +37,7 @@ def env(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "safehold.yaml").write_text("{}\n")
     return {"SAFEHOLD_CONFIG": str(tmp_path / "safehold.yaml"), "SAFEHOLD_KEY_FILE": "",
             "SAFEHOLD_KEY": "", "SAFEHOLD_PASSPHRASE": "", "SAFEHOLD_BACKUP_ID": "",
-            "SAFEHOLD_NO_ENCRYPTION": ""}
+            "SAFEHOLD_NO_ENCRYPTION": "", "SAFEHOLD_NAMESPACE": ""}
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -267,3 +267,40 @@ def test_listing_without_the_key_still_works(
     for command in (["list"], ["show", "-t", "app"]):
         result = run(*command, "-r", repo.url, env=repo.env)
         assert "nothing here is authenticated" in result.stderr
+
+
+def test_two_namespaces_targets_of_one_name_never_share_a_folder(
+        repo: Place, key: list[str], db: Path, live: Path) -> None:
+    backup(repo, db, *key, "--namespace", "shop")
+    refused(repo, "backup", "-t", f"sqlite://{db}", "--namespace", "billing", *key, code=2,
+            names="belongs to 'shop/app'")
+    shown = run_json("show", "-r", repo.url, "-t", "app", env=repo.env)
+    assert shown["namespace"] == "shop" and shown["repo_id"].startswith("r-")
+
+
+def run_task(tmp_path: Path, task: dict[str, object]) -> dict[str, object]:
+    """`safehold run-task` as the operator's Job runs it: the result from its file."""
+    import os
+    import subprocess
+    import sys
+
+    result = tmp_path / f"result-{len(list(tmp_path.glob('result-*')))}.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEHOLD_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "safehold.cli", "run-task", "--result-file", str(result)],
+        env={**env, "SAFEHOLD_TASK": json.dumps(task)}, capture_output=True, text=True,
+        timeout=300, check=False)
+    parsed: dict[str, object] = json.loads(result.read_text())
+    assert proc.returncode == parsed.get("exitCode", 0), proc.stderr
+    return parsed
+
+
+def test_operator_tasks_record_the_explicit_choice_of_no_encryption(
+        tmp_path: Path, db: Path) -> None:
+    repo = tmp_path / "repo"
+    task = {"kind": "backup", "target": "app", "repository": {"url": repo.as_uri()},
+            "database": {"engine": "sqlite", "url": f"sqlite://{db}"},
+            "encryption": {"mode": "none"}}
+    done = run_task(tmp_path, task)
+    assert done["phase"] == "Completed" and done["encryption"] == "none", done
+    assert json.loads((repo / "app" / "target.json").read_text())["encryption"] == "none"

@@ -171,6 +171,16 @@ def test_target_object_from_a_kubernetes_body() -> None:
     target = BackupTarget.from_body(body)
     assert target.metadata.name == "orders" and target.metadata.generation == 2
     assert target.status.observed_generation == 1
+    assert target.repository_name == "orders"
+    renamed = BackupTarget.from_body({**body, "spec": target_spec(repositoryName="prod.orders")})
+    assert renamed.repository_name == "prod.orders"
+    long = BackupTarget.from_body({**body, "metadata": {"name": "x" * 253, "namespace": "shop"}})
+    other = BackupTarget.from_body({**body, "metadata": {"name": "x" * 252 + "y",
+                                                         "namespace": "shop"}})
+    assert len(long.repository_name) <= 128 and long.repository_name != other.repository_name
+    from safehold.repository.layout import check_target_name
+
+    check_target_name(long.repository_name)
 
 
 # --------------------------------------------------------------------------- Backup

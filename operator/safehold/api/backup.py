@@ -110,7 +110,7 @@ class BackupStatus(StatusModel):
     completed_at: datetime | None = Field(default=None, description="When the backup finished.")
     raw_bytes: int | None = Field(default=None, description="Bytes read from the database.")
     stored_bytes: int | None = Field(default=None, description="Bytes written to storage.")
-    size: str | None = Field(default=None, description="stored size for people, e.g. 1.2 GiB.")
+    size: str | None = Field(default=None, description="Stored size for people, e.g. 1.2 GiB.")
     compression_ratio: float | None = Field(default=None, description="raw / stored bytes.")
     throughput_bytes_per_second: float | None = Field(
         default=None, description="Raw bytes per second over the whole backup."

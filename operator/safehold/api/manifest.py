@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from safehold.api.errors import UsageError
+from safehold.api.errors import Unsupported
 
 FORMAT_VERSION = 2
 """2 added ``repo_id`` and ``namespace`` (bound by the MAC). Format-1 manifests are still read."""
@@ -24,8 +24,8 @@ BackupType = Literal["full", "incremental", "differential"]
 BACKUP_TYPES: tuple[BackupType, ...] = ("full", "incremental", "differential")
 
 
-class ManifestFormatError(UsageError, ValueError):
-    """A manifest written by a newer safehold (exit 2: upgrade)."""
+class ManifestFormatError(Unsupported):
+    """A manifest written by a newer safehold (exit 8, as a newer repository config: upgrade)."""
 
 
 class _Model(BaseModel):

@@ -93,8 +93,14 @@ class RestoreSpec(KubeModel):
         {"rule": "self == oldSelf", "message": "a Restore cannot be changed: create a new one"},
     ]})
 
-    source: RestoreSource = Field(description="The backup to restore.")
-    destination: RestoreDestination = Field(description="Where to restore it.")
+    source: RestoreSource = Field(
+        description="The backup to restore: backupRef, or targetRef with an optional backupId"
+        " (default latest)."
+    )
+    destination: RestoreDestination = Field(
+        description="Where to restore it: targetRef, or database (a new database on the source"
+        " target's server). Required."
+    )
     include: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
         default_factory=list, max_length=1000,
         description="Only these tables or collections (e.g. public.customers); empty: all.",

@@ -7,6 +7,7 @@ tests get the same verdict). ``tests/unit/test_api_models.py`` keeps the two in 
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -30,7 +31,7 @@ from safehold.api.common import (
 from safehold.api.common import Condition as Condition
 from safehold.api.common import RunnerOverrides as RunnerOverrides
 from safehold.api.result import TaskResult
-from safehold.api.task import Engine, TlsMode
+from safehold.api.task import Engine, RepoTargetName, TlsMode
 
 COMPRESSION_PATTERN = r"^(none|gzip|bzip2|lz4|zstd)(:[0-9]{1,2})?$"
 STORAGE_URL_PATTERN = r"^(s3|gs|az|file)://.+$"
@@ -70,9 +71,9 @@ class Connection(KubeModel):
                       description="Host name or address of the server, e.g. orders-db.shop.svc.")
     port: int | None = Field(default=None, ge=1, le=65535,
                              description="TCP port (default: the engine's standard port).")
-    database: str | None = Field(
-        default=None, min_length=1, max_length=128,
-        description="Database to back up (MongoDB: omit to back up every database).",
+    database: str = Field(
+        min_length=1, max_length=128,
+        description="Database to back up (and, for a Restore into this target, to restore into).",
     )
     username: str | None = Field(default=None, min_length=1, max_length=128,
                                  description="User to log in as.")
@@ -162,8 +163,9 @@ class EncryptionSpec(KubeModel):
     )
     generate_key: bool | None = Field(
         default=None,
-        description="Create a random key Secret (<target>-key). It is NOT owned by the target:"
-        " deleting the target never deletes the only copy of the key. Export and escrow it.",
+        description="Create a random key Secret (its name is in status.generatedKeySecret). It"
+        " is NOT owned by the target: deleting the target never deletes the only copy of the"
+        " key. Export and escrow it.",
     )
     none: bool | None = Field(
         default=None, description="Store backups unencrypted; must be said explicitly."
@@ -217,6 +219,13 @@ class BackupTargetSpec(KubeModel):
     )
     runner: RunnerOverrides | None = Field(
         default=None, description="How this target's runner Jobs run (image, resources, ...)."
+    )
+    repository_name: RepoTargetName | None = Field(
+        default=None,
+        description="Name of this target's backups in the repository (default: the"
+        " BackupTarget's name, so a rebuilt cluster with a target of the same name finds its"
+        " backups). Set it when two namespaces' targets of the same name share a repository;"
+        " changing it later hides the backups written under the old name.",
     )
 
     @model_validator(mode="after")
@@ -303,3 +312,18 @@ class BackupTarget(KubeModel):
     @classmethod
     def from_body(cls, body: Any) -> BackupTarget:
         return cls.model_validate(dict(body))
+
+    @property
+    def repository_name(self) -> str:
+        """The target's name inside the repository: spec.repositoryName or metadata.name.
+
+        Both planes use this one rule (the task's ``target``, adoption of existing backups);
+        the namespace is bound separately (BackupTask.namespace, repository/trust.py).
+        Kubernetes names are at most 253 characters, repository names 128: a longer name is
+        cut and made unique with a hash of the whole name.
+        """
+        name = self.spec.repository_name or self.metadata.name
+        if len(name) <= 128:
+            return name
+        digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+        return f"{name[:115].rstrip('.-')}-{digest}"

@@ -118,6 +118,11 @@ class BackupTask(_Task):
     kind: Literal["backup"] = "backup"
     repository: TaskRepository
     target: RepoTargetName
+    namespace: str | None = Field(
+        default=None, pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="The BackupTarget's namespace: recorded with the target's policy and bound"
+        " into each manifest, so another namespace's target of the same name is refused",
+    )
     database: TaskDatabase
     encryption: TaskEncryption
     type: BackupType = "full"

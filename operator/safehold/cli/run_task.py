@@ -9,6 +9,7 @@ is the error taxonomy's (docs/cli.md).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -71,8 +72,6 @@ def read_task(task_file: Path | None) -> Task:
 
 def _kind_of(task_file: Path | None) -> TaskKind | None:
     """The task's kind, if it can be told even though the task is invalid (for the result)."""
-    import json
-
     try:
         text = task_file.read_text() if task_file else os.environ.get(TASK_ENV, "")
         kind = json.loads(text).get("kind")
@@ -106,7 +105,12 @@ def write_result(result: TaskResult, result_file: Path | None) -> None:
     if target is None:
         click.echo(text)
         return
-    target.write_text(text)
+    try:
+        target.write_text(text)
+    except OSError as exc:
+        log.error("cannot write the result to %s (%s); printing it instead", target, exc)
+        click.echo(text)
+        return
     # the whole result also goes to the log (kubectl logs), the 4 KiB message may be cut
     log.info("result: %s", result.to_json())
 

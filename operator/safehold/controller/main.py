@@ -9,12 +9,19 @@ import sys
 
 from safehold.controller.settings import Settings, SettingsError
 
+SCOPE_FLAGS = ("--namespace", "-n", "--all-namespaces", "-A")
 
-def kopf_args(settings: Settings) -> list[str]:
+
+def kopf_args(settings: Settings, extra: list[str] | None = None) -> list[str]:
+    """kopf's command line; namespace flags given on the command line (the Helm chart passes
+    them) win over ``SAFEHOLD_NAMESPACES``."""
+    extra = extra or []
     args = ["run", "--standalone", "-m", "safehold.controller.handlers"]
+    if any(a.split("=", 1)[0] in SCOPE_FLAGS for a in extra):
+        return [*args, *extra]
     if settings.clusterwide:
-        return [*args, "--all-namespaces"]
-    return [*args, *(f"--namespace={ns}" for ns in settings.namespaces)]
+        return [*args, "--all-namespaces", *extra]
+    return [*args, *(f"--namespace={ns}" for ns in settings.namespaces), *extra]
 
 
 def main() -> None:
@@ -24,4 +31,4 @@ def main() -> None:
         settings = Settings.from_env()
     except SettingsError as exc:
         sys.exit(f"safehold-operator: {exc}")
-    sys.exit(kopf.cli.main([*kopf_args(settings), *sys.argv[1:]]))
+    sys.exit(kopf.cli.main(kopf_args(settings, sys.argv[1:])))

@@ -46,6 +46,7 @@ from safehold.pipeline.keys import DataKeys, backup_context, read_wrapped_key, w
 from safehold.pipeline.restore import run_restore, verify_backup
 from safehold.repository import layout
 from safehold.repository.repo import Repository
+from safehold.repository.trust import resign_policies
 from safehold.storage.base import open_storage
 
 log = logging.getLogger("safehold.task")
@@ -214,7 +215,9 @@ def _backup(task: BackupTask, stages: Stages, env: Mapping[str, str]) -> TaskRes
     else:
         notes = []
         options = BackupOptions(target=task.target, type=task.type, codec=codec,
-                                chunk_size=task.chunk_size, include=task.include or None)
+                                chunk_size=task.chunk_size, include=task.include or None,
+                                no_encryption=task.encryption.mode == "none",
+                                namespace=task.namespace)
         with stages("backup"):
             manifest = run_backup(engine, repo, options, keks[0] if keks else None, keks[1:],
                                   backup_id=task.backup_id)
@@ -348,6 +351,7 @@ def _rewrap(task: RewrapTask, stages: Stages, env: Mapping[str, str]) -> TaskRes
                     continue
                 data_key = crypto.unwrap_key(keks, wrapped, backup_context(manifest.backup_id))
                 pending.append((target, manifest.backup_id, data_key, wrapped.key_id))
+        resign_policies(repo, keks[1:], new)  # checks every record before writing any
         for target, backup_id, data_key, old_id in pending:
             write_wrapped_key(repo, target, backup_id, new, data_key)
             retired.add(old_id)

@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safehold.api.errors import UsageError
 from safehold.codecs import crypto
 from safehold.repository import layout
-from safehold.repository.repo import Repository
-from safehold.storage.base import ObjectNotFound
+from safehold.repository.repo import Repository, RepositoryError
+from safehold.storage.base import ConditionFailed, ObjectNotFound
 
 Encryption = Literal["aes-256-gcm", "none"]
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -113,7 +113,32 @@ def write_policy(repo: Repository, policy: TargetPolicy) -> None:
         indent=2).encode() + b"\n")
 
 
+def create_policy(repo: Repository, policy: TargetPolicy) -> bool:
+    """Write a new target's record only if it has none (a conditional create); False if another
+    writer's record got there first."""
+    try:
+        repo.storage.put_if_absent(layout.policy_key(policy.target), policy.model_dump_json(
+            indent=2).encode() + b"\n")
+    except ConditionFailed:
+        return False
+    return True
+
+
 def has_key_records(repo: Repository, target: str) -> bool:
     """Whether any backup (complete or not) of the target left a wrapped key: evidence that the
     target is encrypted even when its manifests or policy record are gone."""
     return any(info.key.endswith("/" + layout.KEYS) for info in repo.storage.list(f"{target}/"))
+
+
+def was_encrypted(repo: Repository, target: str) -> bool:
+    """The evidence for a target without a policy record (a repository from before format 2):
+    a wrapped key left by any backup, or any manifest that declares encryption."""
+    if has_key_records(repo, target):
+        return True
+    for backup_id in repo.backup_ids(target)[0]:
+        try:
+            if repo.manifest(target, backup_id).encryption != "none":
+                return True
+        except RepositoryError:
+            continue  # a damaged manifest is no evidence either way; readers name it
+    return False

@@ -96,3 +96,21 @@ def test_job_lifecycle_settings() -> None:
     assert job["ttlSecondsAfterFinished"] == 86400
     task = parse_task(job["template"]["spec"]["containers"][0]["env"][0]["value"])
     assert task.kind == "backup" and task.backup_id == "20261202T101112.123456Z"
+
+
+def test_generated_key_secret_is_read_by_the_runner(tmp_path: Any) -> None:
+    """Contract: the Secret the operator generates, mounted as a volume, is a key dir the
+    runner's load_key_dir accepts, with the generated key active."""
+    import base64
+
+    from safehold.controller.builders.keysecret import generated_key_secret
+    from safehold.pipeline.tasks import load_key_dir
+
+    secret = generated_key_secret("app-key", "shop", "app")
+    assert not secret["metadata"].get("ownerReferences")
+    for name, value in secret["data"].items():  # what the kubelet writes into the volume
+        (tmp_path / name).write_bytes(base64.b64decode(value))
+    keks = load_key_dir(tmp_path)
+    assert len(keks) == 1
+    other = generated_key_secret("app-key", "shop", "app")
+    assert other["data"] != secret["data"]  # random every time

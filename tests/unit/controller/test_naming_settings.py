@@ -70,5 +70,8 @@ def test_kopf_args_follow_the_namespaces_setting() -> None:
     from safehold.controller.main import kopf_args
 
     assert kopf_args(Settings())[-1] == "--all-namespaces"
+    chart = kopf_args(Settings(), ["--namespace=shop", "--liveness=http://0.0.0.0:8080/healthz"])
+    assert chart[-2:] == ["--namespace=shop", "--liveness=http://0.0.0.0:8080/healthz"]
+    assert "--all-namespaces" not in chart
     assert kopf_args(Settings.from_env({"SAFEHOLD_NAMESPACES": "a,b"}))[-2:] == [
         "--namespace=a", "--namespace=b"]

@@ -14,7 +14,9 @@ from safehold.controller.builders import tasks
 from safehold.controller.handlers.common import (
     ensure_generated_key,
     ensure_runner_account,
+    finished,
     result_of,
+    settle_existing,
 )
 from safehold.controller.kube import Forbidden, Kube, Obj
 from safehold.controller.logic import deletion
@@ -23,6 +25,9 @@ from safehold.controller.status import patch
 
 log = logging.getLogger(__name__)
 PLURAL = "backups"
+# (Job uid, failed count) already announced by a Retrying event (in-process; a restart may
+# announce one retry twice, never miss one)
+_RETRIES_SEEN: dict[tuple[str, int], None] = {}
 
 
 def _patch(kube: Kube, bk: Backup, status: BackupStatus) -> None:
@@ -69,13 +74,14 @@ def reconcile(body: Obj) -> None:
     ensure_generated_key(kube, target_body)
     job = tasks.backup_job(bk, target, backup_id, job_name, rt.settings)
     try:
-        _, created = kube.ensure_job(job)
+        found, created = kube.ensure_job(job)
     except Forbidden as exc:
         raise kopf.TemporaryError(f"cannot create Job {job_name}: {exc}", delay=60) from None
     if bk.status.phase not in ("Running",):
         _patch(kube, bk, bk.status.running(job_name, backup_id, gen))
     if created:
         kube.event(body, "JobCreated", f"runner Job {job_name} takes backup {backup_id}")
+    settle_existing(kube, found, created, on_job)
 
 
 def recover(kube: Kube, body: Obj, bk: Backup, target: BackupTarget, *, reason: str) -> None:
@@ -114,7 +120,11 @@ def on_job(job: Obj, verdict: Verdict, deleted: bool) -> None:
                 recover(kube, body, bk, target, reason="the runner Job was deleted")
         return
     if not verdict.terminal:
-        if verdict.retries and bk.status.phase == "Running":
+        seen = (meta.get("uid", ""), verdict.retries)
+        if verdict.retries and bk.status.phase == "Running" and seen not in _RETRIES_SEEN:
+            _RETRIES_SEEN[seen] = None
+            while len(_RETRIES_SEEN) > 10_000:  # bounded: oldest first
+                _RETRIES_SEEN.pop(next(iter(_RETRIES_SEEN)))
             kube.event(body, "Retrying", verdict.message, warning=True)
         return
     result = result_of(verdict, "verify" if purpose == "recover" else "backup")
@@ -186,7 +196,7 @@ def delete_data(body: Obj) -> None:
         return
     if created:
         kube.event(body, "Deleting", f"runner Job {name} deletes backup {backup_id}")
-    verdict = decide(job, kube.job_pods(ns, job) if _finished(job) else [])
+    verdict = decide(job, kube.job_pods(ns, job) if finished(job) else [])
     if verdict.phase is Phase.COMPLETED:
         kube.event(body, "Deleted", f"backup {backup_id} deleted from the repository")
         return
@@ -203,11 +213,6 @@ def delete_data(body: Obj) -> None:
         kube.event(body, "DeleteFailed", message, warning=True)
         raise kopf.TemporaryError(message, delay=120)
     raise kopf.TemporaryError(f"waiting for delete Job {name}", delay=10)
-
-
-def _finished(job: Obj) -> bool:
-    return any(c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
-               for c in (job.get("status") or {}).get("conditions") or [])
 
 
 def _blocked(kube: Kube, bk: Backup, reason: str, message: str) -> None:

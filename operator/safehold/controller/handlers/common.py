@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -14,7 +16,7 @@ from safehold.controller import naming, runtime
 from safehold.controller.builders.keysecret import generated_key_secret
 from safehold.controller.builders.serviceaccount import runner_service_account
 from safehold.controller.kube import Kube, Obj
-from safehold.controller.logic.phase import Verdict
+from safehold.controller.logic.phase import Verdict, decide
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +24,20 @@ log = logging.getLogger(__name__)
 KILLED = frozenset({"OOMKilled", "Evicted", "DeadlineExceeded"})
 
 
+# namespace -> when its runner ServiceAccount was last ensured (saves two calls per Job; a
+# deleted ServiceAccount is re-created within ACCOUNT_RECHECK seconds)
+_ACCOUNTS: dict[str, float] = {}
+ACCOUNT_RECHECK = 300.0
+
+
 def ensure_runner_account(kube: Kube, namespace: str) -> None:
     """The per-namespace runner ServiceAccount (no Role, no token), created once."""
+    now = time.monotonic()
+    if now - _ACCOUNTS.get(namespace, -ACCOUNT_RECHECK) < ACCOUNT_RECHECK:
+        return
     name = runtime.get().settings.runner_service_account
     kube.ensure_service_account(runner_service_account(name, namespace))
+    _ACCOUNTS[namespace] = now
 
 
 def ensure_generated_key(kube: Kube, target: Obj) -> str | None:
@@ -82,3 +94,17 @@ def configure(settings: kopf.OperatorSettings) -> None:
 
 def spec_of(body: Any) -> dict[str, Any]:
     return dict(body.get("spec") or {})
+
+
+def finished(job: Obj) -> bool:
+    """Whether the Job has a terminal condition (Complete or Failed)."""
+    return any(c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
+               for c in (job.get("status") or {}).get("conditions") or [])
+
+
+def settle_existing(kube: Kube, job: Obj, created: bool,
+                    on_job: Callable[[Obj, Verdict, bool], None]) -> None:
+    """A Job found (not created) already finished: its events may have been seen before the
+    status named it (a restart between the two), so read its verdict now."""
+    if not created and finished(job):
+        on_job(job, decide(job, kube.job_pods(job["metadata"]["namespace"], job)), False)

@@ -15,6 +15,7 @@ from safehold.controller.handlers.common import (
     ensure_generated_key,
     ensure_runner_account,
     result_of,
+    settle_existing,
 )
 from safehold.controller.kube import Forbidden, Kube, Obj
 from safehold.controller.logic import plan
@@ -122,9 +123,10 @@ def _plan_job(kube: Kube, body: Obj, rs: Restore, source: str, backup_id: str) -
     name = naming.job_name("plan", rs.metadata.name, rs.metadata.uid or "")
     job = tasks.restore_job(rs, src, dest[1] if dest else None, backup_id, name,
                             runtime.get().settings, plan_only=True)
-    _create(kube, body, job, name, f"runner Job {name} resolves backup {backup_id} of {source}"
-            " from the repository")
+    job, created = _create(kube, body, job, name, f"runner Job {name} resolves backup"
+                           f" {backup_id} of {source} from the repository")
     _save(kube, rs, rs.status.planning(name, rs.metadata.generation))
+    settle_existing(kube, job, created, on_job)
 
 
 def _start(kube: Kube, body: Obj, rs: Restore, source: str, backup_id: str) -> None:
@@ -139,17 +141,19 @@ def _start(kube: Kube, body: Obj, rs: Restore, source: str, backup_id: str) -> N
     name = naming.job_name("restore", rs.metadata.name, rs.metadata.uid or "")
     job = tasks.restore_job(rs, src, dest[1] if dest else None, backup_id, name,
                             runtime.get().settings)
-    _create(kube, body, job, name, f"runner Job {name} restores {backup_id}")
+    job, created = _create(kube, body, job, name, f"runner Job {name} restores {backup_id}")
     _save(kube, rs, rs.status.running(name, rs.metadata.generation))
+    settle_existing(kube, job, created, on_job)
 
 
-def _create(kube: Kube, body: Obj, job: Obj, name: str, message: str) -> None:
+def _create(kube: Kube, body: Obj, job: Obj, name: str, message: str) -> tuple[Obj, bool]:
     try:
-        _, created = kube.ensure_job(job)
+        found, created = kube.ensure_job(job)
     except Forbidden as exc:
         raise kopf.TemporaryError(f"cannot create Job {name}: {exc}", delay=60) from None
     if created:
         kube.event(body, "JobCreated", message)
+    return found, created
 
 
 def on_job(job: Obj, verdict: Verdict, deleted: bool) -> None:

@@ -11,7 +11,9 @@ from safehold.controller.builders import tasks
 from safehold.controller.handlers.common import (
     ensure_generated_key,
     ensure_runner_account,
+    finished,
     result_of,
+    settle_existing,
 )
 from safehold.controller.kube import Forbidden, Obj
 from safehold.controller.logic import schedule
@@ -36,16 +38,21 @@ def start_check(body: Obj, salt: str) -> None:
         new = new.key_generated(key_secret)
     name = naming.job_name("check", target.metadata.name, target.metadata.uid or "", salt)
     try:
-        _, created = kube.ensure_job(tasks.check_job(target, name, rt.settings))
+        job, created = kube.ensure_job(tasks.check_job(target, name, rt.settings))
     except Forbidden as exc:
         raise kopf.TemporaryError(f"cannot create check Job {name}: {exc}", delay=60) from None
-    if new.check_job != name:
+    # a restart finding this generation's check already done and recorded: nothing to redo
+    recorded = (not created and finished(job) and new.last_check_time is not None
+                and new.observed_generation == target.metadata.generation)
+    if new.check_job != name and not recorded:
         new = new.checking(name, target.metadata.generation)
     diff = patch(target.status, new)
     if diff:
         kube.patch_status(PLURAL, ns, target.metadata.name, diff)
     if created:
         kube.event(body, "Checking", f"check Job {name} tests the connection and the repository")
+    if not recorded:
+        settle_existing(kube, job, created, on_job)
 
 
 def maybe_recheck(body: Obj) -> None:
@@ -54,8 +61,9 @@ def maybe_recheck(body: Obj) -> None:
     target = BackupTarget.from_body(body)
     now = utcnow()
     interval = rt.settings.check_interval_seconds
-    if schedule.check_due(target.status.last_check_time, interval, now,
-                          checking=target.status.check_job is not None):
+    checking = target.status.check_job is not None and rt.kube.get_job(
+        target.metadata.namespace or "", target.status.check_job or "") is not None
+    if schedule.check_due(target.status.last_check_time, interval, now, checking=checking):
         start_check(body, salt=f"t{schedule.slot(now, interval)}")
 
 

@@ -253,17 +253,20 @@ class SQLiteEngine:
     def _restore_tables(self, snapshot: Path, include: Sequence[str],
                         conflict: Literal["fail", "replace"], mode: int) -> None:
         """Copy the chosen tables into the target, whose mode is first narrowed to ``mode``
-        (or which is created with it, and removed again if the copy fails)."""
+        (or which is created with it); a failed copy leaves no new file and the old mode."""
         target = self.path
         created = not target.exists()
         if created:
             filemode.create_private(target)
+        old_mode = target.stat().st_mode & 0o7777
         os.chmod(target, mode)
         try:
             restore_tables(snapshot, target, include, conflict, timeout=self.timeout)
         except BaseException:
             if created:
                 target.unlink(missing_ok=True)
+            else:
+                os.chmod(target, old_mode)
             raise
 
 
