@@ -55,8 +55,8 @@ if [ "$(label_of "$BASE_REF")" != "$base_key" ]; then
       > "$work/rootfs/etc/apt/sources.list"
     printf 'Acquire::Check-Valid-Until "false";\n' > "$work/rootfs/etc/apt/apt.conf.d/99safehold"
     rm -rf "$work/rootfs/var/cache/apt/archives/"*.deb "$work/rootfs/var/lib/apt/lists/"*
-    tar --numeric-owner -C "$work/rootfs" -cf "$tarball.tmp" .
-    mv -f "$tarball.tmp" "$tarball"
+    tar --numeric-owner -C "$work/rootfs" -cf "$tarball.tmp.$$" .
+    mv -f "$tarball.tmp.$$" "$tarball"
     rm -rf "$work"
     trap - EXIT
   fi
@@ -82,8 +82,8 @@ if [ "$(label_of "$PAUSE_REF")" != "$pause_key" ]; then
     buildah copy --quiet "$ctr" "$work/pause" /pause >/dev/null
     buildah config --entrypoint '["/pause"]' --label "dev.safehold.input=$pause_key" "$ctr"
     buildah commit --quiet --rm "$ctr" "$PAUSE_REF" >/dev/null
-    buildah push --quiet "$PAUSE_REF" "oci-archive:$archive.tmp:$PAUSE_REF"
-    mv -f "$archive.tmp" "$archive"
+    buildah push --quiet "$PAUSE_REF" "oci-archive:$archive.tmp.$$:$PAUSE_REF"
+    mv -f "$archive.tmp.$$" "$archive"
     rm -rf "$work"
     trap - EXIT
   else

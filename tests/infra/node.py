@@ -451,3 +451,38 @@ def wait_for_pod(api: ApiClient, namespace: str, name: str, *, timeout: float = 
 
     wait_until(done, what=f"pod {namespace}/{name} to finish", timeout=timeout, interval=0.5)
     return pod
+
+
+def main() -> None:
+    """Run a node with the runner image until Ctrl-C (debugging: `python -m tests.infra.node`)."""
+    import signal as _signal
+    import sys
+
+    from tests.infra.images import runner_image
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    _signal.signal(_signal.SIGINT, interrupt)
+    _signal.signal(_signal.SIGTERM, interrupt)
+    NETNS.enter()
+    try:
+        with Node() as node:
+            image = runner_image()
+            node.import_image(image)
+            print(f"node {node.name} Ready; runner image {image.ref}")
+            kubectl = f"ip netns exec {NETNS.name} .cache/bin/kubectl"
+            kubectl += f" --kubeconfig {node.kubeconfig}"
+            print(f"kubectl: {kubectl} get nodes")
+            for name, log in node.logs.items():
+                print(f"  {name} log: {log}")
+            sys.stdout.flush()
+            with contextlib.suppress(KeyboardInterrupt):
+                _signal.pause()
+            print("stopping", flush=True)
+    finally:
+        NETNS.leave()
+
+
+if __name__ == "__main__":
+    main()
