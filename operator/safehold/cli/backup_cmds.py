@@ -10,7 +10,7 @@ from typing import Any, cast
 import click
 
 from safehold.api.manifest import BACKUP_TYPES, Manifest
-from safehold.cli import common
+from safehold.cli import common, locking
 from safehold.cli.config import resolve_repository
 from safehold.cli.errors import CliError, Exit
 from safehold.codecs.compression import parse_codec
@@ -71,6 +71,7 @@ def manifest_summary(m: Manifest) -> dict[str, object]:
     help="Id of the backup (e.g. 20261126T114217.123456Z; default: the start time). Running"
     " again with the same id after an interruption resumes it where the upload stopped.",
 )
+@locking.lock_wait_option
 @common.connection_options
 @common.key_file_option
 @common.output_option
@@ -86,11 +87,16 @@ def backup(
     chunk_size: str,
     no_encryption: bool,
     backup_id: str | None,
+    lock_wait: float,
     key_files: tuple[Path, ...],
     output: str,
     **conn: Any,
 ) -> None:
-    """Back up a database into a repository."""
+    """Back up a database into a repository.
+
+    Holds the target's lease while it runs: another backup, prune or key rotation of the same
+    target waits (--lock-wait) or fails with exit 11 naming this one.
+    """
     repo_cfg = resolve_repository(common.config(ctx), repo)
     codec = parse_codec(compression or repo_cfg.compression or "zstd")
     target_name, engine = common.open_target(ctx, target, **conn)
@@ -105,7 +111,9 @@ def backup(
         chunk_size=parse_size(chunk_size),
     )
     started = time.monotonic()
-    with common.progress(f"backup {options.target}", engine.estimate_size()) as hook:
+    with locking.target_lease(repository, options.target, "backup", lock_wait,
+                              backup_id=backup_id or None) as lease, \
+            common.progress(f"backup {options.target}", engine.estimate_size()) as hook:
         manifest = run_backup(
             engine,
             repository,
@@ -114,6 +122,7 @@ def backup(
             keks[1:],
             progress=hook,
             backup_id=backup_id or None,
+            lease=lease,
         )
     elapsed = time.monotonic() - started
     summary = {

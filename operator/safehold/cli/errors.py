@@ -17,6 +17,7 @@ class Exit(IntEnum):
     UNSUPPORTED = 8  # the engine cannot do what was asked
     CONFLICT = 9  # the restore target exists and --conflict is fail
     ABORTED = 10  # the user declined a confirmation
+    LOCKED = 11  # another writer holds the target's lease
     INTERRUPTED = 130
 
 
@@ -32,6 +33,7 @@ _MEANING = {
     Exit.UNSUPPORTED: "the engine cannot do what was asked",
     Exit.CONFLICT: "restore target exists and --conflict fail was given",
     Exit.ABORTED: "confirmation declined or missing (--yes)",
+    Exit.LOCKED: "another writer holds the target's lease",
     Exit.INTERRUPTED: "interrupted",
 }
 EXIT_CODES_HELP = "\n".join(f"  {code.value:>3}  {_MEANING[code]}" for code in Exit)
@@ -47,6 +49,7 @@ class CliError(Exception):
 
 def classify(exc: BaseException) -> Exit:
     """Map an exception from the runner's layers to an exit code."""
+    from safehold.api.errors import LeaseHeld
     from safehold.codecs.compression import CodecError, CorruptDataError
     from safehold.codecs.crypto import (
         KeyFormatError,
@@ -61,6 +64,7 @@ def classify(exc: BaseException) -> Exit:
 
     table: list[tuple[type[BaseException] | tuple[type[BaseException], ...], Exit]] = [
         (CliError, Exit.FAILED),
+        (LeaseHeld, Exit.LOCKED),
         ((CorruptObjectError, CorruptDataError, TamperedError), Exit.CORRUPT),
         ((MissingKeyError, WrongKeyError, KeyFormatError), Exit.KEY),
         (UnsupportedError, Exit.UNSUPPORTED),
