@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install infra test test-fast lint bench clean
+.PHONY: install infra test test-fast lint bench clean crds
 
 install: $(STAMP)
 
@@ -31,6 +31,11 @@ lint: install
 	$(BIN)/ruff check operator tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# CustomResourceDefinitions generated from the pydantic models in safehold.api (a unit test
+# fails when crds/ is stale).
+crds: install
+	$(BIN)/python -m safehold.api.crdgen --out crds
 
 bench: install infra
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -178,7 +178,7 @@ def peak_rss(sizes: list[int], work: Path) -> None:
         out.unlink(missing_ok=True)
 
 
-SECTIONS = ("pipeline", "rss", "storage", "postgres", "mysql")
+SECTIONS = ("pipeline", "rss", "storage", "postgres", "mysql", "operator")
 
 
 def main() -> None:
@@ -212,6 +212,10 @@ def main() -> None:
         from bench import mysql
 
         mysql.run(work, args.db_mb)
+    if "operator" in only:
+        from bench import operator
+
+        operator.run(work)
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ def _measure(pg: Postgres, bindir: Path, work: Path, size_mb: int) -> None:
     tool = lambda name: str(bindir / name)  # noqa: E731
     steps: dict[str, list[str]] = {
         "safehold backup": [*safehold, "backup", "-t", f"{url}/{db}", "-r", repo.as_uri(),
-                            "-j", "2"],
+                            "-j", "2", "--no-encryption"],
         "safehold restore": [*safehold, "restore", "-t", f"{url}/r_safehold", "-r",
                              repo.as_uri(), "-b", "latest", "--from", db, "-j", "2"],
         "pg_dump -Fc": [tool("pg_dump"), "-Fc", "-f", str(fc), db],

@@ -48,7 +48,8 @@ def test_backup_verify_restore_every_codec(tmp_path: Path, setup, codec: str,
                                            encrypted: bool) -> None:
     db, repo, env = setup
     key = ["--key-file", str(keyfile(tmp_path, "k"))] if encrypted else []
-    b = run_json("backup", "-t", f"sqlite://{db}", "-r", repo, "-c", codec, *key, env=env)
+    b = run_json("backup", "-t", f"sqlite://{db}", "-r", repo, "-c", codec,
+                 *(key or ["--no-encryption"]), env=env)
     assert b["encryption"] == ("aes-256-gcm" if encrypted else "none")
     assert b["compression"].startswith(codec)
     if codec != "none":
@@ -62,7 +63,8 @@ def test_backup_verify_restore_every_codec(tmp_path: Path, setup, codec: str,
 
 def test_cat_gives_a_file_standard_tools_read(tmp_path: Path, setup) -> None:
     db, repo, env = setup
-    b = run_json("backup", "-t", f"sqlite://{db}", "-r", repo, "-c", "gzip", env=env)
+    b = run_json("backup", "-t", f"sqlite://{db}", "-r", repo, "-c", "gzip", "--no-encryption",
+                 env=env)
     pages = run("cat", "-r", repo, "-t", "app", "-b", b["backup_id"], "pages", env=env)
     copy = tmp_path / "cat.db"
     copy.write_bytes(pages.stdout_bytes)
@@ -105,7 +107,8 @@ def test_tampering_is_detected_and_named(tmp_path: Path, setup, how: str,
                                          encrypted: bool) -> None:
     db, repo, env = setup
     key = ["--key-file", str(keyfile(tmp_path, "k"))] if encrypted else []
-    args = ["-t", f"sqlite://{db}", "-r", repo, "--chunk-size", "64KiB", "-c", "lz4", *key]
+    args = ["-t", f"sqlite://{db}", "-r", repo, "--chunk-size", "64KiB", "-c", "lz4",
+            *(key or ["--no-encryption"])]
     first = run_json("backup", *args, env=env)["backup_id"]
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE t0 SET name = 'changed' WHERE id < 500")
@@ -200,7 +203,8 @@ def test_chain_full_incr_incr_diff_restores_each_point(tmp_path: Path, setup) ->
                 conn.execute("UPDATE t1 SET name = ? WHERE id BETWEEN ? AND ?",
                              (f"step {step}", step * 100, step * 100 + 50))
                 conn.execute("INSERT INTO t2 (name) VALUES (?)", (f"new {step}",))
-        b = run_json("backup", "-t", f"sqlite://{db}", "-r", repo, "--type", kind, env=env)
+        b = run_json("backup", "-t", f"sqlite://{db}", "-r", repo, "--no-encryption",
+                     "--type", kind, env=env)
         assert b["type"] == kind
         pages = run_json("show", "-r", repo, "-t", "app", "-b", b["backup_id"], env=env)
         raw = next(o["raw_size"] for o in pages["objects"] if o["name"] == "pages")
@@ -221,9 +225,11 @@ def test_chain_full_incr_incr_diff_restores_each_point(tmp_path: Path, setup) ->
 
 def test_prune_dry_run_then_prune(tmp_path: Path, setup) -> None:
     db, repo, env = setup
-    ids = [run_json("backup", "-t", f"sqlite://{db}", "-r", repo, env=env)["backup_id"]
+    ids = [run_json("backup", "-t", f"sqlite://{db}", "-r", repo, "--no-encryption",
+                    env=env)["backup_id"]
            for _ in range(3)]
     ids.append(run_json("backup", "-t", f"sqlite://{db}", "-r", repo, "--type", "incremental",
+                        "--no-encryption",
                         env=env)["backup_id"])
     dry = run_json("prune", "-r", repo, "-t", "app", "--keep-last", "1", "--dry-run", env=env)
     decisions = {d["backup_id"]: d for d in dry["decisions"]}
@@ -242,14 +248,14 @@ def test_free_space_is_checked_before_a_backup_starts(tmp_path: Path, setup,
 
     db, repo, env = setup
     monkeypatch.setattr(LocalStorage, "free_space", lambda self: 1024)  # inject a full disk
-    result = run("backup", "-t", f"sqlite://{db}", "-r", repo, env=env, ok=False)
+    result = run("backup", "-t", f"sqlite://{db}", "-r", repo, "--no-encryption", env=env, ok=False)
     assert result.exit_code == Exit.STORAGE and "MiB free" in result.output
     assert run_json("list", "-r", repo, env=env) == []
 
 
 def test_restore_over_existing_needs_yes_off_a_terminal(setup) -> None:
     db, repo, env = setup
-    run("backup", "-t", f"sqlite://{db}", "-r", repo, env=env)
+    run("backup", "-t", f"sqlite://{db}", "-r", repo, "--no-encryption", env=env)
     result = run("restore", "-r", repo, "-b", "latest", "-t", f"sqlite://{db}", env=env, ok=False)
     assert result.exit_code == Exit.ABORTED and "--yes" in result.output
 
@@ -266,7 +272,7 @@ def test_kill_9_during_backup_leaves_no_backup(tmp_path: Path, env: dict[str, st
     _big_db(db)
     repo = (tmp_path / "repo").as_uri()
     data = tmp_path / "repo" / "app"
-    kill_cli_when(["backup", "-t", f"sqlite://{db}", "-r", repo, "-c", "bzip2:9",
+    kill_cli_when(["backup", "-t", f"sqlite://{db}", "-r", repo, "-c", "bzip2:9", "--no-encryption",
                    "--chunk-size", "1MiB"], env, lambda: any(data.glob("*/data/*")), timeout=60)
     assert any(data.iterdir()), "the killed backup had started writing"
     listed = run_json("list", "-r", repo, env=env)
@@ -280,7 +286,7 @@ def test_kill_9_during_restore_keeps_the_old_database(tmp_path: Path,
     db = tmp_path / "app.db"
     _big_db(db)
     repo = (tmp_path / "repo").as_uri()
-    run("backup", "-t", f"sqlite://{db}", "-r", repo, "-c", "bzip2:9", env=env)
+    run("backup", "-t", f"sqlite://{db}", "-r", repo, "--no-encryption", "-c", "bzip2:9", env=env)
     target = tmp_path / "live.db"
     make_db(target, rows=100)
     before = dump(target)
@@ -294,17 +300,20 @@ def test_kill_9_during_restore_keeps_the_old_database(tmp_path: Path,
 def test_interactive_restore_walks_through_backup_tables_and_confirmation(
         tmp_path: Path, setup) -> None:
     db, repo, env = setup
-    first = run_json("backup", "-t", f"sqlite://{db}", "-r", repo, env=env)["backup_id"]
+    first = run_json("backup", "-t", f"sqlite://{db}", "-r", repo, "--no-encryption",
+                     env=env)["backup_id"]
     with sqlite3.connect(db) as conn:
         conn.execute("DELETE FROM t0")
-    run_json("backup", "-t", f"sqlite://{db}", "-r", repo, "--type", "incremental", env=env)
+    run_json("backup", "-t", f"sqlite://{db}", "-r", repo, "--type", "incremental",
+             "--no-encryption", env=env)
     out = tmp_path / "picked.db"
     make_db(out, rows=1)
     # choose the older backup (2nd in the newest-first list), one table, then decline
     declined = run("restore", "-i", "-r", repo, "-t", f"sqlite://{out}", "--from", "app",
                    env=env, input="2\nt0\nn\n", ok=False)
     assert declined.exit_code == Exit.ABORTED
-    assert first in declined.output and "pages" in declined.output
+    assert first in declined.output and "Tables:" in declined.output
+    assert "  t0 " in declined.output and "pages" not in declined.output
     with sqlite3.connect(out) as conn:
         assert conn.execute("SELECT count(*) FROM t0").fetchone()[0] == 1
     run("restore", "-i", "-r", repo, "-t", f"sqlite://{out}", "--from", "app", env=env,

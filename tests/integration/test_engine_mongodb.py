@@ -46,7 +46,8 @@ from tests.integration.engine_helpers import check_concurrent_puts
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "safehold.yaml").write_text("{}\n")
-    return {"SAFEHOLD_CONFIG": str(tmp_path / "safehold.yaml"), "SAFEHOLD_KEY_FILE": "",
+    return {"SAFEHOLD_NO_ENCRYPTION": "1",  # no key here: unencrypted by explicit choice
+            "SAFEHOLD_CONFIG": str(tmp_path / "safehold.yaml"), "SAFEHOLD_KEY_FILE": "",
             "SAFEHOLD_KEY": "", "SAFEHOLD_PASSPHRASE": "", "SAFEHOLD_PASSWORD": ""}
 
 
@@ -145,7 +146,7 @@ def test_replace_and_conflict_fail_on_an_existing_database(
 
     result = run("restore", "-r", repo, "--from", "app", "-b", "latest", "-t", target,
                  "--include", "a,nope", "--yes", env=env, ok=False)
-    assert result.exit_code == Exit.DATABASE and "no collection 'nope'" in result.output
+    assert result.exit_code == Exit.USAGE and "no collection 'nope'" in result.output
 
 
 def test_check_and_selective_backup(mongo_server: Any, mongo_db: Any, tmp_path: Path,
@@ -160,13 +161,15 @@ def test_check_and_selective_backup(mongo_server: Any, mongo_db: Any, tmp_path: 
 
     engine = open_engine(url(mongo_server, mongo_db.name))
     repo = Repository(LocalStorage(tmp_path / "repo"))
-    manifest = run_backup(engine, repo, BackupOptions(target="sel", include=["b"]), None)
+    manifest = run_backup(engine, repo, BackupOptions(target="sel", include=["b"],
+                                                      no_encryption=True), None)
     assert manifest.engine_meta["collections"] == ["b"] and manifest.include == ("b",)
     assert {o.name for o in manifest.objects} == {
         f"{mongo_db.name}/b.bson", f"{mongo_db.name}/b.metadata.json", "toc.json",
         "prelude.json"}
     with pytest.raises(DatabaseMissing, match="no collection 'zz'"):
-        run_backup(engine, repo, BackupOptions(target="sel", include=["zz"]), None)
+        run_backup(engine, repo, BackupOptions(target="sel", include=["zz"], no_encryption=True),
+                   None)
 
 
 # -- the stored objects are mongodump's layout -------------------------------------------------

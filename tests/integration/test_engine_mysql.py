@@ -36,7 +36,8 @@ from tests.integration.cli_helpers import kill_cli_when, run, run_json
 def env(tmp_path_factory: pytest.TempPathFactory, mariadb_server: MariaDB) -> dict[str, str]:
     cfg = tmp_path_factory.mktemp("cfg") / "safehold.yaml"
     cfg.write_text("{}\n")
-    return {"SAFEHOLD_CONFIG": str(cfg), "SAFEHOLD_KEY_FILE": "", "SAFEHOLD_KEY": "",
+    return {"SAFEHOLD_NO_ENCRYPTION": "1",  # no key here: unencrypted by explicit choice
+            "SAFEHOLD_CONFIG": str(cfg), "SAFEHOLD_KEY_FILE": "", "SAFEHOLD_KEY": "",
             "SAFEHOLD_PASSPHRASE": "", "SAFEHOLD_PASSWORD": mariadb_server.password,
             "MYSQL_PWD": ""}
 

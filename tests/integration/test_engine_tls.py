@@ -152,7 +152,8 @@ def side(request: pytest.FixtureRequest) -> Side:
 @pytest.fixture
 def env(tmp_path: Path, side: Side) -> dict[str, str]:
     (tmp_path / "safehold.yaml").write_text("{}\n")
-    return {"SAFEHOLD_CONFIG": str(tmp_path / "safehold.yaml"), "SAFEHOLD_KEY_FILE": "",
+    return {"SAFEHOLD_NO_ENCRYPTION": "1",  # no key here: unencrypted by explicit choice
+            "SAFEHOLD_CONFIG": str(tmp_path / "safehold.yaml"), "SAFEHOLD_KEY_FILE": "",
             "SAFEHOLD_KEY": "", "SAFEHOLD_PASSPHRASE": "", "PGPASSWORD": "", "MYSQL_PWD": "",
             "SAFEHOLD_PASSWORD": getattr(side.server, "password", "")}
 

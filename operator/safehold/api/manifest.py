@@ -2,7 +2,10 @@
 
 A backup is a set of data objects plus ``manifest.json``, written last. The manifest is plain JSON
 (readable without any key); when the backup is encrypted it carries an HMAC keyed from the
-backup's data key, so any edit is detected once the data key is unwrapped.
+backup's data key, so any edit is detected once the data key is unwrapped. The MAC covers the
+backup id, the target (and its namespace), the repository id and the parent id, and readers check
+them against where the manifest was read from (``source``), so a manifest copied under another
+id, target or repository is refused.
 """
 
 from __future__ import annotations
@@ -11,11 +14,18 @@ import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-FORMAT_VERSION = 1
+from safehold.api.errors import Unsupported
+
+FORMAT_VERSION = 2
+"""2 added ``repo_id`` and ``namespace`` (bound by the MAC). Format-1 manifests are still read."""
 BackupType = Literal["full", "incremental", "differential"]
 BACKUP_TYPES: tuple[BackupType, ...] = ("full", "incremental", "differential")
+
+
+class ManifestFormatError(Unsupported):
+    """A manifest written by a newer safehold (exit 8, as a newer repository config: upgrade)."""
 
 
 class _Model(BaseModel):
@@ -37,6 +47,11 @@ class Manifest(_Model):
     format: int = FORMAT_VERSION
     backup_id: str
     target: str
+    namespace: str | None = Field(
+        default=None, description="the target's namespace when the operator wrote it: the full"
+        " name is '<namespace>/<target>', so two namespaces' 'orders' never pass for each other")
+    repo_id: str | None = Field(
+        default=None, description="id of the repository the backup was written to (format 2)")
     engine: str
     server_version: str = ""
     type: BackupType
@@ -56,6 +71,33 @@ class Manifest(_Model):
     mac: str | None = Field(
         default=None, description="HMAC-SHA256 (hex) of the manifest without 'mac'"
     )
+    # Where the manifest was read from, (target, backup id): set by the repository, not stored.
+    _source: tuple[str, str] | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _fields_of_its_format(self) -> Manifest:
+        if self.format < 2 and (self.namespace is not None or self.repo_id is not None):
+            raise ValueError("a format-1 manifest has no 'namespace' or 'repo_id'")
+        return self
+
+    @property
+    def full_name(self) -> str:
+        """The target's namespace-qualified name, e.g. 'shop/orders' (or just 'orders')."""
+        return f"{self.namespace}/{self.target}" if self.namespace else self.target
+
+    @property
+    def source(self) -> tuple[str, str]:
+        """(target, backup id) of the key the manifest was read from; its own fields if new."""
+        return self._source or (self.target, self.backup_id)
+
+    def __eq__(self, other: object) -> bool:  # content only: where it was read is no part of it
+        return isinstance(other, Manifest) and self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # fields hold dicts: never hashable
+
+    def read_from(self, target: str, backup_id: str) -> Manifest:
+        self._source = (target, backup_id)
+        return self
 
     @property
     def raw_bytes(self) -> int:
@@ -77,7 +119,9 @@ class Manifest(_Model):
 
     def signing_bytes(self) -> bytes:
         """Canonical bytes covered by the MAC: the manifest without its ``mac`` field."""
-        body = self.model_dump(mode="json", exclude={"mac"})
+        # Format 1 had no namespace/repo_id: leave them out so its MACs still verify.
+        legacy = {"namespace", "repo_id"} if self.format < 2 else set()
+        body = self.model_dump(mode="json", exclude={"mac", *legacy})
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
     def to_json(self) -> bytes:
@@ -85,4 +129,12 @@ class Manifest(_Model):
 
     @classmethod
     def from_json(cls, data: bytes) -> Manifest:
+        try:
+            version = json.loads(data).get("format", 0)
+        except (ValueError, AttributeError):
+            version = 0  # not a JSON object: validation below names the problem
+        if isinstance(version, int) and version > FORMAT_VERSION:
+            raise ManifestFormatError(
+                f"manifest format {version} is newer than this safehold understands"
+                f" ({FORMAT_VERSION}): upgrade safehold", hint="upgrade safehold")
         return cls.model_validate_json(data)

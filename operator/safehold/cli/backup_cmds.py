@@ -9,19 +9,30 @@ from typing import Any, cast
 
 import click
 
+from safehold.api.errors import Aborted, DatabaseProblem, UsageError
 from safehold.api.manifest import BACKUP_TYPES, Manifest
-from safehold.cli import common, locking
+from safehold.cli import common, locking, tables
 from safehold.cli.config import resolve_repository
-from safehold.cli.errors import CliError, Exit
+from safehold.cli.errors import Exit
 from safehold.codecs.compression import parse_codec
 from safehold.engines.base import ConflictPolicy, redact_url
 from safehold.pipeline.backup import BackupOptions, run_backup
+from safehold.pipeline.keys import DataKeys
+from safehold.pipeline.objects import ObjectReader
 from safehold.pipeline.restore import run_restore
-from safehold.repository.repo import Repository
+from safehold.repository.repo import BackupNotFound, Repository
 
 
 def _split(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+    """``--include a,b``; an empty list (``''``, ``,,``) is an error, not "everything"."""
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise UsageError(f"--include {value!r} names no table",
+                         hint="give table names separated by commas, or leave --include out"
+                         " to restore everything")
+    return names
 
 
 def manifest_summary(m: Manifest) -> dict[str, object]:
@@ -63,7 +74,20 @@ def manifest_summary(m: Manifest) -> dict[str, object]:
 )
 @click.option("--name", help="Target name in the repository (default: config name or file stem).")
 @click.option("--chunk-size", default="4MiB", show_default=True, help="Raw bytes per chunk.")
-@click.option("--no-encryption", is_flag=True, help="Store unencrypted even if a key is set.")
+@click.option(
+    "--no-encryption",
+    is_flag=True,
+    envvar="SAFEHOLD_NO_ENCRYPTION",
+    help="Back up unencrypted even if a key is set. A target's first backup records its choice:"
+    " without a key, a new target needs this flag (or `encryption: none` in the config file).",
+)
+@click.option(
+    "--namespace",
+    envvar="SAFEHOLD_NAMESPACE",
+    default=None,
+    help="Kubernetes namespace of the target (the operator sets it): bound into the backup, so"
+    " two namespaces' targets of one name never pass for each other.",
+)
 @click.option(
     "--backup-id",
     envvar="SAFEHOLD_BACKUP_ID",
@@ -86,6 +110,7 @@ def backup(
     name: str | None,
     chunk_size: str,
     no_encryption: bool,
+    namespace: str | None,
     backup_id: str | None,
     lock_wait: float,
     key_files: tuple[Path, ...],
@@ -99,21 +124,24 @@ def backup(
     """
     repo_cfg = resolve_repository(common.config(ctx), repo)
     codec = parse_codec(compression or repo_cfg.compression or "zstd")
+    chunk_bytes = parse_size(chunk_size)  # every flag is checked before anything is created
     target_name, engine = common.open_target(ctx, target, **conn)
-    repository = common.open_repo(ctx, repo)
-    keks = (
-        [] if no_encryption else common.keks_for(ctx, repository, repo, key_files, create_kdf=True)
-    )
+    size = engine.estimate_size()  # a missing or unreachable database fails before the repository
+    repository = common.open_repo(ctx, repo, create=True)
+    no_encryption = no_encryption or repo_cfg.encryption == "none"
+    keks = common.keks_for(ctx, repository, repo, key_files, create_kdf=True)
     options = BackupOptions(
         target=name or target_name,
         type=backup_type,  # type: ignore[arg-type]
         codec=codec,
-        chunk_size=parse_size(chunk_size),
+        chunk_size=chunk_bytes,
+        no_encryption=no_encryption,
+        namespace=namespace or None,
     )
     started = time.monotonic()
     with locking.target_lease(repository, options.target, "backup", lock_wait,
                               backup_id=backup_id or None) as lease, \
-            common.progress(f"backup {options.target}", engine.estimate_size()) as hook:
+            common.progress(f"backup {options.target}", size) as hook:
         manifest = run_backup(
             engine,
             repository,
@@ -128,7 +156,7 @@ def backup(
     summary = {
         **manifest_summary(manifest),
         "seconds": round(elapsed, 3),
-        "throughput_mb_s": round(manifest.raw_bytes / 1e6 / max(elapsed, 1e-9), 2),
+        "throughput_mib_s": round(manifest.raw_bytes / 2**20 / max(elapsed, 1e-9), 2),
     }
     common.emit(
         output,
@@ -143,14 +171,15 @@ def backup(
 
 
 def parse_size(text: str) -> int:
-    units = {"": 1, "k": 1000, "kib": 1024, "m": 10**6, "mib": 2**20, "kb": 1000, "mb": 10**6}
+    """``--chunk-size`` in IEC units (KiB, MiB) or bytes."""
+    units = {"": 1, "kib": 1024, "mib": 2**20}
     digits = text.rstrip("KkMmIiBb")
     unit = text[len(digits) :].lower()
     if not digits.isdigit() or unit not in units:
-        raise CliError(f"invalid size {text!r}: use e.g. 4MiB, 512KiB or 1048576", Exit.USAGE)
+        raise UsageError(f"invalid --chunk-size {text!r}: use e.g. 4MiB, 512KiB or 1048576")
     size = int(digits) * units[unit]
     if not 64 * 1024 <= size <= 256 * 2**20:
-        raise CliError(f"chunk size {text} is outside 64KiB..256MiB", Exit.USAGE)
+        raise UsageError(f"--chunk-size {text} is outside 64KiB..256MiB")
     return size
 
 
@@ -159,16 +188,16 @@ def _confirm(message: str, yes: bool, *, interactive: bool = False) -> None:
     if yes:
         return
     if not (interactive or sys.stdin.isatty()):
-        raise CliError(f"{message}; pass --yes to confirm when not on a terminal", Exit.ABORTED)
+        raise Aborted(f"{message}; pass --yes to confirm when not on a terminal")
     if not click.confirm(message + ". Continue?", default=False):
-        raise CliError("restore cancelled", Exit.ABORTED)
+        raise Aborted("restore cancelled")
 
 
-def _interactive(repository: Repository, source: str) -> tuple[str, list[str] | None]:
+def _interactive(repository: Repository, source: str, opener: tables.Opener
+                 ) -> tuple[str, list[str] | None]:
     """Walk the user through choosing a backup, seeing its objects, and (optionally) tables."""
-    backups = list(reversed(repository.backups(source)))[:20]
-    if not backups:
-        raise CliError(f"target {source!r} has no backups in {repository.url}", Exit.NOT_FOUND)
+    repository.require_target(source)
+    backups = list(reversed(repository.scan(source)[0]))[:20]
     click.echo(f"Backups of {source} (newest first):")
     for i, m in enumerate(backups, 1):
         click.echo(f"{i:>3}. {m.backup_id}  {m.type:<12} {common.human_bytes(m.raw_bytes):>10}"
@@ -178,12 +207,20 @@ def _interactive(repository: Repository, source: str) -> tuple[str, list[str] | 
     chain = repository.chain(chosen)
     click.echo(f"Restoring {chosen.backup_id} applies {len(chain)} backup(s): "
                + " -> ".join(m.backup_id for m in chain))
-    click.echo("Objects:")
-    for o in chosen.objects:
-        click.echo(f"  {o.name:<40} {common.human_bytes(o.raw_size):>10}")
-    include = _split(click.prompt("Tables to restore (comma-separated, empty for all)",
-                                  default="", show_default=False))
-    return chosen.backup_id, include
+    listed = tables.of_backup(chosen, opener)
+    if listed is None and chosen.engine == "sqlite":
+        listed = tables.sqlite_tables(chain, opener)
+    if listed is None:
+        why = (f"it is over {common.human_bytes(tables.SQLITE_PREVIEW_LIMIT)} to preview"
+               if chosen.engine == "sqlite" else f"a {chosen.engine} backup does not list them")
+        click.echo(f"(tables not listed: {why}; it is restored whole unless you name tables)")
+    else:
+        click.echo("Tables:")
+        for name, size in listed.items():
+            click.echo(f"  {name:<40} {common.human_bytes(size) if size is not None else '':>10}")
+    answer = click.prompt("Tables to restore (comma-separated, empty for all)",
+                          default="", show_default=False)
+    return chosen.backup_id, _split(answer) if answer.strip() else None
 
 
 @click.command()
@@ -194,7 +231,8 @@ def _interactive(repository: Repository, source: str) -> tuple[str, list[str] | 
     "--from",
     "source",
     default=None,
-    help="Target name whose backups to restore (default: the target's own name).",
+    help="Target name whose backups to restore (default: the target's own name; else the only"
+    " target in the repository, or the one holding the backup id given with -b).",
 )
 @click.option("--include", help="Restore only these tables (comma-separated).")
 @click.option(
@@ -226,21 +264,26 @@ def restore(
     **conn: Any,
 ) -> None:
     """Restore a backup (and the chain it builds on) into a database."""
+    wanted = _split(include)
+    if backup_ref is None and not interactive:
+        raise UsageError("--backup is required (a backup id or 'latest'), or use -i")
     target_name, engine = common.open_target(ctx, target, **conn)
     target = redact_url(target)  # printed below; a URL may carry a password
     repository = common.open_repo(ctx, repo)
-    source = source or target_name
-    tables = _split(include)
-    if interactive:
-        backup_ref, tables = _interactive(repository, source)
-    if backup_ref is None:
-        raise CliError("--backup is required (a backup id or 'latest'), or use -i", Exit.USAGE)
-    manifest = repository.resolve(source, backup_ref)
+    source = source or resolve_source(repository, target_name, backup_ref)
     keks = common.keks_for(ctx, repository, repo, key_files)
+    opener = ObjectReader(repository, DataKeys(repository, keks)).open
+    if interactive:
+        backup_ref, wanted = _interactive(repository, source, opener)
+    assert backup_ref is not None
+    manifest = repository.resolve(source, backup_ref)
+    if wanted:  # before anything is created: an unknown name leaves nothing behind
+        wanted = tables.check_include(manifest, wanted, opener)
     check = engine.check("restore")
     if not check.ok:
-        raise CliError("cannot restore: " + "; ".join(check.problems), Exit.DATABASE)
-    if engine.estimate_size() and not tables:  # the target exists: whole restore replaces it
+        raise DatabaseProblem("cannot restore: " + "; ".join(check.problems))
+    tables_ = wanted
+    if engine.estimate_size() and not tables_:  # the target exists: whole restore replaces it
         _confirm(
             f"{target} exists and will be replaced by backup {manifest.backup_id}",
             yes or conflict == "fail",
@@ -255,7 +298,7 @@ def restore(
             repository,
             manifest,
             keks,
-            include=tables,
+            include=tables_,
             conflict=cast(ConflictPolicy, conflict),
             progress=hook,
         )
@@ -264,7 +307,7 @@ def restore(
         "backup_id": manifest.backup_id,
         "target": target,
         "chain": [m.backup_id for m in chain],
-        "include": tables,
+        "include": tables_,
         "seconds": round(elapsed, 3),
     }
     common.emit(
@@ -272,7 +315,7 @@ def restore(
         data,
         lambda: click.echo(
             f"restored {manifest.backup_id} ({len(chain)} backup(s) in chain) into {target}"
-            + (f", tables {', '.join(tables)}" if tables else "")
+            + (f", tables {', '.join(tables_)}" if tables_ else "")
             + f" in {elapsed:.1f}s"
         ),
     )
@@ -284,7 +327,7 @@ def restore(
 @click.option(
     "--purpose", type=click.Choice(["backup", "restore"]), default="backup", show_default=True
 )
-@common.connection_options
+@common.server_options
 @common.output_option
 @click.pass_context
 def check(
@@ -295,7 +338,7 @@ def check(
     report = engine.check(purpose)  # type: ignore[arg-type]
     problems = list(report.problems)
     if repo:
-        repository = common.open_repo(ctx, repo)
+        repository = common.open_repo(ctx, repo, create=True)
         probe = ".safehold-check"
         try:
             repository.storage.put_bytes(probe, b"ok")
@@ -319,6 +362,30 @@ def check(
     common.emit(output, data, text)
     if problems:
         ctx.exit(int(Exit.DATABASE))
+
+
+def resolve_source(repository: Repository, target_name: str, backup_ref: str | None) -> str:
+    """Whose backups a restore without --from reads: the target's own name when the repository
+    has it; else the only target there is; else the one target holding the backup id given."""
+    targets = repository.targets()
+    if target_name in targets:
+        return target_name
+    if len(targets) == 1:
+        return targets[0]
+    if not targets:
+        raise BackupNotFound(f"the repository {repository.url} holds no backups")
+    if backup_ref and backup_ref != "latest":
+        holders = [t for t in targets if backup_ref in repository.backup_ids(t)[0]]
+        if len(holders) == 1:
+            return holders[0]
+        if not holders:
+            raise BackupNotFound(f"no backup {backup_ref!r} in {repository.url} (targets:"
+                                 f" {', '.join(targets)})")
+        targets = holders
+    raise UsageError(
+        f"the repository {repository.url} holds several targets ({', '.join(targets)}) and"
+        f" none is named {target_name!r}: say which with --from",
+        hint=f"e.g. --from {targets[0]}")
 
 
 COMMANDS = [backup, restore]

@@ -13,14 +13,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import click
 
+from safehold.api.errors import UsageError
 from safehold.cli.config import Config, load_config, resolve_repository, resolve_target
 from safehold.codecs import crypto
-from safehold.engines.base import ConnectionOptions, Engine, open_engine
+from safehold.engines.base import ConnectionOptions, Engine, open_engine, redact_url
+from safehold.engines.common import url_password_warning
 from safehold.pipeline.keys import load_keks
-from safehold.repository.repo import Repository
+from safehold.repository.repo import BackupNotFound, Repository
 from safehold.storage.base import open_storage
 
 if TYPE_CHECKING:
@@ -41,8 +44,14 @@ def repo_option(f: F) -> F:
 
 
 def output_option(f: F) -> F:
-    return click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text",
-                        show_default=True, help="Output format; json is for machines.")(f)
+    """Pass the global ``--output`` (given before or after the subcommand) as ``output``."""
+
+    @functools.wraps(f)
+    def with_output(*args: Any, **kwargs: Any) -> Any:
+        root = click.get_current_context().find_root()
+        return f(*args, output=(root.obj or {}).get("output", "text"), **kwargs)
+
+    return with_output  # type: ignore[return-value]
 
 
 def key_file_option(f: F) -> F:
@@ -53,8 +62,41 @@ def key_file_option(f: F) -> F:
         " SAFEHOLD_KEY (inline base64) or SAFEHOLD_PASSPHRASE.")(f)
 
 
-def open_repo(ctx: click.Context, ref: str) -> Repository:
-    return Repository(open_storage(resolve_repository(config(ctx), ref).url))
+def open_repo(ctx: click.Context, ref: str, *, create: bool = False,
+              allow_empty: bool = False) -> Repository:
+    """The repository ``ref`` names. Only commands that write a backup (``create=True``) may
+    create it; the others never create anything and fail with exit 3, naming the location, when
+    it does not exist or nothing is stored there (``allow_empty``: a prune that only has
+    abandoned uploads to clean up, which listings do not show)."""
+    url = resolve_repository(config(ctx), ref).url
+    if not create:
+        _require_local_directory(url)
+    try:
+        storage = open_storage(url)
+    except ValueError as exc:  # a malformed URL: the user's to fix
+        raise UsageError(str(exc)) from None
+    repository = Repository(storage)
+    if create:
+        repository.initialize()
+    elif not allow_empty and not repository.exists():
+        raise BackupNotFound(f"no repository at {repository.url}: nothing is stored there",
+                             hint="check the path or URL (a typo, or a volume not mounted?);"
+                             " `safehold backup` creates a repository")
+    return repository
+
+
+def _require_local_directory(url: str) -> None:
+    """Opening a local repository creates its directory; a read-only command must not."""
+    parts = urlsplit(url)
+    if parts.scheme != "file" or parts.netloc:
+        return  # malformed ones are reported by the backend
+    path = Path(unquote(parts.path))
+    if path.is_absolute() and not path.is_dir():
+        raise BackupNotFound(
+            f"no repository at {path}: " + ("it is not a directory" if path.exists()
+                                            else "the directory does not exist"),
+            hint="check the path (a typo, or a volume not mounted?); `safehold backup` creates"
+            " a repository")
 
 
 def repo_key_files(ctx: click.Context, ref: str, key_files: tuple[Path, ...]) -> list[Path]:
@@ -68,7 +110,16 @@ def keks_for(ctx: click.Context, repo: Repository, repo_ref: str, key_files: tup
 
 
 def connection_options(f: F) -> F:
-    """Options for reaching a database server (ignored by SQLite)."""
+    """Options for reaching a database server (ignored by SQLite), and ``--jobs``."""
+    return _connection_options(f, jobs=True)
+
+
+def server_options(f: F) -> F:
+    """Options for reaching a database server, without ``--jobs`` (for `check`)."""
+    return _connection_options(f, jobs=False)
+
+
+def _connection_options(f: F, *, jobs: bool) -> F:
     options = [
         click.option("--password-file", type=click.Path(exists=True, dir_okay=False,
                                                          path_type=Path),
@@ -85,17 +136,45 @@ def connection_options(f: F) -> F:
                      help="Client certificate's private key."),
         click.option("--connect-timeout", type=click.FloatRange(min=0.1), default=10.0,
                      show_default=True, help="Seconds to wait for the database."),
-        click.option("--jobs", "-j", type=click.IntRange(min=1),
-                     help="Parallel workers for per-table/collection dumps and restores."),
     ]
+    if jobs:
+        options.append(click.option(
+            "--jobs", "-j", type=click.IntRange(min=1),
+            help="Parallel workers for per-table/collection dumps and restores."))
     for option in reversed(options):
         f = option(f)
     return f
 
 
+# PostgreSQL silently truncates longer names to NAMEDATALEN-1 bytes: a restore "into" a 300-byte
+# name would land under another one. (MySQL/MariaDB's 64-character limit is checked with the URL.)
+_NAME_LIMITS = {"postgresql": 63, "postgres": 63}
+
+
+def check_database_name(url: str) -> None:
+    """Refuse a database name the server would truncate, before anything starts."""
+    parts = urlsplit(url)
+    limit = _NAME_LIMITS.get(parts.scheme)
+    if limit is None:
+        return
+    query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+    name = unquote(query.get("dbname") or parts.path.lstrip("/"))
+    size = len(name.encode())
+    if size > limit:
+        raise UsageError(
+            f"database name {name[:40]!r}… is {size} bytes; PostgreSQL names are at most {limit}"
+            " bytes (longer ones are silently truncated by the server)",
+            hint="choose a shorter database name")
+
+
 def open_target(ctx: click.Context, ref: str, **conn: Any) -> tuple[str, Engine]:
     """The target's name and engine, with connection settings from flags, config and env."""
     name, target = resolve_target(config(ctx), ref)
+    check_database_name(target.url)
+    warning = url_password_warning(
+        target.url, config_name=ref if ref in config(ctx).targets else None)
+    if warning:
+        logging.getLogger("safehold.cli").warning("%s", warning)
     password_file = conn.get("password_file") or target.password_file
     password = None
     if password_file:
@@ -116,7 +195,10 @@ def open_target(ctx: click.Context, ref: str, **conn: Any) -> tuple[str, Engine]
         connect_timeout=conn.get("connect_timeout") or 10.0,
         jobs=conn.get("jobs"),
     )
-    return name, open_engine(target.url, options)
+    try:
+        return name, open_engine(target.url, options)
+    except ValueError as exc:  # the URL or the connection settings: the user's to fix
+        raise UsageError(redact_url(str(exc))) from None
 
 
 def emit(output: str, data: Any, text: Callable[[], None]) -> None:
@@ -142,23 +224,33 @@ def stderr_console() -> Console:
     return Console(stderr=True)
 
 
+def progress_text(done: int, total: int | None, speed: float | None) -> str:
+    """``12.0 MiB / 40.0 MiB  3.1 MiB/s``: the same IEC units as every summary."""
+    text = human_bytes(done) + (f" / {human_bytes(total)}" if total else "")
+    return text + (f"  {human_bytes(speed)}/s" if speed else "")
+
+
 @contextmanager
 def progress(label: str, total: int | None) -> Iterator[Callable[[int], None] | None]:
-    """A progress bar on a terminal; elsewhere periodic JSON log lines instead."""
-    if sys.stderr.isatty():
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
+    """A progress bar on a terminal; elsewhere periodic JSON log lines instead.
 
-        with Progress("[progress.description]{task.description}", BarColumn(),
-                      DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-                      console=stderr_console(), transient=True) as bar:
+    The bar counts raw bytes in IEC units; when the work ends its total becomes the bytes
+    actually done, so the last frame shows what the summary then reports.
+    """
+    if sys.stderr.isatty():
+        from rich.progress import BarColumn, Progress, ProgressColumn, Task, TimeRemainingColumn
+        from rich.text import Text
+
+        class Bytes(ProgressColumn):
+            def render(self, task: Task) -> Text:
+                total = int(task.total) if task.total is not None else None
+                return Text(progress_text(int(task.completed), total, task.speed))
+
+        with Progress("[progress.description]{task.description}", BarColumn(), Bytes(),
+                      TimeRemainingColumn(), console=stderr_console(), transient=True) as bar:
             task = bar.add_task(label, total=total)
             yield lambda n: bar.advance(task, n)
+            bar.update(task, total=bar.tasks[0].completed)
         return
     log = logging.getLogger("safehold.progress")
     done = 0
@@ -172,6 +264,7 @@ def progress(label: str, total: int | None) -> Iterator[Callable[[int], None] | 
             if time.monotonic() - last < 10:
                 return
             last = time.monotonic()
-        log.info("%s: %d bytes", label, done, extra={"bytes": done, "total": total})
+        log.info("%s: %s", label, progress_text(done, total, None),
+                 extra={"bytes": done, "total": total})
 
     yield hook

@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from safehold.cli.errors import CliError, Exit
+from safehold.api.errors import UsageError
+from safehold.api.validation import describe_validation_error
 
 
 class TargetConfig(BaseModel):
@@ -39,6 +40,8 @@ class RepositoryConfig(BaseModel):
     url: str = Field(description="storage URL, e.g. file:///var/backups")
     compression: str | None = None
     key_file: Path | None = None
+    encryption: Literal["none"] | None = Field(
+        default=None, description="'none': back up unencrypted (as --no-encryption)")
 
 
 class Config(BaseModel):
@@ -57,18 +60,15 @@ def load_config(path: Path | None) -> Config:
     path = path or default_path()
     if not path.exists():
         if explicit:
-            raise CliError(f"config file {path} does not exist", Exit.USAGE)
+            raise UsageError(f"config file {path} does not exist")
         return Config()
     try:
         data = yaml.safe_load(path.read_text()) or {}
         return Config.model_validate(data)
     except yaml.YAMLError as exc:
-        raise CliError(f"config file {path} is not valid YAML/JSON: {exc}", Exit.USAGE) from exc
+        raise UsageError(f"config file {path} is not valid YAML/JSON: {exc}") from exc
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise CliError(f"config file {path}: {problems}", Exit.USAGE) from exc
+        raise UsageError(f"config file {path}: {describe_validation_error(exc)}") from None
 
 
 def resolve_target(config: Config, ref: str) -> tuple[str, TargetConfig]:
@@ -81,10 +81,9 @@ def resolve_target(config: Config, ref: str) -> tuple[str, TargetConfig]:
     parts = urlsplit(ref)
     if not parts.scheme:
         known = ", ".join(sorted(config.targets)) or "none defined"
-        raise CliError(
+        raise UsageError(
             f"target {ref!r} is neither a URL (sqlite:///abs/path.db) nor a name in the config"
-            f" file (known: {known})",
-            Exit.USAGE,
+            f" file (known: {known})"
         )
     stem = Path(parts.path).stem or parts.path.strip("/").replace("/", "-")
     return stem or parts.hostname or parts.scheme, TargetConfig(url=ref)
@@ -95,9 +94,8 @@ def resolve_repository(config: Config, ref: str) -> RepositoryConfig:
         return config.repositories[ref]
     if not urlsplit(ref).scheme:
         known = ", ".join(sorted(config.repositories)) or "none defined"
-        raise CliError(
+        raise UsageError(
             f"repository {ref!r} is neither a URL (file:///abs/dir) nor a name in the config"
-            f" file (known: {known})",
-            Exit.USAGE,
+            f" file (known: {known})"
         )
     return RepositoryConfig(url=ref)

@@ -1,83 +1,81 @@
-"""Exit codes (documented in ``safehold --help`` and docs/cli.md) and error classification."""
+"""How the CLI reports an outcome: exit codes (docs/cli.md), error messages, JSON error documents.
+
+Every deliberate error is a :class:`~safehold.api.errors.SafeholdError` carrying its exit code and
+an optional hint, classified where it arises. Anything else that escapes is a bug: exit 1 with
+"this is a bug" and how to get the traceback, never disguised as a usage error.
+"""
 
 from __future__ import annotations
 
-from enum import IntEnum
+import json
+import logging
+from dataclasses import dataclass
+
+import click
+
+from safehold.api.errors import EXIT_MEANING, Exit, SafeholdError
+
+__all__ = ["EXIT_CODES_HELP", "Exit", "Report", "Terminated", "report_for"]
+
+EXIT_CODES_HELP = "\n".join(f"  {code.value:>3}  {EXIT_MEANING[code]}" for code in Exit)
+BUG_HINT = ("run the command again with `--log-level debug` for the traceback, and report the"
+            " bug with that output")
 
 
-class Exit(IntEnum):
-    OK = 0
-    FAILED = 1  # unexpected error (a bug or an unclassified failure)
-    USAGE = 2  # bad command line or configuration
-    NOT_FOUND = 3  # target, repository or backup does not exist
-    CORRUPT = 4  # an integrity check failed: data damaged or tampered with
-    KEY = 5  # missing or wrong encryption key
-    DATABASE = 6  # the database refused or could not be reached
-    STORAGE = 7  # the repository's storage failed or is full
-    UNSUPPORTED = 8  # the engine cannot do what was asked
-    CONFLICT = 9  # the restore target exists and --conflict is fail
-    ABORTED = 10  # the user declined a confirmation
-    LOCKED = 11  # another writer holds the target's lease
-    INTERRUPTED = 130
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind like KeyboardInterrupt (nothing catches it on the way)."""
 
 
-_MEANING = {
-    Exit.OK: "success",
-    Exit.FAILED: "unexpected error",
-    Exit.USAGE: "bad command line or configuration",
-    Exit.NOT_FOUND: "target, repository or backup not found",
-    Exit.CORRUPT: "integrity check failed (damaged or tampered data)",
-    Exit.KEY: "encryption key missing or wrong",
-    Exit.DATABASE: "database unreachable or refused the operation",
-    Exit.STORAGE: "storage failed or full",
-    Exit.UNSUPPORTED: "the engine cannot do what was asked",
-    Exit.CONFLICT: "restore target exists and --conflict fail was given",
-    Exit.ABORTED: "confirmation declined or missing (--yes)",
-    Exit.LOCKED: "another writer holds the target's lease",
-    Exit.INTERRUPTED: "interrupted",
+@dataclass(frozen=True)
+class Report:
+    """One outcome other than success, as the user sees it."""
+
+    code: Exit
+    error_class: str
+    message: str
+    hint: str | None = None
+
+    def as_json(self) -> str:
+        return json.dumps({"error": {"code": int(self.code), "class": self.error_class,
+                                     "message": self.message, "hint": self.hint}}, indent=2)
+
+    def emit(self, output: str) -> None:
+        if output == "json":
+            click.echo(self.as_json())
+            return
+        click.echo(f"error: {self.message}", err=True)
+        if self.hint:
+            click.echo(f"hint: {self.hint}", err=True)
+
+
+_SIGNAL_REPORTS = {
+    Exit.INTERRUPTED: "interrupted (SIGINT): stopped cleanly; no backup or restore was"
+                      " completed, and nothing partial is visible (an interrupted backup has no"
+                      " manifest; `safehold prune` removes its leftovers)",
+    Exit.TERMINATED: "terminated (SIGTERM): stopped cleanly; no backup or restore was completed,"
+                     " and nothing partial is visible (an interrupted backup has no manifest;"
+                     " `safehold prune` removes its leftovers)",
 }
-EXIT_CODES_HELP = "\n".join(f"  {code.value:>3}  {_MEANING[code]}" for code in Exit)
 
 
-class CliError(Exception):
-    """An error with a message for the user and an exit code."""
+def report_for(exc: BaseException) -> Report:
+    """The report for anything that ended a command; unknown exceptions are bugs (exit 1)."""
+    from safehold.engines.base import redact_url
 
-    def __init__(self, message: str, code: Exit = Exit.FAILED) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def classify(exc: BaseException) -> Exit:
-    """Map an exception from the runner's layers to an exit code."""
-    from safehold.api.errors import LeaseHeld
-    from safehold.codecs.compression import CodecError, CorruptDataError
-    from safehold.codecs.crypto import (
-        KeyFormatError,
-        MissingKeyError,
-        TamperedError,
-        WrongKeyError,
-    )
-    from safehold.engines.base import ConflictError, EngineError, UnsupportedError
-    from safehold.pipeline.objects import CorruptObjectError
-    from safehold.repository.repo import RepositoryError
-    from safehold.storage.base import StorageError
-
-    table: list[tuple[type[BaseException] | tuple[type[BaseException], ...], Exit]] = [
-        (CliError, Exit.FAILED),
-        (LeaseHeld, Exit.LOCKED),
-        ((CorruptObjectError, CorruptDataError, TamperedError), Exit.CORRUPT),
-        ((MissingKeyError, WrongKeyError, KeyFormatError), Exit.KEY),
-        (UnsupportedError, Exit.UNSUPPORTED),
-        (ConflictError, Exit.CONFLICT),
-        (EngineError, Exit.DATABASE),
-        (StorageError, Exit.STORAGE),
-        (RepositoryError, Exit.NOT_FOUND),
-        ((CodecError, ValueError), Exit.USAGE),
-        (KeyboardInterrupt, Exit.INTERRUPTED),
-    ]
-    if isinstance(exc, CliError):
-        return exc.code
-    for kinds, code in table:
-        if isinstance(exc, kinds):
-            return code
-    return Exit.FAILED
+    if isinstance(exc, SafeholdError):
+        return Report(exc.exit_code, exc.error_class, redact_url(exc.message),
+                      redact_url(exc.hint) if exc.hint else None)
+    if isinstance(exc, click.ClickException):
+        message = exc.format_message()
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            hint = f"see `{exc.ctx.command_path} --help`"
+        else:
+            hint = None
+        return Report(Exit.USAGE, "UsageError", message, hint)
+    if isinstance(exc, Terminated):
+        return Report(Exit.TERMINATED, "Terminated", _SIGNAL_REPORTS[Exit.TERMINATED])
+    if isinstance(exc, KeyboardInterrupt):
+        return Report(Exit.INTERRUPTED, "Interrupted", _SIGNAL_REPORTS[Exit.INTERRUPTED])
+    logging.getLogger("safehold").debug("unexpected error", exc_info=exc)
+    text = redact_url(f"{type(exc).__name__}: {exc}")
+    return Report(Exit.FAILED, "Bug", f"unexpected {text}; this is a bug in safehold", BUG_HINT)

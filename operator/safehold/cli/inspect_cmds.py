@@ -4,15 +4,33 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
+from safehold.api.errors import UsageError
 from safehold.cli import common
 from safehold.cli.backup_cmds import manifest_summary
 from safehold.cli.errors import Exit
 from safehold.pipeline.keys import DataKeys
 from safehold.pipeline.objects import ObjectReader
-from safehold.pipeline.restore import verify_backup
+from safehold.pipeline.restore import ObjectCheck, verify_backup
+from safehold.repository.repo import BackupNotFound, Damaged, Repository
+from safehold.repository.trust import UNAUTHENTICATED
+
+
+def _targets(repository: Repository, target_name: str | None) -> list[str]:
+    """The targets a command reads: the one named (which must exist), or all of them."""
+    if target_name:
+        repository.require_target(target_name)
+        return [target_name]
+    return repository.targets()
+
+
+def _damage_report(damaged: list[Damaged]) -> None:
+    """Damaged manifests are reported one by one; the command goes on with the healthy ones."""
+    for d in damaged:
+        click.echo(f"error: {d.problem}", err=True)
 
 
 @click.command("list")
@@ -21,14 +39,19 @@ from safehold.pipeline.restore import verify_backup
 @common.output_option
 @click.pass_context
 def list_(ctx: click.Context, repo: str, target_name: str | None, output: str) -> None:
-    """List the backups in a repository, oldest first."""
+    """List the backups in a repository, oldest first (damaged ones too: exit 4)."""
     repository = common.open_repo(ctx, repo)
-    targets = [target_name] if target_name else repository.targets()
-    rows = []
-    for name in targets:
-        complete, incomplete = repository.backup_ids(name)
-        rows += [manifest_summary(repository.manifest(name, bid)) for bid in complete]
-        rows += [{"backup_id": bid, "target": name, "type": "incomplete"} for bid in incomplete]
+    rows: list[dict[str, Any]] = []
+    damaged: list[Damaged] = []
+    for name in _targets(repository, target_name):
+        healthy, bad = repository.scan(name)
+        damaged += bad
+        rows += [manifest_summary(m) for m in healthy]
+        rows += [{"backup_id": d.backup_id, "target": name, "type": "damaged",
+                  "problem": d.problem} for d in bad]
+        rows += [{"backup_id": bid, "target": name, "type": "incomplete"}
+                 for bid in repository.backup_ids(name)[1]]
+    rows.sort(key=lambda r: (r["target"], r["backup_id"]))
 
     def text() -> None:
         if not rows:
@@ -40,13 +63,24 @@ def list_(ctx: click.Context, repo: str, target_name: str | None, output: str) -
             if r["type"] == "incomplete":
                 click.echo(f"{r['target']:<16} {r['backup_id']:<24} incomplete (no manifest)")
                 continue
+            if r["type"] == "damaged":
+                click.echo(f"{r['target']:<16} {r['backup_id']:<24} DAMAGED manifest")
+                continue
             click.echo(
                 f"{r['target']:<16} {r['backup_id']:<24} {r['type']:<12}"
-                f" {common.human_bytes(r['raw_bytes']):>10}"  # type: ignore[arg-type]
-                f" {common.human_bytes(r['stored_bytes']):>10}"  # type: ignore[arg-type]
+                f" {common.human_bytes(r['raw_bytes']):>10}"
+                f" {common.human_bytes(r['stored_bytes']):>10}"
                 f"  {r['encryption']:<11} {r['parent_id'] or '-'}")
+        click.echo(UNAUTHENTICATED, err=True)
 
     common.emit(output, rows, text)
+    _damage_report(damaged if output == "text" else [])
+    if damaged:
+        ctx.exit(int(Exit.CORRUPT))
+
+
+def _position(position: dict[str, str] | None) -> str:
+    return ", ".join(f"{k} {v}" for k, v in position.items()) if position else "-"
 
 
 @click.command()
@@ -62,14 +96,29 @@ def show(ctx: click.Context, repo: str, target_name: str, backup_ref: str, outpu
     chain = repository.chain(manifest)
 
     def text() -> None:
-        for key, value in manifest_summary(manifest).items():
-            click.echo(f"{key:<18} {value}")
-        click.echo(f"{'chain':<18} {' -> '.join(m.backup_id for m in chain)}")
-        click.echo("objects:")
-        for o in manifest.objects:
+        m = manifest
+        rows = [
+            ("backup", m.backup_id), ("target", m.target),
+            ("engine", f"{m.engine} {m.server_version}".strip()),
+            ("type", m.type), ("parent", m.parent_id or "none (a full backup)"),
+            ("chain", " -> ".join(c.backup_id for c in chain)),
+            ("started", m.started_at.isoformat(timespec="seconds")),
+            ("finished", m.finished_at.isoformat(timespec="seconds")),
+            ("size", f"{common.human_bytes(m.raw_bytes)} raw, {common.human_bytes(m.stored_bytes)}"
+                     f" stored (ratio {m.compression_ratio:.2f})"),
+            ("compression", m.compression), ("encryption", m.encryption),
+            ("start position", _position(m.start_position)),
+            ("end position", _position(m.end_position)),
+            ("tools", ", ".join(f"{k} {v}" for k, v in m.tools.items()) or "-"),
+        ]
+        for key, value in rows:
+            click.echo(f"{key:<16} {value}")
+        click.echo(f"objects ({len(m.objects)}):")
+        for o in m.objects:
             click.echo(f"  {o.name:<30} {common.human_bytes(o.raw_size):>10}"
                        f" {common.human_bytes(o.stored_size):>10}  {o.chunks} chunks"
                        f"  sha256 {o.sha256[:16]}…")
+        click.echo(UNAUTHENTICATED, err=True)
 
     data = {**manifest.model_dump(mode="json"), "chain": [m.backup_id for m in chain]}
     common.emit(output, data, text)
@@ -84,26 +133,42 @@ def show(ctx: click.Context, repo: str, target_name: str, backup_ref: str, outpu
 @click.pass_context
 def verify(ctx: click.Context, repo: str, target_name: str | None, backup_ref: str | None,
            key_files: tuple[Path, ...], output: str) -> None:
-    """Re-read every object and check hashes, authentication and framing."""
+    """Re-read every object and check hashes, authentication and framing.
+
+    Exit 0 only when something was verified and all of it is sound: a damaged manifest or an
+    incomplete backup (no manifest.json) is a failure, and so is a repository with no backups.
+    """
     repository = common.open_repo(ctx, repo)
     keys = DataKeys(repository, common.keks_for(ctx, repository, repo, key_files))
-    targets = [target_name] if target_name else repository.targets()
+    targets = _targets(repository, target_name)
     if backup_ref and len(targets) != 1:
-        raise click.UsageError("--backup needs --target when the repository has several targets")
-    checks = []
+        raise UsageError("--backup needs --target when the repository has several targets",
+                         hint=f"targets here: {', '.join(targets)}")
+    checks: list[ObjectCheck] = []
+    backups = 0
     for name in targets:
-        backups = ([repository.resolve(name, backup_ref)] if backup_ref
-                   else repository.backups(name))
-        for manifest in backups:
+        if backup_ref:
+            healthy, damaged = [repository.resolve(name, backup_ref)], list[Damaged]()
+        else:
+            healthy, damaged = repository.scan(name)
+            checks += [ObjectCheck(bid, "manifest.json", False,
+                                   f"backup {bid} of {name} is incomplete: it has no manifest.json"
+                                   " (interrupted, or still running); `safehold prune` removes it")
+                       for bid in repository.backup_ids(name)[1]]
+        checks += [ObjectCheck(d.backup_id, "manifest.json", False, d.problem) for d in damaged]
+        for manifest in healthy:
+            backups += 1
             checks += verify_backup(repository, manifest, keys)
+    if not checks:
+        raise BackupNotFound(f"nothing to verify: {repository.url} holds no backups"
+                             + (f" of {target_name}" if target_name else ""))
     bad = [c for c in checks if not c.ok]
-    data = {"ok": not bad, "checked": len(checks),
+    data = {"ok": not bad, "backups": backups, "checked": len(checks),
             "failures": [{"backup_id": c.backup_id, "object": c.object, "detail": c.detail}
                          for c in bad]}
     common.emit(output, data, lambda: click.echo(
-        f"verified {len(checks)} objects: " + ("all ok" if not bad else
-                                               f"{len(bad)} FAILED\n  "
-                                               + "\n  ".join(c.detail for c in bad))))
+        f"verified {len(checks)} objects of {backups} backup(s): "
+        + ("all ok" if not bad else f"{len(bad)} FAILED\n  " + "\n  ".join(c.detail for c in bad))))
     if bad:
         ctx.exit(int(Exit.CORRUPT))
 

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import click
 
+from safehold.api.errors import UsageError
 from safehold.cli import common, locking
-from safehold.cli.errors import CliError, Exit
 from safehold.codecs import crypto
 from safehold.pipeline.keys import backup_context, read_wrapped_key, write_wrapped_key
+from safehold.repository.trust import resign_policies
 
 
 @click.group()
@@ -29,8 +30,8 @@ def generate(out: Path, output: str) -> None:
     try:
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise CliError(f"{out} exists; keys are never overwritten — choose another path",
-                       Exit.USAGE) from None
+        raise UsageError(f"{out} exists; keys are never overwritten — choose another path") \
+            from None
     with os.fdopen(fd, "w") as f:
         f.write(crypto.encode_key(key))
     key_id = crypto.key_id_for(key)
@@ -54,7 +55,7 @@ def rotate(ctx: click.Context, repo: str, new_key_file: Path, key_files: tuple[P
     No data is re-encrypted; afterwards the old keys are retired and can be destroyed.
     Holds every target's lease while it re-wraps (--lock-wait applies to each).
     """
-    repository = common.open_repo(ctx, repo)
+    repository = common.open_repo(ctx, repo)  # rotating keys of nothing is a mistyped path
     new = crypto.load_key_file(new_key_file)
     old = common.keks_for(ctx, repository, repo, key_files)
     rewrapped = 0
@@ -74,6 +75,7 @@ def rotate(ctx: click.Context, repo: str, new_key_file: Path, key_files: tuple[P
                 data_key = crypto.unwrap_key([*old, new], wrapped,
                                              backup_context(manifest.backup_id))
                 pending.append((target, manifest.backup_id, data_key, wrapped.key_id))
+        resign_policies(repository, old, new)  # checks every record before writing any
         for target, backup_id, data_key, old_id in pending:
             for lease in leases:
                 lease.check()
@@ -82,8 +84,7 @@ def rotate(ctx: click.Context, repo: str, new_key_file: Path, key_files: tuple[P
             rewrapped += 1
         retired.update(k.key_id for k in old if k.key_id != new.key_id)
         retired.discard(new.key_id)
-        repository.update_config(active_key_id=new.key_id,
-                                 retired_key_ids=tuple(sorted(retired)))
+        repository.update_config(active_key_id=new.key_id, retired_key_ids=tuple(sorted(retired)))
     data = {"active_key_id": new.key_id, "rewrapped": rewrapped, "retired": sorted(retired)}
     common.emit(output, data, lambda: click.echo(
         f"key {new.key_id} is now active; re-wrapped {rewrapped} backup key(s);"

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from safehold.cli.errors import CliError, Exit
+from safehold.api.errors import UsageError
 from safehold.engines.base import redact_url
 from safehold.repository.lease import Holder, Lease, hold, ttl_from_env
 from safehold.repository.repo import Repository
@@ -54,7 +54,7 @@ def _ttl() -> float:
     try:
         return ttl_from_env()
     except ValueError as exc:
-        raise CliError(str(exc), Exit.USAGE) from None
+        raise UsageError(str(exc)) from None
 
 
 @contextmanager

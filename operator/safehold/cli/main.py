@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
+import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
 from safehold import __version__
+from safehold.api.errors import Aborted
 from safehold.cli.config import load_config
-from safehold.cli.errors import EXIT_CODES_HELP, Exit, classify
-from safehold.engines.base import redact_url
+from safehold.cli.errors import EXIT_CODES_HELP, Exit, Terminated, report_for
 
 
 class JsonFormatter(logging.Formatter):
@@ -55,23 +59,84 @@ def setup_logging(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
 
 
-class SafeholdGroup(click.Group):
-    """Turns every runner error into one clear line on stderr and a documented exit code."""
+# Options of the whole program, accepted before or after the subcommand: `safehold list -r R
+# --output json` and `safehold --output json list -r R` mean the same.
+GLOBAL_OPTIONS = {"--config": True, "--log-level": True, "--log-format": True, "--output": True,
+                  "-o": True}
 
-    def invoke(self, ctx: click.Context) -> object:
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """Move global options (with their values) in front of the subcommand, where click wants them.
+
+    Arguments after ``--`` are left alone.
+    """
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest += args[i:]
+            break
+        name = arg.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS and name.startswith("--") and "=" in arg:
+            front.append(arg)
+        elif arg in GLOBAL_OPTIONS and i + 1 < len(args):
+            front += args[i:i + 2]
+            i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
+def wanted_output(args: list[str]) -> str:
+    """The --output the command line asks for (for errors raised before it is parsed)."""
+    output = "text"
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg in ("--output", "-o") and i + 1 < len(args):
+            output = args[i + 1]
+        elif arg.startswith("--output="):
+            output = arg.split("=", 1)[1]
+    return output
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+class SafeholdGroup(click.Group):
+    """Every outcome gets its documented exit code and one clear message (JSON with -o json)."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        argv = hoist_global_options(list(sys.argv[1:] if args is None else args))
+        output = wanted_output(argv)
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _raise_terminated)
         try:
-            return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
-            raise
-        except Exception as exc:
-            code = classify(exc)
-            if code is Exit.FAILED:
-                logging.getLogger("safehold").debug("unexpected error", exc_info=True)
-            click.echo(f"error: {redact_url(str(exc))}", err=True)
-            ctx.exit(int(code))
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            ctx.exit(int(Exit.INTERRUPTED))
+            code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Exit as exc:
+            code = exc.exit_code
+        except click.Abort as exc:
+            report_for(exc.__context__ if isinstance(exc.__context__, KeyboardInterrupt)
+                       else Aborted("cancelled at the prompt (no input)")).emit(output)
+            code = (Exit.INTERRUPTED if isinstance(exc.__context__, KeyboardInterrupt)
+                    else Exit.ABORTED)
+        except (Exception, KeyboardInterrupt, Terminated) as exc:
+            report = report_for(exc)
+            report.emit(output)
+            code = report.code
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        if not standalone_mode:
+            return code
+        sys.exit(int(code or 0))
 
 
 @click.group(cls=SafeholdGroup, context_settings={"help_option_names": ["-h", "--help"]},
@@ -85,24 +150,31 @@ class SafeholdGroup(click.Group):
 @click.option("--log-format", default="auto", show_default=True,
               type=click.Choice(["auto", "text", "json"]),
               help="auto: text on a terminal, JSON lines otherwise.")
+@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text",
+              show_default=True,
+              help="json: every outcome, errors included, is one JSON document on stdout.")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None, log_level: str, log_format: str) -> None:
+def cli(ctx: click.Context, config_path: Path | None, log_level: str, log_format: str,
+        output: str) -> None:
     """Safehold: back up and restore databases to local or object storage.
 
     Targets are database URLs (sqlite:///abs/path.db) or names from the config file;
     repositories are storage URLs (file:///abs/dir) or names. Keys and passphrases come
-    from files or the environment, never the command line.
+    from files or the environment, never the command line. The options below may also be
+    given after the command.
     """
     setup_logging(log_level, log_format)
-    ctx.obj = {"config": load_config(config_path)}
+    ctx.obj = {"config": load_config(config_path), "output": output}
 
 
 def _register() -> None:
     from safehold.cli import backup_cmds, inspect_cmds, keys_cmds, prune_cmds
+    from safehold.cli.run_task import run_task  # the runner Jobs' entry point
 
     for module in (backup_cmds, inspect_cmds, keys_cmds, prune_cmds):
         for command in module.COMMANDS:
             cli.add_command(command)
+    cli.add_command(run_task)
 
 
 _register()

@@ -9,11 +9,17 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
+from safehold.api.errors import UsageError
 from safehold.api.retention import RetentionPolicy
+from safehold.api.validation import describe_validation_error
 from safehold.cli import common, locking
 from safehold.cli.backup_cmds import check
-from safehold.cli.errors import CliError, Exit
+from safehold.cli.errors import Exit
 from safehold.repository.retention import select
+
+TEMP_GRACE = 3600  # seconds an abandoned temporary upload is kept (a resumed backup reuses it)
+_FLAGS = {f: "--" + f.replace("_", "-") for f in
+          ("keep_last", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "max_age")}
 
 
 @click.command()
@@ -36,7 +42,12 @@ def prune(ctx: click.Context, repo: str, target_name: str, keep_last: int | None
     """Delete backups no retention rule keeps, and leftovers of interrupted backups.
 
     Holds the target's lease (not with --dry-run), so it never deletes the objects of a backup
-    that is still being written.
+    that is still being written; another writer of the target makes it wait (--lock-wait) or
+    fail with exit 11.
+
+    Incomplete backups (no manifest) are deleted; abandoned temporary uploads are removed once
+    they are older than an hour (younger ones may still be resumed). A damaged manifest is
+    reported (exit 4) and its backup kept; the healthy backups are pruned all the same.
     """
     try:
         policy = RetentionPolicy(keep_last=keep_last, keep_daily=keep_daily,
@@ -44,31 +55,37 @@ def prune(ctx: click.Context, repo: str, target_name: str, keep_last: int | None
                                  keep_yearly=keep_yearly,
                                  max_age=max_age)  # type: ignore[arg-type]  # parsed by the model
     except ValidationError as exc:
-        raise CliError("invalid retention policy: " + "; ".join(
-            f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
-            if e["loc"] else e["msg"] for e in exc.errors()), Exit.USAGE) from exc
-    repository = common.open_repo(ctx, repo)
+        raise UsageError("invalid retention policy: " + describe_validation_error(exc, _FLAGS),
+                         hint="e.g. --keep-last 7 --keep-daily 14 --max-age 30d") from None
+    # An unknown target is not an error here: its abandoned uploads are still cleaned up.
+    repository = common.open_repo(ctx, repo, allow_empty=not dry_run)
     # Nothing stored for the target (a typo?): no lease, which would leave a lease record behind.
     writes = not dry_run and any(repository.backup_ids(target_name))
     with (locking.target_lease(repository, target_name, "prune", lock_wait) if writes else
           nullcontext()) as lease:
-        backups = repository.backups(target_name)
+        backups, damaged = repository.scan(target_name)
         decisions = select(backups, policy, datetime.now(UTC))
         _, incomplete = repository.backup_ids(target_name)
         freed = 0
-        doomed = [d.backup_id for d in decisions if not d.keep] + incomplete
-        for backup_id in doomed if writes else ():
-            if lease is not None:
-                lease.check()  # a lost lease stops the deletions
+        temp_removed = 0
+        deleted: list[str] = []
+        for backup_id in [d.backup_id for d in decisions if not d.keep] + incomplete:
+            if lease is None:
+                break  # a dry run (or nothing stored)
+            lease.check()  # a lost lease stops the deletions
             freed += repository.delete_backup(target_name, backup_id)
+            deleted.append(backup_id)
     if not dry_run:
         # Leftovers of writers killed mid-object (temp files, multipart uploads): an hour is
-        # far longer than a live writer goes without progress, and shorter ones may resume.
-        repository.storage.cleanup_incomplete(older_than=3600)
+        # far longer than a live writer goes without progress, and younger ones may resume.
+        temp_removed = repository.storage.cleanup_incomplete(older_than=TEMP_GRACE)
     rows: list[dict[str, Any]] = [
         {"backup_id": d.backup_id, "keep": d.keep, "reasons": list(d.reasons)} for d in decisions
     ]
-    data = {"dry_run": dry_run, "decisions": rows, "incomplete": incomplete, "freed_bytes": freed}
+    data = {"dry_run": dry_run, "decisions": rows, "incomplete": incomplete, "deleted": deleted,
+            "freed_bytes": freed, "temporary_uploads_removed": temp_removed,
+            "temporary_upload_grace_seconds": TEMP_GRACE,
+            "damaged": [{"backup_id": d.backup_id, "problem": d.problem} for d in damaged]}
 
     def text() -> None:
         for r in rows:
@@ -77,10 +94,23 @@ def prune(ctx: click.Context, repo: str, target_name: str, keep_last: int | None
         for backup_id in incomplete:
             verb = "would delete" if dry_run else "deleted"
             click.echo(f"{verb:<12} {backup_id}  (incomplete: no manifest)")
-        if not dry_run:
-            click.echo(f"freed {common.human_bytes(freed)}")
+        for d in damaged:
+            click.echo(f"{'kept':<12} {d.backup_id}  (DAMAGED manifest: not pruned)")
+        grace = f"abandoned temporary uploads older than {TEMP_GRACE // 60} min"
+        if dry_run:
+            click.echo(f"would delete {len([r for r in rows if not r['keep']]) + len(incomplete)}"
+                       f" backup(s); a real run also removes {grace}")
+        else:
+            click.echo(f"deleted {len(deleted)} backup(s), freed {common.human_bytes(freed)};"
+                       f" removed {temp_removed} {grace} (younger ones are kept: an interrupted"
+                       " backup may resume them)")
 
     common.emit(output, data, text)
+    for d in damaged:
+        if output == "text":
+            click.echo(f"error: {d.problem}", err=True)
+    if damaged:
+        ctx.exit(int(Exit.CORRUPT))
 
 
 COMMANDS = [prune, check]

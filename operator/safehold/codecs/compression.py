@@ -23,14 +23,16 @@ from dataclasses import dataclass
 import lz4.frame
 import zstandard
 
+from safehold.api.errors import IntegrityError, UsageError
+
 CODECS = ("none", "gzip", "bzip2", "lz4", "zstd")
 
 
-class CodecError(ValueError):
+class CodecError(UsageError, ValueError):
     """A codec spec names an unknown codec or a level outside the codec's range."""
 
 
-class CorruptDataError(Exception):
+class CorruptDataError(IntegrityError):
     """Compressed bytes do not decode to exactly the expected raw size."""
 
 

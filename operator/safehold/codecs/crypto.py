@@ -37,6 +37,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from safehold.api.errors import Exit, IntegrityError, KeyProblem
+
 KEY_SIZE = 32
 CIPHER = "aes-256-gcm"
 NONCE_SIZE = 12
@@ -50,24 +52,26 @@ _KEY_HELP = (
 )
 
 
-class CryptoError(Exception):
+class CryptoError(KeyProblem):
     """Base of every encryption failure."""
 
 
-class KeyFormatError(CryptoError, ValueError):
+class KeyFormatError(CryptoError, KeyProblem, ValueError):
     """Key material or a key record is malformed (not a failed authentication)."""
 
 
-class MissingKeyError(CryptoError):
+class MissingKeyError(CryptoError, KeyProblem):
     """The data key was wrapped by a KEK that was not supplied."""
 
 
-class WrongKeyError(CryptoError):
+class WrongKeyError(CryptoError, KeyProblem):
     """A KEK with the right id failed to unwrap: wrong key material or a tampered key record."""
 
 
-class TamperedError(CryptoError):
+class TamperedError(CryptoError, IntegrityError):
     """Ciphertext or a manifest failed authentication."""
+
+    exit_code = Exit.CORRUPT
 
 
 def _check_key(key: bytes, what: str) -> None:
@@ -357,3 +361,19 @@ def verify_manifest_mac(data_key: bytes, body: bytes, mac: str) -> None:
         raise TamperedError(
             "manifest MAC mismatch: manifest.json was modified after the backup wrote it"
         )
+
+
+# --- target policy records --------------------------------------------------------------------
+
+
+def policy_mac(kek: Kek, body: bytes) -> str:
+    """Hex HMAC-SHA256 of a target's policy record under a key derived from a KEK (a policy
+    record exists before any data key, and outlives every backup)."""
+    key = _subkey(kek.key, b"safehold/v1 target policy")
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def verify_policy_mac(kek: Kek, body: bytes, mac: str) -> None:
+    expected = policy_mac(kek, body).encode("ascii")
+    if not hmac.compare_digest(expected, mac.encode("utf-8")):
+        raise TamperedError("policy record MAC mismatch")

@@ -19,6 +19,8 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from safehold.api.errors import IntegrityError
+
 MAGIC = b"SHLDOBJ1"
 _FRAME = struct.Struct(">BIII")
 FINAL = 0x01
@@ -26,7 +28,7 @@ FINAL = 0x01
 MAX_FRAME = 1 << 30
 
 
-class FrameError(ValueError):
+class FrameError(IntegrityError, ValueError):
     """The object's framing is damaged (bad magic, truncated frame, CRC mismatch...)."""
 
 

@@ -12,18 +12,21 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
+from safehold.api.errors import Conflict, DatabaseProblem, Exit, NotFoundError, Unsupported
 from safehold.api.manifest import BackupType, Manifest, ObjectRecord
 from safehold.registry import SchemeRegistry
 
 
-class EngineError(Exception):
+class EngineError(DatabaseProblem):
     """A database-side failure, with a message that says what to fix."""
 
     transient = False
 
 
-class UnsupportedError(EngineError):
+class UnsupportedError(EngineError, Unsupported):
     """The engine cannot do what was asked (backup type, selective restore, ...)."""
+
+    exit_code = Exit.UNSUPPORTED
 
 
 # Classified failures: every engine maps its driver's and tools' errors onto these, once, with a
@@ -42,8 +45,10 @@ class ConnectTimeout(EngineError):
     transient = True
 
 
-class DatabaseMissing(EngineError):
+class DatabaseMissing(EngineError, NotFoundError):
     """The database (or a table/collection named in --include) does not exist."""
+
+    exit_code = Exit.NOT_FOUND
 
 
 class PermissionDenied(EngineError):
@@ -54,8 +59,10 @@ class VersionUnsupported(EngineError):
     """The server (or the client tools for it) is a version Safehold does not support."""
 
 
-class ConflictError(EngineError):
+class ConflictError(EngineError, Conflict):
     """The restore target already holds what would be overwritten and --conflict is fail."""
+
+    exit_code = Exit.CONFLICT
 
 
 @dataclass(frozen=True)

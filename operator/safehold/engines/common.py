@@ -1,6 +1,7 @@
 """What the server engines (PostgreSQL, MySQL/MariaDB, MongoDB) do alike, written once.
 
 - :func:`resolve_password`: which password wins when several places give one.
+- :func:`url_password_warning`: what to say when a target URL carries a password.
 - :func:`retry_transient`: call again, with backoff, after a failure marked ``transient``.
 - :func:`run_parallel`: one task per table/collection on ``--jobs`` threads, first failure wins.
 """
@@ -11,10 +12,11 @@ import logging
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import replace
 from typing import TypeVar
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
-import tenacity
+from safehold.retry import DEFAULT_POLICY, not_yet_retried, retry_call
 
 log = logging.getLogger("safehold.engines")
 T = TypeVar("T")
@@ -34,22 +36,37 @@ def resolve_password(explicit: str | None, in_url: str | None, env_var: str | No
     return os.environ.get(env_var) if env_var else None
 
 
+def url_password_warning(url: str, *, config_name: str | None = None) -> str | None:
+    """A warning for a target ``url`` that holds a password, else None.
+
+    On a command line the password is visible to every user of the machine (``ps``,
+    ``/proc/PID/cmdline``) and stays in shell history; in the config file it sits in clear
+    text beside everything else. ``config_name`` is the config file's name for the target.
+    """
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return None  # the engine's own parser explains what is wrong with the URL
+    if not password:
+        return None
+    safer = ("--password-file FILE, SAFEHOLD_PASSWORD, or the client's own convention"
+             " (PGPASSWORD or ~/.pgpass, MYSQL_PWD)")
+    if config_name is not None:
+        return (f"target {config_name!r} in the config file has its password in the URL;"
+                f" move it to password_file: FILE in the config, or use {safer}")
+    return ("the target URL holds a password, which every user of this machine can read in"
+            " the process list (ps, /proc) and which stays in your shell history; remove it"
+            f" from the URL and use {safer}")
+
+
 def retry_transient(fn: Callable[[], T], what: str, *, attempts: int = 3) -> T:
     """Call ``fn``; after a failure whose ``transient`` flag is set (refused or timed-out
-    connections, dropped sessions, and a transient StorageError escaping a ``sink.put`` inside
-    ``fn``), log it and call again with exponential backoff, ``attempts`` times in all.
-    Any other failure, and the last transient one, is raised as it is."""
-    def note(state: tenacity.RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        log.warning("%s failed (%s); retrying in %.1fs", what, exc,
-                    state.next_action.sleep if state.next_action else 0.0)
-
-    retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_exception(lambda e: bool(getattr(e, "transient", False))),
-        stop=tenacity.stop_after_attempt(attempts),
-        wait=tenacity.wait_exponential(multiplier=0.5, max=5),
-        before_sleep=note, reraise=True)
-    return retrying(fn)
+    connections, dropped sessions), log it and call again with the runner's one backoff policy
+    (:mod:`safehold.retry`), ``attempts`` times in all. A storage error escaping a ``sink.put``
+    inside ``fn`` had its retries in the storage layer and is raised at once, as is any other
+    failure and the last transient one."""
+    return retry_call(fn, what=what, policy=replace(DEFAULT_POLICY, attempts=attempts),
+                      retry_if=not_yet_retried)
 
 
 def run_parallel(fn: Callable[[T], R], items: Iterable[T], *, jobs: int, name: str,

@@ -29,6 +29,7 @@ from safehold.pipeline.stream import DEFAULT_CHUNK_SIZE
 from safehold.repository import layout
 from safehold.repository.lease import Lease
 from safehold.repository.repo import Repository, RepositoryError
+from safehold.repository.trust import establish
 from safehold.storage.base import NoSpaceError
 
 log = logging.getLogger("safehold.backup")
@@ -42,6 +43,8 @@ class BackupOptions:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     include: Sequence[str] | None = None
     workers: int | None = None
+    no_encryption: bool = False  # the explicit choice an unencrypted target needs
+    namespace: str | None = None  # the operator's namespace: the full name is namespace/target
 
 
 def parent_chain(repo: Repository, target: str, backup_type: BackupType) -> list[Manifest]:
@@ -114,10 +117,13 @@ def run_backup(engine: Engine, repo: Repository, options: BackupOptions,
                lease: Lease | None = None) -> Manifest:
     """Take one backup; returns its manifest once it is durable in the repository.
 
-    ``backup_id`` names the backup instead of the start time; running again with the same id
-    after an interruption resumes it (same data key, uploads continue from stored parts).
-    ``lease`` is the target's lease, held by the caller (safehold.repository.lease): losing it
-    stops the backup, at the latest right before the manifest would be written.
+    ``kek`` encrypts the backup unless ``options.no_encryption``; the target's recorded policy
+    (repository/trust.py) decides whether that is allowed, and a new target without a key and
+    without ``no_encryption`` is refused. ``backup_id`` names the backup instead of the start
+    time; running again with the same id after an interruption resumes it (same data key,
+    uploads continue from stored parts). ``lease`` is the target's lease, held by the caller
+    (safehold.repository.lease): losing it stops the backup, at the latest right before the
+    manifest would be written.
     """
     target = layout.check_target_name(options.target)
     codec = options.codec or parse_codec("zstd")
@@ -128,11 +134,15 @@ def run_backup(engine: Engine, repo: Repository, options: BackupOptions,
         log.warning("no full backup of %s yet: taking a full backup instead of %s",
                     target, backup_type)
         backup_type = "full"
-    if kek is not None:
+    if kek is not None and not options.no_encryption:
         check_active(repo, kek)
     if backup_id is not None:
         check_resumable(repo, target, backup_id)
     check_free_space(repo, engine)
+    establish(repo, target, options.namespace, kek, no_encryption=options.no_encryption)
+    all_keks = [kek, *keks] if kek else list(keks)  # to read the parent's objects
+    if options.no_encryption:
+        kek = None
 
     started = datetime.now(UTC)
     backup_id = backup_id or layout.new_backup_id(started)
@@ -146,7 +156,7 @@ def run_backup(engine: Engine, repo: Repository, options: BackupOptions,
             write_wrapped_key(repo, target, backup_id, kek, data_key)
         else:
             log.info("resuming backup %s of %s with its data key", backup_id, target)
-    reader = ObjectReader(repo, DataKeys(repo, [kek, *keks] if kek else keks),
+    reader = ObjectReader(repo, DataKeys(repo, all_keks),
                           workers=options.workers)
     writer = ObjectWriter(repo, target, backup_id, codec, data_key,
                           chunk_size=options.chunk_size, workers=options.workers)
@@ -157,6 +167,8 @@ def run_backup(engine: Engine, repo: Repository, options: BackupOptions,
     manifest = Manifest(
         backup_id=backup_id,
         target=target,
+        namespace=options.namespace,
+        repo_id=repo.ensure_repo_id(),  # read again: a concurrent creator's id may have won
         engine=engine.name,
         server_version=outcome.server_version,
         type=backup_type,

@@ -15,7 +15,8 @@ from pathlib import Path
 from safehold.api.manifest import Manifest
 from safehold.codecs import crypto
 from safehold.repository import layout
-from safehold.repository.repo import Repository, RepositoryError
+from safehold.repository.repo import KeyRecordLost, Repository, RepositoryDamaged
+from safehold.repository.trust import Trust
 from safehold.storage.base import ObjectNotFound
 
 
@@ -36,7 +37,7 @@ def load_keks(repo: Repository, key_files: Sequence[Path] = (), *,
         config = repo.config()
         if config.kdf is None:
             if not create_kdf:
-                raise RepositoryError(
+                raise crypto.MissingKeyError(
                     f"SAFEHOLD_PASSPHRASE is set but {repo.url} has no password set up"
                     " (no backup was ever made with a passphrase); use the key it was made with"
                 )
@@ -70,25 +71,38 @@ def write_wrapped_key(repo: Repository, target: str, backup_id: str, kek: crypto
 
 
 def read_wrapped_key(repo: Repository, target: str, backup_id: str) -> crypto.WrappedKey:
+    key = layout.keys_key(target, backup_id)
     try:
-        body = json.loads(repo.storage.get_bytes(layout.keys_key(target, backup_id)))
+        body = json.loads(repo.storage.get_bytes(key))
+        return crypto.WrappedKey.from_dict(body["wrapped"])
     except ObjectNotFound:
-        raise RepositoryError(f"encrypted backup {backup_id} has lost its key record") from None
-    return crypto.WrappedKey.from_dict(body["wrapped"])
+        raise KeyRecordLost(f"encrypted backup {backup_id} has lost its key record {key}") \
+            from None
+    except (ValueError, KeyError, TypeError) as exc:  # not JSON, or not a key record
+        detail = "not valid JSON" if isinstance(exc, json.JSONDecodeError) else f"{exc}"
+        raise RepositoryDamaged(f"backup {backup_id}: the key record {key} is damaged"
+                                f" ({detail})") from None
 
 
 class DataKeys:
-    """Unwraps (and caches) data keys, verifying each manifest's MAC on first use."""
+    """Unwraps (and caches) data keys, verifying each manifest's MAC on first use.
+
+    Before anything else every manifest passes the repository's trust rules (``Trust.check``):
+    it is where it claims to be, and it is encrypted whenever its target's policy or a supplied
+    key demands it.
+    """
 
     def __init__(self, repo: Repository, keks: Sequence[crypto.Kek]) -> None:
         self.repo = repo
         self.keks = list(keks)
-        self._cache: dict[str, bytes] = {}
+        self.trust = Trust(repo, self.keks)
+        self._cache: dict[tuple[str, str], bytes] = {}  # by (target, backup id)
 
     def for_backup(self, manifest: Manifest) -> bytes | None:
+        self.trust.check(manifest)
         if manifest.encryption == "none":
             return None
-        if manifest.backup_id not in self._cache:
+        if manifest.source not in self._cache:
             if not self.keks:
                 raise crypto.MissingKeyError(
                     f"backup {manifest.backup_id} is encrypted: supply its key with --key-file,"
@@ -105,5 +119,5 @@ class DataKeys:
                     f"the manifest of backup {manifest.backup_id} was modified after it was"
                     " written (its MAC does not match); do not trust this backup"
                 ) from None
-            self._cache[manifest.backup_id] = data_key
-        return self._cache[manifest.backup_id]
+            self._cache[manifest.source] = data_key
+        return self._cache[manifest.source]

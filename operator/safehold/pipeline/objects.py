@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+from safehold.api.errors import IntegrityError
 from safehold.api.manifest import Manifest, ObjectRecord
 from safehold.codecs import crypto
 from safehold.codecs.compression import Codec, CorruptDataError, parse_codec
@@ -13,9 +14,10 @@ from safehold.pipeline import stream
 from safehold.pipeline.keys import DataKeys
 from safehold.repository import layout
 from safehold.repository.repo import Repository
+from safehold.storage.base import ObjectNotFound
 
 
-class CorruptObjectError(Exception):
+class CorruptObjectError(IntegrityError):
     """An object failed a check while decoding; names the backup and the object."""
 
     def __init__(self, backup_id: str, name: str, detail: str) -> None:
@@ -72,7 +74,12 @@ class ObjectReader:
         self.on_bytes: ProgressHook | None = None  # raw bytes handed to the engine
 
     def open(self, backup: Manifest, name: str) -> Iterator[bytes]:
-        record = backup.object(name)
+        try:
+            record = backup.object(name)
+        except KeyError:
+            raise CorruptObjectError(
+                backup.backup_id, name, "the manifest lists no such object, which the engine"
+                " needs: the manifest is damaged or was not written by safehold") from None
         data_key = self.keys.for_backup(backup)
         cipher = (crypto.ChunkCipher(data_key, _object_id(backup.backup_id, name))
                   if data_key is not None else None)
@@ -86,6 +93,9 @@ class ObjectReader:
         try:
             yield from stream.decode(self.repo.storage.get(key), codec, cipher, stats,
                                      workers=self.workers)
+        except ObjectNotFound:
+            raise CorruptObjectError(backup.backup_id, record.name,
+                                     f"{key} is missing from the repository") from None
         except (FrameError, CorruptDataError) as exc:
             raise CorruptObjectError(backup.backup_id, record.name, str(exc)) from exc
         except crypto.TamperedError as exc:

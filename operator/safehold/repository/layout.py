@@ -2,7 +2,8 @@
 
 ::
 
-    safehold-repo.json                      repository config (format, KDF parameters, keys)
+    safehold-repo.json                      repository config (format, id, KDF parameters, keys)
+    <target>/target.json                    the target's encryption policy (first backup writes it)
     <target>/<backup-id>/keys.json          the backup's wrapped data key (encrypted backups)
     <target>/<backup-id>/data/<object>      data objects
     <target>/<backup-id>/manifest.json      written last: no manifest, no backup
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 CONFIG = "safehold-repo.json"
 MANIFEST = "manifest.json"
 KEYS = "keys.json"
+POLICY = "target.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ID = re.compile(r"^\d{8}T\d{6}\.\d{6}Z$")
 
@@ -27,6 +29,10 @@ def check_target_name(name: str) -> str:
             " starting with a letter or digit"
         )
     return name
+
+
+def is_target_name(text: str) -> bool:
+    return bool(_NAME.match(text))
 
 
 def is_backup_id(text: str) -> bool:
@@ -54,3 +60,8 @@ def keys_key(target: str, backup_id: str) -> str:
 def object_key(target: str, backup_id: str, name: str) -> str:
     return f"{target}/{backup_id}/data/{name}"
 
+
+
+def policy_key(target: str) -> str:
+    """The target's encryption policy record (docs/format.md), written with its first backup."""
+    return f"{target}/{POLICY}"

@@ -11,16 +11,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from safehold.api.errors import Exit, StorageProblem
 from safehold.registry import SchemeRegistry
 
 
-class StorageError(Exception):
+class StorageError(StorageProblem):
     """A storage operation failed; ``transient`` says whether retrying may help."""
 
     transient = False
 
 
 class ObjectNotFound(StorageError):
+    exit_code = Exit.NOT_FOUND
+
     def __init__(self, key: str) -> None:
         super().__init__(f"object not found: {key}")
         self.key = key

@@ -1,4 +1,4 @@
-"""Retries for storage, written once: exponential backoff with full jitter, transient errors only.
+"""Retries for storage, on the runner's one policy (:mod:`safehold.retry`), transient errors only.
 
 Backends classify their SDK's exceptions into :class:`TransientStorageError` (5xx, throttling,
 connection resets, timeouts) or a permanent :class:`StorageError` (403, missing bucket, bad
@@ -12,55 +12,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_random_exponential,
-)
-
+from safehold.retry import DEFAULT_POLICY, RetryPolicy, retry_call
 from safehold.storage.base import ObjectInfo, Storage, StorageError, TransientStorageError
 
+__all__ = ["DEFAULT_POLICY", "RetryPolicy", "RetryingStorage", "is_transient", "resuming_read",
+           "retry_call"]
 T = TypeVar("T")
 log = logging.getLogger("safehold.storage.retry")
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 8
-    initial: float = 0.2  # seconds; the cap of the first jittered wait
-    maximum: float = 20.0  # seconds; the cap of any single wait
-    deadline: float = 300.0  # seconds for one operation including its retries
-
-
-DEFAULT_POLICY = RetryPolicy()
-
-
 def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, StorageError) and exc.transient
-
-
-def retry_call(fn: Callable[[], T], *, what: str, policy: RetryPolicy = DEFAULT_POLICY) -> T:
-    """Call ``fn``; on a transient StorageError wait (exponential, full jitter) and call again."""
-
-    def before_sleep(state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        log.warning("%s failed (%s); retry %d in %.1fs", what, exc, state.attempt_number,
-                    state.next_action.sleep if state.next_action else 0.0)
-
-    retrying = Retrying(
-        retry=retry_if_exception(is_transient),
-        wait=wait_random_exponential(multiplier=policy.initial, max=policy.maximum),
-        stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.deadline),
-        before_sleep=before_sleep,
-        reraise=True,
-    )
-    return retrying(fn)
 
 
 class BlockReader(Protocol):

@@ -4,20 +4,8 @@ Documents are never decoded: ``find``/``getMore`` replies are read with ``RawBSO
 each batch is written as the concatenation of its documents' bytes, which is exactly
 mongodump's ``.bson`` format.
 
-Consistency, best first (recorded in ``engine_meta["consistency"]``):
-
-``snapshot``
-    replica set members with an oplog and snapshot reads: every collection is read at one
-    cluster time (``readConcern: {level: snapshot, atClusterTime: T}``, T = the newest oplog
-    entry when the backup starts), so the backup is one instant. Snapshot history is kept for
-    ``minSnapshotHistoryWindowInSeconds`` (300 s by default): a longer backup fails with
-    ``SnapshotTooOld`` and says so.
-``oplog-range``
-    an oplog but no snapshot reads: each collection is consistent on its own; the oplog
-    timestamps before and after bound the changes made meanwhile.
-``per-collection``
-    no oplog (standalone mongod, FerretDB): each collection is consistent on its own; writes
-    to several collections during the backup may be seen for some and not others.
+Collections are read at the consistency :mod:`.consistency` finds the server really offers
+(a snapshot at one cluster time where it is honoured, else per collection).
 """
 
 from __future__ import annotations
@@ -26,75 +14,19 @@ import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
 from typing import Any
 
-from bson.codec_options import CodecOptions
 from bson.int64 import Int64
-from bson.raw_bson import RawBSONDocument
-from bson.timestamp import Timestamp
-from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import OperationFailure, PyMongoError
 
 from safehold.engines.base import BackupSink, DatabaseMissing, EngineError
 from safehold.engines.common import retry_transient, run_parallel
 from safehold.engines.mongodb import layout
-from safehold.engines.mongodb.conn import UNAUTHORIZED, MongoTarget, guard
+from safehold.engines.mongodb.conn import MongoTarget, guard
+from safehold.engines.mongodb.consistency import RAW, SNAPSHOT_TOO_OLD, ReadPoint
 
 log = logging.getLogger("safehold.engines.mongodb")
-RAW = CodecOptions(document_class=RawBSONDocument)
-SNAPSHOT_TOO_OLD = 239
-
-
-@dataclass(frozen=True)
-class ReadPoint:
-    """How collections are read, and the oplog position the backup starts from."""
-
-    consistency: str  # "snapshot", "oplog-range" or "per-collection"
-    start: Timestamp | None
-    read_concern: Mapping[str, Any] | None = None
-
-
-def position(ts: Timestamp | None) -> dict[str, str] | None:
-    return {"oplog_ts": f"{ts.time}:{ts.inc}"} if ts is not None else None
-
-
-def oplog_time(client: MongoClient[Any]) -> Timestamp | None:
-    """The newest oplog entry's timestamp, or None where there is no oplog (standalone,
-    FerretDB) or the user may not read it."""
-    local = client["local"]
-    try:
-        if not local.list_collection_names(filter={"name": "oplog.rs"}):
-            return None
-        last = local["oplog.rs"].find_one({}, {"ts": 1}, sort=[("$natural", -1)])
-    except OperationFailure as exc:
-        if exc.code != UNAUTHORIZED:
-            raise
-        log.warning("cannot read local.oplog.rs (%s): the backup records no oplog position;"
-                    " grant the 'backup' role (or read on local) to record it", exc.code)
-        return None
-    return last["ts"] if last else None
-
-
-def choose_read_point(client: MongoClient[Any], db: Database[Any], probe: str | None
-                      ) -> ReadPoint:
-    """The best consistency this server offers (see the module docstring)."""
-    start = oplog_time(client)
-    if start is None:
-        log.warning("database %s: no readable oplog (standalone server, FerretDB, or no"
-                    " privilege), so the backup is consistent per collection only", db.name)
-        return ReadPoint("per-collection", None)
-    concern = {"level": "snapshot", "atClusterTime": start}
-    if probe is not None:
-        try:
-            db.command({"find": probe, "limit": 1, "readConcern": concern}, codec_options=RAW)
-        except OperationFailure as exc:
-            log.warning("snapshot reads are unavailable (%s): each collection is consistent on"
-                        " its own, bounded by the oplog positions", exc.details and
-                        exc.details.get("errmsg"))
-            return ReadPoint("oplog-range", start)
-    return ReadPoint("snapshot", start, concern)
 
 
 def listing(db: Database[Any], include: Sequence[str] | None) -> tuple[list[dict[str, Any]],

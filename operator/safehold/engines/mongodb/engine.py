@@ -27,7 +27,7 @@ from safehold.engines.base import (
     UnsupportedError,
 )
 from safehold.engines.common import retry_transient
-from safehold.engines.mongodb import dump, layout, privileges
+from safehold.engines.mongodb import consistency, dump, layout, privileges
 from safehold.engines.mongodb.conn import MongoTarget, guard, make_client
 from safehold.engines.mongodb.restore import Restorer
 
@@ -107,24 +107,26 @@ class MongoEngine:
                 version, _ = privileges.server_version(client)
                 infos, skipped = dump.listing(db, request.include)
                 probe = next((i["name"] for i in infos if i.get("type") != "view"), None)
-                point = dump.choose_read_point(client, db, probe)
+                point = consistency.choose_read_point(client, db, probe)
             entries = dump.dump_all(db, self.target, infos, point, sink, jobs=self.jobs,
                                     batch_size=self.batch_size)
             with guard(self.target):
-                end = dump.oplog_time(client) if point.start is not None else None
-        start_pos = dump.position(point.start)
-        end_pos = start_pos if point.consistency == "snapshot" else dump.position(end)
+                end = consistency.oplog_time(client) if point.start is not None else None
+        start_pos = consistency.position(point.start)
+        end_pos = start_pos if point.consistency == "snapshot" else consistency.position(end)
         toc = layout.Toc(database=db.name, collections=tuple(entries))
         names = [e.name for e in entries]
         sink.put(layout.TOC, [toc.to_json()], meta={"tables": names})
         prelude = layout.Prelude(database=db.name, server_version=version,
-                                 consistency=point.consistency, tool_version=__version__,
+                                 consistency=point.consistency,
+                                 consistency_reason=point.reason, tool_version=__version__,
                                  start_position=start_pos, end_position=end_pos,
                                  skipped=skipped)
         sink.put(layout.PRELUDE, [prelude.to_json()])
         return BackupOutcome(
             server_version=version, start_position=start_pos, end_position=end_pos,
             engine_meta={"database": db.name, "consistency": point.consistency,
+                         "consistency_reason": point.reason,
                          "collections": names, "skipped": skipped,
                          "layout": "mongodump", "format": layout.FORMAT},
             tools={"pymongo": pymongo.version})

@@ -153,6 +153,7 @@ class Prelude:
     server_version: str
     consistency: str
     tool_version: str
+    consistency_reason: str = ""
     start_position: dict[str, str] | None = None
     end_position: dict[str, str] | None = None
     skipped: list[str] = field(default_factory=list)

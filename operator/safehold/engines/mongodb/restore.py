@@ -38,7 +38,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 from safehold.api.manifest import Manifest
 from safehold.engines.base import ChainReader, ConflictError, EngineError, UnsupportedError
 from safehold.engines.common import retry_transient, run_parallel
-from safehold.engines.mongodb import layout
+from safehold.engines.mongodb import layout, names
 from safehold.engines.mongodb.conn import NOT_IMPLEMENTED, MongoTarget, guard
 
 log = logging.getLogger("safehold.engines.mongodb")
@@ -101,6 +101,9 @@ class Restorer:
 
     def run(self, entries: Sequence[layout.TocEntry],
             conflict: Literal["fail", "replace"]) -> None:
+        names.database(self.db.name)
+        for entry in entries:  # before the first write: a name from the backup is data
+            names.collection(self.db.name, entry.name, suffix=layout.STAGING_SUFFIX)
         with guard(self.target):
             existing = set(self.db.list_collection_names())
         clash = sorted(e.name for e in entries if e.name in existing)

@@ -254,5 +254,7 @@ def run(conn: Conn, sql: str | bytes,
 
 
 def quote_name(name: str) -> str:
-    """A backquoted identifier (names may hold any character, even a backquote)."""
-    return "`" + name.replace("`", "``") + "`"
+    """A backquoted identifier: :func:`safehold.engines.mysql.quote.name`."""
+    from safehold.engines.mysql import quote
+
+    return quote.name(name)

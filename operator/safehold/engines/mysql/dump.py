@@ -28,6 +28,7 @@ import re
 from typing import Any
 
 from safehold.engines.base import BackupOutcome, BackupSink, PermissionDenied
+from safehold.engines.mysql import quote
 from safehold.engines.mysql.catalog import Catalog, read_catalog
 from safehold.engines.mysql.conn import Target, connect, run
 from safehold.engines.mysql.rows import RowStats, insert_statements
@@ -135,7 +136,8 @@ def render_schema(catalog: Catalog) -> tuple[bytes, list[dict[str, Any]]]:
 
     def add(sql: str, entry: dict[str, Any]) -> None:
         if entry.get("sql_mode") is not None and entry["kind"] != "table":
-            out.extend(f"SET SESSION sql_mode = '{entry['sql_mode']}'{delimiter}\n".encode())
+            mode = quote.literal(entry["sql_mode"])
+            out.extend(f"SET SESSION sql_mode = {mode}{delimiter}\n".encode())
         data = sql.encode()
         entries.append({**entry, "offset": len(out), "length": len(data)})
         out.extend(data + f"\n{delimiter}\n".encode())

@@ -21,6 +21,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pymysql
+
 from safehold.api.manifest import Manifest
 from safehold.engines.base import (
     ChainReader,
@@ -31,15 +33,18 @@ from safehold.engines.base import (
     UnsupportedError,
 )
 from safehold.engines.common import run_parallel
-from safehold.engines.mysql.conn import Target, classify, connect, quote_name, run
+from safehold.engines.mysql import quote
+from safehold.engines.mysql.conn import Target, classify, connect, run
 from safehold.engines.mysql.dump import TOC_FORMAT
-from safehold.engines.mysql.rows import split_statements
+from safehold.engines.mysql.rows import prefix_breaks, split_statements
 from safehold.engines.mysql.server import server_info
 from safehold.engines.mysql.swap import (
     Definition,
     create_definitions,
     drop_leftovers,
     drop_routines_and_events,
+    name_foreign_keys,
+    park_foreign_keys,
     stage_name,
     swap_in,
 )
@@ -107,25 +112,26 @@ def restore(target: Target, request: RestoreRequest, reader: ChainReader, *, job
             raise EngineError(f"another restore into {db} is running; wait for it to finish")
         drop_leftovers(conn, db)
         _check_conflict(conn, db, plan, request.conflict)
-        run(conn, f"CREATE DATABASE {quote_name(stage)} CHARACTER SET %s COLLATE %s",
-            (plan.toc["charset"], plan.toc["collation"]))
+        charset = (f" CHARACTER SET {quote.literal(plan.toc['charset'], conn)}"
+                   f" COLLATE {quote.literal(plan.toc['collation'], conn)}")
+        run(conn, f"CREATE DATABASE {quote.name(stage)}{charset}")
         try:
             _load(target, stage, plan, manifest, reader, jobs)
-            run(conn, f"CREATE DATABASE IF NOT EXISTS {quote_name(db)} CHARACTER SET %s"
-                " COLLATE %s", (plan.toc["charset"], plan.toc["collation"]))
-            old_views = _names(conn, db, "TABLES", "TABLE_TYPE = 'VIEW'")
+            run(conn, f"CREATE DATABASE IF NOT EXISTS {quote.name(db)}{charset}")
             table_names = [t["name"] for t in plan.tables]
+            parked = park_foreign_keys(conn, stage, db, restored=set(table_names))
+            old_views = _names(conn, db, "TABLES", "TABLE_TYPE = 'VIEW'")
             drop_views = old_views if plan.whole else [
                 v for v in old_views if v in set(plan.views) | set(table_names)]
         except BaseException:
             with contextlib.suppress(Exception):
-                run(conn, f"DROP DATABASE IF EXISTS {quote_name(stage)}")
+                run(conn, f"DROP DATABASE IF EXISTS {quote.name(stage)}")
             raise
         swap_in(conn, db, stage, table_names, replace_all=plan.whole, drop_views=drop_views)
+        name_foreign_keys(conn, db, parked)
         if plan.whole:
             drop_routines_and_events(conn, db)
-            run(conn, f"ALTER DATABASE {quote_name(db)} CHARACTER SET %s COLLATE %s",
-                (plan.toc["charset"], plan.toc["collation"]))
+            run(conn, f"ALTER DATABASE {quote.name(db)}{charset}")
         create_definitions(conn, db, plan.definitions)
         _warn_dangling(conn, db, table_names)
     finally:
@@ -137,7 +143,7 @@ def _names(conn: Any, db: str, view: str, condition: str = "1") -> list[str]:
     column, schema = {"TABLES": ("TABLE_NAME", "TABLE_SCHEMA"),
                       "ROUTINES": ("ROUTINE_NAME", "ROUTINE_SCHEMA"),
                       "EVENTS": ("EVENT_NAME", "EVENT_SCHEMA")}[view]
-    return [n for (n,) in run(conn, f"SELECT {column} FROM information_schema.{view}"
+    return [n for (n,) in run(conn, f"SELECT {column} FROM information_schema.{view}"  # noqa: S608 - names from a fixed table; values are %s
                               f" WHERE {schema} = %s AND {condition}", (db,))]
 
 
@@ -182,7 +188,8 @@ def _load(target: Target, stage: str, plan: Plan, manifest: Manifest, reader: Ch
         try:
             conn = session()
             run(conn, table["ddl"])
-            loaded = _insert(conn, reader.open(manifest, table["object"]), failed)
+            breaks = prefix_breaks(table["name"], table.get("columns") or [])
+            loaded = _insert(conn, reader.open(manifest, table["object"]), failed, breaks)
             if loaded != table["rows"] and not failed.is_set():
                 raise EngineError(
                     f"table {table['name']}: loaded {loaded} rows, but the backup holds"
@@ -200,18 +207,20 @@ def _load(target: Target, stage: str, plan: Plan, manifest: Manifest, reader: Ch
                 conn.close()
 
 
-def _insert(conn: Any, data: Iterator[bytes], failed: threading.Event) -> int:
+def _insert(conn: Any, data: Iterator[bytes], failed: threading.Event, breaks: int) -> int:
     rows = 0
     try:
         with conn.cursor() as cur:
-            for statement in split_statements(data):
+            for statement in split_statements(data, breaks):
                 if failed.is_set():
                     break
                 rows += cur.execute(statement)
     except ValueError as exc:
         raise EngineError(str(exc)) from exc
-    except Exception as exc:
+    except pymysql.err.MySQLError as exc:
         raise classify(exc) from exc
+    # Anything else (a damaged object, a storage failure) propagates as it is: its own class
+    # says what happened (and gives the exit code).
     return rows
 
 
@@ -220,7 +229,7 @@ def _warn_dangling(conn: Any, db: str, tables: Sequence[str]) -> None:
         return
     marks = ", ".join(["%s"] * len(tables))
     for table, ref_schema, ref in run(
-            conn, "SELECT TABLE_NAME, UNIQUE_CONSTRAINT_SCHEMA, REFERENCED_TABLE_NAME FROM"
+            conn, "SELECT TABLE_NAME, UNIQUE_CONSTRAINT_SCHEMA, REFERENCED_TABLE_NAME FROM"  # noqa: S608 - only %s placeholders
             " information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = %s AND"
             f" TABLE_NAME IN ({marks})", (db, *tables)):
         if not run(conn, "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND"

@@ -29,7 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from safehold.engines.mysql.conn import quote_name, run
+from safehold.engines.mysql import quote
+from safehold.engines.mysql.conn import run
 
 log = logging.getLogger(__name__)
 OLD_PREFIX = "_safehold_old_"
@@ -56,11 +57,11 @@ def drop_leftovers(conn: Any, db: str) -> None:
     stage = stage_name(db)
     if run(conn, "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (stage,)):
         log.warning("dropping %s, left by an interrupted restore", stage)
-        run(conn, f"DROP DATABASE {quote_name(stage)}")
+        run(conn, f"DROP DATABASE {quote.name(stage)}")
     old = tables_like(conn, db, OLD_PREFIX)
     if old:
         log.warning("dropping %s in %s, left by an interrupted restore", ", ".join(old), db)
-        run(conn, "DROP TABLE " + ", ".join(f"{quote_name(db)}.{quote_name(t)}" for t in old))
+        run(conn, "DROP TABLE " + ", ".join(f"{quote.name(db)}.{quote.name(t)}" for t in old))
 
 
 def tables_like(conn: Any, db: str, prefix: str) -> list[str]:
@@ -76,7 +77,7 @@ def swap_in(conn: Any, db: str, stage: str, tables: Sequence[str], *, replace_al
     ``replace_all``: every table of ``db`` goes (a whole-database restore); otherwise only
     those named in ``tables``. ``drop_views`` are dropped first (names being restored).
     """
-    q = quote_name
+    q = quote.name
     run(conn, "SET SESSION foreign_key_checks = 0")
     existing = {t for (t,) in run(conn, "SELECT TABLE_NAME FROM information_schema.TABLES"
                                   " WHERE TABLE_SCHEMA = %s AND TABLE_TYPE <> 'VIEW'", (db,))}
@@ -97,9 +98,9 @@ def swap_in(conn: Any, db: str, stage: str, tables: Sequence[str], *, replace_al
 
 def _repoint_foreign_keys(conn: Any, db: str, renamed: dict[str, str]) -> None:
     """Foreign keys of kept tables (in any database) that followed a table renamed aside."""
-    q = quote_name
+    q = quote.name
     marks = ", ".join(["%s"] * len(renamed))
-    rows = run(conn, "SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME,"
+    rows = run(conn, "SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME,"  # noqa: S608 - only %s placeholders
                " REFERENCED_TABLE_NAME, UPDATE_RULE, DELETE_RULE FROM"
                " information_schema.REFERENTIAL_CONSTRAINTS WHERE UNIQUE_CONSTRAINT_SCHEMA = %s"
                f" AND REFERENCED_TABLE_NAME IN ({marks})", (db, *renamed))
@@ -116,11 +117,96 @@ def _repoint_foreign_keys(conn: Any, db: str, renamed: dict[str, str]) -> None:
         run(conn, f"ALTER TABLE {here} DROP FOREIGN KEY {q(name)}")
         run(conn, f"ALTER TABLE {here} ADD CONSTRAINT {q(name)} FOREIGN KEY"
             f" ({', '.join(q(c) for c, _ in cols)}) REFERENCES {q(db)}.{q(renamed[old])}"
-            f" ({', '.join(q(r) for _, r in cols)}) ON DELETE {on_delete} ON UPDATE {on_update}")
+            f" ({', '.join(q(r) for _, r in cols)}) ON DELETE {quote.rule(on_delete)}"
+            f" ON UPDATE {quote.rule(on_update)}")
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    """A foreign key of a staged table, parked under a temporary name until after the swap."""
+
+    table: str
+    name: str
+    parked: str
+    columns: tuple[str, ...]
+    ref_db: str | None  # None: the restored database (whether or not the table is restored)
+    ref_table: str
+    ref_columns: tuple[str, ...]
+    on_delete: str
+    on_update: str
+
+    def clause(self, name: str, ref_db: str) -> str:
+        return (f"ADD CONSTRAINT {quote.name(name)} FOREIGN KEY ({quote.names(self.columns)})"
+                f" REFERENCES {quote.qualified(ref_db, self.ref_table)}"
+                f" ({quote.names(self.ref_columns)}) ON DELETE {quote.rule(self.on_delete)}"
+                f" ON UPDATE {quote.rule(self.on_update)}")
+
+
+def park_foreign_keys(conn: Any, stage: str, db: str, *, restored: set[str]
+                      ) -> list[ForeignKey]:
+    """Before the swap: give every foreign key of the staged tables a temporary name, and make
+    those that reference a table of the staging database that is not being restored reference
+    that table in ``db``, the real database, instead.
+
+    Why: a table's DDL names a referenced table of its own database without the database, so
+    in staging it points into staging, and a rename carries it along still pointing there.
+    And InnoDB names foreign keys per database: moving a staged table whose key is called
+    ``fk`` into ``db`` while the table it replaces (renamed aside) still has a key ``fk``
+    fails (error 1050). :func:`name_foreign_keys` gives the keys their names back once the old
+    tables are gone. Runs with ``foreign_key_checks = 0``, as the load did (in place, no copy).
+    """
+    rows = run(conn, "SELECT TABLE_NAME, CONSTRAINT_NAME, UPDATE_RULE, DELETE_RULE FROM"
+               " information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = %s"
+               " ORDER BY TABLE_NAME, CONSTRAINT_NAME", (stage,))
+    token = secrets.token_hex(4)
+    parked: list[ForeignKey] = []
+    by_table: dict[str, list[str]] = {}
+    for i, (table, name, on_update, on_delete) in enumerate(rows):
+        cols = run(conn, "SELECT COLUMN_NAME, REFERENCED_COLUMN_NAME, REFERENCED_TABLE_SCHEMA,"
+                   " REFERENCED_TABLE_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE"
+                   " CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s AND CONSTRAINT_NAME = %s AND"
+                   " REFERENCED_TABLE_NAME IS NOT NULL ORDER BY ORDINAL_POSITION",
+                   (stage, table, name))
+        if not cols:
+            continue
+        ref_schema, ref_table = cols[0][2], cols[0][3]
+        fk = ForeignKey(table, name, f"_safehold_fk_{token}_{i}", tuple(c[0] for c in cols),
+                        None if ref_schema == stage else ref_schema, ref_table,
+                        tuple(c[1] for c in cols), on_delete, on_update)
+        if fk.ref_db is None and ref_table not in restored:
+            log.info("foreign key %s of %s references %s, which is not restored: it keeps"
+                     " referencing %s.%s", name, table, ref_table, db, ref_table)
+        # Restored tables are referenced in staging: the reference follows their rename.
+        ref_db = fk.ref_db or (stage if ref_table in restored else db)
+        by_table.setdefault(table, []).append(
+            f"DROP FOREIGN KEY {quote.name(name)}, {fk.clause(fk.parked, ref_db)}")
+        parked.append(fk)
+    run(conn, "SET SESSION foreign_key_checks = 0")
+    try:
+        for table, changes in by_table.items():
+            run(conn, f"ALTER TABLE {quote.qualified(stage, table)} {', '.join(changes)}")
+    finally:
+        run(conn, "SET SESSION foreign_key_checks = 1")
+    return parked
+
+
+def name_foreign_keys(conn: Any, db: str, parked: Sequence[ForeignKey]) -> None:
+    """After the swap: each parked foreign key gets its own name back (one ALTER per table,
+    so a table never lacks the key)."""
+    by_table: dict[str, list[str]] = {}
+    for fk in parked:
+        by_table.setdefault(fk.table, []).append(
+            f"DROP FOREIGN KEY {quote.name(fk.parked)}, {fk.clause(fk.name, fk.ref_db or db)}")
+    run(conn, "SET SESSION foreign_key_checks = 0")
+    try:
+        for table, changes in by_table.items():
+            run(conn, f"ALTER TABLE {quote.qualified(db, table)} {', '.join(changes)}")
+    finally:
+        run(conn, "SET SESSION foreign_key_checks = 1")
 
 
 def drop_routines_and_events(conn: Any, db: str) -> None:
-    q = quote_name
+    q = quote.name
     for name, kind in run(conn, "SELECT ROUTINE_NAME, ROUTINE_TYPE FROM"
                           " information_schema.ROUTINES WHERE ROUTINE_SCHEMA = %s", (db,)):
         run(conn, f"DROP {kind} {q(db)}.{q(name)}")
@@ -131,7 +217,7 @@ def drop_routines_and_events(conn: Any, db: str) -> None:
 
 def create_definitions(conn: Any, db: str, definitions: Sequence[Definition]) -> None:
     """Create each definition in ``db`` in the session settings it was made with."""
-    run(conn, f"USE {quote_name(db)}")
+    run(conn, f"USE {quote.name(db)}")
     try:
         for d in definitions:
             run(conn, "SET SESSION sql_mode = %s", (d.sql_mode,))

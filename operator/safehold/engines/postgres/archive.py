@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from safehold.api.manifest import Manifest
 from safehold.engines.base import ChainReader
+from safehold.engines.postgres import quote
 from safehold.engines.postgres.conn import PgTarget
 from safehold.engines.postgres.procs import Feeder, ProcessSet, Tool
 from safehold.engines.postgres.toclist import Entry, parse_listing
@@ -24,7 +25,7 @@ from safehold.engines.postgres.tools import ClientTools
 def conninfo(database: str) -> str:
     """A ``-d`` argument naming just the database (host, user, password come from the env);
     a conninfo string, so a database name containing ``=`` is not taken for one."""
-    return "dbname='" + database.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return "dbname=" + quote.conninfo_value(database)
 
 
 @dataclass
@@ -48,7 +49,8 @@ class Archives:
     def listing(self, name: str) -> list[Entry]:
         """The entries of archive ``name`` (pg_restore reads only the archive's header)."""
         tool = self._pg_restore(["--list"], f"listing {name}", stdout=True)
-        feeder = Feeder(tool, self.reader.open(self.manifest, name))
+        # Nothing is applied from a listing, so the object is not read to its end here.
+        feeder = Feeder(tool, self.reader.open(self.manifest, name), drain=False)
         out = b"".join(tool.stdout_blocks())
         feeder.join()
         return parse_listing(out.decode("utf-8", "replace"))

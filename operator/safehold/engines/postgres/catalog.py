@@ -105,7 +105,7 @@ def read_toc(cur: Cursor) -> Toc:
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind IN ('r', 'p', 'm', 'f', 'v', 'S') AND {USER_SCHEMAS}
           AND {NOT_EXTENSION.format(cat="'pg_class'", oid="c.oid")}
-        ORDER BY n.nspname, c.relname""")
+        ORDER BY n.nspname, c.relname""")  # noqa: S608 - constant SQL fragments
     rels = cur.fetchall()
     tables = {oid: Table(oid, s, n, k, size, rows) for oid, s, n, k, size, rows in rels
               if k in "rpmf"}
@@ -116,7 +116,7 @@ def read_toc(cur: Cursor) -> Toc:
         SELECT format('%I.%I(%s)', n.nspname, p.proname, oidvectortypes(p.proargtypes))
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         WHERE {USER_SCHEMAS} AND {NOT_EXTENSION.format(cat="'pg_proc'", oid="p.oid")}
-        ORDER BY 1""")
+        ORDER BY 1""")  # noqa: S608 - constant SQL fragments
     functions = [r[0] for r in cur.fetchall()]
     cur.execute("SELECT pg_current_snapshot()::text")
     return Toc(
@@ -196,7 +196,7 @@ def _requirements(cur: Cursor, tables: dict[int, Table]) -> None:
             SELECT n.oid, 'schema', format('%I', n.nspname) FROM pg_namespace n
             WHERE d.refclassid = 'pg_namespace'::regclass AND n.oid = d.refobjid
               AND n.nspname <> 'public'
-        ) AS r(oid, kind, ident)""")
+        ) AS r(oid, kind, ident)""")  # noqa: S608 - constant SQL fragments
     for table, oid, kind, ident in cur.fetchall():
         t = tables.get(table)
         if t is not None and oid not in {s.oid for s in t.sequences}:

@@ -4,8 +4,9 @@ A target is ``postgresql://user[:password]@host[:port]/database[?sslmode=...]``.
 validated before the first connection, so a typo is a clear usage error (exit 2), not a libpq
 message. The password comes from, in order: ``ConnectionOptions.password`` (``--password-file``
 or ``SAFEHOLD_PASSWORD``, the most explicit), the URL, then ``PGPASSWORD``; ``~/.pgpass`` still
-works when none is given. It reaches psycopg2 as a keyword and client tools through the
-``PGPASSWORD`` environment variable only: never argv, logs, error messages or manifests.
+works when none is given. It reaches psycopg2 as a keyword and client tools through a 0600
+in-memory passfile (``PGPASSFILE``, see :mod:`.procs`) only: never their environment or argv,
+logs, error messages or manifests.
 """
 
 from __future__ import annotations
@@ -75,24 +76,21 @@ class PgTarget:
                 kwargs[key] = getattr(self, key)
         return kwargs
 
-    def tool_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
-        """Environment for pg_dump/pg_restore/psql: the whole connection, password included.
+    def tool_env(self) -> dict[str, str]:
+        """The connection as PG* variables for pg_dump/pg_restore/psql, password excepted.
 
-        Inherited PG* variables are dropped (a stray PGOPTIONS or PGSERVICE must not change
-        what is dumped), except PGPASSFILE so ``.pgpass`` setups keep working.
+        Only these reach the tools (see :mod:`safehold.engines.childenv`): an inherited
+        PGOPTIONS or PGSERVICE must not change what is dumped, and the password travels in a
+        passfile (:mod:`.procs`), never in the environment.
         """
-        env = {k: v for k, v in (os.environ if base is None else base).items()
-               if not k.startswith("PG") or k == "PGPASSFILE"}
-        env.update({
+        env = {
             "PGHOST": self.host, "PGPORT": str(self.port), "PGUSER": self.user,
             "PGDATABASE": self.database, "PGAPPNAME": self.application_name,
             "PGCONNECT_TIMEOUT": str(_timeout_seconds(self.connect_timeout)),
-        })
+        }
         for key in ("sslmode", "sslrootcert", "sslcert", "sslkey"):
             if getattr(self, key):
                 env[f"PG{key.upper()}"] = getattr(self, key)
-        if self.password is not None:
-            env["PGPASSWORD"] = self.password
         return env
 
     def redact(self, text: str) -> str:
@@ -141,6 +139,8 @@ def parse_target(url: str, options: ConnectionOptions) -> PgTarget:
     user = query.get("user") or unquote(parts.username or "") or os.environ.get("PGUSER") \
         or _os_user()
     password = resolve_password(options.password, parts.password, "PGPASSWORD")
+    if password is not None:
+        check_passfile_password(password)
     timeout = options.connect_timeout
     if "connect_timeout" in query:
         try:
@@ -159,6 +159,13 @@ def parse_target(url: str, options: ConnectionOptions) -> PgTarget:
     )
     _check_tls(target, shown)
     return target
+
+
+def check_passfile_password(password: str) -> None:
+    """Client tools get the password in a passfile, whose lines cannot hold every character."""
+    if any(c in password for c in "\r\n\0"):
+        raise ValueError("the PostgreSQL password holds a line break or NUL byte, which the"
+                         " client tools' passfile cannot carry; choose a password without one")
 
 
 def _os_user() -> str:

@@ -31,6 +31,7 @@ from typing import Any
 from safehold.api.manifest import ObjectRecord
 from safehold.engines.base import BackupSink
 from safehold.engines.common import run_parallel
+from safehold.engines.postgres import quote
 from safehold.engines.postgres.catalog import Table, Toc
 from safehold.engines.postgres.conn import PgTarget
 from safehold.engines.postgres.procs import ProcessSet
@@ -65,9 +66,7 @@ class DumpTask:
 
 def pattern(t: Table) -> str:
     """A pg_dump -t pattern matching exactly one table: quoted, so nothing is a wildcard."""
-    def quote(s: str) -> str:
-        return '"' + s.replace('"', '""') + '"'
-    return f"{quote(t.schema)}.{quote(t.name)}"
+    return quote.qualified(t.schema, t.name)
 
 
 def plan(toc: Toc) -> list[DumpTask]:

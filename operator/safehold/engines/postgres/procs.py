@@ -1,4 +1,10 @@
-"""Client-tool processes: started with the connection in their environment, streamed, reaped.
+"""Client-tool processes: started with the connection in their environment and the password in
+a passfile, streamed, reaped.
+
+Each tool is started through :mod:`safehold.engines.childenv`: its environment is the allow-list
+plus the connection's PG* settings (:meth:`PgTarget.tool_env`), and a password reaches it as a
+0600 in-memory passfile (``PGPASSFILE=/dev/fd/N``) that only it inherits. A target without a
+password keeps the user's ``PGPASSFILE`` / ``~/.pgpass``.
 
 Every tool's stderr goes to an anonymous temporary file (a pipe nobody reads would fill up and
 stall the tool); on failure its tail becomes a classified error. A :class:`ProcessSet` remembers
@@ -11,13 +17,24 @@ import contextlib
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO
 
+from safehold.engines import childenv
 from safehold.engines.base import EngineError
-from safehold.engines.postgres.conn import PgTarget, classify
+from safehold.engines.postgres.conn import PgTarget, check_passfile_password, classify
 
 BLOCK = 1 << 20
+# Besides childenv's allow-list: the user's own passfile (used only when no password is given)
+# and Kerberos settings for GSSAPI logins. Every other PG* variable is dropped.
+TOOL_INHERITS = ("PGPASSFILE", "KRB5CCNAME", "KRB5_CONFIG")
+
+
+def passfile(password: str) -> bytes:
+    """A libpq passfile whose one line matches any connection of the tool it is given to."""
+    check_passfile_password(password)
+    escaped = password.replace("\\", "\\\\").replace(":", "\\:")
+    return f"*:*:*:*:{escaped}\n".encode()
 
 
 class Tool:
@@ -27,11 +44,23 @@ class Tool:
                  stdin: bool = False, stdout: bool = False) -> None:
         self.argv, self.target, self.doing = list(argv), target, doing
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen(
-            self.argv, env=target.tool_env(),
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
-            stderr=self._stderr, start_new_session=True)
+        env = target.tool_env()
+        secrets: list[childenv.SecretFile] = []
+        if target.password is not None:
+            secrets.append(childenv.SecretFile(passfile(target.password), name="pgpass"))
+            env["PGPASSFILE"] = secrets[0].path
+        try:
+            self.proc = childenv.start(
+                self.argv, env=env, inherit=TOOL_INHERITS, secrets=secrets,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
+                stderr=self._stderr, start_new_session=True)
+        except BaseException:
+            self._stderr.close()
+            raise
+        finally:
+            for secret in secrets:  # the tool holds its own descriptor now
+                secret.close()
 
     def stdout_blocks(self) -> Iterator[bytes]:
         """The tool's output; raises (inside the consumer) if the tool fails, so a truncated
@@ -68,30 +97,44 @@ class Tool:
         self._stderr.close()
 
 
-def feed(stdin: IO[bytes], blocks: Iterable[bytes], errors: list[BaseException]) -> None:
-    """Write ``blocks`` to a tool's stdin and close it. A tool that stops reading early
-    (``pg_restore -l`` reads only the header) ends the feed quietly; other failures (a corrupt
-    backup object) are kept in ``errors`` for the caller to raise."""
+def feed(stdin: IO[bytes], blocks: Iterable[bytes], errors: list[BaseException],
+         kill: Callable[[], None], *, drain: bool = True) -> None:
+    """Write ``blocks`` to a tool's stdin and close it.
+
+    Verify before apply: a failure of ``blocks`` (a damaged frame, a hash that does not match
+    the manifest, a storage error) first KILLS the tool, and only then closes its stdin, so
+    the tool never sees a clean end of input: ``psql --single-transaction`` commits at EOF, and
+    a pg_restore would finish a truncated archive. The failure is kept in ``errors`` for the
+    caller to raise. A tool that stops reading early (``pg_restore -l`` reads only the
+    header; ``pg_restore -L`` once it has what it was asked for) ends the writing quietly;
+    with ``drain`` the rest of ``blocks`` is still read, unwritten, so the object's final
+    checks (its SHA-256 and sizes against the manifest) run before anything is committed.
+    """
     try:
-        for block in blocks:
-            stdin.write(block)
-    except BrokenPipeError:
-        pass
+        try:
+            for block in blocks:
+                stdin.write(block)
+        except BrokenPipeError:
+            if drain:
+                for _ in blocks:
+                    pass
     except BaseException as exc:  # re-raised in the caller's thread by Feeder.join
         errors.append(exc)
+        kill()
     finally:
         with contextlib.suppress(BrokenPipeError):
             stdin.close()
 
 
 class Feeder:
-    """A thread streaming ``blocks`` into ``tool``'s stdin."""
+    """A thread streaming ``blocks`` into ``tool``'s stdin (see :func:`feed`)."""
 
-    def __init__(self, tool: Tool, blocks: Iterable[bytes]) -> None:
+    def __init__(self, tool: Tool, blocks: Iterable[bytes], *, drain: bool = True) -> None:
         assert tool.proc.stdin is not None
         self.errors: list[BaseException] = []
-        self.thread = threading.Thread(target=feed, args=(tool.proc.stdin, blocks, self.errors),
-                                       name=f"safehold-feed-{tool.doing}", daemon=True)
+        self.thread = threading.Thread(
+            target=feed, args=(tool.proc.stdin, blocks, self.errors, tool.kill),
+            kwargs={"drain": drain}, name=f"safehold-feed-{tool.doing}", daemon=True)
         self.thread.start()
 
     def join(self) -> None:

@@ -40,6 +40,7 @@ from psycopg2.extensions import connection as Connection
 
 from safehold.engines.base import ConflictError, EngineError, PermissionDenied
 from safehold.engines.common import run_parallel
+from safehold.engines.postgres import quote
 from safehold.engines.postgres.archive import Archives
 from safehold.engines.postgres.catalog import Toc
 from safehold.engines.postgres.conn import PgTarget, connect, from_psycopg
@@ -208,12 +209,10 @@ def _copy_settings(cur: psycopg2.extensions.cursor, source: str, dest: str) -> N
     cur.execute("""SELECT unnest(s.setconfig) FROM pg_db_role_setting s
                    JOIN pg_database d ON d.oid = s.setdatabase
                    WHERE d.datname = %s AND s.setrole = 0""", (source,))
-    for (setting,) in cur.fetchall():
-        key, _, value = setting.partition("=")
-        # Lists (search_path=a, b) are stored ready to paste; scalars (64MB) need quoting.
-        literal = sql.SQL(value) if "," in value else sql.Literal(value)
+    for (stored,) in cur.fetchall():
+        name, value = quote.setting(stored)  # values are owner-chosen: never pasted as SQL
         cur.execute(sql.SQL("ALTER DATABASE {} SET {} = {}").format(
-            sql.Identifier(dest), sql.Identifier(key), literal))
+            sql.Identifier(dest), sql.Identifier(*name.split(".")), value))
 
 
 def _drop_quietly(admin: Connection, staging: str) -> None:

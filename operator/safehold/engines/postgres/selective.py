@@ -26,6 +26,7 @@ from typing import Literal
 from psycopg2 import sql
 
 from safehold.engines.base import ConflictError, DatabaseMissing
+from safehold.engines.postgres import quote
 from safehold.engines.postgres.archive import Archives, conninfo
 from safehold.engines.postgres.catalog import Requirement, Table, Toc
 from safehold.engines.postgres.conn import connect, from_psycopg
@@ -64,7 +65,7 @@ def _quoted(qualified: str, toc: Toc) -> str | None:
     table = next((t for t in toc.tables if t.qualified == qualified), None)
     if table is None:
         return None
-    return '"' + table.schema.replace('"', '""') + '"."' + table.name.replace('"', '""') + '"'
+    return quote.qualified(table.schema, table.name)
 
 
 def restore_tables(archives: Archives, toc: Toc, include: Sequence[str],
@@ -114,8 +115,17 @@ def restore_tables(archives: Archives, toc: Toc, include: Sequence[str],
         conn.close()
 
     texts = wanted_texts(tables)
+    # A sequence the tables use without owning it (DEFAULT nextval('seq')) keeps its value
+    # when the target has it: setval cannot be rolled back, so it is never touched. One the
+    # restore creates gets the backup's value, in the same transaction that creates it.
+    created = [r for oid, r in needed.items() if r.kind == "sequence" and oid in oids]
+    texts += tuple(f"SEQUENCE SET {schema} {name} "
+                   for schema, name in (_schema_and_name(r) for r in created))
+    objects = {t.object for t in tables if t.object}
+    if created:
+        objects |= {n for n, meta in toc.objects.items() if meta.get("rest")}
     parts = [(PRE, select(archives.listing(PRE), oids, texts))]
-    for obj in sorted({t.object for t in tables if t.object}):
+    for obj in sorted(objects):
         parts.append((obj, select(archives.listing(obj), oids, texts)))
     parts.append((POST, select(archives.listing(POST), oids, texts)))
     drop = ""
@@ -136,7 +146,9 @@ def restore_tables(archives: Archives, toc: Toc, include: Sequence[str],
          "--set=ON_ERROR_STOP=1", "--single-transaction", f"--dbname={conninfo(target.database)}",
          "--file=-"],
         target, "restoring tables " + ", ".join(sorted(chosen)), stdin=True)
-    feeder = Feeder(psql, script())
+    # A failed script() kills psql before its stdin is closed (see procs.feed): psql's single
+    # transaction then never reaches the end of input that would commit it.
+    feeder = Feeder(psql, script(), drain=False)
     try:
         psql.wait()
     except BaseException:
@@ -144,6 +156,13 @@ def restore_tables(archives: Archives, toc: Toc, include: Sequence[str],
         feeder.join()  # a damaged object or a failed pg_restore is the cause
         raise
     feeder.join()
+
+
+def _schema_and_name(req: Requirement) -> tuple[str, str]:
+    if req.schema and req.name:
+        return req.schema, req.name
+    schema, name = quote.split_identifiers(req.ident)
+    return schema, name
 
 
 def _without(blocks: Iterator[bytes], line: bytes, head: int = 16384) -> Iterator[bytes]:

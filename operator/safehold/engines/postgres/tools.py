@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from safehold.engines import childenv
 from safehold.engines.base import VersionUnsupported
 
 TOOLS = ("pg_dump", "pg_restore", "psql")
@@ -64,8 +65,8 @@ def candidate_dirs() -> list[Path]:
 def tool_version(bindir: Path) -> str | None:
     """``18.6`` for a bin directory whose pg_dump runs, else None."""
     try:
-        out = subprocess.run([str(bindir / "pg_dump"), "--version"], capture_output=True,
-                             text=True, timeout=30, check=True).stdout
+        out = childenv.run([str(bindir / "pg_dump"), "--version"], capture_output=True,
+                           text=True, timeout=30, check=True, stdin=subprocess.DEVNULL).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     match = re.search(r"\)\s+(\d+)(?:\.(\d+))?", out)
@@ -75,13 +76,12 @@ def tool_version(bindir: Path) -> str | None:
 @lru_cache(maxsize=32)
 def has_ssl(bindir: Path) -> bool:
     """Whether the libpq that ``bindir``'s pg_dump loads was built with SSL support."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "LC_", "LANG"))}
-    env["LC_ALL"] = "C"  # the message is matched in English
     try:
-        probe = subprocess.run(
+        probe = childenv.run(
             [str(bindir / "pg_dump"), "--no-password",
              "host=/nonexistent/safehold-ssl-probe dbname=probe sslmode=require"],
-            capture_output=True, text=True, timeout=30, env=env, stdin=subprocess.DEVNULL)
+            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+            env={"LC_ALL": "C", "LANG": "C", "LANGUAGE": "C"})  # the message is matched in English
     except (OSError, subprocess.SubprocessError):
         return False
     return _NO_SSL not in probe.stderr

@@ -13,7 +13,7 @@ import secrets
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar, Literal
 from urllib.parse import unquote, urlsplit
@@ -33,6 +33,7 @@ from safehold.engines.base import (
     RestoreRequest,
     UnsupportedError,
 )
+from safehold.engines.sqlite import filemode
 from safehold.engines.sqlite.layout import Layout, check_chain
 from safehold.engines.sqlite.pages import (
     DIGEST_NAME,
@@ -199,7 +200,8 @@ class SQLiteEngine:
             server_version=sqlite3.sqlite_version,
             start_position=position,
             end_position=dict(position),
-            engine_meta=Layout(snap.page_size, snap.page_count, changed).as_meta(),
+            engine_meta={**Layout(snap.page_size, snap.page_count, changed).as_meta(),
+                         "file_mode": filemode.source_mode(self.path)},
             tools={"sqlite": sqlite3.sqlite_version},
         )
 
@@ -236,16 +238,36 @@ class SQLiteEngine:
             raise EngineError(f"cannot restore to {target}: directory {target.parent} does not"
                               " exist; create it first")
         tmp = target.with_name(f".{target.name}.safehold-restore-{secrets.token_hex(6)}")
-        os.close(os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644))
+        filemode.create_private(tmp)
+        mode = filemode.restored_mode(request.chain[-1], target)
         try:
             rebuild(request.chain, chain, tmp, timeout=self.timeout)
             if request.include:
-                restore_tables(tmp, target, request.include, request.conflict,
-                               timeout=self.timeout)
+                self._restore_tables(tmp, request.include, request.conflict, mode)
             else:
+                tmp.chmod(mode)
                 replace_database(tmp, target, timeout=self.timeout)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _restore_tables(self, snapshot: Path, include: Sequence[str],
+                        conflict: Literal["fail", "replace"], mode: int) -> None:
+        """Copy the chosen tables into the target, whose mode is first narrowed to ``mode``
+        (or which is created with it); a failed copy leaves no new file and the old mode."""
+        target = self.path
+        created = not target.exists()
+        if created:
+            filemode.create_private(target)
+        old_mode = target.stat().st_mode & 0o7777
+        os.chmod(target, mode)
+        try:
+            restore_tables(snapshot, target, include, conflict, timeout=self.timeout)
+        except BaseException:
+            if created:
+                target.unlink(missing_ok=True)
+            else:
+                os.chmod(target, old_mode)
+            raise
 
 
 def _parent(request: BackupRequest) -> Manifest | None:

@@ -32,7 +32,8 @@ SIDE_FILES = ("-journal", "-wal", "-shm")  # removal order matters: see the modu
 
 
 def replace_database(rebuilt: Path, target: Path, *, timeout: float) -> None:
-    """Move ``rebuilt`` (in the target's directory) over ``target``, keeping its mode/owner."""
+    """Move ``rebuilt`` (in the target's directory) over ``target``, keeping its owner and
+    never widening ``rebuilt``'s mode (see :mod:`.filemode`)."""
     if target.exists():
         _settle(target, timeout=timeout)
         _copy_ownership(target, rebuilt)
@@ -57,7 +58,7 @@ def _settle(target: Path, *, timeout: float) -> None:
 
 def _copy_ownership(source: Path, dest: Path) -> None:
     st = source.stat()
-    dest.chmod(st.st_mode & 0o7777)
+    dest.chmod(st.st_mode & dest.stat().st_mode & 0o7777)
     try:
         os.chown(dest, st.st_uid, st.st_gid)
     except PermissionError:

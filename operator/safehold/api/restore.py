@@ -1,0 +1,233 @@
+"""Restore (short name ``rst``): put a backup (and the chain it builds on) back into a database.
+
+Phases: Pending -> Planning -> Planned -> Running -> Completed | Failed. The plan (which backups
+are applied, in order) is resolved by a runner Job from the repository and recorded in status
+before anything is written; ``dryRun`` stops there (phase Completed, reason DryRun).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from safehold.api.common import (
+    API_VERSION,
+    BACKUP_REF_PATTERN,
+    Condition,
+    ErrorInfo,
+    KubeModel,
+    LocalObjectReference,
+    ObjectMeta,
+    StatusModel,
+    condition_reason,
+    set_condition,
+    utcnow,
+)
+from safehold.api.result import TaskResult
+from safehold.api.task import ConflictPolicy
+
+RestorePhase = Literal["Pending", "Planning", "Planned", "Running", "Completed", "Failed"]
+COMPLETED = "Completed"
+
+
+class RestoreSource(KubeModel):
+    """Which backup to restore: a Backup object, or a target's backup by id (or the latest)."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "(has(self.backupRef) ? 1 : 0) + (has(self.targetRef) ? 1 : 0) == 1",
+         "message": "set exactly one source: backupRef, or targetRef (with an optional"
+                    " backupId)"},
+        {"rule": "!has(self.backupId) || has(self.targetRef)",
+         "message": "backupId goes with targetRef; a backupRef already names the backup",
+         "fieldPath": ".backupId"},
+    ]})
+
+    backup_ref: LocalObjectReference | None = Field(
+        default=None, description="A Backup object in this namespace."
+    )
+    target_ref: LocalObjectReference | None = Field(
+        default=None, description="A BackupTarget whose repository holds the backup."
+    )
+    backup_id: Annotated[str, Field(pattern=BACKUP_REF_PATTERN)] | None = Field(
+        default=None, description="With targetRef: a backup id, or latest (the default)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> RestoreSource:
+        if (self.backup_ref is None) == (self.target_ref is None):
+            raise ValueError("set exactly one source: backupRef, or targetRef")
+        if self.backup_id is not None and self.target_ref is None:
+            raise ValueError("backupId goes with targetRef")
+        return self
+
+
+class RestoreDestination(KubeModel):
+    """Where to restore into: a BackupTarget, or a new database on the source's server."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "(has(self.targetRef) ? 1 : 0) + (has(self.database) ? 1 : 0) == 1",
+         "message": "set exactly one destination: targetRef, or database (a database name on"
+                    " the source target's server)"},
+    ]})
+
+    target_ref: LocalObjectReference | None = Field(
+        default=None, description="A BackupTarget to restore into (it may be the source)."
+    )
+    database: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$")] | None = Field(
+        default=None, description="A database name on the source target's server."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> RestoreDestination:
+        if (self.target_ref is None) == (self.database is None):
+            raise ValueError("set exactly one destination: targetRef, or database")
+        return self
+
+
+class RestoreSpec(KubeModel):
+    """What to restore, where to, and what to do when the data exists; immutable."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "self == oldSelf", "message": "a Restore cannot be changed: create a new one"},
+    ]})
+
+    source: RestoreSource = Field(
+        description="The backup to restore: backupRef, or targetRef with an optional backupId"
+        " (default latest)."
+    )
+    destination: RestoreDestination = Field(
+        description="Where to restore it: targetRef, or database (a new database on the source"
+        " target's server). Required."
+    )
+    include: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list, max_length=1000,
+        description="Only these tables or collections (e.g. public.customers); empty: all.",
+    )
+    conflict_policy: ConflictPolicy = Field(
+        default="fail",
+        description="fail: refuse when the destination already holds the data; replace:"
+        " replace it (atomically where the engine can).",
+    )
+    dry_run: bool = Field(
+        default=False, description="Only resolve and record the plan; restore nothing."
+    )
+
+
+class PlannedBackup(StatusModel):
+    """One backup the restore applies."""
+
+    backup_id: str = Field(description="Id of the backup in the repository.")
+
+
+class RestorePlan(StatusModel):
+    """What the restore applies, resolved from the repository."""
+
+    target: str | None = Field(default=None, description="Source target's repository name.")
+    backups: list[PlannedBackup] = Field(
+        default_factory=list, description="Backups applied in order, the full first."
+    )
+    restored_to: datetime | None = Field(
+        default=None, description="The time the restored data will reflect."
+    )
+
+
+class RestoreStatus(StatusModel):
+    """Observed state of a Restore."""
+
+    phase: RestorePhase | None = Field(
+        default=None, description="Pending, Planning, Planned, Running, Completed or Failed."
+    )
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation the status reflects."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Completed: whether the restore is done, and why not."
+    )
+    job_name: str | None = Field(default=None, description="The runner Job of the current step.")
+    plan: RestorePlan | None = Field(default=None, description="What the restore applies.")
+    backup_id: str | None = Field(default=None, description="The backup restored.")
+    started_at: datetime | None = Field(default=None, description="When the restore started.")
+    completed_at: datetime | None = Field(default=None, description="When it finished.")
+    restored_to: datetime | None = Field(
+        default=None, description="The time the restored data reflects."
+    )
+    duration_seconds: float | None = Field(default=None, description="Wall time of the restore.")
+    error: ErrorInfo | None = Field(default=None, description="Why the restore failed.")
+
+    def _set(self, phase: RestorePhase, status: Literal["True", "False"], reason: str,
+             message: str, generation: int | None, now: datetime | None,
+             **changes: object) -> RestoreStatus:
+        return self.model_copy(update={
+            **changes, "phase": phase, "observed_generation": generation,
+            "conditions": list(set_condition(self.conditions, COMPLETED, status, reason, message,
+                                             generation=generation, now=now)),
+        })
+
+    def pending(self, generation: int | None, now: datetime | None = None) -> RestoreStatus:
+        return self._set("Pending", "False", "Pending", "waiting for the plan", generation, now)
+
+    def planning(self, job_name: str, generation: int | None,
+                 now: datetime | None = None) -> RestoreStatus:
+        now = now or utcnow()
+        return self._set("Planning", "False", "Planning",
+                         f"runner Job {job_name} is resolving the backups to apply",
+                         generation, now, job_name=job_name, started_at=self.started_at or now)
+
+    def planned(self, result: TaskResult, dry_run: bool, generation: int | None,
+                now: datetime | None = None) -> RestoreStatus:
+        """The plan is known; a dry run ends here (Completed, reason DryRun)."""
+        now = now or utcnow()
+        plan = RestorePlan(target=result.target, restored_to=result.restored_to,
+                           backups=[PlannedBackup(backup_id=b) for b in result.chain])
+        chain = " -> ".join(result.chain) or "(none)"
+        if dry_run:
+            return self._set("Completed", "True", "DryRun", f"dry run: would apply {chain}",
+                             generation, now, plan=plan, backup_id=result.backup_id,
+                             completed_at=now, job_name=None)
+        return self._set("Planned", "False", "Planned", f"will apply {chain}", generation, now,
+                         plan=plan, backup_id=result.backup_id, job_name=None)
+
+    def running(self, job_name: str, generation: int | None,
+                now: datetime | None = None) -> RestoreStatus:
+        now = now or utcnow()
+        return self._set("Running", "False", "Running",
+                         f"runner Job {job_name} is restoring {self.backup_id or 'the backup'}",
+                         generation, now, job_name=job_name, started_at=self.started_at or now)
+
+    def completed(self, result: TaskResult, generation: int | None,
+                  now: datetime | None = None) -> RestoreStatus:
+        now = now or utcnow()
+        return self._set("Completed", "True", "Completed",
+                         f"restored {result.backup_id} ({len(result.chain)} backup(s))",
+                         generation, now, backup_id=result.backup_id or self.backup_id,
+                         restored_to=result.restored_to, duration_seconds=result.seconds,
+                         completed_at=result.finished_at or now, error=None)
+
+    def failed(self, error: ErrorInfo, generation: int | None,
+               now: datetime | None = None) -> RestoreStatus:
+        now = now or utcnow()
+        message = error.message + (f" (hint: {error.hint})" if error.hint else "")
+        return self._set("Failed", "False", condition_reason(error.error_class, "Failed"),
+                         message, generation, now, error=error, completed_at=now)
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in ("Completed", "Failed")
+
+
+class Restore(KubeModel):
+    """A restore of a backup into a database (kind Restore)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["safehold.dev/v1alpha1"] = API_VERSION
+    kind: Literal["Restore"] = "Restore"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: RestoreSpec
+    status: RestoreStatus = Field(default_factory=RestoreStatus)
+
+    @classmethod
+    def from_body(cls, body: Any) -> Restore:
+        return cls.model_validate(dict(body))

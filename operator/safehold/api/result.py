@@ -1,0 +1,192 @@
+"""What a runner Job reports: the task's result, written as the Pod's termination message.
+
+Kubernetes keeps at most 4096 bytes of a termination message, so :meth:`TaskResult.
+to_termination_message` shrinks the result until it fits: long messages and lists are cut first
+(``truncated`` says so), and in the worst case only the phase, exit code and the head of the
+error remain. Everything left out can be read again from the repository's manifest.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
+from safehold.api.common import ErrorInfo, KubeModel
+from safehold.api.manifest import BackupType
+
+TERMINATION_MESSAGE_LIMIT = 4096
+TaskKind = Literal["backup", "restore", "check", "delete", "rewrap", "verify"]
+ResultPhase = Literal["Completed", "Failed"]
+
+
+class TaskResult(KubeModel):
+    """A runner's report on one task; which fields are set depends on the task's kind."""
+
+    model_config = ConfigDict(extra="ignore")  # a newer runner may report more
+
+    kind: TaskKind | None = Field(
+        default=None, description="The task's kind; unset when the task could not be read."
+    )
+    phase: ResultPhase
+    exit_code: int = Field(default=0, description="The runner's exit code (0 on success).")
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    seconds: float | None = Field(default=None, ge=0, description="Wall time of the task.")
+    stage_seconds: dict[str, float] = Field(
+        default_factory=dict, description="Wall time per stage, e.g. {check: 0.2, backup: 41.5}."
+    )
+    # backup, and the backup a restore applied
+    target: str | None = Field(default=None, description="The target's name in the repository.")
+    backup_id: str | None = None
+    type: BackupType | None = None
+    parent_id: str | None = None
+    chain_id: str | None = None
+    chain: list[str] = Field(default_factory=list, description="Backup ids, root (full) first.")
+    start_position: dict[str, str] | None = None
+    end_position: dict[str, str] | None = None
+    raw_bytes: int | None = Field(default=None, ge=0)
+    stored_bytes: int | None = Field(default=None, ge=0)
+    compression_ratio: float | None = Field(default=None, ge=0)
+    throughput_bytes_per_second: float | None = Field(default=None, ge=0)
+    objects: int | None = Field(default=None, ge=0)
+    location: str | None = Field(default=None, description="Where the backup lives (no secrets).")
+    key_id: str | None = Field(default=None, description="Key that wraps the backup's data key.")
+    encryption: str | None = None
+    compression: str | None = None
+    server_version: str | None = None
+    # restore
+    restored_to: datetime | None = Field(
+        default=None, description="The point in time the restored data reflects."
+    )
+    plan_only: bool = False
+    # check
+    problems: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    # verify
+    checked: int | None = Field(default=None, ge=0, description="Objects verified.")
+    failures: list[str] = Field(default_factory=list)
+    # delete
+    deleted: list[str] = Field(default_factory=list, description="Backup ids deleted.")
+    freed_bytes: int | None = Field(default=None, ge=0)
+    # rewrap
+    rewrapped: int | None = Field(default=None, ge=0)
+    active_key_id: str | None = None
+    retired_key_ids: list[str] = Field(default_factory=list)
+    # failure
+    error: ErrorInfo | None = None
+    truncated: bool = Field(
+        default=False, description="Parts were cut to fit the 4 KiB termination message."
+    )
+
+    @property
+    def ok(self) -> bool:
+        return self.phase == "Completed"
+
+    @classmethod
+    def failure(cls, kind: TaskKind | None, error: ErrorInfo, **facts: object) -> TaskResult:
+        """A Failed result carrying ``error`` (and its exit code)."""
+        return cls.model_validate(
+            {**facts, "kind": kind, "phase": "Failed", "error": error,
+             "exit_code": error.exit_code if error.exit_code is not None else 1}
+        )
+
+    # -- termination message ---------------------------------------------------------------
+
+    def to_json(self) -> str:
+        """Compact camelCase JSON; fields that are unset or empty are left out."""
+        body = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        body = {k: v for k, v in body.items() if v not in ([], {}) and v is not False}
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+    def to_termination_message(self, limit: int = TERMINATION_MESSAGE_LIMIT) -> str:
+        """The result as JSON of at most ``limit`` UTF-8 bytes (Kubernetes keeps 4096)."""
+        text = self.to_json()
+        if _size(text) <= limit:
+            return text
+        for budget in (1024, 256, 64, 16):
+            text = self._shrunk(budget).to_json()
+            if _size(text) <= limit:
+                return text
+        return self._minimal(limit).to_json()
+
+    @classmethod
+    def from_termination_message(cls, text: str) -> TaskResult:
+        """Parse a termination message; raises ValueError when it is not a runner result."""
+        return cls.model_validate_json(text)
+
+    def _shrunk(self, budget: int) -> TaskResult:
+        """Every string cut to ``budget`` bytes and every list to a few items."""
+        items = max(2, budget // 32)
+        error = None
+        if self.error is not None:
+            error = self.error.model_copy(update={
+                "error_class": _clip(self.error.error_class, 128),
+                "message": _clip(self.error.message, budget * 2),
+                "hint": _clip(self.error.hint, budget) if self.error.hint else None,
+            })
+        return self.model_copy(update={
+            "truncated": True,
+            "error": error,
+            "target": _clip(self.target, budget) if self.target else None,
+            "backup_id": _clip(self.backup_id, 128) if self.backup_id else None,
+            "parent_id": _clip(self.parent_id, 128) if self.parent_id else None,
+            "chain_id": _clip(self.chain_id, 128) if self.chain_id else None,
+            # keep the newest backups: the root is chain_id, and the tail is what was applied
+            "chain": [_clip(b, 128) for b in self.chain[-items:]],
+            "location": _clip(self.location, budget) if self.location else None,
+            "server_version": _clip(self.server_version, budget)
+            if self.server_version else None,
+            "start_position": _clip_dict(self.start_position, items, budget),
+            "end_position": _clip_dict(self.end_position, items, budget),
+            "stage_seconds": dict(list(self.stage_seconds.items())[:items]),
+            "problems": _clip_list(self.problems, items, budget),
+            "notes": _clip_list(self.notes, items, budget),
+            "failures": _clip_list(self.failures, items, budget),
+            "deleted": [_clip(b, 128) for b in self.deleted[:items]],
+            "retired_key_ids": [_clip(k, 128) for k in self.retired_key_ids[:items]],
+            "key_id": _clip(self.key_id, 128) if self.key_id else None,
+            "active_key_id": _clip(self.active_key_id, 128) if self.active_key_id else None,
+            "encryption": _clip(self.encryption, 64) if self.encryption else None,
+            "compression": _clip(self.compression, 64) if self.compression else None,
+        })
+
+    def _minimal(self, limit: int) -> TaskResult:
+        """The last resort: phase, exit code, backup id and the head of the error."""
+        error = None
+        if self.error is not None:
+            error = ErrorInfo(error_class=_clip(self.error.error_class, 64),
+                              message=_clip(self.error.message, max(0, limit // 4)),
+                              exit_code=self.error.exit_code, transient=self.error.transient)
+        return TaskResult(kind=self.kind, phase=self.phase, exit_code=self.exit_code,
+                          backup_id=_clip(self.backup_id, 64) if self.backup_id else None,
+                          error=error, truncated=True)
+
+
+def _size(text: str) -> int:
+    return len(text.encode())
+
+
+def _clip(text: str | None, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes (on a character boundary), marked '…'."""
+    text = text or ""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    keep = max(0, limit - len("…".encode()))
+    return data[:keep].decode(errors="ignore") + "…"
+
+
+def _clip_list(values: list[str], items: int, budget: int) -> list[str]:
+    kept = [_clip(v, budget) for v in values[:items]]
+    if len(values) > items:
+        kept.append(f"… and {len(values) - items} more")
+    return kept
+
+
+def _clip_dict(values: dict[str, str] | None, items: int, budget: int) -> dict[str, str] | None:
+    if values is None:
+        return None
+    return {_clip(k, 64): _clip(v, budget) for k, v in list(values.items())[:items]}

@@ -1,0 +1,329 @@
+"""BackupTarget (short name ``bt``): what to protect, where its backups go, how they are sealed.
+
+Cross-field rules live twice on purpose: as CEL ``x-kubernetes-validations`` (so the API server
+refuses a bad object at ``kubectl apply``) and as pydantic validators (so the operator and unit
+tests get the same verdict). ``tests/unit/test_api_models.py`` keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
+
+from safehold.api.common import (
+    API_VERSION,
+    ClaimRef,
+    ConditionStatus,
+    KubeModel,
+    Name,
+    ObjectMeta,
+    SecretKeyRef,
+    SecretRef,
+    StatusModel,
+    condition_reason,
+    set_condition,
+    utcnow,
+)
+from safehold.api.common import Condition as Condition
+from safehold.api.common import RunnerOverrides as RunnerOverrides
+from safehold.api.result import TaskResult
+from safehold.api.task import Engine, RepoTargetName, TlsMode
+
+COMPRESSION_PATTERN = r"^(none|gzip|bzip2|lz4|zstd)(:[0-9]{1,2})?$"
+STORAGE_URL_PATTERN = r"^(s3|gs|az|file)://.+$"
+READY = "Ready"
+
+
+def _count(*fields: str) -> str:
+    return " + ".join(f"(has(self.{f}) ? 1 : 0)" for f in fields)
+
+
+def _rule(rule: str, message: str, **extra: str) -> JsonDict:
+    return {"rule": rule, "message": message, **extra}
+
+
+class DatabaseTls(KubeModel):
+    """TLS for the database connection."""
+
+    mode: TlsMode = Field(
+        default="verify-full",
+        description="disable, prefer, require, verify-ca (check the certificate chain) or"
+        " verify-full (also check the host name).",
+    )
+    ca_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="CA certificate (PEM) to verify the server with."
+    )
+    client_cert_secret_ref: SecretRef | None = Field(
+        default=None,
+        description="A kubernetes.io/tls Secret (tls.crt, tls.key) for client-certificate"
+        " authentication.",
+    )
+
+
+class Connection(KubeModel):
+    """Where a database server is and how to log in; the password stays in a Secret."""
+
+    host: str = Field(min_length=1, max_length=253,
+                      description="Host name or address of the server, e.g. orders-db.shop.svc.")
+    port: int | None = Field(default=None, ge=1, le=65535,
+                             description="TCP port (default: the engine's standard port).")
+    database: str = Field(
+        min_length=1, max_length=128,
+        description="Database to back up (and, for a Restore into this target, to restore into).",
+    )
+    username: str | None = Field(default=None, min_length=1, max_length=128,
+                                 description="User to log in as.")
+    password_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding the password (never copied into Jobs)."
+    )
+    tls: DatabaseTls | None = Field(default=None, description="TLS settings.")
+
+
+class SqliteSource(KubeModel):
+    """A SQLite database file on a PersistentVolumeClaim."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        _rule("self.path.startsWith(self.mountPath + '/')",
+              "path must lie under mountPath (the claim is mounted there)"),
+    ]})
+
+    claim_name: Name = Field(description="PersistentVolumeClaim that holds the database file.")
+    mount_path: Annotated[str, Field(pattern=r"^/[^:]*[^/:]$")] = Field(
+        default="/data", description="Where the claim is mounted in the runner Pod."
+    )
+    path: Annotated[str, Field(pattern=r"^/.+")] = Field(
+        description="Absolute path of the database file in the runner Pod, under mountPath,"
+        " e.g. /data/app.db."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SqliteSource:
+        if not self.path.startswith(self.mount_path + "/"):
+            raise ValueError("path must lie under mountPath (the claim is mounted there)")
+        return self
+
+
+class StorageSpec(KubeModel):
+    """The repository the backups are written to."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        _rule("!self.url.startsWith('file://') || has(self.volume)",
+              "a file:// repository needs volume: {claimName} (the claim holding it)",
+              fieldPath=".volume"),
+        _rule("!has(self.volume) || self.url.startsWith('file://')",
+              "volume is only for file:// repositories", fieldPath=".volume"),
+    ]})
+
+    url: str = Field(
+        pattern=STORAGE_URL_PATTERN, max_length=2048,
+        description="Repository URL: s3://bucket/prefix, gs://bucket/prefix,"
+        " az://container/prefix or file:///path (on volume). Query options such as"
+        " ?endpoint=https://minio.example:9000 are allowed; credentials are not.",
+    )
+    credentials_secret_ref: SecretRef | None = Field(
+        default=None,
+        description="Secret with the storage credentials, referenced and never copied: its"
+        " keys become the runner's environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,"
+        " AZURE_STORAGE_CONNECTION_STRING, ...); a key named gcs.json is mounted as the GCS"
+        " service-account key.",
+    )
+    volume: ClaimRef | None = Field(
+        default=None,
+        description="PersistentVolumeClaim mounted at the file:// URL's path (file:// only).",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> StorageSpec:
+        local = self.url.startswith("file://")
+        if local and self.volume is None:
+            raise ValueError("a file:// repository needs volume: {claimName}")
+        if not local and self.volume is not None:
+            raise ValueError("volume is only for file:// repositories")
+        return self
+
+
+class EncryptionSpec(KubeModel):
+    """How backups are encrypted (AES-256-GCM); choose exactly one option explicitly."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        _rule("(has(self.keySecretRef) ? 1 : 0) + (has(self.generateKey) && self.generateKey"
+              " ? 1 : 0) + (has(self.none) && self.none ? 1 : 0) == 1",
+              "set exactly one of keySecretRef, generateKey: true or none: true"),
+    ]})
+
+    key_secret_ref: SecretRef | None = Field(
+        default=None,
+        description="Secret holding one or more keys (each a base64 32-byte key under its own"
+        " name) and, when it holds several, a key named `active` naming the one that"
+        " encrypts new backups; the others still decrypt older backups.",
+    )
+    generate_key: bool | None = Field(
+        default=None,
+        description="Create a random key Secret (its name is in status.generatedKeySecret). It"
+        " is NOT owned by the target: deleting the target never deletes the only copy of the"
+        " key. Export and escrow it.",
+    )
+    none: bool | None = Field(
+        default=None, description="Store backups unencrypted; must be said explicitly."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> EncryptionSpec:
+        chosen = [self.key_secret_ref is not None, bool(self.generate_key), bool(self.none)]
+        if sum(chosen) != 1:
+            raise ValueError("set exactly one of keySecretRef, generateKey: true or none: true")
+        return self
+
+
+class BackupTargetSpec(KubeModel):
+    """What to back up, where to, and how."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        _rule(_count("connection", "uriSecretRef", "sqlite") + " == 1",
+              "set exactly one of connection, uriSecretRef or sqlite"),
+        _rule("self.engine == 'sqlite' ? has(self.sqlite) : !has(self.sqlite)",
+              "engine sqlite takes sqlite: {claimName, path}; server engines take connection"
+              " or uriSecretRef"),
+        _rule("self.engine == oldSelf.engine",
+              "engine is immutable: create a new BackupTarget", fieldPath=".engine"),
+    ]})
+
+    engine: Engine = Field(description="Database engine: postgresql, mysql (also MariaDB),"
+                           " mongodb or sqlite.")
+    connection: Connection | None = Field(
+        default=None,
+        description="How to reach a database server and log in; the password stays in a"
+        " Secret. Server engines set exactly one of connection or uriSecretRef.",
+    )
+    uri_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding a whole connection URL, password included (e.g."
+        " postgresql://user:pass@host:5432/db); instead of connection.",
+    )
+    sqlite: SqliteSource | None = Field(
+        default=None,
+        description="The database file of a sqlite target, on a PersistentVolumeClaim; only"
+        " and always for engine sqlite.",
+    )
+    storage: StorageSpec = Field(description="Where the backups go.")
+    encryption: EncryptionSpec = Field(
+        description="Encryption of the backups: keySecretRef, generateKey or none."
+    )
+    compression: str = Field(
+        default="zstd:3", pattern=COMPRESSION_PATTERN,
+        description="Codec and optional level: zstd, gzip, bzip2, lz4 or none, e.g. zstd:3.",
+    )
+    runner: RunnerOverrides | None = Field(
+        default=None, description="How this target's runner Jobs run (image, resources, ...)."
+    )
+    repository_name: RepoTargetName | None = Field(
+        default=None,
+        description="Name of this target's backups in the repository (default: the"
+        " BackupTarget's name, so a rebuilt cluster with a target of the same name finds its"
+        " backups). Set it when two namespaces' targets of the same name share a repository;"
+        " changing it later hides the backups written under the old name.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> BackupTargetSpec:
+        given = [self.connection, self.uri_secret_ref, self.sqlite]
+        if sum(x is not None for x in given) != 1:
+            raise ValueError("set exactly one of connection, uriSecretRef or sqlite")
+        if (self.engine == "sqlite") != (self.sqlite is not None):
+            raise ValueError("engine sqlite takes sqlite: {claimName, path}; server engines"
+                             " take connection or uriSecretRef")
+        return self
+
+
+class BackupTargetStatus(StatusModel):
+    """Observed state of a BackupTarget, written by the operator."""
+
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation the status reflects."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Ready: the last check Job's verdict."
+    )
+    server_version: str | None = Field(default=None, description="Server version last seen.")
+    last_check_time: datetime | None = Field(default=None, description="When the last check ran.")
+    check_job: str | None = Field(default=None, description="Name of the running check Job.")
+    generated_key_secret: str | None = Field(
+        default=None, description="Name of the key Secret created for generateKey."
+    )
+
+    def checking(self, job_name: str, generation: int | None,
+                 now: datetime | None = None) -> BackupTargetStatus:
+        """A check Job was started; Ready is Unknown until it reports."""
+        return self.model_copy(update={
+            "check_job": job_name,
+            "conditions": list(set_condition(self.conditions, READY, "Unknown", "Checking",
+                                             f"check Job {job_name} is running",
+                                             generation=generation, now=now)),
+        })
+
+    def checked(self, result: TaskResult, generation: int | None,
+                now: datetime | None = None) -> BackupTargetStatus:
+        """The check Job reported: Ready True, or False with the reason naming the problem."""
+        now = now or utcnow()
+        status: ConditionStatus
+        if result.ok and not result.problems:
+            status, reason = "True", "CheckPassed"
+            message = f"connected to {result.server_version or 'the server'}" + (
+                "; " + "; ".join(result.notes) if result.notes else "")
+        elif result.error is not None:
+            status, reason = "False", condition_reason(result.error.error_class, "CheckFailed")
+            message = result.error.message + (
+                f" (hint: {result.error.hint})" if result.error.hint else "")
+        else:
+            status, reason = "False", "CheckFailed"
+            message = "; ".join(result.problems) or "the check failed"
+        return self.model_copy(update={
+            "observed_generation": generation,
+            "check_job": None,
+            "last_check_time": now,
+            "server_version": result.server_version or self.server_version,
+            "conditions": list(set_condition(self.conditions, READY, status, reason, message,
+                                             generation=generation, now=now)),
+        })
+
+    def key_generated(self, secret_name: str) -> BackupTargetStatus:
+        return self.model_copy(update={"generated_key_secret": secret_name})
+
+    @property
+    def ready(self) -> bool:
+        return any(c.type == READY and c.status == "True" for c in self.conditions)
+
+
+class BackupTarget(KubeModel):
+    """A database to protect (kind BackupTarget)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["safehold.dev/v1alpha1"] = API_VERSION
+    kind: Literal["BackupTarget"] = "BackupTarget"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: BackupTargetSpec
+    status: BackupTargetStatus = Field(default_factory=BackupTargetStatus)
+
+    @classmethod
+    def from_body(cls, body: Any) -> BackupTarget:
+        return cls.model_validate(dict(body))
+
+    @property
+    def repository_name(self) -> str:
+        """The target's name inside the repository: spec.repositoryName or metadata.name.
+
+        Both planes use this one rule (the task's ``target``, adoption of existing backups);
+        the namespace is bound separately (BackupTask.namespace, repository/trust.py).
+        Kubernetes names are at most 253 characters, repository names 128: a longer name is
+        cut and made unique with a hash of the whole name.
+        """
+        name = self.spec.repository_name or self.metadata.name
+        if len(name) <= 128:
+            return name
+        digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+        return f"{name[:115].rstrip('.-')}-{digest}"

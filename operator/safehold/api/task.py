@@ -1,0 +1,221 @@
+"""The task a runner Job executes: the operator builds it, ``safehold run-task`` runs it.
+
+A task is JSON in the Job (env ``SAFEHOLD_TASK``, or a mounted file). It carries everything the
+runner needs EXCEPT secrets: a database password, a whole connection URL, storage credentials and
+encryption keys reach the Pod by reference (``secretKeyRef`` env, ``envFrom``, Secret volumes), and
+the task only says where to find them (:class:`SecretInput`). Validators refuse a task that
+smuggles a password inside a URL.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, TypeAdapter, model_validator
+
+from safehold.api.common import BACKUP_REF_PATTERN, KubeModel
+from safehold.api.manifest import BackupType
+
+TASK_ENV = "SAFEHOLD_TASK"
+TASK_VERSION: Final = 1
+Engine = Literal["postgresql", "mysql", "mongodb", "sqlite"]
+TlsMode = Literal["disable", "prefer", "require", "verify-ca", "verify-full"]
+ConflictPolicy = Literal["fail", "replace"]
+# The target's name inside the repository (repository/layout.py checks the same rule).
+RepoTargetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+BackupRef = Annotated[str, Field(pattern=BACKUP_REF_PATTERN)]
+AbsPath = Annotated[str, Field(pattern=r"^/")]
+
+
+def _no_password(url: str, what: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is not None:
+        raise ValueError(
+            f"{what} carries a password; tasks never hold secrets — pass it by reference"
+            " (passwordFrom / urlFrom)"
+        )
+    return url
+
+
+class SecretInput(KubeModel):
+    """Where the runner reads one secret value: an environment variable or a mounted file."""
+
+    env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                            description="Name of an environment variable holding the value.")
+    file: AbsPath | None = Field(default=None, description="Path of a file holding the value.")
+
+    @model_validator(mode="after")
+    def _one(self) -> SecretInput:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("a secret input names exactly one of env or file")
+        return self
+
+
+class TaskTls(KubeModel):
+    mode: TlsMode
+    ca_file: AbsPath | None = None
+    cert_file: AbsPath | None = None
+    key_file: AbsPath | None = None
+
+
+class TaskDatabase(KubeModel):
+    """How the runner reaches the database: a URL without secrets, or a URL from a Secret."""
+
+    engine: Engine
+    url: str | None = Field(
+        default=None, description="e.g. postgresql://backup@db.shop.svc:5432/orders, or"
+        " sqlite:///data/app.db; never with a password"
+    )
+    url_from: SecretInput | None = Field(default=None, description="A whole URL in a Secret.")
+    password_from: SecretInput | None = None
+    tls: TaskTls | None = None
+    connect_timeout: float = Field(default=10.0, gt=0)
+    jobs: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> TaskDatabase:
+        if (self.url is None) == (self.url_from is None):
+            raise ValueError("a task database names exactly one of url or urlFrom")
+        if self.url is not None:
+            _no_password(self.url, "the database url")
+        return self
+
+
+class TaskRepository(KubeModel):
+    """The repository; its credentials come from the environment (AWS_*, AZURE_*, GCS key file)."""
+
+    url: str = Field(min_length=1, description="e.g. s3://backups/prod or file:///repo")
+
+    @model_validator(mode="after")
+    def _check(self) -> TaskRepository:
+        _no_password(self.url, "the repository url")
+        return self
+
+
+class TaskEncryption(KubeModel):
+    """Encryption keys: ``keys`` reads a mounted key Secret; ``none`` writes plain backups.
+
+    ``keyDir`` holds one file per key (base64, 32 bytes). When it holds several, a file named
+    ``active`` names the key that encrypts new backups; the others still decrypt old ones.
+    """
+
+    mode: Literal["keys", "none"]
+    key_dir: AbsPath | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> TaskEncryption:
+        if (self.mode == "keys") != (self.key_dir is not None):
+            raise ValueError("encryption mode keys needs keyDir, and mode none takes no keyDir")
+        return self
+
+
+class _Task(KubeModel):
+    version: Literal[1] = TASK_VERSION
+
+
+class BackupTask(_Task):
+    kind: Literal["backup"] = "backup"
+    repository: TaskRepository
+    target: RepoTargetName
+    namespace: str | None = Field(
+        default=None, pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="The BackupTarget's namespace: recorded with the target's policy and bound"
+        " into each manifest, so another namespace's target of the same name is refused",
+    )
+    database: TaskDatabase
+    encryption: TaskEncryption
+    type: BackupType = "full"
+    include: list[str] = Field(default_factory=list)
+    backup_id: BackupRef | None = Field(
+        default=None, description="Fixed by the operator so a retried Job resumes the same backup"
+    )
+    compression: str = "zstd:3"
+    chunk_size: int = Field(default=4 * 2**20, ge=64 * 1024, le=256 * 2**20)
+
+    @model_validator(mode="after")
+    def _check(self) -> BackupTask:
+        if self.backup_id == "latest":
+            raise ValueError("a backup task's backupId names the new backup, not 'latest'")
+        if self.include and self.type != "full":
+            raise ValueError("include is only valid for full backups")
+        return self
+
+
+class RestoreTask(_Task):
+    kind: Literal["restore"] = "restore"
+    repository: TaskRepository
+    source: RepoTargetName = Field(description="The target whose backups are restored.")
+    backup_id: BackupRef = "latest"
+    database: TaskDatabase = Field(description="Where to restore into.")
+    encryption: TaskEncryption
+    include: list[str] = Field(default_factory=list)
+    conflict_policy: ConflictPolicy = "fail"
+    plan_only: bool = Field(default=False, description="Resolve the chain, restore nothing.")
+
+
+class CheckTask(_Task):
+    kind: Literal["check"] = "check"
+    repository: TaskRepository | None = Field(
+        default=None, description="Also check that this repository is writable."
+    )
+    database: TaskDatabase
+    purpose: Literal["backup", "restore"] = "backup"
+
+
+class DeleteTask(_Task):
+    kind: Literal["delete"] = "delete"
+    repository: TaskRepository
+    target: RepoTargetName
+    backup_ids: list[BackupRef] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> DeleteTask:
+        if "latest" in self.backup_ids:
+            raise ValueError("a delete task names backups by id, never 'latest'")
+        return self
+
+
+class RewrapTask(_Task):
+    """Re-wrap every backup's data key with the active key (rotation); no data is rewritten."""
+
+    kind: Literal["rewrap"] = "rewrap"
+    repository: TaskRepository
+    encryption: TaskEncryption
+
+    @model_validator(mode="after")
+    def _check(self) -> RewrapTask:
+        if self.encryption.mode != "keys":
+            raise ValueError("a rewrap task needs encryption mode keys")
+        return self
+
+
+class VerifyTask(_Task):
+    kind: Literal["verify"] = "verify"
+    repository: TaskRepository
+    target: RepoTargetName | None = None
+    backup_id: BackupRef | None = None
+    encryption: TaskEncryption
+
+    @model_validator(mode="after")
+    def _check(self) -> VerifyTask:
+        if self.backup_id is not None and self.target is None:
+            raise ValueError("verify of one backupId needs its target")
+        return self
+
+
+Task = Annotated[
+    BackupTask | RestoreTask | CheckTask | DeleteTask | RewrapTask | VerifyTask,
+    Field(discriminator="kind"),
+]
+TASK_ADAPTER: TypeAdapter[Task] = TypeAdapter(Task)
+
+
+def parse_task(text: str | bytes) -> Task:
+    """A task from its JSON; raises pydantic.ValidationError naming every problem."""
+    return TASK_ADAPTER.validate_json(text)
+
+
+def task_to_json(task: Task) -> str:
+    """Compact camelCase JSON for the Job's SAFEHOLD_TASK env."""
+    return TASK_ADAPTER.dump_json(task, by_alias=True, exclude_none=True).decode()

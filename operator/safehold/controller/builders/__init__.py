@@ -1,0 +1,1 @@
+"""Pure manifest builders: ``(model, settings) -> dict``; golden-file tested."""

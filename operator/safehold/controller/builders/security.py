@@ -1,0 +1,42 @@
+"""The restricted Pod Security Standard, applied to every runner pod.
+
+https://kubernetes.io/docs/concepts/security/pod-security-standards/#restricted — non-root,
+seccomp RuntimeDefault, every capability dropped, no privilege escalation; on top of that a
+read-only root filesystem (the runner writes only to the ``/tmp`` emptyDir) and no API token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+RUNNER_UID = 65532  # the runner image's user (images/runner/Dockerfile)
+TMP_VOLUME = "tmp"
+
+
+def pod_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUNNER_UID,
+        "runAsGroup": RUNNER_UID,
+        "fsGroup": RUNNER_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def tmp_volume() -> tuple[dict[str, Any], dict[str, Any]]:
+    """(volume, mount) for the writable /tmp of a read-only root filesystem."""
+    return (
+        {"name": TMP_VOLUME, "emptyDir": {}},
+        {"name": TMP_VOLUME, "mountPath": "/tmp"},
+    )

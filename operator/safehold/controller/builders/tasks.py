@@ -1,0 +1,119 @@
+"""Runner Jobs per purpose: a task (no secrets) + its wiring (references) -> a Job manifest.
+
+Pure: models and settings in, the Job dict out. The target's name is its name in the
+repository, so a new cluster with a BackupTarget of the same name finds the same backups.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from safehold.api.backup import Backup
+from safehold.api.restore import Restore
+from safehold.api.target import BackupTarget
+from safehold.api.task import (
+    BackupTask,
+    CheckTask,
+    DeleteTask,
+    RestoreTask,
+    VerifyTask,
+    task_to_json,
+)
+from safehold.controller import naming
+from safehold.controller.builders import wiring
+from safehold.controller.builders.job import JobSpec, build_job
+from safehold.controller.settings import Settings
+
+SRC, DST = "src", "dst"
+
+
+def owner(obj: BackupTarget | Backup | Restore) -> dict[str, str]:
+    return {"apiVersion": obj.api_version, "kind": obj.kind, "name": obj.metadata.name,
+            "uid": obj.metadata.uid or ""}
+
+
+def _key_secret(target: BackupTarget) -> str | None:
+    if target.spec.encryption.generate_key:
+        return target.status.generated_key_secret or naming.key_secret_name(target.metadata.name)
+    return None
+
+
+def check_job(target: BackupTarget, job_name: str, settings: Settings) -> dict[str, Any]:
+    db, w_db = wiring.database(target.spec, SRC)
+    repo, w_repo = wiring.repository(target.spec, SRC)
+    task = CheckTask(database=db, repository=repo, purpose="backup")
+    return build_job(JobSpec(
+        name=job_name, namespace=target.metadata.namespace or "", purpose="check",
+        owner=owner(target), task_json=task_to_json(task), wiring=w_db + w_repo,
+        overrides=target.spec.runner, deadline_seconds=settings.check_deadline_seconds,
+        retries=0, labels={naming.TARGET: target.metadata.name[:63]},
+    ), settings)
+
+
+def backup_job(backup: Backup, target: BackupTarget, backup_id: str, job_name: str,
+               settings: Settings) -> dict[str, Any]:
+    db, w_db = wiring.database(target.spec, SRC)
+    repo, w_repo = wiring.repository(target.spec, SRC)
+    enc, w_enc = wiring.encryption(target.spec, SRC, _key_secret(target))
+    task = BackupTask(
+        repository=repo, target=target.metadata.name, database=db, encryption=enc,
+        type=backup.spec.type, include=list(backup.spec.include), backup_id=backup_id,
+        compression=target.spec.compression,
+    )
+    return build_job(JobSpec(
+        name=job_name, namespace=backup.metadata.namespace or "", purpose="backup",
+        owner=owner(backup), task_json=task_to_json(task), wiring=w_db + w_repo + w_enc,
+        overrides=target.spec.runner, labels={naming.TARGET: target.metadata.name[:63]},
+    ), settings)
+
+
+def verify_job(backup: Backup, target: BackupTarget, backup_id: str, job_name: str,
+               settings: Settings) -> dict[str, Any]:
+    """Recovery: read one backup's manifest from the repository when its Job's result is lost."""
+    repo, w_repo = wiring.repository(target.spec, SRC)
+    enc, w_enc = wiring.encryption(target.spec, SRC, _key_secret(target))
+    task = VerifyTask(repository=repo, target=target.metadata.name, backup_id=backup_id,
+                      encryption=enc)
+    return build_job(JobSpec(
+        name=job_name, namespace=backup.metadata.namespace or "", purpose="recover",
+        owner=owner(backup), task_json=task_to_json(task), wiring=w_repo + w_enc,
+        overrides=target.spec.runner, labels={naming.TARGET: target.metadata.name[:63]},
+    ), settings)
+
+
+def delete_job(backup: Backup, target: BackupTarget, backup_id: str, job_name: str,
+               settings: Settings) -> dict[str, Any]:
+    repo, w_repo = wiring.repository(target.spec, SRC)
+    task = DeleteTask(repository=repo, target=target.metadata.name, backup_ids=[backup_id])
+    return build_job(JobSpec(
+        name=job_name, namespace=backup.metadata.namespace or "", purpose="delete",
+        owner=owner(backup), task_json=task_to_json(task), wiring=w_repo,
+        overrides=target.spec.runner, deadline_seconds=settings.check_deadline_seconds * 4,
+        labels={naming.TARGET: target.metadata.name[:63]},
+    ), settings)
+
+
+def restore_job(restore: Restore, source: BackupTarget, destination: BackupTarget | None,
+                backup_id: str, job_name: str, settings: Settings, *, plan_only: bool = False
+                ) -> dict[str, Any]:
+    """Restore ``backup_id`` of ``source`` into ``destination`` (None: a new database named
+    by ``spec.destination.database`` on the source's server)."""
+    repo, w_repo = wiring.repository(source.spec, SRC)
+    enc, w_enc = wiring.encryption(source.spec, SRC, _key_secret(source))
+    if destination is None:
+        db, w_db = wiring.database(source.spec, DST, database=restore.spec.destination.database)
+        runner = source.spec.runner
+    else:
+        db, w_db = wiring.database(destination.spec, DST)
+        runner = destination.spec.runner
+    task = RestoreTask(
+        repository=repo, source=source.metadata.name, backup_id=backup_id, database=db,
+        encryption=enc, include=list(restore.spec.include),
+        conflict_policy=restore.spec.conflict_policy, plan_only=plan_only,
+    )
+    return build_job(JobSpec(
+        name=job_name, namespace=restore.metadata.namespace or "",
+        purpose="plan" if plan_only else "restore", owner=owner(restore),
+        task_json=task_to_json(task), wiring=w_repo + w_enc + w_db, overrides=runner,
+        labels={naming.TARGET: source.metadata.name[:63]},
+    ), settings)

@@ -1,1 +1,0 @@
-"""kopf handlers for Safehold's custom resources (thin: parse, decide, patch status)."""

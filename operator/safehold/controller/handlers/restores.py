@@ -1,0 +1,190 @@
+"""Restore: a plan (from the Backup objects, else from the repository) recorded in status,
+then one runner Job; ``dryRun`` stops after the plan."""
+
+from __future__ import annotations
+
+import kopf
+
+from safehold.api.common import ErrorInfo
+from safehold.api.restore import Restore, RestoreStatus
+from safehold.api.result import TaskResult
+from safehold.api.target import BackupTarget
+from safehold.controller import naming, runtime
+from safehold.controller.builders import tasks
+from safehold.controller.handlers.common import (
+    ensure_generated_key,
+    ensure_runner_account,
+    result_of,
+    settle_existing,
+)
+from safehold.controller.kube import Forbidden, Kube, Obj
+from safehold.controller.logic import plan
+from safehold.controller.logic.phase import Verdict
+from safehold.controller.status import patch
+
+PLURAL = "restores"
+
+
+class _Refused(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+def _save(kube: Kube, rs: Restore, new: RestoreStatus) -> Restore:
+    diff = patch(rs.status, new)
+    if diff:
+        kube.patch_status(PLURAL, rs.metadata.namespace or "", rs.metadata.name, diff)
+    return rs.model_copy(update={"status": new})
+
+
+def _fail(kube: Kube, body: Obj, rs: Restore, reason: str, message: str) -> None:
+    _save(kube, rs, rs.status.failed(ErrorInfo(error_class=reason, message=message),
+                                     rs.metadata.generation))
+    kube.event(body, reason, message, warning=True)
+
+
+def _target(kube: Kube, ns: str, name: str, role: str) -> tuple[Obj, BackupTarget]:
+    body = kube.get_custom("backuptargets", ns, name)
+    if body is None:
+        raise _Refused("TargetNotFound", f"the {role} BackupTarget {name!r} does not exist")
+    return body, BackupTarget.from_body(body)
+
+
+def _targets(kube: Kube, rs: Restore, source_name: str
+             ) -> tuple[tuple[Obj, BackupTarget], tuple[Obj, BackupTarget] | None]:
+    ns = rs.metadata.namespace or ""
+    source = _target(kube, ns, source_name, "source")
+    dest_ref = rs.spec.destination.target_ref
+    if dest_ref is None:
+        if source[1].spec.engine == "sqlite":
+            raise _Refused("InvalidDestination", "a sqlite source has no server to create a new"
+                           " database on: name a destination targetRef")
+        return source, None
+    dest = _target(kube, ns, dest_ref.name, "destination")
+    if dest[1].spec.engine != source[1].spec.engine:
+        raise _Refused("EngineMismatch", f"source engine {source[1].spec.engine} cannot be"
+                       f" restored into a {dest[1].spec.engine} target")
+    return source, dest
+
+
+def reconcile(body: Obj) -> None:
+    kube = runtime.get().kube
+    rs = Restore.from_body(body)
+    if rs.status.finished or rs.metadata.deletion_timestamp:
+        return
+    if rs.status.phase in ("Planning", "Running"):
+        return  # its Job reports through on_job
+    if rs.status.phase == "Planned" and rs.status.backup_id and rs.status.plan:
+        _start(kube, body, rs, rs.status.plan.target or "", rs.status.backup_id)
+        return
+    src = rs.spec.source
+    backups = kube.list_custom("backups", rs.metadata.namespace or "")
+    try:
+        try:
+            chosen = plan.choose(
+                backups,
+                backup_name=src.backup_ref.name if src.backup_ref else None,
+                target=src.target_ref.name if src.target_ref else None,
+                backup_id=src.backup_id,
+            )
+        except plan.PlanError as exc:
+            if src.target_ref is None or exc.reason not in ("NoBackups", "BackupNotFound"):
+                raise
+            # not in the cluster: the runner resolves it from the repository
+            _plan_job(kube, body, rs, src.target_ref.name, src.backup_id or "latest")
+            return
+        found = plan.chain(backups, chosen)
+        _targets(kube, rs, found.target)
+    except plan.PlanError as exc:
+        _fail(kube, body, rs, exc.reason, exc.message)
+        return
+    except _Refused as exc:
+        _fail(kube, body, rs, exc.reason, exc.message)
+        return
+    planned = TaskResult(kind="restore", phase="Completed", target=found.target,
+                         backup_id=found.backup_id, plan_only=True,
+                         chain=[s.backup_id for s in found.steps])
+    rs = _save(kube, rs, rs.status.planned(planned, rs.spec.dry_run, rs.metadata.generation))
+    kube.event(body, "DryRun" if rs.spec.dry_run else "Planned", found.summary())
+    if not rs.spec.dry_run:
+        _start(kube, body, rs, found.target, found.backup_id)
+
+
+def _plan_job(kube: Kube, body: Obj, rs: Restore, source: str, backup_id: str) -> None:
+    ns = rs.metadata.namespace or ""
+    try:
+        (src_body, src), dest = _targets(kube, rs, source)
+    except _Refused as exc:
+        _fail(kube, body, rs, exc.reason, exc.message)
+        return
+    ensure_runner_account(kube, ns)
+    ensure_generated_key(kube, src_body)
+    name = naming.job_name("plan", rs.metadata.name, rs.metadata.uid or "")
+    job = tasks.restore_job(rs, src, dest[1] if dest else None, backup_id, name,
+                            runtime.get().settings, plan_only=True)
+    job, created = _create(kube, body, job, name, f"runner Job {name} resolves backup"
+                           f" {backup_id} of {source} from the repository")
+    _save(kube, rs, rs.status.planning(name, rs.metadata.generation))
+    settle_existing(kube, job, created, on_job)
+
+
+def _start(kube: Kube, body: Obj, rs: Restore, source: str, backup_id: str) -> None:
+    ns = rs.metadata.namespace or ""
+    try:
+        (src_body, src), dest = _targets(kube, rs, source)
+    except _Refused as exc:
+        _fail(kube, body, rs, exc.reason, exc.message)
+        return
+    ensure_runner_account(kube, ns)
+    ensure_generated_key(kube, src_body)
+    name = naming.job_name("restore", rs.metadata.name, rs.metadata.uid or "")
+    job = tasks.restore_job(rs, src, dest[1] if dest else None, backup_id, name,
+                            runtime.get().settings)
+    job, created = _create(kube, body, job, name, f"runner Job {name} restores {backup_id}")
+    _save(kube, rs, rs.status.running(name, rs.metadata.generation))
+    settle_existing(kube, job, created, on_job)
+
+
+def _create(kube: Kube, body: Obj, job: Obj, name: str, message: str) -> tuple[Obj, bool]:
+    try:
+        found, created = kube.ensure_job(job)
+    except Forbidden as exc:
+        raise kopf.TemporaryError(f"cannot create Job {name}: {exc}", delay=60) from None
+    if created:
+        kube.event(body, "JobCreated", message)
+    return found, created
+
+
+def on_job(job: Obj, verdict: Verdict, deleted: bool) -> None:
+    kube = runtime.get().kube
+    meta = job["metadata"]
+    body = kube.get_custom(PLURAL, meta["namespace"],
+                           meta.get("annotations", {}).get(naming.OWNER_NAME, ""))
+    if body is None or body["metadata"].get("uid") != meta["labels"].get(naming.OWNER_UID):
+        return
+    rs = Restore.from_body(body)
+    if rs.status.finished or rs.status.job_name != meta["name"]:
+        return
+    if not verdict.terminal:
+        if deleted:
+            _fail(kube, body, rs, "JobDeleted", f"runner Job {meta['name']} was deleted before"
+                  " it finished; create a new Restore")
+        return
+    purpose = meta["labels"].get(naming.PURPOSE)
+    result = result_of(verdict, "restore")
+    gen = rs.metadata.generation
+    if not result.ok:
+        assert result.error is not None
+        _save(kube, rs, rs.status.failed(result.error, gen))
+        kube.event(body, result.error.error_class, result.error.message, warning=True)
+        return
+    if purpose == "plan":
+        rs = _save(kube, rs, rs.status.planned(result, rs.spec.dry_run, gen))
+        kube.event(body, "DryRun" if rs.spec.dry_run else "Planned",
+                   f"plan: {' -> '.join(result.chain) or result.backup_id}")
+        if not rs.spec.dry_run and result.backup_id:
+            _start(kube, body, rs, result.target or "", result.backup_id)
+        return
+    _save(kube, rs, rs.status.completed(result, gen))
+    kube.event(body, "Completed", f"restored backup {result.backup_id}")

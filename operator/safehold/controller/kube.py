@@ -1,0 +1,218 @@
+"""The only module that talks to the Kubernetes API server.
+
+Everything goes in and comes out as plain dicts (the shape ``kubectl get -o json`` shows), so
+the builders and the logic never see client classes. Creation is always create-if-absent by
+name: a 409 returns the object that is already there, which is what makes a restarted operator
+converge instead of duplicating Jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from safehold.controller.naming import GROUP
+
+log = logging.getLogger(__name__)
+
+VERSION = "v1alpha1"
+Obj = dict[str, Any]
+
+
+class Forbidden(Exception):
+    """The API server refused to create something (e.g. the namespace is terminating)."""
+
+
+def _json(resp: Any) -> Obj:
+    data: Obj = json.loads(resp.data)
+    return data
+
+
+class Kube:
+    """A thin facade over the typed clients; one instance per operator (thread-safe)."""
+
+    def __init__(self, api: client.ApiClient | None = None) -> None:
+        self.api = api or client.ApiClient()
+        self.core = client.CoreV1Api(self.api)
+        self.batch = client.BatchV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+
+    # ------------------------------------------------------------------ create-if-absent
+
+    def _create(self, create: Any, read: Any, ns: str, body: Obj) -> tuple[Obj, bool]:
+        name = body["metadata"]["name"]
+        try:
+            return _json(create(ns, body, _preload_content=False)), True
+        except ApiException as exc:
+            if exc.status == 409:
+                return _json(read(name, ns, _preload_content=False)), False
+            if exc.status in (403, 422) and exc.body:
+                raise Forbidden(_reason(exc)) from None
+            raise
+
+    def ensure_job(self, body: Obj) -> tuple[Obj, bool]:
+        """Create the Job unless one of that name exists; returns (job, created)."""
+        ns = body["metadata"]["namespace"]
+        return self._create(
+            self.batch.create_namespaced_job, self.batch.read_namespaced_job, ns, body
+        )
+
+    def ensure_service_account(self, body: Obj) -> tuple[Obj, bool]:
+        ns = body["metadata"]["namespace"]
+        return self._create(
+            self.core.create_namespaced_service_account,
+            self.core.read_namespaced_service_account,
+            ns,
+            body,
+        )
+
+    def ensure_secret(self, body: Obj) -> bool:
+        """Create a Secret unless it exists (never overwritten); True when created.
+
+        Returns only whether it was created: Secret data never travels further than this call.
+        """
+        ns = body["metadata"]["namespace"]
+        try:
+            self.core.create_namespaced_secret(ns, _any(body), _preload_content=False)
+            return True
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+
+    def ensure_custom(self, plural: str, body: Obj) -> tuple[Obj, bool]:
+        ns = body["metadata"]["namespace"]
+
+        def create(n: str, b: Obj, **kw: Any) -> Any:
+            return self.custom.create_namespaced_custom_object(GROUP, VERSION, n, plural, b, **kw)
+
+        def read(name: str, n: str, **kw: Any) -> Any:
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, n, plural, name, **kw)
+
+        return self._create(create, read, ns, body)
+
+    # ------------------------------------------------------------------ read
+
+    def get_job(self, ns: str, name: str) -> Obj | None:
+        return _none_if_404(
+            lambda: self.batch.read_namespaced_job(name, ns, _preload_content=False)
+        )
+
+    def job_pods(self, ns: str, job: Obj) -> list[Obj]:
+        """The Job's pods, oldest first (selected by the Job's controller uid)."""
+        uid = job["metadata"]["uid"]
+        resp = self.core.list_namespaced_pod(
+            ns, label_selector=f"batch.kubernetes.io/controller-uid={uid}", _preload_content=False
+        )
+        pods: list[Obj] = _json(resp).get("items", [])
+        return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""))
+
+    def get_custom(self, plural: str, ns: str, name: str) -> Obj | None:
+        return _none_if_404(
+            lambda: self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, ns, plural, name, _preload_content=False
+            )
+        )
+
+    def list_custom(self, plural: str, ns: str, selector: str | None = None) -> list[Obj]:
+        kwargs: dict[str, Any] = {"_preload_content": False}
+        if selector:
+            kwargs["label_selector"] = selector
+        resp = self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, plural, **kwargs)
+        items: list[Obj] = _json(resp).get("items", [])
+        return items
+
+    def namespace_terminating(self, ns: str) -> bool:
+        got = _none_if_404(lambda: self.core.read_namespace(ns, _preload_content=False))
+        if got is None:
+            return True
+        return bool(got["metadata"].get("deletionTimestamp")) or (
+            got.get("status", {}).get("phase") == "Terminating"
+        )
+
+    # ------------------------------------------------------------------ write
+
+    def patch_status(self, plural: str, ns: str, name: str, status: Obj) -> None:
+        """Merge-patch ``status`` (lists such as conditions are replaced whole)."""
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, ns, plural, name, {"status": status}, _preload_content=False
+            )
+        except ApiException as exc:
+            if exc.status != 404:  # deleted meanwhile: nothing to record
+                raise
+
+    def delete_job(self, ns: str, name: str) -> bool:
+        """Delete a Job and (in the background) its pods; False when it was already gone."""
+        try:
+            self.batch.delete_namespaced_job(
+                name, ns, propagation_policy="Background", _preload_content=False
+            )
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    def event(self, obj: Obj, reason: str, message: str, *, warning: bool = False) -> None:
+        """Post a core/v1 Event about ``obj``; best effort (a lost event is logged, not raised)."""
+        meta = obj["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "metadata": {
+                "name": f"{meta['name'][:200]}.{uuid.uuid4().hex[:16]}",
+                "namespace": meta["namespace"],
+            },
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion", f"{GROUP}/{VERSION}"),
+                "kind": obj.get("kind", ""),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid", ""),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": "safehold-operator"},
+            "reportingComponent": "safehold.dev/operator",
+            "reportingInstance": "safehold-operator",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        log.log(
+            logging.WARNING if warning else logging.INFO,
+            "%s %s/%s: %s: %s", obj.get("kind"), meta["namespace"], meta["name"], reason, message,
+        )
+        try:
+            self.core.create_namespaced_event(meta["namespace"], _any(body), _preload_content=False)
+        except ApiException as exc:
+            log.warning("event %s for %s/%s not posted: %s", reason, meta["namespace"],
+                        meta["name"], _reason(exc))
+
+
+def _any(body: object) -> Any:
+    """Dict bodies are accepted where the client's annotations name model classes."""
+    return body
+
+
+def _none_if_404(call: Any) -> Obj | None:
+    try:
+        return _json(call())
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def _reason(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "").get("message") or exc.reason)
+    except (TypeError, ValueError):
+        return str(exc.reason)

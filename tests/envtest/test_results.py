@@ -1,0 +1,133 @@
+"""Runner results reach status: the test plays the kubelet (pod status), the Job controller and
+the operator are real."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from safehold.api.common import ErrorInfo
+from safehold.api.result import TaskResult
+from tests.envtest.conftest import Cluster, eventually, finish_pod
+from tests.unit.controller import samples
+
+
+def _phase(k8s: Cluster, plural: str, name: str, phase: str) -> dict[str, Any]:
+    return eventually(lambda: (s := k8s.status(plural, name)).get("phase") == phase and s,
+                      f"{plural}/{name} {phase}")
+
+
+def test_backup_result_fills_status(k8s: Cluster, operator: Any) -> None:
+    with operator():
+        k8s.create("backuptargets", samples.target())
+        bk = k8s.create("backups", samples.backup())
+        job = eventually(lambda: k8s.jobs(bk["metadata"]["uid"]), "Job")[0]
+        bid = eventually(lambda: k8s.status("backups", "orders-20261202").get("backupId"),
+                         "backup id")
+        result = TaskResult(kind="backup", phase="Completed", backup_id=bid, type="full",
+                            chain_id=bid, raw_bytes=1000, stored_bytes=250,
+                            compression_ratio=4.0, objects=3, key_id="k1", seconds=2.5,
+                            location="s3://backups/prod/orders/" + bid)
+        finish_pod(k8s, job, exit_code=0, message=result.to_termination_message())
+        status = _phase(k8s, "backups", "orders-20261202", "Completed")
+    assert status["backupId"] == bid and status["storedBytes"] == 250
+    assert status["size"] == "250 B" and status["keyId"] == "k1"
+    cond = next(c for c in status["conditions"] if c["type"] == "Completed")
+    assert cond["status"] == "True" and cond["observedGeneration"] == 1
+    assert "Completed" in {e.reason for e in k8s.events("orders-20261202")}
+
+
+def test_runner_error_class_and_oom_kill_are_reported(k8s: Cluster, operator: Any) -> None:
+    spec = dict(samples.PG_TARGET_SPEC, runner={"backoffLimit": 0})
+    with operator():
+        k8s.create("backuptargets", samples.target(spec=spec))
+        failing = k8s.create("backups", samples.backup("fails"))
+        oom = k8s.create("backups", samples.backup("oom"))
+        job = eventually(lambda: k8s.jobs(failing["metadata"]["uid"]), "Job")[0]
+        result = TaskResult.failure("backup", ErrorInfo(
+            error_class="DatabaseProblem", message="password authentication failed for backup",
+            exit_code=6, hint="check passwordSecretRef"))
+        finish_pod(k8s, job, exit_code=6, message=result.to_termination_message())
+        job = eventually(lambda: k8s.jobs(oom["metadata"]["uid"]), "Job")[0]
+        finish_pod(k8s, job, exit_code=137, reason="OOMKilled")
+        failed = _phase(k8s, "backups", "fails", "Failed")
+        oomed = _phase(k8s, "backups", "oom", "Failed")
+    cond = next(c for c in failed["conditions"] if c["type"] == "Completed")
+    assert cond["reason"] == "DatabaseProblem" and "password authentication" in cond["message"]
+    assert failed["error"]["exitCode"] == 6
+    cond = next(c for c in oomed["conditions"] if c["type"] == "Completed")
+    assert cond["reason"] == "OOMKilled" and "memory limit" in cond["message"]
+
+
+def test_check_job_sets_ready(k8s: Cluster, operator: Any) -> None:
+    with operator():
+        bt = k8s.create("backuptargets", samples.target())
+        job = eventually(lambda: k8s.jobs(bt["metadata"]["uid"]), "check Job")[0]
+        eventually(lambda: k8s.status("backuptargets", "orders").get("checkJob"), "checking")
+        result = TaskResult(kind="check", phase="Completed", server_version="PostgreSQL 16.4")
+        finish_pod(k8s, job, exit_code=0, message=result.to_termination_message())
+        status = eventually(
+            lambda: (s := k8s.status("backuptargets", "orders")).get("lastCheckTime") and s,
+            "the check's verdict")
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "CheckPassed")
+    assert "PostgreSQL 16.4" in ready["message"] and "checkJob" not in status
+    assert status["serverVersion"] == "PostgreSQL 16.4"
+
+
+def test_a_lost_result_is_recovered_from_the_repository(k8s: Cluster, operator: Any) -> None:
+    with operator():
+        k8s.create("backuptargets", samples.target())
+        bk = k8s.create("backups", samples.backup())
+        uid = bk["metadata"]["uid"]
+        job = eventually(lambda: k8s.jobs(uid), "Job")[0]
+        bid = eventually(lambda: k8s.status("backups", "orders-20261202").get("backupId"),
+                         "backup id")
+        # the Job (and its pod) vanish before anyone read a result
+        k8s.batch.delete_namespaced_job(job.metadata.name, k8s.ns,
+                                            propagation_policy="Background")
+        recover = eventually(lambda: [j for j in k8s.jobs(uid) if j.metadata.labels[
+            "safehold.dev/purpose"] == "recover"], "the recovery Job")[0]
+        from safehold.api.task import parse_task
+
+        task = parse_task(recover.spec.template.spec.containers[0].env[0].value)
+        assert task.kind == "verify" and task.backup_id == bid and task.target == "orders"
+        found = TaskResult(kind="verify", phase="Completed", checked=3)
+        finish_pod(k8s, recover, exit_code=0, message=found.to_termination_message())
+        status = _phase(k8s, "backups", "orders-20261202", "Completed")
+    assert status["backupId"] == bid
+    reasons = {e.reason for e in k8s.events("orders-20261202")}
+    assert {"Recovering", "Completed"} <= reasons
+
+
+def test_transient_failure_retries_and_permanent_failure_stops_at_once(
+    k8s: Cluster, operator: Any
+) -> None:
+    with operator():
+        k8s.create("backuptargets", samples.target())
+        retried = k8s.create("backups", samples.backup("retried"))
+        keyless = k8s.create("backups", samples.backup("keyless"))
+        # storage hiccup (exit 7, transient): the Job makes a new pod, the Backup stays Running
+        job = eventually(lambda: k8s.jobs(retried["metadata"]["uid"]), "Job")[0]
+        bid = eventually(lambda: k8s.status("backups", "retried").get("backupId"), "id")
+        storage = TaskResult.failure("backup", ErrorInfo(
+            error_class="StorageProblem", message="503 Slow Down", exit_code=7, transient=True))
+        first = finish_pod(k8s, job, exit_code=7, message=storage.to_termination_message())
+        eventually(lambda: "Retrying" in {e.reason for e in k8s.events("retried")},
+                   "the Retrying event")
+        assert k8s.status("backups", "retried")["phase"] == "Running"
+        done = TaskResult(kind="backup", phase="Completed", backup_id=bid, stored_bytes=1)
+        second = finish_pod(k8s, job, exit_code=0, message=done.to_termination_message())
+        assert second != first and len(k8s.jobs(retried["metadata"]["uid"])) == 1
+        status = _phase(k8s, "backups", "retried", "Completed")
+        assert status["backupId"] == bid  # the retry resumed the same backup id
+        # wrong key (exit 5): the pod failure policy fails the Job without retrying
+        job = eventually(lambda: k8s.jobs(keyless["metadata"]["uid"]), "Job")[0]
+        key = TaskResult.failure("backup", ErrorInfo(
+            error_class="KeyProblem", message="the key Secret holds no keys", exit_code=5))
+        finish_pod(k8s, job, exit_code=5, message=key.to_termination_message())
+        failed = _phase(k8s, "backups", "keyless", "Failed")
+    cond = next(c for c in failed["conditions"] if c["type"] == "Completed")
+    assert cond["reason"] == "KeyProblem"
+    pods = k8s.core.list_namespaced_pod(
+        k8s.ns, label_selector=f"batch.kubernetes.io/controller-uid={job.metadata.uid}").items
+    assert len(pods) == 1  # no retry was attempted
