@@ -217,3 +217,34 @@ def test_key_rotation_waits_for_every_target(setup, tmp_path: Path) -> None:
     code, out = finish(safehold("keys", "rotate", "-r", repo.as_uri(), "--new-key-file",
                                 str(new_key), env=env))  # now it goes through
     assert code == 0, out
+
+
+def test_runner_jobs_take_the_same_lease(setup, tmp_path: Path) -> None:
+    """`safehold run-task` (the operator's Jobs) waits for, or fails on, the lease the CLI holds:
+    one lock for the whole product."""
+    from tests.integration.test_run_task import Runner, key_dir
+
+    db, repo, env = setup
+    runner = Runner(tmp_path, {})
+    task = {"kind": "backup", "target": "app", "type": "full", "backupId": ID_B,
+            "repository": {"url": repo.as_uri()},
+            "database": {"engine": "sqlite", "url": f"sqlite://{db}"},
+            "encryption": {"mode": "keys", "keyDir": str(key_dir(tmp_path / "keys", "k1"))}}
+    with database_locked(db):
+        cli = safehold(*backup_args(db, repo, "--backup-id", ID_A), env=env)
+        wait_for_lease(repo, cli)
+        refused, _ = runner(task, code=Exit.LOCKED, SAFEHOLD_LOCK_WAIT="0")
+        assert refused.error is not None and refused.error.error_class == "LeaseHeld"
+        assert f"pid {cli.pid}" in refused.error.message
+        job, _ = runner.start(task)  # the default for Jobs: wait (2 TTLs) for the lease
+        assert job.stderr is not None
+        line = job.stderr.readline()
+        while line and "waiting up to" not in line:
+            line = job.stderr.readline()
+        assert f"pid {cli.pid}" in line, line
+    assert finish(cli)[0] == 0
+    code, out = finish(job)
+    assert code == 0, out
+    assert complete_backups(repo, env) == [ID_A, ID_B]
+    final = lease_of(repo)
+    assert final is not None and final.holder.command == "safehold run-task backup"

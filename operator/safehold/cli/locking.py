@@ -8,7 +8,6 @@ naming the holder.
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -19,21 +18,18 @@ import click
 from safehold.api.errors import UsageError
 from safehold.engines.base import redact_url
 from safehold.repository.lease import Holder, Lease, hold, ttl_from_env
+from safehold.repository.lease import parse_wait as parse_duration
 from safehold.repository.repo import Repository
 
 F = TypeVar("F", bound=Callable[..., Any])
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h)?")
-_SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600}
 
 
 def parse_wait(ctx: click.Context | None, param: click.Parameter | None, value: str) -> float:
     """Seconds from ``90``, ``30s``, ``10m`` or ``1h`` (a click callback)."""
-    match = _DURATION.fullmatch(str(value).strip().lower())
-    if match is None:
-        raise click.BadParameter(f"{value!r} is not a duration: use seconds (90), or a number"
-                                 " with s, m or h (30s, 10m, 1h)", ctx, param)
-    number, unit = match.groups()
-    return float(number) * _SECONDS[unit]
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
 
 
 def lock_wait_option(f: F) -> F:

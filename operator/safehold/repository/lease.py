@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import socket
 import sys
@@ -192,6 +193,32 @@ def check_conditional_writes(storage: Storage, target: str) -> None:
             " conditional PutObject; see docs/storage.md)")
     with _PROBED_LOCK:
         _PROBED.add(storage.url)
+
+
+_WAIT = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h)?")
+_SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600}
+WAIT_ENV = "SAFEHOLD_LOCK_WAIT"
+
+
+def parse_wait(text: str) -> float:
+    """Seconds from ``90``, ``30s``, ``10m`` or ``1h``; ValueError naming the forms."""
+    match = _WAIT.fullmatch(str(text).strip().lower())
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration: use seconds (90), or a number with s, m"
+                         " or h (30s, 10m, 1h)")
+    number, unit = match.groups()
+    return float(number) * _SECONDS[unit]
+
+
+def wait_from_env(default: float, environ: Mapping[str, str] | None = None) -> float:
+    """``SAFEHOLD_LOCK_WAIT`` (as :func:`parse_wait` reads it), else ``default``."""
+    value = (os.environ if environ is None else environ).get(WAIT_ENV, "").strip()
+    if not value:
+        return default
+    try:
+        return parse_wait(value)
+    except ValueError as exc:
+        raise ValueError(f"invalid {WAIT_ENV}: {exc}") from None
 
 
 def ttl_from_env(environ: Mapping[str, str] | None = None) -> float:
