@@ -90,7 +90,7 @@ def input_key(
 ) -> str:
     """16 hex digits over everything that makes the image: change one, get another key."""
     h = hashlib.sha256()
-    h.update(f"v2\0{name}\0{dockerfile.read_bytes().hex()}\0".encode())
+    h.update(f"v3\0{name}\0{dockerfile.read_bytes().hex()}\0".encode())
     for key, value in sorted(build_args.items()):
         h.update(f"arg\0{key}\0{value}\0".encode())
         if value.startswith("localhost/"):  # a local base image: its content, not its name

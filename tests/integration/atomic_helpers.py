@@ -73,7 +73,10 @@ def cli_env(base: dict[str, str], repo: Repo, fault: str, tmp_path: Path) -> dic
     env = dict(base)
     if repo.s3 is not None:
         env.update(repo.s3.env())
-    if fault != "forge":
+    if fault == "forge":
+        env["SAFEHOLD_NO_ENCRYPTION"] = "1"
+    else:
+        env.pop("SAFEHOLD_NO_ENCRYPTION", None)
         key = tmp_path / "kek"
         if not key.exists():
             run("keys", "generate", "--out", str(key), env=env)

@@ -63,7 +63,8 @@ def database(pg18: Postgres) -> Iterator[str]:
 def env(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "safehold.yaml").write_text("{}\n")
     return {"SAFEHOLD_CONFIG": str(tmp_path / "safehold.yaml"), "SAFEHOLD_KEY_FILE": "",
-            "SAFEHOLD_KEY": "", "SAFEHOLD_PASSPHRASE": "", "PGPASSWORD": "",
+            "SAFEHOLD_KEY": "", "SAFEHOLD_PASSPHRASE": "",
+            "SAFEHOLD_NO_ENCRYPTION": "1", "PGPASSWORD": "",
             "SAFEHOLD_PASSWORD": PASSWORD}
 
 

@@ -28,7 +28,7 @@ repo = atomic_helpers.repo
 def env(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "safehold.yaml").write_text("{}\n")
     return {"SAFEHOLD_CONFIG": str(tmp_path / "safehold.yaml"), "SAFEHOLD_KEY_FILE": "",
-            "SAFEHOLD_KEY": "", "SAFEHOLD_PASSPHRASE": ""}
+            "SAFEHOLD_KEY": "", "SAFEHOLD_PASSPHRASE": "", "SAFEHOLD_NO_ENCRYPTION": "1"}
 
 
 def fill(path: Path) -> None:

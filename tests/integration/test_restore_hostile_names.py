@@ -37,7 +37,8 @@ MONGO_NAMES = [n for n in NAMES if "$" not in n and '"' not in n]
 def env(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "safehold.yaml").write_text("{}\n")
     return {"SAFEHOLD_CONFIG": str(tmp_path / "safehold.yaml"), "SAFEHOLD_KEY_FILE": "",
-            "SAFEHOLD_KEY": "", "SAFEHOLD_PASSPHRASE": "", "PGPASSWORD": "", "MYSQL_PWD": ""}
+            "SAFEHOLD_KEY": "", "SAFEHOLD_PASSPHRASE": "",
+            "SAFEHOLD_NO_ENCRYPTION": "1", "PGPASSWORD": "", "MYSQL_PWD": ""}
 
 
 def without(snapshot: str, *keys: str) -> dict[str, Any]:

@@ -203,7 +203,7 @@ class Repository:
         if self.storage.exists(layout.CONFIG):
             self.config()  # refuses a damaged config, or one of a newer format
         else:
-            self.save_config(RepoConfig())
+            self.ensure_repo_id()
 
     def require_target(self, target: str) -> None:
         """Raise BackupNotFound, listing the targets there are, unless ``target`` has backups."""

@@ -5,9 +5,12 @@ the backup, loading needs no shared snapshot), the row count of every table is c
 ``toc.json``, and only then are they swapped in (:mod:`.swap`). A whole-database restore makes
 the target equal to the backup: tables, views, routines and events the backup does not have
 are removed. A selective restore (``include``: table or view names) replaces only those, with
-their triggers; routines and events are left alone. Foreign keys of restored tables are kept
-as defined even when they reference a table that was not restored (a warning names them);
-foreign keys of other tables that reference a restored table keep pointing at it.
+their triggers; routines and events are left alone. Foreign keys of restored tables reference
+the real database, never the staging one (:func:`.swap.park_foreign_keys`): tables restored
+with them, or the target's own table when the referenced one is not restored (a warning names
+those the target lacks); foreign keys of other tables that reference a restored table keep
+pointing at it. A damaged object or a failed storage read raises its own error (not a
+database error) and, like any failure before the swap, leaves the target untouched.
 """
 
 from __future__ import annotations

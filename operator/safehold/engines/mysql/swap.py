@@ -7,11 +7,16 @@ and the staged tables in. With atomic DDL (MariaDB 10.6+, MySQL 8.0) that statem
 all-or-nothing, even across a crash: a restore that fails or is killed before it leaves the
 existing data as it was.
 
+Before the swap, every foreign key of a staged table gets a temporary name (InnoDB names
+foreign keys per database, so the replaced table's ``fk`` would collide with the staged one's)
+and is made to reference the real database where its table is not being restored.
+
 What cannot be atomic, and happens right after the swap, in this order:
 
 * foreign keys elsewhere that pointed at a replaced table followed it when it was renamed
   aside (InnoDB renames references too); they are re-pointed at the restored table;
 * the old tables are dropped (with their triggers), then the empty staging database;
+* the restored tables' foreign keys get their own names back (one ALTER per table);
 * views, routines, triggers and events are created (each in its original ``sql_mode``), so
   for a few milliseconds the restored tables have no triggers. Views are dropped just before
   the swap (they hold no data).
