@@ -377,6 +377,26 @@ class StorageContract:
         assert data.startswith(b"process ")
         assert open_storage(storage.url).get_versioned(key) == (data, version)
 
+    def test_a_lease_is_taken_refused_renewed_and_released_here(self, storage: Storage) -> None:
+        """The lease on this backend (its conditional-write probe included)."""
+        from safehold.api.errors import LeaseHeld
+        from safehold.repository.lease import Holder, Lease, LeaseRecord, check_conditional_writes
+
+        check_conditional_writes(storage, "app")  # each test has its own URL: a real probe
+        first = Lease(storage, "app", Holder(operation="backup", host="h1", pid=1), ttl=30)
+        first.acquire()
+        with pytest.raises(LeaseHeld, match="pid 1 on host h1"):
+            Lease(storage, "app", Holder(operation="prune", host="h2", pid=2)).acquire()
+        first.renew()
+        first.confirm()
+        first.release()
+        second = Lease(storage, "app", Holder(operation="prune", host="h2", pid=2))
+        second.acquire()
+        record = LeaseRecord.model_validate_json(storage.get_bytes("app/lease.json"))
+        assert (record.holder.pid, record.released) == (2, False)
+        second.release()
+        assert _keys(storage) == ["app/lease.json"]  # probes cleaned up
+
     def test_free_space(self, storage: Storage) -> None:
         space = storage.free_space()
         assert space is None or (isinstance(space, int) and space > 0)

@@ -111,8 +111,10 @@ def test_a_killed_backup_resumes_from_the_stored_parts(tmp_path: Path, s3_server
 
     # Run 1: parts 4 and later hang in the proxy; kill -9 once 3 parts are durable.
     proxy.fail(nth=4, mode="stall", seconds=300, when=is_upload, times=1000)
+    # (a short lease TTL: the killed run's lease expires soon, and the resume waits for that)
     first = subprocess.Popen([sys.executable, "-m", "safehold.cli", "--log-level", "warning",
-                              *args], env={**os.environ, **env}, stdout=subprocess.PIPE,
+                              *args], env={**os.environ, **env, "SAFEHOLD_LEASE_TTL": "2"},
+                             stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while _stored_parts(client, s3_bucket) < 3 and first.poll() is None \
@@ -126,7 +128,7 @@ def test_a_killed_backup_resumes_from_the_stored_parts(tmp_path: Path, s3_server
 
     # Run 2, same backup id: completes, sending only what was not stored yet.
     proxy.clear()
-    done = run_json(*args, env=env)
+    done = run_json(*args, "--lock-wait", "1m", env=env)
     assert done["backup_id"] == backup_id
     pages = next(o for o in run_json("list", "-r", repo, env=env) if o["backup_id"] == backup_id)
     assert pages["type"] == "full"

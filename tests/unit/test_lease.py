@@ -289,3 +289,36 @@ def test_ttl_from_env(value: str, expected: float) -> None:
 def test_bad_ttls_are_refused_with_the_fix(value: str) -> None:
     with pytest.raises(ValueError, match=r"invalid SAFEHOLD_LEASE_TTL=.*seconds >= 1"):
         ttl_from_env({"SAFEHOLD_LEASE_TTL": value})
+
+
+class IgnoresConditions(LocalStorage):
+    """A server that accepts the conditions and writes regardless (as old S3 clones do)."""
+
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        self.put_bytes(key, data)
+        return self.get_versioned(key)[1]
+
+    def replace_if(self, key: str, data: bytes, expected: str) -> str:
+        return self.put_if_absent(key, data)
+
+
+class IgnoresIfMatch(LocalStorage):
+    """Honours create-if-absent but replaces whatever version is named."""
+
+    def replace_if(self, key: str, data: bytes, expected: str) -> str:
+        self.put_bytes(key, data)
+        return self.get_versioned(key)[1]
+
+
+@pytest.mark.parametrize(("backend", "ignored"), [
+    (IgnoresConditions, r"a create of an object that exists \(If-None-Match: \*\)"),
+    (IgnoresIfMatch, r"a replace of a version that is no longer current \(If-Match\)"),
+])
+def test_storage_that_ignores_conditions_is_refused(tmp_path: Path, backend: type[LocalStorage],
+                                                    ignored: str) -> None:
+    from safehold.storage.base import StorageError
+
+    storage = backend(tmp_path / "repo")
+    with pytest.raises(StorageError, match=f"accepted {ignored}: it ignores conditional"):
+        Lease(storage, "app", holder()).acquire()
+    assert [i.key for i in storage.list()] == []  # the probe object is gone, no lease taken

@@ -11,7 +11,7 @@ import click
 
 from safehold.api.errors import Aborted, DatabaseProblem, UsageError
 from safehold.api.manifest import BACKUP_TYPES, Manifest
-from safehold.cli import common, tables
+from safehold.cli import common, locking, tables
 from safehold.cli.config import resolve_repository
 from safehold.cli.errors import Exit
 from safehold.codecs.compression import parse_codec
@@ -95,6 +95,7 @@ def manifest_summary(m: Manifest) -> dict[str, object]:
     help="Id of the backup (e.g. 20261126T114217.123456Z; default: the start time). Running"
     " again with the same id after an interruption resumes it where the upload stopped.",
 )
+@locking.lock_wait_option
 @common.connection_options
 @common.key_file_option
 @common.output_option
@@ -111,11 +112,16 @@ def backup(
     no_encryption: bool,
     namespace: str | None,
     backup_id: str | None,
+    lock_wait: float,
     key_files: tuple[Path, ...],
     output: str,
     **conn: Any,
 ) -> None:
-    """Back up a database into a repository."""
+    """Back up a database into a repository.
+
+    Holds the target's lease while it runs: another backup, prune or key rotation of the same
+    target waits (--lock-wait) or fails with exit 11 naming this one.
+    """
     repo_cfg = resolve_repository(common.config(ctx), repo)
     codec = parse_codec(compression or repo_cfg.compression or "zstd")
     chunk_bytes = parse_size(chunk_size)  # every flag is checked before anything is created
@@ -133,7 +139,9 @@ def backup(
         namespace=namespace or None,
     )
     started = time.monotonic()
-    with common.progress(f"backup {options.target}", size) as hook:
+    with locking.target_lease(repository, options.target, "backup", lock_wait,
+                              backup_id=backup_id or None) as lease, \
+            common.progress(f"backup {options.target}", size) as hook:
         manifest = run_backup(
             engine,
             repository,
@@ -142,6 +150,7 @@ def backup(
             keks[1:],
             progress=hook,
             backup_id=backup_id or None,
+            lease=lease,
         )
     elapsed = time.monotonic() - started
     summary = {

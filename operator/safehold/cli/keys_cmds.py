@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from safehold.api.errors import UsageError
-from safehold.cli import common
+from safehold.cli import common, locking
 from safehold.codecs import crypto
 from safehold.pipeline.keys import backup_context, read_wrapped_key, write_wrapped_key
 from safehold.repository.trust import resign_policies
@@ -44,41 +44,47 @@ def generate(out: Path, output: str) -> None:
 @click.option("--new-key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               required=True, help="The key that becomes active (see `keys generate`).")
 @common.key_file_option
+@locking.lock_wait_option
 @common.output_option
 @click.pass_context
 def rotate(ctx: click.Context, repo: str, new_key_file: Path, key_files: tuple[Path, ...],
-           output: str) -> None:
+           lock_wait: float, output: str) -> None:
     """Make a new key active and re-wrap every backup's data key with it.
 
     Old keys come from --key-file / SAFEHOLD_KEY_FILE / SAFEHOLD_KEY / SAFEHOLD_PASSPHRASE.
     No data is re-encrypted; afterwards the old keys are retired and can be destroyed.
+    Holds every target's lease while it re-wraps (--lock-wait applies to each).
     """
     repository = common.open_repo(ctx, repo)  # rotating keys of nothing is a mistyped path
     new = crypto.load_key_file(new_key_file)
     old = common.keks_for(ctx, repository, repo, key_files)
-    config = repository.config()
     rewrapped = 0
-    retired: set[str] = set(config.retired_key_ids)
-    # Unwrap everything first: a missing old key must fail before anything changes.
-    pending = []
-    for target in repository.targets():
-        for manifest in repository.backups(target):
-            if manifest.encryption == "none":
-                continue
-            wrapped = read_wrapped_key(repository, target, manifest.backup_id)
-            if wrapped.key_id == new.key_id:
-                continue
-            data_key = crypto.unwrap_key([*old, new], wrapped,
-                                         backup_context(manifest.backup_id))
-            pending.append((target, manifest.backup_id, data_key, wrapped.key_id))
-    resign_policies(repository, old, new)  # checks every record before writing any
-    for target, backup_id, data_key, old_id in pending:
-        write_wrapped_key(repository, target, backup_id, new, data_key)
-        retired.add(old_id)
-        rewrapped += 1
-    retired.update(k.key_id for k in old if k.key_id != new.key_id)
-    retired.discard(new.key_id)
-    repository.update_config(active_key_id=new.key_id, retired_key_ids=tuple(sorted(retired)))
+    with locking.target_leases(repository, repository.targets(), "keys rotate",
+                               lock_wait) as leases:
+        config = repository.config()
+        retired: set[str] = set(config.retired_key_ids)
+        # Unwrap everything first: a missing old key must fail before anything changes.
+        pending = []
+        for target in repository.targets():
+            for manifest in repository.backups(target):
+                if manifest.encryption == "none":
+                    continue
+                wrapped = read_wrapped_key(repository, target, manifest.backup_id)
+                if wrapped.key_id == new.key_id:
+                    continue
+                data_key = crypto.unwrap_key([*old, new], wrapped,
+                                             backup_context(manifest.backup_id))
+                pending.append((target, manifest.backup_id, data_key, wrapped.key_id))
+        resign_policies(repository, old, new)  # checks every record before writing any
+        for target, backup_id, data_key, old_id in pending:
+            for lease in leases:
+                lease.check()
+            write_wrapped_key(repository, target, backup_id, new, data_key)
+            retired.add(old_id)
+            rewrapped += 1
+        retired.update(k.key_id for k in old if k.key_id != new.key_id)
+        retired.discard(new.key_id)
+        repository.update_config(active_key_id=new.key_id, retired_key_ids=tuple(sorted(retired)))
     data = {"active_key_id": new.key_id, "rewrapped": rewrapped, "retired": sorted(retired)}
     common.emit(output, data, lambda: click.echo(
         f"key {new.key_id} is now active; re-wrapped {rewrapped} backup key(s);"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,7 +12,7 @@ from pydantic import ValidationError
 from safehold.api.errors import UsageError
 from safehold.api.retention import RetentionPolicy
 from safehold.api.validation import describe_validation_error
-from safehold.cli import common
+from safehold.cli import common, locking
 from safehold.cli.backup_cmds import check
 from safehold.cli.errors import Exit
 from safehold.repository.retention import select
@@ -31,12 +32,18 @@ _FLAGS = {f: "--" + f.replace("_", "-") for f in
 @click.option("--keep-yearly", type=int, help="... of each of the last N years.")
 @click.option("--max-age", help="Keep everything newer than this (e.g. 30d, 12h, 2w).")
 @click.option("--dry-run", "-n", is_flag=True, help="Print what would be deleted and why.")
+@locking.lock_wait_option
 @common.output_option
 @click.pass_context
 def prune(ctx: click.Context, repo: str, target_name: str, keep_last: int | None,
           keep_daily: int | None, keep_weekly: int | None, keep_monthly: int | None,
-          keep_yearly: int | None, max_age: str | None, dry_run: bool, output: str) -> None:
+          keep_yearly: int | None, max_age: str | None, dry_run: bool, lock_wait: float,
+          output: str) -> None:
     """Delete backups no retention rule keeps, and leftovers of interrupted backups.
+
+    Holds the target's lease (not with --dry-run), so it never deletes the objects of a backup
+    that is still being written; another writer of the target makes it wait (--lock-wait) or
+    fail with exit 11.
 
     Incomplete backups (no manifest) are deleted; abandoned temporary uploads are removed once
     they are older than an hour (younger ones may still be resumed). A damaged manifest is
@@ -52,16 +59,23 @@ def prune(ctx: click.Context, repo: str, target_name: str, keep_last: int | None
                          hint="e.g. --keep-last 7 --keep-daily 14 --max-age 30d") from None
     # An unknown target is not an error here: its abandoned uploads are still cleaned up.
     repository = common.open_repo(ctx, repo, allow_empty=not dry_run)
-    backups, damaged = repository.scan(target_name)
-    decisions = select(backups, policy, datetime.now(UTC))
-    _, incomplete = repository.backup_ids(target_name)
-    freed = 0
-    temp_removed = 0
-    deleted: list[str] = []
-    if not dry_run:
+    # Nothing stored for the target (a typo?): no lease, which would leave a lease record behind.
+    writes = not dry_run and any(repository.backup_ids(target_name))
+    with (locking.target_lease(repository, target_name, "prune", lock_wait) if writes else
+          nullcontext()) as lease:
+        backups, damaged = repository.scan(target_name)
+        decisions = select(backups, policy, datetime.now(UTC))
+        _, incomplete = repository.backup_ids(target_name)
+        freed = 0
+        temp_removed = 0
+        deleted: list[str] = []
         for backup_id in [d.backup_id for d in decisions if not d.keep] + incomplete:
+            if lease is None:
+                break  # a dry run (or nothing stored)
+            lease.check()  # a lost lease stops the deletions
             freed += repository.delete_backup(target_name, backup_id)
             deleted.append(backup_id)
+    if not dry_run:
         # Leftovers of writers killed mid-object (temp files, multipart uploads): an hour is
         # far longer than a live writer goes without progress, and younger ones may resume.
         temp_removed = repository.storage.cleanup_incomplete(older_than=TEMP_GRACE)

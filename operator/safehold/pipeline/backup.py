@@ -27,6 +27,7 @@ from safehold.pipeline.keys import (
 from safehold.pipeline.objects import ObjectReader, ObjectWriter, ProgressHook
 from safehold.pipeline.stream import DEFAULT_CHUNK_SIZE
 from safehold.repository import layout
+from safehold.repository.lease import Lease
 from safehold.repository.repo import Repository, RepositoryError
 from safehold.repository.trust import establish
 from safehold.storage.base import NoSpaceError
@@ -97,16 +98,32 @@ def check_resumable(repo: Repository, target: str, backup_id: str) -> None:
         )
 
 
+def guarded(progress: ProgressHook | None, lease: Lease | None) -> ProgressHook | None:
+    """The progress hook, also stopping the stream (LeaseLost) as soon as the lease is lost."""
+    if lease is None:
+        return progress
+
+    def hook(n: int) -> None:
+        if progress is not None:
+            progress(n)
+        lease.check()
+
+    return hook
+
+
 def run_backup(engine: Engine, repo: Repository, options: BackupOptions,
                kek: crypto.Kek | None, keks: Sequence[crypto.Kek] = (), *,
-               progress: ProgressHook | None = None, backup_id: str | None = None) -> Manifest:
+               progress: ProgressHook | None = None, backup_id: str | None = None,
+               lease: Lease | None = None) -> Manifest:
     """Take one backup; returns its manifest once it is durable in the repository.
 
     ``kek`` encrypts the backup unless ``options.no_encryption``; the target's recorded policy
     (repository/trust.py) decides whether that is allowed, and a new target without a key and
     without ``no_encryption`` is refused. ``backup_id`` names the backup instead of the start
     time; running again with the same id after an interruption resumes it (same data key,
-    uploads continue from stored parts).
+    uploads continue from stored parts). ``lease`` is the target's lease, held by the caller
+    (safehold.repository.lease): losing it stops the backup, at the latest right before the
+    manifest would be written.
     """
     target = layout.check_target_name(options.target)
     codec = options.codec or parse_codec("zstd")
@@ -134,6 +151,8 @@ def run_backup(engine: Engine, repo: Repository, options: BackupOptions,
         data_key = resumed_data_key(repo, target, backup_id, [kek, *keks])
         if data_key is None:
             data_key = os.urandom(crypto.KEY_SIZE)
+            if lease is not None:
+                lease.check()
             write_wrapped_key(repo, target, backup_id, kek, data_key)
         else:
             log.info("resuming backup %s of %s with its data key", backup_id, target)
@@ -141,7 +160,7 @@ def run_backup(engine: Engine, repo: Repository, options: BackupOptions,
                           workers=options.workers)
     writer = ObjectWriter(repo, target, backup_id, codec, data_key,
                           chunk_size=options.chunk_size, workers=options.workers)
-    writer.on_bytes = progress
+    writer.on_bytes = guarded(progress, lease)
     outcome = engine.backup(BackupRequest(type=backup_type, chain=chain, include=options.include),
                             writer, reader)
     parent = None if not chain else (chain[0] if backup_type == "differential" else chain[-1])
@@ -170,6 +189,8 @@ def run_backup(engine: Engine, repo: Repository, options: BackupOptions,
     if data_key is not None:
         manifest = manifest.model_copy(
             update={"mac": crypto.manifest_mac(data_key, manifest.signing_bytes())})
+    if lease is not None:
+        lease.confirm()  # still ours, renewed for a full TTL: no one can break it meanwhile
     repo.write_manifest(manifest)
     log.info("backup %s of %s complete: %d objects, %d bytes raw, %d stored",
              backup_id, target, len(manifest.objects), manifest.raw_bytes, manifest.stored_bytes)

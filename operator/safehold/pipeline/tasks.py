@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +45,14 @@ from safehold.pipeline.backup import BackupOptions, run_backup
 from safehold.pipeline.keys import DataKeys, backup_context, read_wrapped_key, write_wrapped_key
 from safehold.pipeline.restore import run_restore, verify_backup
 from safehold.repository import layout
+from safehold.repository.lease import (
+    DEFAULT_TTL,
+    Holder,
+    Lease,
+    hold,
+    ttl_from_env,
+    wait_from_env,
+)
 from safehold.repository.repo import Repository
 from safehold.repository.trust import resign_policies
 from safehold.storage.base import open_storage
@@ -200,6 +208,23 @@ def _throughput(raw: int, seconds: float) -> float:
     return round(raw / max(seconds, 1e-6), 1)
 
 
+# A retried Job may find its killed predecessor's lease: waiting twice the default TTL lets that
+# lease expire instead of failing the retry (SAFEHOLD_LOCK_WAIT overrides).
+JOB_LOCK_WAIT = 2 * DEFAULT_TTL
+
+
+def _lease(repo: Repository, target: str, operation: str, backup_id: str | None = None
+           ) -> AbstractContextManager[Lease]:
+    """Hold ``target``'s lease, as the CLI's writers do (safehold.repository.lease)."""
+    try:
+        wait, ttl = wait_from_env(JOB_LOCK_WAIT), ttl_from_env()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    holder = Holder.current(operation, backup_id=backup_id,
+                            command=f"safehold run-task {operation}")
+    return hold(repo.storage, target, holder, wait=wait, ttl=ttl)
+
+
 def _backup(task: BackupTask, stages: Stages, env: Mapping[str, str]) -> TaskResult:
     with stages("open"):
         repo = open_repository(task.repository)
@@ -218,9 +243,9 @@ def _backup(task: BackupTask, stages: Stages, env: Mapping[str, str]) -> TaskRes
                                 chunk_size=task.chunk_size, include=task.include or None,
                                 no_encryption=task.encryption.mode == "none",
                                 namespace=task.namespace)
-        with stages("backup"):
+        with stages("backup"), _lease(repo, task.target, "backup", task.backup_id) as lease:
             manifest = run_backup(engine, repo, options, keks[0] if keks else None, keks[1:],
-                                  backup_id=task.backup_id)
+                                  backup_id=task.backup_id, lease=lease)
     facts = stages.facts()
     facts["started_at"] = manifest.started_at
     facts["finished_at"] = manifest.finished_at
@@ -317,13 +342,16 @@ def _delete(task: DeleteTask, stages: Stages, env: Mapping[str, str]) -> TaskRes
         present = set(complete) | set(incomplete)
         freed = 0
         deleted, gone = [], []
-        # newest first: a crash midway never leaves a backup whose parent is already gone
-        for backup_id in sorted(doomed, reverse=True):
-            if backup_id not in present:
-                gone.append(backup_id)
-                continue
-            freed += repo.delete_backup(task.target, backup_id)
-            deleted.append(backup_id)
+        with _lease(repo, task.target, "delete") if doomed & present else nullcontext() as lease:
+            # newest first: a crash midway never leaves a backup whose parent is already gone
+            for backup_id in sorted(doomed, reverse=True):
+                if backup_id not in present:
+                    gone.append(backup_id)
+                    continue
+                if lease is not None:
+                    lease.check()
+                freed += repo.delete_backup(task.target, backup_id)
+                deleted.append(backup_id)
     notes = [f"{b} was already gone" for b in sorted(gone)]
     return TaskResult(kind="delete", phase="Completed", **stages.facts(), target=task.target,
                       deleted=deleted, freed_bytes=freed, notes=notes)
@@ -351,10 +379,14 @@ def _rewrap(task: RewrapTask, stages: Stages, env: Mapping[str, str]) -> TaskRes
                     continue
                 data_key = crypto.unwrap_key(keks, wrapped, backup_context(manifest.backup_id))
                 pending.append((target, manifest.backup_id, data_key, wrapped.key_id))
-        resign_policies(repo, keks[1:], new)  # checks every record before writing any
-        for target, backup_id, data_key, old_id in pending:
-            write_wrapped_key(repo, target, backup_id, new, data_key)
-            retired.add(old_id)
+        with ExitStack() as held:  # every target's lease, in name order, as `keys rotate`
+            leases = [held.enter_context(_lease(repo, t, "rewrap")) for t in repo.targets()]
+            resign_policies(repo, keks[1:], new)  # checks every record before writing any
+            for target, backup_id, data_key, old_id in pending:
+                for lease in leases:
+                    lease.check()
+                write_wrapped_key(repo, target, backup_id, new, data_key)
+                retired.add(old_id)
         retired.update(k.key_id for k in keks[1:])
         retired.discard(new.key_id)
         repo.update_config(active_key_id=new.key_id, retired_key_ids=tuple(sorted(retired)))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import socket
 import sys
@@ -150,6 +151,76 @@ def _when(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+_PROBED: set[str] = set()  # repository URLs whose conditional writes were seen to work
+_PROBED_LOCK = threading.Lock()
+
+
+def check_conditional_writes(storage: Storage, target: str) -> None:
+    """Refuse storage that ignores write conditions (once per repository URL and process).
+
+    A server that predates conditional writes may accept ``If-None-Match``/``If-Match`` and
+    write regardless; then two writers could both "take" a lease. This writes a probe object
+    beside the lease, checks that a second create and a replace of a stale version are both
+    refused, and deletes it. (Atomicity under concurrency cannot be probed this way: the
+    contract tests race real writers for that.)
+    """
+    with _PROBED_LOCK:
+        if storage.url in _PROBED:
+            return
+    probe = f"{layout.check_target_name(target)}/lease-probe-{secrets.token_hex(8)}.json"
+    ignored = None
+    try:
+        version = storage.put_if_absent(probe, b"probe 1 " + secrets.token_bytes(16))
+        try:
+            storage.put_if_absent(probe, b"probe 2 " + secrets.token_bytes(16))
+            ignored = "a create of an object that exists (If-None-Match: *)"
+        except ConditionFailed:
+            pass
+        if ignored is None:
+            storage.replace_if(probe, b"probe 3 " + secrets.token_bytes(16), version)
+            try:  # the version replaced just now is stale
+                storage.replace_if(probe, b"probe 4 " + secrets.token_bytes(16), version)
+                ignored = "a replace of a version that is no longer current (If-Match)"
+            except ConditionFailed:
+                pass
+    finally:
+        storage.delete(probe)
+    if ignored:
+        raise StorageError(
+            f"the storage of {storage.url} accepted {ignored}: it ignores conditional writes,"
+            " so Safehold cannot keep two writers of a target apart; use a server that"
+            " supports them (AWS S3, GCS, Azure Blob, or an S3-compatible server with"
+            " conditional PutObject; see docs/storage.md)")
+    with _PROBED_LOCK:
+        _PROBED.add(storage.url)
+
+
+_WAIT = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h)?")
+_SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600}
+WAIT_ENV = "SAFEHOLD_LOCK_WAIT"
+
+
+def parse_wait(text: str) -> float:
+    """Seconds from ``90``, ``30s``, ``10m`` or ``1h``; ValueError naming the forms."""
+    match = _WAIT.fullmatch(str(text).strip().lower())
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration: use seconds (90), or a number with s, m"
+                         " or h (30s, 10m, 1h)")
+    number, unit = match.groups()
+    return float(number) * _SECONDS[unit]
+
+
+def wait_from_env(default: float, environ: Mapping[str, str] | None = None) -> float:
+    """``SAFEHOLD_LOCK_WAIT`` (as :func:`parse_wait` reads it), else ``default``."""
+    value = (os.environ if environ is None else environ).get(WAIT_ENV, "").strip()
+    if not value:
+        return default
+    try:
+        return parse_wait(value)
+    except ValueError as exc:
+        raise ValueError(f"invalid {WAIT_ENV}: {exc}") from None
+
+
 def ttl_from_env(environ: Mapping[str, str] | None = None) -> float:
     """The lease TTL: ``SAFEHOLD_LEASE_TTL`` seconds, else the default (60)."""
     value = (os.environ if environ is None else environ).get(TTL_ENV, "").strip()
@@ -192,6 +263,7 @@ class Lease:
     def acquire(self, wait: float = 0.0) -> None:
         """Take the lease, waiting up to ``wait`` seconds for its holder to release it or for
         it to expire; raise LeaseHeld naming the holder when that does not happen in time."""
+        check_conditional_writes(self.storage, self.target)
         deadline = self.clock.monotonic() + max(wait, 0.0)
         announced = False
         while True:
