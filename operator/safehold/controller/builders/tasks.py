@@ -46,7 +46,8 @@ def check_job(target: BackupTarget, job_name: str, settings: Settings) -> dict[s
         name=job_name, namespace=target.metadata.namespace or "", purpose="check",
         owner=owner(target), task_json=task_to_json(task), wiring=w_db + w_repo,
         overrides=target.spec.runner, deadline_seconds=settings.check_deadline_seconds,
-        retries=0, labels={naming.TARGET: target.metadata.name[:63]},
+        retries=0, labels={naming.TARGET: target.metadata.name[:63],
+                           naming.GENERATION: str(target.metadata.generation or 0)},
     ), settings)
 
 
