@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.infra.fixtures_storage",
     "tests.infra.fixtures_kube",
     "tests.infra.fixtures_tls",
+    "tests.infra.fixtures_cluster",
 ]

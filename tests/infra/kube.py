@@ -103,7 +103,7 @@ def _write(directory: Path, stem: str, cert: x509.Certificate, key: _PrivateKey)
 class PKI:
     """A throwaway CA, the apiserver's serving cert, an admin client cert, a SA key pair."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, extra_ips: tuple[str, ...] = ()) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         now = dt.datetime.now(dt.UTC)
         self._validity = (now - dt.timedelta(hours=1), now + dt.timedelta(days=7))
@@ -141,6 +141,7 @@ class PKI:
         sans: list[x509.GeneralName] = [
             x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
             x509.IPAddress(ipaddress.ip_address(SERVICE_IP)),
+            *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips),
             *(x509.DNSName(d) for d in dns),
         ]
         self.serving = self._leaf(
@@ -211,10 +212,15 @@ class ControlPlane:
         *,
         controller_manager: bool = True,
         timeout: float = 120.0,
+        node_ip: str | None = None,
     ) -> None:
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="safehold-kube-"))
         self.controller_manager = controller_manager
+        # With a node (tests/infra/node.py: inside the test network namespace) the apiserver
+        # listens on every address there and advertises the node's IP, so Pods reach it through
+        # the `kubernetes` Service; without one it stays on 127.0.0.1.
+        self.node_ip = node_ip
         self.timeout = timeout
         self.kubeconfig = self.workdir / "kubeconfig"
         self.server = ""
@@ -235,7 +241,7 @@ class ControlPlane:
         if missing:
             raise ServerError("missing: " + "; ".join(missing))
         try:
-            self._pki = PKI(self.workdir / "pki")
+            self._pki = PKI(self.workdir / "pki", (self.node_ip,) if self.node_ip else ())
             self._start_etcd()
             self._start_apiserver()
             self._write_kubeconfig()
@@ -339,8 +345,8 @@ class ControlPlane:
         argv = [
             str(kube_binary("kube-apiserver")),
             f"--etcd-servers={self.etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={'0.0.0.0' if self.node_ip else '127.0.0.1'}",
+            f"--advertise-address={self.node_ip or '127.0.0.1'}",
             f"--secure-port={port}",
             f"--cert-dir={self.workdir / 'apiserver-certs'}",
             f"--tls-cert-file={pki.serving.cert}",
@@ -351,10 +357,14 @@ class ControlPlane:
             f"--service-account-signing-key-file={pki.sa_key}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--authorization-mode=RBAC",
-            # no kubelet/Endpoints for the apiserver itself: don't reconcile the kubernetes Service
-            "--endpoint-reconciler-type=none",
             "--profiling=false",
         ]
+        if self.node_ip:
+            # `kubectl logs/exec` reach the kubelet by the node's IP (there is no DNS for it)
+            argv.append("--kubelet-preferred-address-types=InternalIP")
+        else:
+            # nothing can reach 127.0.0.1 from a Pod: don't reconcile the kubernetes Service
+            argv.append("--endpoint-reconciler-type=none")
         if not self.controller_manager:
             # without the serviceaccount controller no namespace gets a `default` ServiceAccount,
             # and this plugin would then reject every Pod

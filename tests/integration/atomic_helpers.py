@@ -73,7 +73,10 @@ def cli_env(base: dict[str, str], repo: Repo, fault: str, tmp_path: Path) -> dic
     env = dict(base)
     if repo.s3 is not None:
         env.update(repo.s3.env())
-    if fault != "forge":
+    if fault == "forge":
+        env["SAFEHOLD_NO_ENCRYPTION"] = "1"
+    else:
+        env.pop("SAFEHOLD_NO_ENCRYPTION", None)
         key = tmp_path / "kek"
         if not key.exists():
             run("keys", "generate", "--out", str(key), env=env)
@@ -83,7 +86,8 @@ def cli_env(base: dict[str, str], repo: Repo, fault: str, tmp_path: Path) -> dic
 
 def backup(target_url: str, repo: Repo, env: dict[str, str], fault: str) -> dict[str, Any]:
     """A full backup in small chunks; its manifest (as JSON)."""
-    codec = ["--compression", "none"] if fault == "forge" else []
+    # forge: an unencrypted backup (by explicit choice) whose object is then forged
+    codec = ["--compression", "none", "--no-encryption"] if fault == "forge" else []
     out = run_json("backup", "-t", target_url, "-r", repo.url, "--chunk-size", CHUNK, *codec,
                    env=env)
     key = f"{out['target']}/{out['backup_id']}/manifest.json"

@@ -25,7 +25,8 @@ from tests.integration.cli_helpers import dump, make_db, run, run_json
 def env(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "safehold.yaml").write_text("{}\n")
     return {"SAFEHOLD_CONFIG": str(tmp_path / "safehold.yaml"), "SAFEHOLD_KEY_FILE": "",
-            "SAFEHOLD_KEY": "", "SAFEHOLD_PASSPHRASE": ""}
+            "SAFEHOLD_KEY": "", "SAFEHOLD_PASSPHRASE": "",
+            "SAFEHOLD_NO_ENCRYPTION": "1"}  # tests that encrypt pass a key and clear this
 
 
 @pytest.fixture
@@ -38,7 +39,8 @@ def backup(tmp: Path, repo: str, env: dict[str, str], name: str = "app", rows: i
     db = tmp / f"{name}.db"
     if not db.exists():
         make_db(db, rows=rows)
-    backup_id: str = run_json("backup", "-t", f"sqlite://{db}", "-r", repo, *extra,
+    plain = [] if "--key-file" in extra else ["--no-encryption"]  # unencrypted by choice
+    backup_id: str = run_json("backup", "-t", f"sqlite://{db}", "-r", repo, *plain, *extra,
                               env=env)["backup_id"]
     return backup_id
 
@@ -120,6 +122,7 @@ def test_a_damaged_manifest_is_reported_while_the_healthy_backups_are_served(
 def test_a_damaged_key_record_names_its_file(tmp_path: Path, repo: str,
                                              env: dict[str, str]) -> None:
     key = tmp_path / "k"
+    env = {**env, "SAFEHOLD_NO_ENCRYPTION": ""}
     run("keys", "generate", "--out", str(key), env=env)
     backup_id = backup(tmp_path, repo, env, "app", 100, "--key-file", str(key))
     (backup_dir(tmp_path, backup_id) / "keys.json").write_text("")
@@ -195,6 +198,16 @@ def test_include_that_names_nothing_is_an_error(tmp_path: Path, repo: str,
                      "--include", value, "--yes", env=env, ok=False)
         assert result.exit_code == Exit.USAGE and "names no table" in result.output
         assert not (tmp_path / "x.db").exists()
+
+
+def test_an_unknown_table_is_a_usage_error_that_leaves_nothing_behind(
+        tmp_path: Path, repo: str, env: dict[str, str]) -> None:
+    backup(tmp_path, repo, env)
+    out = tmp_path / "new.db"
+    result = run("restore", "-r", repo, "-b", "latest", "-t", f"sqlite://{out}",
+                 "--include", "t1,nope", env=env, ok=False)
+    assert result.exit_code == Exit.USAGE and "no table 'nope'" in result.output
+    assert "t0, t1, t2" in result.output and not out.exists()
 
 
 def test_one_target_in_the_repository_implies_from(tmp_path: Path, repo: str,
@@ -287,3 +300,26 @@ def test_prune_reports_what_it_deleted_freed_and_the_grace_period(
     assert data["temporary_upload_grace_seconds"] == 3600
     text = run("prune", "-r", repo, "-t", "app", "--keep-last", "1", env=env).output
     assert "older than 60 min" in text and "deleted 0 backup(s), freed 0 B" in text
+
+
+def test_a_resumed_backup_holds_no_temporary_file(tmp_path: Path, repo: str,
+                                                  env: dict[str, str]) -> None:
+    """kill -9 mid-object leaves a temp file; the resumed backup replaces and removes it."""
+    import sqlite3
+
+    from tests.integration.cli_helpers import kill_cli_when
+
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE big (id INTEGER PRIMARY KEY, data BLOB)")
+        conn.executemany("INSERT INTO big (data) VALUES (?)",
+                         ((os.urandom(4000),) for _ in range(5000)))  # ~20 MB
+    backup_id = "20261202T120000.000000Z"
+    data = tmp_path / "repo" / "app" / backup_id / "data"
+    args = ["backup", "-t", f"sqlite://{db}", "-r", repo, "-c", "gzip:9", "--chunk-size",
+            "1MiB", "--backup-id", backup_id]
+    kill_cli_when(args, env, lambda: any(data.glob(".tmp-*")), timeout=60)
+    assert list(data.glob(".tmp-*")), "the killed backup left its temp file"
+    run(*args, env=env)
+    assert [p.name for p in (tmp_path / "repo" / "app" / backup_id).rglob(".tmp-*")] == []
+    assert run_json("verify", "-r", repo, env=env)["ok"] is True

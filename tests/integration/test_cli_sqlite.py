@@ -312,7 +312,8 @@ def test_interactive_restore_walks_through_backup_tables_and_confirmation(
     declined = run("restore", "-i", "-r", repo, "-t", f"sqlite://{out}", "--from", "app",
                    env=env, input="2\nt0\nn\n", ok=False)
     assert declined.exit_code == Exit.ABORTED
-    assert first in declined.output and "does not list its tables" in declined.output
+    assert first in declined.output and "Tables:" in declined.output
+    assert "  t0 " in declined.output and "pages" not in declined.output
     with sqlite3.connect(out) as conn:
         assert conn.execute("SELECT count(*) FROM t0").fetchone()[0] == 1
     run("restore", "-i", "-r", repo, "-t", f"sqlite://{out}", "--from", "app", env=env,

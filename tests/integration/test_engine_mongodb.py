@@ -146,7 +146,7 @@ def test_replace_and_conflict_fail_on_an_existing_database(
 
     result = run("restore", "-r", repo, "--from", "app", "-b", "latest", "-t", target,
                  "--include", "a,nope", "--yes", env=env, ok=False)
-    assert result.exit_code == Exit.DATABASE and "no collection 'nope'" in result.output
+    assert result.exit_code == Exit.USAGE and "no collection 'nope'" in result.output
 
 
 def test_check_and_selective_backup(mongo_server: Any, mongo_db: Any, tmp_path: Path,

@@ -23,6 +23,7 @@ from tests.integration.atomic_helpers import (
     largest,
     restore_fails,
 )
+from tests.integration.cli_helpers import run
 
 fault = atomic_helpers.fault  # fixtures
 repo = atomic_helpers.repo
@@ -62,7 +63,8 @@ def database(pg18: Postgres) -> Iterator[str]:
 def env(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "safehold.yaml").write_text("{}\n")
     return {"SAFEHOLD_CONFIG": str(tmp_path / "safehold.yaml"), "SAFEHOLD_KEY_FILE": "",
-            "SAFEHOLD_KEY": "", "SAFEHOLD_PASSPHRASE": "", "PGPASSWORD": "",
+            "SAFEHOLD_KEY": "", "SAFEHOLD_PASSPHRASE": "",
+            "SAFEHOLD_NO_ENCRYPTION": "1", "PGPASSWORD": "",
             "SAFEHOLD_PASSWORD": PASSWORD}
 
 
@@ -117,3 +119,86 @@ def test_a_failing_stream_changes_nothing(pg18: Postgres, database: str, repo: R
     restore_fails(url, repo, env, fault, include)
     assert snapshot(pg, db) == before
     assert pg.psql("SELECT count(*) FROM pg_database WHERE datname LIKE '%safehold%'") == "0"
+
+
+HOSTILE_SETTINGS = {
+    # A value chosen by the database's owner: with commas it used to be pasted as SQL.
+    "application_name": "x', y; CREATE ROLE evil SUPERUSER; --",
+    "search_path": ['odd"schema', "$$dollar$$", "semi;colon", "comma,inside", "public"],
+    "safehold.note": "it's a $$value$$; with, commas",
+}
+
+
+def test_hostile_database_settings_survive_a_restore_as_values(
+        pg18: Postgres, database: str, env: dict[str, str], tmp_path: Path) -> None:
+    pg, db = pg18, database
+    pg.psql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)", db=db)
+    conn = pg_data.connect(pg, db)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        from psycopg2 import sql
+
+        for name, value in HOSTILE_SETTINGS.items():
+            values = value if isinstance(value, list) else [value]
+            cur.execute(sql.SQL("ALTER DATABASE {} SET {} = {}").format(
+                sql.Identifier(db), sql.Identifier(*name.split(".")),
+                sql.SQL(", ").join(map(sql.Literal, values))))
+    conn.close()
+    stored = pg.psql("SELECT array_to_string(setconfig, E'\\n') FROM pg_db_role_setting s JOIN"
+                     f" pg_database d ON d.oid = s.setdatabase WHERE d.datname = '{db}'")
+    url = f"postgresql://postgres@{pg.host}:{pg.port}/{db}"
+    repo_url = (tmp_path / "repo").as_uri()
+    run("backup", "-t", url, "-r", repo_url, env=env)
+    run("restore", "-t", url, "-r", repo_url, "-b", "latest", "--yes", env=env)
+    assert pg.psql("SELECT count(*) FROM pg_roles WHERE rolname = 'evil'") == "0"
+    after = pg.psql("SELECT array_to_string(setconfig, E'\\n') FROM pg_db_role_setting s JOIN"
+                    f" pg_database d ON d.oid = s.setdatabase WHERE d.datname = '{db}'")
+    assert after == stored
+    conn = pg_data.connect(pg, db)
+    with conn.cursor() as cur:
+        cur.execute("SHOW application_name")
+        assert cur.fetchone()[0] == HOSTILE_SETTINGS["application_name"]
+        cur.execute("SELECT current_setting('safehold.note')")
+        assert cur.fetchone()[0] == HOSTILE_SETTINGS["safehold.note"]
+    conn.close()
+
+
+def test_a_standalone_sequence_keeps_or_gets_its_value(pg18: Postgres, database: str,
+                                                       env: dict[str, str],
+                                                       tmp_path: Path) -> None:
+    """A table whose DEFAULT nextval() uses a sequence it does not own: restored into a
+    database without the sequence, the sequence gets the backup's value; into one that has
+    it, its value is kept (setval cannot be rolled back, so an existing one is never set)."""
+    pg, db = pg18, database
+    pg.psql("CREATE SEQUENCE ticket_seq; CREATE TABLE big (id bigint PRIMARY KEY DEFAULT"
+            " nextval('ticket_seq'), v text); INSERT INTO big (v) SELECT 'v' || i FROM"
+            " generate_series(1, 50) i", db=db)
+    url = f"postgresql://postgres@{pg.host}:{pg.port}"
+    repo_url = (tmp_path / "repo").as_uri()
+    run("backup", "-t", f"{url}/{db}", "-r", repo_url, env=env)
+    fresh = f"{db}_fresh"
+    try:
+        run("restore", "-t", f"{url}/{fresh}", "-r", repo_url, "-b", "latest", "--from", db,
+            "--include", "big", env=env)
+        assert pg.psql("SELECT last_value FROM ticket_seq", db=fresh) == "50"
+        pg.psql("INSERT INTO big (v) VALUES ('next')", db=fresh)  # no collision
+        pg.psql("SELECT nextval('ticket_seq') FROM generate_series(1, 10)", db=db)
+        run("restore", "-t", f"{url}/{db}", "-r", repo_url, "-b", "latest", "--include",
+            "big", "--conflict", "replace", env=env)
+        assert pg.psql("SELECT last_value FROM ticket_seq", db=db) == "60"
+        assert pg.psql("SELECT count(*) FROM big", db=db) == "50"
+    finally:
+        pg.psql(f'DROP DATABASE IF EXISTS "{fresh}" WITH (FORCE)')
+
+
+def test_a_failed_selective_restore_leaves_no_database_it_created(
+        pg18: Postgres, database: str, env: dict[str, str], tmp_path: Path) -> None:
+    pg, db = pg18, database
+    pg.psql(SCHEMA.format(db=db), db=db)
+    url = f"postgresql://postgres@{pg.host}:{pg.port}"
+    repo = Repo((tmp_path / "repo").as_uri(), local=tmp_path / "repo")
+    manifest = backup(f"{url}/{db}", repo, env, "flip")
+    damage(repo, manifest, largest(manifest, lambda n: n.startswith("data/")), "flip")
+    fresh = f"{db}_fresh"
+    restore_fails(f"{url}/{fresh}", repo, env, "flip", ["big"], "--from", db)
+    assert pg.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{fresh}'") == "0"

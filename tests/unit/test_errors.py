@@ -160,3 +160,21 @@ def test_validation_errors_in_words_naming_flags() -> None:
         RetentionPolicy()
     text = describe_validation_error(empty.value, flags)
     assert "--keep-daily" in text and "keep_daily" not in text
+
+
+def test_include_names_are_checked_against_the_backups_tables() -> None:
+    from datetime import UTC, datetime
+
+    from safehold.api.manifest import Manifest, ObjectRecord
+    from safehold.cli.tables import check_include
+
+    toc = ObjectRecord(name="toc.json", raw_size=1, stored_size=1, sha256="0", chunks=1,
+                       meta={"kind": "toc", "tables": ["customers", "orders"]})
+    now = datetime.now(UTC)
+    m = Manifest(backup_id="20261202T000000.000000Z", target="shop", engine="mysql",
+                 type="full", chain_id="x", started_at=now, finished_at=now,
+                 compression="zstd:3", chunk_size=1 << 20, objects=(toc,))
+    assert check_include(m, ["orders"]) == ["orders"]
+    with pytest.raises(UsageError, match=r"no table 'order' \(did you mean 'orders'\?\);"
+                                         r" it holds: customers, orders"):
+        check_include(m, ["order"])

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from safehold.api.errors import UsageError
 from safehold.api.manifest import BackupType, Manifest, ObjectRecord
 from safehold.engines.base import (
     BackupRequest,
@@ -644,10 +645,11 @@ def test_selective_restore_names_unknown_tables_and_views(
         tmp_path: Path, library: tuple[Path, MemoryRepo, list[Manifest]]) -> None:
     _, repo, chain = library
     target = tmp_path / "app.db"
-    with pytest.raises(DatabaseMissing,
+    with pytest.raises(UsageError,
                        match=r"no table 'nope'; its tables are: audit, authors, books, tags$"):
         restore(target, repo, chain, include=["books", "nope"])
-    with pytest.raises(DatabaseMissing, match="'author_books' is a view, not a table"):
+    with pytest.raises(UsageError, match="'author_books' is a view, not a table"):
         restore(target, repo, chain, include=["author_books"])
+    assert not target.exists()  # a failed selective restore leaves no empty file behind
     assert rows(target, "SELECT name FROM sqlite_master") == []
     assert leftovers(tmp_path) == []

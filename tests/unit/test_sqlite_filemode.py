@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from safehold.engines.base import DatabaseMissing, RestoreRequest
+from safehold.api.errors import UsageError
+from safehold.engines.base import RestoreRequest
 from safehold.engines.sqlite import SQLiteEngine
 from safehold.engines.sqlite import engine as sqlite_engine
 from tests.unit.test_sqlite_engine import (
@@ -127,13 +128,13 @@ def test_selective_restore_creates_with_and_narrows_to_the_source_mode(
 def test_a_failed_selective_restore_removes_its_file_and_keeps_the_old_mode(tmp_path: Path) -> None:
     _, repo, chain = backed_up(tmp_path, 0o600)
     target = tmp_path / "new.db"
-    with pytest.raises(DatabaseMissing, match="nope"):
+    with pytest.raises(UsageError, match="nope"):
         restore(target, repo, chain, include=["audit", "nope"], conflict="fail")
     assert not target.exists()
     existing = tmp_path / "existing.db"
     make_items_db(existing, rows=10)
     existing.chmod(0o644)
-    with pytest.raises(DatabaseMissing, match="nope"):
+    with pytest.raises(UsageError, match="nope"):
         restore(existing, repo, chain, include=["nope"])
     assert mode(existing) == 0o644  # nothing restored, nothing changed
     assert leftovers(tmp_path) == []

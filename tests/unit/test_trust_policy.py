@@ -205,3 +205,34 @@ def test_format_1_evidence_is_any_encrypted_manifest_even_without_key_records(
                            json.dumps(forged).encode())
     with pytest.raises(RepositoryTampered, match="has encrypted backups"):
         DataKeys(repo, []).for_backup(repo.resolve("orders", "latest"))
+
+
+def test_writers_creating_a_repository_at_once_agree_on_its_id(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = (tmp_path / "repo").as_uri()
+    with ThreadPoolExecutor(8) as pool:
+        ids = set(pool.map(lambda _: Repository(open_storage(url)).ensure_repo_id(), range(16)))
+    assert len(ids) == 1 and Repository(open_storage(url)).config().repo_id in ids
+
+
+def test_two_first_backups_at_once_one_record_wins_and_the_other_obeys_it(
+        repo: Repository, kek: crypto.Kek, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loser read "no record" just before the winner created one (no lease between them)."""
+    from safehold.repository import trust
+    from safehold.repository.policy import TargetPolicy, create_policy
+
+    winner = TargetPolicy(target="orders", repo_id=repo.ensure_repo_id(), encryption="none")
+    real, calls = trust.read_policy, []
+
+    def stale_once(r: Repository, t: str) -> TargetPolicy | None:
+        calls.append(t)
+        return None if len(calls) == 1 else real(r, t)
+
+    monkeypatch.setattr(trust, "read_policy", stale_once)
+    assert create_policy(repo, winner)
+    with pytest.raises(PolicyConflict, match="created unencrypted"):
+        trust.establish(repo, "orders", None, kek, no_encryption=False)
+    policy = read_policy(repo, "orders")
+    assert policy is not None and policy.encryption == "none"  # not overwritten
+    assert len(calls) == 2  # it did lose the race, and read the winner's record

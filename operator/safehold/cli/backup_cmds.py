@@ -118,7 +118,9 @@ def backup(
     """Back up a database into a repository."""
     repo_cfg = resolve_repository(common.config(ctx), repo)
     codec = parse_codec(compression or repo_cfg.compression or "zstd")
+    chunk_bytes = parse_size(chunk_size)  # every flag is checked before anything is created
     target_name, engine = common.open_target(ctx, target, **conn)
+    size = engine.estimate_size()  # a missing or unreachable database fails before the repository
     repository = common.open_repo(ctx, repo, create=True)
     no_encryption = no_encryption or repo_cfg.encryption == "none"
     keks = common.keks_for(ctx, repository, repo, key_files, create_kdf=True)
@@ -126,12 +128,12 @@ def backup(
         target=name or target_name,
         type=backup_type,  # type: ignore[arg-type]
         codec=codec,
-        chunk_size=parse_size(chunk_size),
+        chunk_size=chunk_bytes,
         no_encryption=no_encryption,
         namespace=namespace or None,
     )
     started = time.monotonic()
-    with common.progress(f"backup {options.target}", engine.estimate_size()) as hook:
+    with common.progress(f"backup {options.target}", size) as hook:
         manifest = run_backup(
             engine,
             repository,
@@ -197,9 +199,12 @@ def _interactive(repository: Repository, source: str, opener: tables.Opener
     click.echo(f"Restoring {chosen.backup_id} applies {len(chain)} backup(s): "
                + " -> ".join(m.backup_id for m in chain))
     listed = tables.of_backup(chosen, opener)
+    if listed is None and chosen.engine == "sqlite":
+        listed = tables.sqlite_tables(chain, opener)
     if listed is None:
-        click.echo(f"(a {chosen.engine} backup does not list its tables; it is restored whole"
-                   " unless you name tables)")
+        why = (f"it is over {common.human_bytes(tables.SQLITE_PREVIEW_LIMIT)} to preview"
+               if chosen.engine == "sqlite" else f"a {chosen.engine} backup does not list them")
+        click.echo(f"(tables not listed: {why}; it is restored whole unless you name tables)")
     else:
         click.echo("Tables:")
         for name, size in listed.items():

@@ -62,10 +62,12 @@ def key_file_option(f: F) -> F:
         " SAFEHOLD_KEY (inline base64) or SAFEHOLD_PASSPHRASE.")(f)
 
 
-def open_repo(ctx: click.Context, ref: str, *, create: bool = False) -> Repository:
-    """The repository ``ref`` names. Only commands that write (``create=True``: backup, keys
-    rotate, prune without --dry-run) may create it; the others never create anything and fail
-    with exit 3, naming the location, when nothing is stored there."""
+def open_repo(ctx: click.Context, ref: str, *, create: bool = False,
+              allow_empty: bool = False) -> Repository:
+    """The repository ``ref`` names. Only commands that write a backup (``create=True``) may
+    create it; the others never create anything and fail with exit 3, naming the location, when
+    it does not exist or nothing is stored there (``allow_empty``: a prune that only has
+    abandoned uploads to clean up, which listings do not show)."""
     url = resolve_repository(config(ctx), ref).url
     if not create:
         _require_local_directory(url)
@@ -76,7 +78,7 @@ def open_repo(ctx: click.Context, ref: str, *, create: bool = False) -> Reposito
     repository = Repository(storage)
     if create:
         repository.initialize()
-    elif not repository.exists():
+    elif not allow_empty and not repository.exists():
         raise BackupNotFound(f"no repository at {repository.url}: nothing is stored there",
                              hint="check the path or URL (a typo, or a volume not mounted?);"
                              " `safehold backup` creates a repository")

@@ -15,19 +15,15 @@ import click
 
 from safehold.api.errors import EXIT_MEANING, Exit, SafeholdError
 
-__all__ = ["EXIT_CODES_HELP", "Exit", "Interrupted", "Report", "Terminated", "report_for"]
+__all__ = ["EXIT_CODES_HELP", "Exit", "Report", "Terminated", "report_for"]
 
 EXIT_CODES_HELP = "\n".join(f"  {code.value:>3}  {EXIT_MEANING[code]}" for code in Exit)
-BUG_HINT = ("run the command again with `--log-level debug` for the traceback and report it with"
-            " that output (https://github.com/safehold/safehold/issues)")
+BUG_HINT = ("run the command again with `--log-level debug` for the traceback, and report the"
+            " bug with that output")
 
 
 class Terminated(BaseException):
     """SIGTERM arrived: unwind like KeyboardInterrupt (nothing catches it on the way)."""
-
-
-class Interrupted(BaseException):
-    """SIGINT arrived outside a prompt."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +74,7 @@ def report_for(exc: BaseException) -> Report:
         return Report(Exit.USAGE, "UsageError", message, hint)
     if isinstance(exc, Terminated):
         return Report(Exit.TERMINATED, "Terminated", _SIGNAL_REPORTS[Exit.TERMINATED])
-    if isinstance(exc, (KeyboardInterrupt, Interrupted)):
+    if isinstance(exc, KeyboardInterrupt):
         return Report(Exit.INTERRUPTED, "Interrupted", _SIGNAL_REPORTS[Exit.INTERRUPTED])
     logging.getLogger("safehold").debug("unexpected error", exc_info=exc)
     text = redact_url(f"{type(exc).__name__}: {exc}")

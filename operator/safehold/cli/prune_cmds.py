@@ -51,7 +51,7 @@ def prune(ctx: click.Context, repo: str, target_name: str, keep_last: int | None
         raise UsageError("invalid retention policy: " + describe_validation_error(exc, _FLAGS),
                          hint="e.g. --keep-last 7 --keep-daily 14 --max-age 30d") from None
     # An unknown target is not an error here: its abandoned uploads are still cleaned up.
-    repository = common.open_repo(ctx, repo)
+    repository = common.open_repo(ctx, repo, allow_empty=not dry_run)
     backups, damaged = repository.scan(target_name)
     decisions = select(backups, policy, datetime.now(UTC))
     _, incomplete = repository.backup_ids(target_name)

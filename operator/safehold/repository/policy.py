@@ -21,7 +21,7 @@ from safehold.api.errors import UsageError
 from safehold.codecs import crypto
 from safehold.repository import layout
 from safehold.repository.repo import Repository, RepositoryError
-from safehold.storage.base import ObjectNotFound
+from safehold.storage.base import ConditionFailed, ObjectNotFound
 
 Encryption = Literal["aes-256-gcm", "none"]
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -111,6 +111,17 @@ def read_policy(repo: Repository, target: str) -> TargetPolicy | None:
 def write_policy(repo: Repository, policy: TargetPolicy) -> None:
     repo.storage.put_bytes(layout.policy_key(policy.target), policy.model_dump_json(
         indent=2).encode() + b"\n")
+
+
+def create_policy(repo: Repository, policy: TargetPolicy) -> bool:
+    """Write a new target's record only if it has none (a conditional create); False if another
+    writer's record got there first."""
+    try:
+        repo.storage.put_if_absent(layout.policy_key(policy.target), policy.model_dump_json(
+            indent=2).encode() + b"\n")
+    except ConditionFailed:
+        return False
+    return True
 
 
 def has_key_records(repo: Repository, target: str) -> bool:

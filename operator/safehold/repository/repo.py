@@ -26,7 +26,7 @@ from safehold.api.errors import (
 from safehold.api.manifest import FORMAT_VERSION, Manifest
 from safehold.api.validation import describe_validation_error
 from safehold.repository import layout
-from safehold.storage.base import ObjectNotFound, Storage
+from safehold.storage.base import ConditionFailed, ObjectNotFound, Storage
 
 
 class RepositoryError(SafeholdError):
@@ -132,16 +132,28 @@ class Repository:
     def ensure_repo_id(self) -> str:
         """The repository's id, created (with the config, or added to an older one) if missing.
 
-        Read back after writing, so two writers creating a repository at once agree on the id
-        that won (the manifest takes the id again when it is written).
+        A conditional write (create-if-absent, or replace-if-unchanged), so of writers creating
+        a repository at once exactly one id wins and every writer uses it.
         """
-        config = self.config()
-        if config.repo_id is None:
-            self.save_config(replace(config, format=FORMAT_VERSION,
-                                     repo_id="r-" + secrets.token_hex(16)))
-            config = self.config()
-        assert config.repo_id is not None
-        return config.repo_id
+        for _ in range(10):
+            try:
+                data, version = self.storage.get_versioned(layout.CONFIG)
+            except ObjectNotFound:
+                data, version = None, None
+            config = RepoConfig.from_json(data) if data is not None else RepoConfig()
+            if config.repo_id is not None:
+                return config.repo_id
+            body = replace(config, format=FORMAT_VERSION,
+                           repo_id="r-" + secrets.token_hex(16)).to_json()
+            try:
+                if version is None:
+                    self.storage.put_if_absent(layout.CONFIG, body)
+                else:
+                    self.storage.replace_if(layout.CONFIG, body, version)
+            except ConditionFailed:
+                continue  # another writer changed the config first: read what it wrote
+        raise RepositoryDamaged(f"{layout.CONFIG} of {self.url} keeps changing: cannot give the"
+                                " repository its id")
 
     # -- listing --------------------------------------------------------------------------
     def targets(self) -> list[str]:
@@ -191,7 +203,7 @@ class Repository:
         if self.storage.exists(layout.CONFIG):
             self.config()  # refuses a damaged config, or one of a newer format
         else:
-            self.save_config(RepoConfig())
+            self.ensure_repo_id()
 
     def require_target(self, target: str) -> None:
         """Raise BackupNotFound, listing the targets there are, unless ``target`` has backups."""

@@ -30,6 +30,7 @@ from safehold.repository.policy import (
     RepositoryTampered,
     TargetPolicy,
     check_namespace,
+    create_policy,
     read_policy,
     was_encrypted,
     write_policy,
@@ -59,6 +60,12 @@ class Trust:
         self._repo_id_read = False
         self._targets: dict[str, _TargetState] = {}
         self._checked: set[tuple[str, str]] = set()
+        self._warned: set[tuple[str, str]] = set()  # (target, what): one warning per target
+
+    def _warn_once(self, target: str, what: str, message: str, where: str) -> None:
+        if (target, what) not in self._warned:
+            self._warned.add((target, what))
+            log.warning(message, where)
 
     @property
     def repo_id(self) -> str | None:
@@ -117,8 +124,9 @@ class Trust:
                 raise RepositoryTampered(
                     f"{where} is not encrypted (or has no MAC) but must be: {state.why}. Someone"
                     " who can write to the repository replaced it; do not restore it")
-            log.warning("%s is not encrypted: nothing authenticates it (anyone who can write to"
-                        " the repository could have written it)", where)
+            self._warn_once(target, "plain", "%s is not encrypted: nothing authenticates it"
+                            " (anyone who can write to the repository could have written it)",
+                            where)
         if manifest.format >= 2:
             if manifest.repo_id != self.repo_id:
                 raise RepositoryTampered(
@@ -129,8 +137,9 @@ class Trust:
                     f"{where}: its manifest belongs to {manifest.full_name!r}, but this target"
                     f" is {state.policy.full_name!r}: it was copied here; do not restore it")
         else:
-            log.warning("%s has a format-1 manifest: it is not bound to this repository's id"
-                        " (back up again to get format-2 backups)", where)
+            self._warn_once(target, "format-1", "%s has a format-1 manifest: it is not bound to"
+                            " this repository's id (back up again to get format-2 backups)",
+                            where)
         self._checked.add((target, backup_id))
 
 
@@ -159,7 +168,7 @@ def prepare_repository(repo: Repository) -> str:
 
 
 def establish(repo: Repository, target: str, namespace: str | None, kek: crypto.Kek | None,
-              *, no_encryption: bool) -> TargetPolicy:
+              *, no_encryption: bool, _raced: bool = False) -> TargetPolicy:
     """The target's policy for a new backup: recorded on its first backup, enforced after.
 
     ``kek`` is the key the user supplied (also with ``no_encryption``: it then authenticates the
@@ -167,8 +176,11 @@ def establish(repo: Repository, target: str, namespace: str | None, kek: crypto.
     """
     check_namespace(namespace)
     repo_id = prepare_repository(repo)
-    policy = read_policy(repo, target)
+    policy = existing = read_policy(repo, target)
     complete = repo.backup_ids(target)[0]
+    if policy is None and _raced:
+        raise RepositoryTampered(f"the policy record of target {target!r} was created and then"
+                                 " deleted while this backup started")
     if policy is None and complete:
         raise RepositoryTampered(
             f"target {target!r} has {len(complete)} backup(s) but its policy record"
@@ -184,7 +196,7 @@ def establish(repo: Repository, target: str, namespace: str | None, kek: crypto.
             raise PolicyConflict(
                 f"target {target!r} in {repo.url} belongs to {policy.full_name!r}; back up"
                 f" {namespace + '/' if namespace else ''}{target} under another name (--name)")
-    if policy is None or not complete:  # the first backup (or every earlier attempt failed)
+    if policy is None or (not complete and not _raced):  # the first backup (or all failed)
         encryption: Encryption
         if no_encryption:
             encryption = "none"
@@ -197,7 +209,13 @@ def establish(repo: Repository, target: str, namespace: str | None, kek: crypto.
                 " (or `encryption: none` for the repository in the config file)")
         policy = TargetPolicy(target=target, namespace=namespace, repo_id=repo_id,
                               encryption=encryption)
-        write_policy(repo, policy.signed(kek) if kek is not None else policy)
+        signed = policy.signed(kek) if kek is not None else policy
+        if existing is None:
+            if not create_policy(repo, signed):  # another first backup's record won: obey it
+                return establish(repo, target, namespace, kek, no_encryption=no_encryption,
+                                 _raced=True)
+        else:
+            write_policy(repo, signed)
         return policy
     if policy.encryption == ENCRYPTED:
         if no_encryption:

@@ -82,7 +82,8 @@ class LocalStorage:
 
     def put(self, key: str, chunks: Iterable[bytes]) -> int:
         path = self._path(key)
-        fd, tmp = self._create_temp(key, path)
+        started = time.time()
+        fd, tmp = self._create_temp(key, path, _put_prefix(path))
         written = 0
         try:
             # Unbuffered: a failed write (a full disk) is reported once, as the NoSpaceError
@@ -105,7 +106,20 @@ class LocalStorage:
             raise
         with self._os_errors("write", key):
             fsync_dir(path.parent)
+        self._discard_abandoned(path, started)
         return written
+
+    def _discard_abandoned(self, path: Path, started: float) -> None:
+        """Remove temp files of earlier puts of this same key that were abandoned (a killed
+        writer's, which a resumed backup just replaced): not modified since this put began.
+        A live writer of the key keeps modifying its temp file and is left alone."""
+        prefix = _put_prefix(path)
+        with suppress(OSError), os.scandir(path.parent) as entries:
+            for entry in entries:
+                if entry.name.startswith(prefix):
+                    with suppress(OSError):
+                        if entry.stat(follow_symlinks=False).st_mtime < started:
+                            os.unlink(entry.path)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self.put(key, (data,))
@@ -246,9 +260,11 @@ class LocalStorage:
     def _write_temp(self, key: str, path: Path, data: bytes) -> str:
         fd, tmp = self._create_temp(key, path)
         try:
-            with os.fdopen(fd, "wb") as f, self._os_errors("write", key):
-                f.write(data)
-                f.flush()
+            # Unbuffered, as in put(): a full disk is reported once, as NoSpaceError.
+            with os.fdopen(fd, "wb", buffering=0) as f, self._os_errors("write", key):
+                view = memoryview(data)
+                while view:
+                    view = view[f.write(view) or 0:]
                 os.fsync(f.fileno())
         except BaseException:
             with suppress(FileNotFoundError):
@@ -325,13 +341,13 @@ class LocalStorage:
                     return
                 yield block
 
-    def _create_temp(self, key: str, path: Path) -> tuple[int, str]:
+    def _create_temp(self, key: str, path: Path, prefix: str = TEMP_PREFIX) -> tuple[int, str]:
         attempt = 1
         while True:
             with self._os_errors("create", key):
                 self._make_dirs(path.parent)
                 try:
-                    return tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
+                    return tempfile.mkstemp(prefix=prefix, dir=path.parent)
                 except FileNotFoundError:
                     if attempt == _CREATE_ATTEMPTS:
                         raise
@@ -401,6 +417,11 @@ class LocalStorage:
 
 def _version(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _put_prefix(path: Path) -> str:
+    """Temp-file prefix of put()s of one object: later puts of it can find abandoned ones."""
+    return f"{TEMP_PREFIX}p{hashlib.sha256(path.name.encode()).hexdigest()[:12]}-"
 
 
 def _info(key: str, st: os.stat_result) -> ObjectInfo:

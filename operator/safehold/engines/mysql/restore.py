@@ -5,9 +5,12 @@ the backup, loading needs no shared snapshot), the row count of every table is c
 ``toc.json``, and only then are they swapped in (:mod:`.swap`). A whole-database restore makes
 the target equal to the backup: tables, views, routines and events the backup does not have
 are removed. A selective restore (``include``: table or view names) replaces only those, with
-their triggers; routines and events are left alone. Foreign keys of restored tables are kept
-as defined even when they reference a table that was not restored (a warning names them);
-foreign keys of other tables that reference a restored table keep pointing at it.
+their triggers; routines and events are left alone. Foreign keys of restored tables reference
+the real database, never the staging one (:func:`.swap.park_foreign_keys`): tables restored
+with them, or the target's own table when the referenced one is not restored (a warning names
+those the target lacks); foreign keys of other tables that reference a restored table keep
+pointing at it. A damaged object or a failed storage read raises its own error (not a
+database error) and, like any failure before the swap, leaves the target untouched.
 """
 
 from __future__ import annotations
@@ -36,14 +39,15 @@ from safehold.engines.common import run_parallel
 from safehold.engines.mysql import quote
 from safehold.engines.mysql.conn import Target, classify, connect, run
 from safehold.engines.mysql.dump import TOC_FORMAT
-from safehold.engines.mysql.rows import split_statements
+from safehold.engines.mysql.rows import prefix_breaks, split_statements
 from safehold.engines.mysql.server import server_info
 from safehold.engines.mysql.swap import (
     Definition,
     create_definitions,
     drop_leftovers,
     drop_routines_and_events,
-    point_foreign_keys_at,
+    name_foreign_keys,
+    park_foreign_keys,
     stage_name,
     swap_in,
 )
@@ -118,8 +122,7 @@ def restore(target: Target, request: RestoreRequest, reader: ChainReader, *, job
             _load(target, stage, plan, manifest, reader, jobs)
             run(conn, f"CREATE DATABASE IF NOT EXISTS {quote.name(db)}{charset}")
             table_names = [t["name"] for t in plan.tables]
-            if not plan.whole:  # tables restored together follow each other when renamed
-                point_foreign_keys_at(conn, stage, db, keep=set(table_names))
+            parked = park_foreign_keys(conn, stage, db, restored=set(table_names))
             old_views = _names(conn, db, "TABLES", "TABLE_TYPE = 'VIEW'")
             drop_views = old_views if plan.whole else [
                 v for v in old_views if v in set(plan.views) | set(table_names)]
@@ -128,6 +131,7 @@ def restore(target: Target, request: RestoreRequest, reader: ChainReader, *, job
                 run(conn, f"DROP DATABASE IF EXISTS {quote.name(stage)}")
             raise
         swap_in(conn, db, stage, table_names, replace_all=plan.whole, drop_views=drop_views)
+        name_foreign_keys(conn, db, parked)
         if plan.whole:
             drop_routines_and_events(conn, db)
             run(conn, f"ALTER DATABASE {quote.name(db)}{charset}")
@@ -187,7 +191,8 @@ def _load(target: Target, stage: str, plan: Plan, manifest: Manifest, reader: Ch
         try:
             conn = session()
             run(conn, table["ddl"])
-            loaded = _insert(conn, reader.open(manifest, table["object"]), failed)
+            breaks = prefix_breaks(table["name"], table.get("columns") or [])
+            loaded = _insert(conn, reader.open(manifest, table["object"]), failed, breaks)
             if loaded != table["rows"] and not failed.is_set():
                 raise EngineError(
                     f"table {table['name']}: loaded {loaded} rows, but the backup holds"
@@ -205,11 +210,11 @@ def _load(target: Target, stage: str, plan: Plan, manifest: Manifest, reader: Ch
                 conn.close()
 
 
-def _insert(conn: Any, data: Iterator[bytes], failed: threading.Event) -> int:
+def _insert(conn: Any, data: Iterator[bytes], failed: threading.Event, breaks: int) -> int:
     rows = 0
     try:
         with conn.cursor() as cur:
-            for statement in split_statements(data):
+            for statement in split_statements(data, breaks):
                 if failed.is_set():
                     break
                 rows += cur.execute(statement)

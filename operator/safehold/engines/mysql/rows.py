@@ -95,8 +95,28 @@ def insert_statements(conn: Any, table: Table, stats: RowStats,
     cur.close()
 
 
-def split_statements(blocks: Iterable[bytes]) -> Iterator[bytes]:
-    """The newline-terminated statements of a data object, whatever the block boundaries."""
+def split_statements(blocks: Iterable[bytes], breaks_inside: int = 0) -> Iterator[bytes]:
+    """The newline-terminated statements of a data object, whatever the block boundaries.
+
+    Values never hold a raw newline (they are escaped), but names may: a backquoted identifier
+    cannot escape one. ``breaks_inside`` is how many newlines the table's INSERT prefix holds
+    (from its table and column names), so each statement is that many lines plus one.
+    """
+    group: list[bytes] = []
+    for line in _lines(blocks):
+        if not breaks_inside:
+            if line:
+                yield line
+            continue
+        group.append(line)
+        if len(group) == breaks_inside + 1:
+            yield b"\n".join(group)
+            group = []
+    if any(group):
+        raise ValueError("data object ends inside a statement: it is truncated")
+
+
+def _lines(blocks: Iterable[bytes]) -> Iterator[bytes]:
     pending: list[bytes] = []
     for block in blocks:
         start = 0
@@ -104,10 +124,14 @@ def split_statements(blocks: Iterable[bytes]) -> Iterator[bytes]:
             piece = block[start:end]
             if pending:
                 piece, pending = b"".join([*pending, piece]), []
-            if piece:
-                yield piece
+            yield piece
             start = end + 1
         if start < len(block):
             pending.append(block[start:])
     if any(p.strip() for p in pending):
         raise ValueError("data object ends inside a statement: it is truncated")
+
+
+def prefix_breaks(table: str, columns: Iterable[str]) -> int:
+    """Newlines in the INSERT prefix of ``table`` with ``columns`` (see split_statements)."""
+    return table.count("\n") + sum(c.count("\n") for c in columns)

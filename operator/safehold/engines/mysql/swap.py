@@ -7,11 +7,16 @@ and the staged tables in. With atomic DDL (MariaDB 10.6+, MySQL 8.0) that statem
 all-or-nothing, even across a crash: a restore that fails or is killed before it leaves the
 existing data as it was.
 
+Before the swap, every foreign key of a staged table gets a temporary name (InnoDB names
+foreign keys per database, so the replaced table's ``fk`` would collide with the staged one's)
+and is made to reference the real database where its table is not being restored.
+
 What cannot be atomic, and happens right after the swap, in this order:
 
 * foreign keys elsewhere that pointed at a replaced table followed it when it was renamed
   aside (InnoDB renames references too); they are re-pointed at the restored table;
 * the old tables are dropped (with their triggers), then the empty staging database;
+* the restored tables' foreign keys get their own names back (one ALTER per table);
 * views, routines, triggers and events are created (each in its original ``sql_mode``), so
   for a few milliseconds the restored tables have no triggers. Views are dropped just before
   the swap (they hold no data).
@@ -121,35 +126,86 @@ def _repoint_foreign_keys(conn: Any, db: str, renamed: dict[str, str]) -> None:
             f" ON UPDATE {quote.rule(on_update)}")
 
 
-def point_foreign_keys_at(conn: Any, stage: str, db: str, *, keep: set[str]) -> None:
-    """Before a selective swap: foreign keys of staged tables that reference a table of the
-    staging database which is not being restored (``keep`` are) are re-created to reference
-    that table in ``db``, the real database, instead. (A table's DDL names a referenced table
-    of its own database without a database name, so in staging it pointed into staging, and a
-    rename would carry it along still pointing there.) With ``foreign_key_checks = 0``, as the
-    load ran: the rows are checked by no one here, as in a whole restore."""
-    q = quote.name
-    rows = run(conn, "SELECT TABLE_NAME, CONSTRAINT_NAME, REFERENCED_TABLE_NAME, UPDATE_RULE,"
-               " DELETE_RULE FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE"
-               " CONSTRAINT_SCHEMA = %s ORDER BY TABLE_NAME, CONSTRAINT_NAME", (stage,))
+@dataclass(frozen=True)
+class ForeignKey:
+    """A foreign key of a staged table, parked under a temporary name until after the swap."""
+
+    table: str
+    name: str
+    parked: str
+    columns: tuple[str, ...]
+    ref_db: str | None  # None: the restored database (whether or not the table is restored)
+    ref_table: str
+    ref_columns: tuple[str, ...]
+    on_delete: str
+    on_update: str
+
+    def clause(self, name: str, ref_db: str) -> str:
+        return (f"ADD CONSTRAINT {quote.name(name)} FOREIGN KEY ({quote.names(self.columns)})"
+                f" REFERENCES {quote.qualified(ref_db, self.ref_table)}"
+                f" ({quote.names(self.ref_columns)}) ON DELETE {quote.rule(self.on_delete)}"
+                f" ON UPDATE {quote.rule(self.on_update)}")
+
+
+def park_foreign_keys(conn: Any, stage: str, db: str, *, restored: set[str]
+                      ) -> list[ForeignKey]:
+    """Before the swap: give every foreign key of the staged tables a temporary name, and make
+    those that reference a table of the staging database that is not being restored reference
+    that table in ``db``, the real database, instead.
+
+    Why: a table's DDL names a referenced table of its own database without the database, so
+    in staging it points into staging, and a rename carries it along still pointing there.
+    And InnoDB names foreign keys per database: moving a staged table whose key is called
+    ``fk`` into ``db`` while the table it replaces (renamed aside) still has a key ``fk``
+    fails (error 1050). :func:`name_foreign_keys` gives the keys their names back once the old
+    tables are gone. Runs with ``foreign_key_checks = 0``, as the load did (in place, no copy).
+    """
+    rows = run(conn, "SELECT TABLE_NAME, CONSTRAINT_NAME, UPDATE_RULE, DELETE_RULE FROM"
+               " information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = %s"
+               " ORDER BY TABLE_NAME, CONSTRAINT_NAME", (stage,))
+    token = secrets.token_hex(4)
+    parked: list[ForeignKey] = []
+    by_table: dict[str, list[str]] = {}
+    for i, (table, name, on_update, on_delete) in enumerate(rows):
+        cols = run(conn, "SELECT COLUMN_NAME, REFERENCED_COLUMN_NAME, REFERENCED_TABLE_SCHEMA,"
+                   " REFERENCED_TABLE_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE"
+                   " CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s AND CONSTRAINT_NAME = %s AND"
+                   " REFERENCED_TABLE_NAME IS NOT NULL ORDER BY ORDINAL_POSITION",
+                   (stage, table, name))
+        if not cols:
+            continue
+        ref_schema, ref_table = cols[0][2], cols[0][3]
+        fk = ForeignKey(table, name, f"_safehold_fk_{token}_{i}", tuple(c[0] for c in cols),
+                        None if ref_schema == stage else ref_schema, ref_table,
+                        tuple(c[1] for c in cols), on_delete, on_update)
+        if fk.ref_db is None and ref_table not in restored:
+            log.info("foreign key %s of %s references %s, which is not restored: it keeps"
+                     " referencing %s.%s", name, table, ref_table, db, ref_table)
+        # Restored tables are referenced in staging: the reference follows their rename.
+        ref_db = fk.ref_db or (stage if ref_table in restored else db)
+        by_table.setdefault(table, []).append(
+            f"DROP FOREIGN KEY {quote.name(name)}, {fk.clause(fk.parked, ref_db)}")
+        parked.append(fk)
     run(conn, "SET SESSION foreign_key_checks = 0")
     try:
-        for table, name, ref, on_update, on_delete in rows:
-            cols = run(conn, "SELECT COLUMN_NAME, REFERENCED_COLUMN_NAME, REFERENCED_TABLE_SCHEMA"
-                       " FROM information_schema.KEY_COLUMN_USAGE WHERE CONSTRAINT_SCHEMA = %s"
-                       " AND TABLE_NAME = %s AND CONSTRAINT_NAME = %s AND"
-                       " REFERENCED_TABLE_NAME IS NOT NULL ORDER BY ORDINAL_POSITION",
-                       (stage, table, name))
-            if not cols or cols[0][2] != stage or ref in keep:
-                continue  # another database's table, or one restored alongside
-            here = quote.qualified(stage, table)
-            log.info("foreign key %s of %s references %s, which is not restored: keeping it"
-                     " pointed at %s.%s", name, table, ref, db, ref)
-            run(conn, f"ALTER TABLE {here} DROP FOREIGN KEY {q(name)}")
-            run(conn, f"ALTER TABLE {here} ADD CONSTRAINT {q(name)} FOREIGN KEY"
-                f" ({', '.join(q(c) for c, _, _ in cols)}) REFERENCES {quote.qualified(db, ref)}"
-                f" ({', '.join(q(r) for _, r, _ in cols)}) ON DELETE {quote.rule(on_delete)}"
-                f" ON UPDATE {quote.rule(on_update)}")
+        for table, changes in by_table.items():
+            run(conn, f"ALTER TABLE {quote.qualified(stage, table)} {', '.join(changes)}")
+    finally:
+        run(conn, "SET SESSION foreign_key_checks = 1")
+    return parked
+
+
+def name_foreign_keys(conn: Any, db: str, parked: Sequence[ForeignKey]) -> None:
+    """After the swap: each parked foreign key gets its own name back (one ALTER per table,
+    so a table never lacks the key)."""
+    by_table: dict[str, list[str]] = {}
+    for fk in parked:
+        by_table.setdefault(fk.table, []).append(
+            f"DROP FOREIGN KEY {quote.name(fk.parked)}, {fk.clause(fk.name, fk.ref_db or db)}")
+    run(conn, "SET SESSION foreign_key_checks = 0")
+    try:
+        for table, changes in by_table.items():
+            run(conn, f"ALTER TABLE {quote.qualified(db, table)} {', '.join(changes)}")
     finally:
         run(conn, "SET SESSION foreign_key_checks = 1")
 

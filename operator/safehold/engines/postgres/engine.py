@@ -26,6 +26,7 @@ from safehold.engines.base import (
     CheckReport,
     ConnectionOptions,
     DatabaseMissing,
+    EngineError,
     RestoreRequest,
     UnsupportedError,
     VersionUnsupported,
@@ -182,13 +183,14 @@ class PostgresEngine:
                                    f" {len(request.chain)} backups ending in a {manifest.type}")
         toc = Toc.from_json(json.loads(b"".join(chain.open(manifest, TOC_OBJECT))))
         admin = admin_connection(self.target)
+        created = False
         try:
             _, major = server_version(admin)
             with admin.cursor() as cur:
                 cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
                 superuser = bool(cur.fetchone()[0])
                 if request.include:
-                    _ensure_database(cur, self.target, toc)
+                    created = _ensure_database(cur, self.target, toc)
         except psycopg2.Error as exc:
             raise from_psycopg(exc, self.target, "preparing the restore") from None
         finally:
@@ -205,12 +207,32 @@ class PostgresEngine:
                                server_major=major)
             else:
                 restore_database(archives, toc, request.conflict, self.jobs)
+        except BaseException:
+            if created:  # a failed restore leaves nothing, not even the database it made
+                archives.procs.stop()
+                _drop_created(self.target)
+            raise
         finally:
             archives.procs.close()
 
 
-def _ensure_database(cur: psycopg2.extensions.cursor, target: PgTarget, toc: Toc) -> None:
-    """Create the target database of a selective restore when it does not exist yet."""
+def _drop_created(target: PgTarget) -> None:
+    try:
+        admin = admin_connection(target)
+        try:
+            with admin.cursor() as cur:
+                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(target.database)))
+        finally:
+            admin.close()
+    except (psycopg2.Error, EngineError) as exc:
+        log.warning("could not drop database %s, created by the failed restore: %s; drop it"
+                    " by hand", target.database, exc)
+
+
+def _ensure_database(cur: psycopg2.extensions.cursor, target: PgTarget, toc: Toc) -> bool:
+    """Create the target database of a selective restore when it does not exist yet; whether
+    it was created."""
     cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target.database,))
     if cur.fetchone() is None:
         db = toc.database
@@ -218,3 +240,5 @@ def _ensure_database(cur: psycopg2.extensions.cursor, target: PgTarget, toc: Toc
         cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING %s LC_COLLATE %s"
                             " LC_CTYPE %s").format(sql.Identifier(target.database)),
                     (db["encoding"], db["collate"], db["ctype"]))
+        return True
+    return False

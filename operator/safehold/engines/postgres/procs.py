@@ -98,7 +98,7 @@ class Tool:
 
 
 def feed(stdin: IO[bytes], blocks: Iterable[bytes], errors: list[BaseException],
-         kill: Callable[[], None], *, drain: bool = True) -> None:
+         kill: Callable[[], None], *, drain: Callable[[], bool] | None = None) -> None:
     """Write ``blocks`` to a tool's stdin and close it.
 
     Verify before apply: a failure of ``blocks`` (a damaged frame, a hash that does not match
@@ -107,15 +107,17 @@ def feed(stdin: IO[bytes], blocks: Iterable[bytes], errors: list[BaseException],
     a pg_restore would finish a truncated archive. The failure is kept in ``errors`` for the
     caller to raise. A tool that stops reading early (``pg_restore -l`` reads only the
     header; ``pg_restore -L`` once it has what it was asked for) ends the writing quietly;
-    with ``drain`` the rest of ``blocks`` is still read, unwritten, so the object's final
-    checks (its SHA-256 and sizes against the manifest) run before anything is committed.
+    then, if ``drain()`` says so (the tool ended successfully: its output counts), the rest of
+    ``blocks`` is still read, unwritten, so the object's final checks (its SHA-256 and sizes
+    against the manifest) run before anything is committed. A tool that failed or was stopped
+    is not waited for with a download.
     """
     try:
         try:
             for block in blocks:
                 stdin.write(block)
         except BrokenPipeError:
-            if drain:
+            if drain is not None and drain():
                 for _ in blocks:
                     pass
     except BaseException as exc:  # re-raised in the caller's thread by Feeder.join
@@ -132,9 +134,13 @@ class Feeder:
     def __init__(self, tool: Tool, blocks: Iterable[bytes], *, drain: bool = True) -> None:
         assert tool.proc.stdin is not None
         self.errors: list[BaseException] = []
+        def succeeded() -> bool:
+            return tool.proc.wait() == 0
+
         self.thread = threading.Thread(
             target=feed, args=(tool.proc.stdin, blocks, self.errors, tool.kill),
-            kwargs={"drain": drain}, name=f"safehold-feed-{tool.doing}", daemon=True)
+            kwargs={"drain": succeeded if drain else None}, name=f"safehold-feed-{tool.doing}",
+            daemon=True)
         self.thread.start()
 
     def join(self) -> None:

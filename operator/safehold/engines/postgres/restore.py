@@ -11,7 +11,8 @@ Active connections: sessions on the existing database are terminated just before
 (pg_terminate_backend; needs superuser, the database owner's own sessions, or
 pg_signal_backend). Clients reconnecting reach the restored database; a session that slips in
 before the rename is retried a few times, then the restore fails and changes nothing.
-Database-level settings (ALTER DATABASE ... SET) are copied from the replaced database;
+Database-level settings (ALTER DATABASE ... SET) are copied from the replaced database, as
+literals (:func:`.quote.setting`: a value its owner chose is never pasted as SQL);
 database-level GRANTs are not (pg_dump does not record them without --create).
 
 Leftovers and concurrency: a restore killed outright (SIGKILL, OOM, node loss) cannot drop its

@@ -4,8 +4,12 @@ For each requested table the pre-data archive gives its definition, owned sequen
 comments and privileges; its data archive gives its rows and sequence values; the post-data
 archive gives its indexes, constraints, triggers, rules and policies (entries chosen by OID,
 see :mod:`.toclist`). Types, functions, schemas and sequences the tables use are created only
-when the target lacks them. All of it runs as ONE psql transaction, fed by pg_restore scripts
-streamed from the repository: any error rolls everything back and the target is unchanged.
+when the target lacks them (a sequence created so gets the backup's value; one the target has
+keeps its own, since setval cannot be rolled back). All of it runs as ONE psql transaction, fed
+by pg_restore scripts streamed from the repository: any error rolls everything back and the
+target is unchanged. psql commits at the end of its input, so a failing object stream kills
+psql before its input is closed (:func:`.procs.feed`), and every object is read to its end,
+its SHA-256 checked, before that end is reached.
 
 Foreign keys to tables outside the restore are kept when the referenced table exists in the
 target (its current rows must then satisfy them, or the restore fails and rolls back); when it

@@ -49,6 +49,12 @@ def wanted_texts(tables: Iterable[Table]) -> tuple[str, ...]:
     return tuple(texts)
 
 
+def listed(text: str) -> str:
+    """``text`` as ``pg_restore -l`` prints names: line breaks become spaces."""
+    return text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+
+
 def select(entries: Iterable[Entry], oids: set[int], texts: tuple[str, ...]) -> list[str]:
+    prefixes = tuple(listed(t) for t in texts)
     return [e.line for e in entries
-            if (e.oid in oids if e.oid else e.text.startswith(texts))]
+            if (e.oid in oids if e.oid else e.text.startswith(prefixes))]

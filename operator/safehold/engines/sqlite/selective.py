@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import quote as url_quote
 
+from safehold.api.errors import UsageError
 from safehold.engines.base import (
     ConflictError,
-    DatabaseMissing,
     EngineError,
     UnsupportedError,
 )
@@ -27,6 +27,17 @@ SNAP = "safehold_snapshot"  # schema name the snapshot is attached under
 
 def restore_tables(snapshot: Path, target: Path, include: Sequence[str],
                    conflict: Literal["fail", "replace"], *, timeout: float) -> None:
+    created = not target.exists()  # a failed restore must not leave an empty file behind
+    try:
+        _restore_tables(snapshot, target, include, conflict, timeout=timeout)
+    except BaseException:
+        if created:
+            target.unlink(missing_ok=True)
+        raise
+
+
+def _restore_tables(snapshot: Path, target: Path, include: Sequence[str],
+                    conflict: Literal["fail", "replace"], *, timeout: float) -> None:
     conn = sqlite3.connect(f"file:{url_quote(str(target))}", uri=True, timeout=timeout,
                            isolation_level=None)
     try:
@@ -61,12 +72,12 @@ def _resolve(conn: sqlite3.Connection, include: Sequence[str]) -> dict[str, bool
     for wanted in include:
         name = by_folded.get(wanted.casefold())
         if name is None:
-            raise DatabaseMissing(
+            raise UsageError(
                 f"the backup has no table {wanted!r}; its tables are: {available}"
             )
         kind, without_rowid = catalog[name]
         if kind == "view":
-            raise DatabaseMissing(
+            raise UsageError(
                 f"{name!r} is a view, not a table: selective restore copies tables (a view holds"
                 f" no data); its tables are: {available}"
             )
