@@ -171,6 +171,11 @@ def test_target_spec_change_runs_a_new_check(k8s: Cluster, operator: Any) -> Non
     with operator():
         bt = k8s.create("backuptargets", samples.target())
         first = _one_job(k8s, bt["metadata"]["uid"], "check")
+        # once kopf has finished the creation (a change during it is folded into it and caught
+        # by the re-check timer instead)
+        eventually(lambda: "kopf.safehold.dev/last-handled-configuration" in (
+            k8s.get("backuptargets", "orders") or {})["metadata"].get("annotations", {}),
+            "the creation handled")
         k8s.custom.patch_namespaced_custom_object(
             "safehold.dev", "v1alpha1", k8s.ns, "backuptargets", "orders",
             {"spec": {"compression": "zstd:9"}})

@@ -25,6 +25,7 @@ OWNER_UID = f"{GROUP}/owner-uid"
 OWNER_NAME = f"{GROUP}/owner-name"  # annotation: names may be longer than a label value
 TARGET = f"{GROUP}/target"
 IMPORTED = f"{GROUP}/imported"
+GENERATION = f"{GROUP}/generation"  # the spec generation a check Job tests
 
 
 def _digest(*parts: object) -> str:

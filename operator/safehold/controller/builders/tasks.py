@@ -1,7 +1,8 @@
 """Runner Jobs per purpose: a task (no secrets) + its wiring (references) -> a Job manifest.
 
-Pure: models and settings in, the Job dict out. The target's name is its name in the
-repository, so a new cluster with a BackupTarget of the same name finds the same backups.
+Pure: models and settings in, the Job dict out. A target's name in the repository is
+``BackupTarget.repository_name`` (spec.repositoryName, else its name), so a new cluster with a
+BackupTarget of the same name finds the same backups.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def check_job(target: BackupTarget, job_name: str, settings: Settings) -> dict[s
         name=job_name, namespace=target.metadata.namespace or "", purpose="check",
         owner=owner(target), task_json=task_to_json(task), wiring=w_db + w_repo,
         overrides=target.spec.runner, deadline_seconds=settings.check_deadline_seconds,
-        retries=0, labels={naming.TARGET: target.metadata.name[:63]},
+        retries=0, labels={naming.TARGET: target.metadata.name[:63],
+                           naming.GENERATION: str(target.metadata.generation or 0)},
     ), settings)
 
 
@@ -56,9 +58,9 @@ def backup_job(backup: Backup, target: BackupTarget, backup_id: str, job_name: s
     repo, w_repo = wiring.repository(target.spec, SRC)
     enc, w_enc = wiring.encryption(target.spec, SRC, _key_secret(target))
     task = BackupTask(
-        repository=repo, target=target.metadata.name, database=db, encryption=enc,
+        repository=repo, target=target.repository_name, database=db, encryption=enc,
         type=backup.spec.type, include=list(backup.spec.include), backup_id=backup_id,
-        compression=target.spec.compression,
+        compression=target.spec.compression, namespace=target.metadata.namespace,
     )
     return build_job(JobSpec(
         name=job_name, namespace=backup.metadata.namespace or "", purpose="backup",
@@ -72,7 +74,7 @@ def verify_job(backup: Backup, target: BackupTarget, backup_id: str, job_name: s
     """Recovery: read one backup's manifest from the repository when its Job's result is lost."""
     repo, w_repo = wiring.repository(target.spec, SRC)
     enc, w_enc = wiring.encryption(target.spec, SRC, _key_secret(target))
-    task = VerifyTask(repository=repo, target=target.metadata.name, backup_id=backup_id,
+    task = VerifyTask(repository=repo, target=target.repository_name, backup_id=backup_id,
                       encryption=enc)
     return build_job(JobSpec(
         name=job_name, namespace=backup.metadata.namespace or "", purpose="recover",
@@ -84,7 +86,7 @@ def verify_job(backup: Backup, target: BackupTarget, backup_id: str, job_name: s
 def delete_job(backup: Backup, target: BackupTarget, backup_id: str, job_name: str,
                settings: Settings) -> dict[str, Any]:
     repo, w_repo = wiring.repository(target.spec, SRC)
-    task = DeleteTask(repository=repo, target=target.metadata.name, backup_ids=[backup_id])
+    task = DeleteTask(repository=repo, target=target.repository_name, backup_ids=[backup_id])
     return build_job(JobSpec(
         name=job_name, namespace=backup.metadata.namespace or "", purpose="delete",
         owner=owner(backup), task_json=task_to_json(task), wiring=w_repo,
@@ -107,7 +109,7 @@ def restore_job(restore: Restore, source: BackupTarget, destination: BackupTarge
         db, w_db = wiring.database(destination.spec, DST)
         runner = destination.spec.runner
     task = RestoreTask(
-        repository=repo, source=source.metadata.name, backup_id=backup_id, database=db,
+        repository=repo, source=source.repository_name, backup_id=backup_id, database=db,
         encryption=enc, include=list(restore.spec.include),
         conflict_policy=restore.spec.conflict_policy, plan_only=plan_only,
     )
@@ -125,7 +127,7 @@ def adopt_job(target: BackupTarget, job_name: str, settings: Settings) -> dict[s
     repo, w_repo = wiring.repository(target.spec, SRC)
     enc, w_enc = wiring.encryption(target.spec, SRC, _key_secret(target))
     db, w_db = wiring.database(target.spec, DST)
-    task = RestoreTask(repository=repo, source=target.metadata.name, backup_id="latest",
+    task = RestoreTask(repository=repo, source=target.repository_name, backup_id="latest",
                        database=db, encryption=enc, plan_only=True)
     return build_job(JobSpec(
         name=job_name, namespace=target.metadata.namespace or "", purpose="adopt",

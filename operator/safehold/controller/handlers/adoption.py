@@ -39,11 +39,19 @@ def start(body: Obj) -> None:
     settle_existing(kube, job, created, on_job)
 
 
+# adopt Jobs already read (a finished Job still sends events); in-process: after a restart a
+# Job is read once more, which adopts nothing new (known backups are skipped)
+_READ: dict[str, None] = {}
+
+
 def on_job(job: Obj, verdict: Verdict, deleted: bool) -> None:
-    if not verdict.terminal:
-        return
-    kube = runtime.get().kube
     meta = job["metadata"]
+    if not verdict.terminal or meta.get("uid") in _READ:
+        return
+    _READ[meta.get("uid", "")] = None
+    while len(_READ) > 10_000:
+        _READ.pop(next(iter(_READ)))
+    kube = runtime.get().kube
     ns = meta["namespace"]
     body = kube.get_custom("backuptargets", ns,
                            meta.get("annotations", {}).get(naming.OWNER_NAME, ""))

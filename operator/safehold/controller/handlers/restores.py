@@ -75,9 +75,13 @@ def reconcile(body: Obj) -> None:
         return
     if rs.status.phase in ("Planning", "Running"):
         return  # its Job reports through on_job
-    if rs.status.phase == "Planned" and rs.status.backup_id and rs.status.plan:
-        _start(kube, body, rs, rs.status.plan.target or "", rs.status.backup_id)
-        return
+    if rs.status.phase == "Planned" and rs.status.backup_id:
+        # resumed between the plan and the Job: the source target is the one the spec names
+        name = (rs.spec.source.target_ref.name if rs.spec.source.target_ref else
+                _source_of(kube, rs))
+        if name:
+            _start(kube, body, rs, name, rs.status.backup_id)
+            return
     src = rs.spec.source
     backups = kube.list_custom("backups", rs.metadata.namespace or "")
     try:
@@ -95,20 +99,26 @@ def reconcile(body: Obj) -> None:
             _plan_job(kube, body, rs, src.target_ref.name, src.backup_id or "latest")
             return
         found = plan.chain(backups, chosen)
-        _targets(kube, rs, found.target)
+        (_, source), _ = _targets(kube, rs, found.target)
     except plan.PlanError as exc:
         _fail(kube, body, rs, exc.reason, exc.message)
         return
     except _Refused as exc:
         _fail(kube, body, rs, exc.reason, exc.message)
         return
-    planned = TaskResult(kind="restore", phase="Completed", target=found.target,
+    planned = TaskResult(kind="restore", phase="Completed", target=source.repository_name,
                          backup_id=found.backup_id, plan_only=True,
                          chain=[s.backup_id for s in found.steps])
     rs = _save(kube, rs, rs.status.planned(planned, rs.spec.dry_run, rs.metadata.generation))
     kube.event(body, "DryRun" if rs.spec.dry_run else "Planned", found.summary())
     if not rs.spec.dry_run:
         _start(kube, body, rs, found.target, found.backup_id)
+
+
+def _source_of(kube: Kube, rs: Restore) -> str | None:
+    ref = rs.spec.source.backup_ref
+    bk = kube.get_custom("backups", rs.metadata.namespace or "", ref.name) if ref else None
+    return str(((bk or {}).get("spec") or {}).get("targetRef", {}).get("name") or "") or None
 
 
 def _plan_job(kube: Kube, body: Obj, rs: Restore, source: str, backup_id: str) -> None:
@@ -183,8 +193,9 @@ def on_job(job: Obj, verdict: Verdict, deleted: bool) -> None:
         rs = _save(kube, rs, rs.status.planned(result, rs.spec.dry_run, gen))
         kube.event(body, "DryRun" if rs.spec.dry_run else "Planned",
                    f"plan: {' -> '.join(result.chain) or result.backup_id}")
-        if not rs.spec.dry_run and result.backup_id:
-            _start(kube, body, rs, result.target or "", result.backup_id)
+        source = rs.spec.source.target_ref  # plan Jobs run only for targetRef sources
+        if not rs.spec.dry_run and result.backup_id and source is not None:
+            _start(kube, body, rs, source.name, result.backup_id)
         return
     _save(kube, rs, rs.status.completed(result, gen))
     kube.event(body, "Completed", f"restored backup {result.backup_id}")

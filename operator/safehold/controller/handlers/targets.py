@@ -64,7 +64,14 @@ def maybe_recheck(body: Obj) -> None:
     interval = rt.settings.check_interval_seconds
     checking = target.status.check_job is not None and rt.kube.get_job(
         target.metadata.namespace or "", target.status.check_job or "") is not None
-    if schedule.check_due(target.status.last_check_time, interval, now, checking=checking):
+    if checking:
+        return
+    gen = target.metadata.generation or 0
+    ready = next((c for c in target.status.conditions if c.type == "Ready"), None)
+    if ready is None or (ready.observed_generation or 0) < gen:
+        # a spec change kopf folded into an earlier cycle: check what the spec is now
+        start_check(body, salt=f"g{gen}")
+    elif schedule.check_due(target.status.last_check_time, interval, now, checking=False):
         start_check(body, salt=f"t{schedule.slot(now, interval)}")
 
 
@@ -88,7 +95,10 @@ def on_job(job: Obj, verdict: Verdict, deleted: bool) -> None:
                           f"check Job {meta['name']} was deleted before it reported")
     was_ready = target.status.ready
     result = result_of(verdict, "check")
-    status = target.status.checked(result, target.metadata.generation)
+    # the verdict is about the spec the Job tested, which may be older than the object's
+    tested = meta["labels"].get(naming.GENERATION, "")
+    gen = int(tested) if tested.isdigit() else target.metadata.generation
+    status = target.status.checked(result, gen)
     kube.patch_status(PLURAL, meta["namespace"], target.metadata.name,
                       patch(target.status, status))
     ready = status.ready
