@@ -160,13 +160,6 @@ def aborted(tmp: Path, env: dict[str, str]) -> tuple[int, str]:
                 env=env)
 
 
-def _backup_takes_the_lease() -> bool:
-    """repository/lease.py is on main; this row runs once `safehold backup` takes the lease."""
-    sources = [ROOT / "operator" / "safehold" / p for p in ("pipeline/backup.py",
-                                                             "cli/backup_cmds.py")]
-    return any("Lease" in p.read_text() for p in sources)
-
-
 def locked(tmp: Path, env: dict[str, str]) -> tuple[int, str]:
     """Another writer holds the target's lease: a backup of the same target exits 11."""
     from safehold.repository.lease import Holder, Lease
@@ -180,11 +173,6 @@ def locked(tmp: Path, env: dict[str, str]) -> tuple[int, str]:
         return _cli("backup", "-t", f"sqlite://{tmp / 'app.db'}", "-r", _repo(tmp), env=env)
     finally:
         lease.release()
-
-
-def partial(tmp: Path, env: dict[str, str]) -> tuple[int, str]:
-    # Reached by a multi-database run (one database fails, the others succeed).
-    raise NotImplementedError("reached by the multi-database work")
 
 
 def _signalled(tmp: Path, env: dict[str, str], sig: signal.Signals) -> tuple[int, str]:
@@ -238,25 +226,14 @@ ROWS: dict[Exit, tuple[Scenario, str]] = {
     Exit.CONFLICT: (conflict, "exists"),
     Exit.ABORTED: (aborted, "--yes"),
     Exit.LOCKED: (locked, "lease"),
-    Exit.PARTIAL: (partial, "failed"),
     Exit.INTERRUPTED: (interrupted, "interrupted (SIGINT)"),
     Exit.TERMINATED: (terminated, "terminated (SIGTERM)"),
-}
-PENDING = {
-    Exit.LOCKED: "repository/lease.py is on main but `safehold backup` does not take the lease"
-                 " yet (the lease work wires it in)",
-    Exit.PARTIAL: "the multi-database work reaches this row; not on main yet",
 }
 
 
 def _params() -> list[object]:
-    params = []
-    for code, (scenario, expected) in ROWS.items():
-        marks = [pytest.mark.skip(reason=PENDING[code])] if code in PENDING and not (
-            code is Exit.LOCKED and _backup_takes_the_lease()) else []
-        params.append(pytest.param(code, scenario, expected, id=f"{code.value}-{code.name}",
-                                   marks=marks))
-    return params
+    return [pytest.param(code, scenario, expected, id=f"{code.value}-{code.name}")
+            for code, (scenario, expected) in ROWS.items()]
 
 
 def test_the_documented_table_is_the_tested_one() -> None:

@@ -32,7 +32,6 @@ class Exit(IntEnum):
     CONFLICT = 9  # the restore target exists and --conflict is fail
     ABORTED = 10  # the user declined a confirmation
     LOCKED = 11  # another writer holds the target's lease
-    PARTIAL = 12  # some items succeeded and some failed (each failure was reported)
     INTERRUPTED = 130  # SIGINT
     TERMINATED = 143  # SIGTERM
 
@@ -50,7 +49,6 @@ EXIT_MEANING: dict[Exit, str] = {
     Exit.CONFLICT: "restore target exists and --conflict fail was given",
     Exit.ABORTED: "confirmation declined or missing (--yes)",
     Exit.LOCKED: "another writer holds the target's lease",
-    Exit.PARTIAL: "partly done: some items failed (each is reported)",
     Exit.INTERRUPTED: "interrupted (SIGINT)",
     Exit.TERMINATED: "terminated (SIGTERM)",
 }
@@ -133,8 +131,3 @@ class LeaseHeld(SafeholdError):
     exit_code = Exit.LOCKED
     transient = True
 
-
-class PartialFailure(SafeholdError):
-    """Some items of a multi-item operation failed; each failure was reported on its own."""
-
-    exit_code = Exit.PARTIAL
