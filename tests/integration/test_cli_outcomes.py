@@ -318,8 +318,10 @@ def test_a_resumed_backup_holds_no_temporary_file(tmp_path: Path, repo: str,
     data = tmp_path / "repo" / "app" / backup_id / "data"
     args = ["backup", "-t", f"sqlite://{db}", "-r", repo, "-c", "gzip:9", "--chunk-size",
             "1MiB", "--backup-id", backup_id]
-    kill_cli_when(args, env, lambda: any(data.glob(".tmp-*")), timeout=60)
+    # A short lease TTL, so that the killed writer's lease expires while the resume waits for it.
+    kill_cli_when(args, {**env, "SAFEHOLD_LEASE_TTL": "2"}, lambda: any(data.glob(".tmp-*")),
+                  timeout=60)
     assert list(data.glob(".tmp-*")), "the killed backup left its temp file"
-    run(*args, env=env)
+    run(*args, "--lock-wait", "1m", env=env)
     assert [p.name for p in (tmp_path / "repo" / "app" / backup_id).rglob(".tmp-*")] == []
     assert run_json("verify", "-r", repo, env=env)["ok"] is True
