@@ -122,24 +122,16 @@ def _source_of(kube: Kube, rs: Restore) -> str | None:
 
 
 def _plan_job(kube: Kube, body: Obj, rs: Restore, source: str, backup_id: str) -> None:
-    ns = rs.metadata.namespace or ""
-    try:
-        (src_body, src), dest = _targets(kube, rs, source)
-    except _Refused as exc:
-        _fail(kube, body, rs, exc.reason, exc.message)
-        return
-    ensure_runner_account(kube, ns)
-    ensure_generated_key(kube, src_body)
-    name = naming.job_name("plan", rs.metadata.name, rs.metadata.uid or "")
-    job = tasks.restore_job(rs, src, dest[1] if dest else None, backup_id, name,
-                            runtime.get().settings, plan_only=True)
-    job, created = _create(kube, body, job, name, f"runner Job {name} resolves backup"
-                           f" {backup_id} of {source} from the repository")
-    _save(kube, rs, rs.status.planning(name, rs.metadata.generation))
-    settle_existing(kube, job, created, on_job)
+    _run_step(kube, body, rs, source, backup_id, plan_only=True)
 
 
 def _start(kube: Kube, body: Obj, rs: Restore, source: str, backup_id: str) -> None:
+    _run_step(kube, body, rs, source, backup_id, plan_only=False)
+
+
+def _run_step(kube: Kube, body: Obj, rs: Restore, source: str, backup_id: str, *,
+              plan_only: bool) -> None:
+    """One runner Job of the restore: the plan-only Job, or the restore itself."""
     ns = rs.metadata.namespace or ""
     try:
         (src_body, src), dest = _targets(kube, rs, source)
@@ -148,11 +140,15 @@ def _start(kube: Kube, body: Obj, rs: Restore, source: str, backup_id: str) -> N
         return
     ensure_runner_account(kube, ns)
     ensure_generated_key(kube, src_body)
-    name = naming.job_name("restore", rs.metadata.name, rs.metadata.uid or "")
+    step = "plan" if plan_only else "restore"
+    name = naming.job_name(step, rs.metadata.name, rs.metadata.uid or "")
     job = tasks.restore_job(rs, src, dest[1] if dest else None, backup_id, name,
-                            runtime.get().settings)
-    job, created = _create(kube, body, job, name, f"runner Job {name} restores {backup_id}")
-    _save(kube, rs, rs.status.running(name, rs.metadata.generation))
+                            runtime.get().settings, plan_only=plan_only)
+    message = (f"runner Job {name} resolves backup {backup_id} of {source} from the repository"
+               if plan_only else f"runner Job {name} restores {backup_id}")
+    job, created = _create(kube, body, job, name, message)
+    status = (rs.status.planning if plan_only else rs.status.running)(name, rs.metadata.generation)
+    _save(kube, rs, status)
     settle_existing(kube, job, created, on_job)
 
 
