@@ -1,0 +1,105 @@
+"""Shared pieces of the whole-path tests on the real node (tests/cluster/test_operator_*.py):
+waiting, applying the CRDs, hostPath-backed volumes, reading status, running the operator.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tests.infra.procs import REPO
+
+RUNNER_UID = 65532  # the runner image's user: files the Jobs read or write belong to it
+GROUP, VERSION = "safehold.dev", "v1alpha1"
+
+
+def eventually(probe: Any, what: str, timeout: float = 300.0) -> Any:
+    """Poll ``probe`` every second until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def apply_crds(api: Any) -> None:
+    """Create the generated CRDs (crds/*.yaml) once per cluster and wait until established."""
+    import yaml
+    from kubernetes import client
+
+    ext = client.ApiextensionsV1Api(api)
+    names = []
+    for path in sorted((REPO / "crds").glob("*.yaml")):
+        body = yaml.safe_load(path.read_text())
+        names.append(body["metadata"]["name"])
+        try:
+            ext.create_custom_resource_definition(body)
+        except client.ApiException as exc:
+            if exc.status != 409:
+                raise
+    for name in names:
+        eventually(lambda n=name: any(
+            c.type == "Established" and c.status == "True"
+            for c in ext.read_custom_resource_definition(n).status.conditions or []),
+            f"CRD {name} established", timeout=60)
+
+
+@contextmanager
+def volume(core: Any, ns: str, name: str, path: Path) -> Iterator[None]:
+    """A PersistentVolumeClaim ``name`` in ``ns`` bound to a hostPath volume at ``path``."""
+    pv = f"{ns}-{name}"
+    core.create_persistent_volume({
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "storageClassName": "", "hostPath": {"path": str(path), "type": "Directory"}}})
+    try:
+        core.create_namespaced_persistent_volume_claim(ns, {
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": pv,
+                     "resources": {"requests": {"storage": "1Gi"}}}})
+        yield
+    finally:
+        core.delete_persistent_volume(pv)
+
+
+def status(custom: Any, ns: str, plural: str, name: str) -> dict[str, Any]:
+    """The ``status`` of a Safehold object (empty before the operator wrote one)."""
+    obj = custom.get_namespaced_custom_object(GROUP, VERSION, ns, plural, name)
+    return dict(obj.get("status") or {})
+
+
+def condition(custom: Any, ns: str, plural: str, name: str, kind: str) -> dict[str, Any] | None:
+    """The condition ``kind`` once it is decided (status True or False), else None."""
+    return next((c for c in status(custom, ns, plural, name).get("conditions", [])
+                 if c["type"] == kind and c["status"] != "Unknown"), None)
+
+
+def create(custom: Any, ns: str, kind: str, name: str, spec: dict[str, Any]) -> None:
+    """Create a Safehold object of ``kind`` (BackupTarget, Backup, Restore, BackupSchedule)."""
+    plural = kind.lower() + ("es" if kind.endswith("s") else "s")
+    custom.create_namespaced_custom_object(GROUP, VERSION, ns, plural, {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": kind,
+        "metadata": {"name": name}, "spec": spec})
+
+
+def finished(custom: Any, ns: str, plural: str, name: str,
+             timeout: float = 300.0) -> dict[str, Any]:
+    """Wait until a Backup or Restore reaches Completed or Failed; return its status."""
+    return eventually(lambda: (s := status(custom, ns, plural, name)).get("phase")
+                      in ("Completed", "Failed") and s, f"{plural}/{name} to finish", timeout)
+
+
+@contextmanager
+def operator(ns: str) -> Iterator[Any]:
+    """The operator in-process (kopf's test runner), watching ``ns`` only."""
+    from kopf.testing import KopfRunner
+
+    with KopfRunner(["run", "--standalone", f"--namespace={ns}", "-m",
+                     "safehold.controller.handlers"], timeout=60) as runner:
+        yield runner
