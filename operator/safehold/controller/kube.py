@@ -128,6 +128,25 @@ class Kube:
         items: list[Obj] = _json(resp).get("items", [])
         return items
 
+    def secret_version(self, ns: str, name: str) -> str | None:
+        """A Secret's ``resourceVersion`` (None when it does not exist), read as metadata only
+        (PartialObjectMetadata): the Secret's data never reaches the operator."""
+        method, url, headers, body, post = self.api.param_serialize(
+            "GET", "/api/v1/namespaces/{namespace}/secrets/{name}",
+            path_params={"namespace": ns, "name": name},
+            header_params={"Accept": "application/json;as=PartialObjectMetadata;"
+                           "g=meta.k8s.io;v=v1"},
+            auth_settings=["BearerToken"])
+        resp = self.api.call_api(method, url, header_params=headers, body=body,
+                                 post_params=post)
+        resp.read()  # type: ignore[no-untyped-call]
+        if resp.status == 404:
+            return None
+        if resp.status >= 400:
+            raise ApiException(http_resp=resp)
+        got = _json(resp)
+        return None if got is None else str(got["metadata"].get("resourceVersion") or "")
+
     def namespace_terminating(self, ns: str) -> bool:
         got = _none_if_404(lambda: self.core.read_namespace(ns, _preload_content=False))
         if got is None:

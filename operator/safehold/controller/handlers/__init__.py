@@ -12,12 +12,21 @@ from typing import Any
 import kopf
 
 from safehold.controller import naming, runtime
-from safehold.controller.handlers import adoption, backups, common, jobs, restores, targets
+from safehold.controller.handlers import (
+    adoption,
+    backups,
+    common,
+    jobs,
+    restores,
+    rotation,
+    targets,
+)
 from safehold.controller.kube import Kube
 from safehold.controller.settings import Settings
 
 G = naming.GROUP
 TICK = 60.0  # the targets' re-check timer; the interval itself is a setting
+KEY_TICK = 30.0  # how often a target's key Secret version is compared (metadata only)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +71,14 @@ def target_adopt(body: kopf.Body, **_: Any) -> None:
 @kopf.timer(G, "backuptargets", interval=TICK, initial_delay=TICK, idle=TICK)
 def target_recheck(body: kopf.Body, **_: Any) -> None:
     targets.maybe_recheck(dict(body))
+
+
+# key rotation (a changed key Secret -> re-wrap Job) and adoption re-checks (backups written
+# since the last listing); each tick costs one metadata read of the key Secret
+@kopf.timer(G, "backuptargets", interval=KEY_TICK, initial_delay=KEY_TICK)
+def target_keys_and_adoption(body: kopf.Body, **_: Any) -> None:
+    rotation.maybe_rewrap(dict(body))
+    adoption.maybe_relist(dict(body))
 
 
 # ---------------------------------------------------------------- Backup
