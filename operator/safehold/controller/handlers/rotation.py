@@ -28,7 +28,14 @@ def maybe_rewrap(body: Obj, target: BackupTarget | None = None) -> None:
     """Called on creation and by the target's key timer: compare the key Secret's version."""
     rt = runtime.get()
     kube = rt.kube
-    target = target or BackupTarget.from_body(body)
+    if target is None:
+        # read it fresh: a timer's body may predate our own last status patch, and deciding
+        # on that would start (and record) a re-wrap that already ran
+        meta = body["metadata"]
+        fresh = kube.get_custom(PLURAL, meta["namespace"], meta["name"])
+        if fresh is None:
+            return
+        body, target = fresh, BackupTarget.from_body(fresh)
     ns = target.metadata.namespace or ""
     secret = key_secret_name(target)
     if target.metadata.deletion_timestamp or secret is None:
@@ -57,14 +64,9 @@ def maybe_rewrap(body: Obj, target: BackupTarget | None = None) -> None:
     settle_existing(kube, job, created, on_job)
 
 
-_READ: dict[str, None] = {}
-
-
 def on_job(job: Obj, verdict: Verdict, deleted: bool) -> None:
     meta = job["metadata"]
     if not verdict.terminal and not deleted:
-        return
-    if meta.get("uid") in _READ:
         return
     kube = runtime.get().kube
     ns = meta["namespace"]
@@ -79,9 +81,7 @@ def on_job(job: Obj, verdict: Verdict, deleted: bool) -> None:
             target.status, target.status.model_copy(update={"rewrap_job": None,
                                                             "key_secret_version": "deleted"})))
         return
-    _READ[meta.get("uid", "")] = None
-    while len(_READ) > 10_000:
-        _READ.pop(next(iter(_READ)))
+    # recorded once: afterwards status.rewrapJob no longer names this Job
     result = result_of(verdict, "rewrap")
     new = target.status.rewrapped(result, target.metadata.generation)
     kube.patch_status(PLURAL, ns, target.metadata.name, patch(target.status, new))
