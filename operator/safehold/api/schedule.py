@@ -121,7 +121,10 @@ class BackupScheduleSpec(KubeModel):
     @field_validator("time_zone")
     @classmethod
     def _zone(cls, value: str | None) -> str | None:
-        zone(value)  # a CronError (a ValueError) names the zone and the fix
+        try:
+            zone(value)
+        except CronError as exc:
+            raise ValueError(f"{exc.message} ({exc.hint})") from None
         return value
 
     def crons(self) -> dict[str, str]:

@@ -312,14 +312,16 @@ def retention(sched: BackupSchedule, backups: list[Obj], now: datetime) -> Prune
 
 def to_delete(sched: BackupSchedule, backups: list[Obj]) -> list[str]:
     """The schedule's pruned Backups ready to delete: deletionPolicy Delete is set and the
-    operator's finalizer holds them, so deleting the object deletes the data."""
-    return sorted(
-        b["metadata"]["name"] for b in backups
-        if of_schedule(b, sched.metadata.name) and not deleting(b)
-        and (b["metadata"].get("annotations") or {}).get(PRUNED)
-        and (b.get("spec") or {}).get("deletionPolicy") == "Delete"
-        and FINALIZER in (b["metadata"].get("finalizers") or [])
-    )
+    operator's finalizer holds them, so deleting the object deletes the data. Newest first:
+    a child goes before the parent it builds on, so no deletion waits for a dependant."""
+    ready = [b for b in backups
+             if of_schedule(b, sched.metadata.name) and not deleting(b)
+             and (b["metadata"].get("annotations") or {}).get(PRUNED)
+             and (b.get("spec") or {}).get("deletionPolicy") == "Delete"
+             and FINALIZER in (b["metadata"].get("finalizers") or [])]
+    ready.sort(key=lambda b: (_when(b, "startedAt", "completedAt"), b["metadata"]["name"]),
+               reverse=True)
+    return [b["metadata"]["name"] for b in ready]
 
 
 def newest_success(sched: BackupSchedule, backups: list[Obj]) -> str | None:
