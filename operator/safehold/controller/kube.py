@@ -167,6 +167,28 @@ class Kube:
             if exc.status != 404:  # deleted meanwhile: nothing to record
                 raise
 
+    def patch_custom(self, plural: str, ns: str, name: str, body: Obj) -> None:
+        """Merge-patch an object (spec, labels, annotations); 404 is ignored."""
+        try:
+            self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, ns, plural, name, body, _preload_content=False
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def delete_custom(self, plural: str, ns: str, name: str) -> bool:
+        """Delete an object (its finalizers run first); False when it was already gone."""
+        try:
+            self.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, ns, plural, name, _preload_content=False
+            )
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
     def delete_job(self, ns: str, name: str) -> bool:
         """Delete a Job and (in the background) its pods; False when it was already gone."""
         try:

@@ -10,7 +10,9 @@ namespace, ``shop`` for one, ``shop,crm`` for a list; ``SAFEHOLD_RUNNER_IMAGE``;
 [86400], ``ttlSecondsAfterFinished``; ``SAFEHOLD_JOB_DEADLINE_SECONDS`` [21600],
 ``activeDeadlineSeconds`` of backup/restore Jobs; ``SAFEHOLD_CHECK_DEADLINE_SECONDS`` [300], of
 check/list Jobs; ``SAFEHOLD_JOB_RETRIES`` [2], ``backoffLimit`` (a retried pod resumes the same
-backup id); ``SAFEHOLD_CHECK_INTERVAL_SECONDS`` [3600], how often a BackupTarget is re-checked.
+backup id); ``SAFEHOLD_CHECK_INTERVAL_SECONDS`` [3600], how often a BackupTarget is re-checked;
+``SAFEHOLD_SCHEDULE_POLL_SECONDS`` [30], the longest a BackupSchedule sleeps between looks (it
+wakes at its next slot anyway; the poll picks up spec changes and finished backups).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ _ENV = {
     "check_deadline_seconds": "CHECK_DEADLINE_SECONDS",
     "job_retries": "JOB_RETRIES",
     "check_interval_seconds": "CHECK_INTERVAL_SECONDS",
+    "schedule_poll_seconds": "SCHEDULE_POLL_SECONDS",
 }
 
 
@@ -54,6 +57,7 @@ class Settings(BaseModel):
     check_deadline_seconds: int = Field(default=300, ge=30)
     job_retries: int = Field(default=2, ge=0, le=20)
     check_interval_seconds: int = Field(default=3600, ge=30)
+    schedule_poll_seconds: float = Field(default=30.0, ge=0.2, le=3600)
 
     @field_validator("namespaces", mode="before")
     @classmethod

@@ -5,6 +5,7 @@ Importing this package registers every handler with kopf's default registry.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import Any
@@ -19,6 +20,7 @@ from safehold.controller.handlers import (
     jobs,
     restores,
     rotation,
+    schedules,
     targets,
 )
 from safehold.controller.kube import Kube
@@ -99,6 +101,23 @@ def _delete_policy(spec: kopf.Spec, **_: Any) -> bool:
 @kopf.on.delete(G, "backups", when=_delete_policy)
 def backup_delete(body: kopf.Body, **_: Any) -> None:
     backups.delete_data(dict(body))
+
+
+# ---------------------------------------------------------------- BackupSchedule
+
+
+# one daemon per schedule: it sleeps until the next slot (at most SAFEHOLD_SCHEDULE_POLL_SECONDS,
+# which also bounds how late a spec change or a finished backup is noticed); the look itself
+# runs in a thread, so a slow API call never blocks the event loop
+@kopf.daemon(G, "backupschedules", cancellation_timeout=10.0)
+async def schedule_daemon(namespace: str | None, name: str, stopped: Any, **_: Any) -> None:
+    while not stopped:
+        try:
+            delay = await asyncio.to_thread(schedules.tick, namespace or "", name)
+        except Exception:  # a failed look is retried at the next poll, the daemon stays
+            log.exception("BackupSchedule %s/%s: look failed", namespace, name)
+            delay = runtime.get().settings.schedule_poll_seconds
+        await stopped.wait(delay)
 
 
 # ---------------------------------------------------------------- Restore
