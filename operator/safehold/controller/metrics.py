@@ -12,7 +12,7 @@ import logging
 import threading
 from datetime import datetime
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics, start_http_server
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,9 @@ NOTIFICATION_FAILURES = Counter(
     "safehold_notification_failures",
     "Notification messages not delivered after retries, by channel and reason.",
     ["channel", "reason"])
+
+# no *_created series: they would double every counter for no use here
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _served: int | None = None
 _lock = threading.Lock()
