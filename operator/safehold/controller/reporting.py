@@ -48,10 +48,12 @@ def start(log_level: str, metrics_port: int) -> None:
     """At operator start: the log level (SAFEHOLD_LOG_LEVEL) and /metrics."""
     logging.getLogger().setLevel(log_level)
     logging.getLogger("safehold").setLevel(log_level)
+    import kopf
+
     try:
         metrics.serve(metrics_port)
-    except OSError as exc:
-        raise RuntimeError(f"cannot serve metrics on port {metrics_port} ({exc}): set"
+    except OSError as exc:  # permanent: kopf stops the operator with this message
+        raise kopf.PermanentError(f"cannot serve metrics on port {metrics_port} ({exc}): set"
                            " SAFEHOLD_METRICS_PORT to a free port, or 0 to turn metrics off"
                            ) from None
 
@@ -103,7 +105,9 @@ def _backup_finished(kube: Kube, bk: Backup, new: BackupStatus) -> None:
         error_class=error.error_class if error else None,
         message=error.message if error else None, hint=error.hint if error else None,
         ref=_ref(bk.kind, bk.metadata.name, ns, bk.metadata.uid))
-    notify_target(kube, target, notice, schedule=schedule)
+    # a backup that failed on its key also reaches the webhooks that chose keyProblem
+    also = ("keyProblem",) if error and error.error_class == "KeyProblem" else ()
+    notify_target(kube, target, notice, schedule=schedule, also=also)
 
 
 def schedule_lag(scheduled: str | None, started: datetime | None) -> float | None:
@@ -185,8 +189,9 @@ def restore_status_changed(kube: Kube, rs: Restore, new: RestoreStatus) -> None:
 
 
 def notify_target(kube: Kube, target: BackupTarget, notice: Notice, *,
-                  schedule: str | None = None) -> int:
-    """Queue ``notice`` for every webhook that chose its event; returns how many. Never raises.
+                  schedule: str | None = None, also: Sequence[str] = ()) -> int:
+    """Queue ``notice`` for every webhook that chose its event (or one of ``also``); returns
+    how many. Never raises.
 
     For retention and key problems: ``Notice(event="retention"|"keyProblem", target=...,
     message=..., ref=...)`` from the code that finds them.
@@ -195,6 +200,9 @@ def notify_target(kube: Kube, target: BackupTarget, notice: Notice, *,
     try:
         schedules = _schedules(kube, ns)
         refs = webhooks(notice.event, target, schedules, schedule=schedule)
+        for event in also:  # each webhook hears of the notice once
+            refs += [r for r in webhooks(event, target, schedules, schedule=schedule)
+                     if r not in refs]
     except Exception:
         log.exception("cannot route notifications of %s/%s", ns, target.metadata.name)
         return 0
