@@ -113,6 +113,16 @@ class Kube:
         pods: list[Obj] = _json(resp).get("items", [])
         return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""))
 
+    def get_secret_value(self, ns: str, name: str, key: str) -> str | None:
+        """One key of a Secret, decoded (None when the Secret or the key is missing). For small
+        settings the operator itself needs (a Slack webhook URL); never logged."""
+        import base64
+
+        secret = _none_if_404(
+            lambda: self.core.read_namespaced_secret(name, ns, _preload_content=False))
+        value = ((secret or {}).get("data") or {}).get(key)
+        return base64.b64decode(value).decode(errors="replace") if value is not None else None
+
     def get_custom(self, plural: str, ns: str, name: str) -> Obj | None:
         return _none_if_404(
             lambda: self.custom.get_namespaced_custom_object(

@@ -12,7 +12,7 @@ from typing import Any
 
 import kopf
 
-from safehold.controller import naming, runtime
+from safehold.controller import naming, reporting, runtime
 from safehold.controller.handlers import (
     adoption,
     backups,
@@ -43,8 +43,15 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         in_cluster()
     except config.ConfigException:
         from_file(config_file=os.environ.get("KUBECONFIG"))  # else ~/.kube/config
-    runtime.set_runtime(runtime.Runtime(Settings.from_env(), Kube()))
+    rt = runtime.Runtime(Settings.from_env(), Kube())
+    runtime.set_runtime(rt)
     common.configure(settings)
+    reporting.start(rt.settings.log_level, rt.settings.metrics_port)
+
+
+@kopf.on.cleanup()
+def cleanup(**_: Any) -> None:
+    reporting.flush()  # pending Slack notifications go out before the operator stops
 
 
 @kopf.on.login()
