@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from safehold.engines.base import ConnectionOptions
+from safehold.engines.mysql.conn import parse_target
 from tests.infra.mariadb import MariaDB
 from tests.integration import mysql_data as data
 from tests.integration.cli_helpers import run, run_json
@@ -162,10 +164,7 @@ def test_a_long_query_makes_it_give_up_the_lock_in_time(mariadb_server: MariaDB,
 
 
 def test_lock_wait_is_validated() -> None:
-    from safehold.engines.base import ConnectionOptions
-    from safehold.engines.mysql.conn import parse_target
-
     assert parse_target("mariadb://u@h/db?lock-wait=0.5", ConnectionOptions()).lock_wait == 0.5
     for bad in ("-1", "soon", "99999"):
-        with pytest.raises(ValueError, match="lock-wait=.*seconds from 0 to 3600"):
+        with pytest.raises(ValueError, match=r"lock-wait=.*seconds from 0 to 3600"):
             parse_target(f"mariadb://u@h/db?lock-wait={bad}", ConnectionOptions())
