@@ -36,6 +36,28 @@ class ListedBackup(KubeModel):
         return len(self.model_dump_json(by_alias=True, exclude_none=True).encode())
 
 
+class PipelineFigures(KubeModel):
+    """Where a backup's or restore's time went (safehold.pipeline.profile.StageReport)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    stage_seconds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Thread-seconds per pipeline stage: a backup's read (from the database),"
+        " compress, encrypt, hash, write (to storage); a restore's read (from storage), hash,"
+        " decrypt, decompress, write (to the database); and waiting (for the codec pool).",
+    )
+    wall_seconds: float | None = Field(default=None, ge=0)
+    cpu_seconds: float | None = Field(
+        default=None, ge=0, description="CPU of the runner and the tools it ran.")
+    cores: int | None = Field(default=None, ge=1)
+    cores_busy: float | None = Field(
+        default=None, ge=0, le=1, description="The whole machine's CPU use over the run (0..1).")
+    bottleneck: str | None = Field(default=None, description="The stage that did the most work.")
+    summary: str | None = Field(
+        default=None, description="e.g. 'bottleneck: compression (cores busy 97%, ...)'.")
+
+
 class TaskResult(KubeModel):
     """A runner's report on one task; which fields are set depends on the task's kind."""
 
@@ -71,6 +93,8 @@ class TaskResult(KubeModel):
     encryption: str | None = None
     compression: str | None = None
     server_version: str | None = None
+    pipeline: PipelineFigures | None = Field(
+        default=None, description="Backup and restore: where the streaming time went.")
     # restore
     restored_to: datetime | None = Field(
         default=None, description="The point in time the restored data reflects."

@@ -31,7 +31,9 @@ from safehold.api.common import (
 from safehold.api.common import Condition as Condition
 from safehold.api.common import RunnerOverrides as RunnerOverrides
 from safehold.api.result import TaskResult
+from safehold.api.schedule import Notifications
 from safehold.api.task import Engine, RepoTargetName, TlsMode
+from safehold.api.trends import DEGRADED, TrendSummary
 
 COMPRESSION_PATTERN = r"^(none|gzip|bzip2|lz4|zstd)(:[0-9]{1,2})?$"
 STORAGE_URL_PATTERN = r"^(s3|gs|az|file)://.+$"
@@ -228,6 +230,11 @@ class BackupTargetSpec(KubeModel):
         " backups). Set it when two namespaces' targets of the same name share a repository;"
         " changing it later hides the backups written under the old name.",
     )
+    notifications: Notifications | None = Field(
+        default=None,
+        description="Where this target's events are reported (in addition to its schedules'),"
+        " e.g. slack: {webhookSecretRef: {name: slack, key: url}, on: [failure]}.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> BackupTargetSpec:
@@ -247,13 +254,18 @@ class BackupTargetStatus(StatusModel):
         default=None, description="metadata.generation the status reflects."
     )
     conditions: list[Condition] = Field(
-        default_factory=list, description="Ready: the last check Job's verdict."
+        default_factory=list, description="Ready: the last check Job's verdict. Degraded: whether"
+        " the newest backup was more than twice as slow as the median of its type.",
     )
     server_version: str | None = Field(default=None, description="Server version last seen.")
     last_check_time: datetime | None = Field(default=None, description="When the last check ran.")
     check_job: str | None = Field(default=None, description="Name of the running check Job.")
     generated_key_secret: str | None = Field(
         default=None, description="Name of the key Secret created for generateKey."
+    )
+    trends: TrendSummary | None = Field(
+        default=None, description="Rolling summary of the recent completed backups (durations,"
+        " throughput, compression, bottleneck stage); Degraded says when one was unusually slow.",
     )
 
     adopt_job: str | None = Field(
@@ -362,6 +374,16 @@ class BackupTargetStatus(StatusModel):
         update["conditions"] = list(set_condition(self.conditions, KEYS_ROTATED, status, reason,
                                                   message, generation=generation, now=now))
         return self.model_copy(update=update)
+
+    def trended(self, summary: TrendSummary, generation: int | None,
+                now: datetime | None = None) -> BackupTargetStatus:
+        """The new rolling summary and the Degraded condition it implies."""
+        status, reason, message = summary.condition()
+        return self.model_copy(update={
+            "trends": summary,
+            "conditions": list(set_condition(self.conditions, DEGRADED, status, reason, message,
+                                             generation=generation, now=now)),
+        })
 
     def key_generated(self, secret_name: str) -> BackupTargetStatus:
         return self.model_copy(update={"generated_key_secret": secret_name})

@@ -24,7 +24,7 @@ from typing import Any
 from safehold.api.common import ErrorInfo
 from safehold.api.errors import Conflict, DatabaseProblem, KeyProblem, UsageError
 from safehold.api.manifest import Manifest
-from safehold.api.result import LIST_PAGE_BYTES, ListedBackup, TaskResult
+from safehold.api.result import LIST_PAGE_BYTES, ListedBackup, PipelineFigures, TaskResult
 from safehold.api.task import (
     BackupTask,
     CheckTask,
@@ -44,6 +44,7 @@ from safehold.codecs.compression import parse_codec
 from safehold.engines.base import ConnectionOptions, Engine, open_engine, redact_url
 from safehold.pipeline.backup import BackupOptions, run_backup
 from safehold.pipeline.keys import DataKeys, backup_context, read_wrapped_key, write_wrapped_key
+from safehold.pipeline.profile import Profile
 from safehold.pipeline.restore import run_restore, verify_backup
 from safehold.repository import layout
 from safehold.repository.lease import (
@@ -232,6 +233,7 @@ def _backup(task: BackupTask, stages: Stages, env: Mapping[str, str]) -> TaskRes
         keks = load_keys(task.encryption)
         engine = open_database(task.database, env)
         codec = parse_codec(task.compression)
+    pipeline: PipelineFigures | None = None  # none when an earlier run took the backup
     if task.backup_id and repo.storage.exists(layout.manifest_key(task.target, task.backup_id)):
         # a retried Job whose first run finished but could not report: report that backup
         log.info("backup %s of %s is already complete; reporting it", task.backup_id,
@@ -240,19 +242,22 @@ def _backup(task: BackupTask, stages: Stages, env: Mapping[str, str]) -> TaskRes
         notes = [f"backup {task.backup_id} was already complete: reported, not taken again"]
     else:
         notes = []
+        profile = Profile("backup")
         options = BackupOptions(target=task.target, type=task.type, codec=codec,
                                 chunk_size=task.chunk_size, include=task.include or None,
                                 no_encryption=task.encryption.mode == "none",
                                 namespace=task.namespace)
         with stages("backup"), _lease(repo, task.target, "backup", task.backup_id) as lease:
             manifest = run_backup(engine, repo, options, keks[0] if keks else None, keks[1:],
-                                  backup_id=task.backup_id, lease=lease)
+                                  backup_id=task.backup_id, lease=lease, profile=profile)
+        pipeline = PipelineFigures.model_validate(profile.report().as_dict())
+        log.info("%s", pipeline.summary)
     facts = stages.facts()
     facts["started_at"] = manifest.started_at
     facts["finished_at"] = manifest.finished_at
     elapsed = (manifest.finished_at - manifest.started_at).total_seconds()
     return TaskResult(kind="backup", phase="Completed", **facts, notes=notes,
-                      **manifest_facts(repo, manifest),
+                      **manifest_facts(repo, manifest), pipeline=pipeline,
                       throughput_bytes_per_second=_throughput(manifest.raw_bytes, elapsed))
 
 
@@ -274,11 +279,14 @@ def _restore(task: RestoreTask, stages: Stages, env: Mapping[str, str]) -> TaskR
         report = engine.check("restore")
         if not report.ok:
             raise DatabaseProblem("cannot restore: " + "; ".join(report.problems))
+    profile = Profile("restore")
     with stages("restore"):
         run_restore(engine, repo, manifest, keks, include=task.include or None,
-                    conflict=task.conflict_policy)
+                    conflict=task.conflict_policy, profile=profile)
+    pipeline = PipelineFigures.model_validate(profile.report().as_dict())
+    log.info("%s", pipeline.summary)
     done = stages.facts()
-    return TaskResult(kind="restore", phase="Completed", **done, **facts,
+    return TaskResult(kind="restore", phase="Completed", **done, **facts, pipeline=pipeline,
                       throughput_bytes_per_second=_throughput(
                           manifest.raw_bytes, stages.seconds.get("restore", 0.0)))
 
