@@ -12,13 +12,14 @@ from typing import Any
 
 import kopf
 
-from safehold.controller import naming, runtime
+from safehold.controller import naming, reporting, runtime
 from safehold.controller.handlers import (
     adoption,
     backups,
     common,
     jobs,
     restores,
+    rotation,
     schedules,
     targets,
 )
@@ -27,6 +28,7 @@ from safehold.controller.settings import Settings
 
 G = naming.GROUP
 TICK = 60.0  # the targets' re-check timer; the interval itself is a setting
+KEY_TICK = 30.0  # how often a target's key Secret version is compared (metadata only)
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +43,15 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         in_cluster()
     except config.ConfigException:
         from_file(config_file=os.environ.get("KUBECONFIG"))  # else ~/.kube/config
-    runtime.set_runtime(runtime.Runtime(Settings.from_env(), Kube()))
+    rt = runtime.Runtime(Settings.from_env(), Kube())
+    runtime.set_runtime(rt)
     common.configure(settings)
+    reporting.start(rt.settings.log_level, rt.settings.metrics_port)
+
+
+@kopf.on.cleanup()
+def cleanup(**_: Any) -> None:
+    reporting.flush()  # pending Slack notifications go out before the operator stops
 
 
 @kopf.on.login()
@@ -71,6 +80,14 @@ def target_adopt(body: kopf.Body, **_: Any) -> None:
 @kopf.timer(G, "backuptargets", interval=TICK, initial_delay=TICK, idle=TICK)
 def target_recheck(body: kopf.Body, **_: Any) -> None:
     targets.maybe_recheck(dict(body))
+
+
+# key rotation (a changed key Secret -> re-wrap Job) and adoption re-checks (backups written
+# since the last listing); each tick costs one metadata read of the key Secret
+@kopf.timer(G, "backuptargets", interval=KEY_TICK, initial_delay=KEY_TICK)
+def target_keys_and_adoption(body: kopf.Body, **_: Any) -> None:
+    rotation.maybe_rewrap(dict(body))
+    adoption.maybe_relist(dict(body))
 
 
 # ---------------------------------------------------------------- Backup
