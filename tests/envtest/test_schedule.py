@@ -184,14 +184,15 @@ def test_retention_prunes_an_old_chain_after_several_runs(
             bid = _complete(k8s, name, kind, parent, chain)
             chain, parent = chain or bid, bid
         old = names[:3]
-        # the first chain is marked (deletionPolicy Delete) and deleted by its finalizer's Jobs
-        for name in old:
-            eventually(lambda n=name: k8s.jobs(None, "delete") and any(  # type: ignore[misc]
-                j.metadata.annotations.get("safehold.dev/owner-name") == n
-                for j in k8s.jobs(None, "delete")), f"the delete Job of {name}")
-        for job in k8s.jobs(None, "delete"):
+        # the first chain is marked (deletionPolicy Delete) and deleted by its finalizer's
+        # Jobs, children first: a parent's object is deleted once its child's is gone
+        for name in reversed(old):
+            job = eventually(lambda n=name: [  # type: ignore[misc]
+                j for j in k8s.jobs(None, "delete")
+                if j.metadata.annotations.get("safehold.dev/owner-name") == n],
+                f"the delete Job of {name}")[0]
+            assert all(k8s.get("backups", n) for n in old[:old.index(name)])
             finish_pod(k8s, job, exit_code=0)
-        for name in old:
             eventually(lambda n=name: k8s.get("backups", n) is None,  # type: ignore[misc]
                        f"{name} deleted")
         status = eventually(lambda: (s := k8s.status("backupschedules", "orders"))
