@@ -184,14 +184,15 @@ def test_retention_prunes_an_old_chain_after_several_runs(
             bid = _complete(k8s, name, kind, parent, chain)
             chain, parent = chain or bid, bid
         old = names[:3]
-        # the first chain is marked (deletionPolicy Delete) and deleted by its finalizer's Jobs
-        for name in old:
-            eventually(lambda n=name: k8s.jobs(None, "delete") and any(  # type: ignore[misc]
-                j.metadata.annotations.get("safehold.dev/owner-name") == n
-                for j in k8s.jobs(None, "delete")), f"the delete Job of {name}")
-        for job in k8s.jobs(None, "delete"):
+        # the first chain is marked (deletionPolicy Delete) and deleted by its finalizer's
+        # Jobs, children first: a parent's object is deleted once its child's is gone
+        for name in reversed(old):
+            job = eventually(lambda n=name: [  # type: ignore[misc]
+                j for j in k8s.jobs(None, "delete")
+                if j.metadata.annotations.get("safehold.dev/owner-name") == n],
+                f"the delete Job of {name}")[0]
+            assert all(k8s.get("backups", n) for n in old[:old.index(name)])
             finish_pod(k8s, job, exit_code=0)
-        for name in old:
             eventually(lambda n=name: k8s.get("backups", n) is None,  # type: ignore[misc]
                        f"{name} deleted")
         status = eventually(lambda: (s := k8s.status("backupschedules", "orders"))
@@ -203,3 +204,61 @@ def test_retention_prunes_an_old_chain_after_several_runs(
     assert status["retention"]["kept"] == 2 and status["retainedFor"] == names[4]
     assert status["lastSuccessfulBackup"] == names[4]
     assert "Pruned" in {e.reason for e in k8s.events("orders")}
+
+
+def test_forbid_waits_for_a_manual_backup_then_runs(
+    k8s: Cluster, operator: Any, clock: Clock
+) -> None:
+    k8s.create("backuptargets", samples.target())
+    with operator():
+        manual = k8s.create("backups", samples.backup("by-hand"))
+        eventually(lambda: k8s.status("backups", "by-hand").get("phase") == "Running",
+                   "the manual Backup running")
+        k8s.create("backupschedules", schedule(full="0 * * * *"))
+        slot = next_slot(k8s)
+        clock.to(slot + timedelta(seconds=5))
+        cond = eventually(lambda: next((c for c in k8s.status("backupschedules", "orders")
+                                        .get("conditions") or [] if c["reason"] == "Waiting"),
+                                       None), "the run waiting")
+        assert "by-hand" in cond["message"] and not scheduled(k8s)
+        job = eventually(lambda: k8s.jobs(manual["metadata"]["uid"], "backup"), "Job")[0]
+        bid = k8s.status("backups", "by-hand")["backupId"]
+        finish_pod(k8s, job, exit_code=0, message=TaskResult(
+            kind="backup", phase="Completed", backup_id=bid, type="full", chain_id=bid,
+            raw_bytes=1, stored_bytes=1).to_termination_message())
+        eventually(lambda: scheduled(k8s), "the scheduled Backup once the manual one finished")
+    assert [b["metadata"]["name"] for b in scheduled(k8s)] == [f"orders-full-{slot:%Y%m%dt%H%M}"]
+
+
+def test_scheduled_verify_reports_a_condition_and_an_event(
+    k8s: Cluster, operator: Any, clock: Clock
+) -> None:
+    from safehold.api.common import ErrorInfo
+
+    k8s.create("backuptargets", samples.target())
+    with operator():
+        sched = k8s.create("backupschedules", schedule(verify="0 5 * * *"))
+        uid = sched["metadata"]["uid"]
+        slot = next_slot(k8s, "verify")
+        clock.to(slot + timedelta(seconds=1))
+        job = eventually(lambda: k8s.jobs(uid, "verify"), "the verify Job")[0]
+        assert job.metadata.owner_references[0].kind == "BackupSchedule"
+        finish_pod(k8s, job, exit_code=0, message=TaskResult(
+            kind="verify", phase="Completed").to_termination_message())
+        ok = eventually(lambda: next((c for c in k8s.status("backupschedules", "orders")
+                                      .get("conditions") or [] if c["type"] == "Verified"
+                                      and c["status"] == "True"), None), "Verified True")
+        clock.to(slot + timedelta(days=1, seconds=1))
+        second = eventually(lambda: [j for j in k8s.jobs(uid, "verify")
+                                     if j.metadata.name != job.metadata.name], "the next verify")
+        finish_pod(k8s, second[0], exit_code=4, message=TaskResult.failure("verify", ErrorInfo(
+            error_class="IntegrityError", message="object db.pages: SHA-256 mismatch",
+            exit_code=4, hint="restore from another backup")).to_termination_message())
+        bad = eventually(lambda: next((c for c in k8s.status("backupschedules", "orders")
+                                       .get("conditions") or [] if c["type"] == "Verified"
+                                       and c["status"] == "False"), None), "Verified False")
+    assert ok["reason"] == "Verified"
+    assert bad["reason"] == "VerifyFailed" and "SHA-256 mismatch" in bad["message"]
+    assert "restore from another backup" in bad["message"]
+    reasons = [e.reason for e in k8s.events("orders")]
+    assert reasons.count("Verified") == 1 and reasons.count("VerifyFailed") == 1

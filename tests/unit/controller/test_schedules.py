@@ -212,3 +212,17 @@ def test_no_retention_prunes_nothing_and_pruned_backups_wait_for_the_finalizer()
     assert logic.to_delete(sched, [marked]) == []
     marked["metadata"]["finalizers"] = [logic.FINALIZER]
     assert logic.to_delete(sched, [marked]) == ["f1"]
+
+
+def test_pruned_backups_are_deleted_one_generation_at_a_time_children_first() -> None:
+    items = chains()[:3]
+    for b in items:
+        b["metadata"].update(annotations={logic.PRUNED: "no rule keeps it"},
+                             finalizers=[logic.FINALIZER])
+        b["spec"]["deletionPolicy"] = "Delete"
+    sched = schedule(full="@daily")
+    assert logic.to_delete(sched, items) == ["i2"]
+    items[2]["metadata"]["deletionTimestamp"] = "2026-12-02T12:00:00Z"
+    assert logic.to_delete(sched, items) == []  # i1 waits until i2 (and its data) is gone
+    assert logic.to_delete(sched, items[:2]) == ["i1"]
+    assert logic.to_delete(sched, items[:1]) == ["f1"]

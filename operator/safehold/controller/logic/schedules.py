@@ -312,10 +312,13 @@ def retention(sched: BackupSchedule, backups: list[Obj], now: datetime) -> Prune
 
 def to_delete(sched: BackupSchedule, backups: list[Obj]) -> list[str]:
     """The schedule's pruned Backups ready to delete: deletionPolicy Delete is set and the
-    operator's finalizer holds them, so deleting the object deletes the data. Newest first:
-    a child goes before the parent it builds on, so no deletion waits for a dependant."""
+    operator's finalizer holds them, so deleting the object deletes the data. A parent waits
+    until no Backup object builds on it any more (its pruned children are gone, data and all):
+    the runner refuses to delete a backup another one in the repository still needs."""
+    parents = {(b.get("status") or {}).get("parentId") for b in backups}
     ready = [b for b in backups
              if of_schedule(b, sched.metadata.name) and not deleting(b)
+             and (b.get("status") or {}).get("backupId") not in parents
              and (b["metadata"].get("annotations") or {}).get(PRUNED)
              and (b.get("spec") or {}).get("deletionPolicy") == "Delete"
              and FINALIZER in (b["metadata"].get("finalizers") or [])]
