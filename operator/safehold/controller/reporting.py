@@ -199,10 +199,7 @@ def notify_target(kube: Kube, target: BackupTarget, notice: Notice, *,
     ns = target.metadata.namespace or ""
     try:
         schedules = _schedules(kube, ns)
-        refs = webhooks(notice.event, target, schedules, schedule=schedule)
-        for event in also:  # each webhook hears of the notice once
-            refs += [r for r in webhooks(event, target, schedules, schedule=schedule)
-                     if r not in refs]
+        refs = webhooks([notice.event, *also], target, schedules, schedule=schedule)
     except Exception:
         log.exception("cannot route notifications of %s/%s", ns, target.metadata.name)
         return 0

@@ -51,6 +51,10 @@ def test_target_and_schedules_each_choose_and_a_webhook_hears_once() -> None:
     assert names("success") == ["ops", "dev"]
     assert names("keyProblem") == ["ops"]
     assert names("retention") == ["dev"]
+    # a backup failed on its key: webhooks that chose failure or keyProblem, each once
+    assert [r.name for r in webhooks(["failure", "keyProblem"], target, schedules)] == ["ops"]
+    assert [r.name for r in webhooks(["success", "retention"], target, schedules)] == \
+        ["ops", "dev"]
     # a scheduled backup reports to its own schedule (and the target) only
     assert names("success", schedule="nightly") == ["ops"]
     assert names("success", schedule="hourly") == ["dev"]

@@ -15,9 +15,12 @@ from safehold.api.schedule import BackupSchedule, Notifications
 from safehold.api.target import BackupTarget
 
 
-def webhooks(event: str, target: BackupTarget, schedules: Sequence[BackupSchedule],
-             *, schedule: str | None = None) -> list[SecretKeyRef]:
-    """The webhook Secret keys to notify of ``event`` about ``target``, each once, in order."""
+def webhooks(event: str | Sequence[str], target: BackupTarget,
+             schedules: Sequence[BackupSchedule], *, schedule: str | None = None
+             ) -> list[SecretKeyRef]:
+    """The webhook Secret keys that chose ``event`` (or any of several) about ``target``, each
+    once, in order."""
+    events = {event} if isinstance(event, str) else set(event)
     chosen: list[Notifications | None] = [target.spec.notifications]
     for s in schedules:
         if s.spec.target_ref.name != target.metadata.name:
@@ -27,7 +30,7 @@ def webhooks(event: str, target: BackupTarget, schedules: Sequence[BackupSchedul
         chosen.append(s.spec.notifications)
     refs: list[SecretKeyRef] = []
     for n in chosen:
-        if n is not None and n.slack is not None and event in n.slack.on:
+        if n is not None and n.slack is not None and events & set(n.slack.on):
             ref = n.slack.webhook_secret_ref
             if ref not in refs:
                 refs.append(ref)
