@@ -38,6 +38,7 @@ from safehold.api.trends import DEGRADED, TrendSummary
 COMPRESSION_PATTERN = r"^(none|gzip|bzip2|lz4|zstd)(:[0-9]{1,2})?$"
 STORAGE_URL_PATTERN = r"^(s3|gs|az|file)://.+$"
 READY = "Ready"
+KEYS_ROTATED = "KeysRotated"
 
 
 def _count(*fields: str) -> str:
@@ -267,6 +268,30 @@ class BackupTargetStatus(StatusModel):
         " throughput, compression, bottleneck stage); Degraded says when one was unusually slow.",
     )
 
+    adopt_job: str | None = Field(
+        default=None, description="Name of the running adopt Job (lists the repository)."
+    )
+    adopted_through: str | None = Field(
+        default=None, description="The newest backup id listed from the repository so far;"
+        " a re-check lists only backups after it."
+    )
+    last_adoption_time: datetime | None = Field(
+        default=None, description="When the repository was last listed for adoption."
+    )
+    key_secret_version: str | None = Field(
+        default=None, description="`<Secret>@<resourceVersion>` of the key Secret the last"
+        " re-wrap ran against (or first seen); a change starts a re-wrap Job."
+    )
+    rewrap_job: str | None = Field(default=None, description="Name of the running re-wrap Job.")
+    active_key_id: str | None = Field(
+        default=None, description="Id of the key every data key is wrapped with after the last"
+        " re-wrap."
+    )
+    retired_key_ids: list[str] = Field(
+        default_factory=list, description="Key ids no backup needs any more after the last"
+        " re-wrap: they may be removed from the key Secret."
+    )
+
     def checking(self, job_name: str, generation: int | None,
                  now: datetime | None = None) -> BackupTargetStatus:
         """A check Job was started; Ready is Unknown until it reports."""
@@ -301,6 +326,54 @@ class BackupTargetStatus(StatusModel):
             "conditions": list(set_condition(self.conditions, READY, status, reason, message,
                                              generation=generation, now=now)),
         })
+
+    def adopting(self, job_name: str) -> BackupTargetStatus:
+        return self.model_copy(update={"adopt_job": job_name})
+
+    def adopted(self, through: str | None, now: datetime | None = None) -> BackupTargetStatus:
+        """A list page was read (and its backups adopted); ``through`` is its newest id."""
+        newest = max(filter(None, (self.adopted_through, through)), default=None)
+        return self.model_copy(update={"adopt_job": None, "adopted_through": newest,
+                                       "last_adoption_time": now or utcnow()})
+
+    def key_seen(self, version: str) -> BackupTargetStatus:
+        """The key Secret's version as first seen (nothing to re-wrap yet)."""
+        return self.model_copy(update={"key_secret_version": version})
+
+    def rewrapping(self, job_name: str, version: str, generation: int | None,
+                   now: datetime | None = None) -> BackupTargetStatus:
+        """The key Secret changed: a re-wrap Job runs against ``version``."""
+        return self.model_copy(update={
+            "rewrap_job": job_name, "key_secret_version": version,
+            "conditions": list(set_condition(
+                self.conditions, KEYS_ROTATED, "Unknown", "Rewrapping",
+                f"the key Secret changed ({version}): re-wrap Job {job_name} wraps every data"
+                " key with the active key", generation=generation, now=now)),
+        })
+
+    def rewrapped(self, result: TaskResult, generation: int | None,
+                  now: datetime | None = None) -> BackupTargetStatus:
+        """The re-wrap Job reported: KeysRotated True (old keys may go) or False (why)."""
+        update: dict[str, Any] = {"rewrap_job": None}
+        if result.ok:
+            retired = [k for k in result.retired_key_ids if k != result.active_key_id]
+            status: ConditionStatus = "True"
+            reason = "Rewrapped"
+            message = (f"{result.rewrapped or 0} data key(s) re-wrapped; every backup is"
+                       f" wrapped with key {result.active_key_id}")
+            if retired:
+                message += f"; no backup needs {', '.join(retired)}: it may be removed"
+            update.update(active_key_id=result.active_key_id, retired_key_ids=retired)
+        else:
+            status = "False"
+            error = result.error
+            reason = condition_reason(error.error_class if error else "", "RewrapFailed")
+            message = (error.message + (f" (hint: {error.hint})" if error.hint else "")
+                       if error else "the re-wrap Job failed")
+            message += "; nothing was changed until every data key could be unwrapped"
+        update["conditions"] = list(set_condition(self.conditions, KEYS_ROTATED, status, reason,
+                                                  message, generation=generation, now=now))
+        return self.model_copy(update=update)
 
     def trended(self, summary: TrendSummary, generation: int | None,
                 now: datetime | None = None) -> BackupTargetStatus:

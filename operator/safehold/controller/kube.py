@@ -138,6 +138,25 @@ class Kube:
         items: list[Obj] = _json(resp).get("items", [])
         return items
 
+    def secret_version(self, ns: str, name: str) -> str | None:
+        """A Secret's ``resourceVersion`` (None when it does not exist), read as metadata only
+        (PartialObjectMetadata): the Secret's data never reaches the operator."""
+        method, url, headers, body, post = self.api.param_serialize(
+            "GET", "/api/v1/namespaces/{namespace}/secrets/{name}",
+            path_params={"namespace": ns, "name": name},
+            header_params={"Accept": "application/json;as=PartialObjectMetadata;"
+                           "g=meta.k8s.io;v=v1"},
+            auth_settings=["BearerToken"])
+        resp = self.api.call_api(method, url, header_params=headers, body=body,
+                                 post_params=post)
+        resp.read()  # type: ignore[no-untyped-call]
+        if resp.status == 404:
+            return None
+        if resp.status >= 400:
+            raise ApiException(http_resp=resp)
+        got = _json(resp)
+        return None if got is None else str(got["metadata"].get("resourceVersion") or "")
+
     def namespace_terminating(self, ns: str) -> bool:
         got = _none_if_404(lambda: self.core.read_namespace(ns, _preload_content=False))
         if got is None:
@@ -157,6 +176,28 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:  # deleted meanwhile: nothing to record
                 raise
+
+    def patch_custom(self, plural: str, ns: str, name: str, body: Obj) -> None:
+        """Merge-patch an object (spec, labels, annotations); 404 is ignored."""
+        try:
+            self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, ns, plural, name, body, _preload_content=False
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def delete_custom(self, plural: str, ns: str, name: str) -> bool:
+        """Delete an object (its finalizers run first); False when it was already gone."""
+        try:
+            self.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, ns, plural, name, _preload_content=False
+            )
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
 
     def delete_job(self, ns: str, name: str) -> bool:
         """Delete a Job and (in the background) its pods; False when it was already gone."""
