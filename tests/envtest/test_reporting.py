@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from safehold.api.common import ErrorInfo
 from safehold.api.result import TaskResult
 from tests.envtest.conftest import Cluster, eventually, finish_pod
+from tests.envtest.test_schedule import Clock
 from tests.infra.slackhook import SlackHook, block_kit_problems
 from tests.unit.controller import samples
 
@@ -134,3 +135,41 @@ def _all_text(hook: SlackHook) -> str:
     import json
 
     return json.dumps(hook.delivered)
+
+
+def test_scheduled_backups_report_retention_and_schedule_lag(
+    k8s: Cluster, operator: Any, slack_hook: SlackHook, metrics_port: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from safehold.controller.handlers import schedules
+    from tests.envtest.test_schedule import _complete, next_slot, schedule
+
+    clock = Clock()  # the schedule handler's clock, moved by hand (as in test_schedule.py)
+    monkeypatch.setattr(schedules, "CLOCK", clock)
+    monkeypatch.setenv("SAFEHOLD_SCHEDULE_POLL_SECONDS", "0.3")
+
+    monkeypatch.setenv("SAFEHOLD_NOTIFY_WINDOW_SECONDS", "0.3")
+    _secret(k8s, "slack", slack_hook.url)
+    k8s.create("backuptargets", samples.target())
+    spec = {"full": "0 0 * * *", "retention": {"keepLast": 1},
+            "notifications": {"slack": {"webhookSecretRef": {"name": "slack", "key": "url"},
+                                        "on": ["retention"]}}}
+    with operator():
+        k8s.create("backupschedules", schedule(**spec))
+        first = next_slot(k8s, "full")
+        for day in (0, 1):
+            when = first + timedelta(days=day)
+            clock.to(when + timedelta(seconds=2))
+            _complete(k8s, f"orders-full-{when:%Y%m%dt%H%M}", "full", None, None)
+        text = eventually(lambda: (t := _all_text(slack_hook)) and "Retention pruned" in t
+                          and t, "the retention message")
+        metrics = _scrape(metrics_port)
+    pruned = f"orders-full-{first:%Y%m%dt%H%M}"
+    assert pruned in text and "schedule orders pruned 1 backup(s)" in text
+    assert "Backup completed" not in text  # the schedule chose retention only
+    assert all(block_kit_problems(b) == [] for b in slack_hook.delivered)
+    assert _value(metrics, "safehold_retention_pruned_backups_total", namespace=k8s.ns,
+                  schedule="orders") == 1
+    # each Backup's Job started after its slot: two lag observations
+    assert _value(metrics, "safehold_schedule_lag_seconds_count", namespace=k8s.ns,
+                  schedule="orders") == 2

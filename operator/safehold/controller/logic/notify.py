@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from safehold.api.common import SecretKeyRef
 from safehold.api.schedule import BackupSchedule, Notifications
 from safehold.api.target import BackupTarget
+from safehold.controller.logic.schedules import label_value
 
 
 def webhooks(event: str | Sequence[str], target: BackupTarget,
@@ -25,7 +26,7 @@ def webhooks(event: str | Sequence[str], target: BackupTarget,
     for s in schedules:
         if s.spec.target_ref.name != target.metadata.name:
             continue
-        if schedule is not None and s.metadata.name != schedule:
+        if schedule is not None and label_value(s.metadata.name) != label_value(schedule):
             continue
         chosen.append(s.spec.notifications)
     refs: list[SecretKeyRef] = []
