@@ -173,3 +173,35 @@ def test_scheduled_backups_report_retention_and_schedule_lag(
     # each Backup's Job started after its slot: two lag observations
     assert _value(metrics, "safehold_schedule_lag_seconds_count", namespace=k8s.ns,
                   schedule="orders") == 2
+
+
+def test_a_failed_scheduled_verify_is_counted_and_told(
+    k8s: Cluster, operator: Any, slack_hook: SlackHook, metrics_port: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from safehold.controller.handlers import schedules
+    from tests.envtest.test_schedule import next_slot, schedule
+
+    clock = Clock()
+    monkeypatch.setattr(schedules, "CLOCK", clock)
+    monkeypatch.setenv("SAFEHOLD_SCHEDULE_POLL_SECONDS", "0.3")
+    monkeypatch.setenv("SAFEHOLD_NOTIFY_WINDOW_SECONDS", "0.3")
+    _secret(k8s, "slack", slack_hook.url)
+    k8s.create("backuptargets", samples.target(spec=dict(samples.PG_TARGET_SPEC,
+                                                         runner={"backoffLimit": 0})))
+    spec = {"verify": "0 5 * * *",
+            "notifications": {"slack": {"webhookSecretRef": {"name": "slack", "key": "url"}}}}
+    with operator():
+        k8s.create("backupschedules", schedule(**spec))
+        clock.to(next_slot(k8s, "verify") + timedelta(seconds=2))
+        job = eventually(lambda: k8s.jobs(None, "verify"), "the verify Job")[0]
+        result = TaskResult.failure("verify", ErrorInfo(
+            error_class="IntegrityError", message="object 3 of backup x fails its SHA-256",
+            exit_code=4, hint="restore from another backup"))
+        finish_pod(k8s, job, exit_code=4, message=result.to_termination_message())
+        text = eventually(lambda: (t := _all_text(slack_hook)) and "Verify failed" in t and t,
+                          "the verify message")
+        metrics = _scrape(metrics_port)
+    assert "fails its SHA-256" in text and "#e01e5a" in text  # red: a failure
+    assert _value(metrics, "safehold_verifies_total", namespace=k8s.ns, target="orders",
+                  result="failed") == 1
