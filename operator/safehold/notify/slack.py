@@ -32,6 +32,7 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.webhook import WebhookClient
 
+from safehold.api.backup import human_bytes
 from safehold.api.errors import UsageError
 from safehold.api.result import TaskResult
 
@@ -167,16 +168,6 @@ def _notice_blocks(n: Notice, *, titled: bool) -> list[dict[str, Any]]:
         blocks.append({"type": "context", "elements": [{
             "type": "mrkdwn", "text": _clip(f":bulb: *Hint:* {n.hint}", 3000)}]})
     return blocks
-
-
-def human_bytes(n: float) -> str:
-    """1536 -> '1.5 KiB'."""
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def human_seconds(s: float) -> str:
