@@ -69,7 +69,9 @@ def stage_line(out: dict[str, object]) -> str:
     fig = out.get("pipeline")
     if not isinstance(fig, dict):
         return ""
-    stages = ", ".join(f"{k} {v:.1f}s" for k, v in fig["stage_seconds"].items())
+    cpu = fig.get("stage_cpu_seconds", {})
+    stages = ", ".join(f"{k} {v:.1f}s (cpu {cpu.get(k, 0):.1f}s)"
+                       for k, v in fig["stage_seconds"].items())
     return f"{fig['summary']}; {stages}"
 
 
@@ -83,11 +85,11 @@ def table(title: str, mb: float, safehold: Case, peers: Sequence[Case]) -> None:
     """The cases' figures; each peer with the ratio Safehold/peer (< 1.0: Safehold faster)."""
     rounds = len(safehold.walls)
     print(f"\n### {title} ({mb:.0f} MB, median of {rounds} alternating runs, min-max)")
-    print(f"{'command':<44} {'median s':>8} {'min-max s':>12} {'MB/s':>7} {'RSS MiB':>8}"
+    print(f"{'command':<50} {'median s':>8} {'min-max s':>12} {'MB/s':>7} {'RSS MiB':>8}"
           f" {'safehold/peer':>13}  threads, level, encryption")
     for case in (safehold, *peers):
         ratio = "" if case is safehold else f"{safehold.median / case.median:.2f}x"
-        print(f"{case.name:<44} {case.median:>8.2f} {case.spread():>12} {mb / case.median:>7.1f}"
+        print(f"{case.name:<50} {case.median:>8.2f} {case.spread():>12} {mb / case.median:>7.1f}"
               f" {max(case.rss_mib):>8.0f} {ratio:>13}  {case.label}")
     if safehold.stages:
         print(f"  safehold stages (last run): {safehold.stages}")

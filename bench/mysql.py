@@ -39,19 +39,28 @@ def _word() -> str:
     return f"ELT(1 + FLOOR(RAND() * {len(WORDS)}), {quoted})"
 
 
+SHARES = (0.4, 0.3, 0.2, 0.1)  # of the database, per table (as bench/postgres.py)
+TABLES = [f"rows_{i}" for i in range(len(SHARES))]
+
+
 def build(server: MariaDB, db: str, size_mb: int) -> int:
+    """Four tables of unequal size (so parallel readers have something to share); row count."""
     server.sql(f"CREATE DATABASE {db} CHARACTER SET utf8mb4")
-    server.sql("CREATE TABLE rows_ (id BIGINT PRIMARY KEY, words VARCHAR(200), code CHAR(60),"
-               " n INT, at DATETIME(6))", db=db)
-    total = size_mb * 10**6 // ROW_BYTES
     words = ", ".join([_word()] * 12)
     code = "LEFT(CONCAT(MD5(RAND()), MD5(RAND())), 60)"
     step = 200_000
-    for start in range(0, total, step):
-        n = min(step, total - start)
-        server.sql(f"INSERT INTO rows_ SELECT seq + {start}, CONCAT_WS(' ', {words}), {code},"
-                   f" FLOOR(RAND() * 1e9), NOW(6) - INTERVAL seq SECOND FROM seq_1_to_{n}", db=db)
-    return total
+    rows = 0
+    for name, share in zip(TABLES, SHARES, strict=True):
+        server.sql(f"CREATE TABLE {name} (id BIGINT PRIMARY KEY, words VARCHAR(200),"
+                   " code CHAR(60), n INT, at DATETIME(6))", db=db)
+        total = int(size_mb * 10**6 * share) // ROW_BYTES
+        for start in range(0, total, step):
+            n = min(step, total - start)
+            server.sql(f"INSERT INTO {name} SELECT seq + {start}, CONCAT_WS(' ', {words}),"
+                       f" {code}, FLOOR(RAND() * 1e9), NOW(6) - INTERVAL seq SECOND"
+                       f" FROM seq_1_to_{n}", db=db)
+        rows += total
+    return rows
 
 
 def run(work: Path, size_mb: int = 1000, rounds: int = 3) -> None:
@@ -64,15 +73,17 @@ def run(work: Path, size_mb: int = 1000, rounds: int = 3) -> None:
         server.stop()
 
 
-def checksums(server: MariaDB, db: str) -> str:
-    return server.sql(f"CHECKSUM TABLE {db}.rows_").split("\t")[1]
+def checksums(server: MariaDB, db: str) -> list[str]:
+    """Per-table CHECKSUM TABLE of the bench tables."""
+    return [server.sql(f"CHECKSUM TABLE {db}.{t}").split("\t")[1] for t in TABLES]
 
 
 def _run(server: MariaDB, work: Path, size_mb: int, rounds: int) -> None:
     started = time.perf_counter()
     rows = build(server, "bench", size_mb)
     source = checksums(server, "bench")
-    print(f"\n## MySQL engine vs peers ({size_mb} MB target, {rows} realistic rows, built in"
+    print(f"\n## MySQL engine vs peers ({size_mb} MB target, {rows} realistic rows in 4 tables,"
+          " built in"
           f" {time.perf_counter() - started:.0f}s, MariaDB {server.version},"
           f" {len(os.sched_getaffinity(0))} cores, load {os.getloadavg()[0]:.1f})")
     env = {**os.environ, "SAFEHOLD_PASSWORD": server.password, "MYSQL_PWD": server.password,
