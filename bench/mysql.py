@@ -107,7 +107,7 @@ def _run(server: MariaDB, work: Path, size_mb: int, rounds: int) -> None:
     backups = [
         Case("safehold backup -j2", enc, [*safehold, "-o", "json", "backup", "-t",
              f"{base}/bench", "-r", repo.as_uri(), "-j", "2", "-c", "zstd:3", "--key-file",
-             str(key)], env),
+             str(key)], env, before=lambda: shutil.rmtree(repo, ignore_errors=True)),
         Case("mariadb-dump --single-transaction | zstd -3 -T2", "1 connection, zstd -3 2 threads,"
              " none", f"mariadb-dump --no-defaults {conn} --single-transaction --routines"
              f" --triggers bench | zstd -3 -T2 -q > {dump_file}", env,

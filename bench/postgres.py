@@ -111,7 +111,8 @@ def _measure(pg: Postgres, bindir: Path, work: Path, size_mb: int, rounds: int) 
     enc = "2 threads, zstd -3, AES-256-GCM"
     backups = [
         Case("safehold backup -j2", enc, [*safehold, "-o", "json", "backup", "-t", f"{url}/{db}",
-             "-r", repo.as_uri(), "-j", "2", "-c", "zstd:3", "--key-file", str(key)], env),
+             "-r", repo.as_uri(), "-j", "2", "-c", "zstd:3", "--key-file", str(key)], env,
+             before=fresh(repo)),  # one backup in the repository: its size is comparable
         Case("pg_dump -Fc -Z0 | zstd -3 -T2", "1 dump process + zstd 2 threads, -3, none",
              f"{tool('pg_dump')} -Fc -Z0 {db} | zstd -3 -T2 -q > {fc0}.zst", env,
              before=fresh(Path(f"{fc0}.zst"))),
