@@ -47,6 +47,10 @@ class PipelineFigures(KubeModel):
         " compress, encrypt, hash, write (to storage); a restore's read (from storage), hash,"
         " decrypt, decompress, write (to the database); and waiting (for the codec pool).",
     )
+    stage_cpu_seconds: dict[str, float] = Field(
+        default_factory=dict,
+        description="CPU seconds of the threads in each stage (below stageSeconds: they waited"
+        " for a core, the GIL, the database or storage).")
     wall_seconds: float | None = Field(default=None, ge=0)
     cpu_seconds: float | None = Field(
         default=None, ge=0, description="CPU of the runner and the tools it ran.")

@@ -53,13 +53,15 @@ class MySQLEngine:
             return CheckReport(ok=False, problems=(str(exc),))
         try:
             info = server_info(conn)
-            problems = []
+            problems, notes = [], []
             try:
                 info.require_supported()
             except EngineError as exc:
                 problems.append(str(exc))
             if purpose == "backup":
                 problems += privileges.backup_problems(conn, db)
+                if self.target.lock_wait > 0:
+                    notes += privileges.backup_notes(conn)
             else:
                 problems += privileges.restore_problems(conn, db, stage_name(db))
         except EngineError as exc:
@@ -68,7 +70,7 @@ class MySQLEngine:
             with contextlib.suppress(Exception):
                 conn.close()
         return CheckReport(ok=not problems, server_version=info.version,
-                           problems=tuple(problems))
+                           problems=tuple(problems), notes=tuple(notes))
 
     def estimate_size(self) -> int | None:
         """Bytes of data and indexes of the database (InnoDB's estimate); None if it is absent."""
