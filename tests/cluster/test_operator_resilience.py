@@ -3,10 +3,12 @@
 * The operator (a ``kopf run`` child process) is SIGKILLed while its backup Job runs, the Job
   finishes with no operator watching, and a restarted operator records the result from the Job
   it finds: exactly one Job, the Backup Completed.
-* The runner pod is deleted with no grace period after it wrote the backup's data key; the Job
-  retries it (``backoffLimit``), and the retry resumes the same backup id with the same data
-  key: one backup in the repository, the one the status names. The retry first waits for the
-  killed writer's lease to expire (up to ``SAFEHOLD_LEASE_TTL``, 60 s by default).
+* The runner process is SIGKILLed (as the OOM killer or a node crash would: no SIGTERM, no
+  clean-up, its lease left behind) after it wrote the backup's data key; the Job retries the
+  pod (``backoffLimit``), the retry waits for the dead writer's lease to expire (at most
+  ``SAFEHOLD_LEASE_TTL``, 60 s by default, after its last renewal), takes it over and resumes
+  the same backup id with the same data key: one backup in the repository, the one the status
+  names.
 
 The runner is slowed by a CPU limit (``spec.runner.resources``) so a 40 MiB database takes
 long enough to be caught in the act; no fault hook in the product.
@@ -15,6 +17,7 @@ long enough to be caught in the act; no fault hook in the product.
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -73,6 +76,23 @@ def sqlite_node(cluster: Node, runner_image: Image, ns: str, tmp_path: Path,
             "pod-security.kubernetes.io/enforce": "restricted"}}})
         with volume(core, ns, "app-data", data), volume(core, ns, "backups", repo):
             yield api, repo
+
+
+def kill_runner(backup_id: str) -> int:
+    """SIGKILL, from the host, the one runner process taking ``backup_id``; its pid."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue  # not a process, or gone
+        if b"run-task" in cmdline and b"SAFEHOLD_TASK=" in environ \
+                and backup_id.encode() in environ:
+            found.append(int(proc.name))
+    assert len(found) == 1, f"runner processes of backup {backup_id}: {found}"
+    os.kill(found[0], signal.SIGKILL)
+    return found[0]
 
 
 def backups_in(repo: Path, target: str) -> list[str]:
@@ -139,7 +159,7 @@ def test_runner_pod_killed_mid_backup_is_retried_and_resumes(
             assert len(pods) == 1, [p.metadata.name for p in pods]
             first = pods[0].metadata.name
             assert not (repo / layout.manifest_key("app", backup_id)).exists()
-            core.delete_namespaced_pod(first, ns, grace_period_seconds=0)
+            kill_runner(backup_id)
             killed = time.monotonic()
             done = finished(custom, ns, "backups", "app-1", timeout=600)
             took = time.monotonic() - killed
@@ -147,16 +167,20 @@ def test_runner_pod_killed_mid_backup_is_retried_and_resumes(
         assert done["backupId"] == backup_id
         job = client.BatchV1Api(api).read_namespaced_job(job_name, ns)
         assert (job.status.failed, job.status.succeeded) == (1, 1), job.status
+        dead = core.read_namespaced_pod(first, ns).status.container_statuses[0].state.terminated
+        assert dead.exit_code == 137, dead  # SIGKILL: it could neither report nor release
         assert len(jobs(api, ns, "backup")) == 1
         retry = next(p for p in core.list_namespaced_pod(
             ns, label_selector=f"job-name={job_name}").items if p.metadata.name != first)
         logs = core.read_namespaced_pod_log(retry.metadata.name, ns)
         events = core.list_namespaced_event(
             ns, field_selector="involvedObject.name=app-1").items
+    assert "took over the expired lease" in logs, logs[-3000:]
     assert f"resuming backup {backup_id} of app with its data key" in logs, logs[-3000:]
     assert "Retrying" in {e.reason for e in events}
     # one backup, the one the status names, under the data key the first attempt wrote
     assert backups_in(repo, "app") == [backup_id]
     assert (repo / layout.manifest_key("app", backup_id)).is_file()
     assert keys.read_bytes() == data_key
-    print(f"killed pod {first}: the retry finished {took:.0f}s later (lease TTL 60s)")
+    print(f"killed the runner of pod {first}: the retry finished {took:.0f}s later"
+          " (lease TTL 60s)")
