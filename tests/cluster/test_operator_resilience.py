@@ -2,7 +2,8 @@
 
 * The operator (a ``kopf run`` child process) is SIGKILLed while its backup Job runs, the Job
   finishes with no operator watching, and a restarted operator records the result from the Job
-  it finds: exactly one Job, the Backup Completed.
+  it finds: exactly one Job, the Backup Completed. Killed again mid-backup and restarted at
+  once, while the Job still runs, it again makes no second Job and records the result.
 * The runner process is SIGKILLed (as the OOM killer or a node crash would: no SIGTERM, no
   clean-up, its lease left behind) after it wrote the backup's data key; the Job retries the
   pod (``backoffLimit``), the retry waits for the dead writer's lease to expire (at most
@@ -27,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from safehold.controller.naming import OWNER_NAME
 from safehold.repository import layout
 from tests.cluster.kit import (
     RUNNER_UID,
@@ -95,6 +97,17 @@ def kill_runner(backup_id: str) -> int:
     return found[0]
 
 
+def running_backup(api: Any, custom: Any, ns: str, name: str) -> Any:
+    """Create Backup ``name``; its Job once that runs a pod and the status says Running."""
+    create(custom, ns, "Backup", name, {"targetRef": {"name": "app"}})
+    job = eventually(lambda: next((j for j in jobs(api, ns, "backup") if j.status.active
+                                   and j.metadata.annotations.get(OWNER_NAME) == name), None),
+                     f"the running Job of {name}")
+    eventually(lambda: status(custom, ns, "backups", name).get("phase") == "Running",
+               f"{name} Running")
+    return job
+
+
 def backups_in(repo: Path, target: str) -> list[str]:
     """Backup ids with a directory in the file:// repository (complete or not)."""
     return sorted(p.name for p in (repo / target).iterdir() if layout.is_backup_id(p.name))
@@ -108,31 +121,36 @@ def test_operator_killed_mid_backup_converges_with_one_job(
     ns = cluster_namespace
     log = tmp_path / "operator.log"
     with sqlite_node(cluster, runner_image, ns, tmp_path, monkeypatch) as (api, repo):
-        custom = client.CustomObjectsApi(api)
+        custom, batch = client.CustomObjectsApi(api), client.BatchV1Api(api)
         with operator_process(ns, log) as first:
             assert sqlite_target(custom, ns, "app", **SLOW)["status"] == "True", log.read_text()
-            create(custom, ns, "Backup", "app-1", {"targetRef": {"name": "app"}})
-            job = eventually(lambda: next((j for j in jobs(api, ns, "backup")
-                                           if j.status.active), None), "the running backup Job")
-            running = eventually(lambda: status(custom, ns, "backups", "app-1")
-                                 .get("phase") == "Running", "status Running")
-            assert running
+            job = running_backup(api, custom, ns, "app-1")
             first.kill()  # SIGKILL: no clean-up, no last status write
             first.wait(timeout=30)
         # caught in the act: the Job was still running when its operator died
-        at_kill = client.BatchV1Api(api).read_namespaced_job(job.metadata.name, ns).status
+        at_kill = batch.read_namespaced_job(job.metadata.name, ns).status
         assert not at_kill.succeeded and not at_kill.failed, at_kill
         # the Job finishes with no operator watching: nobody records it
-        eventually(lambda: client.BatchV1Api(api).read_namespaced_job(
-            job.metadata.name, ns).status.succeeded, "the backup Job to succeed")
+        eventually(lambda: batch.read_namespaced_job(job.metadata.name, ns).status.succeeded,
+                   "the backup Job to succeed")
         assert status(custom, ns, "backups", "app-1")["phase"] == "Running"
-        with operator_process(ns, log):
+        with operator_process(ns, log) as second:
             done = finished(custom, ns, "backups", "app-1")
-        assert done["phase"] == "Completed", (done, log.read_text()[-3000:])
-        found = jobs(api, ns, "backup")
-        assert [j.metadata.uid for j in found] == [job.metadata.uid]  # the same, only Job
-        assert not jobs(api, ns, "recover")  # the result came from the Job, not the repository
-    assert backups_in(repo, "app") == [done["backupId"]]
+            assert done["phase"] == "Completed", (done, log.read_text()[-3000:])
+            # killed again mid-backup, and this time restarted at once, the Job still running
+            job2 = running_backup(api, custom, ns, "app-2")
+            second.kill()
+            second.wait(timeout=30)
+        with operator_process(ns, log):
+            at_restart = batch.read_namespaced_job(job2.metadata.name, ns).status
+            assert not at_restart.succeeded and not at_restart.failed, at_restart
+            done2 = finished(custom, ns, "backups", "app-2")
+        assert done2["phase"] == "Completed", (done2, log.read_text()[-3000:])
+        found = jobs(api, ns, "backup")  # the same Jobs, one per Backup
+        assert sorted(j.metadata.uid for j in found) == sorted(
+            j.metadata.uid for j in (job, job2))
+        assert not jobs(api, ns, "recover")  # the results came from the Jobs themselves
+    assert backups_in(repo, "app") == sorted([done["backupId"], done2["backupId"]])
     assert (repo / layout.manifest_key("app", done["backupId"])).is_file()
     assert done["storedBytes"] > 30 * 2**20  # the whole database
 
