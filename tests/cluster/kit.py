@@ -96,13 +96,33 @@ def finished(custom: Any, ns: str, plural: str, name: str,
 
 
 @contextmanager
-def operator(ns: str) -> Iterator[Any]:
-    """The operator in-process (kopf's test runner), watching ``ns`` only."""
+def operator(ns: str, metrics_port: int = 0) -> Iterator[Any]:
+    """The operator in-process (kopf's test runner), watching ``ns`` only; /metrics on
+    ``metrics_port`` (0: off, so parallel test runs never fight over a port)."""
+    import os
+
     from kopf.testing import KopfRunner
 
-    with KopfRunner(["run", "--standalone", f"--namespace={ns}", "-m",
-                     "safehold.controller.handlers"], timeout=60) as runner:
-        yield runner
+    before = os.environ.get("SAFEHOLD_METRICS_PORT")
+    os.environ["SAFEHOLD_METRICS_PORT"] = str(metrics_port)
+    try:
+        with KopfRunner(["run", "--standalone", f"--namespace={ns}", "-m",
+                         "safehold.controller.handlers"], timeout=60) as runner:
+            yield runner
+    finally:
+        if before is None:
+            os.environ.pop("SAFEHOLD_METRICS_PORT", None)
+        else:
+            os.environ["SAFEHOLD_METRICS_PORT"] = before
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def owned_dirs(*paths: Path) -> None:
@@ -139,13 +159,15 @@ def jobs(api: Any, ns: str, purpose: str) -> list[Any]:
 def operator_process(ns: str, log: Path) -> Iterator[Any]:
     """The operator as a child process (``kopf run``), for tests that SIGKILL it; its output
     goes to ``log``. Stopped (killed) at the end if still running."""
+    import os
     import subprocess
     import sys
 
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "kopf", "run", "--standalone", f"--namespace={ns}",
-             "-m", "safehold.controller.handlers"], stdout=out, stderr=subprocess.STDOUT)
+             "-m", "safehold.controller.handlers"], stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "SAFEHOLD_METRICS_PORT": "0"})
     try:
         yield proc
     finally:
