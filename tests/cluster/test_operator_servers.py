@@ -8,8 +8,9 @@ namespace; Pods reach them at ``cluster.pod_address(port)``). Per engine, one te
   ``credentialsSecretRef`` and a key Secret -> check Job -> Ready=True; a second one with a
   wrong password -> Ready=False with a reason naming the authentication failure;
 * a Backup -> exactly one Job -> Completed with the result in status;
-* a Restore of it into a new database on the same server -> Completed, and every table the same
-  as in the source (checksums);
+* a Restore of it into a new database on the same server (PostgreSQL: ``{database: ...}``;
+  MariaDB: a second BackupTarget naming it) -> Completed, and every table the same as in the
+  source (checksums);
 * Restores naming a Backup object that does not exist, and a backup id the repository does not
   hold -> Failed, the condition naming what is missing.
 """
@@ -58,6 +59,7 @@ class Server:
     source: str  # the database backed up (filled with the engine's mixed-types data)
     copy: str  # the database a Restore creates
     fingerprint: Callable[[str], object]  # per-table checksums of a database
+    into_target: bool  # restore into a second BackupTarget (else into {database: copy})
 
 
 def _postgres(pg: Postgres) -> Iterator[Server]:
@@ -73,7 +75,7 @@ def _postgres(pg: Postgres) -> Iterator[Server]:
     try:
         pg_data.build(pg, source)
         yield Server("postgresql", pg.port, pg.user, pg.password, source, copy,
-                     lambda db: pg_data.fingerprint(pg, db))
+                     lambda db: pg_data.fingerprint(pg, db), into_target=False)
     finally:
         for db in (source, copy):
             pg.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
@@ -90,7 +92,8 @@ def _mariadb(server: MariaDB) -> Iterator[Server]:
         mysql_data.create(server, source, many_rows=2000)
         yield Server("mysql", server.port, user, password, source, copy,
                      lambda db: {t: mysql_data.checksum(server, db, t)
-                                 for t in mysql_data.STATIC + mysql_data.LIVE})
+                                 for t in mysql_data.STATIC + mysql_data.LIVE},
+                     into_target=True)
     finally:
         for db in (source, copy):
             server.sql(f"DROP DATABASE IF EXISTS `{db}`")
@@ -116,10 +119,10 @@ def test_server_backup_restore_and_refusals(
     host, port = cluster.pod_address(server.port).rsplit(":", 1)
     wrong_password = f"wrong-{uuid.uuid4().hex}"
 
-    def target(password_secret: str) -> dict[str, object]:
+    def target(password_secret: str, database: str = server.source) -> dict[str, object]:
         return {
             "engine": server.engine,
-            "connection": {"host": host, "port": int(port), "database": server.source,
+            "connection": {"host": host, "port": int(port), "database": database,
                            "username": server.username,
                            "passwordSecretRef": {"name": password_secret, "key": "password"}},
             "storage": {"url": f"s3://{s3_bucket}/{server.engine}",
@@ -138,14 +141,20 @@ def test_server_backup_restore_and_refusals(
         with operator(ns):
             create(custom, ns, "BackupTarget", "db", target("db-password"))
             create(custom, ns, "BackupTarget", "wrong", target("wrong-password"))
+            if server.into_target:  # the restore's destination: a second target, same server
+                create(custom, ns, "BackupTarget", "copy", target("db-password", server.copy))
+            into = ({"targetRef": {"name": "copy"}} if server.into_target
+                    else {"database": server.copy})
             ready = eventually(lambda: condition(custom, ns, "backuptargets", "db", "Ready"),
                                "db Ready")
             assert ready["status"] == "True", ready
-            assert len(jobs(api, ns, "check")) == 2  # one per target; Ready came from them
+            checks = [j for j in jobs(api, ns, "check")
+                      if j.metadata.labels["safehold.dev/target"] == "db"]
+            assert len(checks) == 1, checks  # Ready came from its check Job
             create(custom, ns, "Backup", "db-1", {"targetRef": {"name": "db"}})
             create(custom, ns, "Restore", "no-such-object", {
                 "source": {"backupRef": {"name": "db-0"}},
-                "destination": {"database": server.copy}})
+                "destination": into})
 
             wrong = eventually(lambda: condition(custom, ns, "backuptargets", "wrong", "Ready"),
                                "wrong Ready")
@@ -165,12 +174,12 @@ def test_server_backup_restore_and_refusals(
 
             create(custom, ns, "Restore", "copy", {
                 "source": {"backupRef": {"name": "db-1"}},
-                "destination": {"database": server.copy}})
+                "destination": into})
             # not among the Backup objects: a plan Job looks in the repository, which now
             # holds a backup of db, but not this one
             create(custom, ns, "Restore", "no-such-id", {
                 "source": {"targetRef": {"name": "db"}, "backupId": MISSING_ID},
-                "destination": {"database": server.copy}})
+                "destination": into})
             restored = finished(custom, ns, "restores", "copy")
             assert restored["phase"] == "Completed", restored
             assert restored["backupId"] == done["backupId"]
