@@ -131,6 +131,10 @@ log:
   level: verbose
   rotate: sometimes
 colour: true
+profiles:
+  prod:
+    repositories:
+      local: {url: "/rel"}
 """)
     env = {**env, "SAFEHOLD_CONFIG": str(cfg), "SAFEHOLD_LOG__LEVL": "debug"}
     result = run("config", "validate", env=env, ok=False)
@@ -142,8 +146,10 @@ colour: true
     assert f"{cfg}:8: log.level: 'verbose' is not allowed" in out
     assert f"{cfg}:10: colour: unknown key" in out
     assert "env SAFEHOLD_LOG__LEVL: log.levl: unknown key" in out and "'level'" in out
+    # beside the structural problems, what validates is checked too (every profile)
+    assert f"{cfg}:14: profiles.prod.repositories.local.url: '/rel' is not a storage URL" in out
     doc = json.loads(run("config", "validate", "-o", "json", env=env, ok=False).stdout)
-    assert len(doc["problems"]) == 5 and not doc["ok"]
+    assert len(doc["problems"]) == 6 and not doc["ok"]
     # every other command refuses the broken file, listing every problem too
     listed = run("list", "-r", "file:///b", env=env, ok=False)
     assert listed.exit_code == Exit.USAGE and "5 problems" in listed.output

@@ -49,7 +49,7 @@ _TAIL = 1 << 16
 
 
 def default_file() -> Path:
-    return platformdirs.user_state_path("safehold") / FILE_NAME
+    return platformdirs.user_state_path("safehold", appauthor=False) / FILE_NAME
 
 
 def _user() -> str:

@@ -105,11 +105,11 @@ class Config(Settings):
 
 
 def user_path() -> Path:
-    return platformdirs.user_config_path(APP) / FILE_NAME
+    return platformdirs.user_config_path(APP, appauthor=False) / FILE_NAME
 
 
 def system_path() -> Path:
-    return platformdirs.site_config_path(APP) / FILE_NAME
+    return platformdirs.site_config_path(APP, appauthor=False) / FILE_NAME
 
 
 def default_path() -> Path:

@@ -13,7 +13,16 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ValidationError
 
 from safehold.api.errors import UsageError
-from safehold.cli.config import Config, Path_, Raw, Settings
+from safehold.cli.config import (
+    AuditConfig,
+    Config,
+    LogConfig,
+    Path_,
+    Raw,
+    RepositoryConfig,
+    Settings,
+    TargetConfig,
+)
 
 
 @dataclass(frozen=True)
@@ -160,14 +169,36 @@ def _file_problems(settings: Settings, base: Path_, raw: Raw, source: str,
     return problems
 
 
+def _salvage(data: Any) -> Settings:
+    """The parts of a (structurally broken) document that validate on their own."""
+    data = data if isinstance(data, dict) else {}
+
+    def valid(model: type[BaseModel], value: Any) -> Any:
+        try:
+            return model.model_validate(value or {})
+        except ValidationError:
+            return None
+
+    def named(section: str, model: type[BaseModel]) -> dict[str, Any]:
+        entries = data.get(section)
+        if not isinstance(entries, dict):
+            return {}
+        found = {name: valid(model, value) for name, value in entries.items()}
+        return {name: value for name, value in found.items() if value is not None}
+
+    return Settings.model_construct(
+        targets=named("targets", TargetConfig), repositories=named("repositories",
+                                                                   RepositoryConfig),
+        log=valid(LogConfig, data.get("log")) or LogConfig(), audit=AuditConfig())
+
+
 def check_all(merged: dict[str, Any], raw: Raw, source: str, origins: dict[Path_, str]
               ) -> list[Problem]:
-    """Every problem: structure first; then, of what validates, what cannot work — for the
+    """Every problem: the structure's, and what cannot work (of whatever validates) — for the
     effective settings and for every profile."""
     config, problems = problems_of(merged, raw, source, origins)
-    if config is None:
-        return problems
-    problems += _file_problems(config, (), raw, source, origins)
-    for name, settings in config.profiles.items():
-        problems += _file_problems(settings, ("profiles", name), raw, source, {})
+    profiles = merged.get("profiles")
+    problems += _file_problems(config or _salvage(merged), (), raw, source, origins)
+    for name, settings in (profiles.items() if isinstance(profiles, dict) else ()):
+        problems += _file_problems(_salvage(settings), ("profiles", str(name)), raw, source, {})
     return problems
