@@ -216,3 +216,37 @@ def test_concurrent_writers_never_fork_the_chain(tmp_path: Path, env: dict[str, 
                             env={**env, **{k: v for k, v in child_env.items()
                                            if k.startswith("AWS_")}}, ok=False).stdout)
     assert stored["ok"] and stored["records"] == writers * each, stored
+
+
+def test_operator_jobs_audit_into_the_repository(tmp_path: Path) -> None:
+    """`run-task` (the operator's Jobs): re-wrap, restore and delete reach the repository's
+    audit log, and each result carries the head."""
+    from tests.integration.test_run_task import Runner, key_dir, local_backup
+
+    runner = Runner(tmp_path, {})
+    db, repo = tmp_path / "app.db", tmp_path / "repo"
+    make_db(db, rows=100)
+    keys = key_dir(tmp_path / "keys", "k1")
+    first = local_backup(runner, repo, db, "full", keys)
+    assert first.audit_head is None  # a backup is no audit event
+    key_dir(keys, "k2", active="k2")
+    rotated, _ = runner({"kind": "rewrap", "repository": {"url": repo.as_uri()},
+                         "encryption": {"mode": "keys", "keyDir": str(keys)}})
+    restored, _ = runner({"kind": "restore", "source": "app", "backupId": first.backup_id,
+                          "repository": {"url": repo.as_uri()},
+                          "database": {"engine": "sqlite", "url": f"sqlite://{tmp_path}/o.db"},
+                          "encryption": {"mode": "keys", "keyDir": str(keys)}})
+    second = local_backup(runner, repo, db, "full", keys)
+    deleted, _ = runner({"kind": "delete", "target": "app", "repository": {"url": repo.as_uri()},
+                         "backupIds": [first.backup_id]})
+    stored = [json.loads(p.read_text()) for p in sorted((repo / "_audit").glob("0*.json"))]
+    assert [(r["action"], r["what"].get("backup_id")) for r in stored] == [
+        ("key.rotated", None), ("key.retired", None), ("restore", first.backup_id),
+        ("key.used", first.backup_id), ("delete", first.backup_id)]
+    assert stored[3]["what"]["key_id"] == restored.key_id and second.ok
+    assert rotated.audit_head == {"repository": stored[1]["hash"]}
+    assert restored.audit_head == {"repository": stored[3]["hash"]}
+    assert deleted.audit_head == {"repository": stored[4]["hash"]}
+    env = {"SAFEHOLD_CONFIG": str(tmp_path / "safehold.yaml")}
+    (tmp_path / "safehold.yaml").write_text("{}\n")
+    assert verify(env, "-r", repo.as_uri(), "--head", stored[4]["hash"]).exit_code == 0

@@ -184,3 +184,16 @@ def test_malformed_config_names_the_line(tmp_path: Path, env: dict[str, str], te
     assert listed.exit_code == Exit.USAGE and f"{cfg}:{line}" in listed.output
     # commands that do not need the config still run
     run("keys", "generate", "--out", str(tmp_path / "k"), env=env)
+
+
+def test_an_alias_bomb_is_refused_quickly(tmp_path: Path, env: dict[str, str]) -> None:
+    """Nested YAML aliases expand a few lines into billions of values: refused, not walked."""
+    levels = ["a0: &a0 {url: 'sqlite:///x.db'}"] + [
+        f"a{i}: &a{i} {{x: *a{i - 1}, y: *a{i - 1}, z: *a{i - 1}}}" for i in range(1, 25)]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("targets:\n" + "".join(f"  {line}\n" for line in levels))
+    env = {**env, "SAFEHOLD_CONFIG": str(cfg)}
+    result = run("config", "validate", env=env, ok=False)
+    assert result.exit_code == Exit.USAGE and "aliases" in result.stdout
+    listed = run("list", "-r", "file:///b", env=env, ok=False)
+    assert listed.exit_code == Exit.USAGE and "aliases" in listed.output

@@ -140,16 +140,17 @@ def local_records(path: Path) -> Iterator[tuple[str, dict[str, Any] | None]]:
             yield f"{path}:{number}", record if isinstance(record, dict) else None
 
 
-def record(action: str, outcome: str = "success", **what: Any) -> None:
+def record(action: str, outcome: str = "success", *, _local: bool = True, **what: Any) -> None:
     """Append an event to the local log and, when the run opened one, the repository's."""
     run = runlog.current()
     repository = run.repository if run else None
     body = event(action, outcome, repository=repository.url if repository else None, **what)
     path = (run.audit_file if run else None) or default_file()
     try:
-        head = append_local(path, body)
-        if run:
-            run.audit_heads["local"] = head
+        if _local:
+            head = append_local(path, body)
+            if run:
+                run.audit_heads["local"] = head
     except (OSError, Timeout) as exc:
         log.error("could not append %s to the audit log %s: %s", action, path, exc)
     if repository is not None and (run is None or run.audit_repository):
@@ -178,7 +179,7 @@ def heads(run: runlog.Run) -> dict[str, str | None]:
 
 
 __all__ = ["default_file", "event", "heads", "local_records", "record", "record_hash",
-           "record_restore"]
+           "record_restore", "record_task"]
 
 
 def record_restore(repository: Any, chain: Any, **what: Any) -> None:
@@ -192,3 +193,54 @@ def record_restore(repository: Any, chain: Any, **what: Any) -> None:
            key_ids=key_ids, **what)
     for key_id in key_ids:
         record("key.used", key_id=key_id, purpose="restore", backup_id=backup_id)
+
+
+def record_task(task: Any, result: Any) -> dict[str, str]:
+    """The events of an operator Job's task (``run-task``), appended to the task's repository
+    (and to the local file only when ``audit.file`` is configured: a Pod's home is ephemeral).
+    The heads to put into the task's result."""
+    from safehold.repository.repo import Repository
+    from safehold.storage.base import open_storage
+
+    run = runlog.current()
+    if run is None or getattr(task, "repository", None) is None or not run.audit_repository:
+        return {}
+    events: list[tuple[str, str, dict[str, Any]]] = []
+    error = {"error_class": result.error.error_class, "error": result.error.message[:300]} \
+        if result.error else {}
+    code = result.exit_code
+    if code == 4:
+        events.append(("tamper.refused", "refused", {"command": f"run-task {task.kind}",
+                                                     **error}))
+    elif code == 5:
+        events.append(("auth.failure", "refused", {"command": f"run-task {task.kind}",
+                                                   **error}))
+    elif task.kind == "restore":
+        events.append(("restore", "success" if result.ok else "failure",
+                       {"target": result.target or task.source, "backup_id": result.backup_id,
+                        "chain": result.chain or None, **error}))
+        if result.ok and result.key_id:
+            events.append(("key.used", "success", {"key_id": result.key_id,
+                                                   "purpose": "restore",
+                                                   "backup_id": result.backup_id}))
+    elif task.kind == "delete":
+        events += [("delete", "success", {"target": task.target, "backup_id": backup_id,
+                                          "by": "run-task"}) for backup_id in result.deleted]
+        if not result.ok:
+            events.append(("delete", "failure", {"target": task.target, **error}))
+    elif task.kind == "rewrap":
+        events.append(("key.rotated", "success" if result.ok else "failure",
+                       {"key_id": result.active_key_id, "rewrapped": result.rewrapped, **error}))
+        events += [("key.retired", "success", {"key_id": key_id})
+                   for key_id in result.retired_key_ids if result.ok]
+    if not events:
+        return {}
+    try:
+        run.repository = Repository(open_storage(task.repository.url))
+    except Exception as exc:
+        log.error("cannot open the repository for the audit log: %s", exc)
+        return {}
+    local_file = run.audit_file
+    for action, outcome, what in events:
+        record(action, outcome, _local=local_file is not None, **what)
+    return dict(run.audit_heads)

@@ -160,18 +160,36 @@ class Raw:
     lines: dict[Path_, int] = field(default_factory=dict)
 
 
-def _lines(node: yaml.Node, prefix: Path_, out: dict[Path_, int]) -> None:
+MAX_NODES = 20_000  # a config is small; YAML aliases can make a tiny file expand enormously
+
+
+def _lines(node: yaml.Node, prefix: Path_, out: dict[Path_, int], budget: list[int]) -> None:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise UsageError(f"the document expands to more than {MAX_NODES} values (YAML aliases"
+                         " repeating each other?)", hint="write the values out; a config file"
+                         " needs no nested aliases")
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             name = str(key.value)
-            out[(*prefix, name)] = key.start_mark.line + 1
-            _lines(value, (*prefix, name), out)
+            out.setdefault((*prefix, name), key.start_mark.line + 1)
+            _lines(value, (*prefix, name), out, budget)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _lines(item, prefix, out, budget)
 
 
 def parse(text: str, source: str) -> Raw:
     """YAML (or JSON) with line numbers; a syntax error names its line and the fix."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:  # before anything walks the data: an alias bomb stops here
+            lines: dict[Path_, int] = {}
+            try:
+                _lines(node, (), lines, [MAX_NODES])
+            except UsageError as exc:
+                raise UsageError(f"config file {source}:1: {exc.message}", hint=exc.hint) \
+                    from None
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -180,10 +198,7 @@ def parse(text: str, source: str) -> Raw:
         raise UsageError(f"config file {where}: not valid YAML/JSON: {problem}",
                          hint="fix the syntax at that line (indentation, a missing ':' or"
                          " quote); `safehold config validate` lists every problem") from None
-    raw = Raw({} if data is None else data)
-    if node is not None:
-        _lines(node, (), raw.lines)
-    return raw
+    return Raw({} if data is None else data, lines if node is not None else {})
 
 
 @dataclass

@@ -87,8 +87,8 @@ _AUTH_WORDS = ("password", "authentication", "access denied", "auth failed")
 def audit_failure(run: runlog.Run, exc: BaseException) -> None:
     from safehold.cli import audit
 
-    error = {"error_class": type(exc).__name__,
-             "error": str(getattr(exc, "message", exc))[:300]}
+    error: dict[str, Any] = {"error_class": type(exc).__name__,
+                             "error": str(getattr(exc, "message", exc))[:300]}
     if not isinstance(exc, SafeholdError):
         return
     if exc.exit_code == Exit.CORRUPT:  # classified by exit code: crypto errors are several
