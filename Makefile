@@ -32,10 +32,11 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# CustomResourceDefinitions generated from the pydantic models in safehold.api (a unit test
-# fails when crds/ is stale).
+# CustomResourceDefinitions generated from the pydantic models in safehold.api, and the Helm
+# chart's copy of them (a unit test fails when either is stale).
 crds: install
 	$(BIN)/python -m safehold.api.crdgen --out crds
+	$(BIN)/python -m safehold.api.crdgen --out charts/safehold/files/crds
 
 bench: install infra
 	$(BIN)/python -m bench $(BENCH_ARGS)

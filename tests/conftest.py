@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.infra.fixtures_kube",
     "tests.infra.fixtures_tls",
     "tests.infra.fixtures_cluster",
+    "tests.infra.slackhook",
 ]

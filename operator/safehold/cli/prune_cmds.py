@@ -11,11 +11,11 @@ from pydantic import ValidationError
 
 from safehold.api.errors import UsageError
 from safehold.api.retention import RetentionPolicy
+from safehold.api.retention_select import select
 from safehold.api.validation import describe_validation_error
 from safehold.cli import audit, common, locking
 from safehold.cli.backup_cmds import check
 from safehold.cli.errors import Exit
-from safehold.repository.retention import select
 
 TEMP_GRACE = 3600  # seconds an abandoned temporary upload is kept (a resumed backup reuses it)
 _FLAGS = {f: "--" + f.replace("_", "-") for f in

@@ -77,7 +77,8 @@ def _kind_of(task_file: Path | None) -> TaskKind | None:
         kind = json.loads(text).get("kind")
     except Exception:
         return None
-    kinds: tuple[TaskKind, ...] = ("backup", "restore", "check", "delete", "rewrap", "verify")
+    kinds: tuple[TaskKind, ...] = ("backup", "restore", "check", "delete", "rewrap", "verify",
+                               "list")
     return next((k for k in kinds if k == kind), None)
 
 

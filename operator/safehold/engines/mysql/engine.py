@@ -36,7 +36,7 @@ class MySQLEngine:
 
     def __init__(self, target: Target, *, jobs: int | None = None) -> None:
         self.target = target
-        # Restores load tables on this many connections; backups always use one (dump.py).
+        # Backups read, restores load tables on this many connections (dump.py, restore.py).
         self.jobs = jobs or min(4, os.cpu_count() or 1)
 
     @classmethod
@@ -91,7 +91,7 @@ class MySQLEngine:
         if request.include:
             raise UnsupportedError("MySQL backups hold the whole database; choose tables at"
                                    " restore time instead (restore --include)")
-        return dump.backup(self.target, sink)
+        return dump.backup(self.target, sink, jobs=self.jobs)
 
     def restore(self, request: RestoreRequest, chain: ChainReader) -> None:
         restore.restore(self.target, request, chain, jobs=self.jobs)
