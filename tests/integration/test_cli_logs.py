@@ -52,6 +52,9 @@ def test_backup_run_is_logged_to_a_json_file(tmp_path: Path, env: dict[str, str]
     assert end["event"] == "run.end" and end["outcome"] == "success" and end["exit_code"] == 0
     assert end["seconds"] > 0 and end["raw_bytes"] > end["stored_bytes"] > 0
     assert end["compression_ratio"] > 1 and end["throughput_mib_s"] > 0
+    # the per-stage timings the pipeline reports, read from the result wherever they are
+    assert end["stage_seconds"] and all(v >= 0 for v in end["stage_seconds"].values())
+    assert end["bottleneck"] in end["stage_seconds"]
     assert all(r["level"] in ("info", "warning") for r in records)
     # a failure: outcome and exit code; WARNING hides the start, not the errors
     cli("--log-level", "WARNING", "verify", "-r", f"file://{tmp_path}/missing",
@@ -111,7 +114,7 @@ def test_stage_timings_are_read_generically(caplog: pytest.LogCaptureFixture) ->
     for key in ("stage_seconds", "stages"):
         run_ = runlog.begin("backup")
         run_.result = {"raw_bytes": 100, "stored_bytes": 10, "compression_ratio": 10.0,
-                       key: {"read": 1.5, "compress": 0.25}}
+                       "nested": {key: {"read": 1.5, "compress": 0.25}}}
         with caplog.at_level(logging.INFO, logger="safehold.run"):
             runlog.finish(run_, 0)
         record = caplog.records[-1]

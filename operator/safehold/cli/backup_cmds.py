@@ -307,12 +307,8 @@ def restore(
             progress=hook,
             profile=profile,
         )
-<<<<<<< HEAD
-    elapsed = time.monotonic() - started
-    audit.record_restore(repository, chain, target=target, source=source, include=tables_)
-=======
     elapsed, report = time.monotonic() - started, profile.report()
->>>>>>> main
+    audit.record_restore(repository, chain, target=target, source=source, include=tables_)
     data = {
         "backup_id": manifest.backup_id,
         "target": target,

@@ -3,7 +3,8 @@ per-stage timings) and for the audit log (the repository it opened, the heads it
 
 A command's result reaches this module through :func:`safehold.cli.common.emit`, so the run
 log reads whatever the command reports: ``raw_bytes``, ``stored_bytes``,
-``compression_ratio`` and any per-stage timings (``stage_seconds`` or ``stages``) it carries.
+``compression_ratio`` and any per-stage timings (``stage_seconds`` or ``stages``, at the top
+level or in a nested mapping such as the result's ``pipeline``) with their ``bottleneck``.
 """
 
 from __future__ import annotations
@@ -70,9 +71,13 @@ def finish(run: Run, code: int) -> None:
                              "outcome": outcome(code, run), "seconds": seconds}
     if isinstance(run.result, dict):
         facts.update({k: run.result[k] for k in _SIZE_KEYS if run.result.get(k) is not None})
-        for key in _STAGE_KEYS:
-            if isinstance(run.result.get(key), dict):
-                facts["stage_seconds"] = run.result[key]
+        # stage timings at the top level or one level down (e.g. the result's "pipeline")
+        for part in [run.result, *(v for v in run.result.values() if isinstance(v, dict))]:
+            for key in _STAGE_KEYS:
+                if isinstance(part.get(key), dict) and "stage_seconds" not in facts:
+                    facts["stage_seconds"] = part[key]
+                    if part.get("bottleneck"):
+                        facts["bottleneck"] = part["bottleneck"]
     if run.audit_heads:
         facts["audit_head"] = dict(run.audit_heads)
     sizes = ""
