@@ -125,6 +125,9 @@ class TaskResult(KubeModel):
                        " last id of this page.")
     # failure
     error: ErrorInfo | None = None
+    audit_head: dict[str, str] | None = Field(
+        default=None, description="Latest hashes of the audit logs this run appended to"
+        " (repository, and local when configured): a later check of the history must find them.")
     truncated: bool = Field(
         default=False, description="Parts were cut to fit the 4 KiB termination message."
     )
