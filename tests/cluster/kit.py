@@ -125,6 +125,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# runner overrides of a target whose Jobs must run long enough to be interrupted: with a
+# big_db() a backup takes some 20 s instead of 2 (no fault hook in the product)
+SLOW = {"runner": {"resources": {"limits": {"cpu": "100m"}}}}
+
+
+def big_db(path: Path, mib: int = 40) -> None:
+    """A SQLite database of ``mib`` MiB of incompressible rows, owned by the runner's user."""
+    import os
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, data BLOB)")
+        conn.executemany("INSERT INTO t VALUES (?, ?)",
+                         ((i, os.urandom(4000)) for i in range(mib * 256)))
+    os.chown(path, RUNNER_UID, RUNNER_UID)
+
+
 def owned_dirs(*paths: Path) -> None:
     """Create ``paths`` (directories) owned by the runner's user, so its Jobs can write them."""
     import os

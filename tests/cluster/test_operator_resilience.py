@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,8 +30,9 @@ import pytest
 from safehold.controller.naming import OWNER_NAME
 from safehold.repository import layout
 from tests.cluster.kit import (
-    RUNNER_UID,
+    SLOW,
     apply_crds,
+    big_db,
     create,
     eventually,
     finished,
@@ -46,17 +46,6 @@ from tests.cluster.kit import (
 )
 from tests.infra.images import Image
 from tests.infra.node import Node
-
-SLOW = {"runner": {"resources": {"limits": {"cpu": "100m"}}}}
-
-
-def big_db(path: Path, mib: int = 40) -> None:
-    """Incompressible rows: the runner has ``mib`` MiB to read, encrypt and write."""
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, data BLOB)")
-        conn.executemany("INSERT INTO t VALUES (?, ?)",
-                         ((i, os.urandom(4000)) for i in range(mib * 256)))
-    os.chown(path, RUNNER_UID, RUNNER_UID)
 
 
 @contextmanager
