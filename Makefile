@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install infra test test-fast lint bench clean crds
+.PHONY: install infra test test-fast lint bench clean crds argocd
 
 install: $(STAMP)
 
@@ -37,6 +37,11 @@ lint: install
 crds: install
 	$(BIN)/python -m safehold.api.crdgen --out crds
 	$(BIN)/python -m safehold.api.crdgen --out charts/safehold/files/crds
+
+# Argo CD's ConfigMap entries (deploy/argocd/argocd-cm.yaml) from the health checks in
+# deploy/argocd/health/ (a test fails when it is stale).
+argocd: install
+	$(BIN)/python scripts/argocd-cm.py
 
 bench: install infra
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -147,8 +147,45 @@ def sqlite_target(custom: Any, ns: str, name: str, **extra: Any) -> dict[str, An
     return ready
 
 
+def secret(core: Any, ns: str, name: str, data: dict[str, str]) -> None:
+    """An Opaque Secret ``name`` in ``ns`` holding ``data`` (plain strings, as stringData)."""
+    core.create_namespaced_secret(ns, {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                                       "metadata": {"name": name}, "stringData": data})
+
+
+def key_secret(core: Any, ns: str, name: str) -> bytes:
+    """A user-provided key Secret (one random key, marked active); returns the raw key."""
+    import base64
+    import secrets
+
+    key = secrets.token_bytes(32)
+    secret(core, ns, name, {"key-1": base64.b64encode(key).decode(), "active": "key-1"})
+    return key
+
+
+def s3_credentials(core: Any, ns: str, name: str, cluster: Any, s3: Any) -> None:
+    """A Secret of AWS_* variables (the target's credentialsSecretRef, envFrom) pointing the
+    runner at the S3 emulator ``s3`` (tests.infra.objectstores.MotoS3) as Pods reach it."""
+    secret(core, ns, name, {**s3.env(),
+                            "AWS_ENDPOINT_URL": f"http://{cluster.pod_address(s3.port)}"})
+
+
+def operator_env(monkeypatch: Any, kubeconfig: Path, image_ref: str) -> None:
+    """The operator's settings for a test: this node, the runner image imported into it."""
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("SAFEHOLD_RUNNER_IMAGE", image_ref)
+    monkeypatch.setenv("SAFEHOLD_IMAGE_PULL_POLICY", "Never")
+
+
+def restricted(core: Any, ns: str) -> None:
+    """Enforce the restricted Pod Security Standard in ``ns`` (runner Jobs must pass it)."""
+    core.patch_namespace(ns, {"metadata": {"labels": {
+        "pod-security.kubernetes.io/enforce": "restricted"}}})
+
+
 def jobs(api: Any, ns: str, purpose: str) -> list[Any]:
-    """The runner Jobs of ``purpose`` (backup, delete, recover, ...) in ``ns``."""
+    """The runner Jobs of ``purpose`` (check, backup, restore, plan, delete, recover, ...)
+    in ``ns``."""
     from kubernetes import client
 
     return list(client.BatchV1Api(api).list_namespaced_job(

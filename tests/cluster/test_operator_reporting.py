@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cluster.kit import (
     RUNNER_UID,
@@ -78,9 +79,13 @@ def test_backups_reach_slack_trends_and_metrics(
     text = json.dumps(body)
     assert "Backup completed" in text and done["backupId"] in text and f"{ns}/app" in text
     assert trends["count"] == 1 and trends["lastBackupId"] == done["backupId"]
-    line = (f'safehold_backups_total{{namespace="{ns}",target="app",type="full",'
-            f'result="succeeded"}} 1.0')
-    assert line in scraped, [x for x in scraped.splitlines() if "backups_total" in x]
-    assert f'safehold_backup_stored_bytes_total{{namespace="{ns}",target="app",type="full"}} ' \
-        f'{float(done["storedBytes"])}' in scraped
-    assert 'safehold_backup_last_success_timestamp_seconds{namespace="' + ns in scraped
+    samples = {(x.name, frozenset(x.labels.items())): x.value
+               for f in text_string_to_metric_families(scraped) for x in f.samples}
+    ours = {k: v for k, v in samples.items() if ("namespace", ns) in k[1]}
+    assert ours.get(("safehold_backups_total", frozenset({
+        "namespace": ns, "target": "app", "type": "full", "result": "succeeded"}.items()))) \
+        == 1, sorted(ours)
+    assert ours.get(("safehold_backup_stored_bytes_total", frozenset({
+        "namespace": ns, "target": "app", "type": "full"}.items()))) == done["storedBytes"]
+    assert ("safehold_backup_last_success_timestamp_seconds",
+            frozenset({"namespace": ns, "target": "app"}.items())) in ours

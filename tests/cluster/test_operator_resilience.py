@@ -2,11 +2,14 @@
 
 * The operator (a ``kopf run`` child process) is SIGKILLed while its backup Job runs, the Job
   finishes with no operator watching, and a restarted operator records the result from the Job
-  it finds: exactly one Job, the Backup Completed.
-* The runner pod is deleted with no grace period after it wrote the backup's data key; the Job
-  retries it (``backoffLimit``), and the retry resumes the same backup id with the same data
-  key: one backup in the repository, the one the status names. The retry first waits for the
-  killed writer's lease to expire (up to ``SAFEHOLD_LEASE_TTL``, 60 s by default).
+  it finds: exactly one Job, the Backup Completed. Killed again mid-backup and restarted at
+  once, while the Job still runs, it again makes no second Job and records the result.
+* The runner process is SIGKILLed (as the OOM killer or a node crash would: no SIGTERM, no
+  clean-up, its lease left behind) after it wrote the backup's data key; the Job retries the
+  pod (``backoffLimit``), the retry waits for the dead writer's lease to expire (at most
+  ``SAFEHOLD_LEASE_TTL``, 60 s by default, after its last renewal), takes it over and resumes
+  the same backup id with the same data key: one backup in the repository, the one the status
+  names.
 
 The runner is slowed by a CPU limit (``spec.runner.resources``) so a 40 MiB database takes
 long enough to be caught in the act; no fault hook in the product.
@@ -15,6 +18,7 @@ long enough to be caught in the act; no fault hook in the product.
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -24,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from safehold.controller.naming import OWNER_NAME
 from safehold.repository import layout
 from tests.cluster.kit import (
     RUNNER_UID,
@@ -75,6 +80,34 @@ def sqlite_node(cluster: Node, runner_image: Image, ns: str, tmp_path: Path,
             yield api, repo
 
 
+def kill_runner(backup_id: str) -> int:
+    """SIGKILL, from the host, the one runner process taking ``backup_id``; its pid."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue  # not a process, or gone
+        if b"run-task" in cmdline and b"SAFEHOLD_TASK=" in environ \
+                and backup_id.encode() in environ:
+            found.append(int(proc.name))
+    assert len(found) == 1, f"runner processes of backup {backup_id}: {found}"
+    os.kill(found[0], signal.SIGKILL)
+    return found[0]
+
+
+def running_backup(api: Any, custom: Any, ns: str, name: str) -> Any:
+    """Create Backup ``name``; its Job once that runs a pod and the status says Running."""
+    create(custom, ns, "Backup", name, {"targetRef": {"name": "app"}})
+    job = eventually(lambda: next((j for j in jobs(api, ns, "backup") if j.status.active
+                                   and j.metadata.annotations.get(OWNER_NAME) == name), None),
+                     f"the running Job of {name}")
+    eventually(lambda: status(custom, ns, "backups", name).get("phase") == "Running",
+               f"{name} Running")
+    return job
+
+
 def backups_in(repo: Path, target: str) -> list[str]:
     """Backup ids with a directory in the file:// repository (complete or not)."""
     return sorted(p.name for p in (repo / target).iterdir() if layout.is_backup_id(p.name))
@@ -88,31 +121,36 @@ def test_operator_killed_mid_backup_converges_with_one_job(
     ns = cluster_namespace
     log = tmp_path / "operator.log"
     with sqlite_node(cluster, runner_image, ns, tmp_path, monkeypatch) as (api, repo):
-        custom = client.CustomObjectsApi(api)
+        custom, batch = client.CustomObjectsApi(api), client.BatchV1Api(api)
         with operator_process(ns, log) as first:
             assert sqlite_target(custom, ns, "app", **SLOW)["status"] == "True", log.read_text()
-            create(custom, ns, "Backup", "app-1", {"targetRef": {"name": "app"}})
-            job = eventually(lambda: next((j for j in jobs(api, ns, "backup")
-                                           if j.status.active), None), "the running backup Job")
-            running = eventually(lambda: status(custom, ns, "backups", "app-1")
-                                 .get("phase") == "Running", "status Running")
-            assert running
+            job = running_backup(api, custom, ns, "app-1")
             first.kill()  # SIGKILL: no clean-up, no last status write
             first.wait(timeout=30)
         # caught in the act: the Job was still running when its operator died
-        at_kill = client.BatchV1Api(api).read_namespaced_job(job.metadata.name, ns).status
+        at_kill = batch.read_namespaced_job(job.metadata.name, ns).status
         assert not at_kill.succeeded and not at_kill.failed, at_kill
         # the Job finishes with no operator watching: nobody records it
-        eventually(lambda: client.BatchV1Api(api).read_namespaced_job(
-            job.metadata.name, ns).status.succeeded, "the backup Job to succeed")
+        eventually(lambda: batch.read_namespaced_job(job.metadata.name, ns).status.succeeded,
+                   "the backup Job to succeed")
         assert status(custom, ns, "backups", "app-1")["phase"] == "Running"
-        with operator_process(ns, log):
+        with operator_process(ns, log) as second:
             done = finished(custom, ns, "backups", "app-1")
-        assert done["phase"] == "Completed", (done, log.read_text()[-3000:])
-        found = jobs(api, ns, "backup")
-        assert [j.metadata.uid for j in found] == [job.metadata.uid]  # the same, only Job
-        assert not jobs(api, ns, "recover")  # the result came from the Job, not the repository
-    assert backups_in(repo, "app") == [done["backupId"]]
+            assert done["phase"] == "Completed", (done, log.read_text()[-3000:])
+            # killed again mid-backup, and this time restarted at once, the Job still running
+            job2 = running_backup(api, custom, ns, "app-2")
+            second.kill()
+            second.wait(timeout=30)
+        with operator_process(ns, log):
+            at_restart = batch.read_namespaced_job(job2.metadata.name, ns).status
+            assert not at_restart.succeeded and not at_restart.failed, at_restart
+            done2 = finished(custom, ns, "backups", "app-2")
+        assert done2["phase"] == "Completed", (done2, log.read_text()[-3000:])
+        found = jobs(api, ns, "backup")  # the same Jobs, one per Backup
+        assert sorted(j.metadata.uid for j in found) == sorted(
+            j.metadata.uid for j in (job, job2))
+        assert not jobs(api, ns, "recover")  # the results came from the Jobs themselves
+    assert backups_in(repo, "app") == sorted([done["backupId"], done2["backupId"]])
     assert (repo / layout.manifest_key("app", done["backupId"])).is_file()
     assert done["storedBytes"] > 30 * 2**20  # the whole database
 
@@ -139,7 +177,7 @@ def test_runner_pod_killed_mid_backup_is_retried_and_resumes(
             assert len(pods) == 1, [p.metadata.name for p in pods]
             first = pods[0].metadata.name
             assert not (repo / layout.manifest_key("app", backup_id)).exists()
-            core.delete_namespaced_pod(first, ns, grace_period_seconds=0)
+            kill_runner(backup_id)
             killed = time.monotonic()
             done = finished(custom, ns, "backups", "app-1", timeout=600)
             took = time.monotonic() - killed
@@ -147,16 +185,20 @@ def test_runner_pod_killed_mid_backup_is_retried_and_resumes(
         assert done["backupId"] == backup_id
         job = client.BatchV1Api(api).read_namespaced_job(job_name, ns)
         assert (job.status.failed, job.status.succeeded) == (1, 1), job.status
+        dead = core.read_namespaced_pod(first, ns).status.container_statuses[0].state.terminated
+        assert dead.exit_code == 137, dead  # SIGKILL: it could neither report nor release
         assert len(jobs(api, ns, "backup")) == 1
         retry = next(p for p in core.list_namespaced_pod(
             ns, label_selector=f"job-name={job_name}").items if p.metadata.name != first)
         logs = core.read_namespaced_pod_log(retry.metadata.name, ns)
         events = core.list_namespaced_event(
             ns, field_selector="involvedObject.name=app-1").items
+    assert "took over the expired lease" in logs, logs[-3000:]
     assert f"resuming backup {backup_id} of app with its data key" in logs, logs[-3000:]
     assert "Retrying" in {e.reason for e in events}
     # one backup, the one the status names, under the data key the first attempt wrote
     assert backups_in(repo, "app") == [backup_id]
     assert (repo / layout.manifest_key("app", backup_id)).is_file()
     assert keys.read_bytes() == data_key
-    print(f"killed pod {first}: the retry finished {took:.0f}s later (lease TTL 60s)")
+    print(f"killed the runner of pod {first}: the retry finished {took:.0f}s later"
+          " (lease TTL 60s)")

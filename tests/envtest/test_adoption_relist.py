@@ -11,6 +11,7 @@ import pytest
 
 from safehold.api.result import ListedBackup, TaskResult
 from safehold.api.task import parse_task
+from safehold.controller.handlers import adoption
 from tests.envtest.conftest import Cluster, eventually, finish_pod
 from tests.unit.controller import samples
 
@@ -51,3 +52,35 @@ def test_a_recheck_adopts_backups_written_since(k8s: Cluster, operator: Any,
     later = [j for j in k8s.jobs(uid, "adopt")
              if j.metadata.name not in (first.metadata.name, again.metadata.name)]
     assert all(_task(j).after == inc for j in later)
+
+
+def test_adoption_converges_across_an_operator_restart(k8s: Cluster, operator: Any) -> None:
+    """A list Job that finishes while no operator runs is read by the next one (the Job watch
+    lists it), its next page is started once, and nothing is adopted twice."""
+    full, inc = "20261201T000000.000001Z", "20261201T060000.000001Z"
+    with operator():
+        bt = k8s.create("backuptargets", samples.target())
+        uid = bt["metadata"]["uid"]
+        first = eventually(lambda: k8s.jobs(uid, "adopt"), "adopt Job")[0]
+    # the operator is down: the first page (more to come) finishes unseen
+    finish_pod(k8s, first, exit_code=0, message=TaskResult(
+        kind="list", phase="Completed", target="orders", more=True,
+        backups=[ListedBackup(id=full, type="full")]).to_termination_message())
+    adoption._READ.clear()  # a real restart forgets what it read; the operator runs in-process
+    with operator():
+        second = eventually(lambda: [j for j in k8s.jobs(uid, "adopt")
+                                     if _task(j).after == full], "the next page")[0]
+    adoption._READ.clear()
+    with operator():  # restarted again while the second page runs
+        finish_pod(k8s, second, exit_code=0, message=TaskResult(
+            kind="list", phase="Completed", target="orders",
+            backups=[ListedBackup(id=inc, type="incremental", parent=full)]
+        ).to_termination_message())
+        eventually(lambda: k8s.status("backuptargets", "orders").get("adoptedThrough") == inc,
+                   "adoptedThrough")
+        items = k8s.custom.list_namespaced_custom_object(
+            "safehold.dev", "v1alpha1", k8s.ns, "backups")["items"]
+        backups = [b for b in items if b["spec"]["targetRef"]["name"] == "orders"]
+    assert sorted(b["spec"]["backupId"] for b in backups) == [full, inc]
+    assert [j.metadata.name for j in k8s.jobs(uid, "adopt") if _task(j).after == full] == [
+        second.metadata.name]

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from safehold.api.common import ErrorInfo
 from safehold.api.result import TaskResult
 from tests.envtest.conftest import Cluster, eventually, finish_pod
+from tests.envtest.test_schedule import Clock
 from tests.infra.slackhook import SlackHook, block_kit_problems
 from tests.unit.controller import samples
 
@@ -61,7 +62,7 @@ def test_backups_feed_metrics_trends_and_slack(
     _secret(k8s, "slack", slack_hook.url)
     notify = {"slack": {"webhookSecretRef": {"name": "slack", "key": "url"},
                         "on": ["failure", "success"]}}
-    broken = {"slack": {"webhookSecretRef": {"name": "nope", "key": "url"}}}
+    broken = {"slack": {"webhookSecretRef": {"name": "nope", "key": "url"}, "on": ["success"]}}
     spec = dict(samples.PG_TARGET_SPEC, runner={"backoffLimit": 0})
     with operator():
         k8s.create("backuptargets", samples.target(spec=dict(spec, notifications=notify)))
@@ -75,8 +76,7 @@ def test_backups_feed_metrics_trends_and_slack(
         failed = _backup(k8s, "orders-4", "orders", TaskResult.failure("backup", ErrorInfo(
             error_class="DatabaseProblem", message="password authentication failed",
             exit_code=6, hint="check passwordSecretRef")))
-        crm = _backup(k8s, "crm-0", "crm", TaskResult.failure("backup", ErrorInfo(
-            error_class="StorageProblem", message="bucket gone", exit_code=7)))
+        crm = _backup(k8s, "crm-0", "crm", _ok(0, 10.0, usual))
         target = eventually(lambda: (s := k8s.status("backuptargets", "orders")).get(
             "trends", {}).get("count") == 4 and s, "trends of 4 backups")
         events = eventually(lambda: [e for e in k8s.events("crm-0")
@@ -87,7 +87,7 @@ def test_backups_feed_metrics_trends_and_slack(
             and t.count("Backup completed") >= 4 and t, "Slack heard of every backup")
         metrics = _scrape(metrics_port)
     assert slow["phase"] == "Completed" and failed["phase"] == "Failed"
-    assert crm["phase"] == "Failed"
+    assert crm["phase"] == "Completed"  # an undeliverable notification never fails a backup
 
     # trends + Degraded, naming the stage that slowed
     trends = target["trends"]
@@ -101,7 +101,7 @@ def test_backups_feed_metrics_trends_and_slack(
     # Slack: every message valid Block Kit; the successes and the failure were told
     assert all(block_kit_problems(b) == [] for b in slack_hook.delivered)
     assert "DatabaseProblem" in notified and "check passwordSecretRef" in notified
-    assert "StorageProblem" not in notified  # crm's webhook Secret does not exist
+    assert crm["backupId"] not in notified  # crm's webhook Secret does not exist
     assert "Secret" in events[0].message and "nope" in events[0].message
 
     # metrics
@@ -135,3 +135,73 @@ def _all_text(hook: SlackHook) -> str:
     import json
 
     return json.dumps(hook.delivered)
+
+
+def test_scheduled_backups_report_retention_and_schedule_lag(
+    k8s: Cluster, operator: Any, slack_hook: SlackHook, metrics_port: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from safehold.controller.handlers import schedules
+    from tests.envtest.test_schedule import _complete, next_slot, schedule
+
+    clock = Clock()  # the schedule handler's clock, moved by hand (as in test_schedule.py)
+    monkeypatch.setattr(schedules, "CLOCK", clock)
+    monkeypatch.setenv("SAFEHOLD_SCHEDULE_POLL_SECONDS", "0.3")
+
+    monkeypatch.setenv("SAFEHOLD_NOTIFY_WINDOW_SECONDS", "0.3")
+    _secret(k8s, "slack", slack_hook.url)
+    k8s.create("backuptargets", samples.target())
+    spec = {"full": "0 0 * * *", "retention": {"keepLast": 1},
+            "notifications": {"slack": {"webhookSecretRef": {"name": "slack", "key": "url"},
+                                        "on": ["retention"]}}}
+    with operator():
+        k8s.create("backupschedules", schedule(**spec))
+        first = next_slot(k8s, "full")
+        for day in (0, 1):
+            when = first + timedelta(days=day)
+            clock.to(when + timedelta(seconds=2))
+            _complete(k8s, f"orders-full-{when:%Y%m%dt%H%M}", "full", None, None)
+        text = eventually(lambda: (t := _all_text(slack_hook)) and "Retention pruned" in t
+                          and t, "the retention message")
+        metrics = _scrape(metrics_port)
+    pruned = f"orders-full-{first:%Y%m%dt%H%M}"
+    assert pruned in text and "schedule orders pruned 1 backup(s)" in text
+    assert "Backup completed" not in text  # the schedule chose retention only
+    assert all(block_kit_problems(b) == [] for b in slack_hook.delivered)
+    assert _value(metrics, "safehold_retention_pruned_backups_total", namespace=k8s.ns,
+                  schedule="orders") == 1
+    # each Backup's Job started after its slot: two lag observations
+    assert _value(metrics, "safehold_schedule_lag_seconds_count", namespace=k8s.ns,
+                  schedule="orders") == 2
+
+
+def test_a_failed_scheduled_verify_is_counted_and_told(
+    k8s: Cluster, operator: Any, slack_hook: SlackHook, metrics_port: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from safehold.controller.handlers import schedules
+    from tests.envtest.test_schedule import next_slot, schedule
+
+    clock = Clock()
+    monkeypatch.setattr(schedules, "CLOCK", clock)
+    monkeypatch.setenv("SAFEHOLD_SCHEDULE_POLL_SECONDS", "0.3")
+    monkeypatch.setenv("SAFEHOLD_NOTIFY_WINDOW_SECONDS", "0.3")
+    _secret(k8s, "slack", slack_hook.url)
+    k8s.create("backuptargets", samples.target(spec=dict(samples.PG_TARGET_SPEC,
+                                                         runner={"backoffLimit": 0})))
+    spec = {"verify": "0 5 * * *",
+            "notifications": {"slack": {"webhookSecretRef": {"name": "slack", "key": "url"}}}}
+    with operator():
+        k8s.create("backupschedules", schedule(**spec))
+        clock.to(next_slot(k8s, "verify") + timedelta(seconds=2))
+        job = eventually(lambda: k8s.jobs(None, "verify"), "the verify Job")[0]
+        result = TaskResult.failure("verify", ErrorInfo(
+            error_class="IntegrityError", message="object 3 of backup x fails its SHA-256",
+            exit_code=4, hint="restore from another backup"))
+        finish_pod(k8s, job, exit_code=4, message=result.to_termination_message())
+        text = eventually(lambda: (t := _all_text(slack_hook)) and "Verify failed" in t and t,
+                          "the verify message")
+        metrics = _scrape(metrics_port)
+    assert "fails its SHA-256" in text and "#e01e5a" in text  # red: a failure
+    assert _value(metrics, "safehold_verifies_total", namespace=k8s.ns, target="orders",
+                  result="failed") == 1

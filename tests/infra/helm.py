@@ -20,10 +20,10 @@ def helm_binary() -> str:
     return str(helm)
 
 
-def helm(*argv: str, env: dict[str, str] | None = None,
+def helm(*argv: str, env: dict[str, str] | None = None, input: str | None = None,
          timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run helm; the caller checks the return code (the tests assert on failures too)."""
-    return subprocess.run([helm_binary(), *argv], capture_output=True, text=True,
+    return subprocess.run([helm_binary(), *argv], capture_output=True, text=True, input=input,
                           timeout=timeout, check=False, env=env)
 
 

@@ -20,6 +20,8 @@ def check_figures(fig: dict[str, Any], operation: str, streams: int) -> None:
     stages = fig["stage_seconds"]
     assert set(stages) == {*names, WAITING}
     assert all(v >= 0 for v in stages.values()), stages
+    assert set(fig["stage_cpu_seconds"]) == set(stages)
+    assert all(v >= 0 for v in fig["stage_cpu_seconds"].values()), fig
     wall = fig["wall_seconds"]
     assert wall > 0
     # each streaming thread's stages are disjoint slices of the run (ms rounding aside)

@@ -74,6 +74,7 @@ def test_a_slow_database_is_named_and_one_thread_sums_within_the_wall() -> None:
     encode_all(slow(data()), profile)
     report = profile.report()
     assert report.seconds["read"] >= 4 * PAUSE
+    assert report.cpu["read"] < report.seconds["read"]  # asleep, not on a CPU
     assert report.bottleneck == "read"
     for stage in ("compress", "encrypt", "hash"):
         assert report.seconds[stage] > 0, stage
@@ -152,5 +153,6 @@ def test_the_figures_travel_in_the_result() -> None:
     back = TaskResult.from_termination_message(result.to_termination_message())
     assert back.pipeline is not None
     assert set(back.pipeline.stage_seconds) == {*BACKUP_STAGES, WAITING}
+    assert set(back.pipeline.stage_cpu_seconds) == {*BACKUP_STAGES, WAITING}
     assert back.pipeline.bottleneck in BACKUP_STAGES
     assert back.pipeline.summary and back.pipeline.summary.startswith("bottleneck: ")

@@ -123,6 +123,16 @@ def test_429_waits_for_retry_after_then_delivers(slack_hook: SlackHook) -> None:
     assert failures == []
 
 
+def test_a_retry_after_beyond_a_minute_is_reported_not_slept_through(
+        slack_hook: SlackHook) -> None:
+    slack_hook.script = [(429, {"Retry-After": "3600"}, "rate_limited")]
+    failures: list[tuple[str, str]] = []
+    n = _notifier(slack_hook, failures)
+    n.notify(Notice.from_result(OK, target="orders"))
+    assert n.flush() is False
+    assert len(slack_hook.received) == 1 and failures[0][0] == "rate_limited"
+
+
 def test_5xx_is_retried_with_backoff_then_delivers(slack_hook: SlackHook) -> None:
     slack_hook.script = [(503, {}, "service_unavailable"), (500, {}, "oops")]
     n = _notifier(slack_hook)

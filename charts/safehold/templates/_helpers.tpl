@@ -79,6 +79,11 @@ deletionPolicy Delete). The operator writes status, never spec, and updates noth
 - apiGroups: ["safehold.dev"]
   resources: ["backuptargets/status", "backupschedules/status", "backups/status", "restores/status"]
   verbs: ["patch"]
+# Jobs are created owned by their object with blockOwnerDeletion, which clusters running the
+# OwnerReferencesPermissionEnforcement admission plugin (OpenShift) allow only with this.
+- apiGroups: ["safehold.dev"]
+  resources: ["backuptargets/finalizers", "backups/finalizers", "restores/finalizers"]
+  verbs: ["update"]
 # kopf: watch the runner Jobs; kube.ensure_job / get_job / delete_job.
 - apiGroups: ["batch"]
   resources: ["jobs"]

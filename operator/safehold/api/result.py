@@ -47,6 +47,10 @@ class PipelineFigures(KubeModel):
         " compress, encrypt, hash, write (to storage); a restore's read (from storage), hash,"
         " decrypt, decompress, write (to the database); and waiting (for the codec pool).",
     )
+    stage_cpu_seconds: dict[str, float] = Field(
+        default_factory=dict,
+        description="CPU seconds of the threads in each stage (below stageSeconds: they waited"
+        " for a core, the GIL, the database or storage).")
     wall_seconds: float | None = Field(default=None, ge=0)
     cpu_seconds: float | None = Field(
         default=None, ge=0, description="CPU of the runner and the tools it ran.")
@@ -121,6 +125,9 @@ class TaskResult(KubeModel):
                        " last id of this page.")
     # failure
     error: ErrorInfo | None = None
+    audit_head: dict[str, str] | None = Field(
+        default=None, description="Latest hashes of the audit logs this run appended to"
+        " (repository, and local when configured): a later check of the history must find them.")
     truncated: bool = Field(
         default=False, description="Parts were cut to fit the 4 KiB termination message."
     )

@@ -140,7 +140,8 @@ class Kube:
 
     def secret_version(self, ns: str, name: str) -> str | None:
         """A Secret's ``resourceVersion`` (None when it does not exist), read as metadata only
-        (PartialObjectMetadata): the Secret's data never reaches the operator."""
+        (PartialObjectMetadata): the Secret's data never reaches the operator. Raises
+        Forbidden where RBAC grants no ``get`` on secrets."""
         method, url, headers, body, post = self.api.param_serialize(
             "GET", "/api/v1/namespaces/{namespace}/secrets/{name}",
             path_params={"namespace": ns, "name": name},
@@ -152,6 +153,8 @@ class Kube:
         resp.read()  # type: ignore[no-untyped-call]
         if resp.status == 404:
             return None
+        if resp.status == 403:
+            raise Forbidden(f"get secrets/{name} in {ns}: forbidden")
         if resp.status >= 400:
             raise ApiException(http_resp=resp)
         got = _json(resp)

@@ -55,6 +55,12 @@ DEGRADED = Gauge(
 SCHEDULE_LAG = Histogram(
     "safehold_schedule_lag_seconds", "Delay from a scheduled time to the start of its backup.",
     ["namespace", "schedule"], buckets=LAG_BUCKETS)
+VERIFIES = Counter(
+    "safehold_verifies", "Scheduled verifies finished, by target and result.",
+    ["namespace", "target", "result"])
+PRUNED = Counter(
+    "safehold_retention_pruned_backups", "Backups retention marked for deletion, by schedule.",
+    ["namespace", "schedule"])
 RESTORES = Counter(
     "safehold_restores", "Restores finished, by source target, kind and result.",
     ["namespace", "target", "type", "result"])

@@ -31,14 +31,15 @@ from safehold.api.trends import DEGRADED, Sample, summarize
 from safehold.controller import metrics, naming, runtime
 from safehold.controller.kube import Kube, Obj
 from safehold.controller.logic.notify import webhooks
+from safehold.controller.logic.schedules import SCHEDULE, SLOT
 from safehold.controller.status import patch
 from safehold.notify.slack import FailureReason, Notice, SlackNotifier
 
 log = logging.getLogger(__name__)
 
-# set by the schedule reconciler on the Backups it creates
-SCHEDULE_LABEL = f"{naming.GROUP}/schedule"
-SCHEDULED_TIME = f"{naming.GROUP}/scheduled-time"  # annotation, RFC 3339
+# set by the schedule reconciler on the Backups it creates (builders/scheduled.py)
+SCHEDULE_LABEL = SCHEDULE
+SCHEDULED_TIME = SLOT  # annotation: the slot (UTC, RFC 3339) a Backup was made for
 
 _notifiers: dict[str, SlackNotifier] = {}  # by webhook URL (in memory only)
 _lock = threading.Lock()
@@ -106,8 +107,8 @@ def _backup_finished(kube: Kube, bk: Backup, new: BackupStatus) -> None:
         message=error.message if error else None, hint=error.hint if error else None,
         ref=_ref(bk.kind, bk.metadata.name, ns, bk.metadata.uid))
     # a backup that failed on its key also reaches the webhooks that chose keyProblem
-    also = ("keyProblem",) if error and error.error_class == "KeyProblem" else ()
-    notify_target(kube, target, notice, schedule=schedule, also=also)
+    events = ["failure", "keyProblem"] if error and error.error_class == "KeyProblem" else None
+    notify_target(kube, target, notice, schedule=schedule, events=events)
 
 
 def schedule_lag(scheduled: str | None, started: datetime | None) -> float | None:
@@ -162,6 +163,51 @@ def _trends(kube: Kube, target_body: Obj, target: BackupTarget, bk: Backup,
         kube.event(target_body, "SlowerThanUsual", summary.regression.message, warning=True)
 
 
+# ---------------------------------------------------------------- BackupSchedule
+
+
+def verify_finished(kube: Kube, body: Obj, sched: BackupSchedule, ok: bool,
+                    message: str) -> None:
+    """Hook for the schedule's verify outcome: the metric and a notification (a failed verify
+    goes to the webhooks that chose failure, a passed one to those that chose success)."""
+    try:
+        ns, target = sched.metadata.namespace or "", sched.spec.target_ref.name
+        metrics.VERIFIES.labels(ns, target, "succeeded" if ok else "failed").inc()
+        target_body = kube.get_custom("backuptargets", ns, target)
+        if target_body is None:
+            return
+        notice = Notice(event="verify", target=target, namespace=ns, message=message,
+                        failed=not ok, ref=event_ref(body))
+        notify_target(kube, BackupTarget.from_body(target_body), notice,
+                      schedule=sched.metadata.name, events=["success" if ok else "failure"])
+    except Exception:
+        log.exception("reporting on the verify of %s/%s failed", sched.metadata.namespace,
+                      sched.metadata.name)
+
+
+def retention_pruned(kube: Kube, body: Obj, sched: BackupSchedule,
+                     pruned: dict[str, str]) -> None:
+    """Hook for the schedule's retention: the metric and a ``retention`` notification."""
+    if not pruned:
+        return
+    try:
+        ns, target = sched.metadata.namespace or "", sched.spec.target_ref.name
+        metrics.PRUNED.labels(ns, sched.metadata.name).inc(len(pruned))
+        target_body = kube.get_custom("backuptargets", ns, target)
+        if target_body is None:
+            return
+        listed = "; ".join(f"{name} ({why})" for name, why in list(pruned.items())[:20])
+        more = f"; and {len(pruned) - 20} more" if len(pruned) > 20 else ""
+        notice = Notice(event="retention", target=target, namespace=ns,
+                        message=f"schedule {sched.metadata.name} pruned {len(pruned)}"
+                        f" backup(s): {listed}{more}", ref=event_ref(body))
+        notify_target(kube, BackupTarget.from_body(target_body), notice,
+                      schedule=sched.metadata.name)
+    except Exception:
+        log.exception("reporting on the retention of %s/%s failed", sched.metadata.namespace,
+                      sched.metadata.name)
+
+
 # ---------------------------------------------------------------- Restore
 
 
@@ -189,9 +235,9 @@ def restore_status_changed(kube: Kube, rs: Restore, new: RestoreStatus) -> None:
 
 
 def notify_target(kube: Kube, target: BackupTarget, notice: Notice, *,
-                  schedule: str | None = None, also: Sequence[str] = ()) -> int:
-    """Queue ``notice`` for every webhook that chose its event (or one of ``also``); returns
-    how many. Never raises.
+                  schedule: str | None = None, events: Sequence[str] | None = None) -> int:
+    """Queue ``notice`` for every webhook that chose one of ``events`` (default: the notice's
+    event); returns how many. Never raises.
 
     For retention and key problems: ``Notice(event="retention"|"keyProblem", target=...,
     message=..., ref=...)`` from the code that finds them.
@@ -199,10 +245,7 @@ def notify_target(kube: Kube, target: BackupTarget, notice: Notice, *,
     ns = target.metadata.namespace or ""
     try:
         schedules = _schedules(kube, ns)
-        refs = webhooks(notice.event, target, schedules, schedule=schedule)
-        for event in also:  # each webhook hears of the notice once
-            refs += [r for r in webhooks(event, target, schedules, schedule=schedule)
-                     if r not in refs]
+        refs = webhooks(events or [notice.event], target, schedules, schedule=schedule)
     except Exception:
         log.exception("cannot route notifications of %s/%s", ns, target.metadata.name)
         return 0

@@ -27,8 +27,12 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.webhook import WebhookClient
 
+from safehold.api.backup import human_bytes
 from safehold.api.errors import UsageError
 from safehold.api.result import TaskResult
 
@@ -166,16 +170,6 @@ def _notice_blocks(n: Notice, *, titled: bool) -> list[dict[str, Any]]:
     return blocks
 
 
-def human_bytes(n: float) -> str:
-    """1536 -> '1.5 KiB'."""
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
 def human_seconds(s: float) -> str:
     """75.5 -> '1m 16s'; 2.25 -> '2.2s'."""
     if s < 60:
@@ -280,11 +274,31 @@ def _call(hook: Callable[..., None] | None, *args: Any) -> None:
         log.exception("notification hook %r raised", hook)
 
 
+MAX_RETRY_AFTER = 60.0  # a longer Retry-After is reported (rate_limited), not slept through
+
+
+class _RateLimitHandler(RateLimitErrorRetryHandler):
+    """slack_sdk's 429 handler (waits Retry-After), except that a wait longer than
+    MAX_RETRY_AFTER gives up at once instead of holding the sender for that long."""
+
+    def _can_retry(self, *, state: RetryState, request: HttpRequest,
+                   response: HttpResponse | None = None, error: Exception | None = None) -> bool:
+        if not super()._can_retry(state=state, request=request, response=response, error=error):
+            return False
+        assert response is not None
+        value: str | list[str] = next(
+            (v for k, v in response.headers.items() if k.lower() == "retry-after"), "1")
+        try:
+            return float(value[0] if isinstance(value, list) else value) <= MAX_RETRY_AFTER
+        except (ValueError, IndexError):
+            return True  # slack_sdk's own handler then waits about a second
+
+
 def retry_handlers(retries: int, backoff: float) -> list[Any]:
     """slack_sdk's handlers: 429 waits Retry-After; 5xx and connection errors back off."""
     interval = BackoffRetryIntervalCalculator(backoff_factor=backoff)
     return [
-        RateLimitErrorRetryHandler(max_retry_count=retries),
+        _RateLimitHandler(max_retry_count=retries),
         ServerErrorRetryHandler(max_retry_count=retries, interval_calculator=interval),
         ConnectionErrorRetryHandler(max_retry_count=retries, interval_calculator=interval),
     ]

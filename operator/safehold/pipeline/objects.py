@@ -67,11 +67,12 @@ class ObjectWriter:
             self.repo.storage.put(key, encoded)
         else:  # the storage's own time: all of put but what producing its input took
             inside = Tally()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             try:
                 self.repo.storage.put(key, timed_iter(encoded, inside))
             finally:
-                self.profile.add("write", time.perf_counter() - t0 - inside.seconds)
+                self.profile.add("write", time.perf_counter() - t0 - inside.seconds,
+                                 time.thread_time() - c0 - inside.cpu)
         record = ObjectRecord(name=name, raw_size=stats.raw_size, stored_size=stats.stored_size,
                               sha256=stats.sha256, chunks=stats.chunks, meta=dict(meta or {}))
         self.records.append(record)

@@ -5,7 +5,9 @@ A backup streams database -> compress -> encrypt -> hash -> storage; a restore s
 every thread, the seconds each stage spent working, and the seconds the streaming threads spent
 waiting for the codec pool (``waiting``). The figures are thread-seconds: with several objects
 streamed at once (``jobs``) or a codec pool of several threads they can add up to more than the
-wall time, and the report says how many cores were busy meanwhile.
+wall time, and the report says how many cores were busy meanwhile. Beside each stage's wall
+time is its threads' CPU time: on a crowded machine a stage's wall time grows while it waits for
+a core, its CPU time does not — so a stage slow for want of CPU can be told from a costly one.
 
 The bottleneck named is the stage that did the most work: in a pipeline of bounded queues the
 slowest stage keeps the others waiting, so it is the one whose time fills the run. ``cores busy``
@@ -60,26 +62,29 @@ def _cpu_seconds() -> float:
 
 
 class Tally:
-    """A running total of seconds (one thread's: not locked)."""
+    """A running total of wall and CPU seconds (one thread's: not locked)."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
+        self.cpu = 0.0
 
-    def __call__(self, seconds: float) -> None:
+    def __call__(self, seconds: float, cpu: float = 0.0) -> None:
         self.seconds += seconds
+        self.cpu += cpu
 
 
-def timed_iter(items: Iterable[T], on_time: Callable[[float], None]) -> Iterator[T]:
-    """``items``, passing the seconds spent inside each ``next`` (producing it) to ``on_time``."""
+def timed_iter(items: Iterable[T], on_time: Callable[[float, float], None]) -> Iterator[T]:
+    """``items``, passing the (wall, thread CPU) seconds spent inside each ``next`` (producing
+    it) to ``on_time``."""
     it = iter(items)
     while True:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         try:
             item = next(it)
         except StopIteration:
-            on_time(time.perf_counter() - t0)
+            on_time(time.perf_counter() - t0, time.thread_time() - c0)
             return
-        on_time(time.perf_counter() - t0)
+        on_time(time.perf_counter() - t0, time.thread_time() - c0)
         yield item
 
 
@@ -89,6 +94,7 @@ class StageReport:
 
     operation: str  # backup | restore
     seconds: dict[str, float]  # stage -> thread-seconds, ``waiting`` included
+    cpu: dict[str, float]  # stage -> CPU seconds of the threads in it (less: they waited)
     wall_seconds: float
     cpu_seconds: float  # this process and the tools it ran (pg_dump, pg_restore, ...)
     cores: int
@@ -115,6 +121,7 @@ class StageReport:
     def as_dict(self) -> dict[str, object]:
         return {
             "stage_seconds": {k: round(v, 6) for k, v in self.seconds.items()},
+            "stage_cpu_seconds": {k: round(v, 6) for k, v in self.cpu.items()},
             "wall_seconds": round(self.wall_seconds, 3),
             "cpu_seconds": round(self.cpu_seconds, 3),
             "cores": self.cores,
@@ -130,6 +137,7 @@ class Profile:
 
     operation: str = "backup"
     seconds: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _t0: float = field(default_factory=time.perf_counter, repr=False)
     _cpu0: float = field(default_factory=_cpu_seconds, repr=False)
@@ -141,29 +149,32 @@ class Profile:
             raise ValueError(f"unknown operation {self.operation!r}: backup or restore")
         for name in (*stages, WAITING):
             self.seconds.setdefault(name, 0.0)
+            self.cpu.setdefault(name, 0.0)
 
-    def add(self, stage: str, seconds: float) -> None:
+    def add(self, stage: str, seconds: float, cpu: float = 0.0) -> None:
+        """``seconds`` of wall time (``cpu`` of them on a CPU) spent in ``stage``."""
         with self._lock:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + max(0.0, seconds)
+            self.cpu[stage] = self.cpu.get(stage, 0.0) + max(0.0, cpu)
 
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         try:
             yield
         finally:
-            self.add(stage, time.perf_counter() - t0)
+            self.add(stage, time.perf_counter() - t0, time.thread_time() - c0)
 
     def producer(self, items: Iterable[T], stage: str) -> Iterator[T]:
         """``items``, counting the time spent producing each one (inside ``next``) as ``stage``."""
-        return timed_iter(items, lambda s: self.add(stage, s))
+        return timed_iter(items, lambda s, c: self.add(stage, s, c))
 
     def consumer(self, items: Iterable[T], stage: str) -> Iterator[T]:
         """``items``, counting the time the consumer spends between two items as ``stage``."""
         for item in items:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             yield item
-            self.add(stage, time.perf_counter() - t0)
+            self.add(stage, time.perf_counter() - t0, time.thread_time() - c0)
 
     def report(self) -> StageReport:
         wall = time.perf_counter() - self._t0
@@ -171,9 +182,9 @@ class Profile:
         if ticks is not None and self._ticks0 is not None and ticks[1] > self._ticks0[1]:
             busy = (ticks[0] - self._ticks0[0]) / (ticks[1] - self._ticks0[1])
         with self._lock:
-            seconds = dict(self.seconds)
+            seconds, cpu = dict(self.seconds), dict(self.cpu)
         work = {k: v for k, v in seconds.items() if k != WAITING}
         top = max(work, key=lambda k: work[k]) if any(v > 0 for v in work.values()) else None
-        return StageReport(operation=self.operation, seconds=seconds, wall_seconds=wall,
+        return StageReport(operation=self.operation, seconds=seconds, cpu=cpu, wall_seconds=wall,
                            cpu_seconds=_cpu_seconds() - self._cpu0,
                            cores=len(os.sched_getaffinity(0)), cores_busy=busy, bottleneck=top)

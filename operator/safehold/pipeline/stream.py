@@ -123,14 +123,14 @@ def encode(
         blocks = profile.producer(blocks, "read")
 
     def seal(index: int, chunk: bytes, final: bool) -> bytes:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         payload = codec.compress(chunk)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.thread_time()
         if cipher is not None:
             payload = cipher.encrypt(index, final, payload)
         if profile is not None:
-            profile.add("compress", t1 - t0)
-            profile.add("encrypt", time.perf_counter() - t1)
+            profile.add("compress", t1 - t0, c1 - c0)
+            profile.add("encrypt", time.perf_counter() - t1, time.thread_time() - c1)
         return frame_bytes(payload, len(chunk), final)
 
     def numbered() -> Iterator[tuple[int, bytes, bool]]:
@@ -168,15 +168,15 @@ def decode(
             yield stats.stored(block)
 
     def open_frame(frame: Frame) -> bytes:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         payload = frame.payload
         if cipher is not None:
             payload = cipher.decrypt(frame.index, frame.final, payload)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.thread_time()
         raw = codec.decompress(payload, frame.raw_len)
         if profile is not None:
-            profile.add("decrypt", t1 - t0)
-            profile.add("decompress", time.perf_counter() - t1)
+            profile.add("decrypt", t1 - t0, c1 - c0)
+            profile.add("decompress", time.perf_counter() - t1, time.thread_time() - c1)
         return raw
 
     for raw in ordered_map(open_frame, ((f,) for f in parse_frames(counted())), workers,

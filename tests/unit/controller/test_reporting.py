@@ -51,6 +51,10 @@ def test_target_and_schedules_each_choose_and_a_webhook_hears_once() -> None:
     assert names("success") == ["ops", "dev"]
     assert names("keyProblem") == ["ops"]
     assert names("retention") == ["dev"]
+    # a backup failed on its key: webhooks that chose failure or keyProblem, each once
+    assert [r.name for r in webhooks(["failure", "keyProblem"], target, schedules)] == ["ops"]
+    assert [r.name for r in webhooks(["success", "retention"], target, schedules)] == \
+        ["ops", "dev"]
     # a scheduled backup reports to its own schedule (and the target) only
     assert names("success", schedule="nightly") == ["ops"]
     assert names("success", schedule="hourly") == ["dev"]
@@ -75,3 +79,20 @@ def test_metrics_port_log_level_and_window_settings() -> None:
         Settings.from_env({"SAFEHOLD_LOG_LEVEL": "chatty"})
     with pytest.raises(SettingsError, match="SAFEHOLD_METRICS_PORT='70000'"):
         Settings.from_env({"SAFEHOLD_METRICS_PORT": "70000"})
+
+
+def test_start_applies_the_log_level_and_port_zero_serves_nothing() -> None:
+    import logging
+
+    from safehold.controller import metrics, reporting
+
+    root, ours = logging.getLogger(), logging.getLogger("safehold")
+    before = (root.level, ours.level)
+    try:
+        reporting.start("ERROR", 0)
+        assert (root.level, ours.level) == (logging.ERROR, logging.ERROR)
+        assert not ours.isEnabledFor(logging.WARNING)
+        assert metrics._served is None or metrics._served != 0
+    finally:
+        root.setLevel(before[0])
+        ours.setLevel(before[1])

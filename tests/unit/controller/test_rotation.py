@@ -31,3 +31,14 @@ def test_status_records_the_rewrap_and_says_which_keys_may_go() -> None:
     cond = next(c for c in failed.conditions if c.type == KEYS_ROTATED)
     assert (cond.status, cond.reason) == ("False", "KeyProblem")
     assert "nothing was changed" in cond.message
+
+
+def test_the_rewrap_annotation_asks_for_a_rewrap_where_the_secret_is_unreadable() -> None:
+    assert secret_version("k", None) is None  # nothing to compare: no decision
+    unreadable = secret_version("k", None, "2026-12-02")
+    assert unreadable == "k@?#2026-12-02"
+    assert decide(None, unreadable, running=False) == "baseline"
+    assert decide(unreadable, secret_version("k", None, "again"), running=False) == "rewrap"
+    # readable too: a new annotation value re-wraps even when the Secret did not change
+    assert decide(secret_version("k", "5"), secret_version("k", "5", "x"),
+                  running=False) == "rewrap"

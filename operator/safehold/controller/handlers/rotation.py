@@ -13,6 +13,7 @@ from safehold.controller.logic.phase import Verdict
 from safehold.controller.status import patch
 
 PLURAL = "backuptargets"
+_WARNED: set[tuple[str, str]] = set()  # targets told once that their key Secret is unreadable
 
 
 def key_secret_name(target: BackupTarget) -> str | None:
@@ -40,7 +41,18 @@ def maybe_rewrap(body: Obj, target: BackupTarget | None = None) -> None:
     secret = key_secret_name(target)
     if target.metadata.deletion_timestamp or secret is None:
         return
-    current = rotation.secret_version(secret, kube.secret_version(ns, secret))
+    request = (target.metadata.annotations or {}).get(rotation.REWRAP_ANNOTATION)
+    try:
+        version = kube.secret_version(ns, secret)
+    except Forbidden:
+        version = None
+        if (ns, target.metadata.name) not in _WARNED:
+            _WARNED.add((ns, target.metadata.name))
+            kube.event(body, "KeySecretUnreadable", f"cannot read the metadata of key Secret"
+                       f" {secret} (RBAC: get on secrets): a key change is not noticed; set the"
+                       f" annotation {rotation.REWRAP_ANNOTATION} to a new value to re-wrap",
+                       warning=True)
+    current = rotation.secret_version(secret, version, request)
     running = target.status.rewrap_job is not None and kube.get_job(
         ns, target.status.rewrap_job or "") is not None
     decision = rotation.decide(target.status.key_secret_version, current, running)

@@ -21,7 +21,7 @@ from safehold.api.schedule import BackupSchedule, BackupScheduleStatus, SlotStat
 from safehold.api.slots import stamp
 from safehold.api.target import BackupTarget
 from safehold.api.validation import describe_validation_error
-from safehold.controller import naming, runtime
+from safehold.controller import naming, reporting, runtime
 from safehold.controller.builders.scheduled import scheduled_backup, verify_job
 from safehold.controller.handlers.common import ensure_runner_account, finished, result_of
 from safehold.controller.kube import Forbidden, Kube, Obj
@@ -145,6 +145,7 @@ def _verify_outcome(kube: Kube, body: Obj, sched: BackupSchedule,
                 f"{error.error_class}: {error.message}"
                 + (f" (hint: {error.hint})" if error.hint else "") if error else "failed")
     kube.event(body, reason, message, warning=not ok)
+    reporting.verify_finished(kube, body, sched, ok, message)  # metric, notification
     return status.model_copy(update={"conditions": list(set_condition(
         status.conditions, logic.VERIFIED, "True" if ok else "False", reason, message,
         generation=sched.metadata.generation))})
@@ -170,4 +171,5 @@ def _retention(kube: Kube, body: Obj, sched: BackupSchedule, backups: list[Obj],
     if verdict.prune:
         kube.event(body, "Pruned", f"retention after {newest} prunes "
                    + "; ".join(f"{n} ({r})" for n, r in verdict.prune.items()))
+        reporting.retention_pruned(kube, body, sched, verdict.prune)  # metric, notification
     return status.model_copy(update={"retention": verdict.status, "retained_for": newest})

@@ -13,21 +13,25 @@ from collections.abc import Sequence
 from safehold.api.common import SecretKeyRef
 from safehold.api.schedule import BackupSchedule, Notifications
 from safehold.api.target import BackupTarget
+from safehold.controller.logic.schedules import label_value
 
 
-def webhooks(event: str, target: BackupTarget, schedules: Sequence[BackupSchedule],
-             *, schedule: str | None = None) -> list[SecretKeyRef]:
-    """The webhook Secret keys to notify of ``event`` about ``target``, each once, in order."""
+def webhooks(event: str | Sequence[str], target: BackupTarget,
+             schedules: Sequence[BackupSchedule], *, schedule: str | None = None
+             ) -> list[SecretKeyRef]:
+    """The webhook Secret keys that chose ``event`` (or any of several) about ``target``, each
+    once, in order."""
+    events = {event} if isinstance(event, str) else set(event)
     chosen: list[Notifications | None] = [target.spec.notifications]
     for s in schedules:
         if s.spec.target_ref.name != target.metadata.name:
             continue
-        if schedule is not None and s.metadata.name != schedule:
+        if schedule is not None and label_value(s.metadata.name) != label_value(schedule):
             continue
         chosen.append(s.spec.notifications)
     refs: list[SecretKeyRef] = []
     for n in chosen:
-        if n is not None and n.slack is not None and event in n.slack.on:
+        if n is not None and n.slack is not None and events & set(n.slack.on):
             ref = n.slack.webhook_secret_ref
             if ref not in refs:
                 refs.append(ref)

@@ -15,11 +15,19 @@ from __future__ import annotations
 
 from typing import Literal
 
+REWRAP_ANNOTATION = "safehold.dev/rewrap-keys"
+
 Decision = Literal["none", "baseline", "rewrap"]
 
 
-def secret_version(name: str, resource_version: str | None) -> str | None:
-    return None if resource_version is None else f"{name}@{resource_version}"
+def secret_version(name: str, resource_version: str | None, request: str | None = None
+                   ) -> str | None:
+    """What a change is measured against: ``<secret>@<resourceVersion>``, plus ``#<request>``
+    when the target carries the annotation ``safehold.dev/rewrap-keys`` (the way to ask for a
+    re-wrap where the operator may not read the Secret's metadata: change its value)."""
+    if resource_version is None and request is None:
+        return None
+    return f"{name}@{resource_version or '?'}" + (f"#{request}" if request else "")
 
 
 def decide(recorded: str | None, current: str | None, running: bool) -> Decision:
