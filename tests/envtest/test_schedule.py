@@ -262,3 +262,22 @@ def test_scheduled_verify_reports_a_condition_and_an_event(
     assert "restore from another backup" in bad["message"]
     reasons = [e.reason for e in k8s.events("orders")]
     assert reasons.count("Verified") == 1 and reasons.count("VerifyFailed") == 1
+
+
+def test_replace_cancels_the_schedules_running_backup_for_the_next_slot(
+    k8s: Cluster, operator: Any, clock: Clock
+) -> None:
+    k8s.create("backuptargets", samples.target())
+    with operator():
+        k8s.create("backupschedules", schedule(full="0 * * * *", concurrencyPolicy="Replace"))
+        slot = next_slot(k8s)
+        first, second = (f"orders-full-{s:%Y%m%dt%H%M}" for s in (slot, slot + timedelta(hours=1)))
+        clock.to(slot + timedelta(seconds=1))
+        uid = eventually(lambda: k8s.get("backups", first), first)["metadata"]["uid"]
+        eventually(lambda: k8s.jobs(uid, "backup"), f"{first}'s Job")
+        clock.to(slot + timedelta(hours=1, seconds=1))
+        eventually(lambda: k8s.get("backups", second), second)
+        eventually(lambda: k8s.get("backups", first) is None, f"{first} cancelled")
+        eventually(lambda: not k8s.jobs(uid, "backup"), f"{first}'s Job gone with it")
+    assert [b["metadata"]["name"] for b in scheduled(k8s)] == [second]
+    assert "Replaced" in {e.reason for e in k8s.events("orders")}

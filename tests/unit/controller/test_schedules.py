@@ -226,3 +226,27 @@ def test_pruned_backups_are_deleted_one_generation_at_a_time_children_first() ->
     assert logic.to_delete(sched, items) == []  # i1 waits until i2 (and its data) is gone
     assert logic.to_delete(sched, items[:2]) == ["i1"]
     assert logic.to_delete(sched, items[:1]) == ["f1"]
+
+
+def test_a_berlin_schedule_on_the_spring_day_fires_once_at_the_jump() -> None:
+    sched = schedule(full="30 2 * * *", timeZone="Europe/Berlin")
+    sched = sched.model_copy(update={"metadata": sched.metadata.model_copy(update={
+        "creation_timestamp": utc(2026, 3, 28, 12)})})
+    assert logic.plan(sched, [], utc(2026, 3, 29, 0, 59)).create is None
+    p = logic.plan(sched, [], utc(2026, 3, 29, 1, 0, 2))
+    assert p.create is not None and p.create.name == "orders-full-20260329t0100"
+    assert p.status.full is not None
+    assert p.status.full.next_schedule_time == utc(2026, 3, 30, 0, 30)
+
+
+def test_bad_cron_and_time_zone_in_the_spec_name_the_field_and_the_fix() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as err:
+        schedule(incremental="61 */4 * * *")  # the CRD's pattern passes it; croniter does not
+    text = str(err.value)
+    assert "incremental: invalid cron expression '61 */4 * * *'" in text
+    assert "0 2 * * *" in text
+    with pytest.raises(ValidationError, match=r"unknown time zone 'Mars/Olympus'.*Europe/Berlin"):
+        schedule(full="@daily", timeZone="Mars/Olympus")
