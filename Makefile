@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install infra test test-fast lint bench clean crds
+.PHONY: install infra test test-fast lint bench clean crds argocd
 
 install: $(STAMP)
 
@@ -32,10 +32,16 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# CustomResourceDefinitions generated from the pydantic models in safehold.api (a unit test
-# fails when crds/ is stale).
+# CustomResourceDefinitions generated from the pydantic models in safehold.api, and the Helm
+# chart's copy of them (a unit test fails when either is stale).
 crds: install
 	$(BIN)/python -m safehold.api.crdgen --out crds
+	$(BIN)/python -m safehold.api.crdgen --out charts/safehold/files/crds
+
+# Argo CD's ConfigMap entries (deploy/argocd/argocd-cm.yaml) from the health checks in
+# deploy/argocd/health/ (a test fails when it is stale).
+argocd: install
+	$(BIN)/python scripts/argocd-cm.py
 
 bench: install infra
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -5,6 +5,7 @@
 - ``runner_image`` (session): the runner image built from images/runner/Dockerfile (cached by
   input hash) and imported into the node; its ``ref`` goes into Pod specs with
   ``imagePullPolicy: Never``.
+- ``operator_image`` (session): the same for images/operator/Dockerfile (the chart's Pod).
 - ``cluster_namespace`` (function): a fresh namespace with its ``default`` ServiceAccount,
   deleted afterwards.
 
@@ -60,6 +61,17 @@ def runner_image(cluster: Node) -> images.Image:
         cluster.import_image(image)
     except ServerError as exc:
         unavailable("runner image", str(exc))
+    return image
+
+
+@pytest.fixture(scope="session")
+def operator_image(cluster: Node) -> images.Image:
+    """The operator image from images/operator/Dockerfile, imported into the node."""
+    try:
+        image = images.operator_image()
+        cluster.import_image(image)
+    except ServerError as exc:
+        unavailable("operator image", str(exc))
     return image
 
 

@@ -32,6 +32,7 @@ MACHINE_CACHE = Path(os.environ.get("SAFEHOLD_MACHINE_CACHE", Path.home() / ".ca
 IMAGE_CACHE = MACHINE_CACHE / "images"
 # files the runner image's Dockerfile copies (relative to the repository)
 RUNNER_INPUTS = ("images/runner/Dockerfile", "pyproject.toml", "README.md", "operator")
+OPERATOR_INPUTS = ("images/operator/Dockerfile", "pyproject.toml", "README.md", "operator")
 _SKIP = ("__pycache__", ".egg-info", ".pyc")
 BUILD_TIMEOUT = 1800.0
 
@@ -167,6 +168,16 @@ def runner_image() -> Image:
         REPO / "images" / "runner" / "Dockerfile",
         inputs=RUNNER_INPUTS,
         build_args={"BASE_IMAGE": BASE_IMAGE, "PG_CLIENT": "debian"},
+    )
+
+
+def operator_image() -> Image:
+    """The operator image from images/operator/Dockerfile on the local Debian base."""
+    return build_image(
+        "operator",
+        REPO / "images" / "operator" / "Dockerfile",
+        inputs=OPERATOR_INPUTS,
+        build_args={"BASE_IMAGE": BASE_IMAGE},
     )
 
 

@@ -54,3 +54,55 @@ app.kubernetes.io/component: operator
 {{- define "safehold.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
+
+{{/* The runner image reference; the tag defaults to the chart's appVersion. */}}
+{{- define "safehold.runnerImage" -}}
+{{- printf "%s:%s" .Values.runner.image.repository (default .Chart.AppVersion .Values.runner.image.tag) }}
+{{- end }}
+
+{{/*
+What the operator may do in a namespace it serves — each rule names its caller.
+controller/kube.py is the only module that talks to the API server; kopf itself watches the
+handled kinds and patches their metadata (its annotations; the finalizer of a Backup with
+deletionPolicy Delete). The operator writes status, never spec, and updates nothing whole.
+*/}}
+{{- define "safehold.operatorRules" -}}
+# kopf: watch the four kinds, patch their metadata; kube.get_custom / list_custom.
+- apiGroups: ["safehold.dev"]
+  resources: ["backuptargets", "backupschedules", "backups", "restores"]
+  verbs: ["get", "list", "watch", "patch"]
+# kube.ensure_custom: Backups of an adopted repository (and of schedules).
+- apiGroups: ["safehold.dev"]
+  resources: ["backups"]
+  verbs: ["create"]
+# kube.patch_status.
+- apiGroups: ["safehold.dev"]
+  resources: ["backuptargets/status", "backupschedules/status", "backups/status", "restores/status"]
+  verbs: ["patch"]
+# Jobs are created owned by their object with blockOwnerDeletion, which clusters running the
+# OwnerReferencesPermissionEnforcement admission plugin (OpenShift) allow only with this.
+- apiGroups: ["safehold.dev"]
+  resources: ["backuptargets/finalizers", "backups/finalizers", "restores/finalizers"]
+  verbs: ["update"]
+# kopf: watch the runner Jobs; kube.ensure_job / get_job / delete_job.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+# kube.job_pods: a Job's pods, for their termination message (the runner's result).
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
+# kube.ensure_service_account: the runner ServiceAccount (create-if-absent, then read).
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get", "create"]
+# kube.ensure_secret: the key Secret of `generateKey: true` — created, never read back.
+# Storage credentials and keys reach the Jobs by reference only.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create"]
+# kube.event and kopf's own events.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end }}

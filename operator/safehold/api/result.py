@@ -18,8 +18,22 @@ from safehold.api.common import ErrorInfo, KubeModel
 from safehold.api.manifest import BackupType
 
 TERMINATION_MESSAGE_LIMIT = 4096
-TaskKind = Literal["backup", "restore", "check", "delete", "rewrap", "verify"]
+TaskKind = Literal["backup", "restore", "check", "delete", "rewrap", "verify", "list"]
 ResultPhase = Literal["Completed", "Failed"]
+# bytes of a list result's page of backups: with the rest of the result it stays under 4 KiB
+LIST_PAGE_BYTES = 3072
+
+
+class ListedBackup(KubeModel):
+    """One backup of a list task's page: what adoption needs, nothing secret (~90 bytes)."""
+
+    id: str = Field(description="The backup id.")
+    type: BackupType
+    parent: str | None = Field(default=None, description="The parent's id (not for a full).")
+    size: int | None = Field(default=None, ge=0, description="Stored bytes.")
+
+    def json_size(self) -> int:
+        return len(self.model_dump_json(by_alias=True, exclude_none=True).encode())
 
 
 class PipelineFigures(KubeModel):
@@ -103,8 +117,17 @@ class TaskResult(KubeModel):
     rewrapped: int | None = Field(default=None, ge=0)
     active_key_id: str | None = None
     retired_key_ids: list[str] = Field(default_factory=list)
+    # list
+    backups: list[ListedBackup] = Field(
+        default_factory=list, description="A page of backups, oldest first (list tasks)."
+    )
+    more: bool = Field(default=False, description="More backups follow: list again after the"
+                       " last id of this page.")
     # failure
     error: ErrorInfo | None = None
+    audit_head: dict[str, str] | None = Field(
+        default=None, description="Latest hashes of the audit logs this run appended to"
+        " (repository, and local when configured): a later check of the history must find them.")
     truncated: bool = Field(
         default=False, description="Parts were cut to fit the 4 KiB termination message."
     )

@@ -11,7 +11,7 @@ import click
 
 from safehold.api.errors import Aborted, DatabaseProblem, UsageError
 from safehold.api.manifest import BACKUP_TYPES, Manifest
-from safehold.cli import common, locking, tables
+from safehold.cli import audit, common, locking, tables
 from safehold.cli.config import resolve_repository
 from safehold.cli.errors import Exit
 from safehold.codecs.compression import parse_codec
@@ -308,6 +308,7 @@ def restore(
             profile=profile,
         )
     elapsed, report = time.monotonic() - started, profile.report()
+    audit.record_restore(repository, chain, target=target, source=source, include=tables_)
     data = {
         "backup_id": manifest.backup_id,
         "target": target,

@@ -24,11 +24,12 @@ from typing import Any
 from safehold.api.common import ErrorInfo
 from safehold.api.errors import Conflict, DatabaseProblem, KeyProblem, UsageError
 from safehold.api.manifest import Manifest
-from safehold.api.result import PipelineFigures, TaskResult
+from safehold.api.result import LIST_PAGE_BYTES, ListedBackup, PipelineFigures, TaskResult
 from safehold.api.task import (
     BackupTask,
     CheckTask,
     DeleteTask,
+    ListTask,
     RestoreTask,
     RewrapTask,
     SecretInput,
@@ -182,7 +183,7 @@ def execute(task: Task, stages: Stages | None = None,
     stages = stages or Stages()
     runners: dict[str, Callable[[Any, Stages, Mapping[str, str]], TaskResult]] = {
         "backup": _backup, "restore": _restore, "check": _check, "delete": _delete,
-        "rewrap": _rewrap, "verify": _verify,
+        "rewrap": _rewrap, "verify": _verify, "list": _list,
     }
     return runners[task.kind](task, stages, env)
 
@@ -332,6 +333,38 @@ def _verify(task: VerifyTask, stages: Stages, env: Mapping[str, str]) -> TaskRes
     error = ErrorInfo(error_class="IntegrityError", exit_code=4,
                       message=f"{len(bad)} of {len(checks)} objects failed verification")
     return TaskResult.failure("verify", error, **facts)
+
+
+def _list(task: ListTask, stages: Stages, env: Mapping[str, str]) -> TaskResult:
+    """One page of a target's backups, oldest first, each verified with the keys.
+
+    The page holds what fits :data:`LIST_PAGE_BYTES` (the whole result stays within the 4 KiB
+    termination message); ``more`` says the caller lists again after the page's last id.
+    A damaged manifest is skipped and named in the notes; a missing key fails the task.
+    """
+    with stages("list"):
+        repo = open_repository(task.repository)
+        keys = DataKeys(repo, load_keys(task.encryption))
+        repo.require_target(task.target)
+        healthy, damaged = repo.scan(task.target)
+        page: list[ListedBackup] = []
+        used, more = 0, False
+        for m in healthy:
+            if task.after is not None and m.backup_id <= task.after:
+                continue
+            entry = ListedBackup(id=m.backup_id, type=m.type, parent=m.parent_id,
+                                 size=m.stored_bytes)
+            if page and used + entry.json_size() + 1 > LIST_PAGE_BYTES:
+                more = True
+                break
+            keys.for_backup(m)  # a manifest the keys cannot open is not listed as restorable
+            page.append(entry)
+            used += entry.json_size() + 1
+    notes = [f"{d.backup_id}: damaged manifest, not listed" for d in damaged[:4]]
+    if len(damaged) > 4:
+        notes.append(f"and {len(damaged) - 4} more damaged manifests")
+    return TaskResult(kind="list", phase="Completed", **stages.facts(), target=task.target,
+                      backups=page, more=more, notes=notes)
 
 
 def _delete(task: DeleteTask, stages: Stages, env: Mapping[str, str]) -> TaskResult:

@@ -44,13 +44,12 @@ class MySQLEngine:
         return cls(parse_target(url, options), jobs=options.jobs)
 
     def check(self, purpose: Literal["backup", "restore"]) -> CheckReport:
-        """Connect, report the version and every missing privilege (never raises for those)."""
+        """Connect, report the version and every missing privilege (never raises for those).
+
+        Like the other engines, a refused login or an unreachable server raises its classified
+        error (AuthenticationFailed, HostUnreachable, ...), so a check Job reports the class."""
         db = self.target.database
-        try:
-            conn = connect(self.target, database=db if purpose == "backup" else None,
-                           attempts=1)
-        except EngineError as exc:
-            return CheckReport(ok=False, problems=(str(exc),))
+        conn = connect(self.target, database=db if purpose == "backup" else None, attempts=1)
         try:
             info = server_info(conn)
             problems, notes = [], []
