@@ -59,20 +59,23 @@ def measure(case: Case) -> None:
     case.rss_mib.append(int(match[1]) / 1024 if match else 0.0)
     if "{" in res.stdout:  # Safehold's --output json
         try:
-            case.stages = stage_line(json.loads(res.stdout[res.stdout.index("{"):]))
+            case.stages = stage_line(json.loads(res.stdout[res.stdout.index("{"):]), wall)
         except ValueError:
             case.stages = f"(unreadable output: {res.stdout[:200]!r})"
 
 
-def stage_line(out: dict[str, object]) -> str:
-    """``bottleneck ...; read 1.2s, compress 3.4s, ...`` from Safehold's JSON output."""
+def stage_line(out: dict[str, object], wall: float) -> str:
+    """``bottleneck ...; read 1.2s, compress 3.4s, ...`` from Safehold's JSON output, and the
+    time the command spent outside the streaming pipeline (start-up, checks, planning)."""
     fig = out.get("pipeline")
     if not isinstance(fig, dict):
         return ""
     cpu = fig.get("stage_cpu_seconds", {})
     stages = ", ".join(f"{k} {v:.1f}s (cpu {cpu.get(k, 0):.1f}s)"
                        for k, v in fig["stage_seconds"].items())
-    return f"{fig['summary']}; {stages}"
+    outside = wall - float(fig["wall_seconds"])
+    return (f"{fig['summary']}; {stages}; outside the pipeline (start-up, checks) {outside:.1f}s"
+            f" of {wall:.1f}s")
 
 
 def alternate(cases: Sequence[Case], rounds: int = 3) -> None:
