@@ -55,7 +55,7 @@ from safehold.repository.lease import (
     ttl_from_env,
     wait_from_env,
 )
-from safehold.repository.repo import Repository
+from safehold.repository.repo import BackupNotFound, Repository
 from safehold.repository.trust import resign_policies
 from safehold.storage.base import open_storage
 
@@ -340,12 +340,18 @@ def _list(task: ListTask, stages: Stages, env: Mapping[str, str]) -> TaskResult:
 
     The page holds what fits :data:`LIST_PAGE_BYTES` (the whole result stays within the 4 KiB
     termination message); ``more`` says the caller lists again after the page's last id.
-    A damaged manifest is skipped and named in the notes; a missing key fails the task.
+    A damaged manifest is skipped and named in the notes; a missing key fails the task. A target
+    the repository holds no backups of lists nothing and succeeds (a new BackupTarget's adoption
+    is the common case, and a failed pod would be noise), the note naming what is there.
     """
     with stages("list"):
         repo = open_repository(task.repository)
         keys = DataKeys(repo, load_keys(task.encryption))
-        repo.require_target(task.target)
+        try:
+            repo.require_target(task.target)
+        except BackupNotFound as exc:
+            return TaskResult(kind="list", phase="Completed", **stages.facts(),
+                              target=task.target, backups=[], more=False, notes=[str(exc)])
         healthy, damaged = repo.scan(task.target)
         page: list[ListedBackup] = []
         used, more = 0, False
