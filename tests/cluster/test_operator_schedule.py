@@ -1,4 +1,5 @@
-"""A BackupSchedule on the real node: real runner Jobs per slot, then retention pruning a chain.
+"""A BackupSchedule on the real node: real runner Jobs per slot, the operator down across a slot
+(taken exactly once after the restart), then retention pruning a chain.
 
 The operator runs in-process, so the test moves the schedule handler's clock (a day of slots
 passes in seconds); the Jobs, the SQLite database and the file:// repository are real.
@@ -21,6 +22,7 @@ from tests.cluster.kit import (
     create,
     eventually,
     finished,
+    jobs,
     operator,
     status,
     volume,
@@ -33,6 +35,18 @@ from tests.integration.cli_helpers import make_db
 def _exists(custom: Any, ns: str, name: str) -> bool:
     return bool(custom.list_namespaced_custom_object(
         "safehold.dev", "v1alpha1", ns, "backups", field_selector=f"metadata.name={name}")["items"])
+
+
+def _run(custom: Any, ns: str, now: list[datetime], when: datetime, kind: str,
+         done: dict[str, dict[str, Any]]) -> None:
+    """Move the clock just past ``when``; the slot's Backup appears and completes."""
+    if now[0] < when:
+        now[0] = when + timedelta(seconds=3)
+    name = f"app-{kind}-{when:%Y%m%dt%H%M}"
+    eventually(lambda: _exists(custom, ns, name), f"Backup {name} created")
+    done[name] = finished(custom, ns, "backups", name)
+    assert done[name]["phase"] == "Completed", done[name]
+    assert done[name]["type"] == kind
 
 
 def test_schedule_fires_real_jobs_and_retention_prunes_the_old_chain(
@@ -59,39 +73,47 @@ def test_schedule_fires_real_jobs_and_retention_prunes_the_old_chain(
         apply_crds(api)
         core.patch_namespace(ns, {"metadata": {"labels": {
             "pod-security.kubernetes.io/enforce": "restricted"}}})
-        with volume(core, ns, "app-data", data), volume(core, ns, "backups", repo), operator(ns):
-            create(custom, ns, "BackupTarget", "app", {
-                "engine": "sqlite",
-                "sqlite": {"claimName": "app-data", "mountPath": "/data", "path": "/data/app.db"},
-                "storage": {"url": "file:///backups", "volume": {"claimName": "backups"}},
-                "encryption": {"generateKey": True}})
-            ready = eventually(lambda: condition(custom, ns, "backuptargets", "app", "Ready"),
-                               "Ready")
-            assert ready["status"] == "True", ready
-            create(custom, ns, "BackupSchedule", "app", {
-                "targetRef": {"name": "app"}, "full": "0 0 * * *", "incremental": "0 * * * *",
-                "startingDeadlineSeconds": 3600, "retention": {"keepLast": 2}})
-            first = eventually(lambda: (status(custom, ns, "backupschedules", "app")
-                                        .get("full") or {}).get("nextScheduleTime"),
-                               "the first full slot")
-            day1 = datetime.fromisoformat(first.replace("Z", "+00:00"))
-            runs = [(day1, "full"), (day1 + timedelta(hours=1), "incremental"),
-                    (day1 + timedelta(days=1), "full"),
-                    (day1 + timedelta(days=1, hours=1), "incremental")]
-            done = {}
-            for when, kind in runs:
-                now[0] = when + timedelta(seconds=3)
-                name = f"app-{kind}-{when:%Y%m%dt%H%M}"
-                eventually(lambda n=name: _exists(custom, ns, n), f"Backup {name} created")
-                done[name] = finished(custom, ns, "backups", name)
-                assert done[name]["phase"] == "Completed", done[name]
-                assert done[name]["type"] == kind
-            names = list(done)
-            # the first chain (full + its incremental) goes, objects and data
-            for name in reversed(names[:2]):
-                eventually(lambda n=name: not _exists(custom, ns, n),  # type: ignore[misc]
-                           f"{name} pruned")
-            sched = status(custom, ns, "backupschedules", "app")
+        with volume(core, ns, "app-data", data), volume(core, ns, "backups", repo):
+            with operator(ns):
+                create(custom, ns, "BackupTarget", "app", {
+                    "engine": "sqlite",
+                    "sqlite": {"claimName": "app-data", "mountPath": "/data",
+                               "path": "/data/app.db"},
+                    "storage": {"url": "file:///backups", "volume": {"claimName": "backups"}},
+                    "encryption": {"generateKey": True}})
+                ready = eventually(
+                    lambda: condition(custom, ns, "backuptargets", "app", "Ready"), "Ready")
+                assert ready["status"] == "True", ready
+                create(custom, ns, "BackupSchedule", "app", {
+                    "targetRef": {"name": "app"}, "full": "0 0 * * *",
+                    "incremental": "0 * * * *",
+                    "startingDeadlineSeconds": 3600, "retention": {"keepLast": 2}})
+                first = eventually(lambda: (status(custom, ns, "backupschedules", "app")
+                                            .get("full") or {}).get("nextScheduleTime"),
+                                   "the first full slot")
+                day1 = datetime.fromisoformat(first.replace("Z", "+00:00"))
+                runs = [(day1, "full"), (day1 + timedelta(hours=1), "incremental"),
+                        (day1 + timedelta(days=1), "full"),
+                        (day1 + timedelta(days=1, hours=1), "incremental")]
+                done: dict[str, dict[str, Any]] = {}
+                for when, kind in runs[:2]:
+                    _run(custom, ns, now, when, kind, done)
+            # the operator is down across the next day's full slot: started again after it,
+            # it takes that slot exactly once (one Backup, one Job) and skips the hourly
+            # slots that went by beyond startingDeadlineSeconds
+            now[0] = runs[2][0] + timedelta(seconds=3)
+            with operator(ns):
+                for when, kind in runs[2:]:
+                    _run(custom, ns, now, when, kind, done)
+                names = list(done)
+                late = [j for j in jobs(api, ns, "backup")
+                        if j.metadata.annotations.get("safehold.dev/owner-name") == names[2]]
+                assert len(late) == 1, [j.metadata.name for j in late]
+                # the first chain (full + its incremental) goes, objects and data
+                for name in reversed(names[:2]):
+                    eventually(lambda n=name: not _exists(custom, ns, n),  # type: ignore[misc]
+                               f"{name} pruned")
+                sched = status(custom, ns, "backupschedules", "app")
         left = custom.list_namespaced_custom_object(
             "safehold.dev", "v1alpha1", ns, "backups",
             label_selector="safehold.dev/schedule=app")["items"]
