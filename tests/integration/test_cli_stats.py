@@ -114,3 +114,12 @@ def test_sparkline_scales_between_min_and_max() -> None:
     assert sparkline([]) == ""
     assert sparkline([2.0, 2.0]) == BARS[0] * 2
     assert sparkline([0.0, 7.0, 3.5]) == BARS[0] + BARS[7] + BARS[4]
+
+
+def test_a_damaged_manifest_is_left_out_and_said(tmp_path: Path, env: dict[str, str]) -> None:
+    repo, ids = backups(tmp_path, env, "app", 2)
+    (Path(repo.removeprefix("file://")) / "app" / ids[0] / "manifest.json").write_text("{")
+    result = run("stats", "-r", repo, "-o", "json", env=env)
+    target = json.loads(result.stdout)["targets"][0]
+    assert (target["count"], target["damaged"]) == (1, 1)
+    assert "1 backup(s) of app left out: damaged manifest" in result.stderr

@@ -145,8 +145,13 @@ def stats(ctx: click.Context, repo: str, target_name: str | None, since: str,
     cutoff = datetime.now(UTC) - age
     targets = []
     for name in names:
-        healthy, _damaged = repository.scan(name)  # `list` and `verify` report damage
-        targets.append(target_stats(name, [m for m in healthy if m.finished_at >= cutoff]))
+        healthy, damaged = repository.scan(name)
+        summary = target_stats(name, [m for m in healthy if m.finished_at >= cutoff])
+        summary["damaged"] = len(damaged)
+        targets.append(summary)
+        if damaged:
+            click.echo(f"warning: {len(damaged)} backup(s) of {name} left out: damaged manifest"
+                       " (`safehold list` names them, `safehold verify` checks them)", err=True)
     data = {"repository": repository.url, "since": since, "since_time": cutoff.isoformat(),
             "targets": targets}
     common.emit(output, data, lambda: _text(repository.url, since, targets))
