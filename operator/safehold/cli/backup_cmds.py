@@ -11,7 +11,7 @@ import click
 
 from safehold.api.errors import Aborted, DatabaseProblem, UsageError
 from safehold.api.manifest import BACKUP_TYPES, Manifest
-from safehold.cli import audit, common, locking, tables
+from safehold.cli import audit, common, locking, notify_run, tables
 from safehold.cli.config import resolve_repository
 from safehold.cli.errors import Exit
 from safehold.codecs.compression import parse_codec
@@ -101,6 +101,7 @@ def manifest_summary(m: Manifest) -> dict[str, object]:
 @common.key_file_option
 @common.output_option
 @click.pass_context
+@notify_run.notifying
 def backup(
     ctx: click.Context,
     /,

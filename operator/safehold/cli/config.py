@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import platformdirs
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from safehold.api.errors import UsageError
 
@@ -81,6 +81,45 @@ class AuditConfig(_Section):
     repository: bool = Field(default=True, description="also append to the repository's log")
 
 
+NotifyEvent = Literal["failure", "success"]
+
+
+class SlackConfig(_Section):
+    """Slack incoming webhook for `safehold backup`; the URL (a secret) from the environment or
+    a file, never from the config file itself."""
+
+    webhook_url_env: str | None = Field(
+        default=None, description="name of the environment variable holding the webhook URL")
+    webhook_file: Path | None = Field(default=None, description="file holding the webhook URL")
+    on: list[NotifyEvent] = Field(default_factory=lambda: list[NotifyEvent](["failure"]),
+                                  description="outcomes worth a message: failure, success")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_secret(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "webhook_url" in value:
+            raise ValueError("a webhook URL is a secret and never lives in the config file:"
+                             " set webhook_url_env (an environment variable's name) or"
+                             " webhook_file (a file holding it) instead")
+        return value
+
+    @field_validator("on", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:  # SAFEHOLD_NOTIFICATIONS__SLACK__ON=failure,success
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) \
+            else value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SlackConfig:
+        if (self.webhook_url_env is None) == (self.webhook_file is None):
+            raise ValueError("give exactly one of webhook_url_env or webhook_file")
+        return self
+
+
+class NotificationsConfig(_Section):
+    slack: SlackConfig | None = None
+
+
 class Settings(_Section):
     """What the top level and each profile may hold."""
 
@@ -88,8 +127,9 @@ class Settings(_Section):
     repositories: dict[str, RepositoryConfig] = Field(default_factory=dict)
     log: LogConfig = Field(default_factory=LogConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
 
-    @field_validator("targets", "repositories", "log", "audit", mode="before")
+    @field_validator("targets", "repositories", "log", "audit", "notifications", mode="before")
     @classmethod
     def _empty(cls, value: Any) -> Any:
         return {} if value is None else value  # a section with everything commented out
@@ -198,7 +238,17 @@ def parse(text: str, source: str) -> Raw:
         raise UsageError(f"config file {where}: not valid YAML/JSON: {problem}",
                          hint="fix the syntax at that line (indentation, a missing ':' or"
                          " quote); `safehold config validate` lists every problem") from None
-    return Raw({} if data is None else data, lines if node is not None else {})
+    return Raw({} if data is None else _on_keys(data), lines if node is not None else {})
+
+
+def _on_keys(data: Any) -> Any:
+    """YAML 1.1 reads a bare ``on:`` key (notifications.slack.on) as ``true``: give it back
+    its name, as the line numbers already have it."""
+    if isinstance(data, dict):
+        return {("on" if k is True else k): _on_keys(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_on_keys(v) for v in data]
+    return data
 
 
 @dataclass

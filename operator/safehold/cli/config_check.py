@@ -4,6 +4,7 @@ variable) and the fix; a mistyped key names the key it probably meant."""
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import typing
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from safehold.cli.config import (
     AuditConfig,
     Config,
     LogConfig,
+    NotificationsConfig,
     Path_,
     Raw,
     RepositoryConfig,
@@ -161,6 +163,14 @@ def _file_problems(settings: Settings, base: Path_, raw: Raw, source: str,
         if repo.key_file is not None and not repo.key_file.is_file():
             add(("repositories", name, "key_file"), f"{repo.key_file} does not exist",
                 "correct the path (create a key with `safehold keys generate`)")
+    slack = settings.notifications.slack if settings.notifications else None
+    if slack is not None and slack.webhook_file is not None and not slack.webhook_file.is_file():
+        add(("notifications", "slack", "webhook_file"), f"{slack.webhook_file} does not exist",
+            "correct the path of the file holding the Slack webhook URL")
+    if slack is not None and slack.webhook_url_env and not os.environ.get(slack.webhook_url_env):
+        add(("notifications", "slack", "webhook_url_env"),
+            f"environment variable {slack.webhook_url_env} is not set",
+            f"export {slack.webhook_url_env}=<the Slack incoming webhook URL> where safehold runs")
     if settings.log.rotate:
         try:
             parse_rotation(settings.log.rotate)
@@ -189,7 +199,9 @@ def _salvage(data: Any) -> Settings:
     return Settings.model_construct(
         targets=named("targets", TargetConfig), repositories=named("repositories",
                                                                    RepositoryConfig),
-        log=valid(LogConfig, data.get("log")) or LogConfig(), audit=AuditConfig())
+        log=valid(LogConfig, data.get("log")) or LogConfig(), audit=AuditConfig(),
+        notifications=valid(NotificationsConfig, data.get("notifications"))
+        or NotificationsConfig())
 
 
 def check_all(merged: dict[str, Any], raw: Raw, source: str, origins: dict[Path_, str]

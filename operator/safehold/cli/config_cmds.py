@@ -67,6 +67,12 @@ audit:
   # file: {audit_file}
   repository: true     # also append each event to the repository's own audit log
 
+# Slack messages after `safehold backup` (a failed message never changes the exit code).
+notifications:
+  # slack:
+  #   webhook_url_env: SAFEHOLD_SLACK_WEBHOOK   # or webhook_file: /etc/safehold/slack-webhook
+  #   on: [failure]                           # failure, success
+
 # Named variants merged over the settings above: `safehold --profile prod ...`.
 profiles:
   # prod:

@@ -1,0 +1,160 @@
+"""`safehold stats`: history and trends of a repository's backups, from their manifests alone.
+
+The figures come from the pure trend module the operator uses for BackupTarget status.trends
+(safehold.api.trends): p50/p95 duration and throughput, the compression ratio, the most frequent
+bottleneck stage, and a regression flag on each run much slower than the trailing median of its
+type. Manifests are read without any key (nothing is decrypted), so like `list` the figures are
+unauthenticated.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import click
+
+from safehold.api.errors import UsageError
+from safehold.api.manifest import Manifest
+from safehold.api.trends import WINDOW, Sample, regression, summarize
+from safehold.cli import common
+from safehold.repository.trust import UNAUTHENTICATED
+
+_SINCE = re.compile(r"^(\d+)([hdw])$")
+_UNITS = {"h": "hours", "d": "days", "w": "weeks"}
+BARS = "▁▂▃▄▅▆▇█"
+
+
+def parse_since(text: str) -> timedelta:
+    """``--since``: a whole number of hours, days or weeks (``12h``, ``30d``, ``8w``)."""
+    match = _SINCE.match(text.strip().lower())
+    if not match or int(match.group(1)) == 0:
+        raise UsageError(f"invalid --since {text!r}: give a positive age such as 12h, 30d or 8w"
+                         " (hours, days, weeks)")
+    try:
+        return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    except OverflowError:
+        raise UsageError(f"--since {text} is too far back: at most 999999999d") from None
+
+
+def sparkline(values: list[float]) -> str:
+    """One block character per value, scaled between the smallest and the largest."""
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    span = high - low
+    return "".join(BARS[0 if span == 0 else round((v - low) / span * (len(BARS) - 1))]
+                   for v in values)
+
+
+def sample(manifest: Manifest) -> Sample:
+    """What the trend module needs from one backup's manifest."""
+    seconds = max(0.0, (manifest.finished_at - manifest.started_at).total_seconds())
+    # Manifests carry no per-stage timings yet (they are in each run's result and the run
+    # log): the bottleneck stays unset until the format records them.
+    return Sample(backup_id=manifest.backup_id, type=manifest.type,
+                  finished_at=manifest.finished_at, seconds=seconds,
+                  raw_bytes=manifest.raw_bytes, stored_bytes=manifest.stored_bytes)
+
+
+def target_stats(name: str, manifests: list[Manifest]) -> dict[str, Any]:
+    """One target's summary and its runs (oldest first), each flagged when it regressed."""
+    samples = [sample(m) for m in sorted(manifests, key=lambda m: m.finished_at)]
+    runs: list[dict[str, Any]] = []
+    for i, s in enumerate(samples):
+        slow = regression(samples[max(0, i + 1 - WINDOW):i + 1])
+        runs.append({"backup_id": s.backup_id, "type": s.type,
+                     "finished_at": s.finished_at.isoformat() if s.finished_at else None,
+                     "seconds": round(s.seconds or 0.0, 3), "raw_bytes": s.raw_bytes,
+                     "stored_bytes": s.stored_bytes,
+                     "throughput_bytes_per_second": (round(s.throughput, 1)
+                                                     if s.throughput is not None else None),
+                     "bottleneck_stage": s.bottleneck,
+                     "regressed": slow is not None,
+                     "regression": slow.message if slow else None})
+    summary = summarize(samples, window=max(len(samples), 1))
+    data: dict[str, Any] = {"target": name, **summary.model_dump(mode="json", by_alias=False,
+                                                                 exclude={"regression"})}
+    data.update({
+        "raw_bytes_total": sum(s.raw_bytes or 0 for s in samples),
+        "stored_bytes_total": sum(s.stored_bytes or 0 for s in samples),
+        "raw_bytes_latest": samples[-1].raw_bytes if samples else None,
+        "regressions": sum(1 for r in runs if r["regressed"]),
+        "runs": runs,
+    })
+    return data
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}s"
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{common.human_bytes(value)}/s"
+
+
+def _text(repo_url: str, since: str, targets: list[dict[str, Any]]) -> None:
+    if not targets:
+        click.echo(f"no backups in {repo_url}")
+        return
+    for t in targets:
+        click.echo(f"{t['target']}: {t['count']} backup(s) in the last {since}")
+        if not t["count"]:
+            continue
+        ratio = t["compression_ratio"]
+        rows = [
+            ("duration", f"p50 {_seconds(t['p50_duration_seconds'])}"
+                         f"  p95 {_seconds(t['p95_duration_seconds'])}"),
+            ("throughput", f"p50 {_rate(t['p50_throughput_bytes_per_second'])}"
+                           f"  p95 {_rate(t['p95_throughput_bytes_per_second'])}"),
+            ("size", f"latest {common.human_bytes(t['raw_bytes_latest'] or 0)} raw;"
+                     f" {common.human_bytes(t['stored_bytes_total'])} stored in all"),
+            ("ratio", "-" if ratio is None else f"{ratio:.2f}"),
+            ("bottleneck", t["bottleneck_stage"] or "- (no stage timings in these manifests)"),
+            ("durations", sparkline([r["seconds"] for r in t["runs"]])
+             + "  (oldest to newest)"),
+        ]
+        for key, value in rows:
+            click.echo(f"  {key:<11} {value}")
+        for r in t["runs"]:
+            if r["regressed"]:
+                click.echo(f"  REGRESSED  {r['regression']}")
+    click.echo(UNAUTHENTICATED, err=True)
+
+
+@click.command()
+@common.repo_option
+@click.option("--target", "-t", "target_name", default=None, help="Only this target.")
+@click.option("--since", default="30d", show_default=True,
+              help="Only backups finished within this age: 12h, 30d, 8w.")
+@common.output_option
+@click.pass_context
+def stats(ctx: click.Context, repo: str, target_name: str | None, since: str,
+          output: str) -> None:
+    """History and trends per target: p50/p95 duration and throughput, sizes, ratio,
+    bottleneck stage, a sparkline of durations and the runs that regressed against the
+    trailing median of their type. Reads manifests only (no key needed)."""
+    age = parse_since(since)  # a bad flag fails before the repository is opened
+    repository = common.open_repo(ctx, repo, allow_empty=True)
+    if target_name:
+        repository.require_target(target_name)
+        names = [target_name]
+    else:
+        names = repository.targets()
+    cutoff = datetime.now(UTC) - age
+    targets = []
+    for name in names:
+        healthy, damaged = repository.scan(name)
+        summary = target_stats(name, [m for m in healthy if m.finished_at >= cutoff])
+        summary["damaged"] = len(damaged)
+        targets.append(summary)
+        if damaged:
+            click.echo(f"warning: {len(damaged)} backup(s) of {name} left out: damaged manifest"
+                       " (`safehold list` names them, `safehold verify` checks them)", err=True)
+    data = {"repository": repository.url, "since": since, "since_time": cutoff.isoformat(),
+            "targets": targets}
+    common.emit(output, data, lambda: _text(repository.url, since, targets))
+
+
+COMMANDS = [stats]
