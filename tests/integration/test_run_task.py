@@ -231,6 +231,17 @@ def test_check_with_a_wrong_password_names_it_and_never_echoes_it(
     assert "password" in failed.error.message
     text = failed.to_json()
     assert secret not in text and secret not in err
+    assert "--password-file" in failed.error.message  # no origin in the task: CLI advice
+
+    # the operator's task says where its user set the password: the advice names that Secret
+    origin = "the BackupTarget's connection.passwordSecretRef (Secret orders-db, key password)"
+    wired, err = runner({"kind": "check", "database": {**pg_database(pg18, pg_db),
+                                                       "passwordOrigin": origin}},
+                        code=Exit.DATABASE, DB_PASSWORD=secret)
+    assert wired.error is not None and wired.error.error_class == "AuthenticationFailed"
+    assert f"check the user and password ({origin})" in wired.error.message
+    assert "--password-file" not in wired.error.message
+    assert secret not in wired.to_json() and secret not in err
 
     missing, _ = runner({"kind": "check", "database": pg_database(pg18, pg_db)},
                         code=Exit.USAGE)

@@ -37,7 +37,7 @@ from safehold.engines.base import (
     PermissionDenied,
     UnsupportedError,
 )
-from safehold.engines.common import resolve_password
+from safehold.engines.common import password_sources, resolve_password
 
 SCHEMES = ("mongodb", "mongodb+srv")
 # Mechanisms that authenticate without a password (certificates, Kerberos, cloud identity).
@@ -209,7 +209,7 @@ def classify(exc: PyMongoError, target: MongoTarget) -> EngineError:
         if code == AUTH_FAILED:
             return AuthenticationFailed(
                 f"{where}: authentication as {target.username!r} failed ({detail}); check the"
-                " user name, the password (--password-file / SAFEHOLD_PASSWORD) and authSource"
+                f" user name, the password ({password_sources()}) and authSource"
                 " (the database that holds the user, usually ?authSource=admin)")
         if code == UNAUTHORIZED:
             return PermissionDenied(f"{where}: {detail}; grant the user the missing privilege"
