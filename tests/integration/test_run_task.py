@@ -170,11 +170,11 @@ def test_restore_without_the_key_fails_before_touching_the_database(
 def test_restore_of_a_named_backup_of_a_target_without_backups_names_the_id(
         tmp_path: Path, s3_runner: Runner, s3_repo: str) -> None:
     wanted = "20261201T020000.000000Z"
-    failed, err = s3_runner({"kind": "restore", "source": "db", "backupId": wanted,
-                             "repository": {"url": s3_repo},
-                             "database": {"engine": "sqlite",
-                                          "url": f"sqlite://{tmp_path / 'out.db'}"},
-                             "encryption": {"mode": "none"}}, code=Exit.NOT_FOUND)
+    failed, _ = s3_runner({"kind": "restore", "source": "db", "backupId": wanted,
+                           "repository": {"url": s3_repo},
+                           "database": {"engine": "sqlite",
+                                        "url": f"sqlite://{tmp_path / 'out.db'}"},
+                           "encryption": {"mode": "none"}}, code=Exit.NOT_FOUND)
     assert failed.error is not None and failed.error.error_class == "BackupNotFound"
     assert failed.error.message.startswith(
         f"no backup '{wanted}': target 'db' has no backups in s3://"), failed.error.message
