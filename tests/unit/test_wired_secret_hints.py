@@ -53,6 +53,12 @@ def test_every_engine_writes_the_phrase_run_task_replaces(engine: str) -> None:
         assert cli_word not in swapped.error.message, swapped.error.message
 
 
+def test_a_mongodb_user_without_password_is_told_where_to_put_it() -> None:
+    with pytest.raises(ValueError) as err:
+        MongoTarget.parse("mongodb://backup@db:27017/orders")
+    assert PASSWORD_SOURCES.search(str(err.value)), err.value
+
+
 def test_password_sources_phrases_all_match() -> None:
     for phrase in (password_sources(), password_sources("PGPASSWORD"),
                    password_sources("MYSQL_PWD", url=True)):

@@ -96,8 +96,8 @@ class MongoTarget:
         mechanism = parsed["options"].get("authMechanism")
         if user and pw is None and mechanism not in _PASSWORDLESS:
             raise ValueError(
-                f"MongoDB user {user!r} has no password: put it in --password-file or"
-                " SAFEHOLD_PASSWORD (or, less safely, in the URI)")
+                f"MongoDB user {user!r} has no password: put it in {password_sources()}"
+                " (or, less safely, in the URI)")
         return cls(uri=f"{scheme}://{hosts}{tail}", database=database,
                    hosts=hosts, username=user, password=pw, auth_mechanism=mechanism)
 
