@@ -233,7 +233,14 @@ BAD: dict[str, tuple[dict[str, Any], list[str]]] = {
         ["a retention policy needs at least one of keepLast"]),
     "schedule with a bad cron": (obj("BackupSchedule", "s", {"targetRef": {"name": "o"},
                                                              "full": "daily"}),
-                                 ["spec.full"]),
+                                 ["spec.full", "a cron needs 5 fields"]),
+    "schedule with a 6-field cron": (
+        obj("BackupSchedule", "s", {"targetRef": {"name": "o"}, "full": "0 0 2 * * *"}),
+        ["spec.full", "a cron needs 5 fields (minute hour day month weekday) or a macro like"
+         " @daily"]),
+    "schedule with a 4-field cron": (
+        obj("BackupSchedule", "s", {"targetRef": {"name": "o"}, "incremental": "0 */4 * *"}),
+        ["spec.incremental", "a cron needs 5 fields"]),
 }
 
 

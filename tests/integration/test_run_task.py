@@ -167,6 +167,19 @@ def test_restore_without_the_key_fails_before_touching_the_database(
     assert failed.error.message in err
 
 
+def test_restore_of_a_named_backup_of_a_target_without_backups_names_the_id(
+        tmp_path: Path, s3_runner: Runner, s3_repo: str) -> None:
+    wanted = "20261201T020000.000000Z"
+    failed, _ = s3_runner({"kind": "restore", "source": "db", "backupId": wanted,
+                           "repository": {"url": s3_repo},
+                           "database": {"engine": "sqlite",
+                                        "url": f"sqlite://{tmp_path / 'out.db'}"},
+                           "encryption": {"mode": "none"}}, code=Exit.NOT_FOUND)
+    assert failed.error is not None and failed.error.error_class == "BackupNotFound"
+    assert failed.error.message.startswith(
+        f"no backup '{wanted}': target 'db' has no backups in s3://"), failed.error.message
+
+
 # --------------------------------------------------------------------------- PostgreSQL
 
 
@@ -231,6 +244,17 @@ def test_check_with_a_wrong_password_names_it_and_never_echoes_it(
     assert "password" in failed.error.message
     text = failed.to_json()
     assert secret not in text and secret not in err
+    assert "--password-file" in failed.error.message  # no origin in the task: CLI advice
+
+    # the operator's task says where its user set the password: the advice names that Secret
+    origin = "the BackupTarget's connection.passwordSecretRef (Secret orders-db, key password)"
+    wired, err = runner({"kind": "check", "database": {**pg_database(pg18, pg_db),
+                                                       "passwordOrigin": origin}},
+                        code=Exit.DATABASE, DB_PASSWORD=secret)
+    assert wired.error is not None and wired.error.error_class == "AuthenticationFailed"
+    assert f"check the user and password ({origin})" in wired.error.message
+    assert "--password-file" not in wired.error.message
+    assert secret not in wired.to_json() and secret not in err
 
     missing, _ = runner({"kind": "check", "database": pg_database(pg18, pg_db)},
                         code=Exit.USAGE)

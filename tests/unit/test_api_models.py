@@ -336,5 +336,9 @@ def test_schedule_spec_from_issue_12() -> None:
     assert minimal.notifications.slack.on == ["failure"]
     refused(BackupScheduleSpec, {"targetRef": {"name": "o"}}, "at least one of full")
     refused(BackupScheduleSpec, {"targetRef": {"name": "o"}, "full": "every day"}, "full")
+    refused(BackupScheduleSpec, {"targetRef": {"name": "o"}, "full": "0 0 2 * * *"}, "full",
+            "a cron needs 5 fields (minute hour day month weekday) or a macro like @daily")
+    refused(BackupScheduleSpec, {"targetRef": {"name": "o"}, "verify": "0 2 * *"}, "verify",
+            "a cron needs 5 fields")
     refused(BackupScheduleSpec, {"targetRef": {"name": "o"}, "full": "@daily",
                                  "retention": {}}, "at least one of keep_last")

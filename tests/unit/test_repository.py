@@ -46,8 +46,13 @@ def test_backups_without_manifest_are_incomplete(repo: Repository) -> None:
 
 
 def test_resolve_latest_and_errors(repo: Repository) -> None:
-    with pytest.raises(RepositoryError, match="has no backups"):
+    with pytest.raises(RepositoryError, match=r"^target 'app' has no backups"):
         repo.resolve("app", "latest")
+    # a Restore naming a backupId: the message names the id it asked for
+    wanted = "20200101T000000.000000Z"
+    with pytest.raises(RepositoryError,
+                       match=rf"^no backup '{wanted}': target 'app' has no backups in "):
+        repo.resolve("app", wanted)
     a, b = manifest(0), manifest(1)
     repo.write_manifest(a)
     repo.write_manifest(b)

@@ -6,10 +6,11 @@ the operator's reconciler records what it did in :class:`BackupScheduleStatus`.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
 
 from safehold.api.common import (
     API_VERSION,
@@ -26,7 +27,20 @@ from safehold.api.slots import CronError, zone
 
 CRON_PATTERN = (r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)"
                 r"|\S+(\s+\S+){4})$")
-Cron = Annotated[str, Field(pattern=CRON_PATTERN, max_length=256)]
+CRON_MESSAGE = ("a cron needs 5 fields (minute hour day month weekday) or a macro like @daily,"
+                " e.g. '0 2 * * *'")
+
+
+def _cron_shape(value: str) -> str:
+    if not re.match(CRON_PATTERN, value):
+        raise ValueError(f"{value!r}: {CRON_MESSAGE}")
+    return value
+
+
+# A CEL rule rather than a bare `pattern`, so the API server's refusal says what a cron is.
+Cron = Annotated[str, AfterValidator(_cron_shape), Field(max_length=256, json_schema_extra={
+    "x-kubernetes-validations": [{"rule": f"self.matches(r'{CRON_PATTERN}')",
+                                  "message": CRON_MESSAGE}]})]
 NotifyEvent = Literal["failure", "success", "retention", "keyProblem"]
 
 

@@ -69,6 +69,12 @@ class TaskDatabase(KubeModel):
     )
     url_from: SecretInput | None = Field(default=None, description="A whole URL in a Secret.")
     password_from: SecretInput | None = None
+    password_origin: str | None = Field(
+        default=None, max_length=300,
+        description="Where the user set the password, in their words, for error hints instead"
+        " of the CLI's options: e.g. the BackupTarget's connection.passwordSecretRef (Secret"
+        " orders-db, key password). Names only, never a value.",
+    )
     tls: TaskTls | None = None
     connect_timeout: float = Field(default=10.0, gt=0)
     jobs: int | None = Field(default=None, ge=1)

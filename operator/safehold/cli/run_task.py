@@ -84,20 +84,22 @@ def _kind_of(task_file: Path | None) -> TaskKind | None:
 
 def run(task_file: Path | None) -> TaskResult:
     """Read and execute the task; never raises: every failure becomes a Failed result."""
-    from safehold.pipeline.tasks import Stages, execute
+    from safehold.pipeline.tasks import Stages, execute, name_wired_secrets
 
-    kind: TaskKind | None = None
+    task: Task | None = None
     stages = Stages()
     try:
         task = read_task(task_file)
-        kind = task.kind
-        log.info("running %s task", kind)
-        return execute(task, stages)
+        log.info("running %s task", task.kind)
+        result = execute(task, stages)
     except (Exception, KeyboardInterrupt) as exc:
         error = error_info(exc)
+        kind = task.kind if task is not None else None
         if error.exit_code == int(Exit.FAILED):
             log.error("unexpected error in the %s task", kind or "", exc_info=True)
-        return TaskResult.failure(kind or _kind_of(task_file), error, **stages.facts())
+        result = TaskResult.failure(kind or _kind_of(task_file), error, **stages.facts())
+    # a Kubernetes user set a Secret, not --password-file: the hints name that Secret
+    return name_wired_secrets(result, task) if task is not None else result
 
 
 def audit_task(task_file: Path | None, result: TaskResult) -> TaskResult:

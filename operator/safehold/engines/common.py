@@ -1,6 +1,8 @@
 """What the server engines (PostgreSQL, MySQL/MariaDB, MongoDB) do alike, written once.
 
 - :func:`resolve_password`: which password wins when several places give one.
+- :func:`password_sources`: how the engines' hints name those places (``run-task`` swaps the
+  phrase for the Secret a Job wired: :data:`PASSWORD_SOURCES`).
 - :func:`url_password_warning`: what to say when a target URL carries a password.
 - :func:`retry_transient`: call again, with backoff, after a failure marked ``transient``.
 - :func:`run_parallel`: one task per table/collection on ``--jobs`` threads, first failure wins.
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import replace
@@ -21,6 +24,20 @@ from safehold.retry import DEFAULT_POLICY, not_yet_retried, retry_call
 log = logging.getLogger("safehold.engines")
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+# Any phrase password_sources() writes; `safehold run-task` replaces it with what the operator
+# wired (e.g. "the BackupTarget's connection.passwordSecretRef (Secret orders-db, key password)").
+PASSWORD_SOURCES = re.compile(r"(?:the URL, )?--password-file(?:, | or )SAFEHOLD_PASSWORD"
+                              r"(?: or [A-Z_]+)?")
+
+
+def password_sources(client_var: str | None = None, *, url: bool = False) -> str:
+    """Where a command-line user puts the password, for error hints:
+    ``--password-file, SAFEHOLD_PASSWORD or PGPASSWORD`` (matched by PASSWORD_SOURCES)."""
+    places = (["the URL"] if url else []) + ["--password-file", "SAFEHOLD_PASSWORD"] \
+        + ([client_var] if client_var else [])
+    return ", ".join(places[:-1]) + " or " + places[-1]
 
 
 def resolve_password(explicit: str | None, in_url: str | None, env_var: str | None = None

@@ -42,6 +42,7 @@ from safehold.api.task import (
 from safehold.codecs import crypto
 from safehold.codecs.compression import parse_codec
 from safehold.engines.base import ConnectionOptions, Engine, open_engine, redact_url
+from safehold.engines.common import PASSWORD_SOURCES
 from safehold.pipeline.backup import BackupOptions, run_backup
 from safehold.pipeline.keys import DataKeys, backup_context, read_wrapped_key, write_wrapped_key
 from safehold.pipeline.profile import Profile
@@ -148,6 +149,27 @@ def load_keys(encryption: TaskEncryption) -> list[crypto.Kek]:
 def _given(value: Any) -> Any:
     assert value is not None  # the task model's validators guarantee it
     return value
+
+
+def name_wired_secrets(result: TaskResult, task: Task) -> TaskResult:
+    """``result`` with the engines' CLI advice ("--password-file, SAFEHOLD_PASSWORD or
+    PGPASSWORD") replaced by where the operator's user set the password (the task's
+    ``passwordOrigin``: the BackupTarget's Secret and key, never a value)."""
+    database = getattr(task, "database", None)
+    origin = database.password_origin if isinstance(database, TaskDatabase) else None
+    if origin is None:
+        return result
+
+    def swap(text: str) -> str:
+        return PASSWORD_SOURCES.sub(lambda _: origin, text)
+
+    update: dict[str, Any] = {"problems": [swap(p) for p in result.problems]}
+    if result.error is not None:
+        update["error"] = result.error.model_copy(update={
+            "message": swap(result.error.message),
+            "hint": swap(result.error.hint) if result.error.hint else None,
+        })
+    return result.model_copy(update=update)
 
 
 # --------------------------------------------------------------------------- timing

@@ -234,9 +234,11 @@ class Repository:
         """A backup by id, or ``latest``; the error lists what exists."""
         ids = self.backup_ids(target)[0]
         if not ids:
+            wanted = "" if ref == "latest" else f"no backup {ref!r}: "
+            targets = self.targets()
             raise BackupNotFound(
-                f"target {target!r} has no backups in {self.url}"
-                + (f" (targets here: {', '.join(self.targets())})" if self.targets() else "")
+                f"{wanted}target {target!r} has no backups in {self.url}"
+                + (f" (targets here: {', '.join(targets)})" if targets else "")
             )
         if ref == "latest":
             return self.manifest(target, ids[-1])

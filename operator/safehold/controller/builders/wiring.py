@@ -32,6 +32,12 @@ def _secret_file(volume: str, secret: str, key: str, path: str, mount: str) -> W
     )
 
 
+def _names(secret: str, key: str) -> str:
+    """How error hints name a Secret key the Job mounted (run-task puts it in place of the
+    CLI's --password-file)."""
+    return f"Secret {secret}, key {key}"
+
+
 def database(spec: BackupTargetSpec, role: str, *, database: str | None = None
              ) -> tuple[TaskDatabase, Wiring]:
     """Where the database is (URL without secrets) and the wiring of its password/TLS files."""
@@ -48,8 +54,9 @@ def database(spec: BackupTargetSpec, role: str, *, database: str | None = None
     if spec.uri_secret_ref is not None:
         ref = spec.uri_secret_ref
         wiring += _secret_file(f"{role}-url", ref.name, ref.key, "url", f"{base}/url")
-        return TaskDatabase(engine=spec.engine, url_from=SecretInput(file=f"{base}/url/url")
-                            ), wiring
+        return TaskDatabase(engine=spec.engine, url_from=SecretInput(file=f"{base}/url/url"),
+                            password_origin=f"the URL in the BackupTarget's"
+                            f" connection.uriSecretRef ({_names(ref.name, ref.key)})"), wiring
     conn = spec.connection
     assert conn is not None, "the model guarantees one of sqlite, uriSecretRef, connection"
     user = f"{quote(conn.username, safe='')}@" if conn.username else ""
@@ -58,11 +65,13 @@ def database(spec: BackupTargetSpec, role: str, *, database: str | None = None
     name = database or conn.database
     url = f"{spec.engine}://{user}{host}:{port}" + (f"/{quote(name, safe='')}" if name else "")
     password = None
+    origin = "the BackupTarget's connection.passwordSecretRef (none is set)"
     if conn.password_secret_ref is not None:
         ref = conn.password_secret_ref
         wiring += _secret_file(f"{role}-password", ref.name, ref.key, "password",
                                f"{base}/password")
         password = SecretInput(file=f"{base}/password/password")
+        origin = f"the BackupTarget's connection.passwordSecretRef ({_names(ref.name, ref.key)})"
     tls = None
     if conn.tls is not None:
         ca_file = cert_file = key_file = None
@@ -81,7 +90,8 @@ def database(spec: BackupTargetSpec, role: str, *, database: str | None = None
             cert_file, key_file = f"{base}/tls-client/tls.crt", f"{base}/tls-client/tls.key"
         tls = TaskTls(mode=conn.tls.mode, ca_file=ca_file, cert_file=cert_file,
                       key_file=key_file)
-    return TaskDatabase(engine=spec.engine, url=url, password_from=password, tls=tls), wiring
+    return TaskDatabase(engine=spec.engine, url=url, password_from=password,
+                        password_origin=origin, tls=tls), wiring
 
 
 def repository(spec: BackupTargetSpec, role: str) -> tuple[TaskRepository, Wiring]:

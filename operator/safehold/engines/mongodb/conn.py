@@ -37,7 +37,7 @@ from safehold.engines.base import (
     PermissionDenied,
     UnsupportedError,
 )
-from safehold.engines.common import resolve_password
+from safehold.engines.common import password_sources, resolve_password
 
 SCHEMES = ("mongodb", "mongodb+srv")
 # Mechanisms that authenticate without a password (certificates, Kerberos, cloud identity).
@@ -96,8 +96,8 @@ class MongoTarget:
         mechanism = parsed["options"].get("authMechanism")
         if user and pw is None and mechanism not in _PASSWORDLESS:
             raise ValueError(
-                f"MongoDB user {user!r} has no password: put it in --password-file or"
-                " SAFEHOLD_PASSWORD (or, less safely, in the URI)")
+                f"MongoDB user {user!r} has no password: put it in {password_sources()}"
+                " (or, less safely, in the URI)")
         return cls(uri=f"{scheme}://{hosts}{tail}", database=database,
                    hosts=hosts, username=user, password=pw, auth_mechanism=mechanism)
 
@@ -209,7 +209,7 @@ def classify(exc: PyMongoError, target: MongoTarget) -> EngineError:
         if code == AUTH_FAILED:
             return AuthenticationFailed(
                 f"{where}: authentication as {target.username!r} failed ({detail}); check the"
-                " user name, the password (--password-file / SAFEHOLD_PASSWORD) and authSource"
+                f" user name, the password ({password_sources()}) and authSource"
                 " (the database that holds the user, usually ?authSource=admin)")
         if code == UNAUTHORIZED:
             return PermissionDenied(f"{where}: {detail}; grant the user the missing privilege"

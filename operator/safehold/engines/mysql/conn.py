@@ -33,7 +33,7 @@ from safehold.engines.base import (
     HostUnreachable,
     PermissionDenied,
 )
-from safehold.engines.common import resolve_password, retry_transient
+from safehold.engines.common import password_sources, resolve_password, retry_transient
 
 Conn: TypeAlias = "pymysql.connections.Connection[Any]"
 TlsMode = Literal["disable", "prefer", "require", "verify-ca", "verify-full"]
@@ -221,8 +221,8 @@ def classify(exc: BaseException, t: Target | None = None) -> EngineError:
     if code in _AUTH:
         hint = {3159: "the server requires TLS: use --tls require (or stronger)",
                 1130: f"the server does not accept user {t.user if t else '?'} from this host"}
-        credentials = "check the user name and the password (URL, --password-file," \
-            " SAFEHOLD_PASSWORD or MYSQL_PWD)"
+        credentials = "check the user name and the password" \
+            f" ({password_sources('MYSQL_PWD', url=True)})"
         if t and t.tls == "disable":  # a REQUIRE SSL account is refused with 1045 as well
             credentials += "; if the account requires TLS, drop --tls disable"
         return AuthenticationFailed(

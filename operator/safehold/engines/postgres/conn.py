@@ -31,7 +31,7 @@ from safehold.engines.base import (
     HostUnreachable,
     PermissionDenied,
 )
-from safehold.engines.common import resolve_password, retry_transient
+from safehold.engines.common import password_sources, resolve_password, retry_transient
 
 SCHEMES = ("postgresql", "postgres")
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -222,8 +222,8 @@ _BY_TEXT: list[tuple[str, type[EngineError]]] = [
      r"|could not connect to server", HostUnreachable),
 ]
 _HINTS: dict[type[EngineError], str] = {
-    AuthenticationFailed: "check the user and password (--password-file, SAFEHOLD_PASSWORD or"
-                          " PGPASSWORD), the TLS settings and the server's pg_hba.conf",
+    AuthenticationFailed: f"check the user and password ({password_sources('PGPASSWORD')}),"
+                          " the TLS settings and the server's pg_hba.conf",
     DatabaseMissing: "check the database name in the target URL",
     PermissionDenied: "grant the privilege named above to the backup role",
     ConnectTimeout: "check that the host is reachable; raise --connect-timeout for slow links",
