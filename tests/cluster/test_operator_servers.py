@@ -205,7 +205,6 @@ def test_server_backup_restore_and_refusals(
     row = next(line.split() for line in table.splitlines()
                if line.startswith("backup.safehold.dev/db-1"))
     assert row[1:4] == ["db", "full", "Completed"], table
-    assert done["backupId"] in row, table
 
 
 def kubectl(cluster: Node, *args: str) -> str:
