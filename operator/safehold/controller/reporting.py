@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from safehold.api.backup import Backup, BackupStatus
-from safehold.api.common import utcnow
+from safehold.api.common import ErrorInfo, utcnow
 from safehold.api.restore import Restore, RestoreStatus
 from safehold.api.schedule import BackupSchedule
 from safehold.api.target import BackupTarget
@@ -319,3 +319,24 @@ def event_ref(body: Obj) -> dict[str, Any]:
     meta = body["metadata"]
     return _ref(body.get("kind", ""), meta["name"], meta["namespace"], meta.get("uid"))
 
+
+
+def key_problem_notice(body: Obj, target: BackupTarget, error: ErrorInfo | None, what: str,
+                       already_known: bool) -> Notice | None:
+    """The ``keyProblem`` notice for a target's check or re-wrap that failed on its key, or
+    None: for another failure, or when the last report already said so (a periodic re-check
+    that finds the same key problem does not page again every interval)."""
+    if error is None or error.error_class != "KeyProblem" or already_known:
+        return None
+    return Notice(event="keyProblem", target=target.metadata.name,
+                  namespace=target.metadata.namespace, error_class=error.error_class,
+                  message=f"{what}: {error.message}", hint=error.hint, failed=True,
+                  ref=event_ref(body))
+
+
+def key_problem(kube: Kube, body: Obj, target: BackupTarget, error: ErrorInfo | None,
+                what: str, already_known: bool) -> None:
+    """Tell the webhooks that chose ``keyProblem`` (see :func:`key_problem_notice`)."""
+    notice = key_problem_notice(body, target, error, what, already_known)
+    if notice is not None:
+        notify_target(kube, target, notice)

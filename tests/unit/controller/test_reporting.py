@@ -96,3 +96,24 @@ def test_start_applies_the_log_level_and_port_zero_serves_nothing() -> None:
     finally:
         root.setLevel(before[0])
         ours.setLevel(before[1])
+
+
+def test_a_key_problem_of_a_check_or_rewrap_notifies_once_until_it_changes() -> None:
+    from safehold.api.common import ErrorInfo
+    from safehold.controller.reporting import key_problem_notice
+
+    target = _target(**_slack("hook", "keyProblem"))
+    body = {"kind": "BackupTarget", "metadata": {"name": "orders", "namespace": "shop"}}
+    key = ErrorInfo(error_class="KeyProblem", message="key k1 is not in the key Secret",
+                    exit_code=5, hint="add k1 back")
+    notice = key_problem_notice(body, target, key, "the target's check", already_known=False)
+    assert notice is not None and notice.event == "keyProblem" and notice.failed
+    assert notice.message == "the target's check: key k1 is not in the key Secret"
+    assert notice.hint == "add k1 back" and notice.ref["metadata"]["name"] == "orders"
+    # the same problem found again by the periodic re-check: no second page
+    assert key_problem_notice(body, target, key, "the target's check", already_known=True) \
+        is None
+    # other failures are `failure` material, not key problems; no error, nothing
+    auth = key.model_copy(update={"error_class": "AuthenticationFailed"})
+    assert key_problem_notice(body, target, auth, "the target's check", False) is None
+    assert key_problem_notice(body, target, None, "the key re-wrap", False) is None

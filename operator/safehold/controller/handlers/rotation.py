@@ -4,7 +4,7 @@ the target's status (``KeysRotated`` condition, active and retired key ids) and 
 from __future__ import annotations
 
 from safehold.api.target import BackupTarget
-from safehold.controller import naming, runtime
+from safehold.controller import naming, reporting, runtime
 from safehold.controller.builders import tasks
 from safehold.controller.handlers.common import ensure_runner_account, result_of, settle_existing
 from safehold.controller.kube import Forbidden, Obj
@@ -99,3 +99,5 @@ def on_job(job: Obj, verdict: Verdict, deleted: bool) -> None:
     kube.patch_status(PLURAL, ns, target.metadata.name, patch(target.status, new))
     cond = next(c for c in new.conditions if c.type == "KeysRotated")
     kube.event(body, cond.reason, cond.message, warning=not result.ok)
+    reporting.key_problem(kube, body, target, result.error, "the key re-wrap",
+                          already_known=False)

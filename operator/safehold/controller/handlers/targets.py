@@ -6,7 +6,7 @@ import kopf
 
 from safehold.api.common import utcnow
 from safehold.api.target import BackupTarget
-from safehold.controller import naming, runtime
+from safehold.controller import naming, reporting, runtime
 from safehold.controller.builders import tasks
 from safehold.controller.handlers import adoption, rotation
 from safehold.controller.handlers.common import (
@@ -95,6 +95,7 @@ def on_job(job: Obj, verdict: Verdict, deleted: bool) -> None:
         verdict = Verdict(verdict.phase.FAILED, "CheckJobDeleted",
                           f"check Job {meta['name']} was deleted before it reported")
     was_ready = target.status.ready
+    was = next((c for c in target.status.conditions if c.type == "Ready"), None)
     result = result_of(verdict, "check")
     # the verdict is about the spec the Job tested, which may be older than the object's
     tested = meta["labels"].get(naming.GENERATION, "")
@@ -106,3 +107,5 @@ def on_job(job: Obj, verdict: Verdict, deleted: bool) -> None:
     cond = next(c for c in status.conditions if c.type == "Ready")
     if ready != was_ready or not ready:
         kube.event(body, "Ready" if ready else cond.reason, cond.message, warning=not ready)
+    reporting.key_problem(kube, body, target, result.error, "the target's check",
+                          already_known=was is not None and was.reason == cond.reason)
