@@ -228,3 +228,18 @@ def operator_process(ns: str, log: Path) -> Iterator[Any]:
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=30)
+
+
+def kubectl(cluster: Any, *args: str) -> str:
+    """The real kubectl against the node (``cluster``: tests.infra.node.Node), as a user would
+    run it; its output."""
+    import os
+    import subprocess
+
+    from tests.infra.procs import CACHE
+
+    res = subprocess.run([str(CACHE / "bin" / "kubectl"), *args], capture_output=True,
+                         text=True, timeout=60, check=False,
+                         env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)})
+    assert res.returncode == 0, f"kubectl {' '.join(args)}: {res.stderr}"
+    return res.stdout

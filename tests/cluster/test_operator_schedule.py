@@ -23,6 +23,7 @@ from tests.cluster.kit import (
     eventually,
     finished,
     jobs,
+    kubectl,
     operator,
     status,
     volume,
@@ -127,3 +128,7 @@ def test_schedule_fires_real_jobs_and_retention_prunes_the_old_chain(
     assert done[names[1]]["backupId"] not in on_disk
     assert {done[n]["backupId"] for n in names[2:]} <= on_disk
     assert sched["lastSuccessfulBackup"] == names[3] and sched["active"] == []
+    table = kubectl(cluster, "get", "backupschedules", "-n", ns)
+    print(table)  # what a user sees (`pytest -s`)
+    row = next(line for line in table.splitlines() if line.startswith("app "))
+    assert "0 0 * * *" in row and "0 * * * *" in row, table

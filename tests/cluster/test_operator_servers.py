@@ -17,8 +17,6 @@ namespace; Pods reach them at ``cluster.pod_address(port)``). Per engine, one te
 
 from __future__ import annotations
 
-import os
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ from tests.cluster.kit import (
     finished,
     jobs,
     key_secret,
+    kubectl,
     operator,
     operator_env,
     restricted,
@@ -45,7 +44,6 @@ from tests.infra.netns import POD_CIDR
 from tests.infra.node import Node
 from tests.infra.objectstores import MotoS3
 from tests.infra.postgres import Postgres
-from tests.infra.procs import CACHE
 from tests.integration import mysql_data, pg_data
 
 MISSING_ID = "20200101T000000.000000Z"  # a well-formed backup id no repository here holds
@@ -206,11 +204,3 @@ def test_server_backup_restore_and_refusals(
                if line.startswith("backup.safehold.dev/db-1"))
     assert row[1:4] == ["db", "full", "Completed"], table
 
-
-def kubectl(cluster: Node, *args: str) -> str:
-    """The real kubectl against the node, as a user would run it; its output."""
-    res = subprocess.run([str(CACHE / "bin" / "kubectl"), *args], capture_output=True,
-                         text=True, timeout=60, check=False,
-                         env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)})
-    assert res.returncode == 0, f"kubectl {' '.join(args)}: {res.stderr}"
-    return res.stdout
