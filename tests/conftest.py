@@ -7,4 +7,18 @@ pytest_plugins = [
     "tests.infra.fixtures_kube",
     "tests.infra.fixtures_tls",
     "tests.infra.fixtures_cluster",
+    "tests.infra.slackhook",
 ]
+
+
+def pytest_configure(config: object) -> None:
+    """Keep the test run out of the user's own files: the CLI's user/system config discovery
+    and its default audit log (platformdirs: XDG_*) point into a directory of this run, so a
+    developer's ~/.config/safehold never changes a result and no test appends to their
+    ~/.local/state/safehold/audit.jsonl. Subprocesses inherit it."""
+    import os
+    import tempfile
+
+    home = tempfile.mkdtemp(prefix="safehold-xdg-")
+    for name in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CONFIG_DIRS"):
+        os.environ[name] = os.path.join(home, name.lower())

@@ -96,10 +96,135 @@ def finished(custom: Any, ns: str, plural: str, name: str,
 
 
 @contextmanager
-def operator(ns: str) -> Iterator[Any]:
-    """The operator in-process (kopf's test runner), watching ``ns`` only."""
+def operator(ns: str, metrics_port: int = 0) -> Iterator[Any]:
+    """The operator in-process (kopf's test runner), watching ``ns`` only; /metrics on
+    ``metrics_port`` (0: off, so parallel test runs never fight over a port)."""
+    import os
+
     from kopf.testing import KopfRunner
 
-    with KopfRunner(["run", "--standalone", f"--namespace={ns}", "-m",
-                     "safehold.controller.handlers"], timeout=60) as runner:
-        yield runner
+    before = os.environ.get("SAFEHOLD_METRICS_PORT")
+    os.environ["SAFEHOLD_METRICS_PORT"] = str(metrics_port)
+    try:
+        with KopfRunner(["run", "--standalone", f"--namespace={ns}", "-m",
+                         "safehold.controller.handlers"], timeout=60) as runner:
+            yield runner
+    finally:
+        if before is None:
+            os.environ.pop("SAFEHOLD_METRICS_PORT", None)
+        else:
+            os.environ["SAFEHOLD_METRICS_PORT"] = before
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# runner overrides of a target whose Jobs must run long enough to be interrupted: with a
+# big_db() a backup takes some 20 s instead of 2 (no fault hook in the product)
+SLOW = {"runner": {"resources": {"limits": {"cpu": "100m"}}}}
+
+
+def big_db(path: Path, mib: int = 40) -> None:
+    """A SQLite database of ``mib`` MiB of incompressible rows, owned by the runner's user."""
+    import os
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, data BLOB)")
+        conn.executemany("INSERT INTO t VALUES (?, ?)",
+                         ((i, os.urandom(4000)) for i in range(mib * 256)))
+    os.chown(path, RUNNER_UID, RUNNER_UID)
+
+
+def owned_dirs(*paths: Path) -> None:
+    """Create ``paths`` (directories) owned by the runner's user, so its Jobs can write them."""
+    import os
+
+    for path in paths:
+        path.mkdir(parents=True, exist_ok=True)
+        os.chown(path, RUNNER_UID, RUNNER_UID)
+
+
+def sqlite_target(custom: Any, ns: str, name: str, **extra: Any) -> dict[str, Any]:
+    """A BackupTarget ``name`` for /data/app.db on claim ``app-data``, its repository
+    file:///backups on claim ``backups``, a generated key; waits until checked, returns Ready."""
+    create(custom, ns, "BackupTarget", name, {
+        "engine": "sqlite",
+        "sqlite": {"claimName": "app-data", "mountPath": "/data", "path": "/data/app.db"},
+        "storage": {"url": "file:///backups", "volume": {"claimName": "backups"}},
+        "encryption": {"generateKey": True}, **extra})
+    ready: dict[str, Any] = eventually(
+        lambda: condition(custom, ns, "backuptargets", name, "Ready"), f"{name} Ready")
+    return ready
+
+
+def secret(core: Any, ns: str, name: str, data: dict[str, str]) -> None:
+    """An Opaque Secret ``name`` in ``ns`` holding ``data`` (plain strings, as stringData)."""
+    core.create_namespaced_secret(ns, {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                                       "metadata": {"name": name}, "stringData": data})
+
+
+def key_secret(core: Any, ns: str, name: str) -> bytes:
+    """A user-provided key Secret (one random key, marked active); returns the raw key."""
+    import base64
+    import secrets
+
+    key = secrets.token_bytes(32)
+    secret(core, ns, name, {"key-1": base64.b64encode(key).decode(), "active": "key-1"})
+    return key
+
+
+def s3_credentials(core: Any, ns: str, name: str, cluster: Any, s3: Any) -> None:
+    """A Secret of AWS_* variables (the target's credentialsSecretRef, envFrom) pointing the
+    runner at the S3 emulator ``s3`` (tests.infra.objectstores.MotoS3) as Pods reach it."""
+    secret(core, ns, name, {**s3.env(),
+                            "AWS_ENDPOINT_URL": f"http://{cluster.pod_address(s3.port)}"})
+
+
+def operator_env(monkeypatch: Any, kubeconfig: Path, image_ref: str) -> None:
+    """The operator's settings for a test: this node, the runner image imported into it."""
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("SAFEHOLD_RUNNER_IMAGE", image_ref)
+    monkeypatch.setenv("SAFEHOLD_IMAGE_PULL_POLICY", "Never")
+
+
+def restricted(core: Any, ns: str) -> None:
+    """Enforce the restricted Pod Security Standard in ``ns`` (runner Jobs must pass it)."""
+    core.patch_namespace(ns, {"metadata": {"labels": {
+        "pod-security.kubernetes.io/enforce": "restricted"}}})
+
+
+def jobs(api: Any, ns: str, purpose: str) -> list[Any]:
+    """The runner Jobs of ``purpose`` (check, backup, restore, plan, delete, recover, ...)
+    in ``ns``."""
+    from kubernetes import client
+
+    return list(client.BatchV1Api(api).list_namespaced_job(
+        ns, label_selector=f"safehold.dev/purpose={purpose}").items)
+
+
+@contextmanager
+def operator_process(ns: str, log: Path) -> Iterator[Any]:
+    """The operator as a child process (``kopf run``), for tests that SIGKILL it; its output
+    goes to ``log``. Stopped (killed) at the end if still running."""
+    import os
+    import subprocess
+    import sys
+
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kopf", "run", "--standalone", f"--namespace={ns}",
+             "-m", "safehold.controller.handlers"], stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "SAFEHOLD_METRICS_PORT": "0"})
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)

@@ -131,13 +131,24 @@ def k8s(kube: ControlPlane, kube_namespace: str, crds: list[str]) -> Iterator[Cl
         c.api.close()
 
 
+@pytest.fixture(scope="session")
+def metrics_port() -> int:
+    """The operator's /metrics port for this test session (served once per process)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @pytest.fixture
-def operator(kube: ControlPlane, monkeypatch: pytest.MonkeyPatch
+def operator(kube: ControlPlane, monkeypatch: pytest.MonkeyPatch, metrics_port: int
              ) -> Callable[[], Any]:
     """``with operator(): ...`` runs the operator in a thread until the block ends."""
     from kopf.testing import KopfRunner
 
     monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
+    monkeypatch.setenv("SAFEHOLD_METRICS_PORT", str(metrics_port))
     monkeypatch.setenv("SAFEHOLD_RUNNER_IMAGE", "safehold/runner:envtest")
     monkeypatch.setenv("SAFEHOLD_IMAGE_PULL_POLICY", "Never")
 

@@ -134,18 +134,27 @@ def test_transient_failure_retries_and_permanent_failure_stops_at_once(
 
 
 def test_a_new_target_adopts_the_repositorys_backups(k8s: Cluster, operator: Any) -> None:
+    """Every backup is adopted, page by page: the first list page says ``more``, and the next
+    list Job starts after that page's newest id."""
+    from safehold.api.result import ListedBackup
+    from safehold.api.task import parse_task
+
     full, inc = "20261201T000000.000001Z", "20261201T060000.000001Z"
     with operator():
         bt = k8s.create("backuptargets", samples.target())
         job = eventually(lambda: k8s.jobs(bt["metadata"]["uid"], "adopt"), "adopt Job")[0]
-        from safehold.api.task import parse_task
-
         task = parse_task(job.spec.template.spec.containers[0].env[0].value)
-        assert task.kind == "restore" and task.plan_only and task.backup_id == "latest"
-        plan = TaskResult(kind="restore", phase="Completed", target="orders", backup_id=inc,
-                          type="incremental", parent_id=full, chain_id=full, chain=[full, inc],
-                          stored_bytes=123, key_id="k1", plan_only=True)
-        finish_pod(k8s, job, exit_code=0, message=plan.to_termination_message())
+        assert task.kind == "list" and task.after is None
+        page1 = TaskResult(kind="list", phase="Completed", target="orders", more=True,
+                           backups=[ListedBackup(id=full, type="full", size=500)])
+        finish_pod(k8s, job, exit_code=0, message=page1.to_termination_message())
+        job2 = eventually(lambda: [j for j in k8s.jobs(bt["metadata"]["uid"], "adopt")
+                                   if j.metadata.name != job.metadata.name], "next page")[0]
+        task2 = parse_task(job2.spec.template.spec.containers[0].env[0].value)
+        assert task2.kind == "list" and task2.after == full
+        page2 = TaskResult(kind="list", phase="Completed", target="orders", backups=[
+            ListedBackup(id=inc, type="incremental", parent=full, size=123)])
+        finish_pod(k8s, job2, exit_code=0, message=page2.to_termination_message())
         name = "orders-20261201t060000-000001z"
         adopted = _phase(k8s, "backups", name, "Completed")
         root = _phase(k8s, "backups", "orders-20261201t000000-000001z", "Completed")
@@ -155,8 +164,12 @@ def test_a_new_target_adopts_the_repositorys_backups(k8s: Cluster, operator: Any
         planned = _phase(k8s, "restores", "dr", "Completed")
         imported = [b for b in (k8s.get("backups", n) for n in (name, root and
                     "orders-20261201t000000-000001z")) if b]
+        through = eventually(lambda: k8s.status("backuptargets", "orders").get(
+            "adoptedThrough") == inc, "adoptedThrough")
+    assert through
     assert adopted["imported"] is True and adopted["storedBytes"] == 123
-    assert adopted["parentId"] == full and root["backupId"] == full
+    assert adopted["parentId"] == full and adopted["chainId"] == full
+    assert root["backupId"] == full and root["type"] == "full"
     assert [b["backupId"] for b in planned["plan"]["backups"]] == [full, inc]
     for b in imported:  # found, never taken: no backup Job
         assert k8s.jobs(b["metadata"]["uid"]) == []

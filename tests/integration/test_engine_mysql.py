@@ -183,11 +183,14 @@ def test_wrong_password_and_unreachable_host(mariadb_server: MariaDB, source: st
     with pytest.raises(HostUnreachable) as unreachable:
         open_engine(closed).estimate_size()
     assert secret not in str(unreachable.value) and time.monotonic() - started < 10
-    report = open_engine(closed).check("backup")
-    assert not report.ok and "cannot connect" in report.problems[0]
-    no_tls = open_engine(url(mariadb_server, source), ConnectionOptions(
-        password=mariadb_server.password, tls="require")).check("backup")
-    assert not no_tls.ok and "TLS failed" in no_tls.problems[0]  # the fixture has no TLS
+    with pytest.raises(HostUnreachable, match="cannot connect"):  # check raises it, classified
+        open_engine(closed).check("backup")
+    with pytest.raises(AuthenticationFailed, match="TLS failed"):  # the fixture has no TLS
+        open_engine(url(mariadb_server, source), ConnectionOptions(
+            password=mariadb_server.password, tls="require")).check("backup")
+    with pytest.raises(AuthenticationFailed) as auth:
+        engine.check("backup")
+    assert secret not in str(auth.value)
 
 
 def test_check_names_missing_privileges(mariadb_server: MariaDB, source: str,

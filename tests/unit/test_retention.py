@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from safehold.api.manifest import BackupType, Manifest
 from safehold.api.retention import RetentionPolicy, format_duration, parse_duration
-from safehold.repository.retention import NEWEST, Decision, select, selected_for_deletion
+from safehold.api.retention_select import NEWEST, Decision, select, selected_for_deletion
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 

@@ -18,8 +18,48 @@ from safehold.api.common import ErrorInfo, KubeModel
 from safehold.api.manifest import BackupType
 
 TERMINATION_MESSAGE_LIMIT = 4096
-TaskKind = Literal["backup", "restore", "check", "delete", "rewrap", "verify"]
+TaskKind = Literal["backup", "restore", "check", "delete", "rewrap", "verify", "list"]
 ResultPhase = Literal["Completed", "Failed"]
+# bytes of a list result's page of backups: with the rest of the result it stays under 4 KiB
+LIST_PAGE_BYTES = 3072
+
+
+class ListedBackup(KubeModel):
+    """One backup of a list task's page: what adoption needs, nothing secret (~90 bytes)."""
+
+    id: str = Field(description="The backup id.")
+    type: BackupType
+    parent: str | None = Field(default=None, description="The parent's id (not for a full).")
+    size: int | None = Field(default=None, ge=0, description="Stored bytes.")
+
+    def json_size(self) -> int:
+        return len(self.model_dump_json(by_alias=True, exclude_none=True).encode())
+
+
+class PipelineFigures(KubeModel):
+    """Where a backup's or restore's time went (safehold.pipeline.profile.StageReport)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    stage_seconds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Thread-seconds per pipeline stage: a backup's read (from the database),"
+        " compress, encrypt, hash, write (to storage); a restore's read (from storage), hash,"
+        " decrypt, decompress, write (to the database); and waiting (for the codec pool).",
+    )
+    stage_cpu_seconds: dict[str, float] = Field(
+        default_factory=dict,
+        description="CPU seconds of the threads in each stage (below stageSeconds: they waited"
+        " for a core, the GIL, the database or storage).")
+    wall_seconds: float | None = Field(default=None, ge=0)
+    cpu_seconds: float | None = Field(
+        default=None, ge=0, description="CPU of the runner and the tools it ran.")
+    cores: int | None = Field(default=None, ge=1)
+    cores_busy: float | None = Field(
+        default=None, ge=0, le=1, description="The whole machine's CPU use over the run (0..1).")
+    bottleneck: str | None = Field(default=None, description="The stage that did the most work.")
+    summary: str | None = Field(
+        default=None, description="e.g. 'bottleneck: compression (cores busy 97%, ...)'.")
 
 
 class TaskResult(KubeModel):
@@ -57,6 +97,8 @@ class TaskResult(KubeModel):
     encryption: str | None = None
     compression: str | None = None
     server_version: str | None = None
+    pipeline: PipelineFigures | None = Field(
+        default=None, description="Backup and restore: where the streaming time went.")
     # restore
     restored_to: datetime | None = Field(
         default=None, description="The point in time the restored data reflects."
@@ -75,8 +117,17 @@ class TaskResult(KubeModel):
     rewrapped: int | None = Field(default=None, ge=0)
     active_key_id: str | None = None
     retired_key_ids: list[str] = Field(default_factory=list)
+    # list
+    backups: list[ListedBackup] = Field(
+        default_factory=list, description="A page of backups, oldest first (list tasks)."
+    )
+    more: bool = Field(default=False, description="More backups follow: list again after the"
+                       " last id of this page.")
     # failure
     error: ErrorInfo | None = None
+    audit_head: dict[str, str] | None = Field(
+        default=None, description="Latest hashes of the audit logs this run appended to"
+        " (repository, and local when configured): a later check of the history must find them.")
     truncated: bool = Field(
         default=False, description="Parts were cut to fit the 4 KiB termination message."
     )

@@ -5,7 +5,7 @@ carry camelCase aliases (``keepLast``, ``maxAge``) for Kubernetes while Python c
 snake_case names. ``maxAge`` is written the way people say it ("30d"), not as ISO 8601, and is
 serialized back in the same form so a spec round-trips unchanged in meaning.
 
-The selection itself lives in :mod:`safehold.repository.retention`; this module only validates.
+The selection itself lives in :mod:`safehold.api.retention_select`; this module only validates.
 """
 
 from __future__ import annotations

@@ -1,14 +1,15 @@
 """BackupSchedule (short name ``bs``): when to take which backups, and what to keep.
 
-The spec is here so the CRD exists; the reconciler, the cron/time-slot logic and the status
-fields it records arrive with the schedules issue (issue 12).
+The cron/time-slot logic is :mod:`safehold.api.slots` (shared with the standalone scheduler);
+the operator's reconciler records what it did in :class:`BackupScheduleStatus`.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from safehold.api.common import (
     API_VERSION,
@@ -20,6 +21,8 @@ from safehold.api.common import (
     StatusModel,
 )
 from safehold.api.retention import Duration, RetentionPolicy
+from safehold.api.slots import Cron as CronSchedule
+from safehold.api.slots import CronError, zone
 
 CRON_PATTERN = (r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)"
                 r"|\S+(\s+\S+){4})$")
@@ -108,16 +111,117 @@ class BackupScheduleSpec(KubeModel):
     def _check(self) -> BackupScheduleSpec:
         if not (self.full or self.differential or self.incremental or self.verify):
             raise ValueError("set at least one of full, differential, incremental or verify")
+        for kind, expression in self.crons().items():
+            try:
+                CronSchedule.parse(expression, self.time_zone)
+            except CronError as exc:
+                raise ValueError(f"{kind}: {exc.message} ({exc.hint})") from None
         return self
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        try:
+            zone(value)
+        except CronError as exc:
+            raise ValueError(f"{exc.message} ({exc.hint})") from None
+        return value
+
+    def crons(self) -> dict[str, str]:
+        """Each configured cron by run type (full, differential, incremental, verify)."""
+        pairs = (("full", self.full), ("differential", self.differential),
+                 ("incremental", self.incremental), ("verify", self.verify))
+        return {kind: expr for kind, expr in pairs if expr}
+
+
+class SlotStatus(StatusModel):
+    """What one cron of the schedule did last and does next."""
+
+    last_schedule_time: datetime | None = Field(
+        default=None, description="The last slot handled (run, or skipped)."
+    )
+    next_schedule_time: datetime | None = Field(default=None, description="The next slot.")
+    last_run: str | None = Field(
+        default=None, description="The Backup (or verify Job) made for the last run."
+    )
+    skipped: int | None = Field(
+        default=None, description="Slots skipped so far (missed deadline, operator down)."
+    )
+    last_skip_reason: str | None = Field(
+        default=None, description="Why the last skipped slot was skipped."
+    )
+
+
+class PrunedBackup(StatusModel):
+    """One backup retention pruned."""
+
+    name: str = Field(description="The Backup object (deleted, with deletionPolicy Delete).")
+    backup_id: str | None = Field(default=None, description="Its id in the repository.")
+    reason: str = Field(description="Why no rule kept it.")
+
+
+class RetentionStatus(StatusModel):
+    """What the last retention pass decided."""
+
+    time: datetime = Field(description="When it ran.")
+    kept: int = Field(description="Backups kept.")
+    pruned: list[PrunedBackup] = Field(default_factory=list, description="Backups pruned.")
+    message: str | None = Field(default=None, description="Anything that stopped it.")
 
 
 class BackupScheduleStatus(StatusModel):
-    """Observed state of a BackupSchedule (extended by the schedules issue)."""
+    """Observed state of a BackupSchedule: per cron the last and next slot, the outcome of the
+    schedule's backups, and what retention pruned."""
 
     observed_generation: int | None = Field(
         default=None, description="metadata.generation the status reflects."
     )
-    conditions: list[Condition] = Field(default_factory=list, description="Standard conditions.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Scheduled (firing, or why not: Suspended, InvalidSpec, TargetNotFound);"
+        " Verified (the outcome of the last scheduled verify).",
+    )
+    full: SlotStatus | None = Field(default=None, description="The full backups' cron.")
+    differential: SlotStatus | None = Field(
+        default=None, description="The differential backups' cron."
+    )
+    incremental: SlotStatus | None = Field(
+        default=None, description="The incremental backups' cron."
+    )
+    verify: SlotStatus | None = Field(default=None, description="The verify cron.")
+    last_schedule_time: datetime | None = Field(
+        default=None, description="The last slot any cron ran."
+    )
+    next_schedule_time: datetime | None = Field(
+        default=None, description="The next slot of any cron."
+    )
+    active: list[str] = Field(
+        default_factory=list, description="Backups of this schedule not yet finished."
+    )
+    last_successful_backup: str | None = Field(
+        default=None, description="The newest Completed Backup of this schedule."
+    )
+    last_success_time: datetime | None = Field(default=None, description="When it completed.")
+    last_failed_backup: str | None = Field(
+        default=None, description="The newest Failed Backup of this schedule."
+    )
+    last_failure_time: datetime | None = Field(default=None, description="When it failed.")
+    last_promotion: str | None = Field(
+        default=None,
+        description="The last incremental or differential taken as a full (no usable full to"
+        " build on), and why.",
+    )
+    last_verify_job: str | None = Field(
+        default=None, description="The runner Job of the last scheduled verify."
+    )
+    retention: RetentionStatus | None = Field(
+        default=None, description="What the last retention pass kept and pruned."
+    )
+    retained_for: str | None = Field(
+        default=None,
+        description="The Completed Backup the last retention pass ran after (it runs once per"
+        " successful backup).",
+    )
 
 
 class BackupSchedule(KubeModel):

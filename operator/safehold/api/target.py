@@ -31,11 +31,14 @@ from safehold.api.common import (
 from safehold.api.common import Condition as Condition
 from safehold.api.common import RunnerOverrides as RunnerOverrides
 from safehold.api.result import TaskResult
+from safehold.api.schedule import Notifications
 from safehold.api.task import Engine, RepoTargetName, TlsMode
+from safehold.api.trends import DEGRADED, TrendSummary
 
 COMPRESSION_PATTERN = r"^(none|gzip|bzip2|lz4|zstd)(:[0-9]{1,2})?$"
 STORAGE_URL_PATTERN = r"^(s3|gs|az|file)://.+$"
 READY = "Ready"
+KEYS_ROTATED = "KeysRotated"
 
 
 def _count(*fields: str) -> str:
@@ -227,6 +230,11 @@ class BackupTargetSpec(KubeModel):
         " backups). Set it when two namespaces' targets of the same name share a repository;"
         " changing it later hides the backups written under the old name.",
     )
+    notifications: Notifications | None = Field(
+        default=None,
+        description="Where this target's events are reported (in addition to its schedules'),"
+        " e.g. slack: {webhookSecretRef: {name: slack, key: url}, on: [failure]}.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> BackupTargetSpec:
@@ -246,13 +254,42 @@ class BackupTargetStatus(StatusModel):
         default=None, description="metadata.generation the status reflects."
     )
     conditions: list[Condition] = Field(
-        default_factory=list, description="Ready: the last check Job's verdict."
+        default_factory=list, description="Ready: the last check Job's verdict. Degraded: whether"
+        " the newest backup was more than twice as slow as the median of its type.",
     )
     server_version: str | None = Field(default=None, description="Server version last seen.")
     last_check_time: datetime | None = Field(default=None, description="When the last check ran.")
     check_job: str | None = Field(default=None, description="Name of the running check Job.")
     generated_key_secret: str | None = Field(
         default=None, description="Name of the key Secret created for generateKey."
+    )
+    trends: TrendSummary | None = Field(
+        default=None, description="Rolling summary of the recent completed backups (durations,"
+        " throughput, compression, bottleneck stage); Degraded says when one was unusually slow.",
+    )
+
+    adopt_job: str | None = Field(
+        default=None, description="Name of the running adopt Job (lists the repository)."
+    )
+    adopted_through: str | None = Field(
+        default=None, description="The newest backup id listed from the repository so far;"
+        " a re-check lists only backups after it."
+    )
+    last_adoption_time: datetime | None = Field(
+        default=None, description="When the repository was last listed for adoption."
+    )
+    key_secret_version: str | None = Field(
+        default=None, description="`<Secret>@<resourceVersion>` of the key Secret the last"
+        " re-wrap ran against (or first seen); a change starts a re-wrap Job."
+    )
+    rewrap_job: str | None = Field(default=None, description="Name of the running re-wrap Job.")
+    active_key_id: str | None = Field(
+        default=None, description="Id of the key every data key is wrapped with after the last"
+        " re-wrap."
+    )
+    retired_key_ids: list[str] = Field(
+        default_factory=list, description="Key ids no backup needs any more after the last"
+        " re-wrap: they may be removed from the key Secret."
     )
 
     def checking(self, job_name: str, generation: int | None,
@@ -287,6 +324,64 @@ class BackupTargetStatus(StatusModel):
             "last_check_time": now,
             "server_version": result.server_version or self.server_version,
             "conditions": list(set_condition(self.conditions, READY, status, reason, message,
+                                             generation=generation, now=now)),
+        })
+
+    def adopting(self, job_name: str) -> BackupTargetStatus:
+        return self.model_copy(update={"adopt_job": job_name})
+
+    def adopted(self, through: str | None, now: datetime | None = None) -> BackupTargetStatus:
+        """A list page was read (and its backups adopted); ``through`` is its newest id."""
+        newest = max(filter(None, (self.adopted_through, through)), default=None)
+        return self.model_copy(update={"adopt_job": None, "adopted_through": newest,
+                                       "last_adoption_time": now or utcnow()})
+
+    def key_seen(self, version: str) -> BackupTargetStatus:
+        """The key Secret's version as first seen (nothing to re-wrap yet)."""
+        return self.model_copy(update={"key_secret_version": version})
+
+    def rewrapping(self, job_name: str, version: str, generation: int | None,
+                   now: datetime | None = None) -> BackupTargetStatus:
+        """The key Secret changed: a re-wrap Job runs against ``version``."""
+        return self.model_copy(update={
+            "rewrap_job": job_name, "key_secret_version": version,
+            "conditions": list(set_condition(
+                self.conditions, KEYS_ROTATED, "Unknown", "Rewrapping",
+                f"the key Secret changed ({version}): re-wrap Job {job_name} wraps every data"
+                " key with the active key", generation=generation, now=now)),
+        })
+
+    def rewrapped(self, result: TaskResult, generation: int | None,
+                  now: datetime | None = None) -> BackupTargetStatus:
+        """The re-wrap Job reported: KeysRotated True (old keys may go) or False (why)."""
+        update: dict[str, Any] = {"rewrap_job": None}
+        if result.ok:
+            retired = [k for k in result.retired_key_ids if k != result.active_key_id]
+            status: ConditionStatus = "True"
+            reason = "Rewrapped"
+            message = (f"{result.rewrapped or 0} data key(s) re-wrapped; every backup is"
+                       f" wrapped with key {result.active_key_id}")
+            if retired:
+                message += f"; no backup needs {', '.join(retired)}: it may be removed"
+            update.update(active_key_id=result.active_key_id, retired_key_ids=retired)
+        else:
+            status = "False"
+            error = result.error
+            reason = condition_reason(error.error_class if error else "", "RewrapFailed")
+            message = (error.message + (f" (hint: {error.hint})" if error.hint else "")
+                       if error else "the re-wrap Job failed")
+            message += "; nothing was changed until every data key could be unwrapped"
+        update["conditions"] = list(set_condition(self.conditions, KEYS_ROTATED, status, reason,
+                                                  message, generation=generation, now=now))
+        return self.model_copy(update=update)
+
+    def trended(self, summary: TrendSummary, generation: int | None,
+                now: datetime | None = None) -> BackupTargetStatus:
+        """The new rolling summary and the Degraded condition it implies."""
+        status, reason, message = summary.condition()
+        return self.model_copy(update={
+            "trends": summary,
+            "conditions": list(set_condition(self.conditions, DEGRADED, status, reason, message,
                                              generation=generation, now=now)),
         })
 

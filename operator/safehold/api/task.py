@@ -190,6 +190,30 @@ class RewrapTask(_Task):
         return self
 
 
+class ListTask(_Task):
+    """List a target's backups (id, type, parent, size), oldest first, one page at a time.
+
+    A page is what fits the 4 KiB termination message (the result says ``more``); the next
+    page is a new task with ``after`` set to the last id reported. Manifests are verified with
+    the keys, so a page only names backups this key Secret can restore.
+    """
+
+    kind: Literal["list"] = "list"
+    repository: TaskRepository
+    target: RepoTargetName
+    encryption: TaskEncryption
+    after: BackupRef | None = Field(
+        default=None, description="Report only backups whose id sorts after this one (the"
+        " previous page's last id)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ListTask:
+        if self.after == "latest":
+            raise ValueError("a list task's after names a backup id, not 'latest'")
+        return self
+
+
 class VerifyTask(_Task):
     kind: Literal["verify"] = "verify"
     repository: TaskRepository
@@ -205,7 +229,7 @@ class VerifyTask(_Task):
 
 
 Task = Annotated[
-    BackupTask | RestoreTask | CheckTask | DeleteTask | RewrapTask | VerifyTask,
+    BackupTask | RestoreTask | CheckTask | DeleteTask | RewrapTask | VerifyTask | ListTask,
     Field(discriminator="kind"),
 ]
 TASK_ADAPTER: TypeAdapter[Task] = TypeAdapter(Task)

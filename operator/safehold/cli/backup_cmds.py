@@ -11,7 +11,7 @@ import click
 
 from safehold.api.errors import Aborted, DatabaseProblem, UsageError
 from safehold.api.manifest import BACKUP_TYPES, Manifest
-from safehold.cli import common, locking, tables
+from safehold.cli import audit, common, locking, tables
 from safehold.cli.config import resolve_repository
 from safehold.cli.errors import Exit
 from safehold.codecs.compression import parse_codec
@@ -19,6 +19,7 @@ from safehold.engines.base import ConflictPolicy, redact_url
 from safehold.pipeline.backup import BackupOptions, run_backup
 from safehold.pipeline.keys import DataKeys
 from safehold.pipeline.objects import ObjectReader
+from safehold.pipeline.profile import Profile
 from safehold.pipeline.restore import run_restore
 from safehold.repository.repo import BackupNotFound, Repository
 
@@ -138,7 +139,7 @@ def backup(
         no_encryption=no_encryption,
         namespace=namespace or None,
     )
-    started = time.monotonic()
+    started, profile = time.monotonic(), Profile("backup")
     with locking.target_lease(repository, options.target, "backup", lock_wait,
                               backup_id=backup_id or None) as lease, \
             common.progress(f"backup {options.target}", size) as hook:
@@ -151,12 +152,14 @@ def backup(
             progress=hook,
             backup_id=backup_id or None,
             lease=lease,
+            profile=profile,
         )
-    elapsed = time.monotonic() - started
+    elapsed, report = time.monotonic() - started, profile.report()
     summary = {
         **manifest_summary(manifest),
         "seconds": round(elapsed, 3),
         "throughput_mib_s": round(manifest.raw_bytes / 2**20 / max(elapsed, 1e-9), 2),
+        "pipeline": report.as_dict(),
     }
     common.emit(
         output,
@@ -166,6 +169,7 @@ def backup(
             f" {common.human_bytes(manifest.raw_bytes)} ->"
             f" {common.human_bytes(manifest.stored_bytes)}"
             f" (ratio {manifest.compression_ratio:.2f}, {manifest.encryption}) in {elapsed:.1f}s"
+            f"\n{report.bottleneck_line()}"
         ),
     )
 
@@ -291,7 +295,7 @@ def restore(
         )
     elif interactive:
         _confirm(f"restore backup {manifest.backup_id} into {target}", yes, interactive=True)
-    started = time.monotonic()
+    started, profile = time.monotonic(), Profile("restore")
     with common.progress(f"restore {manifest.backup_id}", manifest.raw_bytes) as hook:
         chain = run_restore(
             engine,
@@ -301,14 +305,17 @@ def restore(
             include=tables_,
             conflict=cast(ConflictPolicy, conflict),
             progress=hook,
+            profile=profile,
         )
-    elapsed = time.monotonic() - started
+    elapsed, report = time.monotonic() - started, profile.report()
+    audit.record_restore(repository, chain, target=target, source=source, include=tables_)
     data = {
         "backup_id": manifest.backup_id,
         "target": target,
         "chain": [m.backup_id for m in chain],
         "include": tables_,
         "seconds": round(elapsed, 3),
+        "pipeline": report.as_dict(),
     }
     common.emit(
         output,
@@ -316,7 +323,7 @@ def restore(
         lambda: click.echo(
             f"restored {manifest.backup_id} ({len(chain)} backup(s) in chain) into {target}"
             + (f", tables {', '.join(tables_)}" if tables_ else "")
-            + f" in {elapsed:.1f}s"
+            + f" in {elapsed:.1f}s\n{report.bottleneck_line()}"
         ),
     )
 

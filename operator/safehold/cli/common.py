@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 import click
 
 from safehold.api.errors import UsageError
+from safehold.cli import runlog
 from safehold.cli.config import Config, load_config, resolve_repository, resolve_target
 from safehold.codecs import crypto
 from safehold.engines.base import ConnectionOptions, Engine, open_engine, redact_url
@@ -33,7 +34,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def config(ctx: click.Context) -> Config:
-    cfg: Config = ctx.obj["config"] if ctx.obj and "config" in ctx.obj else load_config(None)
+    obj = ctx.find_root().obj or {}
+    if "config_error" in obj:  # the config file is broken: the commands that need it say so
+        raise obj["config_error"]
+    cfg: Config = obj["config"] if "config" in obj else load_config(None)
     return cfg
 
 
@@ -76,6 +80,9 @@ def open_repo(ctx: click.Context, ref: str, *, create: bool = False,
     except ValueError as exc:  # a malformed URL: the user's to fix
         raise UsageError(str(exc)) from None
     repository = Repository(storage)
+    run = runlog.current()
+    if run is not None:  # the audit log's repository copy
+        run.repository = repository
     if create:
         repository.initialize()
     elif not allow_empty and not repository.exists():
@@ -202,11 +209,25 @@ def open_target(ctx: click.Context, ref: str, **conn: Any) -> tuple[str, Engine]
 
 
 def emit(output: str, data: Any, text: Callable[[], None]) -> None:
-    """Print ``data`` as JSON, or call ``text`` to print it for people."""
+    """Print ``data`` as JSON, or call ``text`` to print it for people.
+
+    The run log reads the result from here; a JSON result also carries the audit log's latest
+    hashes (``audit_head``), and a text one that recorded an audit event prints them on stderr.
+    """
+    run = runlog.current()
+    if run is not None:
+        run.result = data
     if output == "json":
+        if run is not None and isinstance(data, dict):
+            from safehold.cli import audit
+
+            data = {**data, "audit_head": audit.heads(run)}
         click.echo(json.dumps(data, indent=2, default=str))
     else:
         text()
+        if run is not None and run.audited:
+            for where, head in sorted(run.audit_heads.items()):
+                click.echo(f"audit head ({where}): {head}", err=True)
 
 
 def human_bytes(n: float) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from safehold.api.errors import UsageError
-from safehold.cli import common, locking
+from safehold.cli import audit, common, locking
 from safehold.codecs import crypto
 from safehold.pipeline.keys import backup_context, read_wrapped_key, write_wrapped_key
 from safehold.repository.trust import resign_policies
@@ -35,6 +35,7 @@ def generate(out: Path, output: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(crypto.encode_key(key))
     key_id = crypto.key_id_for(key)
+    audit.record("key.generated", key_id=key_id, path=str(out))
     common.emit(output, {"key_id": key_id, "path": str(out)},
                 lambda: click.echo(f"wrote key {key_id} to {out}"))
 
@@ -85,6 +86,9 @@ def rotate(ctx: click.Context, repo: str, new_key_file: Path, key_files: tuple[P
         retired.update(k.key_id for k in old if k.key_id != new.key_id)
         retired.discard(new.key_id)
         repository.update_config(active_key_id=new.key_id, retired_key_ids=tuple(sorted(retired)))
+    audit.record("key.rotated", key_id=new.key_id, rewrapped=rewrapped)
+    for key_id in sorted(retired - set(config.retired_key_ids)):
+        audit.record("key.retired", key_id=key_id, replaced_by=new.key_id)
     data = {"active_key_id": new.key_id, "rewrapped": rewrapped, "retired": sorted(retired)}
     common.emit(output, data, lambda: click.echo(
         f"key {new.key_id} is now active; re-wrapped {rewrapped} backup key(s);"

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import logging
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,53 +12,16 @@ from typing import Any
 import click
 
 from safehold import __version__
-from safehold.api.errors import Aborted
-from safehold.cli.config import load_config
+from safehold.api.errors import Aborted, SafeholdError, UsageError
+from safehold.cli import runlog
+from safehold.cli.config import LogConfig, load
 from safehold.cli.errors import EXIT_CODES_HELP, Exit, Terminated, report_for
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for log collectors (used when stderr is not a terminal)."""
-
-    _RESERVED = set(vars(logging.makeLogRecord({})))
-
-    def format(self, record: logging.LogRecord) -> str:
-        body = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        body.update({k: v for k, v in vars(record).items()
-                     if k not in self._RESERVED and not k.startswith("_")})
-        if record.exc_info:
-            body["exception"] = self.formatException(record.exc_info)
-        return json.dumps(body, default=str)
-
-
-def setup_logging(level: str, fmt: str) -> None:
-    handler: logging.Handler
-    if fmt == "json" or (fmt == "auto" and not sys.stderr.isatty()):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(JsonFormatter())
-    elif sys.stderr.isatty():
-        from rich.logging import RichHandler
-
-        from safehold.cli.common import stderr_console
-
-        # the same console as the progress bar, so log lines print above it, not through it
-        handler = RichHandler(console=stderr_console(), show_time=False, show_path=False)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-
+from safehold.cli.logsetup import FORMATS, LEVELS, parse_rotation, setup_logging
 
 # Options of the whole program, accepted before or after the subcommand: `safehold list -r R
 # --output json` and `safehold --output json list -r R` mean the same.
-GLOBAL_OPTIONS = {"--config": True, "--log-level": True, "--log-format": True, "--output": True,
+GLOBAL_OPTIONS = {"--config": True, "--profile": True, "--log-level": True, "--log-format": True,
+                  "--log-file": True, "--log-rotate": True, "--log-keep": True, "--output": True,
                   "-o": True}
 
 
@@ -103,6 +63,43 @@ def wanted_output(args: list[str]) -> str:
     return output
 
 
+def command_of(argv: list[str]) -> str:
+    """The subcommand (``backup``, ``keys rotate``) of hoisted arguments, for the run log."""
+    words: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in GLOBAL_OPTIONS:
+            i += 2
+            continue
+        if arg.startswith("-") or len(words) == 2:
+            break
+        words.append(arg)
+        i += 1
+    return " ".join(words) or "(none)"
+
+
+# Failures the audit log records: the command's own event, an authentication failure, tamper.
+_AUDITED_FAILURES = {"restore": "restore", "prune": "prune", "keys rotate": "key.rotated"}
+_AUTH_WORDS = ("password", "authentication", "access denied", "auth failed")
+
+
+def audit_failure(run: runlog.Run, exc: BaseException) -> None:
+    from safehold.cli import audit
+
+    error: dict[str, Any] = {"error_class": type(exc).__name__,
+                             "error": str(getattr(exc, "message", exc))[:300]}
+    if not isinstance(exc, SafeholdError):
+        return
+    if exc.exit_code == Exit.CORRUPT:  # classified by exit code: crypto errors are several
+        audit.record("tamper.refused", "refused", command=run.command, **error)
+    elif exc.exit_code == Exit.KEY or (exc.exit_code == Exit.DATABASE and any(
+            w in exc.message.lower() for w in _AUTH_WORDS)):
+        audit.record("auth.failure", "refused", command=run.command, **error)
+    elif run.command in _AUDITED_FAILURES:
+        audit.record(_AUDITED_FAILURES[run.command], "failure", **error)
+
+
 def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated()
 
@@ -115,6 +112,7 @@ class SafeholdGroup(click.Group):
              **extra: Any) -> Any:
         argv = hoist_global_options(list(sys.argv[1:] if args is None else args))
         output = wanted_output(argv)
+        run = runlog.begin(command_of(argv))
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -129,11 +127,13 @@ class SafeholdGroup(click.Group):
                     else Exit.ABORTED)
         except (Exception, KeyboardInterrupt, Terminated) as exc:
             report = report_for(exc)
+            audit_failure(run, exc)
             report.emit(output)
             code = report.code
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+        runlog.finish(run, int(code or 0))
         if not standalone_mode:
             return code
         sys.exit(int(code or 0))
@@ -143,19 +143,28 @@ class SafeholdGroup(click.Group):
              epilog="Exit codes:\n\n\b\n" + EXIT_CODES_HELP)
 @click.version_option(__version__, prog_name="safehold")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Config file naming targets and repositories (YAML or JSON)."
-              " [env SAFEHOLD_CONFIG; default ~/.config/safehold/config.yaml]")
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
-@click.option("--log-format", default="auto", show_default=True,
-              type=click.Choice(["auto", "text", "json"]),
-              help="auto: text on a terminal, JSON lines otherwise.")
+              help="Config file (YAML or JSON). [env SAFEHOLD_CONFIG; else ./safehold.yaml, the"
+              " user config dir, the system config dir: see `safehold config show`]")
+@click.option("--profile", envvar="SAFEHOLD_PROFILE", default=None,
+              help="Profile of the config file merged over its top level. [env SAFEHOLD_PROFILE]")
+@click.option("--log-level", default=None, type=click.Choice(LEVELS, case_sensitive=False),
+              help="[default: log.level in the config, else info]")
+@click.option("--log-format", default=None, type=click.Choice(FORMATS, case_sensitive=False),
+              help="auto: text on a terminal, JSON lines otherwise. [default: log.format, else"
+              " auto]")
+@click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also log to this file (JSON lines unless --log-format text).")
+@click.option("--log-rotate", default=None,
+              help="Rotate the log file at a size (10MiB) or hourly, daily, midnight (UTC).")
+@click.option("--log-keep", type=click.IntRange(min=0), default=None,
+              help="Rotated log files kept. [default: 5]")
 @click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text",
               show_default=True,
               help="json: every outcome, errors included, is one JSON document on stdout.")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None, log_level: str, log_format: str,
-        output: str) -> None:
+def cli(ctx: click.Context, config_path: Path | None, profile: str | None,
+        log_level: str | None, log_format: str | None, log_file: Path | None,
+        log_rotate: str | None, log_keep: int | None, output: str) -> None:
     """Safehold: back up and restore databases to local or object storage.
 
     Targets are database URLs (sqlite:///abs/path.db) or names from the config file;
@@ -163,15 +172,52 @@ def cli(ctx: click.Context, config_path: Path | None, log_level: str, log_format
     from files or the environment, never the command line. The options below may also be
     given after the command.
     """
-    setup_logging(log_level, log_format)
-    ctx.obj = {"config": load_config(config_path), "output": output}
+    ctx.obj = {"output": output, "config_path": config_path, "profile": profile}
+    try:
+        loaded = load(config_path, profile)
+    except SafeholdError as exc:  # reported by the first command that needs the config
+        ctx.obj["config_error"] = exc
+        loaded = None
+    settings = loaded.config.log if loaded else LogConfig()
+    level = (log_level or settings.level or "info").lower()
+    fmt = (log_format or settings.format or "auto").lower()
+    rotation = parse_rotation(log_rotate)  # a bad flag is the command line's error
+    try:
+        setup_logging(level, fmt, file=log_file or settings.file,
+                      rotation=rotation if log_rotate else parse_rotation(settings.rotate),
+                      keep=log_keep if log_keep is not None else settings.keep)
+    except SafeholdError as exc:
+        if log_file or log_rotate:
+            raise
+        # log.file/log.rotate of the config: stderr only; the commands that need the config
+        # (and `config validate`) report the problem
+        setup_logging(level, fmt)
+        ctx.obj.setdefault("config_error", UsageError(f"config log settings: {exc.message}",
+                                                      hint=exc.hint))
+        loaded = None
+    run = runlog.current()
+    if loaded is not None:
+        ctx.obj["config"] = loaded.config
+        ctx.obj["loaded"] = loaded
+        if run is not None:
+            run.audit_file = loaded.config.audit.file
+            run.audit_repository = loaded.config.audit.repository
+    if run is not None:
+        runlog.started(run)
 
 
 def _register() -> None:
-    from safehold.cli import backup_cmds, inspect_cmds, keys_cmds, prune_cmds
+    from safehold.cli import (
+        audit_cmds,
+        backup_cmds,
+        config_cmds,
+        inspect_cmds,
+        keys_cmds,
+        prune_cmds,
+    )
     from safehold.cli.run_task import run_task  # the runner Jobs' entry point
 
-    for module in (backup_cmds, inspect_cmds, keys_cmds, prune_cmds):
+    for module in (backup_cmds, inspect_cmds, keys_cmds, prune_cmds, config_cmds, audit_cmds):
         for command in module.COMMANDS:
             cli.add_command(command)
     cli.add_command(run_task)

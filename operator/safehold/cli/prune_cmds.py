@@ -11,11 +11,11 @@ from pydantic import ValidationError
 
 from safehold.api.errors import UsageError
 from safehold.api.retention import RetentionPolicy
+from safehold.api.retention_select import select
 from safehold.api.validation import describe_validation_error
-from safehold.cli import common, locking
+from safehold.cli import audit, common, locking
 from safehold.cli.backup_cmds import check
 from safehold.cli.errors import Exit
-from safehold.repository.retention import select
 
 TEMP_GRACE = 3600  # seconds an abandoned temporary upload is kept (a resumed backup reuses it)
 _FLAGS = {f: "--" + f.replace("_", "-") for f in
@@ -75,10 +75,13 @@ def prune(ctx: click.Context, repo: str, target_name: str, keep_last: int | None
             lease.check()  # a lost lease stops the deletions
             freed += repository.delete_backup(target_name, backup_id)
             deleted.append(backup_id)
+            audit.record("delete", target=target_name, backup_id=backup_id, by="prune")
     if not dry_run:
         # Leftovers of writers killed mid-object (temp files, multipart uploads): an hour is
         # far longer than a live writer goes without progress, and younger ones may resume.
         temp_removed = repository.storage.cleanup_incomplete(older_than=TEMP_GRACE)
+    if not dry_run:
+        audit.record("prune", target=target_name, deleted=len(deleted), freed_bytes=freed)
     rows: list[dict[str, Any]] = [
         {"backup_id": d.backup_id, "keep": d.keep, "reasons": list(d.reasons)} for d in decisions
     ]

@@ -77,7 +77,8 @@ def _kind_of(task_file: Path | None) -> TaskKind | None:
         kind = json.loads(text).get("kind")
     except Exception:
         return None
-    kinds: tuple[TaskKind, ...] = ("backup", "restore", "check", "delete", "rewrap", "verify")
+    kinds: tuple[TaskKind, ...] = ("backup", "restore", "check", "delete", "rewrap", "verify",
+                               "list")
     return next((k for k in kinds if k == kind), None)
 
 
@@ -97,6 +98,19 @@ def run(task_file: Path | None) -> TaskResult:
         if error.exit_code == int(Exit.FAILED):
             log.error("unexpected error in the %s task", kind or "", exc_info=True)
         return TaskResult.failure(kind or _kind_of(task_file), error, **stages.facts())
+
+
+def audit_task(task_file: Path | None, result: TaskResult) -> TaskResult:
+    """Record a task's security-relevant events (restores, deletions, key rotations, refused
+    keys and tamper) in the repository's audit log; the result then carries the head."""
+    from safehold.cli import audit
+
+    try:
+        task = read_task(task_file)
+    except SafeholdError:
+        return result
+    heads = audit.record_task(task, result)
+    return result.model_copy(update={"audit_head": heads}) if heads else result
 
 
 def write_result(result: TaskResult, result_file: Path | None) -> None:
@@ -140,6 +154,7 @@ def run_task(ctx: click.Context, task_file: Path | None, result_file: Path | Non
         result = run(task_file)
     finally:
         signal.signal(signal.SIGTERM, previous)
+    result = audit_task(task_file, result)
     write_result(result, result_file)
     if not result.ok:
         assert result.error is not None

@@ -113,6 +113,16 @@ class Kube:
         pods: list[Obj] = _json(resp).get("items", [])
         return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""))
 
+    def get_secret_value(self, ns: str, name: str, key: str) -> str | None:
+        """One key of a Secret, decoded (None when the Secret or the key is missing). For small
+        settings the operator itself needs (a Slack webhook URL); never logged."""
+        import base64
+
+        secret = _none_if_404(
+            lambda: self.core.read_namespaced_secret(name, ns, _preload_content=False))
+        value = ((secret or {}).get("data") or {}).get(key)
+        return base64.b64decode(value).decode(errors="replace") if value is not None else None
+
     def get_custom(self, plural: str, ns: str, name: str) -> Obj | None:
         return _none_if_404(
             lambda: self.custom.get_namespaced_custom_object(
@@ -127,6 +137,28 @@ class Kube:
         resp = self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, plural, **kwargs)
         items: list[Obj] = _json(resp).get("items", [])
         return items
+
+    def secret_version(self, ns: str, name: str) -> str | None:
+        """A Secret's ``resourceVersion`` (None when it does not exist), read as metadata only
+        (PartialObjectMetadata): the Secret's data never reaches the operator. Raises
+        Forbidden where RBAC grants no ``get`` on secrets."""
+        method, url, headers, body, post = self.api.param_serialize(
+            "GET", "/api/v1/namespaces/{namespace}/secrets/{name}",
+            path_params={"namespace": ns, "name": name},
+            header_params={"Accept": "application/json;as=PartialObjectMetadata;"
+                           "g=meta.k8s.io;v=v1"},
+            auth_settings=["BearerToken"])
+        resp = self.api.call_api(method, url, header_params=headers, body=body,
+                                 post_params=post)
+        resp.read()  # type: ignore[no-untyped-call]
+        if resp.status == 404:
+            return None
+        if resp.status == 403:
+            raise Forbidden(f"get secrets/{name} in {ns}: forbidden")
+        if resp.status >= 400:
+            raise ApiException(http_resp=resp)
+        got = _json(resp)
+        return None if got is None else str(got["metadata"].get("resourceVersion") or "")
 
     def namespace_terminating(self, ns: str) -> bool:
         got = _none_if_404(lambda: self.core.read_namespace(ns, _preload_content=False))
@@ -147,6 +179,28 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:  # deleted meanwhile: nothing to record
                 raise
+
+    def patch_custom(self, plural: str, ns: str, name: str, body: Obj) -> None:
+        """Merge-patch an object (spec, labels, annotations); 404 is ignored."""
+        try:
+            self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, ns, plural, name, body, _preload_content=False
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def delete_custom(self, plural: str, ns: str, name: str) -> bool:
+        """Delete an object (its finalizers run first); False when it was already gone."""
+        try:
+            self.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, ns, plural, name, _preload_content=False
+            )
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
 
     def delete_job(self, ns: str, name: str) -> bool:
         """Delete a Job and (in the background) its pods; False when it was already gone."""

@@ -10,7 +10,12 @@ namespace, ``shop`` for one, ``shop,crm`` for a list; ``SAFEHOLD_RUNNER_IMAGE``;
 [86400], ``ttlSecondsAfterFinished``; ``SAFEHOLD_JOB_DEADLINE_SECONDS`` [21600],
 ``activeDeadlineSeconds`` of backup/restore Jobs; ``SAFEHOLD_CHECK_DEADLINE_SECONDS`` [300], of
 check/list Jobs; ``SAFEHOLD_JOB_RETRIES`` [2], ``backoffLimit`` (a retried pod resumes the same
-backup id); ``SAFEHOLD_CHECK_INTERVAL_SECONDS`` [3600], how often a BackupTarget is re-checked.
+backup id); ``SAFEHOLD_CHECK_INTERVAL_SECONDS`` [3600], how often a BackupTarget is re-checked;
+``SAFEHOLD_SCHEDULE_POLL_SECONDS`` [30], the longest a BackupSchedule sleeps between looks (it
+wakes at its next slot anyway; the poll picks up spec changes and finished backups);
+``SAFEHOLD_METRICS_PORT`` [8080], the Prometheus /metrics port (0: off); ``SAFEHOLD_LOG_LEVEL``
+[INFO], DEBUG, INFO, WARNING or ERROR; ``SAFEHOLD_NOTIFY_WINDOW_SECONDS`` [10], how long a
+burst of notifications is gathered into one Slack message.
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ _ENV = {
     "check_deadline_seconds": "CHECK_DEADLINE_SECONDS",
     "job_retries": "JOB_RETRIES",
     "check_interval_seconds": "CHECK_INTERVAL_SECONDS",
+    "schedule_poll_seconds": "SCHEDULE_POLL_SECONDS",
+    "metrics_port": "METRICS_PORT",
+    "log_level": "LOG_LEVEL",
+    "notify_window_seconds": "NOTIFY_WINDOW_SECONDS",
 }
 
 
@@ -54,6 +63,15 @@ class Settings(BaseModel):
     check_deadline_seconds: int = Field(default=300, ge=30)
     job_retries: int = Field(default=2, ge=0, le=20)
     check_interval_seconds: int = Field(default=3600, ge=30)
+    schedule_poll_seconds: float = Field(default=30.0, ge=0.2, le=3600)
+    metrics_port: int = Field(default=8080, ge=0, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    notify_window_seconds: float = Field(default=10.0, ge=0, le=3600)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("namespaces", mode="before")
     @classmethod

@@ -25,6 +25,7 @@ from safehold.pipeline.keys import (
     write_wrapped_key,
 )
 from safehold.pipeline.objects import ObjectReader, ObjectWriter, ProgressHook
+from safehold.pipeline.profile import Profile
 from safehold.pipeline.stream import DEFAULT_CHUNK_SIZE
 from safehold.repository import layout
 from safehold.repository.lease import Lease
@@ -114,7 +115,7 @@ def guarded(progress: ProgressHook | None, lease: Lease | None) -> ProgressHook 
 def run_backup(engine: Engine, repo: Repository, options: BackupOptions,
                kek: crypto.Kek | None, keks: Sequence[crypto.Kek] = (), *,
                progress: ProgressHook | None = None, backup_id: str | None = None,
-               lease: Lease | None = None) -> Manifest:
+               lease: Lease | None = None, profile: Profile | None = None) -> Manifest:
     """Take one backup; returns its manifest once it is durable in the repository.
 
     ``kek`` encrypts the backup unless ``options.no_encryption``; the target's recorded policy
@@ -123,7 +124,7 @@ def run_backup(engine: Engine, repo: Repository, options: BackupOptions,
     time; running again with the same id after an interruption resumes it (same data key,
     uploads continue from stored parts). ``lease`` is the target's lease, held by the caller
     (safehold.repository.lease): losing it stops the backup, at the latest right before the
-    manifest would be written.
+    manifest would be written. ``profile`` collects where the streaming time goes.
     """
     target = layout.check_target_name(options.target)
     codec = options.codec or parse_codec("zstd")
@@ -161,6 +162,7 @@ def run_backup(engine: Engine, repo: Repository, options: BackupOptions,
     writer = ObjectWriter(repo, target, backup_id, codec, data_key,
                           chunk_size=options.chunk_size, workers=options.workers)
     writer.on_bytes = guarded(progress, lease)
+    writer.profile = profile
     outcome = engine.backup(BackupRequest(type=backup_type, chain=chain, include=options.include),
                             writer, reader)
     parent = None if not chain else (chain[0] if backup_type == "differential" else chain[-1])

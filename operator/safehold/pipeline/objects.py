@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -12,6 +13,7 @@ from safehold.codecs.compression import Codec, CorruptDataError, parse_codec
 from safehold.codecs.frames import FrameError
 from safehold.pipeline import stream
 from safehold.pipeline.keys import DataKeys
+from safehold.pipeline.profile import Profile, Tally, timed_iter
 from safehold.repository import layout
 from safehold.repository.repo import Repository
 from safehold.storage.base import ObjectNotFound
@@ -49,6 +51,7 @@ class ObjectWriter:
         self.chunk_size, self.workers = chunk_size, workers
         self.records: list[ObjectRecord] = []
         self.on_bytes: ProgressHook | None = None  # raw bytes read from the engine
+        self.profile: Profile | None = None  # where the time goes (pipeline.profile)
 
     def put(self, name: str, data: Iterable[bytes], *, meta: Mapping[str, Any] | None = None
             ) -> ObjectRecord:
@@ -56,10 +59,20 @@ class ObjectWriter:
             raise ValueError(f"object {name!r} written twice in backup {self.backup_id}")
         cipher = (crypto.ChunkCipher(self.data_key, _object_id(self.backup_id, name))
                   if self.data_key is not None else None)
-        stats = stream.StreamStats()
+        stats = stream.StreamStats(profile=self.profile)
         encoded = stream.encode(_counted(data, self.on_bytes), self.codec, cipher, stats,
                                 chunk_size=self.chunk_size, workers=self.workers)
-        self.repo.storage.put(layout.object_key(self.target, self.backup_id, name), encoded)
+        key = layout.object_key(self.target, self.backup_id, name)
+        if self.profile is None:
+            self.repo.storage.put(key, encoded)
+        else:  # the storage's own time: all of put but what producing its input took
+            inside = Tally()
+            t0, c0 = time.perf_counter(), time.thread_time()
+            try:
+                self.repo.storage.put(key, timed_iter(encoded, inside))
+            finally:
+                self.profile.add("write", time.perf_counter() - t0 - inside.seconds,
+                                 time.thread_time() - c0 - inside.cpu)
         record = ObjectRecord(name=name, raw_size=stats.raw_size, stored_size=stats.stored_size,
                               sha256=stats.sha256, chunks=stats.chunks, meta=dict(meta or {}))
         self.records.append(record)
@@ -72,6 +85,7 @@ class ObjectReader:
     def __init__(self, repo: Repository, keys: DataKeys, *, workers: int | None = None) -> None:
         self.repo, self.keys, self.workers = repo, keys, workers
         self.on_bytes: ProgressHook | None = None  # raw bytes handed to the engine
+        self.profile: Profile | None = None  # where the time goes (pipeline.profile)
 
     def open(self, backup: Manifest, name: str) -> Iterator[bytes]:
         try:
@@ -85,11 +99,14 @@ class ObjectReader:
                   if data_key is not None else None)
         codec = parse_codec(backup.compression)
         key = layout.object_key(backup.target, backup.backup_id, name)
-        return iter(_counted(self._decode(backup, record, codec, cipher, key), self.on_bytes))
+        blocks = _counted(self._decode(backup, record, codec, cipher, key), self.on_bytes)
+        if self.profile is not None:  # the engine's time between blocks: writing the database
+            return self.profile.consumer(blocks, "write")
+        return iter(blocks)
 
     def _decode(self, backup: Manifest, record: ObjectRecord, codec: Codec,
                 cipher: crypto.ChunkCipher | None, key: str) -> Iterator[bytes]:
-        stats = stream.StreamStats()
+        stats = stream.StreamStats(profile=self.profile)
         try:
             yield from stream.decode(self.repo.storage.get(key), codec, cipher, stats,
                                      workers=self.workers)

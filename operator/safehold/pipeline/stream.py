@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,6 +20,7 @@ from typing import TypeVar
 from safehold.codecs.compression import Codec
 from safehold.codecs.crypto import ChunkCipher
 from safehold.codecs.frames import MAGIC, Frame, frame_bytes, parse_frames
+from safehold.pipeline.profile import WAITING, Profile
 
 DEFAULT_CHUNK_SIZE = 4 << 20
 T = TypeVar("T")
@@ -50,8 +52,17 @@ def rechunk(blocks: Iterable[bytes], size: int) -> Iterator[tuple[bytes, bool]]:
 
 
 def ordered_map(fn: Callable[..., T], items: Iterable[tuple[object, ...]], workers: int,
-                inflight: int) -> Iterator[T]:
-    """``fn(*item)`` for each item on a thread pool, yielded in input order, bounded in flight."""
+                inflight: int, profile: Profile | None = None) -> Iterator[T]:
+    """``fn(*item)`` for each item on a thread pool, yielded in input order, bounded in flight.
+
+    The time spent waiting for the pool's next result counts as ``waiting`` in ``profile``.
+    """
+    def result(fut: Future[T]) -> T:
+        if profile is None:
+            return fut.result()
+        with profile.timed(WAITING):
+            return fut.result()
+
     if workers <= 1:
         for item in items:
             yield fn(*item)
@@ -62,9 +73,9 @@ def ordered_map(fn: Callable[..., T], items: Iterable[tuple[object, ...]], worke
             for item in items:
                 pending.append(pool.submit(fn, *item))
                 if len(pending) >= inflight:
-                    yield pending.popleft().result()
+                    yield result(pending.popleft())
             while pending:
-                yield pending.popleft().result()
+                yield result(pending.popleft())
         finally:
             for fut in pending:
                 fut.cancel()
@@ -76,10 +87,15 @@ class StreamStats:
     stored_size: int = 0
     chunks: int = 0
     _sha: hashlib._Hash = field(default_factory=hashlib.sha256)
+    profile: Profile | None = None
 
     def stored(self, data: bytes) -> bytes:
         self.stored_size += len(data)
-        self._sha.update(data)
+        if self.profile is None:
+            self._sha.update(data)
+        else:
+            with self.profile.timed("hash"):
+                self._sha.update(data)
         return data
 
     @property
@@ -96,13 +112,25 @@ def encode(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     workers: int | None = None,
 ) -> Iterator[bytes]:
-    """Raw blocks -> the stored object's bytes (header, then one frame per chunk)."""
+    """Raw blocks -> the stored object's bytes (header, then one frame per chunk).
+
+    With ``stats.profile`` set, the time spent reading ``blocks``, compressing, encrypting,
+    hashing and waiting for the pool is added to it.
+    """
     workers = workers or default_workers()
+    profile = stats.profile
+    if profile is not None:
+        blocks = profile.producer(blocks, "read")
 
     def seal(index: int, chunk: bytes, final: bool) -> bytes:
+        t0, c0 = time.perf_counter(), time.thread_time()
         payload = codec.compress(chunk)
+        t1, c1 = time.perf_counter(), time.thread_time()
         if cipher is not None:
             payload = cipher.encrypt(index, final, payload)
+        if profile is not None:
+            profile.add("compress", t1 - t0, c1 - c0)
+            profile.add("encrypt", time.perf_counter() - t1, time.thread_time() - c1)
         return frame_bytes(payload, len(chunk), final)
 
     def numbered() -> Iterator[tuple[int, bytes, bool]]:
@@ -112,7 +140,7 @@ def encode(
             yield index, chunk, final
 
     yield stats.stored(MAGIC)
-    for framed in ordered_map(seal, numbered(), workers, inflight=2 * workers):
+    for framed in ordered_map(seal, numbered(), workers, inflight=2 * workers, profile=profile):
         yield stats.stored(framed)
 
 
@@ -127,21 +155,32 @@ def decode(
     """Stored bytes -> raw chunks; raises on any damage (see codecs.frames, codecs.crypto).
 
     The caller compares ``stats.sha256`` with the manifest once the iterator is exhausted.
+    With ``stats.profile`` set, the time spent reading ``stored``, hashing, decrypting,
+    decompressing and waiting for the pool is added to it.
     """
     workers = workers or default_workers()
+    profile = stats.profile
+    if profile is not None:
+        stored = profile.producer(stored, "read")
 
     def counted() -> Iterator[bytes]:
         for block in stored:
             yield stats.stored(block)
 
     def open_frame(frame: Frame) -> bytes:
+        t0, c0 = time.perf_counter(), time.thread_time()
         payload = frame.payload
         if cipher is not None:
             payload = cipher.decrypt(frame.index, frame.final, payload)
-        return codec.decompress(payload, frame.raw_len)
+        t1, c1 = time.perf_counter(), time.thread_time()
+        raw = codec.decompress(payload, frame.raw_len)
+        if profile is not None:
+            profile.add("decrypt", t1 - t0, c1 - c0)
+            profile.add("decompress", time.perf_counter() - t1, time.thread_time() - c1)
+        return raw
 
     for raw in ordered_map(open_frame, ((f,) for f in parse_frames(counted())), workers,
-                           inflight=2 * workers):
+                           inflight=2 * workers, profile=profile):
         stats.raw_size += len(raw)
         stats.chunks += 1
         yield raw

@@ -24,11 +24,12 @@ from typing import Any
 from safehold.api.common import ErrorInfo
 from safehold.api.errors import Conflict, DatabaseProblem, KeyProblem, UsageError
 from safehold.api.manifest import Manifest
-from safehold.api.result import TaskResult
+from safehold.api.result import LIST_PAGE_BYTES, ListedBackup, PipelineFigures, TaskResult
 from safehold.api.task import (
     BackupTask,
     CheckTask,
     DeleteTask,
+    ListTask,
     RestoreTask,
     RewrapTask,
     SecretInput,
@@ -43,6 +44,7 @@ from safehold.codecs.compression import parse_codec
 from safehold.engines.base import ConnectionOptions, Engine, open_engine, redact_url
 from safehold.pipeline.backup import BackupOptions, run_backup
 from safehold.pipeline.keys import DataKeys, backup_context, read_wrapped_key, write_wrapped_key
+from safehold.pipeline.profile import Profile
 from safehold.pipeline.restore import run_restore, verify_backup
 from safehold.repository import layout
 from safehold.repository.lease import (
@@ -53,7 +55,7 @@ from safehold.repository.lease import (
     ttl_from_env,
     wait_from_env,
 )
-from safehold.repository.repo import Repository
+from safehold.repository.repo import BackupNotFound, Repository
 from safehold.repository.trust import resign_policies
 from safehold.storage.base import open_storage
 
@@ -181,7 +183,7 @@ def execute(task: Task, stages: Stages | None = None,
     stages = stages or Stages()
     runners: dict[str, Callable[[Any, Stages, Mapping[str, str]], TaskResult]] = {
         "backup": _backup, "restore": _restore, "check": _check, "delete": _delete,
-        "rewrap": _rewrap, "verify": _verify,
+        "rewrap": _rewrap, "verify": _verify, "list": _list,
     }
     return runners[task.kind](task, stages, env)
 
@@ -231,6 +233,7 @@ def _backup(task: BackupTask, stages: Stages, env: Mapping[str, str]) -> TaskRes
         keks = load_keys(task.encryption)
         engine = open_database(task.database, env)
         codec = parse_codec(task.compression)
+    pipeline: PipelineFigures | None = None  # none when an earlier run took the backup
     if task.backup_id and repo.storage.exists(layout.manifest_key(task.target, task.backup_id)):
         # a retried Job whose first run finished but could not report: report that backup
         log.info("backup %s of %s is already complete; reporting it", task.backup_id,
@@ -239,19 +242,22 @@ def _backup(task: BackupTask, stages: Stages, env: Mapping[str, str]) -> TaskRes
         notes = [f"backup {task.backup_id} was already complete: reported, not taken again"]
     else:
         notes = []
+        profile = Profile("backup")
         options = BackupOptions(target=task.target, type=task.type, codec=codec,
                                 chunk_size=task.chunk_size, include=task.include or None,
                                 no_encryption=task.encryption.mode == "none",
                                 namespace=task.namespace)
         with stages("backup"), _lease(repo, task.target, "backup", task.backup_id) as lease:
             manifest = run_backup(engine, repo, options, keks[0] if keks else None, keks[1:],
-                                  backup_id=task.backup_id, lease=lease)
+                                  backup_id=task.backup_id, lease=lease, profile=profile)
+        pipeline = PipelineFigures.model_validate(profile.report().as_dict())
+        log.info("%s", pipeline.summary)
     facts = stages.facts()
     facts["started_at"] = manifest.started_at
     facts["finished_at"] = manifest.finished_at
     elapsed = (manifest.finished_at - manifest.started_at).total_seconds()
     return TaskResult(kind="backup", phase="Completed", **facts, notes=notes,
-                      **manifest_facts(repo, manifest),
+                      **manifest_facts(repo, manifest), pipeline=pipeline,
                       throughput_bytes_per_second=_throughput(manifest.raw_bytes, elapsed))
 
 
@@ -273,11 +279,14 @@ def _restore(task: RestoreTask, stages: Stages, env: Mapping[str, str]) -> TaskR
         report = engine.check("restore")
         if not report.ok:
             raise DatabaseProblem("cannot restore: " + "; ".join(report.problems))
+    profile = Profile("restore")
     with stages("restore"):
         run_restore(engine, repo, manifest, keks, include=task.include or None,
-                    conflict=task.conflict_policy)
+                    conflict=task.conflict_policy, profile=profile)
+    pipeline = PipelineFigures.model_validate(profile.report().as_dict())
+    log.info("%s", pipeline.summary)
     done = stages.facts()
-    return TaskResult(kind="restore", phase="Completed", **done, **facts,
+    return TaskResult(kind="restore", phase="Completed", **done, **facts, pipeline=pipeline,
                       throughput_bytes_per_second=_throughput(
                           manifest.raw_bytes, stages.seconds.get("restore", 0.0)))
 
@@ -324,6 +333,44 @@ def _verify(task: VerifyTask, stages: Stages, env: Mapping[str, str]) -> TaskRes
     error = ErrorInfo(error_class="IntegrityError", exit_code=4,
                       message=f"{len(bad)} of {len(checks)} objects failed verification")
     return TaskResult.failure("verify", error, **facts)
+
+
+def _list(task: ListTask, stages: Stages, env: Mapping[str, str]) -> TaskResult:
+    """One page of a target's backups, oldest first, each verified with the keys.
+
+    The page holds what fits :data:`LIST_PAGE_BYTES` (the whole result stays within the 4 KiB
+    termination message); ``more`` says the caller lists again after the page's last id.
+    A damaged manifest is skipped and named in the notes; a missing key fails the task. A target
+    the repository holds no backups of lists nothing and succeeds (a new BackupTarget's adoption
+    is the common case, and a failed pod would be noise), the note naming what is there.
+    """
+    with stages("list"):
+        repo = open_repository(task.repository)
+        keys = DataKeys(repo, load_keys(task.encryption))
+        try:
+            repo.require_target(task.target)
+        except BackupNotFound as exc:
+            return TaskResult(kind="list", phase="Completed", **stages.facts(),
+                              target=task.target, backups=[], more=False, notes=[str(exc)])
+        healthy, damaged = repo.scan(task.target)
+        page: list[ListedBackup] = []
+        used, more = 0, False
+        for m in healthy:
+            if task.after is not None and m.backup_id <= task.after:
+                continue
+            entry = ListedBackup(id=m.backup_id, type=m.type, parent=m.parent_id,
+                                 size=m.stored_bytes)
+            if page and used + entry.json_size() + 1 > LIST_PAGE_BYTES:
+                more = True
+                break
+            keys.for_backup(m)  # a manifest the keys cannot open is not listed as restorable
+            page.append(entry)
+            used += entry.json_size() + 1
+    notes = [f"{d.backup_id}: damaged manifest, not listed" for d in damaged[:4]]
+    if len(damaged) > 4:
+        notes.append(f"and {len(damaged) - 4} more damaged manifests")
+    return TaskResult(kind="list", phase="Completed", **stages.facts(), target=task.target,
+                      backups=page, more=more, notes=notes)
 
 
 def _delete(task: DeleteTask, stages: Stages, env: Mapping[str, str]) -> TaskResult:

@@ -158,7 +158,8 @@ class Repository:
     # -- listing --------------------------------------------------------------------------
     def targets(self) -> list[str]:
         names = {info.key.split("/", 1)[0] for info in self.storage.list() if "/" in info.key}
-        return sorted(names)
+        # other top-level folders (the audit log's ``_audit/``) are not target names
+        return sorted(n for n in names if layout.is_target_name(n))
 
     def backup_ids(self, target: str) -> tuple[list[str], list[str]]:
         """(complete, incomplete) backup ids of a target, oldest first."""

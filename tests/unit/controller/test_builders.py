@@ -40,6 +40,9 @@ def _jobs() -> dict[str, dict[str, Any]]:
             SETTINGS),
         "job-delete-postgresql": tasks.delete_job(bk, _pg(), bid, "delete-orders-x", SETTINGS),
         "job-adopt-sqlite": tasks.adopt_job(_sqlite(), "adopt-app-x", SETTINGS),
+        "job-adopt-page-postgresql": tasks.adopt_job(_pg(), "adopt-orders-x", SETTINGS,
+                                                     after=bid),
+        "job-rewrap-postgresql": tasks.rewrap_job(_pg(), "rewrap-orders-x", SETTINGS),
         "job-restore-postgresql-new-db": tasks.restore_job(
             Restore.from_body(samples.restore()), _pg(), None, bid, "restore-x", SETTINGS),
     }

@@ -91,3 +91,9 @@ def test_terminating_namespace_never_blocks() -> None:
 def test_nothing_written_nothing_to_delete() -> None:
     d = deletion.decide(bk("p", None, phase="Pending"), [], namespace_terminating=False)
     assert d.action is Action.RELEASE
+
+
+def test_terminating_namespace_retains_even_without_dependents() -> None:
+    # no delete Job in a terminating namespace: the namespace controller would delete it
+    d = deletion.decide(CHAIN[-1], CHAIN, namespace_terminating=True)
+    assert d.action is Action.RETAIN and d.reason == "NamespaceTerminating"

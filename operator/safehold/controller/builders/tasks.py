@@ -16,7 +16,9 @@ from safehold.api.task import (
     BackupTask,
     CheckTask,
     DeleteTask,
+    ListTask,
     RestoreTask,
+    RewrapTask,
     VerifyTask,
     task_to_json,
 )
@@ -121,17 +123,30 @@ def restore_job(restore: Restore, source: BackupTarget, destination: BackupTarge
     ), settings)
 
 
-def adopt_job(target: BackupTarget, job_name: str, settings: Settings) -> dict[str, Any]:
-    """Plan ``latest`` of this target in its repository (restores nothing): the newest backup
-    and its chain, for adoption. The destination is the target itself, never touched."""
+def adopt_job(target: BackupTarget, job_name: str, settings: Settings,
+              after: str | None = None) -> dict[str, Any]:
+    """List this target's backups in its repository (one page, after ``after``), for adoption.
+    Reads the repository only; the key Secret is mounted so the manifests are verified."""
     repo, w_repo = wiring.repository(target.spec, SRC)
     enc, w_enc = wiring.encryption(target.spec, SRC, _key_secret(target))
-    db, w_db = wiring.database(target.spec, DST)
-    task = RestoreTask(repository=repo, source=target.repository_name, backup_id="latest",
-                       database=db, encryption=enc, plan_only=True)
+    task = ListTask(repository=repo, target=target.repository_name, encryption=enc, after=after)
     return build_job(JobSpec(
         name=job_name, namespace=target.metadata.namespace or "", purpose="adopt",
-        owner=owner(target), task_json=task_to_json(task), wiring=w_repo + w_enc + w_db,
+        owner=owner(target), task_json=task_to_json(task), wiring=w_repo + w_enc,
         overrides=target.spec.runner, deadline_seconds=settings.check_deadline_seconds,
+        retries=1, labels={naming.TARGET: target.metadata.name[:63]},
+    ), settings)
+
+
+def rewrap_job(target: BackupTarget, job_name: str, settings: Settings) -> dict[str, Any]:
+    """Key rotation: wrap every data key in the repository with the key Secret's active key
+    (the Secret mounted whole: the old keys unwrap, the active one wraps). No data moves."""
+    repo, w_repo = wiring.repository(target.spec, SRC)
+    enc, w_enc = wiring.encryption(target.spec, SRC, _key_secret(target))
+    task = RewrapTask(repository=repo, encryption=enc)
+    return build_job(JobSpec(
+        name=job_name, namespace=target.metadata.namespace or "", purpose="rewrap",
+        owner=owner(target), task_json=task_to_json(task), wiring=w_repo + w_enc,
+        overrides=target.spec.runner, deadline_seconds=settings.check_deadline_seconds * 4,
         retries=1, labels={naming.TARGET: target.metadata.name[:63]},
     ), settings)

@@ -5,6 +5,7 @@ Importing this package registers every handler with kopf's default registry.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -12,13 +13,23 @@ from typing import Any
 
 import kopf
 
-from safehold.controller import naming, runtime
-from safehold.controller.handlers import adoption, backups, common, jobs, restores, targets
+from safehold.controller import naming, reporting, runtime
+from safehold.controller.handlers import (
+    adoption,
+    backups,
+    common,
+    jobs,
+    restores,
+    rotation,
+    schedules,
+    targets,
+)
 from safehold.controller.kube import Kube
 from safehold.controller.settings import Settings
 
 G = naming.GROUP
 TICK = 60.0  # the targets' re-check timer; the interval itself is a setting
+KEY_TICK = 30.0  # how often a target's key Secret version is compared (metadata only)
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +44,15 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         in_cluster()
     except config.ConfigException:
         from_file(config_file=os.environ.get("KUBECONFIG"))  # else ~/.kube/config
-    runtime.set_runtime(runtime.Runtime(Settings.from_env(), Kube()))
+    rt = runtime.Runtime(Settings.from_env(), Kube())
+    runtime.set_runtime(rt)
     common.configure(settings)
+    reporting.start(rt.settings.log_level, rt.settings.metrics_port)
+
+
+@kopf.on.cleanup()
+def cleanup(**_: Any) -> None:
+    reporting.flush()  # pending Slack notifications go out before the operator stops
 
 
 @kopf.on.login()
@@ -78,6 +96,14 @@ def target_recheck(body: kopf.Body, **_: Any) -> None:
     targets.maybe_recheck(dict(body))
 
 
+# key rotation (a changed key Secret -> re-wrap Job) and adoption re-checks (backups written
+# since the last listing); each tick costs one metadata read of the key Secret
+@kopf.timer(G, "backuptargets", interval=KEY_TICK, initial_delay=KEY_TICK)
+def target_keys_and_adoption(body: kopf.Body, **_: Any) -> None:
+    rotation.maybe_rewrap(dict(body))
+    adoption.maybe_relist(dict(body))
+
+
 # ---------------------------------------------------------------- Backup
 
 
@@ -96,6 +122,23 @@ def _delete_policy(spec: kopf.Spec, **_: Any) -> bool:
 @kopf.on.delete(G, "backups", when=_delete_policy)
 def backup_delete(body: kopf.Body, **_: Any) -> None:
     backups.delete_data(dict(body))
+
+
+# ---------------------------------------------------------------- BackupSchedule
+
+
+# one daemon per schedule: it sleeps until the next slot (at most SAFEHOLD_SCHEDULE_POLL_SECONDS,
+# which also bounds how late a spec change or a finished backup is noticed); the look itself
+# runs in a thread, so a slow API call never blocks the event loop
+@kopf.daemon(G, "backupschedules", cancellation_timeout=10.0)
+async def schedule_daemon(namespace: str | None, name: str, stopped: Any, **_: Any) -> None:
+    while not stopped:
+        try:
+            delay = await asyncio.to_thread(schedules.tick, namespace or "", name)
+        except Exception:  # a failed look is retried at the next poll, the daemon stays
+            log.exception("BackupSchedule %s/%s: look failed", namespace, name)
+            delay = runtime.get().settings.schedule_poll_seconds
+        await stopped.wait(delay)
 
 
 # ---------------------------------------------------------------- Restore

@@ -9,7 +9,7 @@ import kopf
 from safehold.api.backup import Backup, BackupStatus
 from safehold.api.common import ErrorInfo
 from safehold.api.target import BackupTarget
-from safehold.controller import naming, runtime
+from safehold.controller import naming, reporting, runtime
 from safehold.controller.builders import tasks
 from safehold.controller.handlers.common import (
     ensure_generated_key,
@@ -34,6 +34,7 @@ def _patch(kube: Kube, bk: Backup, status: BackupStatus) -> None:
     diff = patch(bk.status, status)
     if diff:
         kube.patch_status(PLURAL, bk.metadata.namespace or "", bk.metadata.name, diff)
+    reporting.backup_status_changed(kube, bk, status)  # metrics, trends, notifications
 
 
 def _target(kube: Kube, bk: Backup) -> tuple[Obj | None, BackupTarget | None]:

@@ -9,7 +9,7 @@ from safehold.api.common import ErrorInfo
 from safehold.api.restore import Restore, RestoreStatus
 from safehold.api.result import TaskResult
 from safehold.api.target import BackupTarget
-from safehold.controller import naming, runtime
+from safehold.controller import naming, reporting, runtime
 from safehold.controller.builders import tasks
 from safehold.controller.handlers.common import (
     ensure_generated_key,
@@ -35,6 +35,7 @@ def _save(kube: Kube, rs: Restore, new: RestoreStatus) -> Restore:
     diff = patch(rs.status, new)
     if diff:
         kube.patch_status(PLURAL, rs.metadata.namespace or "", rs.metadata.name, diff)
+    reporting.restore_status_changed(kube, rs, new)  # metrics
     return rs.model_copy(update={"status": new})
 
 

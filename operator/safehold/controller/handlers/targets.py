@@ -8,7 +8,7 @@ from safehold.api.common import utcnow
 from safehold.api.target import BackupTarget
 from safehold.controller import naming, runtime
 from safehold.controller.builders import tasks
-from safehold.controller.handlers import adoption
+from safehold.controller.handlers import adoption, rotation
 from safehold.controller.handlers.common import (
     ensure_generated_key,
     ensure_runner_account,
@@ -78,8 +78,9 @@ def maybe_recheck(body: Obj) -> None:
 def on_job(job: Obj, verdict: Verdict, deleted: bool) -> None:
     kube = runtime.get().kube
     meta = job["metadata"]
-    if meta.get("labels", {}).get(naming.PURPOSE) == "adopt":
-        adoption.on_job(job, verdict, deleted)
+    purpose = meta.get("labels", {}).get(naming.PURPOSE)
+    if purpose in ("adopt", "rewrap"):
+        (adoption.on_job if purpose == "adopt" else rotation.on_job)(job, verdict, deleted)
         return
     body = kube.get_custom(PLURAL, meta["namespace"],
                            meta.get("annotations", {}).get(naming.OWNER_NAME, ""))

@@ -57,13 +57,16 @@ def decide(backup: Obj, others: list[Obj], *, namespace_terminating: bool) -> De
         return Decision(Action.RELEASE, "NothingToDelete",
                         "the backup never started writing: nothing to delete")
     deps = dependents(backup, others)
+    if namespace_terminating:
+        # no delete Job here: the namespace controller deletes Jobs as it empties the namespace
+        # (and admission refuses new ones), so one could be cut off half-way or never start
+        why = (f"kept backups depend on this one ({', '.join(deps)})" if deps
+               else "no delete Job can run there")
+        return Decision(
+            Action.RETAIN, "RetainedDependents" if deps else "NamespaceTerminating",
+            f"namespace is terminating and {why}: its data is retained in the repository",
+        )
     if deps:
-        if namespace_terminating:
-            return Decision(
-                Action.RETAIN, "RetainedDependents",
-                f"namespace is terminating and kept backups depend on this one ({', '.join(deps)})"
-                ": its data is retained in the repository",
-            )
         return Decision(
             Action.BLOCK, "DependentBackups",
             f"kept backups depend on this one: {', '.join(deps)}; delete them first or set"

@@ -3,7 +3,9 @@
 A target is ``mysql://user[:password]@host[:port]/database`` (``mariadb://`` is the same), with
 optional query parameters ``ssl-mode`` (DISABLED, PREFERRED, REQUIRED, VERIFY_CA,
 VERIFY_IDENTITY), ``ssl-ca``, ``ssl-cert`` and ``ssl-key``, spelled as the MySQL clients spell
-them. The CLI's ``--tls*`` flags win over the URL. The password comes, as for every engine,
+them, and ``lock-wait`` (seconds a parallel backup waits for the global read lock, see
+:mod:`.snapshot`; default 5, 0 for one connection without the lock).
+The CLI's ``--tls*`` flags win over the URL. The password comes, as for every engine,
 from :class:`ConnectionOptions.password` (``--password-file`` / ``SAFEHOLD_PASSWORD``), else the
 URL, else ``MYSQL_PWD``; it is only ever handed to PyMySQL in memory (no client tools are
 run), and no message built here contains it.
@@ -39,7 +41,8 @@ _SSL_MODES: dict[str, TlsMode] = {
     "disabled": "disable", "preferred": "prefer", "required": "require",
     "verify_ca": "verify-ca", "verify_identity": "verify-full",
 }
-_QUERY_KEYS = {"ssl-mode", "ssl-ca", "ssl-cert", "ssl-key"}
+_QUERY_KEYS = {"ssl-mode", "ssl-ca", "ssl-cert", "ssl-key", "lock-wait"}
+DEFAULT_LOCK_WAIT = 5.0  # seconds a parallel backup waits for the global read lock
 SCHEMES = ("mysql", "mariadb")
 
 
@@ -64,6 +67,7 @@ class Target:
     cert_file: str | None = None
     key_file: str | None = None
     connect_timeout: float = 10.0
+    lock_wait: float = DEFAULT_LOCK_WAIT  # see .snapshot; 0: never lock, read on one connection
 
     def __str__(self) -> str:
         return f"{self.scheme}://{self.user}@{self.host}:{self.port}/{self.database}"
@@ -109,6 +113,7 @@ def parse_target(url: str, options: ConnectionOptions) -> Target:
             raise ValueError(f"ssl-mode={query['ssl-mode']!r} is not one of "
                              + ", ".join(m.upper() for m in _SSL_MODES))
         tls = _SSL_MODES[mode]
+    lock_wait = _lock_wait(query.get("lock-wait"))
     password = resolve_password(options.password, parts.password, "MYSQL_PWD")
     target = Target(
         scheme=parts.scheme, host=parts.hostname, port=port, user=unquote(parts.username),
@@ -117,9 +122,23 @@ def parse_target(url: str, options: ConnectionOptions) -> Target:
         cert_file=options.cert_file or query.get("ssl-cert"),
         key_file=options.key_file or query.get("ssl-key"),
         connect_timeout=options.connect_timeout,
+        lock_wait=lock_wait,
     )
     _check_tls(target)
     return target
+
+
+def _lock_wait(text: str | None) -> float:
+    if text is None:
+        return DEFAULT_LOCK_WAIT
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        raise ValueError(f"lock-wait={text!r} must be seconds from 0 to 3600 (how long a backup"
+                         " waits for the global read lock; 0 reads on one connection)")
+    return value
 
 
 def _check_tls(t: Target) -> None:

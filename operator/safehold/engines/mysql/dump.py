@@ -1,17 +1,16 @@
-"""A full logical backup from ONE consistent snapshot.
+"""A full logical backup from ONE consistent snapshot, read on ``jobs`` connections.
 
-Everything is read on a single connection inside ``START TRANSACTION WITH CONSISTENT
-SNAPSHOT`` (REPEATABLE READ), so all InnoDB tables are seen at the same instant. One connection
-is a deliberate choice: MySQL has no portable way to share a snapshot between connections
-(mydumper approximates it with a global read lock while its threads start), so per-table
-parallel reads would either be inconsistent or need ``FLUSH TABLES WITH READ LOCK``. The server
-renders the rows (see :mod:`.rows`) and the pipeline compresses and encrypts in other threads,
-so one reader is rarely the bottleneck.
+Every table is read inside ``START TRANSACTION WITH CONSISTENT SNAPSHOT`` (REPEATABLE READ), so
+all InnoDB tables are seen at the same instant. With ``jobs`` > 1 the connections share that
+instant: they start their snapshots under a brief global read lock (see :mod:`.snapshot`,
+which also says how it falls back to one connection when the lock cannot be had), then read
+different tables in parallel, biggest first. The server renders the rows (see :mod:`.rows`)
+and the pipeline compresses and encrypts in other threads.
 
 On MariaDB the snapshot also yields its binlog coordinates (``binlog_snapshot_file/position``)
 without any lock, and ``BINLOG_GTID_POS`` turns them into the matching GTID position. MySQL has
-no such status: there a global read lock is held for the instant the snapshot starts (needs
-RELOAD), or, without that privilege, the position is left out with a warning.
+no such status: there the position is read under the global read lock (needs RELOAD), or,
+without that privilege, left out with a warning.
 
 Objects: ``schema.sql`` (tables, then views in dependency order, routines, triggers, events),
 one ``rows.<table>.sql`` per table (INSERT lines) and ``toc.json`` (the index; written last).
@@ -24,44 +23,42 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import queue
 import re
 from typing import Any
 
-from safehold.engines.base import BackupOutcome, BackupSink, PermissionDenied
+from safehold.engines.base import BackupOutcome, BackupSink
+from safehold.engines.common import run_parallel
 from safehold.engines.mysql import quote
-from safehold.engines.mysql.catalog import Catalog, read_catalog
+from safehold.engines.mysql.catalog import Catalog, Table, read_catalog
 from safehold.engines.mysql.conn import Target, connect, run
 from safehold.engines.mysql.rows import RowStats, insert_statements
-from safehold.engines.mysql.server import ServerInfo, server_info
+from safehold.engines.mysql.server import server_info
+from safehold.engines.mysql.snapshot import Snapshot, open_snapshot
 
 log = logging.getLogger(__name__)
 TOC_FORMAT = 1
 
 
-def backup(target: Target, sink: BackupSink) -> BackupOutcome:
-    conn = connect(target, streaming=True)
+def backup(target: Target, sink: BackupSink, jobs: int = 1) -> BackupOutcome:
+    probe = connect(target)
     try:
-        info = server_info(conn)
-        info.require_supported()
-        run(conn, "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        position = _start_snapshot(conn, info)
-        catalog = read_catalog(conn, target.database)
-        schema, entries = render_schema(catalog)
-        sink.put("schema.sql", [schema], meta={"kind": "schema"})
-        tables: list[dict[str, Any]] = []
-        for index, table in enumerate(catalog.tables):
-            stats = RowStats()
-            name = object_name(index, table.name)
-            record = sink.put(name, insert_statements(conn, table, stats),
-                              meta={"kind": "rows", "table": table.name})
-            tables.append({"name": table.name, "object": name, "rows": stats.rows,
-                           "statements": stats.statements, "bytes": record.raw_size,
-                           "engine": table.engine, "approx_bytes": table.approx_bytes,
-                           "columns": [c.name for c in table.columns]})
-        run(conn, "COMMIT")
+        info = server_info(probe)
     finally:
         with contextlib.suppress(Exception):
-            conn.close()
+            probe.close()
+    info.require_supported()
+    snap = open_snapshot(target, info, jobs)
+    try:
+        catalog = read_catalog(snap.conns[0], target.database)
+        schema, entries = render_schema(catalog)
+        sink.put("schema.sql", [schema], meta={"kind": "schema"})
+        tables = _dump_tables(snap, catalog, sink)
+        for conn in snap.conns:
+            run(conn, "COMMIT")
+    finally:
+        snap.close()
+    position = snap.position
     loose = [t.name for t in catalog.tables if not t.transactional]
     if loose:
         log.warning("tables %s are not transactional: the snapshot does not cover them, so"
@@ -76,39 +73,35 @@ def backup(target: Target, sink: BackupSink) -> BackupOutcome:
         server_version=info.version, start_position=position,
         end_position=dict(position) if position else None,
         engine_meta={"database": catalog.database, "flavor": info.flavor,
-                     "tables": len(tables), "rows": sum(int(t["rows"]) for t in tables)},
+                     "tables": len(tables), "rows": sum(int(t["rows"]) for t in tables),
+                     **snap.meta()},
         tools={"pymysql": _pymysql_version()},
     )
 
 
-def _start_snapshot(conn: Any, info: ServerInfo) -> dict[str, str] | None:
-    """Start the snapshot; return its binlog position (None when binlog is off/unknown)."""
-    if info.flavor == "mariadb":
-        run(conn, "START TRANSACTION WITH CONSISTENT SNAPSHOT")
-        status = {k.lower(): v for k, v in run(conn, "SHOW STATUS LIKE 'binlog_snapshot_%'")}
-        file, pos = status.get("binlog_snapshot_file"), status.get("binlog_snapshot_position")
-        if not file or pos is None:
-            log.warning("the binary log is off: the backup records no binlog position")
-            return None
-        gtid = run(conn, "SELECT BINLOG_GTID_POS(%s, %s)", (file, int(pos)))[0][0]
-        return {"binlog_file": file, "binlog_pos": str(pos), "gtid": gtid or ""}
-    try:
-        run(conn, "FLUSH TABLES WITH READ LOCK")
-    except PermissionDenied:
-        log.warning("no RELOAD privilege: MySQL gives no lock-free binlog position for a"
-                    " snapshot, so this backup records none")
-        run(conn, "START TRANSACTION WITH CONSISTENT SNAPSHOT")
-        return None
-    try:
-        run(conn, "START TRANSACTION WITH CONSISTENT SNAPSHOT")
-        rows = run(conn, "SHOW BINARY LOG STATUS" if info.at_least(8, 4) else
-                   "SHOW MASTER STATUS")
-        gtid = run(conn, "SELECT @@GLOBAL.gtid_executed")[0][0]
-    finally:
-        run(conn, "UNLOCK TABLES")
-    if not rows:
-        return None
-    return {"binlog_file": rows[0][0], "binlog_pos": str(rows[0][1]), "gtid": gtid or ""}
+def _dump_tables(snap: Snapshot, catalog: Catalog, sink: BackupSink) -> list[dict[str, Any]]:
+    """One object per table, read on the snapshot's connections (biggest tables first)."""
+    idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    for conn in snap.conns:
+        idle.put(conn)
+
+    def dump_one(item: tuple[int, Table]) -> dict[str, Any]:
+        index, table = item
+        conn = idle.get()
+        stats = RowStats()
+        name = object_name(index, table.name)
+        record = sink.put(name, insert_statements(conn, table, stats),
+                          meta={"kind": "rows", "table": table.name})
+        idle.put(conn)  # not on failure: insert_statements has abandoned it
+        return {"name": table.name, "object": name, "rows": stats.rows,
+                "statements": stats.statements, "bytes": record.raw_size,
+                "engine": table.engine, "approx_bytes": table.approx_bytes,
+                "columns": [c.name for c in table.columns]}
+
+    items = sorted(enumerate(catalog.tables), key=lambda it: -(it[1].approx_bytes or 0))
+    done = run_parallel(dump_one, items, jobs=len(snap.conns), name="safehold-mysqldump")
+    by_index = {index: entry for (index, _), entry in zip(items, done, strict=True)}
+    return [by_index[i] for i in range(len(catalog.tables))]
 
 
 def object_name(index: int, table: str) -> str:

@@ -36,7 +36,7 @@ class MySQLEngine:
 
     def __init__(self, target: Target, *, jobs: int | None = None) -> None:
         self.target = target
-        # Restores load tables on this many connections; backups always use one (dump.py).
+        # Backups read, restores load tables on this many connections (dump.py, restore.py).
         self.jobs = jobs or min(4, os.cpu_count() or 1)
 
     @classmethod
@@ -44,22 +44,23 @@ class MySQLEngine:
         return cls(parse_target(url, options), jobs=options.jobs)
 
     def check(self, purpose: Literal["backup", "restore"]) -> CheckReport:
-        """Connect, report the version and every missing privilege (never raises for those)."""
+        """Connect, report the version and every missing privilege (never raises for those).
+
+        Like the other engines, a refused login or an unreachable server raises its classified
+        error (AuthenticationFailed, HostUnreachable, ...), so a check Job reports the class."""
         db = self.target.database
-        try:
-            conn = connect(self.target, database=db if purpose == "backup" else None,
-                           attempts=1)
-        except EngineError as exc:
-            return CheckReport(ok=False, problems=(str(exc),))
+        conn = connect(self.target, database=db if purpose == "backup" else None, attempts=1)
         try:
             info = server_info(conn)
-            problems = []
+            problems, notes = [], []
             try:
                 info.require_supported()
             except EngineError as exc:
                 problems.append(str(exc))
             if purpose == "backup":
                 problems += privileges.backup_problems(conn, db)
+                if self.target.lock_wait > 0:
+                    notes += privileges.backup_notes(conn)
             else:
                 problems += privileges.restore_problems(conn, db, stage_name(db))
         except EngineError as exc:
@@ -68,7 +69,7 @@ class MySQLEngine:
             with contextlib.suppress(Exception):
                 conn.close()
         return CheckReport(ok=not problems, server_version=info.version,
-                           problems=tuple(problems))
+                           problems=tuple(problems), notes=tuple(notes))
 
     def estimate_size(self) -> int | None:
         """Bytes of data and indexes of the database (InnoDB's estimate); None if it is absent."""
@@ -91,7 +92,7 @@ class MySQLEngine:
         if request.include:
             raise UnsupportedError("MySQL backups hold the whole database; choose tables at"
                                    " restore time instead (restore --include)")
-        return dump.backup(self.target, sink)
+        return dump.backup(self.target, sink, jobs=self.jobs)
 
     def restore(self, request: RestoreRequest, chain: ChainReader) -> None:
         restore.restore(self.target, request, chain, jobs=self.jobs)

@@ -1,4 +1,8 @@
-"""Retention selection: decide, from manifests alone, which backups a prune keeps.
+"""Retention selection: decide which backups a prune keeps (shared by both planes).
+
+The CLI's ``prune`` passes manifests; the operator passes what its Backup objects record
+(:class:`Candidate`). Anything with a ``backup_id``, ``parent_id``, ``started_at`` and
+``engine_meta`` will do (:class:`Backupish`).
 
 Semantics follow restic's ``forget``, with borg's rule that only periods which *have* backups
 count toward keep_daily/weekly/monthly/yearly:
@@ -17,11 +21,11 @@ the day it was meant for. Pure logic: no storage, no clock (the caller passes ``
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
+from typing import Any, Protocol
 
-from safehold.api.manifest import Manifest
 from safehold.api.retention import RetentionPolicy, format_duration
 
 #: ``engine_meta`` key marking a backup as pinned. Manifests are immutable once written, so
@@ -29,6 +33,29 @@ from safehold.api.retention import RetentionPolicy, format_duration
 PINNED_KEY = "pinned"
 NOT_KEPT = "no rule keeps it"
 NEWEST = "newest (a prune never deletes the last backup)"
+
+
+class Backupish(Protocol):
+    """What the selection reads of a backup (a Manifest has it; so does a Candidate)."""
+
+    @property
+    def backup_id(self) -> str: ...
+    @property
+    def parent_id(self) -> str | None: ...
+    @property
+    def started_at(self) -> datetime: ...
+    @property
+    def engine_meta(self) -> Mapping[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A backup as the operator knows it from a Backup object's status."""
+
+    backup_id: str
+    parent_id: str | None
+    started_at: datetime
+    engine_meta: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -55,7 +82,7 @@ _PERIODS: tuple[tuple[str, _Limit, _Period], ...] = (
 )
 
 
-def _time(backup: Manifest) -> datetime:
+def _time(backup: Backupish) -> datetime:
     if backup.started_at.tzinfo is None:
         raise ValueError(
             f"backup {backup.backup_id} has a naive started_at; manifests must carry a timezone"
@@ -64,7 +91,7 @@ def _time(backup: Manifest) -> datetime:
 
 
 def _by_rule(
-    newest_first: Sequence[Manifest], policy: RetentionPolicy, now: datetime, tz: tzinfo
+    newest_first: Sequence[Backupish], policy: RetentionPolicy, now: datetime, tz: tzinfo
 ) -> dict[str, list[str]]:
     """Reasons from the policy's rules (before pins and dependencies), keyed by backup id."""
     reasons: dict[str, list[str]] = {b.backup_id: [] for b in newest_first}
@@ -95,7 +122,7 @@ def _by_rule(
 
 
 def select(
-    backups: Sequence[Manifest],
+    backups: Sequence[Backupish],
     policy: RetentionPolicy,
     now: datetime,
     tz: tzinfo = UTC,
@@ -139,7 +166,7 @@ def select(
 
 
 def _close_over_dependencies(
-    backups: Iterable[Manifest], kept_by_rule: Collection[str]
+    backups: Iterable[Backupish], kept_by_rule: Collection[str]
 ) -> dict[str, set[str]]:
     """Map each ancestor of a kept backup to the kept backups whose ``parent_id`` names it.
 

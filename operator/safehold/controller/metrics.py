@@ -1,0 +1,124 @@
+"""The operator's Prometheus metrics, served on ``SAFEHOLD_METRICS_PORT`` at /metrics.
+
+Names follow Prometheus conventions (``safehold_`` prefix, base units in the name, ``_total``
+counters); labels are bounded: namespace and target/schedule names (as many as there are
+objects), a backup type (3 values), a result (2 values), a failure reason (a fixed set) — never
+a backup id, a Job name or an error message. docs/operator.md lists every metric.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime
+
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics, start_http_server
+
+log = logging.getLogger(__name__)
+
+# 1 s .. 8 h: small SQLite backups to big server dumps
+DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800)
+LAG_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
+
+BACKUPS = Counter(
+    "safehold_backups", "Backups finished, by target, type and result (succeeded|failed).",
+    ["namespace", "target", "type", "result"])
+BACKUP_DURATION = Histogram(
+    "safehold_backup_duration_seconds", "Wall time of finished backups (the runner's own).",
+    ["namespace", "target", "type"], buckets=DURATION_BUCKETS)
+BACKUP_RAW_BYTES = Counter(
+    "safehold_backup_raw_bytes", "Bytes read from databases by completed backups.",
+    ["namespace", "target", "type"])
+BACKUP_STORED_BYTES = Counter(
+    "safehold_backup_stored_bytes", "Bytes written to storage by completed backups.",
+    ["namespace", "target", "type"])
+LAST_RAW_BYTES = Gauge(
+    "safehold_backup_last_raw_bytes", "Raw size of the target's newest completed backup.",
+    ["namespace", "target"])
+LAST_STORED_BYTES = Gauge(
+    "safehold_backup_last_stored_bytes", "Stored size of the target's newest completed backup.",
+    ["namespace", "target"])
+LAST_SUCCESS = Gauge(
+    "safehold_backup_last_success_timestamp_seconds",
+    "Unix time the target's newest completed backup finished.", ["namespace", "target"])
+OLDEST_BACKUP = Gauge(
+    "safehold_backup_oldest_timestamp_seconds",
+    "Unix time the target's oldest completed backup finished (the start of what can be"
+    " restored; time() minus this is the recoverable window).", ["namespace", "target"])
+CHAIN_LENGTH = Gauge(
+    "safehold_backup_chain_length", "Backups in the target's newest chain (its full included).",
+    ["namespace", "target"])
+DEGRADED = Gauge(
+    "safehold_backup_degraded", "1 when the target's newest backup was more than twice as slow"
+    " as the trailing median of its type (the Degraded condition), else 0.",
+    ["namespace", "target"])
+SCHEDULE_LAG = Histogram(
+    "safehold_schedule_lag_seconds", "Delay from a scheduled time to the start of its backup.",
+    ["namespace", "schedule"], buckets=LAG_BUCKETS)
+VERIFIES = Counter(
+    "safehold_verifies", "Scheduled verifies finished, by target and result.",
+    ["namespace", "target", "result"])
+PRUNED = Counter(
+    "safehold_retention_pruned_backups", "Backups retention marked for deletion, by schedule.",
+    ["namespace", "schedule"])
+RESTORES = Counter(
+    "safehold_restores", "Restores finished, by source target, kind and result.",
+    ["namespace", "target", "type", "result"])
+RESTORE_DURATION = Histogram(
+    "safehold_restore_duration_seconds", "Wall time of finished restores.",
+    ["namespace", "target", "type"], buckets=DURATION_BUCKETS)
+NOTIFICATIONS = Counter(
+    "safehold_notifications", "Notification messages delivered, by channel.", ["channel"])
+NOTIFICATION_FAILURES = Counter(
+    "safehold_notification_failures",
+    "Notification messages not delivered after retries, by channel and reason.",
+    ["channel", "reason"])
+
+# no *_created series: they would double every counter for no use here
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+_served: int | None = None
+_lock = threading.Lock()
+
+
+def serve(port: int) -> None:
+    """Serve /metrics on ``port`` (0: not at all). Once per process; a second call with the same
+    port (an operator restarted in-process, as the tests do) is a no-op."""
+    global _served
+    if port == 0:
+        log.info("metrics disabled (SAFEHOLD_METRICS_PORT=0)")
+        return
+    with _lock:
+        if _served is not None:
+            if _served != port:
+                log.warning("metrics already served on port %d; not also on %d", _served, port)
+            return
+        start_http_server(port)
+        _served = port
+    log.info("Prometheus metrics on :%d/metrics", port)
+
+
+def backup_finished(namespace: str, target: str, type: str | None, ok: bool,
+                    seconds: float | None, raw: int | None, stored: int | None,
+                    finished: datetime | None) -> None:
+    kind = type or "unknown"
+    BACKUPS.labels(namespace, target, kind, "succeeded" if ok else "failed").inc()
+    if seconds is not None:
+        BACKUP_DURATION.labels(namespace, target, kind).observe(seconds)
+    if not ok:
+        return
+    if raw is not None:
+        BACKUP_RAW_BYTES.labels(namespace, target, kind).inc(raw)
+        LAST_RAW_BYTES.labels(namespace, target).set(raw)
+    if stored is not None:
+        BACKUP_STORED_BYTES.labels(namespace, target, kind).inc(stored)
+        LAST_STORED_BYTES.labels(namespace, target).set(stored)
+    if finished is not None:
+        LAST_SUCCESS.labels(namespace, target).set(finished.timestamp())
+
+
+def restore_finished(namespace: str, target: str, type: str, ok: bool,
+                     seconds: float | None) -> None:
+    RESTORES.labels(namespace, target, type, "succeeded" if ok else "failed").inc()
+    if seconds is not None:
+        RESTORE_DURATION.labels(namespace, target, type).observe(seconds)

@@ -1,0 +1,304 @@
+"""Slack notifications through an incoming webhook, for both planes.
+
+:class:`Notice` is one thing worth telling (a backup finished or failed, retention pruned, a key
+problem); :func:`message` turns notices into a Block Kit body (a coloured attachment per batch,
+a status emoji, target, type, size, duration, throughput, backup id, and for failures the error
+class and the hint). :class:`SlackNotifier` batches the notices of a burst into one message and
+sends it with slack_sdk's :class:`~slack_sdk.webhook.WebhookClient`, whose retry handlers honour
+HTTP 429 ``Retry-After`` and retry 5xx answers and connection errors with exponential backoff.
+
+A notification never fails what it reports on: :meth:`SlackNotifier.flush` returns False and
+calls ``on_failure`` with a short, bounded reason (for an event and a metric) instead of raising.
+The webhook URL is a secret (it carries the token): it is never logged or put in a message.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
+from slack_sdk.webhook import WebhookClient
+
+from safehold.api.backup import human_bytes
+from safehold.api.errors import UsageError
+from safehold.api.result import TaskResult
+
+log = logging.getLogger(__name__)
+
+Event = Literal["success", "failure", "retention", "keyProblem", "verify"]
+# failure reasons handed to on_failure: a bounded set, fit for a metric label
+FailureReason = Literal["rate_limited", "client_error", "server_error", "connection", "invalid",
+                        "no_webhook"]
+
+MAX_DETAILED = 10  # notices shown in full in one message; the rest are counted
+MAX_BLOCKS = 50  # Slack's limit per message
+_STYLE: dict[str, tuple[str, str, str]] = {  # event -> (emoji, colour, title)
+    "success": (":white_check_mark:", "#2eb886", "Backup completed"),
+    "failure": (":x:", "#e01e5a", "Backup failed"),
+    "retention": (":broom:", "#439fe0", "Retention pruned backups"),
+    "keyProblem": (":key:", "#ecb22e", "Encryption key problem"),
+    "verify": (":mag:", "#2eb886", "Verify passed"),
+}
+_SEVERITY = ("success", "verify", "retention", "keyProblem", "failure")
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One event worth a message; every field but ``event`` and ``target`` is optional."""
+
+    event: Event
+    target: str
+    namespace: str | None = None
+    backup_type: str | None = None
+    backup_id: str | None = None
+    raw_bytes: int | None = None
+    stored_bytes: int | None = None
+    seconds: float | None = None
+    throughput_bytes_per_second: float | None = None
+    error_class: str | None = None
+    message: str | None = None
+    hint: str | None = None
+    failed: bool = False  # a failed verify or retention run (colours it red)
+    ref: Any = field(default=None, compare=False)  # the caller's handle on the object (opaque)
+
+    @classmethod
+    def from_result(cls, result: TaskResult, *, target: str,
+                    namespace: str | None = None) -> Notice:
+        """A backup's outcome from its runner result."""
+        error = result.error
+        return cls(
+            event="success" if result.ok else "failure", target=target, namespace=namespace,
+            backup_type=result.type, backup_id=result.backup_id, raw_bytes=result.raw_bytes,
+            stored_bytes=result.stored_bytes, seconds=result.seconds,
+            throughput_bytes_per_second=result.throughput_bytes_per_second,
+            error_class=error.error_class if error else None,
+            message=error.message if error else None, hint=error.hint if error else None,
+        )
+
+    @property
+    def severity(self) -> int:
+        return len(_SEVERITY) if self.failed else _SEVERITY.index(self.event)
+
+
+# ---------------------------------------------------------------- Block Kit (pure)
+
+
+def message(notices: Sequence[Notice]) -> dict[str, Any]:
+    """The webhook body for one batch: fallback ``text`` plus one coloured attachment."""
+    if not notices:
+        raise ValueError("no notices to send")
+    worst = max(notices, key=lambda n: n.severity)
+    colour = "#e01e5a" if worst.failed else _STYLE[worst.event][1]
+    if len(notices) == 1:
+        text = _headline(notices[0])
+        header = text
+    else:
+        failures = sum(1 for n in notices if n.event == "failure" or n.failed)
+        header = (f"{_STYLE[worst.event][0]} Safehold: {len(notices)} events"
+                  + (f", {failures} failed" if failures else ""))
+        text = header + ": " + "; ".join(_headline(n, emoji=False) for n in notices[:5])
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": _clip(header, 150),
+                                    "emoji": True}},
+    ]
+    shown = 0
+    for notice in notices[:MAX_DETAILED]:
+        more = ([{"type": "divider"}] if shown else []) + _notice_blocks(
+            notice, titled=len(notices) > 1)
+        if len(blocks) + len(more) > MAX_BLOCKS - 1:  # room for the "and N more" line
+            break
+        blocks.extend(more)
+        shown += 1
+    if len(notices) > shown:
+        blocks.append({"type": "context", "elements": [{
+            "type": "mrkdwn", "text": f"… and {len(notices) - shown} more"}]})
+    return {"text": _clip(text, 3000), "attachments": [{"color": colour, "blocks": blocks}]}
+
+
+def _headline(n: Notice, *, emoji: bool = True) -> str:
+    emo, _, title = _STYLE[n.event]
+    if n.failed:
+        emo, title = ":x:", title.replace("passed", "failed").replace("pruned", "failed to"
+                                                                       " prune")
+    where = f"{n.namespace}/{n.target}" if n.namespace else n.target
+    kind = f" ({n.backup_type})" if n.backup_type else ""
+    return f"{emo + ' ' if emoji else ''}{title}: {where}{kind}"
+
+
+def _notice_blocks(n: Notice, *, titled: bool) -> list[dict[str, Any]]:
+    fields = [("Target", f"{n.namespace}/{n.target}" if n.namespace else n.target)]
+    if n.backup_type:
+        fields.append(("Type", n.backup_type))
+    if n.backup_id:
+        fields.append(("Backup id", f"`{n.backup_id}`"))
+    if n.stored_bytes is not None:
+        size = human_bytes(n.stored_bytes)
+        if n.raw_bytes:
+            size += f" (raw {human_bytes(n.raw_bytes)})"
+        fields.append(("Size", size))
+    if n.seconds is not None:
+        fields.append(("Duration", human_seconds(n.seconds)))
+    if n.throughput_bytes_per_second is not None:
+        fields.append(("Throughput", human_bytes(n.throughput_bytes_per_second) + "/s"))
+    if n.error_class:
+        fields.append(("Error", f"`{n.error_class}`"))
+    blocks: list[dict[str, Any]] = []
+    if titled:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn",
+                                                   "text": _clip("*" + _headline(n) + "*", 3000)}})
+    blocks.append({"type": "section", "fields": [
+        {"type": "mrkdwn", "text": _clip(f"*{k}*\n{v}", 2000)} for k, v in fields[:10]]})
+    if n.message:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn",
+                                                   "text": _clip(n.message, 3000)}})
+    if n.hint:
+        blocks.append({"type": "context", "elements": [{
+            "type": "mrkdwn", "text": _clip(f":bulb: *Hint:* {n.hint}", 3000)}]})
+    return blocks
+
+
+def human_seconds(s: float) -> str:
+    """75.5 -> '1m 16s'; 2.25 -> '2.2s'."""
+    if s < 60:
+        return f"{s:.1f}s"
+    minutes, seconds = divmod(round(s), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes}m" if hours else f"{minutes}m {seconds}s"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ---------------------------------------------------------------- sending
+
+
+def check_url(url: str, *, source: str = "the webhook URL") -> str:
+    """The URL stripped, or UsageError naming ``source`` (never the URL: it is a secret)."""
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise UsageError(f"{source} is not an http(s) URL",
+                         hint="store the incoming webhook URL from Slack, e.g."
+                              " https://hooks.slack.com/services/…")
+    return url
+
+
+class SlackNotifier:
+    """Sends notices to one webhook; notices within ``window`` seconds go out as one message.
+
+    ``window=None`` batches until :meth:`flush` (a short-lived runner flushes at its end).
+    ``on_failure(reason, detail, notices)`` is called when a message could not be delivered
+    after the retries, ``on_delivered(notices)`` when it was; neither escapes if it raises.
+    """
+
+    def __init__(self, url: str, *, window: float | None = 10.0, retries: int = 3,
+                 timeout: float = 10.0, backoff: float = 0.5,
+                 on_failure: Callable[[FailureReason, str, Sequence[Notice]], None] | None = None,
+                 on_delivered: Callable[[Sequence[Notice]], None] | None = None) -> None:
+        self._client = WebhookClient(check_url(url), timeout=int(max(1, timeout)),
+                                     retry_handlers=retry_handlers(retries, backoff))
+        self._window = window
+        self._on_failure = on_failure
+        self._on_delivered = on_delivered
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._pending: list[Notice] = []
+        self._timer: threading.Timer | None = None
+
+    def notify(self, notice: Notice) -> None:
+        """Queue ``notice``; the first of a burst starts the window's timer."""
+        with self._lock:
+            self._pending.append(notice)
+            if self._window is not None and self._timer is None:
+                self._timer = threading.Timer(self._window, self.flush)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def flush(self) -> bool:
+        """Send what is queued as one message now; True when delivered (or nothing queued)."""
+        with self._lock:
+            batch, self._pending = self._pending, []
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        if not batch:
+            return True
+        with self._send_lock:
+            return self._send(batch)
+
+    def close(self) -> bool:
+        """Flush and stop the timer."""
+        return self.flush()
+
+    def _send(self, batch: list[Notice]) -> bool:
+        try:
+            response = self._client.send_dict(message(batch))
+        except Exception as exc:  # connection refused, TLS, timeout: after the retries
+            return self._failed("connection", f"{type(exc).__name__}", batch)
+        if response.status_code == 200:
+            _call(self._on_delivered, batch)
+            return True
+        reason: FailureReason = (
+            "rate_limited" if response.status_code == 429
+            else "server_error" if response.status_code >= 500 else "client_error")
+        body = (response.body or "")[:200]
+        return self._failed(reason, f"HTTP {response.status_code} {body}".strip(), batch)
+
+    def _failed(self, reason: FailureReason, detail: str, batch: list[Notice]) -> bool:
+        log.warning("Slack notification of %d event(s) not delivered: %s", len(batch), detail)
+        _call(self._on_failure, reason, detail, batch)
+        return False
+
+
+def _call(hook: Callable[..., None] | None, *args: Any) -> None:
+    """Run a reporting hook; it must never break the caller."""
+    if hook is None:
+        return
+    try:
+        hook(*args)
+    except Exception:
+        log.exception("notification hook %r raised", hook)
+
+
+MAX_RETRY_AFTER = 60.0  # a longer Retry-After is reported (rate_limited), not slept through
+
+
+class _RateLimitHandler(RateLimitErrorRetryHandler):
+    """slack_sdk's 429 handler (waits Retry-After), except that a wait longer than
+    MAX_RETRY_AFTER gives up at once instead of holding the sender for that long."""
+
+    def _can_retry(self, *, state: RetryState, request: HttpRequest,
+                   response: HttpResponse | None = None, error: Exception | None = None) -> bool:
+        if not super()._can_retry(state=state, request=request, response=response, error=error):
+            return False
+        assert response is not None
+        value: str | list[str] = next(
+            (v for k, v in response.headers.items() if k.lower() == "retry-after"), "1")
+        try:
+            return float(value[0] if isinstance(value, list) else value) <= MAX_RETRY_AFTER
+        except (ValueError, IndexError):
+            return True  # slack_sdk's own handler then waits about a second
+
+
+def retry_handlers(retries: int, backoff: float) -> list[Any]:
+    """slack_sdk's handlers: 429 waits Retry-After; 5xx and connection errors back off."""
+    interval = BackoffRetryIntervalCalculator(backoff_factor=backoff)
+    return [
+        _RateLimitHandler(max_retry_count=retries),
+        ServerErrorRetryHandler(max_retry_count=retries, interval_calculator=interval),
+        ConnectionErrorRetryHandler(max_retry_count=retries, interval_calculator=interval),
+    ]

@@ -1,0 +1,252 @@
+"""The audit log through the real CLI: events of real SQLite backups, restores, key rotations
+and prunes on local and S3 repositories; a tampered record, a truncated file, a rewritten
+history and concurrent writers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from safehold.cli.errors import Exit
+from safehold.repository.audit import record_hash
+from tests.infra.objectstores import MotoS3
+from tests.integration.cli_helpers import make_db, run, run_json
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "safehold.yaml").write_text("{}\n")
+    return {"SAFEHOLD_CONFIG": str(tmp_path / "safehold.yaml"), "SAFEHOLD_KEY_FILE": "",
+            "SAFEHOLD_KEY": "", "SAFEHOLD_PASSPHRASE": "", "SAFEHOLD_NO_ENCRYPTION": "",
+            "SAFEHOLD_AUDIT__FILE": str(tmp_path / "audit.jsonl"),
+            "SAFEHOLD_AUDIT__REPOSITORY": ""}
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def verify(env: dict[str, str], *args: str) -> Any:
+    return run("audit", "verify", *args, env=env, ok=False)
+
+
+def scenario(tmp_path: Path, env: dict[str, str], repo: str) -> dict[str, Any]:
+    """Key, backups, restore, rotation, prune: the heads the last result printed."""
+    db = tmp_path / "app.db"
+    make_db(db, rows=100)
+    old, new = tmp_path / "k1", tmp_path / "k2"
+    run("keys", "generate", "--out", str(old), env=env)
+    run("keys", "generate", "--out", str(new), env=env)
+    keyed = {**env, "SAFEHOLD_KEY_FILE": str(old)}
+    for _ in range(2):
+        run("backup", "-t", f"sqlite://{db}", "-r", repo, env=keyed)
+    run("restore", "-r", repo, "-b", "latest", "-t", f"sqlite://{tmp_path}/copy.db", "--yes",
+        env=keyed)
+    run("keys", "rotate", "-r", repo, "--new-key-file", str(new), env=keyed)
+    return run_json("prune", "-r", repo, "-t", "app", "--keep-last", "1",
+                    env={**env, "SAFEHOLD_KEY_FILE": str(new)})["audit_head"]
+
+
+def test_events_reach_both_copies_and_verify(tmp_path: Path, env: dict[str, str]) -> None:
+    repo = tmp_path / "repo"
+    heads = scenario(tmp_path, env, f"file://{repo}")
+    local = records(tmp_path / "audit.jsonl")
+    actions = [r["action"] for r in local]
+    assert actions == ["key.generated", "key.generated", "restore", "key.used", "key.rotated",
+                       "key.retired", "delete", "prune"]
+    restore = local[2]
+    assert restore["outcome"] == "success" and restore["what"]["target"].endswith("copy.db")
+    assert set(restore["who"]) >= {"user", "host", "pid"} and restore["time"].endswith("Z")
+    assert restore["where"]["repository"] == f"file://{repo}"
+    assert local[3]["what"]["key_id"] == restore["what"]["key_ids"][0]
+    assert heads["local"] == local[-1]["hash"]
+    # the repository holds the events that concern it, chained on their own
+    stored = sorted((repo / "_audit").glob("0*.json"))
+    assert [json.loads(p.read_text())["action"] for p in stored] == actions[2:]
+    assert heads["repository"] == json.loads(stored[-1].read_text())["hash"]
+    # `_audit` is no target
+    assert run_json("list", "-r", f"file://{repo}", env=env)
+    assert "_audit" not in run("list", "-r", f"file://{repo}", env=env).stdout
+    ok = json.loads(verify(env, "--head", heads["local"], "-o", "json").stdout)
+    assert ok["ok"] and ok["records"] == 8 and ok["expected_head_found"]
+    ok = json.loads(verify(env, "-r", f"file://{repo}", "--head", heads["repository"],
+                           "-o", "json").stdout)
+    assert ok["ok"] and ok["records"] == 6
+
+
+def test_tampered_truncated_and_rewritten_histories_are_detected(
+        tmp_path: Path, env: dict[str, str]) -> None:
+    repo = tmp_path / "repo"
+    heads = scenario(tmp_path, env, f"file://{repo}")
+    path = tmp_path / "audit.jsonl"
+    pristine = path.read_text()
+    lines = pristine.splitlines(keepends=True)
+
+    # an edited record: its hash no longer matches (line 3: the restore)
+    edited = json.loads(lines[2])
+    edited["what"]["target"] = "sqlite:///elsewhere.db"
+    path.write_text("".join([*lines[:2], json.dumps(edited) + "\n", *lines[3:]]))
+    bad = verify(env)
+    assert bad.exit_code == Exit.CORRUPT and f"{path}:3: its content does not match" in \
+        bad.output
+
+    # a record removed from the middle
+    path.write_text("".join([*lines[:2], *lines[3:]]))
+    bad = verify(env)
+    assert bad.exit_code == Exit.CORRUPT and f"{path}:3" in bad.output and "prev" in bad.output
+
+    # cut short at a record boundary: consistent in itself, but the later head is missing
+    path.write_text("".join(lines[:-2]))
+    assert verify(env).exit_code == 0
+    bad = verify(env, "--head", heads["local"])
+    assert bad.exit_code == Exit.CORRUPT and "cut short or rewritten" in bad.output
+
+    # cut in the middle of a line
+    path.write_text(pristine[:-40])
+    bad = verify(env)
+    assert bad.exit_code == Exit.CORRUPT and f"{path}:8: not a JSON record" in bad.output
+
+    # rewritten wholesale with every hash recomputed: only the later head tells
+    prev = "0" * 64
+    forged = []
+    for line in lines:
+        record = json.loads(line)
+        if record["action"] == "delete":
+            record["what"]["backup_id"] = "20000101T000000.000000Z"
+        record["prev"] = prev
+        record["hash"] = record_hash(record)
+        prev = record["hash"]
+        forged.append(json.dumps(record) + "\n")
+    path.write_text("".join(forged))
+    assert verify(env).exit_code == 0
+    assert verify(env, "--head", heads["local"]).exit_code == Exit.CORRUPT
+
+    # the whole file removed
+    path.unlink()
+    assert verify(env).exit_code == Exit.NOT_FOUND
+    assert verify(env, "--head", heads["local"]).exit_code == Exit.CORRUPT
+
+    # the repository's copy: a record deleted, the newest ones removed
+    stored = sorted((repo / "_audit").glob("0*.json"))
+    stored[1].unlink()
+    bad = verify(env, "-r", f"file://{repo}")
+    assert bad.exit_code == Exit.CORRUPT and "sequence number" in bad.output
+    path.write_text(pristine)
+    for p in stored[2:]:
+        p.unlink()
+    stored[1].write_text(json.dumps(json.loads(pristine.splitlines()[3])))  # a local record
+    bad = verify(env, "-r", f"file://{repo}", "--head", heads["repository"])
+    assert bad.exit_code == Exit.CORRUPT and "cut short" in bad.output
+
+
+def test_refused_tamper_and_wrong_keys_are_audited(tmp_path: Path, env: dict[str, str]) -> None:
+    db = tmp_path / "app.db"
+    make_db(db, rows=100)
+    repo = tmp_path / "repo"
+    key, other = tmp_path / "k", tmp_path / "other"
+    run("keys", "generate", "--out", str(key), env=env)
+    run("keys", "generate", "--out", str(other), env=env)
+    backup_id = run_json("backup", "-t", f"sqlite://{db}", "-r", f"file://{repo}",
+                         env={**env, "SAFEHOLD_KEY_FILE": str(key)})["backup_id"]
+    wrong = run("restore", "-r", f"file://{repo}", "-b", "latest", "-t",
+                f"sqlite://{tmp_path}/copy.db", "--yes",
+                env={**env, "SAFEHOLD_KEY_FILE": str(other)}, ok=False)
+    assert wrong.exit_code == Exit.KEY
+    manifest = repo / "app" / backup_id / "manifest.json"
+    manifest.write_bytes(
+        manifest.read_bytes().replace(b'"server_version": "', b'"server_version": "9', 1))
+    tampered = run("restore", "-r", f"file://{repo}", "-b", backup_id, "-t",
+                   f"sqlite://{tmp_path}/copy.db", "--yes",
+                   env={**env, "SAFEHOLD_KEY_FILE": str(key)}, ok=False)
+    assert tampered.exit_code == Exit.CORRUPT
+    last = records(tmp_path / "audit.jsonl")[-2:]
+    assert [(r["action"], r["outcome"]) for r in last] == [("auth.failure", "refused"),
+                                                            ("tamper.refused", "refused")]
+    assert last[0]["what"]["error_class"] and last[0]["what"]["command"] == "restore"
+    in_repo = [json.loads(p.read_text()) for p in sorted((repo / "_audit").glob("0*.json"))]
+    assert [r["action"] for r in in_repo] == ["auth.failure", "tamper.refused"]
+    assert verify(env).exit_code == 0
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from safehold.cli.audit import append_local, event
+from safehold.repository.audit import append_to_repository
+from safehold.storage.base import open_storage
+path, url, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+storage = open_storage(url)
+for i in range(n):
+    body = event("test.concurrent", "success", index=i)
+    append_local(path, body)
+    append_to_repository(storage, body)
+"""
+
+
+@pytest.mark.parametrize("store", ["local", "s3"])
+def test_concurrent_writers_never_fork_the_chain(tmp_path: Path, env: dict[str, str],
+                                                 store: str, request: pytest.FixtureRequest
+                                                 ) -> None:
+    if store == "s3":
+        server: MotoS3 = request.getfixturevalue("s3_server")
+        bucket = request.getfixturevalue("s3_bucket")
+        url = f"s3://{bucket}/repo?endpoint={server.endpoint}"
+        child_env = {**os.environ, **{k: v for k, v in server.env().items()
+                                      if k != "AWS_ENDPOINT_URL"}}
+    else:
+        url = f"file://{tmp_path}/repo"
+        child_env = dict(os.environ)
+    path = tmp_path / "audit.jsonl"
+    writers, each = 4, 10
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), url, str(each)],
+                              env=child_env, stderr=subprocess.PIPE, text=True)
+             for _ in range(writers)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    local = json.loads(verify(env, "--file", str(path), "-o", "json").stdout)
+    assert local["ok"] and local["records"] == writers * each, local
+    stored = json.loads(run("audit", "verify", "-r", url, "-o", "json",
+                            env={**env, **{k: v for k, v in child_env.items()
+                                           if k.startswith("AWS_")}}, ok=False).stdout)
+    assert stored["ok"] and stored["records"] == writers * each, stored
+
+
+def test_operator_jobs_audit_into_the_repository(tmp_path: Path) -> None:
+    """`run-task` (the operator's Jobs): re-wrap, restore and delete reach the repository's
+    audit log, and each result carries the head."""
+    from tests.integration.test_run_task import Runner, key_dir, local_backup
+
+    runner = Runner(tmp_path, {})
+    db, repo = tmp_path / "app.db", tmp_path / "repo"
+    make_db(db, rows=100)
+    keys = key_dir(tmp_path / "keys", "k1")
+    first = local_backup(runner, repo, db, "full", keys)
+    assert first.audit_head is None  # a backup is no audit event
+    key_dir(keys, "k2", active="k2")
+    rotated, _ = runner({"kind": "rewrap", "repository": {"url": repo.as_uri()},
+                         "encryption": {"mode": "keys", "keyDir": str(keys)}})
+    restored, _ = runner({"kind": "restore", "source": "app", "backupId": first.backup_id,
+                          "repository": {"url": repo.as_uri()},
+                          "database": {"engine": "sqlite", "url": f"sqlite://{tmp_path}/o.db"},
+                          "encryption": {"mode": "keys", "keyDir": str(keys)}})
+    second = local_backup(runner, repo, db, "full", keys)
+    deleted, _ = runner({"kind": "delete", "target": "app", "repository": {"url": repo.as_uri()},
+                         "backupIds": [first.backup_id]})
+    stored = [json.loads(p.read_text()) for p in sorted((repo / "_audit").glob("0*.json"))]
+    assert [(r["action"], r["what"].get("backup_id")) for r in stored] == [
+        ("key.rotated", None), ("key.retired", None), ("restore", first.backup_id),
+        ("key.used", first.backup_id), ("delete", first.backup_id)]
+    assert stored[3]["what"]["key_id"] == restored.key_id and second.ok
+    assert rotated.audit_head == {"repository": stored[1]["hash"]}
+    assert restored.audit_head == {"repository": stored[3]["hash"]}
+    assert deleted.audit_head == {"repository": stored[4]["hash"]}
+    env = {"SAFEHOLD_CONFIG": str(tmp_path / "safehold.yaml")}
+    (tmp_path / "safehold.yaml").write_text("{}\n")
+    assert verify(env, "-r", repo.as_uri(), "--head", stored[4]["hash"]).exit_code == 0

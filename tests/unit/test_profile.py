@@ -1,0 +1,158 @@
+"""Per-stage timings: every stage is counted where it runs, and the bounding one is named.
+
+Slow stages are made slow with sleeps (a lower bound on their time), so which stage bounds a
+run is known in advance; no assertion depends on how fast the machine is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pytest
+
+from safehold.api.manifest import Manifest
+from safehold.api.result import PipelineFigures, TaskResult
+from safehold.codecs.compression import parse_codec
+from safehold.codecs.crypto import ChunkCipher
+from safehold.pipeline import stream
+from safehold.pipeline.keys import DataKeys
+from safehold.pipeline.objects import ObjectReader, ObjectWriter
+from safehold.pipeline.profile import BACKUP_STAGES, RESTORE_STAGES, WAITING, Profile
+from safehold.repository.repo import Repository
+from safehold.repository.trust import establish
+from safehold.storage.base import open_storage
+
+CHUNK = 64 * 1024
+PAUSE = 0.05
+
+
+def slow(blocks: Iterable[bytes], pause: float = PAUSE) -> Iterator[bytes]:
+    for block in blocks:
+        time.sleep(pause)
+        yield block
+
+
+class SlowCodec:
+    """lz4 with a pause in every compress and decompress."""
+
+    def __init__(self) -> None:
+        self.inner = parse_codec("lz4")
+        self.spec = self.inner.spec
+
+    def compress(self, data: bytes) -> bytes:
+        time.sleep(PAUSE)
+        return self.inner.compress(data)
+
+    def decompress(self, data: bytes, raw_len: int) -> bytes:
+        time.sleep(PAUSE)
+        return self.inner.decompress(data, raw_len)
+
+
+def data(chunks: int = 4) -> list[bytes]:
+    return [bytes([i]) * CHUNK for i in range(chunks)]
+
+
+def encode_all(blocks: Iterable[bytes], profile: Profile, codec=None, workers: int = 1) -> bytes:
+    stats = stream.StreamStats(profile=profile)
+    cipher = ChunkCipher(b"k" * 32, "obj")
+    return b"".join(stream.encode(blocks, codec or parse_codec("lz4"), cipher, stats,
+                                  chunk_size=CHUNK, workers=workers))
+
+
+def test_every_stage_is_reported_even_when_idle() -> None:
+    assert set(Profile("backup").report().seconds) == {*BACKUP_STAGES, WAITING}
+    assert set(Profile("restore").report().seconds) == {*RESTORE_STAGES, WAITING}
+    assert Profile("backup").report().bottleneck is None
+    with pytest.raises(ValueError, match="backup or restore"):
+        Profile("verify")
+
+
+def test_a_slow_database_is_named_and_one_thread_sums_within_the_wall() -> None:
+    profile = Profile("backup")
+    encode_all(slow(data()), profile)
+    report = profile.report()
+    assert report.seconds["read"] >= 4 * PAUSE
+    assert report.cpu["read"] < report.seconds["read"]  # asleep, not on a CPU
+    assert report.bottleneck == "read"
+    for stage in ("compress", "encrypt", "hash"):
+        assert report.seconds[stage] > 0, stage
+    # one thread does everything: the stages are disjoint slices of the wall time
+    assert sum(report.seconds.values()) <= report.wall_seconds
+    assert report.bottleneck_line().startswith("bottleneck: reading from the database (")
+    assert "cores busy" in report.bottleneck_line() or report.cores_busy is None
+
+
+def test_slow_compression_is_named_and_the_reader_waits_for_the_pool() -> None:
+    profile = Profile("backup")
+    encode_all(data(6), profile, codec=SlowCodec(), workers=2)
+    report = profile.report()
+    assert report.seconds["compress"] >= 6 * PAUSE
+    assert report.bottleneck == "compress"
+    assert report.seconds[WAITING] > 0
+    assert report.bottleneck_line().startswith("bottleneck: compression (")
+
+
+def _repo(tmp_path: Path) -> Repository:
+    return Repository(open_storage(f"file://{tmp_path / 'repo'}"))
+
+
+def test_writer_counts_the_storage_time_apart(tmp_path: Path, monkeypatch) -> None:
+    repo = _repo(tmp_path)
+    real_put = repo.storage.put
+
+    def slow_put(key: str, chunks: Iterable[bytes]) -> int:
+        return real_put(key, slow(chunks))
+
+    monkeypatch.setattr(repo.storage, "put", slow_put)
+    writer = ObjectWriter(repo, "t", "20261126T114217.123456Z", parse_codec("lz4"), None,
+                          chunk_size=CHUNK, workers=1)
+    writer.profile = profile = Profile("backup")
+    writer.put("data", data())
+    report = profile.report()
+    # header + 4 frames, each written after a pause
+    assert report.seconds["write"] >= 5 * PAUSE
+    assert report.bottleneck == "write"
+    assert report.seconds["read"] < report.seconds["write"]
+    assert sum(report.seconds.values()) <= report.wall_seconds
+
+
+def test_reader_counts_the_databases_time_between_blocks(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    establish(repo, "t", None, None, no_encryption=True)
+    backup_id = "20261126T114217.123456Z"
+    writer = ObjectWriter(repo, "t", backup_id, parse_codec("lz4"), None, chunk_size=CHUNK,
+                          workers=1)
+    writer.put("data", data())
+    manifest = Manifest.model_validate({
+        "backup_id": backup_id, "target": "t", "repo_id": repo.ensure_repo_id(),
+        "engine": "sqlite",
+        "type": "full", "chain_id": backup_id, "started_at": "2026-11-26T11:42:17Z",
+        "finished_at": "2026-11-26T11:42:18Z", "compression": "lz4", "encryption": "none",
+        "chunk_size": CHUNK, "objects": [r.model_dump() for r in writer.records],
+        "tools": {},
+    })
+    reader = ObjectReader(repo, DataKeys(repo, []), workers=1)
+    reader.profile = profile = Profile("restore")
+    restored = list(slow(reader.open(manifest, "data")))
+    assert b"".join(restored) == b"".join(data())
+    report = profile.report()
+    assert report.seconds["write"] >= 3 * PAUSE  # the pause after the last block is not seen
+    assert report.bottleneck == "write"
+    assert report.seconds["hash"] > 0 and report.seconds["decompress"] > 0
+    assert sum(report.seconds.values()) <= report.wall_seconds
+    assert report.bottleneck_line().startswith("bottleneck: writing to the database (")
+
+
+def test_the_figures_travel_in_the_result() -> None:
+    profile = Profile("backup")
+    encode_all(data(), profile)
+    figures = PipelineFigures.model_validate(profile.report().as_dict())
+    result = TaskResult(kind="backup", phase="Completed", pipeline=figures)
+    back = TaskResult.from_termination_message(result.to_termination_message())
+    assert back.pipeline is not None
+    assert set(back.pipeline.stage_seconds) == {*BACKUP_STAGES, WAITING}
+    assert set(back.pipeline.stage_cpu_seconds) == {*BACKUP_STAGES, WAITING}
+    assert back.pipeline.bottleneck in BACKUP_STAGES
+    assert back.pipeline.summary and back.pipeline.summary.startswith("bottleneck: ")
