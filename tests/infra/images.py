@@ -35,6 +35,9 @@ RUNNER_INPUTS = ("images/runner/Dockerfile", "pyproject.toml", "README.md", "ope
 OPERATOR_INPUTS = ("images/operator/Dockerfile", "pyproject.toml", "README.md", "operator")
 _SKIP = ("__pycache__", ".egg-info", ".pyc")
 BUILD_TIMEOUT = 1800.0
+# The runner's image name; a name of its own (e.g. runner-mybranch) keeps a run's image away from
+# the cleanup of other processes building runner images on the same machine at the same time.
+RUNNER_NAME = os.environ.get("SAFEHOLD_RUNNER_IMAGE_NAME", "runner")
 
 
 @dataclass(frozen=True)
@@ -113,14 +116,13 @@ def _keep_newest(name: str, keep: int = 2) -> None:
     """Drop all but the ``keep`` most recently used archives of ``name`` and the tags of the
     dropped ones in buildah's storage (the shared layers and the --layers cache stay)."""
     archives = sorted(IMAGE_CACHE.glob(f"{name}-*.oci.tar"), key=lambda p: p.stat().st_mtime)
-    kept = {a.name.removeprefix(f"{name}-").removesuffix(".oci.tar") for a in archives[-keep:]}
+    repo = f"localhost/safehold-test/{name}"
     for old in archives[:-keep]:
         old.unlink(missing_ok=True)
-    repo = f"localhost/safehold-test/{name}"
-    listed = _run(["buildah", "images", "--format", "{{.Name}}:{{.Tag}}"])
-    for ref in listed.split():
-        if ref.startswith(f"{repo}:") and ref.removeprefix(f"{repo}:") not in kept:
-            subprocess.run(["buildah", "rmi", ref], capture_output=True, check=False)
+        # only the tags of dropped archives: an image another process is building or pushing
+        # right now has no archive yet and must not lose its tag under it
+        tag = old.name.removeprefix(f"{name}-").removesuffix(".oci.tar")
+        subprocess.run(["buildah", "rmi", f"{repo}:{tag}"], capture_output=True, check=False)
 
 
 def build_image(
@@ -164,7 +166,7 @@ def build_image(
 def runner_image() -> Image:
     """The runner image from images/runner/Dockerfile on the local Debian base (pg client 15)."""
     return build_image(
-        "runner",
+        RUNNER_NAME,
         REPO / "images" / "runner" / "Dockerfile",
         inputs=RUNNER_INPUTS,
         build_args={"BASE_IMAGE": BASE_IMAGE, "PG_CLIENT": "debian"},

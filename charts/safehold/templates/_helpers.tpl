@@ -67,14 +67,16 @@ handled kinds and patches their metadata (its annotations; the finalizer of a Ba
 deletionPolicy Delete). The operator writes status, never spec, and updates nothing whole.
 */}}
 {{- define "safehold.operatorRules" -}}
-# kopf: watch the four kinds, patch their metadata; kube.get_custom / list_custom.
+# kopf: watch the four kinds, patch their metadata; kube.get_custom / list_custom /
+# patch_custom (retention's deletionPolicy on the Backups it prunes, made by schedules).
 - apiGroups: ["safehold.dev"]
   resources: ["backuptargets", "backupschedules", "backups", "restores"]
   verbs: ["get", "list", "watch", "patch"]
-# kube.ensure_custom: Backups of an adopted repository (and of schedules).
+# kube.ensure_custom: Backups of schedules and of an adopted repository; kube.delete_custom:
+# the Backups retention prunes (kube.patch_custom marks them deletionPolicy Delete first).
 - apiGroups: ["safehold.dev"]
   resources: ["backups"]
-  verbs: ["create"]
+  verbs: ["create", "delete"]
 # kube.patch_status.
 - apiGroups: ["safehold.dev"]
   resources: ["backuptargets/status", "backupschedules/status", "backups/status", "restores/status"]
@@ -96,11 +98,13 @@ deletionPolicy Delete). The operator writes status, never spec, and updates noth
 - apiGroups: [""]
   resources: ["serviceaccounts"]
   verbs: ["get", "create"]
-# kube.ensure_secret: the key Secret of `generateKey: true` — created, never read back.
-# Storage credentials and keys reach the Jobs by reference only.
+# kube.ensure_secret: the key Secret of `generateKey: true` (created, never read back);
+# kube.get_secret_value: a schedule's Slack webhook URL; kube.secret_version: a key Secret's
+# resourceVersion (metadata only), which starts a re-wrap when the keys change. No list or
+# watch: storage credentials and keys reach the Jobs by reference only.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["create"]
+  verbs: ["get", "create"]
 # kube.event and kopf's own events.
 - apiGroups: [""]
   resources: ["events"]

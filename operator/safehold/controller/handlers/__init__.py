@@ -6,6 +6,7 @@ Importing this package registers every handler with kopf's default registry.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from typing import Any
@@ -58,7 +59,20 @@ def cleanup(**_: Any) -> None:
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """In a pod: its ServiceAccount; elsewhere: the file KUBECONFIG names (read at start)."""
     info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs)
-    return info or kopf.login_with_kubeconfig(**kwargs)
+    if info is not None:
+        return in_cluster_server(info, os.environ)
+    return kopf.login_with_kubeconfig(**kwargs)
+
+
+def in_cluster_server(info: kopf.ConnectionInfo, env: Any) -> kopf.ConnectionInfo:
+    """The API server at KUBERNETES_SERVICE_HOST:PORT, as client-go's in-cluster config has it:
+    kopf's default, https://kubernetes.default.svc, needs cluster DNS, which not every cluster
+    (nor a hostNetwork pod) resolves."""
+    host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT", "443")
+    if not host:
+        return info
+    host = f"[{host}]" if ":" in host else host
+    return dataclasses.replace(info, server=f"https://{host}:{port}")
 
 
 # ---------------------------------------------------------------- BackupTarget
