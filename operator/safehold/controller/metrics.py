@@ -61,6 +61,14 @@ VERIFIES = Counter(
 PRUNED = Counter(
     "safehold_retention_pruned_backups", "Backups retention marked for deletion, by schedule.",
     ["namespace", "schedule"])
+SCHEDULE_INTERVAL = Gauge(
+    "safehold_schedule_interval_seconds", "Longest gap between the schedule's coming backup"
+    " slots (the fastest of its crons): an alert compares the age of the target's newest"
+    " backup with it.", ["namespace", "target", "schedule"])
+RETENTION_STUCK = Gauge(
+    "safehold_retention_stuck_backups", "Backups retention pruned whose deletion is refused or"
+    " failing (their Deleting condition is False): retention cannot prune.",
+    ["namespace", "schedule"])
 RESTORES = Counter(
     "safehold_restores", "Restores finished, by source target, kind and result.",
     ["namespace", "target", "type", "result"])

@@ -26,12 +26,13 @@ from safehold.api.backup import Backup, BackupStatus
 from safehold.api.common import ErrorInfo, utcnow
 from safehold.api.restore import Restore, RestoreStatus
 from safehold.api.schedule import BackupSchedule
+from safehold.api.slots import Cron
 from safehold.api.target import BackupTarget
 from safehold.api.trends import DEGRADED, Sample, summarize
 from safehold.controller import metrics, naming, runtime
 from safehold.controller.kube import Kube, Obj
 from safehold.controller.logic.notify import webhooks
-from safehold.controller.logic.schedules import SCHEDULE, SLOT
+from safehold.controller.logic.schedules import PRUNED, SCHEDULE, SLOT
 from safehold.controller.status import patch
 from safehold.notify.slack import FailureReason, Notice, SlackNotifier
 
@@ -340,3 +341,44 @@ def key_problem(kube: Kube, body: Obj, target: BackupTarget, error: ErrorInfo | 
     notice = key_problem_notice(body, target, error, what, already_known)
     if notice is not None:
         notify_target(kube, target, notice)
+
+
+def schedule_interval(sched: BackupSchedule, now: datetime, horizon: int = 8) -> float | None:
+    """The longest gap between consecutive backup slots over the next ``horizon`` slots of each
+    of the schedule's crons, for the fastest cron (a weekday-only cron's weekend counts);
+    None when it has no backup cron or one cannot be read (the schedule reports that itself)."""
+    gaps = []
+    for expression in (sched.spec.full, sched.spec.differential, sched.spec.incremental):
+        if not expression:
+            continue
+        try:
+            cron = Cron.parse(expression, sched.spec.time_zone)
+            t, longest = cron.next_after(now), 0.0
+            for _ in range(horizon):
+                after = cron.next_after(t)
+                longest, t = max(longest, (after - t).total_seconds()), after
+        except (ValueError, KeyError):
+            return None
+        gaps.append(longest)
+    return min(gaps) if gaps else None
+
+
+def stuck_prunes(backups: Sequence[Obj]) -> int:
+    """Backups retention pruned (annotation) whose deletion is refused or failing."""
+    return sum(1 for b in backups
+               if PRUNED in (b["metadata"].get("annotations") or {})
+               and any(c.get("type") == "Deleting" and c.get("status") == "False"
+                       for c in (b.get("status") or {}).get("conditions") or []))
+
+
+def schedule_looked(sched: BackupSchedule, own_backups: Sequence[Obj], now: datetime) -> None:
+    """Gauges of one schedule look: its interval and retention stuck on deletions. Never
+    raises."""
+    ns, name = sched.metadata.namespace or "", sched.metadata.name
+    try:
+        interval = schedule_interval(sched, now)
+        if interval is not None:
+            metrics.SCHEDULE_INTERVAL.labels(ns, sched.spec.target_ref.name, name).set(interval)
+        metrics.RETENTION_STUCK.labels(ns, name).set(stuck_prunes(own_backups))
+    except Exception:
+        log.exception("cannot report the gauges of BackupSchedule %s/%s", ns, name)

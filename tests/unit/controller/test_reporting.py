@@ -117,3 +117,35 @@ def test_a_key_problem_of_a_check_or_rewrap_notifies_once_until_it_changes() -> 
     auth = key.model_copy(update={"error_class": "AuthenticationFailed"})
     assert key_problem_notice(body, target, auth, "the target's check", False) is None
     assert key_problem_notice(body, target, None, "the key re-wrap", False) is None
+
+
+def test_schedule_interval_is_the_longest_coming_gap_of_the_fastest_cron() -> None:
+    from datetime import UTC, datetime
+
+    from safehold.controller.reporting import schedule_interval
+
+    now = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)  # a Wednesday
+
+    def sched(**crons: str) -> BackupSchedule:
+        return BackupSchedule.from_body({"metadata": samples.meta("s"), "spec": {
+            "targetRef": {"name": "orders"}, **crons}})
+
+    # with a daily full, the hourly incremental is the fastest cron
+    assert schedule_interval(sched(full="0 2 * * *", incremental="0 * * * *"), now) == 3600
+    # a weekday-only cron: its weekend is the longest coming gap
+    assert schedule_interval(sched(full="0 2 * * 1-5"), now) == 3 * 86400
+    assert schedule_interval(sched(full="0 2 * * *"), now) == 86400
+    assert schedule_interval(sched(verify="0 5 * * *"), now) is None
+
+
+def test_stuck_prunes_counts_pruned_backups_whose_deletion_is_refused() -> None:
+    from safehold.controller.reporting import stuck_prunes
+
+    def bk(pruned: bool, deleting: str | None) -> dict[str, Any]:
+        return {"metadata": {"annotations": {"safehold.dev/pruned": "keep-last"} if pruned
+                             else {}},
+                "status": {"conditions": [{"type": "Deleting", "status": deleting}]
+                           if deleting else []}}
+
+    assert stuck_prunes([bk(True, "False"), bk(True, "True"), bk(False, "False"),
+                         bk(True, None)]) == 1

@@ -71,6 +71,8 @@ def tick(namespace: str, name: str) -> float:
             log.info("BackupSchedule %s/%s: deleting pruned Backup %s", namespace, name, pruned)
     for event in plan.events:
         kube.event(body, event.reason, event.message, warning=event.warning)
+    reporting.schedule_looked(sched, [b for b in backups if b["metadata"].get("labels", {})
+                                      .get(logic.SCHEDULE) == name], now)  # gauges
     diff = patch(sched.status, status)
     if diff:
         kube.patch_status(PLURAL, namespace, name, diff)
