@@ -4,6 +4,8 @@ plays the kubelet; the API server, Job controller, operator and the Slack stand-
 from __future__ import annotations
 
 import base64
+import os
+import sys
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +26,10 @@ T0 = datetime(2026, 12, 2, 2, 0, tzinfo=UTC)
 def _scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
         text = resp.read().decode()
+    if os.environ.get("SAFEHOLD_TEST_SHOW"):  # the scrape as a user sees it (kopf's runner
+        # holds sys.stdout while the operator runs)
+        print("\n".join(line for line in text.splitlines() if line.startswith("safehold_")),
+              file=sys.__stderr__)
     return {(s.name, frozenset(s.labels.items())): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
 
@@ -173,6 +179,11 @@ def test_scheduled_backups_report_retention_and_schedule_lag(
     # each Backup's Job started after its slot: two lag observations
     assert _value(metrics, "safehold_schedule_lag_seconds_count", namespace=k8s.ns,
                   schedule="orders") == 2
+    # what the per-schedule alerts read: a daily full, and nothing stuck in deletion
+    assert _value(metrics, "safehold_schedule_interval_seconds", namespace=k8s.ns,
+                  target="orders", schedule="orders") == 86400
+    assert _value(metrics, "safehold_retention_stuck_backups", namespace=k8s.ns,
+                  schedule="orders") == 0
 
 
 def test_a_failed_scheduled_verify_is_counted_and_told(
