@@ -8,12 +8,14 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from safehold.cli.errors import Exit
+from safehold.cli.schedule_store import Store
 from tests.integration.cli_helpers import make_db, run, run_json
 
 
@@ -85,6 +87,7 @@ def test_add_list_show_pause_remove(tmp_path: Path, env: dict[str, str]) -> None
     ([], ["needs a cron or a time", "--at TIME"]),
     (["--at", "tomorrow"], ["not an ISO 8601 time", "2026-12-24T18:00"]),
     (["--at", "2026-12-24T18:00", "--full", "@daily"], ["cannot be combined"]),
+    (["--at", "2020-01-01T00:00"], ["is in the past", "safehold backup"]),
 ])
 def test_bad_input_is_refused_with_the_fix(tmp_path: Path, env: dict[str, str],
                                            args: list[str], words: list[str]) -> None:
@@ -188,3 +191,41 @@ def test_the_systemd_unit_verifies(tmp_path: Path) -> None:
                             check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "safehold.service" not in result.stderr, result.stderr  # no warning about it
+
+
+def test_a_claimed_slot_is_never_claimed_again(tmp_path: Path) -> None:
+    """Two daemons on one store (two connections) race for a slot: one claim wins."""
+    path = tmp_path / "s.db"
+    first, second = Store(path), Store(path)
+    slot = datetime(2026, 12, 2, 2, 0, tzinfo=UTC)
+    assert first.claim("nightly", "full", slot, "running") is True
+    assert second.claim("nightly", "full", slot, "running") is False
+    assert second.claim("nightly", "full", slot, "skipped") is False  # the first record stays
+    assert [r["outcome"] for r in first.runs("nightly")] == ["running"]
+    assert first.claim("nightly", "incremental", slot, "covered") is True  # per type
+
+
+def test_a_slot_left_running_by_a_killed_daemon_is_not_rerun(tmp_path: Path,
+                                                             env: dict[str, str]) -> None:
+    add(tmp_path, env, "--full", "0 2 * * *")
+    slot = datetime(2026, 12, 2, 2, 0, tzinfo=UTC)
+    Store(tmp_path / "state" / "schedules.db").claim("nightly", "full", slot, "running")
+    run("daemon", "--once", env=at(env, "2026-12-02T02:00:40+00:00"))
+    assert backups(tmp_path, env) == []
+    assert [(r["slot"], r["outcome"]) for r in records(env)] == [
+        ("2026-12-02T02:00:00+00:00", "running")]
+
+
+def test_a_paused_schedule_records_its_slots_as_skipped(tmp_path: Path,
+                                                        env: dict[str, str]) -> None:
+    add(tmp_path, env, "--full", "0 2 * * *")
+    run("schedule", "pause", "nightly", env=env)
+    run("daemon", "--once", env=at(env, "2026-12-02T02:00:10+00:00"))
+    assert backups(tmp_path, env) == []
+    run("schedule", "resume", "nightly", env=env)
+    run("daemon", "--once", env=at(env, "2026-12-02T02:01:00+00:00"))  # the slot stays skipped
+    assert backups(tmp_path, env) == []
+    run("daemon", "--once", env=at(env, "2026-12-03T02:00:10+00:00"))
+    assert len(backups(tmp_path, env)) == 1
+    assert [(r["slot"][:10], r["outcome"]) for r in records(env)] == [
+        ("2026-12-03", "success"), ("2026-12-02", "skipped")]

@@ -111,6 +111,9 @@ def add(name: str, target: str, repo: str, full: str | None, differential: str |
             raise UsageError(f"--at {at!r} is not an ISO 8601 time",
                              hint="e.g. --at 2026-12-24T18:00 or 2026-12-24T18:00+01:00") from None
         when = (when if when.tzinfo else when.replace(tzinfo=tz)).astimezone(UTC)
+        if when <= now():
+            raise UsageError(f"--at {at} is in the past ({when.isoformat()} UTC)",
+                             hint="give a future time, or run it now: `safehold backup`")
         crons = {at_type: ""}
     if not crons:
         raise UsageError("a schedule needs a cron or a time",
@@ -229,10 +232,8 @@ def decide(st: Store, s: Schedule, t: datetime, grace: timedelta
             continue
         d = slots.due(slots.Cron.parse(expression, s.time_zone), t, last, s.created_at,
                       deadline)
-        if d.slot is not None and (d.action == "skip" or s.paused):
-            out.append((kind, d.slot, "skip", d.passed_over))
-        elif d.slot is not None:
-            out.append((kind, d.slot, "run", d.passed_over))
+        if d.slot is not None:
+            out.append((kind, d.slot, "skip" if d.action == "skip" else "run", d.passed_over))
     if s.paused:
         out = [(k, slot, "skip", n) for k, slot, _, n in out]
     return out
@@ -276,7 +277,17 @@ def run_backup(ctx: click.Context, s: Schedule, kind: str, lock_wait: float) -> 
     args += ["backup", "-t", s.target, "-r", s.repo, "--type", kind,
              "--lock-wait", f"{lock_wait:g}"]
     sys.stdout.flush()
-    return subprocess.run(args, check=False).returncode
+    proc = subprocess.Popen(args)
+    try:
+        return proc.wait()
+    except BaseException:  # SIGTERM (Terminated) or Ctrl-C: let the backup stop cleanly
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
 
 
 @click.command()
