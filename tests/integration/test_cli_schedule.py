@@ -4,10 +4,13 @@ and a local repository; the clock is pinned with SAFEHOLD_NOW (test-only)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -229,3 +232,26 @@ def test_a_paused_schedule_records_its_slots_as_skipped(tmp_path: Path,
     assert len(backups(tmp_path, env)) == 1
     assert [(r["slot"][:10], r["outcome"]) for r in records(env)] == [
         ("2026-12-03", "success"), ("2026-12-02", "skipped")]
+
+
+def test_the_daemon_loop_runs_a_slot_once_and_stops_on_sigterm(tmp_path: Path,
+                                                                env: dict[str, str]) -> None:
+    """The real loop (no --once) in a child process, as systemd runs it: the slot runs once,
+    SIGTERM ends it with 143 (the unit's SuccessExitStatus), a restart does not run it again."""
+    add(tmp_path, env, "--full", "0 2 * * *")
+    child_env = {**os.environ, **at(env, "2026-12-02T02:00:30+00:00")}
+    proc = subprocess.Popen([sys.executable, "-m", "safehold.cli", "daemon", "--interval", "1s"],
+                            env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    store = Store(tmp_path / "state" / "schedules.db")
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and not any(
+                r["outcome"] == "success" for r in store.runs("nightly")):
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 143, out
+    assert [r["outcome"] for r in store.runs("nightly")] == ["success"], out
+    run("daemon", "--once", env=at(env, "2026-12-02T02:00:50+00:00"))
+    assert len(backups(tmp_path, env)) == 1
