@@ -137,7 +137,7 @@ def list_(store: Path | None, output: str) -> None:
     text = "\n".join(
         f"{r['name']}\t{r['target']}\t{' '.join(f'{k}={v}' for k, v in r['crons'].items())}"  # type: ignore[attr-defined]
         f"{' at ' + str(r['at']) if r['at'] else ''}\t{r['time_zone']}\tmissed={r['missed']}"
-        f"\t{'paused' if r['paused'] else 'next ' + str(r['next'])}" for r in rows)
+        f"\t{'paused' if r['paused'] else 'next ' + str(r['next'] or '-')}" for r in rows)
     emit(output, rows, text or "no schedules")
 
 
