@@ -43,7 +43,7 @@ def run(work: Path, rounds: int = 7) -> None:
         cases["pg_dump --version (C floor)"] = [pg_dump, "--version"]
     walls: dict[str, list[float]] = {name: [] for name in cases}
     cpus: dict[str, list[float]] = {name: [] for name in cases}
-    for name, argv in cases.items():  # one warm-up each: page cache, .pyc files
+    for argv in cases.values():  # one warm-up each: page cache, .pyc files
         _run(argv)
     for _ in range(rounds):
         for name, argv in cases.items():

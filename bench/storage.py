@@ -4,8 +4,8 @@
 our backend's streaming ``put`` (parts, parallelism, retries, resume bookkeeping) and through the
 cloud's own SDK upload helper, in the same run, and prints both with their ratio. First, S3
 alone beside boto3's ``upload_fileobj`` with the same part size and threads, alternating rounds
-(medians, min-max) and the CPU used by the client and by the emulator process during each. Emulators on
-loopback measure our overhead over the SDK, not the network. Numbers are printed, never
+(medians, min-max) and the CPU used by the client and by the emulator process during each.
+Emulators on loopback measure our overhead over the SDK, not the network. Numbers are printed, never
 asserted (DESIGN.md section 8).
 
 Backends register in :data:`BACKENDS`: name -> :class:`Backend` (how to start the emulator, the
