@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -202,15 +203,21 @@ def s3_versus_upload_fileobj(work: Path, data: bytes, rounds: int = 3) -> None:
                                 max_concurrency=DEFAULT_CONCURRENCY)
         client.upload_fileobj(io.BytesIO(data[: 32 * MiB]), bucket, "warmup", Config=config)
         ours, sdk = _Runs([], [], []), _Runs([], [], [])
-        for i in range(rounds):  # a fresh key every round: the same key again would resume
-            _measured(ours, store.pid, lambda k=f"ours/{i}": storage.put(k, _blocks(data)))
-            _measured(sdk, store.pid, lambda k=f"sdk/{i}": client.upload_fileobj(
-                io.BytesIO(data), bucket, k, Config=config))
-            store.reset()  # moto keeps objects in memory: do not let the emulator grow
-            store.client().create_bucket(Bucket=bucket)
+        def put_ours(key: str) -> None:
+            storage.put(key, _blocks(data))
+
+        def put_sdk(key: str) -> None:
+            client.upload_fileobj(io.BytesIO(data), bucket, key, Config=config)
+
+        runs: list[tuple[_Runs, Callable[[str], None]]] = [(ours, put_ours), (sdk, put_sdk)]
+        for i in range(rounds):  # A B, B A, A B, …: neither always meets the emulator first
+            for n, (into, upload) in enumerate(runs if i % 2 == 0 else runs[::-1]):
+                store.reset()  # moto keeps objects in memory: each upload meets an empty one
+                client.create_bucket(Bucket=bucket)
+                _measured(into, store.pid, partial(upload, f"o-{i}-{n}"))
     mb = len(data) / 1e6
     setup = (f"{DEFAULT_PART_SIZE // MiB} MiB parts, {DEFAULT_CONCURRENCY} threads,"
-             f" median (min-max) of {rounds} alternating runs")
+             f" median (min-max) of {rounds} alternating runs, order swapped each round")
     print(f"\n## S3 upload vs boto3 upload_fileobj ({len(data) // MiB} MiB incompressible,"
           f" moto on loopback; {setup})")
     print(ours.line("safehold S3Storage.put", mb))
