@@ -14,6 +14,7 @@ exactly the new stream. (With SSE-KMS, ETags are not MD5s: nothing matches, ever
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -83,9 +84,12 @@ class MultipartUpload:
             etag = f'"{md5_of(data).hex()}"'
             if old.etag == etag:
                 return etag, False
+        # A file object, not the bytes: botocore sends a bytes Body ~1.5x slower (measured
+        # against moto: 3.4 s vs 2.3 s for 128 MiB; boto3's upload_fileobj passes file chunks).
+        # A fresh one per attempt, so a retry sends the part from its start.
         response = self.call(
             lambda: self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=upload_id,
-                                            PartNumber=number, Body=data),
+                                            PartNumber=number, Body=io.BytesIO(data)),
             f"upload part {number} of")
         return str(response["ETag"]), True
 
