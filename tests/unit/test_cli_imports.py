@@ -2,8 +2,8 @@
 
 A regression guard, not a timing test: ``import safehold.cli.main`` in a fresh interpreter must
 not import a database driver, a cloud SDK, kubernetes, rich or slack_sdk, nor may a SQLite backup;
-the modules that need
-them import them when they run. ``make bench --only startup`` prints what start-up costs.
+the modules that need them import them when they run.
+``make bench BENCH_ARGS="--only startup"`` prints what start-up costs.
 """
 
 from __future__ import annotations
