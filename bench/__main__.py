@@ -181,7 +181,7 @@ def peak_rss(sizes: list[int], work: Path) -> None:
         out.unlink(missing_ok=True)
 
 
-SECTIONS = ("pipeline", "rss", "storage", "postgres", "mysql", "operator")
+SECTIONS = ("startup", "pipeline", "rss", "storage", "postgres", "mysql", "operator")
 
 
 def main() -> None:
@@ -201,6 +201,10 @@ def main() -> None:
         parser.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     work = args.work.resolve()
     work.mkdir(exist_ok=True)
+    if "startup" in only:
+        from bench import startup
+
+        startup.run(work)
     if "pipeline" in only:
         throughput(args.corpus_mb)
     if "rss" in only:

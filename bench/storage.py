@@ -2,8 +2,10 @@
 
 ``run(work, size_mb)`` starts each emulator, uploads ``size_mb`` of incompressible bytes through
 our backend's streaming ``put`` (parts, parallelism, retries, resume bookkeeping) and through the
-cloud's own SDK upload helper, in the same run, and prints both with their ratio. Emulators on
-loopback measure our overhead over the SDK, not the network. Numbers are printed, never
+cloud's own SDK upload helper, in the same run, and prints both with their ratio. First, S3
+alone beside boto3's ``upload_fileobj`` with the same part size and threads, alternating rounds
+(medians, min-max) and the CPU used by the client and by the emulator process during each.
+Emulators on loopback measure our overhead over the SDK, not the network. Numbers are printed, never
 asserted (DESIGN.md section 8).
 
 Backends register in :data:`BACKENDS`: name -> :class:`Backend` (how to start the emulator, the
@@ -18,10 +20,12 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -149,8 +153,82 @@ def _compare(name: str, backend: Backend, work: Path, data: bytes) -> None:
     print(f"{name:<8} {mb / ours:>14.1f} {mb / sdk:>10.1f} {sdk / ours:>7.2f}")
 
 
+def _cpu_of(pid: int | None) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far (psutil, else /proc)."""
+    if pid is None:
+        return float("nan")
+    try:
+        import psutil
+
+        times = psutil.Process(pid).cpu_times()
+        return float(times.user + times.system)
+    except ImportError:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class _Runs:
+    walls: list[float]
+    own_cpu: list[float]  # this process (our upload or boto3's)
+    emulator_cpu: list[float]  # moto_server during the run
+
+    def line(self, name: str, mb: float) -> str:
+        med = statistics.median(self.walls)
+        return (f"{name:<44} {mb / med:>7.1f} MB/s  {med:>6.2f} s ({min(self.walls):.2f}-"
+                f"{max(self.walls):.2f})  cpu: client {statistics.median(self.own_cpu):.2f} s,"
+                f" emulator {statistics.median(self.emulator_cpu):.2f} s")
+
+
+def _measured(runs: _Runs, pid: int | None, fn: Callable[[], object]) -> None:
+    emulator, own = _cpu_of(pid), time.process_time()
+    runs.walls.append(_timed(fn))
+    runs.own_cpu.append(time.process_time() - own)
+    runs.emulator_cpu.append(_cpu_of(pid) - emulator)
+
+
+def s3_versus_upload_fileobj(work: Path, data: bytes, rounds: int = 3) -> None:
+    """Our S3 put beside boto3's ``upload_fileobj`` of the same bytes, same part size and
+    threads, same moto emulator: alternating rounds, medians with min-max, and the CPU that the
+    client process and the emulator process each used (the emulator shares the 2 cores)."""
+    from boto3.s3.transfer import TransferConfig
+
+    from safehold.storage.s3 import DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE
+
+    with _moto(work) as store:
+        bucket = _s3_bucket(store)
+        storage = open_storage(f"s3://{bucket}/bench?endpoint={store.endpoint}")
+        client = store.client()
+        config = TransferConfig(multipart_chunksize=DEFAULT_PART_SIZE,
+                                max_concurrency=DEFAULT_CONCURRENCY)
+        client.upload_fileobj(io.BytesIO(data[: 32 * MiB]), bucket, "warmup", Config=config)
+        ours, sdk = _Runs([], [], []), _Runs([], [], [])
+        def put_ours(key: str) -> None:
+            storage.put(key, _blocks(data))
+
+        def put_sdk(key: str) -> None:
+            client.upload_fileobj(io.BytesIO(data), bucket, key, Config=config)
+
+        runs: list[tuple[_Runs, Callable[[str], None]]] = [(ours, put_ours), (sdk, put_sdk)]
+        for i in range(rounds):  # A B, B A, A B, …: neither always meets the emulator first
+            for n, (into, upload) in enumerate(runs if i % 2 == 0 else runs[::-1]):
+                store.reset()  # moto keeps objects in memory: each upload meets an empty one
+                client.create_bucket(Bucket=bucket)
+                _measured(into, store.pid, partial(upload, f"o-{i}-{n}"))
+    mb = len(data) / 1e6
+    setup = (f"{DEFAULT_PART_SIZE // MiB} MiB parts, {DEFAULT_CONCURRENCY} threads,"
+             f" median (min-max) of {rounds} alternating runs, order swapped each round")
+    print(f"\n## S3 upload vs boto3 upload_fileobj ({len(data) // MiB} MiB incompressible,"
+          f" moto on loopback; {setup})")
+    print(ours.line("safehold S3Storage.put", mb))
+    print(sdk.line("boto3 upload_fileobj", mb))
+    print(f"ratio safehold/upload_fileobj (wall, < 1.0: ours faster):"
+          f" {statistics.median(ours.walls) / statistics.median(sdk.walls):.2f}")
+
+
 def run(work: Path, size_mb: int = 256) -> None:
     data = os.urandom(size_mb * MiB)
+    s3_versus_upload_fileobj(work, data)
     print(f"storage upload, {size_mb} MiB incompressible, emulators on loopback")
     print(f"{'backend':<8} {'safehold MB/s':>14} {'SDK MB/s':>10} {'ratio':>7}")
     for name, backend in BACKENDS.items():

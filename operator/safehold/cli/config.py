@@ -43,7 +43,7 @@ ENV_NESTING = "__"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class TargetConfig(_Section):

@@ -21,17 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from slack_sdk.http_retry.builtin_handlers import (
-    ConnectionErrorRetryHandler,
-    RateLimitErrorRetryHandler,
-    ServerErrorRetryHandler,
-)
-from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
-from slack_sdk.http_retry.request import HttpRequest
-from slack_sdk.http_retry.response import HttpResponse
-from slack_sdk.http_retry.state import RetryState
-from slack_sdk.webhook import WebhookClient
-
 from safehold.api.backup import human_bytes
 from safehold.api.errors import UsageError
 from safehold.api.result import TaskResult
@@ -209,6 +198,11 @@ class SlackNotifier:
                  timeout: float = 10.0, backoff: float = 0.5,
                  on_failure: Callable[[FailureReason, str, Sequence[Notice]], None] | None = None,
                  on_delivered: Callable[[Sequence[Notice]], None] | None = None) -> None:
+        # slack_sdk is imported here, not at the top: the CLI starts without it (~0.1 s)
+        from slack_sdk.webhook import WebhookClient
+
+        from safehold.notify.slack_retry import retry_handlers
+
         self._client = WebhookClient(check_url(url), timeout=int(max(1, timeout)),
                                      retry_handlers=retry_handlers(retries, backoff))
         self._window = window
@@ -272,33 +266,3 @@ def _call(hook: Callable[..., None] | None, *args: Any) -> None:
         hook(*args)
     except Exception:
         log.exception("notification hook %r raised", hook)
-
-
-MAX_RETRY_AFTER = 60.0  # a longer Retry-After is reported (rate_limited), not slept through
-
-
-class _RateLimitHandler(RateLimitErrorRetryHandler):
-    """slack_sdk's 429 handler (waits Retry-After), except that a wait longer than
-    MAX_RETRY_AFTER gives up at once instead of holding the sender for that long."""
-
-    def _can_retry(self, *, state: RetryState, request: HttpRequest,
-                   response: HttpResponse | None = None, error: Exception | None = None) -> bool:
-        if not super()._can_retry(state=state, request=request, response=response, error=error):
-            return False
-        assert response is not None
-        value: str | list[str] = next(
-            (v for k, v in response.headers.items() if k.lower() == "retry-after"), "1")
-        try:
-            return float(value[0] if isinstance(value, list) else value) <= MAX_RETRY_AFTER
-        except (ValueError, IndexError):
-            return True  # slack_sdk's own handler then waits about a second
-
-
-def retry_handlers(retries: int, backoff: float) -> list[Any]:
-    """slack_sdk's handlers: 429 waits Retry-After; 5xx and connection errors back off."""
-    interval = BackoffRetryIntervalCalculator(backoff_factor=backoff)
-    return [
-        _RateLimitHandler(max_retry_count=retries),
-        ServerErrorRetryHandler(max_retry_count=retries, interval_calculator=interval),
-        ConnectionErrorRetryHandler(max_retry_count=retries, interval_calculator=interval),
-    ]

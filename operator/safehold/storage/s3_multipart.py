@@ -14,6 +14,7 @@ exactly the new stream. (With SSE-KMS, ETags are not MD5s: nothing matches, ever
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -77,12 +78,18 @@ class MultipartUpload:
                 f"{self.where} needs more than {MAX_PARTS} parts of up to"
                 f" {part_size_for(self.part_size, MAX_PARTS) // MiB} MiB; raise ?part_size= in"
                 " the repository URL")
-        etag = f'"{md5_of(data).hex()}"'
-        if stored.get(number) == _Stored(len(data), etag):
-            return etag, False
+        # The MD5 is only needed to compare with a part an interrupted put stored: a fresh
+        # upload skips it (it was ~half of our client CPU beside boto3's upload_fileobj).
+        if (old := stored.get(number)) is not None and old.size == len(data):
+            etag = f'"{md5_of(data).hex()}"'
+            if old.etag == etag:
+                return etag, False
+        # A file object, not the bytes: botocore sends a bytes Body ~1.5x slower (measured
+        # against moto: 3.4 s vs 2.3 s for 128 MiB; boto3's upload_fileobj passes file chunks).
+        # A fresh one per attempt, so a retry sends the part from its start.
         response = self.call(
             lambda: self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=upload_id,
-                                            PartNumber=number, Body=data),
+                                            PartNumber=number, Body=io.BytesIO(data)),
             f"upload part {number} of")
         return str(response["ETag"]), True
 
