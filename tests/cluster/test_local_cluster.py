@@ -1,0 +1,96 @@
+"""``scripts/cluster`` (``make cluster``): ``up`` leaves a running node with the chart's operator
+behind it, ``exec`` reaches it from inside its network namespace, ``down`` removes everything.
+
+Runs under its own name (``SAFEHOLD_CLUSTER``) so a developer's own cluster is never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.infra import images
+from tests.infra.netns import NODE_IP
+from tests.infra.node import missing_binaries
+from tests.infra.procs import CACHE, REPO, ServerError, unavailable
+
+SCRIPT = REPO / "scripts" / "cluster"
+
+
+def run(name: str, *argv: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SAFEHOLD_CLUSTER": name}
+    return subprocess.run([str(SCRIPT), *argv], capture_output=True, text=True, env=env,
+                          timeout=timeout, check=False)
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+@pytest.fixture
+def name() -> Iterator[str]:
+    name = f"safehold-cluster-t{os.getpid()}"
+    yield name
+    run(name, "down", timeout=300)  # whatever the test left
+
+
+def test_exec_without_up_says_what_to_do() -> None:
+    res = run("safehold-cluster-never-up", "exec", "--", "true", timeout=60)
+    assert res.returncode == 1, res
+    assert "is not up: run `scripts/cluster up` first" in res.stderr
+
+
+def test_up_exec_down(name: str) -> None:
+    missing = missing_binaries() + ([] if (CACHE / "bin" / "helm").exists() else ["helm"])
+    if missing or os.geteuid() != 0:
+        unavailable("local cluster", f"missing {missing} or not root")
+    try:  # built here (in the machine's namespace when the session is in the test one)
+        images.runner_image()
+        images.operator_image()
+    except ServerError as exc:
+        unavailable("images", str(exc))
+    state = CACHE / "cluster" / name
+
+    res = run(name, "up")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "scripts/cluster exec -- kubectl get pods -A" in res.stdout
+    # the supervisor outlived `up`; the node's processes are recorded
+    supervisor = int((state / "supervisor.pid").read_text())
+    pids = [supervisor, *json.loads((state / "pids.json").read_text()).values()]
+    assert all(alive(p) for p in pids), pids
+
+    pods = run(name, "exec", "--", "kubectl", "get", "pods", "-A", "--no-headers", timeout=120)
+    assert pods.returncode == 0, pods.stderr
+    operator = [ln.split() for ln in pods.stdout.splitlines()
+                if ln.startswith("safehold-system ") and " safehold-" in ln]
+    assert operator and operator[0][3] == "Running", pods.stdout
+
+    env = run(name, "exec", "--", "sh", "-c", 'echo "$SAFEHOLD_HOST_IP"; ip -o -4 addr show',
+              timeout=60)
+    host_ip, *addrs = env.stdout.splitlines()
+    assert host_ip == NODE_IP
+    assert any(f"inet {NODE_IP}/" in a for a in addrs), env.stdout  # inside the namespace
+
+    again = run(name, "up", timeout=120)
+    assert again.returncode == 1 and "already up" in again.stderr, again
+
+    status = run(name, "status", timeout=120)
+    assert status.returncode == 0 and "is up" in status.stdout, status
+
+    down = run(name, "down", timeout=300)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not (Path("/run/netns") / name).exists()
+    assert not state.exists()
+    assert not [p for p in pids if alive(p)], "processes outlived `down`"
+    assert str(state) not in Path("/proc/self/mountinfo").read_text()
+    gone = run(name, "status", timeout=60)
+    assert gone.returncode == 1 and "is down" in gone.stdout
