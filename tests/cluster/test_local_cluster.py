@@ -80,6 +80,9 @@ def test_up_exec_down(name: str) -> None:
     assert host_ip == NODE_IP
     assert any(f"inet {NODE_IP}/" in a for a in addrs), env.stdout  # inside the namespace
 
+    failed = run(name, "exec", "--", "sh", "-c", "exit 7", timeout=60)
+    assert failed.returncode == 7, failed  # the command's own exit code
+
     again = run(name, "up", timeout=120)
     assert again.returncode == 1 and "already up" in again.stderr, again
 
@@ -94,3 +97,23 @@ def test_up_exec_down(name: str) -> None:
     assert str(state) not in Path("/proc/self/mountinfo").read_text()
     gone = run(name, "status", timeout=60)
     assert gone.returncode == 1 and "is down" in gone.stdout
+
+
+def test_up_refuses_leftovers_and_down_removes_them(name: str) -> None:
+    """A cluster killed hard leaves its namespace and state: `up` names them and the fix,
+    `down` removes them."""
+    if os.geteuid() != 0 or missing_binaries():
+        unavailable("local cluster", "not root, or `make infra` not run")
+    state = CACHE / "cluster" / name
+    state.mkdir(parents=True)
+    (state / "supervisor.pid").write_text("999999999\n")  # no such process
+    subprocess.run(["ip", "netns", "add", name], check=True)
+
+    res = run(name, "up", timeout=120)
+    assert res.returncode == 1, res
+    assert "leftovers of an earlier" in res.stderr and "scripts/cluster down" in res.stderr
+    assert "building" not in res.stdout  # refused before doing anything
+
+    down = run(name, "down", timeout=120)
+    assert down.returncode == 0, down
+    assert not (Path("/run/netns") / name).exists() and not state.exists()
