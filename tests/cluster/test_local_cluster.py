@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,3 +118,25 @@ def test_up_refuses_leftovers_and_down_removes_them(name: str) -> None:
     down = run(name, "down", timeout=120)
     assert down.returncode == 0, down
     assert not (Path("/run/netns") / name).exists() and not state.exists()
+
+
+def test_down_after_the_supervisor_was_killed(name: str) -> None:
+    """SIGKILL leaves the node's processes, containers, mounts and cgroups: `down` removes them."""
+    missing = missing_binaries() + ([] if (CACHE / "bin" / "helm").exists() else ["helm"])
+    if missing or os.geteuid() != 0:
+        unavailable("local cluster", f"missing {missing} or not root")
+    state = CACHE / "cluster" / name
+    res = run(name, "up")
+    assert res.returncode == 0, res.stdout + res.stderr
+    supervisor = int((state / "supervisor.pid").read_text())
+    pids = list(json.loads((state / "pids.json").read_text()).values())
+    cgroup = (state / "cgroup-root").read_text().strip().lstrip("/")
+    os.kill(supervisor, signal.SIGKILL)
+    assert all(alive(p) for p in pids), "the node went down with its supervisor"
+
+    down = run(name, "down", timeout=300)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not [p for p in pids if alive(p)], "processes outlived `down`"
+    assert not (Path("/run/netns") / name).exists() and not state.exists()
+    assert str(state) not in Path("/proc/self/mountinfo").read_text()
+    assert not list(Path("/sys/fs/cgroup").glob(f"*/{cgroup}")), "cgroups left"

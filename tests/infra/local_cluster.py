@@ -125,6 +125,7 @@ def _supervise(runner_archive: str, runner_ref: str, operator_archive: str,
         node.start()
         pids = {name: s.proc.pid for name, s in node._servers.items()}
         (STATE / "pids.json").write_text(json.dumps(pids | node.control_plane.pids))
+        (STATE / "cgroup-root").write_text(node.cgroup_root)
         node.import_image(Image(runner_ref, Path(runner_archive)))
         node.import_image(Image(operator_ref, Path(operator_archive)))
         shutil.copy(node.kubeconfig, STATE / "kubeconfig")
@@ -223,6 +224,19 @@ def _down(*, quiet: bool = False) -> None:
         for p in json.loads(pids.read_text()).values():
             if isinstance(p, int) and _alive(p):
                 stop_pid(p, timeout=10)
+    tasks = STATE / "node" / "containerd" / "state" / "io.containerd.runtime.v2.task"
+    for pidfile in [*tasks.glob("*/*/init.pid"), *tasks.glob("*/*/shim.pid")]:
+        with contextlib.suppress(ValueError, OSError):
+            os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)  # containers, shims
+    if (STATE / "cgroup-root").exists():
+        from tests.infra.node import _cgroup_hierarchies
+
+        root = (STATE / "cgroup-root").read_text().strip().lstrip("/")
+        for top in (h / root for h in _cgroup_hierarchies() if root):
+            dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
+            for d in [*dirs, top]:
+                with contextlib.suppress(OSError):
+                    d.rmdir()
     if STATE.exists():
         with open("/proc/self/mountinfo") as f:
             points = [ln.split()[4] for ln in f if ln.split()[4].startswith(f"{STATE}/")]
