@@ -37,6 +37,19 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
+def using(state: Path) -> list[str]:
+    """Live processes whose command line names ``state`` (containerd shims do)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if f"{state}/".encode() in cmdline and alive(int(proc.name)):
+            found.append(cmdline.decode(errors="replace"))
+    return found
+
+
 @pytest.fixture
 def name() -> Iterator[str]:
     name = f"safehold-cluster-t{os.getpid()}"
@@ -95,6 +108,7 @@ def test_up_exec_down(name: str) -> None:
     assert not (Path("/run/netns") / name).exists()
     assert not state.exists()
     assert not [p for p in pids if alive(p)], "processes outlived `down`"
+    assert not using(state), "processes (containerd shims?) outlived `down`"
     assert str(state) not in Path("/proc/self/mountinfo").read_text()
     gone = run(name, "status", timeout=60)
     assert gone.returncode == 1 and "is down" in gone.stdout
@@ -137,6 +151,7 @@ def test_down_after_the_supervisor_was_killed(name: str) -> None:
     down = run(name, "down", timeout=300)
     assert down.returncode == 0, down.stdout + down.stderr
     assert not [p for p in pids if alive(p)], "processes outlived `down`"
+    assert not using(state), "processes (containerd shims?) outlived `down`"
     assert not (Path("/run/netns") / name).exists() and not state.exists()
     assert str(state) not in Path("/proc/self/mountinfo").read_text()
     assert not list(Path("/sys/fs/cgroup").glob(f"*/{cgroup}")), "cgroups left"

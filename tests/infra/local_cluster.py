@@ -68,6 +68,18 @@ def _supervisor_pid() -> int | None:
     return None
 
 
+def _using_state() -> list[int]:
+    """Processes whose command line names this cluster's state directory."""
+    marker = f"{STATE}/".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if marker in (proc / "cmdline").read_bytes():
+                    found.append(int(proc.name))
+    return found
+
+
 def _preflight() -> None:
     from tests.infra.node import missing_binaries
 
@@ -228,6 +240,9 @@ def _down(*, quiet: bool = False) -> None:
     for pidfile in [*tasks.glob("*/*/init.pid"), *tasks.glob("*/*/shim.pid")]:
         with contextlib.suppress(ValueError, OSError):
             os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)  # containers, shims
+    for pid in _using_state():  # shims whose pid file is gone: they name the state dir
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
     if (STATE / "cgroup-root").exists():
         from tests.infra.node import _cgroup_hierarchies
 
