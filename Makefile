@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install infra test test-fast lint bench clean crds argocd
+.PHONY: install infra test test-fast lint bench clean crds argocd cluster cluster-down
 
 install: $(STAMP)
 
@@ -45,6 +45,14 @@ argocd: install
 
 bench: install infra
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# A local single-node cluster with the chart installed (root; stays up until cluster-down).
+# Use it with `scripts/cluster exec -- kubectl get pods -A`.
+cluster: install infra
+	scripts/cluster up
+
+cluster-down:
+	scripts/cluster down
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
