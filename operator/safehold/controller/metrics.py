@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics, start_http_server
 
@@ -85,24 +86,29 @@ NOTIFICATION_FAILURES = Counter(
 # no *_created series: they would double every counter for no use here
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
-_served: int | None = None
+_served: tuple[int, Any] | None = None  # (port, server)
 _lock = threading.Lock()
 
 
 def serve(port: int) -> None:
-    """Serve /metrics on ``port`` (0: not at all). Once per process; a second call with the same
-    port (an operator restarted in-process, as the tests do) is a no-op."""
+    """Serve /metrics on ``port`` (0: not at all). Once per process: a second call with the same
+    port (an operator restarted in-process, as the tests do) is a no-op; with another port the
+    old server stops and the new one starts (the counters live on, in the process)."""
     global _served
     if port == 0:
         log.info("metrics disabled (SAFEHOLD_METRICS_PORT=0)")
         return
     with _lock:
         if _served is not None:
-            if _served != port:
-                log.warning("metrics already served on port %d; not also on %d", _served, port)
-            return
-        start_http_server(port)
-        _served = port
+            if _served[0] == port:
+                return
+            old = _served[1]
+            old.shutdown()
+            old.server_close()
+            log.info("metrics moved from port %d to %d", _served[0], port)
+            _served = None
+        server, _thread = start_http_server(port)
+        _served = (port, server)
     log.info("Prometheus metrics on :%d/metrics", port)
 
 

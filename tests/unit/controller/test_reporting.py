@@ -92,7 +92,7 @@ def test_start_applies_the_log_level_and_port_zero_serves_nothing() -> None:
         reporting.start("ERROR", 0)
         assert (root.level, ours.level) == (logging.ERROR, logging.ERROR)
         assert not ours.isEnabledFor(logging.WARNING)
-        assert metrics._served is None or metrics._served != 0
+        assert metrics._served is None or metrics._served[0] != 0
     finally:
         root.setLevel(before[0])
         ours.setLevel(before[1])
@@ -149,3 +149,32 @@ def test_stuck_prunes_counts_pruned_backups_whose_deletion_is_refused() -> None:
 
     assert stuck_prunes([bk(True, "False"), bk(True, "True"), bk(False, "False"),
                          bk(True, None)]) == 1
+
+
+def test_metrics_move_to_a_new_port_when_restarted_in_process() -> None:
+    """An in-process restart with another port (the test sessions do it) serves there, and the
+    old port is closed; the same port again is a no-op."""
+    import urllib.error
+    import urllib.request
+
+    from safehold.controller import metrics
+    from tests.infra.procs import free_port
+
+    def scrape(port: int) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+
+    first, second = free_port(), free_port()
+    try:
+        metrics.serve(first)
+        assert "safehold_" in scrape(first)
+        metrics.serve(first)  # no-op
+        metrics.serve(second)
+        assert "safehold_" in scrape(second)
+        with pytest.raises(urllib.error.URLError):
+            scrape(first)
+    finally:
+        if metrics._served is not None:
+            metrics._served[1].shutdown()
+            metrics._served[1].server_close()
+            metrics._served = None
