@@ -116,3 +116,6 @@ def setup_logging(level: str, fmt: str, *, file: Path | None = None,
             old.close()
     root.handlers[:] = handlers
     root.setLevel(level.upper())
+    # the CLI's level rules its process: a level left on the package logger by other code in it
+    # (the operator's reporting.start, run in-process by the tests) must not override it
+    logging.getLogger("safehold").setLevel(logging.NOTSET)
