@@ -27,6 +27,7 @@ from safehold.api.errors import UsageError
 from safehold.cli import common
 from safehold.cli.locking import parse_wait
 from safehold.cli.schedule_store import POLICIES, Schedule, Store, default_path
+from safehold.engines import childenv
 
 log = logging.getLogger("safehold.schedule")
 NOW_ENV = "SAFEHOLD_NOW"  # test-only: the daemon's clock (ISO 8601 with offset)
@@ -277,7 +278,9 @@ def run_backup(ctx: click.Context, s: Schedule, kind: str, lock_wait: float) -> 
     args += ["backup", "-t", s.target, "-r", s.repo, "--type", kind,
              "--lock-wait", f"{lock_wait:g}"]
     sys.stdout.flush()
-    proc = subprocess.Popen(args)
+    # the child is Safehold itself, run for the same user: it gets the daemon's whole
+    # environment (its key, passwords and storage credentials) explicitly, through childenv
+    proc = childenv.start(args, env=dict(os.environ))
     try:
         return proc.wait()
     except BaseException:  # SIGTERM (Terminated) or Ctrl-C: let the backup stop cleanly
