@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install infra test test-fast lint bench clean crds argocd cluster cluster-down
+.PHONY: install infra test test-fast lint bench clean crds docs argocd cluster cluster-down
 
 install: $(STAMP)
 
@@ -37,6 +37,11 @@ lint: install
 crds: install
 	$(BIN)/python -m safehold.api.crdgen --out crds
 	$(BIN)/python -m safehold.api.crdgen --out charts/safehold/files/crds
+
+# docs/reference/crds.md (from the CRD schemas) and docs/reference/cli.md (from every command's
+# --help); tests/unit/test_docs_reference.py fails when either is stale.
+docs: crds
+	$(BIN)/python -m safehold.docsgen --out docs/reference
 
 # Argo CD's ConfigMap entries (deploy/argocd/argocd-cm.yaml) from the health checks in
 # deploy/argocd/health/ (a test fails when it is stale).
