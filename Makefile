@@ -37,10 +37,11 @@ lint: install
 crds: install
 	$(BIN)/python -m safehold.api.crdgen --out crds
 	$(BIN)/python -m safehold.api.crdgen --out charts/safehold/files/crds
+	$(BIN)/python -m safehold.docsgen --out docs/reference
 
 # docs/reference/crds.md (from the CRD schemas) and docs/reference/cli.md (from every command's
-# --help); tests/unit/test_docs_reference.py fails when either is stale.
-docs: crds
+# --help); `make crds` writes them too. tests/unit/test_docs_reference.py fails when one is stale.
+docs: install
 	$(BIN)/python -m safehold.docsgen --out docs/reference
 
 # Argo CD's ConfigMap entries (deploy/argocd/argocd-cm.yaml) from the health checks in
