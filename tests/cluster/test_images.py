@@ -113,6 +113,20 @@ def missing_modules(image: Image, modules: tuple[str, ...]) -> set[str]:
     return set(run(image, "python", "-c", code, *modules).split())
 
 
+def unimportable(image: Image, prefixes: tuple[str, ...]) -> dict[str, str]:
+    """Every module of the safehold package under one of ``prefixes`` that the image's Python
+    cannot import, with the error (a dependency missing from the image's lock shows here)."""
+    code = ("import importlib, pkgutil, sys, safehold\n"
+            "for m in pkgutil.walk_packages(safehold.__path__, 'safehold.'):\n"
+            "    if m.name.startswith(tuple(sys.argv[1:])) and not m.name.endswith('__main__'):\n"
+            "        try:\n"
+            "            importlib.import_module(m.name)\n"
+            "        except Exception as exc:\n"
+            "            print(m.name, repr(exc))\n")
+    out = run(image, "python", "-c", code, *prefixes)
+    return dict(line.split(" ", 1) for line in out.splitlines() if line.strip())
+
+
 def test_runner_reports_its_version(runner: Image) -> None:
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     assert run(runner, "safehold", "--version").strip() == f"safehold, version {version}"
@@ -160,6 +174,11 @@ def test_runner_image_has_nothing_of_the_operator(runner: Image) -> None:
     assert missing_modules(runner, OPERATOR_ONLY) == set(OPERATOR_ONLY)
     # ... and everything of its own
     assert not missing_modules(runner, RUNNER_SDKS)
+    runner_plane = ("safehold.api", "safehold.cli", "safehold.engines", "safehold.storage",
+                    "safehold.codecs", "safehold.repository", "safehold.pipeline",
+                    "safehold.notify", "safehold.registry", "safehold.retry", "safehold.fsutil")
+    assert unimportable(runner, runner_plane) == {}
+    assert unimportable(runner, ("safehold.controller.handlers",))  # kopf: not here
     # MariaDB's on PATH; PostgreSQL's per major (test_runner_picks_the_postgresql_client_...)
     run(runner, "sh", "-c", "set -e; for t in mariadb mariadb-dump mariadb-binlog; do $t --version;"
         " done; for t in pg_dump pg_restore psql; do /usr/lib/postgresql/15/bin/$t --version; done")
@@ -171,6 +190,8 @@ def test_operator_image_has_no_runner_drivers_or_tools(operator: Image) -> None:
     found = run(operator, "sh", "-c", " ".join(f"command -v {t};" for t in CLIENT_TOOLS) + " true")
     assert not found.strip(), f"client tools in the operator image: {found}"
     assert run(operator, "safehold-operator", "--help")
+    assert unimportable(operator, ("safehold.controller", "safehold.api", "safehold.notify")) == {}
+    assert unimportable(operator, ("safehold.storage.s3",))  # needs boto3: not here
 
 
 def test_runner_picks_the_postgresql_client_per_server_version(runner: Image) -> None:
