@@ -62,7 +62,7 @@ def env_of(docs: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def test_helm_lint_strict() -> None:
-    for args in ([], ["--set", "watchNamespaces={team-a}"]):
+    for args in ([], ["--set", "watchNamespaces={team-a}"], VARIANTS["monitoring"]):
         res = helm("lint", "--strict", str(CHART), *args)
         assert res.returncode == 0, res.stdout + res.stderr
 
