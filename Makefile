@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install infra test test-fast lint bench clean crds docs argocd cluster cluster-down
+.PHONY: install infra test test-fast lint bench clean crds docs argocd cluster cluster-down images lock
 
 install: $(STAMP)
 
@@ -48,6 +48,16 @@ docs: install
 # deploy/argocd/health/ (a test fails when it is stale).
 argocd: install
 	$(BIN)/python scripts/argocd-cm.py
+
+# The runner and operator images (buildah, on the debootstrap'd Debian base of `make infra`),
+# built by the same code and into the same cache as the cluster tests' (tests/infra/images.py);
+# prints each image's size. docs/images.md.
+images: install infra
+	$(BIN)/python -m tests.infra.images
+
+# The images' hash-pinned dependency locks from pyproject.toml (a unit test fails when stale).
+lock: install
+	$(BIN)/python scripts/lock.py $(BIN)/uv
 
 bench: install infra
 	$(BIN)/python -m bench $(BENCH_ARGS)

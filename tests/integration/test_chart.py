@@ -35,7 +35,16 @@ VARIANTS: dict[str, list[str]] = {
         "--set", "podAnnotations.a=b", "--set", "imagePullSecrets[0].name=regcred",
         "--set", "jobs.activeDeadlineSeconds=1000000", "--set", "logFormat=json",
         "--set", "crds.keep=false", "--set", "runner.serviceAccountName=dumper"],
+    "monitoring": [
+        "--set", "metrics.serviceMonitor.enabled=true",
+        "--set", "metrics.prometheusRule.enabled=true",
+        "--set", "metrics.serviceMonitor.labels.release=prom",
+        "--set", "metrics.serviceMonitor.interval=1m",
+        "--set", "metrics.serviceMonitor.scrapeTimeout=10s"],
 }
+# The Prometheus Operator's kinds: kubernetes-validate has no schema for them (no CRD here);
+# test_service_monitor_scrapes_the_metrics_service checks the ServiceMonitor's wiring instead.
+PROMETHEUS_OPERATOR = "monitoring.coreos.com/v1"
 
 
 def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -53,7 +62,7 @@ def env_of(docs: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def test_helm_lint_strict() -> None:
-    for args in ([], ["--set", "watchNamespaces={team-a}"]):
+    for args in ([], ["--set", "watchNamespaces={team-a}"], VARIANTS["monitoring"]):
         res = helm("lint", "--strict", str(CHART), *args)
         assert res.returncode == 0, res.stdout + res.stderr
 
@@ -65,6 +74,8 @@ def test_template_is_valid_kubernetes(variant: str) -> None:
     docs = render(*VARIANTS[variant], kube_version=KUBE)
     assert deployment(docs)
     for doc in docs:
+        if doc["apiVersion"] == PROMETHEUS_OPERATOR:
+            continue
         try:
             kubernetes_validate.validate(doc, KUBE, strict=True)
         except kubernetes_validate.ValidationError as exc:
@@ -126,6 +137,40 @@ def test_log_level_maps_to_kopf_flags() -> None:
     assert "--debug" in args("DEBUG")
     assert "--quiet" in args("WARNING") and "--quiet" in args("ERROR")
     assert not {"--debug", "--quiet", "--verbose"} & set(args("INFO"))
+
+
+# --------------------------------------------------------------------------------- metrics
+
+
+@pytest.mark.parametrize("fullname", [None, "backups"])
+def test_service_monitor_scrapes_the_metrics_service(fullname: str | None) -> None:
+    extra = ["--set", f"fullnameOverride={fullname}"] if fullname else []
+    docs = render(*VARIANTS["monitoring"], *extra, namespace="observed")
+    (monitor,) = by_kind(docs, "ServiceMonitor")
+    (service,) = by_kind(docs, "Service")
+    assert monitor["apiVersion"] == PROMETHEUS_OPERATOR
+    assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"] == "observed"
+    assert monitor["metadata"]["labels"]["release"] == "prom"  # what Prometheus selects it by
+    spec = monitor["spec"]
+    assert spec["namespaceSelector"] == {"matchNames": ["observed"]}
+    selector = spec["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items(), "selects no Service"
+    # ... and no other Service of the chart
+    others = [d for d in docs if d["kind"] == "Service" and d is not service]
+    assert not [o for o in others if selector.items() <= o["metadata"]["labels"].items()]
+    (endpoint,) = spec["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint == {"port": "metrics", "path": "/metrics", "interval": "1m",
+                        "scrapeTimeout": "10s"}
+    # the Service's port is the one the operator serves /metrics on
+    assert env_of(docs)["SAFEHOLD_METRICS_PORT"] == str(service["spec"]["ports"][0]["port"])
+
+
+def test_service_monitor_is_off_by_default() -> None:
+    assert not by_kind(render(), "ServiceMonitor")
+    (monitor,) = by_kind(render("--set", "metrics.serviceMonitor.enabled=true"), "ServiceMonitor")
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics",
+                                             "interval": "30s"}]
 
 
 # ------------------------------------------------------------------------------------ CRDs
@@ -285,6 +330,12 @@ def test_runner_service_accounts_have_no_rights_and_no_token() -> None:
     (["--set", "metrics.port=70000"], "metrics.port"),
     (["--set", "watchNamespace=shop"], "watchNamespace"),  # a typo is an unknown key
     (["--set", "metrics.port=8081"], "metrics.port and health.port must differ"),
+    (["--set-string", "metrics.serviceMonitor.interval=30"], "metrics.serviceMonitor.interval"),
+    (["--set", "metrics.serviceMonitor.scrapeTimeout=soon"],
+     "metrics.serviceMonitor.scrapeTimeout"),
+    (["--set", "metrics.serviceMonitor.enable=true"], "metrics.serviceMonitor"),  # a typo
+    (["--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.enabled=false"],
+     "metrics.serviceMonitor.enabled needs metrics.enabled=true"),
 ])
 def test_bad_values_are_rejected_by_name(args: list[str], named: str) -> None:
     res = helm("template", "safehold", str(CHART), *args)

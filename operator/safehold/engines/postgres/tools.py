@@ -111,5 +111,6 @@ def find_tools(server_major: int, sslmode: str | None = None) -> ClientTools:
             f"sslmode {sslmode} needs PostgreSQL client tools built with SSL support, but those"
             f" of major {server_major} or newer found were built without it (seen: {seen});"
             f" install postgresql-client-{server_major} from your distribution or PGDG, or set"
-            " SAFEHOLD_PG_BINDIR to the bin directory of an SSL-enabled build")
+            " SAFEHOLD_PG_BINDIR to the bin directory of an SSL-enabled build (Safehold's runner"
+            " image: build it with --build-arg PG_CLIENT=pgdg, see docs/images.md)")
     return secure[0]
