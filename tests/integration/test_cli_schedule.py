@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from safehold.cli.errors import Exit
-from safehold.cli.schedule_store import Store
+from safehold.cli.schedule_store import Owner, Store
 from tests.integration.cli_helpers import make_db, run, run_json
 
 
@@ -208,15 +208,25 @@ def test_a_claimed_slot_is_never_claimed_again(tmp_path: Path) -> None:
     assert first.claim("nightly", "incremental", slot, "covered") is True  # per type
 
 
-def test_a_slot_left_running_by_a_killed_daemon_is_not_rerun(tmp_path: Path,
-                                                             env: dict[str, str]) -> None:
+def test_a_slot_left_running_by_a_process_still_alive_is_left_alone(
+        tmp_path: Path, env: dict[str, str]) -> None:
+    """A running slot whose owner (here: this test process) still holds its lock belongs to a
+    live daemon: another daemon neither recovers nor reruns it."""
     add(tmp_path, env, "--full", "0 2 * * *")
-    slot = datetime(2026, 12, 2, 2, 0, tzinfo=UTC)
-    Store(tmp_path / "state" / "schedules.db").claim("nightly", "full", slot, "running")
-    run("daemon", "--once", env=at(env, "2026-12-02T02:00:40+00:00"))
-    assert backups(tmp_path, env) == []
-    assert [(r["slot"], r["outcome"]) for r in records(env)] == [
-        ("2026-12-02T02:00:00+00:00", "running")]
+    store = Store(tmp_path / "state" / "schedules.db")
+    owner = Owner(store)
+    try:
+        store.claim("nightly", "full", datetime(2026, 12, 2, 2, 0, tzinfo=UTC), "running",
+                    owner=owner)
+        run("daemon", "--once", env=at(env, "2026-12-02T02:00:40+00:00"))
+        assert backups(tmp_path, env) == []
+        assert [(r["slot"], r["outcome"]) for r in records(env)] == [
+            ("2026-12-02T02:00:00+00:00", "running")]
+    finally:
+        owner.release()
+    run("daemon", "--once", env=at(env, "2026-12-02T02:00:50+00:00"))  # its owner is gone
+    assert [(r["outcome"], r["attempts"]) for r in records(env)] == [("success", 2)]
+    assert len(backups(tmp_path, env)) == 1
 
 
 def test_a_paused_schedule_records_its_slots_as_skipped(tmp_path: Path,
