@@ -265,3 +265,21 @@ def test_the_daemon_loop_runs_a_slot_once_and_stops_on_sigterm(tmp_path: Path,
     assert [r["outcome"] for r in store.runs("nightly")] == ["success"], out
     run("daemon", "--once", env=at(env, "2026-12-02T02:00:50+00:00"))
     assert len(backups(tmp_path, env)) == 1
+
+
+def test_the_launchd_plist_parses_and_its_arguments_are_a_valid_command() -> None:
+    """deploy/launchd/io.safehold.daemon.plist is a valid property list (plistlib, the format
+    launchd reads) whose program arguments this checkout's safehold accepts."""
+    import plistlib
+
+    path = Path(__file__).parents[2] / "deploy/launchd/io.safehold.daemon.plist"
+    plist = plistlib.loads(path.read_bytes())
+    assert plist["Label"] == path.name.removesuffix(".plist")
+    program, *args = plist["ProgramArguments"]
+    assert program == "/usr/local/bin/safehold" and args[-1] == "daemon"
+    assert plist["RunAtLoad"] is True and plist["KeepAlive"] == {"SuccessfulExit": False}
+    assert set(plist["EnvironmentVariables"]) == {"SAFEHOLD_SCHEDULE_STORE", "SAFEHOLD_CONFIG"}
+    result = subprocess.run([sys.executable, "-m", "safehold.cli", *args, "--help"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and "Run the schedules of the store" in result.stdout, \
+        result.stdout + result.stderr
