@@ -208,3 +208,26 @@ def test_a_daemon_killed_mid_backup_leaves_an_interrupted_slot_the_policy_handle
     assert ("attempt 2" in text) if policy == "run-once" else ("interrupted" in text)
     run("daemon", "--once", env=at(env, "2026-12-02T03:00:30+00:00"))  # nothing more
     assert records(env) == [record]
+
+
+def test_a_daemon_stopped_mid_backup_records_the_slot_interrupted_at_once(
+        tmp_path: Path, env: dict[str, str]) -> None:
+    """SIGTERM (systemctl stop) while a backup runs: the daemon stops it, records the slot as
+    interrupted and exits 143; the next start runs the slot once more (run-once)."""
+    db = add(tmp_path, env, "--full", "0 2 * * *")
+    store = Store(tmp_path / "state" / "schedules.db")
+    with database_locked(db):
+        proc = start_daemon(env, "2026-12-02T02:00:30+00:00")
+        wait_until("the daemon's backup taking the lease",
+                   lambda: (r := lease_of(tmp_path / "repo")) is not None and not r.released,
+                   proc)
+        proc.send_signal(signal.SIGTERM)
+    # the database is free again: the backup sees its SIGTERM and stops cleanly
+    out = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 143, out
+    [record] = store.runs("nightly")
+    assert (record["outcome"], record["note"]) == (
+        "interrupted", "the daemon was stopped (Terminated)"), out
+    run("daemon", "--once", env=at(env, "2026-12-02T02:01:00+00:00"))
+    assert [(r["outcome"], r["attempts"]) for r in records(env)] == [("success", 2)]
+    assert len([b for b in backups(tmp_path, env) if b["type"] != "incomplete"]) == 1

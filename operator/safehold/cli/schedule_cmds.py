@@ -152,6 +152,12 @@ def parse_retention(keep: dict[str, Any]) -> dict[str, object] | None:
     return policy.model_dump(mode="json", exclude_none=True)
 
 
+def keep_text(retention: object) -> str:
+    if not isinstance(retention, dict) or not retention:
+        return ""
+    return "\tkeep " + ",".join(f"{k.removeprefix('keep_')}={v}" for k, v in retention.items())
+
+
 def prune_flags(retention: dict[str, object]) -> list[str]:
     return [arg for k, v in retention.items() for arg in (_FLAGS[k], str(v))]
 
@@ -271,6 +277,7 @@ def list_(store: Path | None, output: str) -> None:
     text = "\n".join(
         f"{r['name']}\t{r['target']}\t{' '.join(f'{k}={v}' for k, v in r['crons'].items())}"  # type: ignore[attr-defined]
         f"{' at ' + str(r['at']) if r['at'] else ''}\t{r['time_zone']}\tmissed={r['missed']}"
+        f"{keep_text(r['retention'])}"
         f"\t{'paused' if r['paused'] else 'next ' + str(r['next'] or '-')}" for r in rows)
     emit(output, rows, text or "no schedules")
 
@@ -435,7 +442,11 @@ def execute(ctx: click.Context, st: Store, s: Schedule, kind: str, slot: datetim
             lock_wait: float, *, all_codes: bool = False) -> Any:
     """Back up a claimed slot, record the outcome, then apply the retention policy after a
     success. The backup's exit code (with ``all_codes``: the prunes' codes too)."""
-    code, result = run_backup(ctx, s, kind, lock_wait)
+    try:
+        code, result = run_backup(ctx, s, kind, lock_wait)
+    except BaseException as exc:  # SIGTERM or Ctrl-C stopped the daemon and its backup
+        st.interrupt(s.name, kind, slot, f"the daemon was stopped ({type(exc).__name__})")
+        raise
     codes = [code]
     note = None
     if code == 0 and s.retention:

@@ -251,6 +251,14 @@ class Store:
                          " type=? AND slot=? AND outcome='interrupted'",
                          (note, name, kind, slot.astimezone(UTC).isoformat()))
 
+    def interrupt(self, name: str, kind: str, slot: datetime, note: str) -> None:
+        """Record a running slot as ``interrupted`` at once (the daemon is being stopped)."""
+        with self._tx() as conn:
+            conn.execute("UPDATE runs SET outcome='interrupted', finished_at=?, note=? WHERE"
+                         " schedule=? AND type=? AND slot=? AND outcome='running'",
+                         (datetime.now(UTC).isoformat(), note, name, kind,
+                          slot.astimezone(UTC).isoformat()))
+
     def recover(self) -> list[dict[str, object]]:
         """Mark ``interrupted`` every ``running`` slot whose owner process is gone (killed
         mid-backup); the rows it changed."""
