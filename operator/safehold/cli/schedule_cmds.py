@@ -152,6 +152,12 @@ def parse_retention(keep: dict[str, Any]) -> dict[str, object] | None:
     return policy.model_dump(mode="json", exclude_none=True)
 
 
+def timing_text(row: dict[str, Any]) -> str:
+    if row["at"]:
+        return f"{next(iter(row['crons']))} at {row['at']}"
+    return " ".join(f"{k}={v}" for k, v in row["crons"].items())
+
+
 def keep_text(retention: object) -> str:
     if not isinstance(retention, dict) or not retention:
         return ""
@@ -275,8 +281,7 @@ def list_(store: Path | None, output: str) -> None:
         row["next"] = next_time(s, t)
         rows.append(row)
     text = "\n".join(
-        f"{r['name']}\t{r['target']}\t{' '.join(f'{k}={v}' for k, v in r['crons'].items())}"  # type: ignore[attr-defined]
-        f"{' at ' + str(r['at']) if r['at'] else ''}\t{r['time_zone']}\tmissed={r['missed']}"
+        f"{r['name']}\t{r['target']}\t{timing_text(r)}\t{r['time_zone']}\tmissed={r['missed']}"
         f"{keep_text(r['retention'])}"
         f"\t{'paused' if r['paused'] else 'next ' + str(r['next'] or '-')}" for r in rows)
     emit(output, rows, text or "no schedules")
