@@ -283,3 +283,32 @@ def test_the_launchd_plist_parses_and_its_arguments_are_a_valid_command() -> Non
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0 and "Run the schedules of the store" in result.stdout, \
         result.stdout + result.stderr
+
+
+def test_a_store_from_before_owners_and_retention_is_upgraded(tmp_path: Path,
+                                                              env: dict[str, str]) -> None:
+    """A store written by the first release (no retention, owner, attempts or note columns)
+    opens, keeps its schedules, and its `running` rows (no owner: their process is gone) are
+    recovered as interrupted."""
+    path = tmp_path / "state" / "schedules.db"
+    path.parent.mkdir()
+    db = tmp_path / "app.db"
+    make_db(db, rows=50, tables=1)
+    with sqlite3.connect(path) as conn:
+        conn.executescript("""
+CREATE TABLE schedules (name TEXT PRIMARY KEY, target TEXT NOT NULL, repo TEXT NOT NULL,
+  crons TEXT NOT NULL, time_zone TEXT, missed TEXT NOT NULL, at TEXT,
+  paused INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL);
+CREATE TABLE runs (schedule TEXT NOT NULL, type TEXT NOT NULL, slot TEXT NOT NULL,
+  outcome TEXT NOT NULL, passed_over INTEGER NOT NULL DEFAULT 0, started_at TEXT NOT NULL,
+  finished_at TEXT, exit_code INTEGER, PRIMARY KEY (schedule, type, slot));""")
+        conn.execute("INSERT INTO schedules VALUES (?,?,?,?,?,?,?,?,?)",
+                     ("nightly", f"sqlite://{db}", (tmp_path / "repo").as_uri(),
+                      '{"full": "0 2 * * *"}', None, "run-once", None, 0,
+                      "2026-12-01T12:00:00+00:00"))
+        conn.execute("INSERT INTO runs (schedule, type, slot, outcome, started_at) VALUES"
+                     " ('nightly', 'full', '2026-12-02T02:00:00+00:00', 'running', 'x')")
+    assert run_json("schedule", "show", "nightly", env=env)["retention"] is None
+    run("daemon", "--once", env=at(env, "2026-12-02T02:01:00+00:00"))
+    assert [(r["outcome"], r["attempts"]) for r in records(env)] == [("success", 2)]
+    assert len(backups(tmp_path, env)) == 1
