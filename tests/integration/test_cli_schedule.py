@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from safehold.cli.errors import Exit
-from safehold.cli.schedule_store import Store
+from safehold.cli.schedule_store import Owner, Store
 from tests.integration.cli_helpers import make_db, run, run_json
 
 
@@ -208,15 +208,25 @@ def test_a_claimed_slot_is_never_claimed_again(tmp_path: Path) -> None:
     assert first.claim("nightly", "incremental", slot, "covered") is True  # per type
 
 
-def test_a_slot_left_running_by_a_killed_daemon_is_not_rerun(tmp_path: Path,
-                                                             env: dict[str, str]) -> None:
+def test_a_slot_left_running_by_a_process_still_alive_is_left_alone(
+        tmp_path: Path, env: dict[str, str]) -> None:
+    """A running slot whose owner (here: this test process) still holds its lock belongs to a
+    live daemon: another daemon neither recovers nor reruns it."""
     add(tmp_path, env, "--full", "0 2 * * *")
-    slot = datetime(2026, 12, 2, 2, 0, tzinfo=UTC)
-    Store(tmp_path / "state" / "schedules.db").claim("nightly", "full", slot, "running")
-    run("daemon", "--once", env=at(env, "2026-12-02T02:00:40+00:00"))
-    assert backups(tmp_path, env) == []
-    assert [(r["slot"], r["outcome"]) for r in records(env)] == [
-        ("2026-12-02T02:00:00+00:00", "running")]
+    store = Store(tmp_path / "state" / "schedules.db")
+    owner = Owner(store)
+    try:
+        store.claim("nightly", "full", datetime(2026, 12, 2, 2, 0, tzinfo=UTC), "running",
+                    owner=owner)
+        run("daemon", "--once", env=at(env, "2026-12-02T02:00:40+00:00"))
+        assert backups(tmp_path, env) == []
+        assert [(r["slot"], r["outcome"]) for r in records(env)] == [
+            ("2026-12-02T02:00:00+00:00", "running")]
+    finally:
+        owner.release()
+    run("daemon", "--once", env=at(env, "2026-12-02T02:00:50+00:00"))  # its owner is gone
+    assert [(r["outcome"], r["attempts"]) for r in records(env)] == [("success", 2)]
+    assert len(backups(tmp_path, env)) == 1
 
 
 def test_a_paused_schedule_records_its_slots_as_skipped(tmp_path: Path,
@@ -254,4 +264,51 @@ def test_the_daemon_loop_runs_a_slot_once_and_stops_on_sigterm(tmp_path: Path,
     assert proc.returncode == 143, out
     assert [r["outcome"] for r in store.runs("nightly")] == ["success"], out
     run("daemon", "--once", env=at(env, "2026-12-02T02:00:50+00:00"))
+    assert len(backups(tmp_path, env)) == 1
+
+
+def test_the_launchd_plist_parses_and_its_arguments_are_a_valid_command() -> None:
+    """deploy/launchd/io.safehold.daemon.plist is a valid property list (plistlib, the format
+    launchd reads) whose program arguments this checkout's safehold accepts."""
+    import plistlib
+
+    path = Path(__file__).parents[2] / "deploy/launchd/io.safehold.daemon.plist"
+    plist = plistlib.loads(path.read_bytes())
+    assert plist["Label"] == path.name.removesuffix(".plist")
+    program, *args = plist["ProgramArguments"]
+    assert program == "/usr/local/bin/safehold" and args[-1] == "daemon"
+    assert plist["RunAtLoad"] is True and plist["KeepAlive"] == {"SuccessfulExit": False}
+    assert set(plist["EnvironmentVariables"]) == {"SAFEHOLD_SCHEDULE_STORE", "SAFEHOLD_CONFIG"}
+    result = subprocess.run([sys.executable, "-m", "safehold.cli", *args, "--help"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and "Run the schedules of the store" in result.stdout, \
+        result.stdout + result.stderr
+
+
+def test_a_store_from_before_owners_and_retention_is_upgraded(tmp_path: Path,
+                                                              env: dict[str, str]) -> None:
+    """A store written by the first release (no retention, owner, attempts or note columns)
+    opens, keeps its schedules, and its `running` rows (no owner: their process is gone) are
+    recovered as interrupted."""
+    path = tmp_path / "state" / "schedules.db"
+    path.parent.mkdir()
+    db = tmp_path / "app.db"
+    make_db(db, rows=50, tables=1)
+    with sqlite3.connect(path) as conn:
+        conn.executescript("""
+CREATE TABLE schedules (name TEXT PRIMARY KEY, target TEXT NOT NULL, repo TEXT NOT NULL,
+  crons TEXT NOT NULL, time_zone TEXT, missed TEXT NOT NULL, at TEXT,
+  paused INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL);
+CREATE TABLE runs (schedule TEXT NOT NULL, type TEXT NOT NULL, slot TEXT NOT NULL,
+  outcome TEXT NOT NULL, passed_over INTEGER NOT NULL DEFAULT 0, started_at TEXT NOT NULL,
+  finished_at TEXT, exit_code INTEGER, PRIMARY KEY (schedule, type, slot));""")
+        conn.execute("INSERT INTO schedules VALUES (?,?,?,?,?,?,?,?,?)",
+                     ("nightly", f"sqlite://{db}", (tmp_path / "repo").as_uri(),
+                      '{"full": "0 2 * * *"}', None, "run-once", None, 0,
+                      "2026-12-01T12:00:00+00:00"))
+        conn.execute("INSERT INTO runs (schedule, type, slot, outcome, started_at) VALUES"
+                     " ('nightly', 'full', '2026-12-02T02:00:00+00:00', 'running', 'x')")
+    assert run_json("schedule", "show", "nightly", env=env)["retention"] is None
+    run("daemon", "--once", env=at(env, "2026-12-02T02:01:00+00:00"))
+    assert [(r["outcome"], r["attempts"]) for r in records(env)] == [("success", 2)]
     assert len(backups(tmp_path, env)) == 1

@@ -52,10 +52,18 @@ def output_option(f: F) -> F:
 
     @functools.wraps(f)
     def with_output(*args: Any, **kwargs: Any) -> Any:
-        root = click.get_current_context().find_root()
-        return f(*args, output=(root.obj or {}).get("output", "text"), **kwargs)
+        ctx = click.get_current_context()
+        output = (ctx.find_root().obj or {}).get("output", "text")
+        if output not in OUTPUTS.get(ctx.command_path.split(" ", 1)[-1], ("text", "json")):
+            raise UsageError(f"--output {output} is not available for `{ctx.command_path}`",
+                             hint="use --output text or --output json")
+        return f(*args, output=output, **kwargs)
 
     return with_output  # type: ignore[return-value]
+
+
+# commands with outputs besides text and json (by command path without the program name)
+OUTPUTS = {"stats": ("text", "json", "html")}
 
 
 def key_file_option(f: F) -> F:

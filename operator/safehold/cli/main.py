@@ -158,9 +158,10 @@ class SafeholdGroup(click.Group):
               help="Rotate the log file at a size (10MiB) or hourly, daily, midnight (UTC).")
 @click.option("--log-keep", type=click.IntRange(min=0), default=None,
               help="Rotated log files kept. [default: 5]")
-@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text",
+@click.option("--output", "-o", type=click.Choice(["text", "json", "html"]), default="text",
               show_default=True,
-              help="json: every outcome, errors included, is one JSON document on stdout.")
+              help="json: every outcome, errors included, is one JSON document on stdout."
+              " html: a self-contained page (`safehold stats` only).")
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None, profile: str | None,
         log_level: str | None, log_format: str | None, log_file: Path | None,

@@ -18,7 +18,7 @@ import click
 from safehold.api.errors import UsageError
 from safehold.api.manifest import Manifest
 from safehold.api.trends import WINDOW, Sample, regression, summarize
-from safehold.cli import common
+from safehold.cli import common, stats_html
 from safehold.repository.trust import UNAUTHENTICATED
 
 _SINCE = re.compile(r"^(\d+)([hdw])$")
@@ -134,7 +134,10 @@ def stats(ctx: click.Context, repo: str, target_name: str | None, since: str,
           output: str) -> None:
     """History and trends per target: p50/p95 duration and throughput, sizes, ratio,
     bottleneck stage, a sparkline of durations and the runs that regressed against the
-    trailing median of their type. Reads manifests only (no key needed)."""
+    trailing median of their type. Reads manifests only (no key needed).
+
+    --output html prints a self-contained page (inline SVG plots over time per target, no
+    script or external asset): safehold stats -o html > stats.html."""
     age = parse_since(since)  # a bad flag fails before the repository is opened
     repository = common.open_repo(ctx, repo, allow_empty=True)
     if target_name:
@@ -154,7 +157,15 @@ def stats(ctx: click.Context, repo: str, target_name: str | None, since: str,
                        " (`safehold list` names them, `safehold verify` checks them)", err=True)
     data = {"repository": repository.url, "since": since, "since_time": cutoff.isoformat(),
             "targets": targets}
-    common.emit(output, data, lambda: _text(repository.url, since, targets))
+    if output == "html":
+        common.emit(output, data, lambda: _html(data))
+    else:
+        common.emit(output, data, lambda: _text(repository.url, since, targets))
+
+
+def _html(data: dict[str, Any]) -> None:
+    click.echo(stats_html.render(data, datetime.now(UTC)), nl=False)
+    click.echo(UNAUTHENTICATED, err=True)
 
 
 COMMANDS = [stats]
