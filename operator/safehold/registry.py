@@ -36,10 +36,10 @@ class SchemeRegistry(Generic[F]):
                 importlib.import_module(self.modules[scheme])
             except ImportError as exc:  # the package without its runner extra, or the exe
                 raise ValueError(
-                    f"{scheme}:// {self.what}s need {exc.name or 'a library'}, which this"
-                    " installation of safehold lacks: install it with its runner extra"
-                    " (pipx install 'safehold[runner]'); the one-file executable holds sqlite://"
-                    " and file:// only") from None
+                    f"this installation of safehold cannot open {scheme}:// URLs (no module"
+                    f" {exc.name or self.modules[scheme]}): install safehold with its runner"
+                    " extra (pipx install 'safehold[runner]'); the one-file executable"
+                    " holds sqlite:// and file:// only") from None
         if scheme not in self._factories:
             raise ValueError(f"unsupported {self.what} scheme {scheme!r} in {url!r};"
                              f" supported: {supported}")
