@@ -99,7 +99,7 @@ fi
 
 mkdir -p "$data" "$bindir"
 new="$(mktemp -d "$data/venv-XXXXXX")"
-cleanup() { [[ -n "${new:-}" ]] && rm -rf "$new"; }
+cleanup() { if [[ -n "${new:-}" ]]; then rm -rf "$new"; fi; }
 trap cleanup EXIT
 "$python" -m venv "$new" >&2 || die "cannot create a virtual environment with '$python'"
 "$new/bin/python" -m pip install -q ${pip_args[@]+"${pip_args[@]}"} "$spec" >&2 \
@@ -109,7 +109,7 @@ got="$(installed_version "$new/bin/safehold")"
 old="$(readlink "$data/current" 2>/dev/null || true)"
 ln -sfn "$new" "$data/current.tmp" && mv -T "$data/current.tmp" "$data/current"
 ln -sfn "$data/current/bin/safehold" "$link"
-[[ -n "$old" && "$old" != "$new" ]] && rm -rf "$old"
+if [[ -n "$old" && "$old" != "$new" ]]; then rm -rf "$old"; fi
 new=""  # keep it
 say "installed safehold $got in $data; the command is $link"
 case ":$PATH:" in *":$bindir:"*) ;; *) say "add $bindir to PATH to run safehold" ;; esac
