@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install infra test test-fast lint bench clean crds docs argocd cluster cluster-down images lock
+.PHONY: install infra test test-fast lint bench clean crds docs argocd cluster cluster-down images lock exe wheelhouse
 
 install: $(STAMP)
 
@@ -20,8 +20,18 @@ $(STAMP): pyproject.toml
 infra: install
 	bash scripts/infra.sh
 
-test: install infra
+test: install infra wheelhouse
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+# The one-file executable (PyInstaller; SQLite + local storage), cached in .cache/exe/: rebuilt
+# only when the sources change. Prints its path and size.
+exe: install
+	@ls -lh "$$(bash scripts/build-exe.sh)"
+
+# Wheels of the runner's dependencies in .cache/wheelhouse, so the pipx/install.sh tests
+# install offline (docs/install.md).
+wheelhouse: install
+	@bash scripts/wheelhouse.sh >/dev/null
 
 # Unit tests only: no servers.
 test-fast: install

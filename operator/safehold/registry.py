@@ -32,7 +32,14 @@ class SchemeRegistry(Generic[F]):
             raise ValueError(f"{self.what} {url!r} is not a URL: write e.g. {self.example}"
                              f" (supported: {supported})")
         if scheme in self.modules and scheme not in self._factories:
-            importlib.import_module(self.modules[scheme])
+            try:
+                importlib.import_module(self.modules[scheme])
+            except ImportError as exc:  # the package without its runner extra, or the exe
+                raise ValueError(
+                    f"this installation of safehold cannot open {scheme}:// URLs (no module"
+                    f" {exc.name or self.modules[scheme]}): install safehold with its runner"
+                    " extra (pipx install 'safehold[runner]'); the one-file executable"
+                    " holds sqlite:// and file:// only") from None
         if scheme not in self._factories:
             raise ValueError(f"unsupported {self.what} scheme {scheme!r} in {url!r};"
                              f" supported: {supported}")

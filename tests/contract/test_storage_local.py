@@ -17,6 +17,7 @@ from safehold.storage.local import TEMP_PREFIX, LocalStorage
 from tests.contract.storage_contract import ProducerFailed, StorageContract, failing_chunks
 
 
+@pytest.mark.portable
 class TestLocalStorage(StorageContract):
     @pytest.fixture
     def storage(self, tmp_path: Path) -> LocalStorage:
@@ -30,6 +31,7 @@ def _files_on_disk(root: Path) -> list[str]:
 # -- URLs ------------------------------------------------------------------------------------
 
 
+@pytest.mark.portable
 def test_open_storage_resolves_file_urls_and_creates_the_root(tmp_path: Path) -> None:
     root = tmp_path / "new dir" / "nested"
     storage = open_storage(root.as_uri())
@@ -40,6 +42,7 @@ def test_open_storage_resolves_file_urls_and_creates_the_root(tmp_path: Path) ->
     assert LocalStorage.from_url(f"file:{root}").root == root  # the one-slash form is absolute
 
 
+@pytest.mark.portable
 @pytest.mark.parametrize(
     ("url", "message"),
     [

@@ -30,6 +30,7 @@ from typing import Any
 import platformdirs
 from filelock import FileLock, Timeout
 
+from safehold import fsutil
 from safehold.cli import runlog
 from safehold.engines.base import redact_url
 from safehold.repository.audit import (
@@ -107,7 +108,7 @@ def append_local(path: Path, body: dict[str, Any]) -> str:
         seq = int(last["seq"]) + 1 if last and isinstance(last.get("seq"), int) else 1
         record = chain(body, seq, str(last["hash"]) if last else GENESIS)
         line = json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n"
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | fsutil.O_BINARY, 0o600)
         try:
             needs_newline = os.fstat(fd).st_size > 0 and not _ends_with_newline(path)
             os.write(fd, (("\n" if needs_newline else "") + line).encode())

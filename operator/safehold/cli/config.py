@@ -120,6 +120,14 @@ class NotificationsConfig(_Section):
     slack: SlackConfig | None = None
 
 
+class UpdatesConfig(_Section):
+    """Where `safehold version --check` asks for releases (a mirror's JSON API, e.g.)."""
+
+    index_url: str | None = Field(
+        default=None, description="the project's JSON API on the package index; default PyPI's")
+    timeout: float = Field(default=3.0, gt=0, le=60, description="seconds to wait for it")
+
+
 class Settings(_Section):
     """What the top level and each profile may hold."""
 
@@ -128,8 +136,10 @@ class Settings(_Section):
     log: LogConfig = Field(default_factory=LogConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
+    updates: UpdatesConfig = Field(default_factory=UpdatesConfig)
 
-    @field_validator("targets", "repositories", "log", "audit", "notifications", mode="before")
+    @field_validator("targets", "repositories", "log", "audit", "notifications", "updates",
+                     mode="before")
     @classmethod
     def _empty(cls, value: Any) -> Any:
         return {} if value is None else value  # a section with everything commented out
@@ -345,7 +355,7 @@ def load(path: Path | None, profile: str | None = None) -> Loaded:
         raw, source = Raw({}), "(no config file)"
     else:
         source = str(location.path)
-        raw = parse(location.path.read_text(), source)
+        raw = parse(location.path.read_text(encoding="utf-8"), source)
     merged, origins = effective(raw, source, profile)
     config, problems = problems_of(merged, raw, source, origins)
     if problems or config is None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from safehold import fsutil
 from safehold.api.errors import SafeholdError, UsageError
 from safehold.cli import common
 from safehold.cli.config import (
@@ -73,6 +74,11 @@ notifications:
   #   webhook_url_env: SAFEHOLD_SLACK_WEBHOOK   # or webhook_file: /etc/safehold/slack-webhook
   #   on: [failure]                           # failure, success
 
+# Where `safehold version --check` looks for newer releases.
+updates:
+  # index_url: https://pypi.org/pypi/safehold/json   # a mirror's JSON API
+  timeout: 3           # seconds; an unreachable index is a note, never a failure
+
 # Named variants merged over the settings above: `safehold --profile prod ...`.
 profiles:
   # prod:
@@ -115,8 +121,8 @@ def init(ctx: click.Context, path: Path | None, force: bool, output: str) -> Non
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        temp.write_text(_template())
-        os.replace(temp, path)  # atomic: never a half-written config
+        temp.write_text(_template(), encoding="utf-8")
+        fsutil.replace(temp, path)  # atomic: never a half-written config
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}",
                          hint="choose a writable PATH") from None
@@ -189,7 +195,8 @@ def validate(ctx: click.Context, output: str) -> None:
     source = str(location.path) if location.path else "(no config file)"
     problems: list[Problem] = []
     try:
-        raw = parse(location.path.read_text(), source) if location.path else Raw({})
+        raw = (parse(location.path.read_text(encoding="utf-8"), source) if location.path
+               else Raw({}))
         merged, origins = effective(raw, source, obj.get("profile"))
         problems = check_all(merged, raw, source, origins)
     except SafeholdError as exc:  # the syntax, or a document that is not a mapping

@@ -13,7 +13,6 @@ list() does not descend into symbolically linked directories (no loops); the roo
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import os
 import shutil
@@ -27,6 +26,7 @@ from stat import S_ISREG
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
+from safehold import fsutil
 from safehold.fsutil import fsync_dir
 from safehold.storage.base import (
     ConditionFailed,
@@ -71,12 +71,13 @@ class LocalStorage:
                 f"file URL {url!r} has a query or fragment; use file:///absolute/dir alone"
             )
         path = unquote(parts.path)
-        if not path.startswith("/"):
+        local = fsutil.path_from_url(path)
+        if local is None:
             raise ValueError(
                 f"file URL {url!r} has the relative path {path!r}; use an absolute one,"
-                f" e.g. file://{os.path.abspath(path or '.')}"
+                f" e.g. {Path(os.path.abspath(path or '.')).as_uri()}"
             )
-        return cls(Path(path))
+        return cls(local)
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -99,7 +100,7 @@ class LocalStorage:
                 with self._os_errors("write", key):
                     os.fsync(f.fileno())
             with self._os_errors("write", key):
-                os.replace(tmp, path)
+                fsutil.replace(tmp, path)
         except BaseException:
             with suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -209,9 +210,10 @@ class LocalStorage:
     # -- conditional writes (leases) ---------------------------------------------------------
     # Creation is a hard link of a complete temp file (link() fails atomically when the name
     # exists, and readers never see a partial record, unlike O_CREAT|O_EXCL then write);
-    # compare-and-replace runs under an flock on a '.tmp-lock-<name>' file beside the object,
-    # which the kernel releases when its holder dies. Versions are SHA-256 digests of the
-    # contents. delete() does not take the lock: leases are released by replacing, never deleted.
+    # compare-and-replace runs under a lock (fsutil.lock: flock, msvcrt on Windows) on a
+    # '.tmp-lock-<name>' file beside the object, which the OS releases when its holder dies.
+    # Versions are SHA-256 digests of the contents. delete() does not take the lock: leases
+    # are released by replacing, never deleted.
 
     def put_if_absent(self, key: str, data: bytes) -> str:
         path = self._path(key)
@@ -244,7 +246,7 @@ class LocalStorage:
             tmp = self._write_temp(key, path, data)
             try:
                 with self._os_errors("write", key):
-                    os.replace(tmp, path)
+                    fsutil.replace(tmp, path)
             except BaseException:
                 with suppress(FileNotFoundError):
                     os.unlink(tmp)
@@ -274,7 +276,7 @@ class LocalStorage:
 
     @contextmanager
     def _cas_lock(self, key: str, path: Path) -> Iterator[None]:
-        """Hold an exclusive flock on the object's lock file (blocking until it is free).
+        """Hold an exclusive lock on the object's lock file (blocking until it is free).
 
         The lock file is never removed by us; cleanup_incomplete() may remove an old one, so
         after locking we check that the name still points at the file we locked.
@@ -284,14 +286,16 @@ class LocalStorage:
             with self._os_errors("lock", key):
                 self._make_dirs(path.parent)
                 try:
-                    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                    fd = os.open(lock, os.O_RDWR | os.O_CREAT | fsutil.O_CLOEXEC, 0o600)
                 except FileNotFoundError:  # a concurrent delete removed the new directory
                     if attempt == _CREATE_ATTEMPTS:
                         raise
                     continue
+            locked = False
             try:
                 with self._os_errors("lock", key):
-                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    fsutil.lock(fd)
+                    locked = True
                     try:
                         same = os.stat(lock).st_ino == os.fstat(fd).st_ino
                     except FileNotFoundError:
@@ -300,7 +304,10 @@ class LocalStorage:
                     yield
                     return
             finally:
-                os.close(fd)  # closing releases the flock
+                if locked:  # Windows frees a closed file's locks only eventually: unlock first
+                    with suppress(OSError):
+                        fsutil.unlock(fd)
+                os.close(fd)
         raise StorageError(f"cannot lock {key!r} in {self.root}: its lock file keeps vanishing")
 
     # -- internals ---------------------------------------------------------------------------
@@ -316,7 +323,7 @@ class LocalStorage:
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise StorageError(
                 f"the repository directory {self.root} is not writable by this user"
-                f" (uid {os.getuid()}); fix its ownership/permissions or mount it read-write"
+                f" ({fsutil.whoami()}); fix its ownership/permissions or mount it read-write"
             )
 
     def _path(self, key: str) -> Path:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 from urllib.parse import unquote, urlsplit
 
+from safehold import fsutil
 from safehold.api.manifest import Manifest
 from safehold.engines.base import (
     BackupOutcome,
@@ -85,12 +86,13 @@ class SQLiteEngine:
             )
         if parts.query or parts.fragment:
             raise ValueError(f"SQLite target {url!r} takes no query or fragment")
-        path = unquote(parts.path)
-        if not path.startswith("/"):
+        local = fsutil.path_from_url(unquote(parts.path))
+        if local is None:
             raise ValueError(
                 f"SQLite target {url!r} has a relative path; write sqlite:///absolute/path.db"
+                " (on Windows sqlite:///C:/path/app.db)"
             )
-        return cls(Path(path), scratch_dir=scratch_dir)
+        return cls(local, scratch_dir=scratch_dir)
 
     # -- checks -------------------------------------------------------------------------------
 
@@ -106,7 +108,7 @@ class SQLiteEngine:
         if not path.is_file():
             return [f"{path} is not a regular file"]
         if not os.access(path, os.R_OK):
-            return [f"{path} is not readable by uid {os.getuid()}; grant read access"]
+            return [f"{path} is not readable by {fsutil.whoami()}; grant read access"]
         with path.open("rb") as f:
             if f.read(len(MAGIC)) != MAGIC:
                 return [f"{path} is not a SQLite 3 database (no 'SQLite format 3' header)"]
@@ -138,7 +140,7 @@ class SQLiteEngine:
         if not directory.is_dir():
             return [f"directory {directory} does not exist; create it or fix the target path"]
         if not os.access(directory, os.W_OK | os.X_OK):
-            return [f"directory {directory} is not writable by uid {os.getuid()}; the restore"
+            return [f"directory {directory} is not writable by {fsutil.whoami()}; the restore"
                     " writes a temporary file next to the database"]
         if self.path.exists() and not self.path.is_file():
             return [f"{self.path} exists and is not a regular file"]
@@ -171,7 +173,7 @@ class SQLiteEngine:
         if not self.path.is_file():
             raise DatabaseMissing(f"SQLite database file {self.path} does not exist")
         if not os.access(self.path, os.R_OK):
-            raise PermissionDenied(f"{self.path} is not readable by uid {os.getuid()};"
+            raise PermissionDenied(f"{self.path} is not readable by {fsutil.whoami()};"
                                    " grant read access")
         parent = _parent(request)
         with take_snapshot(self.path, self.scratch_dir, step_pages=self.step_pages,

@@ -8,7 +8,8 @@ writes its temporary file with mode 0600 from the first byte, and gives the resu
 * a file it replaces: the bits both the source and the replaced file grant, so a restore never
   opens a database to more users than either did.
 
-Only read/write bits are kept (no execute, setuid or sticky bits).
+Only read/write bits are kept (no execute, setuid or sticky bits). On Windows a mode is only
+the read-only flag; files there are as private as the directory's ACLs make them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from safehold import fsutil
 from safehold.api.manifest import Manifest
 
 PRIVATE = 0o600
@@ -48,5 +50,7 @@ def restored_mode(backup: Manifest, target: Path) -> int:
 def create_private(path: Path) -> None:
     """Create the empty file ``path`` (which must not exist) readable by its owner only."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, PRIVATE)
-    os.fchmod(fd, PRIVATE)  # O_CREAT's mode is narrowed by the umask, never widened; be exact
-    os.close(fd)
+    try:
+        fsutil.set_private(fd, path, PRIVATE)  # O_CREAT's mode is narrowed by the umask
+    finally:
+        os.close(fd)

@@ -24,6 +24,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+from safehold import fsutil
 from safehold.fsutil import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def replace_database(rebuilt: Path, target: Path, *, timeout: float) -> None:
         _copy_ownership(target, rebuilt)
     for suffix in SIDE_FILES:
         Path(f"{target}{suffix}").unlink(missing_ok=True)
-    os.replace(rebuilt, target)
+    fsutil.replace(rebuilt, target)
     fsync_dir(target.parent)
 
 
@@ -59,6 +60,8 @@ def _settle(target: Path, *, timeout: float) -> None:
 def _copy_ownership(source: Path, dest: Path) -> None:
     st = source.stat()
     dest.chmod(st.st_mode & dest.stat().st_mode & 0o7777)
+    if not hasattr(os, "chown"):  # Windows: files have no POSIX owner; ACLs stay as inherited
+        return
     try:
         os.chown(dest, st.st_uid, st.st_gid)
     except PermissionError:
