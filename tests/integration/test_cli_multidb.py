@@ -1,0 +1,240 @@
+"""Several databases in one target, against real servers: each database its own backup
+(``NAME@DB``), one failing mid-run makes the run ``partial`` (exit 12) and leaves the others
+whole, and the server-wide objects (PostgreSQL roles, MariaDB users and grants) restore into a
+NEW server whose accounts can then log in."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pymysql
+import pytest
+
+from safehold.api.errors import Exit
+from safehold.cli import multidb
+from safehold.engines.base import Engine
+from tests.infra import mariadb, postgres
+from tests.infra.ferretdb import FerretDB
+from tests.infra.fixtures_db import PG_KINDS
+from tests.infra.procs import serve, unavailable
+from tests.integration.cli_helpers import run
+
+DBS = ("alpha", "beta", "gamma")
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "safehold.yaml").write_text("{}\n")
+    return {"SAFEHOLD_NO_ENCRYPTION": "1", "SAFEHOLD_CONFIG": str(tmp_path / "safehold.yaml"),
+            "SAFEHOLD_KEY_FILE": "", "SAFEHOLD_KEY": "", "SAFEHOLD_PASSPHRASE": "",
+            "PGPASSWORD": "", "MYSQL_PWD": ""}
+
+
+def _pg() -> Iterator[postgres.Postgres]:
+    bindir = PG_KINDS["pg18"]()
+    if bindir is None:
+        unavailable("PostgreSQL 18", "server binaries not installed")
+    assert bindir is not None
+    yield from serve(postgres.Postgres(bindir), "PostgreSQL 18")
+
+
+def _maria() -> Iterator[mariadb.MariaDB]:
+    if mariadb.server_binary() is None:
+        unavailable("MariaDB", "mariadbd not installed")
+    yield from serve(mariadb.MariaDB(), "MariaDB")
+
+
+# Fresh servers: an all-databases backup must see only this test's databases and roles, and
+# the roles must restore into a server that has never seen them.
+pg_old = pytest.fixture(scope="module")(_pg)
+pg_new = pytest.fixture(scope="module")(_pg)
+maria_old = pytest.fixture(scope="module")(_maria)
+maria_new = pytest.fixture(scope="module")(_maria)
+
+
+def backup(*args: str, env: dict[str, str], code: int = 0) -> dict[str, Any]:
+    result = run("backup", *args, "--output", "json", env=env, ok=False)
+    assert result.exit_code == code, result.output
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def dropping(victim: str, drop: Callable[[], None], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fault: ``victim`` is dropped after the run listed it, right before its backup."""
+    real = multidb.open_engine
+
+    def opening(url: str, options: Any) -> Engine:
+        if url.split("?")[0].endswith("/" + victim):
+            drop()
+        return real(url, options)
+
+    monkeypatch.setattr(multidb, "open_engine", opening)
+
+
+# -- PostgreSQL -------------------------------------------------------------------------------
+
+def pg_url(pg: postgres.Postgres, db: str = "postgres") -> str:
+    return f"postgresql://postgres@{pg.host}:{pg.port}/{db}"
+
+
+@pytest.fixture(scope="module")
+def pg_filled(pg_old: postgres.Postgres) -> postgres.Postgres:
+    for db in DBS:
+        pg_old.psql(f'CREATE DATABASE "{db}"')
+        pg_old.psql(f"CREATE TABLE t (id int PRIMARY KEY, v text);"
+                    f" INSERT INTO t SELECT g, '{db}' || g FROM generate_series(1, 300) g", db=db)
+    pg_old.psql("CREATE ROLE app_reader NOLOGIN; CREATE ROLE app_user LOGIN PASSWORD 'pw-ü1'"
+                " CONNECTION LIMIT 7; GRANT app_reader TO app_user")
+    return pg_old
+
+
+def test_pg_all_databases_are_one_backup_each_plus_the_roles(
+        pg_filled: postgres.Postgres, tmp_path: Path, env: dict[str, str]) -> None:
+    repo = (tmp_path / "repo").as_uri()
+    env = {**env, "SAFEHOLD_PASSWORD": postgres.PASSWORD}
+    result = backup("-t", pg_url(pg_filled), "-r", repo, "--all-databases", "--name", "srv",
+                    env=env)
+    assert result["status"] == "success"
+    assert [d["database"] for d in result["databases"]] == [*DBS, "postgres"]
+    assert all(d["status"] == "completed" and d["target"] == f"srv@{d['database']}"
+               for d in result["databases"])
+    assert result["globals"]["target"] == "srv@~globals"
+    listed = json.loads(run("list", "-r", repo, "-o", "json", env=env).stdout)
+    assert {b["target"] for b in listed} == {"srv@alpha", "srv@beta", "srv@gamma",
+                                            "srv@postgres", "srv@~globals"}
+    manifest = json.loads(next((tmp_path / "repo" / "srv@beta").glob("*/manifest.json"))
+                          .read_text())
+    assert manifest["database"] == "beta"
+
+
+def test_pg_one_database_dropped_mid_run_is_partial_and_the_others_restore(
+        pg_filled: postgres.Postgres, tmp_path: Path, env: dict[str, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = (tmp_path / "repo").as_uri()
+    env = {**env, "SAFEHOLD_PASSWORD": postgres.PASSWORD}
+    pg_filled.psql('CREATE DATABASE "doomed"')
+    dropping("doomed", lambda: pg_filled.psql('DROP DATABASE "doomed" WITH (FORCE)'),
+             monkeypatch)
+    result = backup("-t", pg_url(pg_filled), "-r", repo, "--name", "srv",
+                    "--databases", "alpha,doomed,gamma", env=env, code=Exit.PARTIAL)
+    assert result["status"] == "partial"
+    status = {d["database"]: d["status"] for d in result["databases"]}
+    assert status == {"alpha": "completed", "doomed": "failed", "gamma": "completed"}
+    failed = next(d for d in result["databases"] if d["database"] == "doomed")
+    assert failed["error"]["code"] == Exit.NOT_FOUND and "doomed" in failed["error"]["message"]
+    assert not list((tmp_path / "repo").glob("srv@doomed/*/manifest.json"))
+    run("restore", "-r", repo, "-b", "latest", "--from", "srv", "--database", "gamma",
+        "-t", pg_url(pg_filled, "gamma_copy"), "--yes", env=env)
+    assert pg_filled.psql("SELECT count(*), min(v) FROM t", db="gamma_copy") == "300|gamma1"
+
+
+def test_pg_roles_restore_into_a_new_server_and_log_in(
+        pg_filled: postgres.Postgres, pg_new: postgres.Postgres, tmp_path: Path,
+        env: dict[str, str]) -> None:
+    repo = (tmp_path / "repo").as_uri()
+    env = {**env, "SAFEHOLD_PASSWORD": postgres.PASSWORD}
+    backup("-t", pg_url(pg_filled), "-r", repo, "--name", "srv", "--databases", "alpha",
+           "--globals", env=env)
+    out = run("restore", "-r", repo, "-b", "latest", "--from", "srv", "--globals",
+              "-t", pg_url(pg_new), "-o", "json", env=env)
+    assert json.loads(out.stdout)["skipped_existing"] == []
+    conn = psycopg2.connect(host=pg_new.host, port=pg_new.port, user="app_user",
+                            password="pw-ü1", dbname="postgres")
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_has_role('app_user', 'app_reader', 'MEMBER'),"
+                    " rolconnlimit FROM pg_roles WHERE rolname = current_user")
+        assert cur.fetchone() == (True, 7)
+    conn.close()
+    again = run("restore", "-r", repo, "-b", "latest", "--from", "srv", "--globals",
+                "-t", pg_url(pg_new), env=env, ok=False)
+    assert again.exit_code == Exit.CONFLICT, again.output
+    assert "app_reader, app_user already exist" in again.output
+    skipped = run("restore", "-r", repo, "-b", "latest", "--from", "srv", "--globals",
+                  "--existing", "skip", "-t", pg_url(pg_new), "-o", "json", env=env)
+    assert json.loads(skipped.stdout)["skipped_existing"] == ["app_reader", "app_user"]
+
+
+# -- MariaDB ----------------------------------------------------------------------------------
+
+def my_url(m: mariadb.MariaDB, db: str = "mysql") -> str:
+    return f"mariadb://{m.user}@{m.host}:{m.port}/{db}"
+
+
+@pytest.fixture(scope="module")
+def maria_filled(maria_old: mariadb.MariaDB) -> mariadb.MariaDB:
+    for db in DBS:
+        maria_old.sql(f"CREATE DATABASE `{db}`; CREATE TABLE `{db}`.t (id int PRIMARY KEY,"
+                      f" v text); INSERT INTO `{db}`.t VALUES (1, '{db}'), (2, '{db}')")
+    maria_old.sql("CREATE USER 'app'@'%' IDENTIFIED BY 'app-pw';"
+                  " GRANT SELECT ON `beta`.* TO 'app'@'%'")
+    return maria_old
+
+
+def test_mariadb_all_databases_partial_and_users_into_a_new_server(
+        maria_filled: mariadb.MariaDB, maria_new: mariadb.MariaDB, tmp_path: Path,
+        env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = (tmp_path / "repo").as_uri()
+    env = {**env, "SAFEHOLD_PASSWORD": maria_filled.password}
+    result = backup("-t", my_url(maria_filled), "-r", repo, "--all-databases", "--name", "m",
+                    env=env)
+    assert result["status"] == "success"
+    assert [d["database"] for d in result["databases"]] == list(DBS)
+    assert result["globals"]["status"] == "completed"
+    maria_filled.sql("CREATE DATABASE doomed")
+    dropping("doomed", lambda: maria_filled.sql("DROP DATABASE doomed"), monkeypatch)
+    partial = backup("-t", my_url(maria_filled), "-r", repo, "--all-databases", "--name", "m",
+                     env=env, code=Exit.PARTIAL)
+    assert {d["database"]: d["status"] for d in partial["databases"]} == {
+        "alpha": "completed", "beta": "completed", "doomed": "failed", "gamma": "completed"}
+    text = run("backup", "-t", my_url(maria_filled), "-r", repo, "--name", "m2",
+               "--databases", "alpha,nosuch", env=env, ok=False)
+    assert text.exit_code == Exit.PARTIAL
+    assert "failed     nosuch" in text.output and "partial: 1 of 2" in text.output
+
+    new_env = {**env, "SAFEHOLD_PASSWORD": maria_new.password}
+    out = run("restore", "-r", repo, "-b", "latest", "--from", "m", "--globals",
+              "-t", my_url(maria_new), "-o", "json", env=new_env)
+    # the account the restore runs as exists in every new server: it is left alone
+    assert json.loads(out.stdout)["skipped_existing"] == [f"{maria_new.user}@127.0.0.1"]
+    run("restore", "-r", repo, "-b", "latest", "--from", "m", "--database", "beta",
+        "-t", my_url(maria_new, "beta"), "--yes", env=new_env)
+    conn = pymysql.connect(host=maria_new.host, port=maria_new.port, user="app",
+                           password="app-pw", database="beta")
+    with conn.cursor() as cur:
+        cur.execute("SELECT v FROM t ORDER BY id")
+        assert cur.fetchall() == (("beta",), ("beta",))
+        with pytest.raises(pymysql.err.OperationalError):
+            cur.execute("INSERT INTO t VALUES (3, 'x')")  # only SELECT was granted
+    conn.close()
+    again = run("restore", "-r", repo, "-b", "latest", "--from", "m", "--globals",
+                "-t", my_url(maria_new), env=new_env, ok=False)
+    assert again.exit_code == Exit.CONFLICT and "app@%" in again.output
+
+
+# -- MongoDB (FerretDB) -----------------------------------------------------------------------
+
+def test_mongodb_three_databases_three_backups(mongo_server: FerretDB, tmp_path: Path,
+                                               env: dict[str, str]) -> None:
+    client = mongo_server.client()
+    names = [f"multi_{n}" for n in DBS]
+    try:
+        for n in names:
+            client[n]["c"].insert_many([{"_id": i, "db": n} for i in range(50)])
+        repo = (tmp_path / "repo").as_uri()
+        url = f"mongodb://{mongo_server.host}:{mongo_server.port}/admin?directConnection=true"
+        result = backup("-t", url, "-r", repo, "--databases", ",".join(names), "--name", "mg",
+                        env=env)
+        assert result["status"] == "success" and result["globals"] is None
+        assert [d["target"] for d in result["databases"]] == [f"mg@{n}" for n in names]
+        client.drop_database(names[1])
+        run("restore", "-r", repo, "-b", "latest", "--from", "mg", "--database", names[1],
+            "-t", url.replace("/admin?", f"/{names[1]}?"), "--yes", env=env)
+        assert client[names[1]]["c"].count_documents({"db": names[1]}) == 50
+    finally:
+        for n in names:
+            client.drop_database(n)
+        client.close()
