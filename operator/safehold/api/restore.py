@@ -53,6 +53,10 @@ class RestoreSource(KubeModel):
     backup_id: Annotated[str, Field(pattern=BACKUP_REF_PATTERN)] | None = Field(
         default=None, description="With targetRef: a backup id, or latest (the default)."
     )
+    database: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
+        default=None, description="A target of several databases: which database's backup to"
+        " restore (with backupRef, that database's part of the Backup)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RestoreSource:

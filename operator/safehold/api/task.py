@@ -24,6 +24,9 @@ TlsMode = Literal["disable", "prefer", "require", "verify-ca", "verify-full"]
 ConflictPolicy = Literal["fail", "replace"]
 # The target's name inside the repository (repository/layout.py checks the same rule).
 RepoTargetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+# a target's name, or one of its databases' (target@database, api/databases.py)
+RepoSourceName = Annotated[str, Field(
+    pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(@[A-Za-z0-9._~-]{1,80})?$")]
 BackupRef = Annotated[str, Field(pattern=BACKUP_REF_PATTERN)]
 AbsPath = Annotated[str, Field(pattern=r"^/")]
 
@@ -138,9 +141,21 @@ class BackupTask(_Task):
     )
     compression: str = "zstd:3"
     chunk_size: int = Field(default=4 * 2**20, ge=64 * 1024, le=256 * 2**20)
+    # unset (not empty) by default: the task JSON of a one-database target stays as it was
+    databases: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(
+        default=None, description="Several databases of the server, each its own backup"
+        " under target@database (the database url says where to log in)")
+    all_databases: bool | None = Field(default=None, description="Every database of the"
+                                       " server")
+    globals: bool | None = Field(default=None, description="Also the server-wide objects"
+                                 " (roles, users and grants) under target@~globals")
 
     @model_validator(mode="after")
     def _check(self) -> BackupTask:
+        if self.databases and self.all_databases:
+            raise ValueError("databases and allDatabases exclude each other")
+        if (self.databases or self.all_databases) and self.include:
+            raise ValueError("include names tables of one database: not with databases")
         if self.backup_id == "latest":
             raise ValueError("a backup task's backupId names the new backup, not 'latest'")
         if self.include and self.type != "full":
@@ -151,7 +166,8 @@ class BackupTask(_Task):
 class RestoreTask(_Task):
     kind: Literal["restore"] = "restore"
     repository: TaskRepository
-    source: RepoTargetName = Field(description="The target whose backups are restored.")
+    source: RepoSourceName = Field(description="The target whose backups are restored (or"
+                                   " one database's of it: target@database).")
     backup_id: BackupRef = "latest"
     database: TaskDatabase = Field(description="Where to restore into.")
     encryption: TaskEncryption

@@ -141,9 +141,8 @@ def backup(
     chunk_bytes = parse_size(chunk_size)  # every flag is checked before anything is created
     target_name, settings, conn_options = common.target_settings(ctx, target, **conn)
     chosen = multidb.selection(databases, all_databases, globals_flag, settings.databases,
-                               settings.globals)
+                               settings.globals, settings.url)
     if chosen is not None:
-        servers.family(settings.url)  # SQLite: one file, refused before the repository
         repository = common.open_repo(ctx, repo, create=True)
         options = BackupOptions(
             target="-", type=backup_type,  # type: ignore[arg-type]

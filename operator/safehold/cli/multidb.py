@@ -42,8 +42,8 @@ class Selection:
 
 
 def selection(databases: str | None, all_databases: bool, globals_flag: bool | None,
-              configured: list[str] | str | None, configured_globals: bool | None
-              ) -> Selection | None:
+              configured: list[str] | str | None, configured_globals: bool | None,
+              url: str) -> Selection | None:
     """The multi-database selection of the flags (else the config file), None for one database.
     """
     if databases is not None and all_databases:
@@ -68,8 +68,14 @@ def selection(databases: str | None, all_databases: bool, globals_flag: bool | N
         return None
     if len(set(names or ())) != len(names or ()):
         raise UsageError(f"--databases names a database twice: {', '.join(names or ())}")
+    kind = servers.family(url)  # SQLite: one file, refused here
     chosen = globals_flag if globals_flag is not None else configured_globals
-    return Selection(names, chosen if chosen is not None else names is None)
+    if chosen and kind == "mongodb":
+        raise UsageError("MongoDB users are not backed up as server-wide objects yet",
+                         hint="leave --globals out (back up the admin database's users with"
+                         " the server's own tools)")
+    return Selection(names, chosen if chosen is not None else (names is None
+                                                               and kind != "mongodb"))
 
 
 def default_name(url: str) -> str:

@@ -88,6 +88,12 @@ def read_secret(source: SecretInput, env: Mapping[str, str] = os.environ) -> str
 
 
 def open_database(db: TaskDatabase, env: Mapping[str, str] = os.environ) -> Engine:
+    return open_engine(*database_settings(db, env))
+
+
+def database_settings(db: TaskDatabase, env: Mapping[str, str] = os.environ
+                      ) -> tuple[str, ConnectionOptions]:
+    """The task database's URL and connection options (secrets read from env and files)."""
     url = db.url if db.url is not None else read_secret(_given(db.url_from), env)
     tls = db.tls
     options = ConnectionOptions(
@@ -99,7 +105,7 @@ def open_database(db: TaskDatabase, env: Mapping[str, str] = os.environ) -> Engi
         connect_timeout=db.connect_timeout,
         jobs=db.jobs,
     )
-    return open_engine(url, options)
+    return url, options
 
 
 def open_repository(repo: TaskRepository) -> Repository:
@@ -250,6 +256,10 @@ def _lease(repo: Repository, target: str, operation: str, backup_id: str | None 
 
 
 def _backup(task: BackupTask, stages: Stages, env: Mapping[str, str]) -> TaskResult:
+    if task.databases or task.all_databases:
+        from safehold.pipeline.task_databases import backup_databases
+
+        return backup_databases(task, stages, env)
     with stages("open"):
         repo = open_repository(task.repository)
         keks = load_keys(task.encryption)
