@@ -238,3 +238,40 @@ def test_mongodb_three_databases_three_backups(mongo_server: FerretDB, tmp_path:
         for n in names:
             client.drop_database(n)
         client.close()
+
+
+# -- the operator's runner (run-task) ---------------------------------------------------------
+
+def test_run_task_partial_then_a_retry_reports_the_complete_ones_and_takes_the_rest(
+        pg_filled: postgres.Postgres, tmp_path: Path) -> None:
+    from tests.integration.test_run_task import Runner, key_dir
+
+    keys = key_dir(tmp_path / "keys", "k1")
+    (tmp_path / "pw").write_text(postgres.PASSWORD)
+    task = {"kind": "backup", "target": "orders", "repository": {
+                "url": (tmp_path / "repo").as_uri()},
+            "database": {"engine": "postgresql", "url": pg_url(pg_filled),
+                         "passwordFrom": {"file": str(tmp_path / "pw")}},
+            "encryption": {"mode": "keys", "keyDir": str(keys)},
+            "backupId": "20261202T120000.000000Z",
+            "databases": ["alpha", "later", "gamma"], "globals": True}
+    runner = Runner(tmp_path, {})
+    first, _ = runner(task, code=Exit.PARTIAL)
+    assert first.phase == "PartiallyFailed" and first.error is not None
+    assert first.error.error_class == "PartialFailure"
+    assert [(d.target, d.phase) for d in first.databases] == [
+        ("orders@alpha", "Completed"), ("orders@later", "Failed"),
+        ("orders@gamma", "Completed"), ("orders@~globals", "Completed")]
+    assert all(d.backup_id == "20261202T120000.000000Z" for d in first.databases
+               if d.phase == "Completed")
+    pg_filled.psql('CREATE DATABASE "later"')
+    try:
+        second, _ = runner(task)
+        assert second.phase == "Completed" and not second.error
+        assert [d.phase for d in second.databases] == ["Completed"] * 4
+        manifest = json.loads(
+            (tmp_path / "repo" / "orders@later" / "20261202T120000.000000Z" / "manifest.json")
+            .read_text())
+        assert manifest["database"] == "later" and manifest["mac"]
+    finally:
+        pg_filled.psql('DROP DATABASE IF EXISTS "later" WITH (FORCE)')

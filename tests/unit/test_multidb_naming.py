@@ -1,0 +1,121 @@
+"""Several databases in one target: repository names, the manifest's database field (bound by
+the MAC, absent when unset), selection rules and the PartiallyFailed status transition."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+
+from safehold.api import databases as dbnames
+from safehold.api.backup import BackupStatus
+from safehold.api.common import ErrorInfo
+from safehold.api.errors import UsageError
+from safehold.api.manifest import Manifest
+from safehold.api.result import DatabaseResult, TaskResult
+from safehold.api.target import BackupTargetSpec
+from safehold.api.task import BackupTask, RestoreTask
+from safehold.cli import multidb
+from safehold.codecs import crypto
+from safehold.engines.servers import database_url
+from safehold.repository import layout
+from tests.unit.controller import samples
+
+
+def test_database_keys_never_collide_with_plain_names_or_each_other() -> None:
+    assert dbnames.database_key("prod", "orders") == "prod@orders"
+    assert dbnames.globals_key("prod") == "prod@~globals"
+    odd = dbnames.database_key("prod", "my db/ü")
+    assert odd.startswith("prod@my_db__~") and layout.is_target_name(odd)
+    assert odd != dbnames.database_key("prod", "my db/u")  # same sanitized form, other hash
+    assert dbnames.database_key("prod", "-x").startswith("prod@-x~")  # not a plain name
+    for name in ("prod@orders", "prod@~globals", odd):
+        assert layout.is_target_name(name) and dbnames.split_key(name)[0] == "prod"
+    for bad in ("prod@", "@orders", "prod@a@b", "prod@a/b", "prod@~other"):
+        assert not layout.is_target_name(bad), bad
+    assert dbnames.run_status(3, 0) == "success"
+    assert dbnames.run_status(2, 1) == "partial"
+    assert dbnames.run_status(0, 2) == "failure"
+
+
+def _manifest(**kw: object) -> Manifest:
+    now = datetime(2026, 12, 2, tzinfo=UTC)
+    return Manifest(backup_id="20261202T000000.000000Z", target="prod@orders", engine="mysql",
+                    type="full", chain_id="20261202T000000.000000Z", started_at=now,
+                    finished_at=now, compression="zstd:3", chunk_size=4096, **kw)
+
+
+def test_the_database_field_is_bound_by_the_mac_and_absent_when_unset() -> None:
+    plain = _manifest()
+    assert b'"database"' not in plain.to_json() and b'"database"' not in plain.signing_bytes()
+    named = _manifest(database="orders")
+    key = b"k" * 32
+    mac = crypto.manifest_mac(key, named.signing_bytes())
+    relabelled = named.model_copy(update={"database": "users"})
+    assert crypto.manifest_mac(key, relabelled.signing_bytes()) != mac
+    assert Manifest.from_json(named.to_json()).database == "orders"
+
+
+def test_database_url_keeps_login_and_options() -> None:
+    assert database_url("postgresql://u@h:5432/postgres?sslmode=require&dbname=x", "a b") \
+        == "postgresql://u@h:5432/a%20b?sslmode=require"
+    assert database_url("mariadb://u@h:3306/mysql", "shop") == "mariadb://u@h:3306/shop"
+    # a MongoDB user keeps logging in where the URL said
+    assert database_url("mongodb://u@h/admin?tls=true", "app") == \
+        "mongodb://u@h/app?tls=true&authSource=admin"
+    assert database_url("mongodb://h/?directConnection=true", "app") == \
+        "mongodb://h/app?directConnection=true"
+
+
+def test_selection_refuses_what_makes_no_sense() -> None:
+    url = "postgresql://u@h/postgres"
+    assert multidb.selection(None, False, None, None, None, url) is None
+    assert multidb.selection("a, b", False, None, None, None, url) == \
+        multidb.Selection(("a", "b"), False)
+    assert multidb.selection(None, True, None, None, None, url) == multidb.Selection(None, True)
+    assert multidb.selection(None, True, None, None, None, "mongodb://h/a") == \
+        multidb.Selection(None, False)
+    for args, words in [(("a", True, None), "exclude each other"), ((",", False, None),
+                        "names no database"), ((None, False, True), "--globals needs"),
+                        (("a,a", False, None), "twice")]:
+        with pytest.raises(UsageError, match=words):
+            multidb.selection(*args, None, None, url)
+    with pytest.raises(Exception, match="one database"):
+        multidb.selection("a", False, None, None, None, "sqlite:///x.db")
+    with pytest.raises(UsageError, match="MongoDB users"):
+        multidb.selection(None, True, True, None, None, "mongodb://h/a")
+
+
+def test_api_models_validate_the_selection() -> None:
+    spec = dict(samples.PG_TARGET_SPEC, databases={"names": ["a"], "all": True})
+    with pytest.raises(ValidationError, match="exactly one of names"):
+        BackupTargetSpec.model_validate(spec)
+    with pytest.raises(ValidationError, match="include names tables"):
+        BackupTask.model_validate({
+            "target": "t", "repository": {"url": "file:///r"}, "encryption": {"mode": "none"},
+            "database": {"engine": "mysql", "url": "mysql://u@h/db"}, "databases": ["a"],
+            "include": ["x"]})
+    restore = {"source": "t@a", "backupId": "latest", "repository": {"url": "file:///r"},
+               "encryption": {"mode": "none"},
+               "database": {"engine": "mysql", "url": "mysql://u@h/db"}}
+    assert RestoreTask.model_validate(restore).source == "t@a"
+    with pytest.raises(ValidationError):
+        RestoreTask.model_validate({**restore, "source": "t@a/b"})
+
+
+def test_partially_failed_status_names_each_failure() -> None:
+    result = TaskResult(
+        kind="backup", phase="PartiallyFailed", exit_code=12, backup_id="b1",
+        error=ErrorInfo(error_class="PartialFailure", message="1 of 2 failed", exit_code=12),
+        databases=[DatabaseResult(database="a", target="t@a", phase="Completed",
+                                  stored_bytes=2048, raw_bytes=4096),
+                   DatabaseResult(database="b", target="t@b", phase="Failed",
+                                  error_class="DatabaseMissing", message="gone")])
+    status = BackupStatus().partially_failed(result, 1)
+    assert status.phase == "PartiallyFailed" and status.finished
+    assert status.size == "2.0 KiB" and status.databases == result.databases
+    cond = status.conditions[0]
+    assert (cond.status, cond.reason) == ("False", "PartiallyFailed")
+    assert cond.message == "1 of 2 backed up; failed: b (gone)"
+    assert len(result.to_termination_message(600)) <= 600
