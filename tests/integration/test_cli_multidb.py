@@ -273,5 +273,12 @@ def test_run_task_partial_then_a_retry_reports_the_complete_ones_and_takes_the_r
             (tmp_path / "repo" / "orders@later" / "20261202T120000.000000Z" / "manifest.json")
             .read_text())
         assert manifest["database"] == "later" and manifest["mac"]
+        # deleting the Backup (deletionPolicy Delete) removes every database's part
+        parts = [d.target for d in second.databases]
+        deleted, _ = runner({"kind": "delete", "target": "orders", "repository":
+                             task["repository"], "backupIds": ["20261202T120000.000000Z"],
+                             "databases": parts})
+        assert len(deleted.deleted) == 4 and deleted.freed_bytes
+        assert not list((tmp_path / "repo").glob("orders@*/*/manifest.json"))
     finally:
         pg_filled.psql('DROP DATABASE IF EXISTS "later" WITH (FORCE)')

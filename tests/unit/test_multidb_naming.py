@@ -4,20 +4,24 @@ the MAC, absent when unset), selection rules and the PartiallyFailed status tran
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from safehold.api import databases as dbnames
-from safehold.api.backup import BackupStatus
+from safehold.api.backup import Backup, BackupStatus
 from safehold.api.common import ErrorInfo
 from safehold.api.errors import UsageError
 from safehold.api.manifest import Manifest
+from safehold.api.restore import Restore
 from safehold.api.result import DatabaseResult, TaskResult
-from safehold.api.target import BackupTargetSpec
-from safehold.api.task import BackupTask, RestoreTask
+from safehold.api.target import BackupTarget, BackupTargetSpec
+from safehold.api.task import BackupTask, RestoreTask, parse_task
 from safehold.cli import multidb
 from safehold.codecs import crypto
+from safehold.controller.builders import tasks
+from safehold.controller.settings import Settings
 from safehold.engines.servers import database_url
 from safehold.repository import layout
 from tests.unit.controller import samples
@@ -119,3 +123,32 @@ def test_partially_failed_status_names_each_failure() -> None:
     assert (cond.status, cond.reason) == ("False", "PartiallyFailed")
     assert cond.message == "1 of 2 backed up; failed: b (gone)"
     assert len(result.to_termination_message(600)) <= 600
+
+
+def _task_of(job: dict[str, Any]) -> Any:
+    env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+    return parse_task(next(e["value"] for e in env if e["name"] == "SAFEHOLD_TASK"))
+
+
+def test_builders_carry_the_databases_to_backup_restore_and_delete_jobs() -> None:
+    settings = Settings(runner_image="safehold/runner:test")
+    spec = dict(samples.PG_TARGET_SPEC, databases={"all": True})
+    target = BackupTarget.model_validate(samples.target(spec=spec))
+    body = samples.backup()
+    body["status"] = {"phase": "PartiallyFailed", "backupId": "20261202T000000.000000Z",
+                      "databases": [{"database": "a", "target": "orders@a", "phase": "Completed"},
+                                    {"target": "orders@~globals", "phase": "Failed"}]}
+    bk = Backup.model_validate(body)
+    backup = _task_of(tasks.backup_job(bk, target, "20261202T000000.000000Z", "j", settings))
+    assert backup.all_databases and backup.globals and backup.databases is None
+    delete = _task_of(tasks.delete_job(bk, target, "20261202T000000.000000Z", "d", settings))
+    assert delete.databases == ["orders@a", "orders@~globals"]
+    rs = Restore.model_validate(samples.restore(
+        source={"backupRef": {"name": "orders-20261202"}, "database": "a"}))
+    restore = _task_of(tasks.restore_job(rs, target, None, "20261202T000000.000000Z", "r",
+                                         settings))
+    assert restore.source == "orders@a"
+    mongo = BackupTarget.model_validate(samples.target(spec=dict(
+        samples.PG_TARGET_SPEC, engine="mongodb", databases={"all": True})))
+    assert not _task_of(tasks.backup_job(bk, mongo, "20261202T000000.000000Z", "j",
+                                         settings)).globals

@@ -190,11 +190,17 @@ class DeleteTask(_Task):
     repository: TaskRepository
     target: RepoTargetName
     backup_ids: list[BackupRef] = Field(min_length=1)
+    databases: list[RepoSourceName] | None = Field(
+        default=None, description="A multi-database Backup: delete the same ids under these"
+        " targets (target@database) instead of under target")
 
     @model_validator(mode="after")
     def _check(self) -> DeleteTask:
         if "latest" in self.backup_ids:
             raise ValueError("a delete task names backups by id, never 'latest'")
+        strangers = [d for d in self.databases or () if not d.startswith(self.target + "@")]
+        if strangers:
+            raise ValueError(f"databases must be {self.target}@<database>: {strangers}")
         return self
 
 

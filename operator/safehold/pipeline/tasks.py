@@ -410,27 +410,32 @@ def _delete(task: DeleteTask, stages: Stages, env: Mapping[str, str]) -> TaskRes
     with stages("delete"):
         repo = open_repository(task.repository)
         doomed = set(task.backup_ids)
-        backups = repo.backups(task.target)
-        dependents = [m for m in backups if m.parent_id in doomed and m.backup_id not in doomed]
-        if dependents:
-            pairs = ", ".join(f"{m.backup_id} builds on {m.parent_id}" for m in dependents)
-            raise DependentBackups(
-                f"cannot delete: kept backups depend on it ({pairs})",
-                hint="delete the dependent backups too (or first), or keep this one")
-        complete, incomplete = repo.backup_ids(task.target)
-        present = set(complete) | set(incomplete)
+        targets = task.databases or [task.target]  # a multi-database Backup: each database's
+        for target in targets:
+            backups = repo.backups(target)
+            dependents = [m for m in backups
+                          if m.parent_id in doomed and m.backup_id not in doomed]
+            if dependents:
+                pairs = ", ".join(f"{m.backup_id} builds on {m.parent_id}" for m in dependents)
+                raise DependentBackups(
+                    f"cannot delete: kept backups of {target} depend on it ({pairs})",
+                    hint="delete the dependent backups too (or first), or keep this one")
         freed = 0
         deleted, gone = [], []
-        with _lease(repo, task.target, "delete") if doomed & present else nullcontext() as lease:
-            # newest first: a crash midway never leaves a backup whose parent is already gone
-            for backup_id in sorted(doomed, reverse=True):
-                if backup_id not in present:
-                    gone.append(backup_id)
-                    continue
-                if lease is not None:
-                    lease.check()
-                freed += repo.delete_backup(task.target, backup_id)
-                deleted.append(backup_id)
+        for target in targets:
+            complete, incomplete = repo.backup_ids(target)
+            present = set(complete) | set(incomplete)
+            with _lease(repo, target, "delete") if doomed & present else nullcontext() as lease:
+                # newest first: a crash midway never leaves a backup whose parent is gone
+                for backup_id in sorted(doomed, reverse=True):
+                    shown = backup_id if target == task.target else f"{target}/{backup_id}"
+                    if backup_id not in present:
+                        gone.append(shown)
+                        continue
+                    if lease is not None:
+                        lease.check()
+                    freed += repo.delete_backup(target, backup_id)
+                    deleted.append(shown)
     notes = [f"{b} was already gone" for b in sorted(gone)]
     return TaskResult(kind="delete", phase="Completed", **stages.facts(), target=task.target,
                       deleted=deleted, freed_bytes=freed, notes=notes)

@@ -94,7 +94,9 @@ def verify_job(backup: Backup, target: BackupTarget, backup_id: str, job_name: s
 def delete_job(backup: Backup, target: BackupTarget, backup_id: str, job_name: str,
                settings: Settings) -> dict[str, Any]:
     repo, w_repo = wiring.repository(target.spec, SRC)
-    task = DeleteTask(repository=repo, target=target.repository_name, backup_ids=[backup_id])
+    parts = [d.target for d in backup.status.databases or ()]
+    task = DeleteTask(repository=repo, target=target.repository_name, backup_ids=[backup_id],
+                      databases=parts or None)
     return build_job(JobSpec(
         name=job_name, namespace=backup.metadata.namespace or "", purpose="delete",
         owner=owner(backup), task_json=task_to_json(task), wiring=w_repo,
