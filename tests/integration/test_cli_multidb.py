@@ -282,3 +282,19 @@ def test_run_task_partial_then_a_retry_reports_the_complete_ones_and_takes_the_r
         assert not list((tmp_path / "repo").glob("orders@*/*/manifest.json"))
     finally:
         pg_filled.psql('DROP DATABASE IF EXISTS "later" WITH (FORCE)')
+
+
+def test_a_partial_run_is_a_failure_notice_naming_the_database(
+        maria_filled: mariadb.MariaDB, tmp_path: Path, slack_hook: Any) -> None:
+    config = tmp_path / "notify.yaml"
+    config.write_text("notifications:\n  slack:\n    webhook_url_env: TEST_SLACK_WEBHOOK\n")
+    env = {"SAFEHOLD_CONFIG": str(config), "SAFEHOLD_KEY_FILE": "", "SAFEHOLD_KEY": "",
+           "SAFEHOLD_PASSPHRASE": "", "SAFEHOLD_NO_ENCRYPTION": "1",
+           "TEST_SLACK_WEBHOOK": slack_hook.url, "SAFEHOLD_PASSWORD": maria_filled.password}
+    result = run("backup", "-t", my_url(maria_filled), "-r", (tmp_path / "repo").as_uri(),
+                 "--name", "n", "--databases", "alpha,no_such_db", env=env, ok=False)
+    assert result.exit_code == Exit.PARTIAL, result.output
+    assert len(slack_hook.delivered) == 1
+    text = json.dumps(slack_hook.delivered[0])
+    assert "Backup failed" in text and "partial: 1 of 2 backed up" in text
+    assert "no_such_db" in text

@@ -152,3 +152,14 @@ def test_builders_carry_the_databases_to_backup_restore_and_delete_jobs() -> Non
         samples.PG_TARGET_SPEC, engine="mongodb", databases={"all": True})))
     assert not _task_of(tasks.backup_job(bk, mongo, "20261202T000000.000000Z", "j",
                                          settings)).globals
+
+
+def test_a_partially_failed_backup_is_finished_for_schedules_and_deletable() -> None:
+    from safehold.controller.logic import deletion, schedules
+
+    body = samples.backup()
+    body["spec"]["deletionPolicy"] = "Delete"
+    body["status"] = {"phase": "PartiallyFailed", "backupId": "20261202T000000.000000Z"}
+    assert schedules.finished(body)
+    decision = deletion.decide(body, [], namespace_terminating=False)
+    assert decision.action is not deletion.Action.RELEASE, decision

@@ -158,6 +158,9 @@ def backup(
             lock_wait=lock_wait, backup_id=backup_id or None, summarize=manifest_summary,
             output=output)
         return
+    if "@" in (name or target_name):
+        raise UsageError(f"target name {name or target_name!r} contains '@', which separates a"
+                         " target from its databases", hint="choose another name with --name")
     engine = common.engine_for(settings, conn_options)
     size = engine.estimate_size()  # a missing or unreachable database fails before the repository
     repository = common.open_repo(ctx, repo, create=True)

@@ -110,6 +110,8 @@ def apply_accounts(target: Target, accounts: list[dict[str, Any]], existing: Exi
                 f"account(s) {names} already exist on {target}; nothing was created",
                 hint="restore the users into a new server, or pass --existing skip to create"
                 " only the missing ones (existing accounts are left as they are)")
+        for a in accounts:  # defence in depth: only account statements, never anything else
+            _check_statements(a)
         skipped = [f"{a['user']}@{a['host']}" for a in clashes]
         todo = [a for a in accounts if a not in clashes]
         try:
@@ -129,6 +131,15 @@ def apply_accounts(target: Target, accounts: list[dict[str, Any]], existing: Exi
         return skipped
     finally:
         conn.close()
+
+
+def _check_statements(a: dict[str, Any]) -> None:
+    create = ("CREATE ROLE ",) if a.get("role") else ("CREATE USER ",)
+    if not str(a.get("create", "")).upper().startswith(create) or not all(
+            str(g).upper().startswith(("GRANT ", "SET DEFAULT ROLE ")) for g in a["grants"]):
+        raise EngineError(f"the backup's statements for {a.get('user')!r}@{a.get('host')!r}"
+                          " are not CREATE USER/ROLE and GRANT statements; nothing was created",
+                          hint="restore only backups this repository's safehold wrote")
 
 
 class MySQLAccounts:

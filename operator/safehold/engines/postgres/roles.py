@@ -72,7 +72,8 @@ def read_roles(target: PgTarget) -> dict[str, Any]:
     except psycopg2.errors.InsufficientPrivilege:
         raise PermissionDenied(
             f"{target.user} may not read the roles' passwords (pg_authid) on {target.describe()}",
-            hint="back up the server-wide objects as a superuser, or leave --globals out") from None
+            hint="back up the roles as a superuser, or leave them out (--no-globals;"
+            " databases.globals: false on a BackupTarget)") from None
     except psycopg2.Error as exc:
         raise from_psycopg(exc, target, "reading the roles") from None
     finally:
@@ -111,7 +112,7 @@ def apply_roles(target: PgTarget, data: dict[str, Any], existing: Existing) -> l
                 if role["rolname"] not in present:
                     cur.execute(_create(role))
             for m in data.get("memberships", []):
-                if m["member"] in present and m["role"] in present:
+                if m["member"] in present:  # an existing role is left as it is
                     continue
                 grant = sql.SQL("GRANT {} TO {}").format(sql.Identifier(m["role"]),
                                                          sql.Identifier(m["member"]))
