@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import psycopg2
 import pymysql
@@ -68,7 +69,8 @@ def dropping(victim: str, drop: Callable[[], None], monkeypatch: pytest.MonkeyPa
     real = multidb.open_engine
 
     def opening(url: str, options: Any) -> Engine:
-        if url.split("?")[0].endswith("/" + victim):
+        parts = urlsplit(url)
+        if dict(parse_qsl(parts.query)).get("dbname", unquote(parts.path[1:])) == victim:
             drop()
         return real(url, options)
 
@@ -238,6 +240,48 @@ def test_mongodb_three_databases_three_backups(mongo_server: FerretDB, tmp_path:
         for n in names:
             client.drop_database(n)
         client.close()
+
+
+def test_mongodb_all_databases_of_a_fresh_server_leave_the_system_ones_out(
+        tmp_path: Path, env: dict[str, str]) -> None:
+    fresh = FerretDB()
+    if not fresh.binary:
+        unavailable("FerretDB", "binary not built (scripts/infra/30-ferretdb.sh)")
+    for server in serve(fresh, "FerretDB"):
+        client = server.client()
+        for n in DBS:
+            client[n]["c"].insert_one({"_id": 1, "db": n})
+        client.close()
+        url = f"mongodb://{server.host}:{server.port}/admin?directConnection=true"
+        result = backup("-t", url, "-r", (tmp_path / "repo").as_uri(), "--all-databases",
+                        "--name", "mg", env=env)
+        assert [d["database"] for d in result["databases"]] == list(DBS)
+        assert result["globals"] is None and result["status"] == "success"
+        refused = run("backup", "-t", url, "-r", (tmp_path / "repo").as_uri(),
+                      "--all-databases", "--globals", env=env, ok=False)
+        assert refused.exit_code == Exit.USAGE and "MongoDB users" in refused.output
+
+
+def test_a_database_name_of_any_characters_is_its_own_backup_and_restores(
+        pg_filled: postgres.Postgres, tmp_path: Path, env: dict[str, str]) -> None:
+    weird = 'we ird/ü"x'
+    pg_filled.psql(f'CREATE DATABASE "we ird/ü""x"')
+    try:
+        pg_filled.psql("CREATE TABLE t (v text); INSERT INTO t VALUES ('odd')", db=weird)
+        repo = (tmp_path / "repo").as_uri()
+        env = {**env, "SAFEHOLD_PASSWORD": postgres.PASSWORD}
+        result = backup("-t", pg_url(pg_filled), "-r", repo, "--name", "srv",
+                        "--databases", f"alpha,{weird}", env=env)
+        key = result["databases"][1]["target"]
+        assert key.startswith("srv@we_ird___x~") and result["status"] == "success"
+        manifest = json.loads(next((tmp_path / "repo" / key).glob("*/manifest.json"))
+                              .read_text())
+        assert manifest["database"] == weird
+        run("restore", "-r", repo, "-b", "latest", "--from", "srv", "--database", weird,
+            "-t", pg_url(pg_filled, "weird_copy"), "--yes", env=env)
+        assert pg_filled.psql("SELECT v FROM t", db="weird_copy") == "odd"
+    finally:
+        pg_filled.psql('DROP DATABASE IF EXISTS "we ird/ü""x" WITH (FORCE)')
 
 
 # -- the operator's runner (run-task) ---------------------------------------------------------

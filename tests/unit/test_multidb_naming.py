@@ -62,8 +62,8 @@ def test_the_database_field_is_bound_by_the_mac_and_absent_when_unset() -> None:
 
 
 def test_database_url_keeps_login_and_options() -> None:
-    assert database_url("postgresql://u@h:5432/postgres?sslmode=require&dbname=x", "a b") \
-        == "postgresql://u@h:5432/a%20b?sslmode=require"
+    assert database_url("postgresql://u@h:5432/postgres?sslmode=require&dbname=x", "a/b") \
+        == "postgresql://u@h:5432/?sslmode=require&dbname=a%2Fb"
     assert database_url("mariadb://u@h:3306/mysql", "shop") == "mariadb://u@h:3306/shop"
     # a MongoDB user keeps logging in where the URL said
     assert database_url("mongodb://u@h/admin?tls=true", "app") == \

@@ -33,8 +33,9 @@ def database_url(url: str, database: str) -> str:
     kind = family(url)
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
-    if kind == "postgresql":
-        query = [(k, v) for k, v in query if k != "dbname"]
+    if kind == "postgresql":  # ?dbname= carries any name ('/' included), the path cannot
+        query = [(k, v) for k, v in query if k != "dbname"] + [("dbname", database)]
+        return urlunsplit((parts.scheme, parts.netloc, "/", urlencode(query), parts.fragment))
     if kind == "mongodb" and parts.username is not None \
             and not any(k.lower() == "authsource" for k, _ in query):
         # the user logs in where the URL said, not in each database it backs up
