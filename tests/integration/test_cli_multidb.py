@@ -265,7 +265,7 @@ def test_mongodb_all_databases_of_a_fresh_server_leave_the_system_ones_out(
 def test_a_database_name_of_any_characters_is_its_own_backup_and_restores(
         pg_filled: postgres.Postgres, tmp_path: Path, env: dict[str, str]) -> None:
     weird = 'we ird/ü"x'
-    pg_filled.psql(f'CREATE DATABASE "we ird/ü""x"')
+    pg_filled.psql('CREATE DATABASE "we ird/ü""x"')
     try:
         pg_filled.psql("CREATE TABLE t (v text); INSERT INTO t VALUES ('odd')", db=weird)
         repo = (tmp_path / "repo").as_uri()
