@@ -342,3 +342,16 @@ def test_a_partial_run_is_a_failure_notice_naming_the_database(
     text = json.dumps(slack_hook.delivered[0])
     assert "Backup failed" in text and "partial: 1 of 2 backed up" in text
     assert "no_such_db" in text
+
+
+def test_a_config_target_names_its_databases(pg_filled: postgres.Postgres, tmp_path: Path,
+                                             env: dict[str, str]) -> None:
+    (tmp_path / "pw").write_text(postgres.PASSWORD)
+    (tmp_path / "safehold.yaml").write_text(
+        f"targets:\n  shop:\n    url: {pg_url(pg_filled)}\n    password_file: {tmp_path / 'pw'}\n"
+        "    databases: [gamma, alpha]\n    globals: true\n")
+    result = backup("-t", "shop", "-r", (tmp_path / "repo").as_uri(), env=env)
+    assert [d["target"] for d in result["databases"]] == ["shop@gamma", "shop@alpha"]
+    assert result["globals"]["target"] == "shop@~globals"
+    alone = backup("-t", "shop", "-r", (tmp_path / "repo").as_uri(), "--no-globals", env=env)
+    assert alone["globals"] is None
