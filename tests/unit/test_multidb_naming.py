@@ -163,3 +163,21 @@ def test_a_partially_failed_backup_is_finished_for_schedules_and_deletable() -> 
     assert schedules.finished(body)
     decision = deletion.decide(body, [], namespace_terminating=False)
     assert decision.action is not deletion.Action.RELEASE, decision
+
+
+def test_hundreds_of_databases_fit_the_termination_message() -> None:
+    many = [DatabaseResult(database=f"database_number_{i:04d}", target=f"orders@db_{i:04d}",
+                           phase="Failed" if i % 7 == 0 else "Completed",
+                           backup_id="20261202T000000.000000Z", stored_bytes=10**9,
+                           raw_bytes=4 * 10**9, error_class="DatabaseMissing",
+                           message="x" * 300 if i % 7 == 0 else None) for i in range(400)]
+    result = TaskResult(kind="backup", phase="PartiallyFailed", exit_code=12, databases=many,
+                        error=ErrorInfo(error_class="PartialFailure", exit_code=12,
+                                        message="58 of 400 failed, first: gone"))
+    text = result.to_termination_message()
+    assert len(text.encode()) <= 4096
+    back = TaskResult.from_termination_message(text)
+    assert back.phase == "PartiallyFailed" and back.exit_code == 12 and back.truncated
+    status = BackupStatus().partially_failed(back, 1)
+    assert status.phase == "PartiallyFailed"
+    assert "failed" in status.conditions[0].message and "cut" in status.conditions[0].message

@@ -204,6 +204,11 @@ class BackupStatus(StatusModel):
         message = (f"{len(done)} of {len(result.databases)} backed up; failed: "
                    + "; ".join(f"{d.database or 'server-wide objects'} ({d.message})"
                                for d in failed))
+        if not failed:  # the list was cut to fit the termination message: the error says it
+            message = result.error.message if result.error else "some databases failed"
+        if result.truncated:
+            message += " (the list was cut to fit the runner's 4 KiB result; the runner's log"\
+                " has all of it)"
         stored = sum(d.stored_bytes or 0 for d in done)
         return self.model_copy(update={
             "phase": "PartiallyFailed", "observed_generation": generation,

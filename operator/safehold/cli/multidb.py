@@ -139,6 +139,8 @@ def back_up(ctx: click.Context, *, url: str, name: str, options: ConnectionOptio
     status = dbnames.run_status(len(outcomes) - len(failed), len(failed))
     result = {
         "target": name, "status": status, "seconds": round(time.monotonic() - started, 3),
+        "raw_bytes": sum((o.summary or {}).get("raw_bytes") or 0 for o in outcomes),
+        "stored_bytes": sum((o.summary or {}).get("stored_bytes") or 0 for o in outcomes),
         "databases": [o.as_dict() for o in outcomes if o.database is not None],
         "globals": next((o.as_dict() for o in outcomes if o.database is None), None),
     }
