@@ -78,3 +78,21 @@ def test_the_api_server_refuses_a_contradictory_selection(k8s: Cluster, crds: An
     with pytest.raises(ApiException) as refused:
         k8s.create("backuptargets", samples.target("mongo", spec=mongo))
     assert refused.value.status == 422 and "MongoDB users" in str(refused.value.body)
+
+
+def test_a_globals_restore_reads_the_server_wide_objects(k8s: Cluster, operator: Any) -> None:
+    spec = dict(SPEC, databases={"all": True})
+    with operator():
+        k8s.create("backuptargets", samples.target(spec=spec))
+        k8s.create("backuptargets", samples.target("new-server"))
+        rs = k8s.create("restores", samples.restore(
+            "roles-back", source={"targetRef": {"name": "orders"}, "globals": True},
+            destination={"targetRef": {"name": "new-server"}}))
+        plan = eventually(lambda: k8s.jobs(rs["metadata"]["uid"]), "the restore's plan Job")[0]
+        task = _task(plan)
+    assert task.source == "orders@~globals" and task.globals and task.backup_id == "latest"
+    with pytest.raises(ApiException) as refused:
+        k8s.create("restores", samples.restore(
+            "roles-bad", source={"targetRef": {"name": "orders"}, "globals": True},
+            destination={"database": "x"}))
+    assert refused.value.status == 422 and "destination targetRef" in str(refused.value.body)

@@ -355,3 +355,31 @@ def test_a_config_target_names_its_databases(pg_filled: postgres.Postgres, tmp_p
     assert result["globals"]["target"] == "shop@~globals"
     alone = backup("-t", "shop", "-r", (tmp_path / "repo").as_uri(), "--no-globals", env=env)
     assert alone["globals"] is None
+
+
+def test_run_task_restores_the_roles_into_a_new_server_and_refuses_a_second_time(
+        pg_filled: postgres.Postgres, tmp_path: Path) -> None:
+    from tests.integration.test_run_task import Runner, key_dir
+
+    keys = key_dir(tmp_path / "keys", "k1")
+    (tmp_path / "pw").write_text(postgres.PASSWORD)
+    repo = {"url": (tmp_path / "repo").as_uri()}
+    encryption = {"mode": "keys", "keyDir": str(keys)}
+    runner = Runner(tmp_path, {})
+    runner({"kind": "backup", "target": "orders", "repository": repo, "encryption": encryption,
+            "database": {"engine": "postgresql", "url": pg_url(pg_filled),
+                         "passwordFrom": {"file": str(tmp_path / "pw")}},
+            "databases": ["alpha"], "globals": True})
+    for fresh in _pg():
+        restore = {"kind": "restore", "source": "orders@~globals", "repository": repo,
+                   "encryption": encryption, "globals": True,
+                   "database": {"engine": "postgresql", "url": pg_url(fresh),
+                                "passwordFrom": {"file": str(tmp_path / "pw")}}}
+        done, _ = runner(restore)
+        assert done.phase == "Completed" and done.target == "orders@~globals"
+        conn = psycopg2.connect(host=fresh.host, port=fresh.port, user="app_user",
+                                password="pw-ü1", dbname="postgres")
+        conn.close()
+        again, _ = runner(restore, code=Exit.CONFLICT)
+        assert again.error is not None and "app_reader, app_user already exist" in \
+            again.error.message

@@ -181,3 +181,25 @@ def test_hundreds_of_databases_fit_the_termination_message() -> None:
     status = BackupStatus().partially_failed(back, 1)
     assert status.phase == "PartiallyFailed"
     assert "failed" in status.conditions[0].message and "cut" in status.conditions[0].message
+
+
+def test_a_globals_restore_goes_to_a_target_with_conflict_fail_only() -> None:
+    from safehold.api.restore import RestoreSpec
+
+    base = {"source": {"backupRef": {"name": "b"}, "globals": True},
+            "destination": {"targetRef": {"name": "new-server"}}}
+    assert RestoreSpec.model_validate(base).source.globals
+    for change, words in [({"destination": {"database": "x"}}, "destination targetRef"),
+                          ({"conflictPolicy": "replace"}, "conflictPolicy fail"),
+                          ({"include": ["t"]}, "no include"),
+                          ({"source": {"backupRef": {"name": "b"}, "globals": True,
+                                       "database": "a"}}, "exclude each other")]:
+        with pytest.raises(ValidationError, match=words):
+            RestoreSpec.model_validate({**base, **change})
+    settings = Settings(runner_image="safehold/runner:test")
+    target = BackupTarget.model_validate(samples.target(spec=dict(
+        samples.PG_TARGET_SPEC, databases={"all": True})))
+    rs = Restore.model_validate(samples.restore(**base))
+    task = _task_of(tasks.restore_job(rs, target, target, "20261202T000000.000000Z", "r",
+                                      settings))
+    assert task.source == "orders@~globals" and task.globals

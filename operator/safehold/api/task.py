@@ -174,6 +174,15 @@ class RestoreTask(_Task):
     include: list[str] = Field(default_factory=list)
     conflict_policy: ConflictPolicy = "fail"
     plan_only: bool = Field(default=False, description="Resolve the chain, restore nothing.")
+    globals: bool | None = Field(
+        default=None, description="Restore the server-wide objects of target@~globals (roles,"
+        " users and grants) into the database's server; refused when any of them exists")
+
+    @model_validator(mode="after")
+    def _check(self) -> RestoreTask:
+        if self.globals and (not self.source.endswith("@~globals") or self.include):
+            raise ValueError("a globals restore reads target@~globals and takes no include")
+        return self
 
 
 class CheckTask(_Task):

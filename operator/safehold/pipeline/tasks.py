@@ -307,7 +307,12 @@ def _restore(task: RestoreTask, stages: Stages, env: Mapping[str, str]) -> TaskR
     if task.plan_only:
         return TaskResult(kind="restore", phase="Completed", **stages.facts(), **facts)
     with stages("check"):
-        engine = open_database(task.database, env)
+        if task.globals:
+            from safehold.engines.servers import globals_engine
+
+            engine = globals_engine(*database_settings(task.database, env), "fail")
+        else:
+            engine = open_database(task.database, env)
         report = engine.check("restore")
         if not report.ok:
             raise DatabaseProblem("cannot restore: " + "; ".join(report.problems))

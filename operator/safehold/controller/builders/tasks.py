@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from safehold.api.backup import Backup
-from safehold.api.databases import database_key
+from safehold.api.databases import database_key, globals_key
 from safehold.api.restore import Restore
 from safehold.api.target import BackupTarget
 from safehold.api.task import (
@@ -118,10 +118,12 @@ def restore_job(restore: Restore, source: BackupTarget, destination: BackupTarge
     else:
         db, w_db = wiring.database(destination.spec, DST)
         runner = destination.spec.runner
-    one = restore.spec.source.database
+    one, everyone = restore.spec.source.database, restore.spec.source.globals
+    part = (globals_key(source.repository_name) if everyone else
+            database_key(source.repository_name, one) if one else source.repository_name)
     task = RestoreTask(
-        repository=repo, backup_id=backup_id, database=db,
-        source=database_key(source.repository_name, one) if one else source.repository_name,
+        repository=repo, backup_id=backup_id, database=db, source=part,
+        globals=True if everyone else None,
         encryption=enc, include=list(restore.spec.include),
         conflict_policy=restore.spec.conflict_policy, plan_only=plan_only,
     )

@@ -84,7 +84,8 @@ def reconcile(body: Obj) -> None:
             _start(kube, body, rs, name, rs.status.backup_id)
             return
     src = rs.spec.source
-    if src.database is not None:  # one database's backup: resolved from the repository
+    if src.database is not None or src.globals:  # a part of a multi-database target's
+        # backups: resolved from the repository
         picked = _database_source(kube, body, rs)
         if picked is not None:
             _plan_job(kube, body, rs, *picked)
