@@ -9,14 +9,13 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 import psycopg2
 import pymysql
 import pytest
 
 from safehold.api.errors import Exit
-from safehold.cli import multidb
+from safehold.engines import servers
 from safehold.engines.base import Engine
 from tests.infra import mariadb, postgres
 from tests.infra.ferretdb import FerretDB
@@ -66,15 +65,14 @@ def backup(*args: str, env: dict[str, str], code: int = 0) -> dict[str, Any]:
 
 def dropping(victim: str, drop: Callable[[], None], monkeypatch: pytest.MonkeyPatch) -> None:
     """The fault: ``victim`` is dropped after the run listed it, right before its backup."""
-    real = multidb.open_engine
+    real = servers.open_database
 
-    def opening(url: str, options: Any) -> Engine:
-        parts = urlsplit(url)
-        if dict(parse_qsl(parts.query)).get("dbname", unquote(parts.path[1:])) == victim:
+    def opening(url: str, database: str, options: Any) -> Engine:
+        if database == victim:
             drop()
-        return real(url, options)
+        return real(url, database, options)
 
-    monkeypatch.setattr(multidb, "open_engine", opening)
+    monkeypatch.setattr(servers, "open_database", opening)
 
 
 # -- PostgreSQL -------------------------------------------------------------------------------

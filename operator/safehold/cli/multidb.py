@@ -24,7 +24,7 @@ from safehold.cli import common, locking
 from safehold.cli.errors import Terminated, report_for
 from safehold.codecs import crypto
 from safehold.engines import servers
-from safehold.engines.base import ConnectionOptions, Engine, open_engine, redact_url
+from safehold.engines.base import ConnectionOptions, Engine, redact_url
 from safehold.pipeline.backup import BackupOptions, run_backup
 from safehold.pipeline.profile import Profile
 from safehold.repository import layout
@@ -128,9 +128,8 @@ def back_up(ctx: click.Context, *, url: str, name: str, options: ConnectionOptio
     outcomes = []
     for db in names:
         key = dbnames.database_key(name, db)
-        outcomes.append(_one(db, key, lambda db=db: open_engine(  # type: ignore[misc]
-            servers.database_url(url, db), options), repository, backup, keks, lock_wait,
-            backup_id, summarize))
+        outcomes.append(_one(db, key, lambda db=db: servers.open_database(  # type: ignore[misc]
+            url, db, options), repository, backup, keks, lock_wait, backup_id, summarize))
     if chosen.globals:
         key = dbnames.globals_key(name)
         outcomes.append(_one(None, key, lambda: servers.globals_engine(url, options),

@@ -44,6 +44,18 @@ def database_url(url: str, database: str) -> str:
                        urlencode(query), parts.fragment))
 
 
+def open_database(url: str, database: str, options: ConnectionOptions) -> Engine:
+    """The engine of ``database`` on ``url``'s server; a name the URL cannot carry is the
+    user's to fix (UsageError), never a bug."""
+    from safehold.api.errors import UsageError
+    from safehold.engines.base import open_engine, redact_url
+
+    try:
+        return open_engine(database_url(url, database), options)
+    except ValueError as exc:
+        raise UsageError(f"database {database!r}: {redact_url(str(exc))}") from None
+
+
 def list_databases(url: str, options: ConnectionOptions) -> list[str]:
     """The databases an all-databases target backs up: every one but the system ones."""
     kind = family(url)

@@ -21,7 +21,7 @@ from safehold.api.task import BackupTask
 from safehold.codecs import crypto
 from safehold.codecs.compression import Codec, parse_codec
 from safehold.engines import servers
-from safehold.engines.base import Engine, open_engine, redact_url
+from safehold.engines.base import Engine, redact_url
 from safehold.pipeline.backup import BackupOptions, run_backup
 from safehold.pipeline.profile import Profile
 from safehold.repository import layout
@@ -49,7 +49,7 @@ def backup_databases(task: BackupTask, stages: object, env: Mapping[str, str]) -
     codec = parse_codec(task.compression)
     jobs: list[tuple[str | None, str, Callable[[], Engine]]] = [
         (db, dbnames.database_key(task.target, db),
-         lambda db=db: open_engine(servers.database_url(url, db), options))  # type: ignore[misc]
+         lambda db=db: servers.open_database(url, db, options))  # type: ignore[misc]
         for db in names]
     if task.globals:
         jobs.append((None, dbnames.globals_key(task.target),
