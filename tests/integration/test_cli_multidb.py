@@ -109,6 +109,11 @@ def test_pg_all_databases_are_one_backup_each_plus_the_roles(
     manifest = json.loads(next((tmp_path / "repo" / "srv@beta").glob("*/manifest.json"))
                           .read_text())
     assert manifest["database"] == "beta"
+    # each database is an ordinary target for the other commands
+    run("verify", "-r", repo, "-t", "srv@~globals", env=env)
+    run("prune", "-r", repo, "-t", "srv@beta", "--keep-last", "1", env=env)
+    shown = json.loads(run("show", "-r", repo, "-t", "srv@beta", "-o", "json", env=env).stdout)
+    assert shown["target"] == "srv@beta"
 
 
 def test_pg_one_database_dropped_mid_run_is_partial_and_the_others_restore(
