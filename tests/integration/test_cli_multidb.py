@@ -320,6 +320,10 @@ def test_run_task_partial_then_a_retry_reports_the_complete_ones_and_takes_the_r
             (tmp_path / "repo" / "orders@later" / "20261202T120000.000000Z" / "manifest.json")
             .read_text())
         assert manifest["database"] == "later" and manifest["mac"]
+        # a scheduled verify of the target covers every database's backups
+        verified, _ = runner({"kind": "verify", "target": "orders", "repository":
+                              task["repository"], "encryption": task["encryption"]})
+        assert verified.phase == "Completed" and (verified.checked or 0) >= 4  # 0 before
         # deleting the Backup (deletionPolicy Delete) removes every database's part
         parts = [d.target for d in second.databases]
         deleted, _ = runner({"kind": "delete", "target": "orders", "repository":

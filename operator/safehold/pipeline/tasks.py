@@ -357,6 +357,8 @@ def _verify(task: VerifyTask, stages: Stages, env: Mapping[str, str]) -> TaskRes
         repo = open_repository(task.repository)
         keys = DataKeys(repo, load_keys(task.encryption))
         targets = [task.target] if task.target else repo.targets()
+        if task.target and not task.backup_id:  # a target of several databases: its parts too
+            targets += [t for t in repo.targets() if t.startswith(task.target + "@")]
         checks = []
         for name in targets:
             backups = ([repo.resolve(name, task.backup_id)] if task.backup_id
