@@ -84,8 +84,8 @@ def reconcile(body: Obj) -> None:
             _start(kube, body, rs, name, rs.status.backup_id)
             return
     src = rs.spec.source
-    if src.database is not None or src.globals:  # a part of a multi-database target's
-        # backups: resolved from the repository
+    # one database (or the roles/users) of a multi-database target: resolved from the repository
+    if src.database is not None or src.globals:
         picked = _database_source(kube, body, rs)
         if picked is not None:
             _plan_job(kube, body, rs, *picked)
@@ -123,7 +123,8 @@ def reconcile(body: Obj) -> None:
 
 
 def _database_source(kube: Kube, body: Obj, rs: Restore) -> tuple[str, str] | None:
-    """(target, backup id) of a Restore of one database of a multi-database target."""
+    """(target, backup id) of a Restore of one database (or the roles/users) of a
+    multi-database target."""
     src = rs.spec.source
     if src.target_ref is not None:
         return src.target_ref.name, src.backup_id or "latest"
