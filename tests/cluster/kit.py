@@ -90,9 +90,11 @@ def create(custom: Any, ns: str, kind: str, name: str, spec: dict[str, Any]) -> 
 
 def finished(custom: Any, ns: str, plural: str, name: str,
              timeout: float = 300.0) -> dict[str, Any]:
-    """Wait until a Backup or Restore reaches Completed or Failed; return its status."""
+    """Wait until a Backup or Restore reaches Completed, Failed or (a Backup of several
+    databases) PartiallyFailed; return its status."""
     return eventually(lambda: (s := status(custom, ns, plural, name)).get("phase")
-                      in ("Completed", "Failed") and s, f"{plural}/{name} to finish", timeout)
+                      in ("Completed", "Failed", "PartiallyFailed") and s,
+                      f"{plural}/{name} to finish", timeout)
 
 
 @contextmanager

@@ -205,6 +205,19 @@ def _signalled(tmp: Path, env: dict[str, str], sig: signal.Signals) -> tuple[int
     return proc.returncode, out
 
 
+def partial(tmp: Path, env: dict[str, str]) -> tuple[int, str]:
+    """A target of two databases on a real MariaDB, one of them missing: exit 12."""
+    db = _REQUEST[0].getfixturevalue("mariadb_database")
+    maria = _REQUEST[0].getfixturevalue("mariadb_server")
+    url = f"mariadb://{maria.user}@{maria.host}:{maria.port}/{db}"
+    return _cli("backup", "-t", url, "-r", _repo(tmp), "--name", "m",
+                "--databases", f"{db},no_such_db", env={**env,
+                                                            "SAFEHOLD_PASSWORD": maria.password})
+
+
+_REQUEST: list[pytest.FixtureRequest] = []
+
+
 def interrupted(tmp: Path, env: dict[str, str]) -> tuple[int, str]:
     return _signalled(tmp, env, signal.SIGINT)
 
@@ -226,6 +239,7 @@ ROWS: dict[Exit, tuple[Scenario, str]] = {
     Exit.CONFLICT: (conflict, "exists"),
     Exit.ABORTED: (aborted, "--yes"),
     Exit.LOCKED: (locked, "lease"),
+    Exit.PARTIAL: (partial, "partial: 1 of 2"),
     Exit.INTERRUPTED: (interrupted, "interrupted (SIGINT)"),
     Exit.TERMINATED: (terminated, "terminated (SIGTERM)"),
 }
@@ -245,7 +259,8 @@ def test_the_documented_table_is_the_tested_one() -> None:
 
 @pytest.mark.parametrize(("code", "scenario", "expected"), _params())
 def test_exit_code(tmp_path: Path, env: dict[str, str], code: Exit, scenario: Scenario,
-                   expected: str) -> None:
+                   expected: str, request: pytest.FixtureRequest) -> None:
+    _REQUEST[:] = [request]  # scenarios that need a real server take it from here
     got, output = scenario(tmp_path, env)
     assert got == code, f"expected exit {int(code)} ({code.name}), got {got}:\n{output}"
     assert expected in output, output

@@ -1,5 +1,6 @@
 -- Argo CD health of a safehold.dev Backup: phase Completed is Healthy, Failed is Degraded
--- (with the runner's error), Pending and Running are Progressing.
+-- (with the runner's error), PartiallyFailed is Degraded (naming the databases that failed),
+-- Pending and Running are Progressing.
 local hs = {status = "Progressing", message = "waiting for the operator"}
 if obj.status == nil or obj.status.phase == nil then
   return hs
@@ -28,6 +29,9 @@ elseif phase == "Failed" then
   else
     hs.message = completed_message() or "the backup failed"
   end
+elseif phase == "PartiallyFailed" then
+  hs.status = "Degraded"
+  hs.message = "partially failed: " .. (completed_message() or "some databases were not backed up")
 elseif phase == "Running" then
   hs.message = completed_message() or ("runner Job " .. (obj.status.jobName or "") .. " is running")
 else

@@ -1,8 +1,9 @@
 """Backup (short name ``bk``): one backup of a BackupTarget, taken by exactly one runner Job.
 
-Phases: Pending -> Running -> Completed | Failed. The transitions are pure methods on
-:class:`BackupStatus` that return a new status; the controller only applies them as patches.
-Deleting a Backup deletes its data only with ``deletionPolicy: Delete``.
+Phases: Pending -> Running -> Completed | Failed | PartiallyFailed (a target of several
+databases: some were backed up, some not; ``status.databases`` lists each). The transitions
+are pure methods on :class:`BackupStatus` that return a new status; the controller only
+applies them as patches. Deleting a Backup deletes its data only with ``deletionPolicy: Delete``.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from safehold.api.common import (
     utcnow,
 )
 from safehold.api.manifest import BackupType
-from safehold.api.result import TaskResult
+from safehold.api.result import DatabaseResult, TaskResult
 
-BackupPhase = Literal["Pending", "Running", "Completed", "Failed"]
+BackupPhase = Literal["Pending", "Running", "Completed", "Failed", "PartiallyFailed"]
+FINISHED = ("Completed", "Failed", "PartiallyFailed")
 DeletionPolicy = Literal["Retain", "Delete"]
 COMPLETED = "Completed"
 
@@ -85,7 +87,8 @@ class BackupStatus(StatusModel):
     """Observed state of a Backup, from its runner Job's result."""
 
     phase: BackupPhase | None = Field(
-        default=None, description="Pending, Running, Completed or Failed."
+        default=None, description="Pending, Running, Completed, Failed or PartiallyFailed (a"
+        " target of several databases: some backed up, some not; see databases)."
     )
     observed_generation: int | None = Field(
         default=None, description="metadata.generation the status reflects."
@@ -128,6 +131,10 @@ class BackupStatus(StatusModel):
         default=None, description="Adopted from an existing repository, not taken here."
     )
     error: ErrorInfo | None = Field(default=None, description="Why the backup failed.")
+    databases: list[DatabaseResult] | None = Field(
+        default=None, description="A target of several databases: each database's own backup"
+        " (its repository name target@database, phase, backup id, size) or why it failed;"
+        " the server-wide objects have no database.")
 
     def pending(self, generation: int | None, now: datetime | None = None) -> BackupStatus:
         return self.model_copy(update={
@@ -169,6 +176,7 @@ class BackupStatus(StatusModel):
             "duration_seconds": result.seconds, "stage_seconds": result.stage_seconds or None,
             "objects": result.objects, "location": result.location, "key_id": result.key_id,
             "imported": True if imported else self.imported,
+            "databases": result.databases or None,
             "conditions": list(set_condition(
                 self.conditions, COMPLETED, "True", "Imported" if imported else "Completed",
                 message, generation=generation, now=now)),
@@ -187,9 +195,36 @@ class BackupStatus(StatusModel):
                                              message, generation=generation, now=now)),
         })
 
+    def partially_failed(self, result: TaskResult, generation: int | None,
+                         now: datetime | None = None) -> BackupStatus:
+        """Some databases of the target were backed up, others failed (each listed)."""
+        now = now or utcnow()
+        done = [d for d in result.databases if d.phase == "Completed"]
+        failed = [d for d in result.databases if d.phase != "Completed"]
+        message = (f"{len(done)} of {len(result.databases)} backed up; failed: "
+                   + "; ".join(f"{d.database or 'server-wide objects'} ({d.message})"
+                               for d in failed))
+        if not failed:  # the list was cut to fit the termination message: the error says it
+            message = result.error.message if result.error else "some databases failed"
+        if result.truncated:
+            message += " (the list was cut to fit the runner's 4 KiB result; the runner's log"\
+                " has all of it)"
+        stored = sum(d.stored_bytes or 0 for d in done)
+        return self.model_copy(update={
+            "phase": "PartiallyFailed", "observed_generation": generation,
+            "error": result.error, "databases": result.databases,
+            "backup_id": result.backup_id or self.backup_id, "type": result.type,
+            "completed_at": result.finished_at or now, "stored_bytes": stored,
+            "raw_bytes": sum(d.raw_bytes or 0 for d in done), "size": human_bytes(stored),
+            "duration_seconds": result.seconds, "location": result.location,
+            "conditions": list(set_condition(self.conditions, COMPLETED, "False",
+                                             "PartiallyFailed", message,
+                                             generation=generation, now=now)),
+        })
+
     @property
     def finished(self) -> bool:
-        return self.phase in ("Completed", "Failed")
+        return self.phase in FINISHED
 
     @staticmethod
     def _size(result: TaskResult) -> str:

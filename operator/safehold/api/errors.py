@@ -32,6 +32,7 @@ class Exit(IntEnum):
     CONFLICT = 9  # the restore target exists and --conflict is fail
     ABORTED = 10  # the user declined a confirmation
     LOCKED = 11  # another writer holds the target's lease
+    PARTIAL = 12  # a multi-database run: some databases backed up, some failed
     INTERRUPTED = 130  # SIGINT
     TERMINATED = 143  # SIGTERM
 
@@ -49,6 +50,7 @@ EXIT_MEANING: dict[Exit, str] = {
     Exit.CONFLICT: "restore target exists and --conflict fail was given",
     Exit.ABORTED: "confirmation declined or missing (--yes)",
     Exit.LOCKED: "another writer holds the target's lease",
+    Exit.PARTIAL: "some databases of the target were backed up, others failed",
     Exit.INTERRUPTED: "interrupted (SIGINT)",
     Exit.TERMINATED: "terminated (SIGTERM)",
 }
@@ -123,6 +125,12 @@ class Aborted(SafeholdError):
     """The user declined a confirmation (or none could be asked: no ``--yes``)."""
 
     exit_code = Exit.ABORTED
+
+
+class PartialFailure(SafeholdError):
+    """A target of several databases: some were backed up, the others failed (each named)."""
+
+    exit_code = Exit.PARTIAL
 
 
 class LeaseHeld(SafeholdError):

@@ -52,6 +52,9 @@ class Manifest(_Model):
         " name is '<namespace>/<target>', so two namespaces' 'orders' never pass for each other")
     repo_id: str | None = Field(
         default=None, description="id of the repository the backup was written to (format 2)")
+    database: str | None = Field(
+        default=None, description="the database's real name when the target names several"
+        " (its backups live under '<target>@<database>'); left out of the MAC'd bytes when unset")
     engine: str
     server_version: str = ""
     type: BackupType
@@ -121,11 +124,14 @@ class Manifest(_Model):
         """Canonical bytes covered by the MAC: the manifest without its ``mac`` field."""
         # Format 1 had no namespace/repo_id: leave them out so its MACs still verify.
         legacy = {"namespace", "repo_id"} if self.format < 2 else set()
+        if self.database is None:  # manifests from before the field keep their MACs
+            legacy.add("database")
         body = self.model_dump(mode="json", exclude={"mac", *legacy})
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
     def to_json(self) -> bytes:
-        return self.model_dump_json(indent=2).encode() + b"\n"
+        unset = {"database"} if self.database is None else set()  # as written before it existed
+        return self.model_dump_json(indent=2, exclude=unset).encode() + b"\n"
 
     @classmethod
     def from_json(cls, data: bytes) -> Manifest:

@@ -42,6 +42,8 @@ class RestoreSource(KubeModel):
         {"rule": "!has(self.backupId) || has(self.targetRef)",
          "message": "backupId goes with targetRef; a backupRef already names the backup",
          "fieldPath": ".backupId"},
+        {"rule": "!has(self.database) || !has(self.globals) || !self.globals",
+         "message": "database and globals exclude each other: one Restore each"},
     ]})
 
     backup_ref: LocalObjectReference | None = Field(
@@ -53,6 +55,16 @@ class RestoreSource(KubeModel):
     backup_id: Annotated[str, Field(pattern=BACKUP_REF_PATTERN)] | None = Field(
         default=None, description="With targetRef: a backup id, or latest (the default)."
     )
+    database: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
+        default=None, description="A target of several databases: which database's backup to"
+        " restore (with backupRef, that database's part of the Backup)."
+    )
+    globals: bool | None = Field(
+        default=None, description="A target of several databases: restore its server-wide"
+        " objects (PostgreSQL roles, MySQL/MariaDB users and grants) into the destination"
+        " target's server, meant for a new server: refused, creating nothing, when any of them"
+        " exists there (conflictPolicy fail; existing roles are never replaced)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RestoreSource:
@@ -60,6 +72,8 @@ class RestoreSource(KubeModel):
             raise ValueError("set exactly one source: backupRef, or targetRef")
         if self.backup_id is not None and self.target_ref is None:
             raise ValueError("backupId goes with targetRef")
+        if self.database is not None and self.globals:
+            raise ValueError("database and globals exclude each other: one Restore each")
         return self
 
 
@@ -86,11 +100,19 @@ class RestoreDestination(KubeModel):
         return self
 
 
+_GLOBALS_RULE = ("source.globals restores roles/users into a destination targetRef, with"
+                 " conflictPolicy fail and no include (existing roles are never replaced)")
+
+
 class RestoreSpec(KubeModel):
     """What to restore, where to, and what to do when the data exists; immutable."""
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
         {"rule": "self == oldSelf", "message": "a Restore cannot be changed: create a new one"},
+        {"rule": "!has(self.source.globals) || !self.source.globals"
+                 " || (has(self.destination.targetRef) && self.conflictPolicy == 'fail'"
+                 " && (!has(self.include) || size(self.include) == 0))",
+         "message": _GLOBALS_RULE},
     ]})
 
     source: RestoreSource = Field(
@@ -113,6 +135,13 @@ class RestoreSpec(KubeModel):
     dry_run: bool = Field(
         default=False, description="Only resolve and record the plan; restore nothing."
     )
+
+    @model_validator(mode="after")
+    def _check(self) -> RestoreSpec:
+        if self.source.globals and (self.destination.target_ref is None or self.include
+                                    or self.conflict_policy != "fail"):
+            raise ValueError(_GLOBALS_RULE)
+        return self
 
 
 class PlannedBackup(StatusModel):

@@ -19,7 +19,7 @@ from safehold.api.manifest import BackupType
 
 TERMINATION_MESSAGE_LIMIT = 4096
 TaskKind = Literal["backup", "restore", "check", "delete", "rewrap", "verify", "list"]
-ResultPhase = Literal["Completed", "Failed"]
+ResultPhase = Literal["Completed", "Failed", "PartiallyFailed"]
 # bytes of a list result's page of backups: with the rest of the result it stays under 4 KiB
 LIST_PAGE_BYTES = 3072
 
@@ -34,6 +34,24 @@ class ListedBackup(KubeModel):
 
     def json_size(self) -> int:
         return len(self.model_dump_json(by_alias=True, exclude_none=True).encode())
+
+
+class DatabaseResult(KubeModel):
+    """One database of a multi-database backup (compact: the result holds up to 4 KiB)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    database: str | None = Field(
+        default=None, description="The database; unset for the server-wide objects (roles,"
+        " users and grants).")
+    target: str = Field(description="Its name in the repository, e.g. orders@shop.")
+    phase: Literal["Completed", "Failed"] = Field(description="Completed or Failed.")
+    backup_id: str | None = Field(default=None, description="Id of its backup.")
+    type: BackupType | None = Field(default=None, description="Type actually taken.")
+    raw_bytes: int | None = Field(default=None, ge=0, description="Bytes read from it.")
+    stored_bytes: int | None = Field(default=None, ge=0, description="Bytes stored.")
+    error_class: str | None = Field(default=None, description="Class of the failure.")
+    message: str | None = Field(default=None, description="Why it failed.")
 
 
 class PipelineFigures(KubeModel):
@@ -123,6 +141,10 @@ class TaskResult(KubeModel):
     )
     more: bool = Field(default=False, description="More backups follow: list again after the"
                        " last id of this page.")
+    # multi-database backup: each database (and the server-wide objects)
+    databases: list[DatabaseResult] = Field(
+        default_factory=list, description="A multi-database backup's databases, each with its"
+        " own backup (phase PartiallyFailed when some failed).")
     # failure
     error: ErrorInfo | None = None
     audit_head: dict[str, str] | None = Field(
@@ -197,6 +219,11 @@ class TaskResult(KubeModel):
             "notes": _clip_list(self.notes, items, budget),
             "failures": _clip_list(self.failures, items, budget),
             "deleted": [_clip(b, 128) for b in self.deleted[:items]],
+            "databases": [d.model_copy(update={
+                "database": _clip(d.database, 64) if d.database else None,
+                "target": _clip(d.target, 200),
+                "message": _clip(d.message, budget // 2) if d.message else None,
+            }) for d in self.databases[:items]],
             "retired_key_ids": [_clip(k, 128) for k in self.retired_key_ids[:items]],
             "key_id": _clip(self.key_id, 128) if self.key_id else None,
             "active_key_id": _clip(self.active_key_id, 128) if self.active_key_id else None,

@@ -86,6 +86,32 @@ class Connection(KubeModel):
     tls: DatabaseTls | None = Field(default=None, description="TLS settings.")
 
 
+class DatabaseSelection(KubeModel):
+    """Several databases of one server, each backed up as its own backup."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        _rule("(has(self.names) && size(self.names) > 0) != (has(self.all) && self.all)",
+              "set exactly one of names: [...] or all: true"),
+    ]})
+
+    names: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        default_factory=list, max_length=1000,
+        description="These databases (connection.database is where to log in).")
+    all: bool = Field(default=False, description="Every database of the server (system ones"
+                      " left out).")
+    globals: bool | None = Field(
+        default=None, description="Also back up the server-wide objects (PostgreSQL roles,"
+        " MySQL/MariaDB users and grants) as <repositoryName>@~globals; default: with all.")
+
+    @model_validator(mode="after")
+    def _check(self) -> DatabaseSelection:
+        if bool(self.names) == self.all:
+            raise ValueError("set exactly one of names: [...] or all: true")
+        if len(set(self.names)) != len(self.names):
+            raise ValueError("databases.names lists a database twice")
+        return self
+
+
 class SqliteSource(KubeModel):
     """A SQLite database file on a PersistentVolumeClaim."""
 
@@ -191,6 +217,13 @@ class BackupTargetSpec(KubeModel):
         _rule("self.engine == 'sqlite' ? has(self.sqlite) : !has(self.sqlite)",
               "engine sqlite takes sqlite: {claimName, path}; server engines take connection"
               " or uriSecretRef"),
+        _rule("self.engine != 'sqlite' || !has(self.databases)",
+              "a sqlite target is one file: databases is for server engines",
+              fieldPath=".databases"),
+        _rule("self.engine != 'mongodb' || !has(self.databases)"
+              " || !has(self.databases.globals) || !self.databases.globals",
+              "MongoDB users are not backed up as server-wide objects yet: leave"
+              " databases.globals out", fieldPath=".databases.globals"),
         _rule("self.engine == oldSelf.engine",
               "engine is immutable: create a new BackupTarget", fieldPath=".engine"),
     ]})
@@ -230,6 +263,12 @@ class BackupTargetSpec(KubeModel):
         " backups). Set it when two namespaces' targets of the same name share a repository;"
         " changing it later hides the backups written under the old name.",
     )
+    databases: DatabaseSelection | None = Field(
+        default=None,
+        description="Several databases of the server (names: [...]) or all of them (all: true),"
+        " each its own backup in the repository as <repositoryName>@<database>; a Backup"
+        " where only some succeed ends PartiallyFailed. Not for sqlite.",
+    )
     notifications: Notifications | None = Field(
         default=None,
         description="Where this target's events are reported (in addition to its schedules'),"
@@ -244,6 +283,11 @@ class BackupTargetSpec(KubeModel):
         if (self.engine == "sqlite") != (self.sqlite is not None):
             raise ValueError("engine sqlite takes sqlite: {claimName, path}; server engines"
                              " take connection or uriSecretRef")
+        if self.engine == "sqlite" and self.databases is not None:
+            raise ValueError("a sqlite target is one file: databases is for server engines")
+        if self.engine == "mongodb" and self.databases and self.databases.globals:
+            raise ValueError("MongoDB users are not backed up as server-wide objects yet:"
+                             " leave databases.globals out")
         return self
 
 

@@ -24,6 +24,9 @@ TlsMode = Literal["disable", "prefer", "require", "verify-ca", "verify-full"]
 ConflictPolicy = Literal["fail", "replace"]
 # The target's name inside the repository (repository/layout.py checks the same rule).
 RepoTargetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+# a target's name, or one of its databases' (target@database, api/databases.py)
+RepoSourceName = Annotated[str, Field(
+    pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(@[A-Za-z0-9._~-]{1,80})?$")]
 BackupRef = Annotated[str, Field(pattern=BACKUP_REF_PATTERN)]
 AbsPath = Annotated[str, Field(pattern=r"^/")]
 
@@ -138,9 +141,21 @@ class BackupTask(_Task):
     )
     compression: str = "zstd:3"
     chunk_size: int = Field(default=4 * 2**20, ge=64 * 1024, le=256 * 2**20)
+    # unset (not empty) by default: the task JSON of a one-database target stays as it was
+    databases: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(
+        default=None, description="Several databases of the server, each its own backup"
+        " under target@database (the database url says where to log in)")
+    all_databases: bool | None = Field(default=None, description="Every database of the"
+                                       " server")
+    globals: bool | None = Field(default=None, description="Also the server-wide objects"
+                                 " (roles, users and grants) under target@~globals")
 
     @model_validator(mode="after")
     def _check(self) -> BackupTask:
+        if self.databases and self.all_databases:
+            raise ValueError("databases and allDatabases exclude each other")
+        if (self.databases or self.all_databases) and self.include:
+            raise ValueError("include names tables of one database: not with databases")
         if self.backup_id == "latest":
             raise ValueError("a backup task's backupId names the new backup, not 'latest'")
         if self.include and self.type != "full":
@@ -151,13 +166,23 @@ class BackupTask(_Task):
 class RestoreTask(_Task):
     kind: Literal["restore"] = "restore"
     repository: TaskRepository
-    source: RepoTargetName = Field(description="The target whose backups are restored.")
+    source: RepoSourceName = Field(description="The target whose backups are restored (or"
+                                   " one database's of it: target@database).")
     backup_id: BackupRef = "latest"
     database: TaskDatabase = Field(description="Where to restore into.")
     encryption: TaskEncryption
     include: list[str] = Field(default_factory=list)
     conflict_policy: ConflictPolicy = "fail"
     plan_only: bool = Field(default=False, description="Resolve the chain, restore nothing.")
+    globals: bool | None = Field(
+        default=None, description="Restore the server-wide objects of target@~globals (roles,"
+        " users and grants) into the database's server; refused when any of them exists")
+
+    @model_validator(mode="after")
+    def _check(self) -> RestoreTask:
+        if self.globals and (not self.source.endswith("@~globals") or self.include):
+            raise ValueError("a globals restore reads target@~globals and takes no include")
+        return self
 
 
 class CheckTask(_Task):
@@ -174,11 +199,17 @@ class DeleteTask(_Task):
     repository: TaskRepository
     target: RepoTargetName
     backup_ids: list[BackupRef] = Field(min_length=1)
+    databases: list[RepoSourceName] | None = Field(
+        default=None, description="A multi-database Backup: delete the same ids under these"
+        " targets (target@database) instead of under target")
 
     @model_validator(mode="after")
     def _check(self) -> DeleteTask:
         if "latest" in self.backup_ids:
             raise ValueError("a delete task names backups by id, never 'latest'")
+        strangers = [d for d in self.databases or () if not d.startswith(self.target + "@")]
+        if strangers:
+            raise ValueError(f"databases must be {self.target}@<database>: {strangers}")
         return self
 
 

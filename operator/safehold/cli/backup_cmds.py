@@ -11,10 +11,11 @@ import click
 
 from safehold.api.errors import Aborted, DatabaseProblem, UsageError
 from safehold.api.manifest import BACKUP_TYPES, Manifest
-from safehold.cli import audit, common, locking, notify_run, tables
+from safehold.cli import audit, common, locking, multidb, notify_run, tables
 from safehold.cli.config import resolve_repository
 from safehold.cli.errors import Exit
 from safehold.codecs.compression import parse_codec
+from safehold.engines import servers
 from safehold.engines.base import ConflictPolicy, redact_url
 from safehold.pipeline.backup import BackupOptions, run_backup
 from safehold.pipeline.keys import DataKeys
@@ -96,6 +97,14 @@ def manifest_summary(m: Manifest) -> dict[str, object]:
     help="Id of the backup (e.g. 20261126T114217.123456Z; default: the start time). Running"
     " again with the same id after an interruption resumes it where the upload stopped.",
 )
+@click.option("--databases", default=None, help="Several databases of the target's server,"
+              " comma-separated: each becomes its own backup, NAME@DATABASE (the URL's"
+              " database is where to log in). Exit 12 when only some succeed.")
+@click.option("--all-databases", is_flag=True, help="Every database of the server (system"
+              " ones left out), each its own backup, plus the server-wide objects.")
+@click.option("--globals/--no-globals", "globals_flag", default=None, help="Also back up the"
+              " server-wide objects (PostgreSQL roles, MySQL/MariaDB users and grants) as"
+              " NAME@~globals [default: with --all-databases].")
 @locking.lock_wait_option
 @common.connection_options
 @common.key_file_option
@@ -114,12 +123,15 @@ def backup(
     no_encryption: bool,
     namespace: str | None,
     backup_id: str | None,
+    databases: str | None,
+    all_databases: bool,
+    globals_flag: bool | None,
     lock_wait: float,
     key_files: tuple[Path, ...],
     output: str,
     **conn: Any,
 ) -> None:
-    """Back up a database into a repository.
+    """Back up a database (or several of one server) into a repository.
 
     Holds the target's lease while it runs: another backup, prune or key rotation of the same
     target waits (--lock-wait) or fails with exit 11 naming this one.
@@ -127,7 +139,29 @@ def backup(
     repo_cfg = resolve_repository(common.config(ctx), repo)
     codec = parse_codec(compression or repo_cfg.compression or "zstd")
     chunk_bytes = parse_size(chunk_size)  # every flag is checked before anything is created
-    target_name, engine = common.open_target(ctx, target, **conn)
+    target_name, settings, conn_options = common.target_settings(ctx, target, **conn)
+    chosen = multidb.selection(databases, all_databases, globals_flag, settings.databases,
+                               settings.globals, settings.url)
+    if chosen is not None:
+        repository = common.open_repo(ctx, repo, create=True)
+        options = BackupOptions(
+            target="-", type=backup_type,  # type: ignore[arg-type]
+            codec=codec, chunk_size=chunk_bytes,
+            no_encryption=no_encryption or repo_cfg.encryption == "none",
+            namespace=namespace or None)
+        own_name = target in common.config(ctx).targets
+        multidb.back_up(
+            ctx, url=settings.url, options=conn_options, chosen=chosen,
+            name=name or (target_name if own_name else multidb.default_name(settings.url)),
+            repository=repository, backup=options,
+            keks=common.keks_for(ctx, repository, repo, key_files, create_kdf=True),
+            lock_wait=lock_wait, backup_id=backup_id or None, summarize=manifest_summary,
+            output=output)
+        return
+    if "@" in (name or target_name):
+        raise UsageError(f"target name {name or target_name!r} contains '@', which separates a"
+                         " target from its databases", hint="choose another name with --name")
+    engine = common.engine_for(settings, conn_options)
     size = engine.estimate_size()  # a missing or unreachable database fails before the repository
     repository = common.open_repo(ctx, repo, create=True)
     no_encryption = no_encryption or repo_cfg.encryption == "none"
@@ -249,6 +283,14 @@ def _interactive(repository: Repository, source: str, opener: tables.Opener
 )
 @click.option("--yes", "-y", is_flag=True, help="Overwrite without asking.")
 @click.option("--interactive", "-i", is_flag=True, help="Choose backup and tables interactively.")
+@click.option("--database", "database", default=None, help="Restore this database's backups of"
+              " a multi-database target (--from TARGET reads TARGET@DATABASE).")
+@click.option("--globals", "want_globals", is_flag=True, help="Restore the server-wide objects"
+              " of a multi-database target (PostgreSQL roles, MySQL/MariaDB users and grants)"
+              " into the server of -t, meant for a new server.")
+@click.option("--existing", type=click.Choice(["fail", "skip"]), default="fail",
+              show_default=True, help="With --globals: refuse when a role/user of the backup"
+              " exists already, or create only the missing ones and report the others.")
 @common.connection_options
 @common.key_file_option
 @common.output_option
@@ -264,6 +306,9 @@ def restore(
     conflict: str,
     yes: bool,
     interactive: bool,
+    database: str | None,
+    want_globals: bool,
+    existing: str,
     key_files: tuple[Path, ...],
     output: str,
     **conn: Any,
@@ -272,9 +317,15 @@ def restore(
     wanted = _split(include)
     if backup_ref is None and not interactive:
         raise UsageError("--backup is required (a backup id or 'latest'), or use -i")
-    target_name, engine = common.open_target(ctx, target, **conn)
+    if want_globals and (wanted or interactive):
+        raise UsageError("--globals restores roles/users: it takes no --include or -i")
+    target_name, settings, conn_options = common.target_settings(ctx, target, **conn)
+    engine = (servers.globals_engine(settings.url, conn_options, existing)  # type: ignore[arg-type]
+              if want_globals else common.engine_for(settings, conn_options))
     target = redact_url(target)  # printed below; a URL may carry a password
     repository = common.open_repo(ctx, repo)
+    if database is not None or want_globals:
+        source = multidb.restore_source(repository, source, database, want_globals)
     source = source or resolve_source(repository, target_name, backup_ref)
     keks = common.keks_for(ctx, repository, repo, key_files)
     opener = ObjectReader(repository, DataKeys(repository, keks)).open
@@ -309,12 +360,14 @@ def restore(
             profile=profile,
         )
     elapsed, report = time.monotonic() - started, profile.report()
+    skipped: list[str] = list(getattr(engine, "skipped", []))
     audit.record_restore(repository, chain, target=target, source=source, include=tables_)
     data = {
         "backup_id": manifest.backup_id,
         "target": target,
         "chain": [m.backup_id for m in chain],
         "include": tables_,
+        **({"skipped_existing": skipped} if want_globals else {}),
         "seconds": round(elapsed, 3),
         "pipeline": report.as_dict(),
     }
@@ -324,6 +377,8 @@ def restore(
         lambda: click.echo(
             f"restored {manifest.backup_id} ({len(chain)} backup(s) in chain) into {target}"
             + (f", tables {', '.join(tables_)}" if tables_ else "")
+            + (f"; already there, left as they were: {', '.join(skipped) or 'none'}"
+               if want_globals else "")
             + f" in {elapsed:.1f}s\n{report.bottleneck_line()}"
         ),
     )

@@ -19,7 +19,13 @@ import click
 
 from safehold.api.errors import UsageError
 from safehold.cli import runlog
-from safehold.cli.config import Config, load_config, resolve_repository, resolve_target
+from safehold.cli.config import (
+    Config,
+    TargetConfig,
+    load_config,
+    resolve_repository,
+    resolve_target,
+)
 from safehold.codecs import crypto
 from safehold.engines.base import ConnectionOptions, Engine, open_engine, redact_url
 from safehold.engines.common import url_password_warning
@@ -184,6 +190,20 @@ def check_database_name(url: str) -> None:
 
 def open_target(ctx: click.Context, ref: str, **conn: Any) -> tuple[str, Engine]:
     """The target's name and engine, with connection settings from flags, config and env."""
+    name, target, options = target_settings(ctx, ref, **conn)
+    return name, engine_for(target, options)
+
+
+def engine_for(target: TargetConfig, options: ConnectionOptions) -> Engine:
+    try:
+        return open_engine(target.url, options)
+    except ValueError as exc:  # the URL or the connection settings: the user's to fix
+        raise UsageError(redact_url(str(exc))) from None
+
+
+def target_settings(ctx: click.Context, ref: str, **conn: Any
+                    ) -> tuple[str, TargetConfig, ConnectionOptions]:
+    """The target's name, settings and connection options (flags, config and env)."""
     name, target = resolve_target(config(ctx), ref)
     check_database_name(target.url)
     warning = url_password_warning(
@@ -210,10 +230,7 @@ def open_target(ctx: click.Context, ref: str, **conn: Any) -> tuple[str, Engine]
         connect_timeout=conn.get("connect_timeout") or 10.0,
         jobs=conn.get("jobs"),
     )
-    try:
-        return name, open_engine(target.url, options)
-    except ValueError as exc:  # the URL or the connection settings: the user's to fix
-        raise UsageError(redact_url(str(exc))) from None
+    return name, target, options
 
 
 def emit(output: str, data: Any, text: Callable[[], None]) -> None:

@@ -53,6 +53,12 @@ class TargetConfig(_Section):
     tls_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    databases: list[str] | Literal["all"] | None = Field(
+        default=None, description="several databases of the server (each its own backup,"
+        " '<name>@<database>'), or 'all' of them; the URL's database is where to log in")
+    globals: bool | None = Field(
+        default=None, description="also back up the server-wide objects (roles, users and"
+        " grants); default: with databases 'all'")
 
 
 class RepositoryConfig(_Section):

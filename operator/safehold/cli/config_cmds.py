@@ -46,6 +46,10 @@ targets:
   #   password_file: /run/secrets/pg      # never a password in the URL
   #   tls: verify-full                    # disable, prefer, require, verify-ca, verify-full
   #   tls_ca: /etc/ssl/db-ca.pem
+  # shop-server:                        # several databases, each its own backup shop-server@DB
+  #   url: mariadb://backup@db:3306/mysql  # the database to log in to
+  #   databases: all                      # or [shop, users]; 'all' adds the users and grants
+  #   globals: true                       # roles/users too (default: with 'all')
 
 # Where backups go, by name: `safehold backup --repo local`.
 repositories:

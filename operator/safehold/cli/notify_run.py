@@ -85,6 +85,11 @@ def notifying(command: F) -> F:
         target = str(kwargs.get("name") or kwargs.get("target") or "?")
         try:
             value = command(ctx, *args, **kwargs)
+        except click.exceptions.Exit as stop:  # a result was emitted, then its exit code
+            current = runlog.current()
+            if slack is not None and stop.exit_code:
+                send(slack, partial(current.result if current else None, target))
+            raise
         except (Exception, KeyboardInterrupt, Terminated) as exc:
             if slack is not None:
                 send(slack, failure(exc, target),
@@ -103,6 +108,19 @@ def failure(exc: BaseException, target: str) -> Notice:
     return Notice(event="failure", target=target, error_class=type(exc).__name__,
                   message=error.message if error else (str(exc)[:300] or None),
                   hint=error.hint if error else None)
+
+
+def partial(result: Any, target: str) -> Notice:
+    """A failure notice from a multi-database run's result: which databases failed, and why."""
+    r = result if isinstance(result, dict) else {}
+    parts = [*(r.get("databases") or []), *([r["globals"]] if r.get("globals") else [])]
+    failed = [p for p in parts if isinstance(p, dict) and p.get("status") == "failed"]
+    names = "; ".join(f"{p.get('database') or 'roles/users'} ({p.get('error', {}).get('message')})"
+                      for p in failed)
+    return Notice(event="failure", target=str(r.get("target") or target),
+                  error_class="PartialFailure" if r.get("status") == "partial" else "Failure",
+                  message=f"{r.get('status', 'failure')}: {len(parts) - len(failed)} of"
+                  f" {len(parts)} backed up; failed: {names}"[:1000])
 
 
 def success(result: Any, target: str) -> Notice:

@@ -46,6 +46,7 @@ class BackupOptions:
     workers: int | None = None
     no_encryption: bool = False  # the explicit choice an unencrypted target needs
     namespace: str | None = None  # the operator's namespace: the full name is namespace/target
+    database: str | None = None  # one database of a multi-database target (api/databases.py)
 
 
 def parent_chain(repo: Repository, target: str, backup_type: BackupType) -> list[Manifest]:
@@ -170,6 +171,7 @@ def run_backup(engine: Engine, repo: Repository, options: BackupOptions,
         backup_id=backup_id,
         target=target,
         namespace=options.namespace,
+        database=options.database,
         repo_id=repo.ensure_repo_id(),  # read again: a concurrent creator's id may have won
         engine=engine.name,
         server_version=outcome.server_version,

@@ -88,6 +88,12 @@ def read_secret(source: SecretInput, env: Mapping[str, str] = os.environ) -> str
 
 
 def open_database(db: TaskDatabase, env: Mapping[str, str] = os.environ) -> Engine:
+    return open_engine(*database_settings(db, env))
+
+
+def database_settings(db: TaskDatabase, env: Mapping[str, str] = os.environ
+                      ) -> tuple[str, ConnectionOptions]:
+    """The task database's URL and connection options (secrets read from env and files)."""
     url = db.url if db.url is not None else read_secret(_given(db.url_from), env)
     tls = db.tls
     options = ConnectionOptions(
@@ -99,7 +105,7 @@ def open_database(db: TaskDatabase, env: Mapping[str, str] = os.environ) -> Engi
         connect_timeout=db.connect_timeout,
         jobs=db.jobs,
     )
-    return open_engine(url, options)
+    return url, options
 
 
 def open_repository(repo: TaskRepository) -> Repository:
@@ -250,6 +256,10 @@ def _lease(repo: Repository, target: str, operation: str, backup_id: str | None 
 
 
 def _backup(task: BackupTask, stages: Stages, env: Mapping[str, str]) -> TaskResult:
+    if task.databases or task.all_databases:
+        from safehold.pipeline.task_databases import backup_databases
+
+        return backup_databases(task, stages, env)
     with stages("open"):
         repo = open_repository(task.repository)
         keks = load_keys(task.encryption)
@@ -297,7 +307,12 @@ def _restore(task: RestoreTask, stages: Stages, env: Mapping[str, str]) -> TaskR
     if task.plan_only:
         return TaskResult(kind="restore", phase="Completed", **stages.facts(), **facts)
     with stages("check"):
-        engine = open_database(task.database, env)
+        if task.globals:
+            from safehold.engines.servers import globals_engine
+
+            engine = globals_engine(*database_settings(task.database, env), "fail")
+        else:
+            engine = open_database(task.database, env)
         report = engine.check("restore")
         if not report.ok:
             raise DatabaseProblem("cannot restore: " + "; ".join(report.problems))
@@ -342,6 +357,8 @@ def _verify(task: VerifyTask, stages: Stages, env: Mapping[str, str]) -> TaskRes
         repo = open_repository(task.repository)
         keys = DataKeys(repo, load_keys(task.encryption))
         targets = [task.target] if task.target else repo.targets()
+        if task.target and not task.backup_id:  # a target of several databases: its parts too
+            targets += [t for t in repo.targets() if t.startswith(task.target + "@")]
         checks = []
         for name in targets:
             backups = ([repo.resolve(name, task.backup_id)] if task.backup_id
@@ -400,27 +417,32 @@ def _delete(task: DeleteTask, stages: Stages, env: Mapping[str, str]) -> TaskRes
     with stages("delete"):
         repo = open_repository(task.repository)
         doomed = set(task.backup_ids)
-        backups = repo.backups(task.target)
-        dependents = [m for m in backups if m.parent_id in doomed and m.backup_id not in doomed]
-        if dependents:
-            pairs = ", ".join(f"{m.backup_id} builds on {m.parent_id}" for m in dependents)
-            raise DependentBackups(
-                f"cannot delete: kept backups depend on it ({pairs})",
-                hint="delete the dependent backups too (or first), or keep this one")
-        complete, incomplete = repo.backup_ids(task.target)
-        present = set(complete) | set(incomplete)
+        targets = task.databases or [task.target]  # a multi-database Backup: each database's
+        for target in targets:
+            backups = repo.backups(target)
+            dependents = [m for m in backups
+                          if m.parent_id in doomed and m.backup_id not in doomed]
+            if dependents:
+                pairs = ", ".join(f"{m.backup_id} builds on {m.parent_id}" for m in dependents)
+                raise DependentBackups(
+                    f"cannot delete: kept backups of {target} depend on it ({pairs})",
+                    hint="delete the dependent backups too (or first), or keep this one")
         freed = 0
         deleted, gone = [], []
-        with _lease(repo, task.target, "delete") if doomed & present else nullcontext() as lease:
-            # newest first: a crash midway never leaves a backup whose parent is already gone
-            for backup_id in sorted(doomed, reverse=True):
-                if backup_id not in present:
-                    gone.append(backup_id)
-                    continue
-                if lease is not None:
-                    lease.check()
-                freed += repo.delete_backup(task.target, backup_id)
-                deleted.append(backup_id)
+        for target in targets:
+            complete, incomplete = repo.backup_ids(target)
+            present = set(complete) | set(incomplete)
+            with _lease(repo, target, "delete") if doomed & present else nullcontext() as lease:
+                # newest first: a crash midway never leaves a backup whose parent is gone
+                for backup_id in sorted(doomed, reverse=True):
+                    shown = backup_id if target == task.target else f"{target}/{backup_id}"
+                    if backup_id not in present:
+                        gone.append(shown)
+                        continue
+                    if lease is not None:
+                        lease.check()
+                    freed += repo.delete_backup(target, backup_id)
+                    deleted.append(shown)
     notes = [f"{b} was already gone" for b in sorted(gone)]
     return TaskResult(kind="delete", phase="Completed", **stages.facts(), target=task.target,
                       deleted=deleted, freed_bytes=freed, notes=notes)

@@ -7,12 +7,17 @@
     <target>/<backup-id>/keys.json          the backup's wrapped data key (encrypted backups)
     <target>/<backup-id>/data/<object>      data objects
     <target>/<backup-id>/manifest.json      written last: no manifest, no backup
+
+A target of several databases stores each one as the target ``<target>@<database>`` (and the
+server-wide objects as ``<target>@~globals``): see :mod:`safehold.api.databases`.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+
+from safehold.api import databases
 
 CONFIG = "safehold-repo.json"
 MANIFEST = "manifest.json"
@@ -23,7 +28,7 @@ _ID = re.compile(r"^\d{8}T\d{6}\.\d{6}Z$")
 
 
 def check_target_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not is_target_name(name):
         raise ValueError(
             f"invalid target name {name!r}: use 1-128 letters, digits, '.', '_' or '-',"
             " starting with a letter or digit"
@@ -32,7 +37,9 @@ def check_target_name(name: str) -> str:
 
 
 def is_target_name(text: str) -> bool:
-    return bool(_NAME.match(text))
+    """A plain target name, or ``<target>@<database>`` (one database of a target)."""
+    plain, part = databases.split_key(text)
+    return bool(_NAME.match(plain)) and (part is None or databases.is_database_part(part))
 
 
 def is_backup_id(text: str) -> bool:

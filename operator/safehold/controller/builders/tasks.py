@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from safehold.api.backup import Backup
+from safehold.api.databases import database_key, globals_key
 from safehold.api.restore import Restore
 from safehold.api.target import BackupTarget
 from safehold.api.task import (
@@ -59,10 +60,15 @@ def backup_job(backup: Backup, target: BackupTarget, backup_id: str, job_name: s
     db, w_db = wiring.database(target.spec, SRC)
     repo, w_repo = wiring.repository(target.spec, SRC)
     enc, w_enc = wiring.encryption(target.spec, SRC, _key_secret(target))
+    many = target.spec.databases
+    globals_ = bool(many and (many.globals if many.globals is not None
+                              else many.all and target.spec.engine != "mongodb"))
     task = BackupTask(
         repository=repo, target=target.repository_name, database=db, encryption=enc,
         type=backup.spec.type, include=list(backup.spec.include), backup_id=backup_id,
         compression=target.spec.compression, namespace=target.metadata.namespace,
+        databases=list(many.names) if many and many.names else None,
+        all_databases=True if many and many.all else None, globals=globals_ or None,
     )
     return build_job(JobSpec(
         name=job_name, namespace=backup.metadata.namespace or "", purpose="backup",
@@ -88,7 +94,9 @@ def verify_job(backup: Backup, target: BackupTarget, backup_id: str, job_name: s
 def delete_job(backup: Backup, target: BackupTarget, backup_id: str, job_name: str,
                settings: Settings) -> dict[str, Any]:
     repo, w_repo = wiring.repository(target.spec, SRC)
-    task = DeleteTask(repository=repo, target=target.repository_name, backup_ids=[backup_id])
+    parts = [d.target for d in backup.status.databases or ()]
+    task = DeleteTask(repository=repo, target=target.repository_name, backup_ids=[backup_id],
+                      databases=parts or None)
     return build_job(JobSpec(
         name=job_name, namespace=backup.metadata.namespace or "", purpose="delete",
         owner=owner(backup), task_json=task_to_json(task), wiring=w_repo,
@@ -110,8 +118,12 @@ def restore_job(restore: Restore, source: BackupTarget, destination: BackupTarge
     else:
         db, w_db = wiring.database(destination.spec, DST)
         runner = destination.spec.runner
+    one, everyone = restore.spec.source.database, restore.spec.source.globals
+    part = (globals_key(source.repository_name) if everyone else
+            database_key(source.repository_name, one) if one else source.repository_name)
     task = RestoreTask(
-        repository=repo, source=source.repository_name, backup_id=backup_id, database=db,
+        repository=repo, backup_id=backup_id, database=db, source=part,
+        globals=True if everyone else None,
         encryption=enc, include=list(restore.spec.include),
         conflict_policy=restore.spec.conflict_policy, plan_only=plan_only,
     )

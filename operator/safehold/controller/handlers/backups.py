@@ -135,6 +135,12 @@ def on_job(job: Obj, verdict: Verdict, deleted: bool) -> None:
         kube.event(body, "Completed", f"backup {result.backup_id} completed"
                    f" ({result.stored_bytes or 0} bytes stored)")
         return
+    if purpose == "backup" and result.phase == "PartiallyFailed":
+        _patch(kube, bk, bk.status.partially_failed(result, gen))
+        kube.event(body, "PartiallyFailed", (result.error.message if result.error else
+                                             "some databases were not backed up"),
+                   warning=True)
+        return
     if purpose == "backup" and result.error and result.error.error_class == "ResultMissing":
         _, target = _target(kube, bk)
         if target is not None:

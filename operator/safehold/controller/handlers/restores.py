@@ -84,6 +84,12 @@ def reconcile(body: Obj) -> None:
             _start(kube, body, rs, name, rs.status.backup_id)
             return
     src = rs.spec.source
+    # one database (or the roles/users) of a multi-database target: resolved from the repository
+    if src.database is not None or src.globals:
+        picked = _database_source(kube, body, rs)
+        if picked is not None:
+            _plan_job(kube, body, rs, *picked)
+        return
     backups = kube.list_custom("backups", rs.metadata.namespace or "")
     try:
         try:
@@ -114,6 +120,24 @@ def reconcile(body: Obj) -> None:
     kube.event(body, "DryRun" if rs.spec.dry_run else "Planned", found.summary())
     if not rs.spec.dry_run:
         _start(kube, body, rs, found.target, found.backup_id)
+
+
+def _database_source(kube: Kube, body: Obj, rs: Restore) -> tuple[str, str] | None:
+    """(target, backup id) of a Restore of one database (or the roles/users) of a
+    multi-database target."""
+    src = rs.spec.source
+    if src.target_ref is not None:
+        return src.target_ref.name, src.backup_id or "latest"
+    assert src.backup_ref is not None
+    bk = kube.get_custom("backups", rs.metadata.namespace or "", src.backup_ref.name)
+    status = (bk or {}).get("status") or {}
+    target = str(((bk or {}).get("spec") or {}).get("targetRef", {}).get("name") or "")
+    if not bk or not target or status.get("phase") not in ("Completed", "PartiallyFailed") \
+            or not status.get("backupId"):
+        _fail(kube, body, rs, "BackupNotReady", f"Backup {src.backup_ref.name} has no"
+              " completed backup to restore a database from")
+        return None
+    return target, str(status["backupId"])
 
 
 def _source_of(kube: Kube, rs: Restore) -> str | None:
@@ -190,9 +214,10 @@ def on_job(job: Obj, verdict: Verdict, deleted: bool) -> None:
         rs = _save(kube, rs, rs.status.planned(result, rs.spec.dry_run, gen))
         kube.event(body, "DryRun" if rs.spec.dry_run else "Planned",
                    f"plan: {' -> '.join(result.chain) or result.backup_id}")
-        source = rs.spec.source.target_ref  # plan Jobs run only for targetRef sources
+        ref = rs.spec.source.target_ref  # or a backupRef with a database
+        source = ref.name if ref is not None else _source_of(kube, rs)
         if not rs.spec.dry_run and result.backup_id and source is not None:
-            _start(kube, body, rs, source.name, result.backup_id)
+            _start(kube, body, rs, source, result.backup_id)
         return
     _save(kube, rs, rs.status.completed(result, gen))
     kube.event(body, "Completed", f"restored backup {result.backup_id}")

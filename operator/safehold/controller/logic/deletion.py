@@ -53,7 +53,8 @@ def dependents(backup: Obj, others: list[Obj]) -> list[str]:
 
 def decide(backup: Obj, others: list[Obj], *, namespace_terminating: bool) -> Decision:
     st = backup.get("status") or {}
-    if not st.get("backupId") or st.get("phase") not in ("Completed", "Failed", "Running"):
+    if not st.get("backupId") or st.get("phase") not in ("Completed", "Failed", "Running",
+                                                          "PartiallyFailed"):
         return Decision(Action.RELEASE, "NothingToDelete",
                         "the backup never started writing: nothing to delete")
     deps = dependents(backup, others)

@@ -73,7 +73,7 @@ def deleting(b: Obj) -> bool:
 
 
 def finished(b: Obj) -> bool:
-    return phase(b) in ("Completed", "Failed")
+    return phase(b) in ("Completed", "Failed", "PartiallyFailed")
 
 
 def of_schedule(b: Obj, name: str) -> bool:
@@ -248,7 +248,7 @@ def _outcomes(mine: list[Obj], status: BackupScheduleStatus, out: Plan) -> dict[
     """Last success and failure of the schedule's Backups; promotions the runner made."""
     update: dict[str, Any] = {}
     done = [b for b in mine if phase(b) == "Completed"]
-    failed = [b for b in mine if phase(b) == "Failed"]
+    failed = [b for b in mine if phase(b) in ("Failed", "PartiallyFailed")]
     if done:
         newest = max(done, key=lambda b: _when(b, "completedAt"))
         update.update(last_successful_backup=newest["metadata"]["name"],

@@ -133,7 +133,7 @@ def parse_target(url: str, options: ConnectionOptions) -> PgTarget:
     if not 1 <= port <= 65535:
         raise ValueError(f"PostgreSQL URL {shown!r}: port {port} is outside 1-65535")
     database = query.get("dbname") or unquote(parts.path.lstrip("/"))
-    if not database or "/" in database:
+    if not database or ("/" in database and not query.get("dbname")):  # ?dbname= takes any
         raise ValueError(f"PostgreSQL URL {shown!r} must name one database:"
                          " postgresql://user@host:5432/DATABASE")
     user = query.get("user") or unquote(parts.username or "") or os.environ.get("PGUSER") \
