@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install infra test test-fast lint bench clean crds docs argocd cluster cluster-down images lock exe wheelhouse
+.PHONY: install infra test test-fast lint bench clean crds docs argocd cluster cluster-down images lock exe wheelhouse e2e
 
 install: $(STAMP)
 
@@ -33,14 +33,25 @@ exe: install
 wheelhouse: install
 	@bash scripts/wheelhouse.sh >/dev/null
 
+# The whole-system suite alone (local mode: the real node, the chart's operator as a Pod, the
+# sample manifests of docs/examples; `make test` runs it too). -s shows what kubectl shows.
+e2e: install infra
+	$(BIN)/pytest -q -s e2e $(PYTEST_ARGS)
+
 # Unit tests only: no servers.
 test-fast: install
 	$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)
 
+# actionlint (built from the Go module proxy, pinned): the GitHub Actions workflows. shellcheck and
+# pyflakes integration off, so the verdict is the same here (neither is installed) and in CI.
+ACTIONLINT := .cache/bin/actionlint -shellcheck= -pyflakes=
+
 lint: install
-	$(BIN)/ruff check operator tests
+	$(BIN)/ruff check operator tests e2e
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	bash scripts/infra/80-actionlint.sh
+	$(ACTIONLINT) .github/workflows/*.yml
 
 # CustomResourceDefinitions generated from the pydantic models in safehold.api, and the Helm
 # chart's copy of them (a unit test fails when either is stale).

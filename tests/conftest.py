@@ -8,6 +8,7 @@ pytest_plugins = [
     "tests.infra.fixtures_tls",
     "tests.infra.fixtures_cluster",
     "tests.infra.slackhook",
+    "tests.infra.portable",
 ]
 
 

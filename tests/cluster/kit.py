@@ -232,16 +232,55 @@ def operator_process(ns: str, log: Path) -> Iterator[Any]:
         proc.wait(timeout=30)
 
 
-def kubectl(cluster: Any, *args: str) -> str:
+def kubectl(cluster: Any, *args: str, input: str | None = None) -> str:
     """The real kubectl against the node (``cluster``: tests.infra.node.Node), as a user would
-    run it; its output."""
+    run it (``input``: its stdin, e.g. manifests for ``apply -f -``); its output."""
     import os
     import subprocess
 
     from tests.infra.procs import CACHE
 
     res = subprocess.run([str(CACHE / "bin" / "kubectl"), *args], capture_output=True,
-                         text=True, timeout=60, check=False,
+                         text=True, timeout=60, check=False, input=input,
                          env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)})
     assert res.returncode == 0, f"kubectl {' '.join(args)}: {res.stderr}"
     return res.stdout
+
+
+def adopt_crds(api: Any, release: str, namespace: str) -> None:
+    """CRDs created outside Helm (kubectl apply, other tests of the session, an earlier release)
+    join ``release`` in ``namespace``: the ownership metadata Helm checks before it takes an
+    existing object over."""
+    from kubernetes import client
+
+    ext = client.ApiextensionsV1Api(api)
+    for crd in ext.list_custom_resource_definition().items:
+        if crd.spec.group != GROUP:
+            continue
+        ext.patch_custom_resource_definition(crd.metadata.name, {"metadata": {
+            "labels": {"app.kubernetes.io/managed-by": "Helm"},
+            "annotations": {"meta.helm.sh/release-name": release,
+                            "meta.helm.sh/release-namespace": namespace}}})
+
+
+def pg_allow_pods(pg: Any) -> None:
+    """Let Pods (the CNI bridge's range; DNAT keeps their source address) log in to ``pg``
+    (tests.infra.postgres.Postgres) with a password. Idempotent."""
+    from tests.infra.netns import POD_CIDR
+
+    hba = pg.datadir / "pg_hba.conf"
+    line = f"host all all {POD_CIDR} scram-sha-256\n"
+    if line not in hba.read_text():
+        with hba.open("a") as f:
+            f.write(line)
+        pg.psql("SELECT pg_reload_conf()")
+
+
+def mariadb_pod_user(server: Any, user: str, password: str) -> None:
+    """A MariaDB account ``user`` that Pods (the CNI bridge's range) log in as, with every
+    privilege (backups and restores into new databases). Idempotent."""
+    from tests.infra.netns import POD_CIDR
+
+    pods = POD_CIDR.rsplit(".", 1)[0] + ".%"
+    server.sql(f"CREATE USER IF NOT EXISTS '{user}'@'{pods}' IDENTIFIED BY '{password}';"
+               f"GRANT ALL PRIVILEGES ON *.* TO '{user}'@'{pods}'")

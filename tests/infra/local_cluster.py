@@ -98,21 +98,32 @@ def _preflight() -> None:
                            "run `scripts/cluster down` first")
 
 
-def _helm_install(node_kubeconfig: Path, runner_ref: str, operator_ref: str) -> None:
+def helm_install(kubeconfig: Path, runner_ref: str, operator_ref: str, *, home: Path,
+                 release: str = RELEASE, namespace: str = NAMESPACE,
+                 extra: tuple[str, ...] = ()) -> str:
+    """``helm install`` of charts/safehold with the two images (pullPolicy Never, as they are
+    imported into the node); helm's cache and config under ``home``; ``extra`` helm arguments
+    (e.g. ``--set watchNamespaces={ns}``). Returns helm's output; RuntimeError with it on failure.
+    Also used by the whole-system tests (e2e/local.py)."""
     def image(prefix: str, ref: str) -> list[str]:
         repo, tag = ref.rsplit(":", 1)
         return ["--set", f"{prefix}.repository={repo}", "--set", f"{prefix}.tag={tag}",
                 "--set", f"{prefix}.pullPolicy=Never"]
 
-    env = {**os.environ, "KUBECONFIG": str(node_kubeconfig),
-           "HELM_CACHE_HOME": str(STATE / "helm-cache"),
-           "HELM_CONFIG_HOME": str(STATE / "helm-config")}
-    argv = [str(HELM), "install", RELEASE, str(REPO / "charts" / "safehold"),
-            "--namespace", NAMESPACE, "--create-namespace", *image("image", operator_ref),
-            *image("runner.image", runner_ref), "--wait", "--timeout", "300s"]
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig),
+           "HELM_CACHE_HOME": str(home / "helm-cache"),
+           "HELM_CONFIG_HOME": str(home / "helm-config")}
+    argv = [str(HELM), "install", release, str(REPO / "charts" / "safehold"),
+            "--namespace", namespace, "--create-namespace", *image("image", operator_ref),
+            *image("runner.image", runner_ref), *extra, "--wait", "--timeout", "300s"]
     res = subprocess.run(argv, capture_output=True, text=True, env=env, check=False, timeout=330)
     if res.returncode != 0:
         raise RuntimeError(f"helm install failed: {res.stdout}{res.stderr}")
+    return res.stdout
+
+
+def _helm_install(node_kubeconfig: Path, runner_ref: str, operator_ref: str) -> None:
+    helm_install(node_kubeconfig, runner_ref, operator_ref, home=STATE)
 
 
 def _supervise(runner_archive: str, runner_ref: str, operator_archive: str,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -12,9 +11,12 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import pytest
+
+if TYPE_CHECKING:  # POSIX only: imported where used, so Windows can load the plugins
+    import pwd
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache"
@@ -57,6 +59,8 @@ def tail(path: Path | None, lines: int = 40) -> str:
 
 def ensure_test_user() -> pwd.struct_passwd:
     """The unprivileged account servers run as when we are root (created on first use)."""
+    import pwd
+
     try:
         return pwd.getpwnam(TEST_USER)
     except KeyError:

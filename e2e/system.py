@@ -1,0 +1,144 @@
+"""What the scenarios need from a mode (``local`` or ``kind``): a cluster with the chart's
+operator, a namespace, kubectl, the variables the example manifests take, and ways to write and
+read the databases and the object stores."""
+
+from __future__ import annotations
+
+import json
+import string
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.infra.procs import REPO
+
+EXAMPLES = REPO / "docs" / "examples"
+STORES = ("s3", "gcs", "azure")
+BUCKET = "safehold-backups"  # the bucket / container the examples name
+PREFIX = "examples"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+def render(path: Path, variables: dict[str, str]) -> str:
+    """The manifest at ``path`` with its ``${NAME}`` placeholders filled (envsubst's syntax);
+    KeyError naming a placeholder the mode does not provide."""
+    return string.Template(path.read_text()).substitute(variables)
+
+
+@dataclass
+class System:
+    """One mode's cluster, as the scenarios use it."""
+
+    mode: str
+    namespace: str  # where the examples are applied (restricted Pod Security Standard)
+    variables: dict[str, str]  # what envsubst fills in: SAFEHOLD_HOST_IP, *_PORT
+    engines: tuple[str, ...]  # docs/examples/<engine>/ applied in this mode
+    kubectl: Callable[..., str]  # kubectl(*args, input=None) -> stdout; fails on an error
+    sql: Callable[[str, str, str], str]  # sql(engine, database, statements) -> output
+    sqlite: Callable[[str, str], str]  # sqlite(action, file name on the claim) -> output
+    store_endpoints: dict[str, str]  # store -> base URL reachable from this test process
+    operator_namespace: str  # where the chart's operator Pod runs
+    info: dict[str, str] = field(default_factory=dict)  # for the closing note (helm output)
+
+    def apply(self, relpath: str) -> str:
+        """``envsubst < docs/examples/<relpath> | kubectl -n NS apply -f -``."""
+        return self.kubectl("-n", self.namespace, "apply", "-f", "-",
+                            input=render(EXAMPLES / relpath, self.variables))
+
+    def objects(self, plural: str, selector: str | None = None) -> dict[str, dict[str, Any]]:
+        """Every object of ``plural`` in the namespace, by name."""
+        extra = ["-l", selector] if selector else []
+        out = self.kubectl("-n", self.namespace, "get", plural, "-o", "json", *extra)
+        return {o["metadata"]["name"]: o for o in json.loads(out)["items"]}
+
+
+def eventually(probe: Callable[[], Any], what: str, timeout: float = 600.0,
+               interval: float = 2.0) -> Any:
+    """Poll ``probe`` until it returns something truthy; fail naming ``what`` and the last
+    value."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def phase(obj: dict[str, Any]) -> str | None:
+    return (obj.get("status") or {}).get("phase")
+
+
+def ready(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The target's Ready condition once decided (True or False)."""
+    return next((c for c in (obj.get("status") or {}).get("conditions", [])
+                 if c["type"] == "Ready" and c["status"] != "Unknown"), None)
+
+
+# ------------------------------------------------------------------ object stores
+
+def make_buckets(endpoints: dict[str, str]) -> None:
+    """The bucket/container ``safehold-backups`` in each store (the examples name it)."""
+    import contextlib
+
+    s3, gcs, azure = _clients(endpoints)
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+        s3.create_bucket(Bucket=BUCKET)
+    from google.api_core.exceptions import Conflict
+
+    with contextlib.suppress(Conflict):
+        gcs.create_bucket(BUCKET)
+    from azure.core.exceptions import ResourceExistsError
+
+    with contextlib.suppress(ResourceExistsError):
+        azure.create_container(BUCKET)
+
+
+def drop_buckets(endpoints: dict[str, str]) -> None:
+    """Empty and delete what make_buckets made (best effort: the servers are shared)."""
+    import contextlib
+
+    s3, gcs, azure = _clients(endpoints)
+    with contextlib.suppress(Exception):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+            for obj in page.get("Contents", []):
+                s3.delete_object(Bucket=BUCKET, Key=obj["Key"])
+        s3.delete_bucket(Bucket=BUCKET)
+    with contextlib.suppress(Exception):
+        gcs.bucket(BUCKET).delete(force=True)
+    with contextlib.suppress(Exception):
+        azure.delete_container(BUCKET)
+
+
+def stored_keys(endpoints: dict[str, str], store: str, target: str) -> list[str]:
+    """Object keys under ``examples/<target>/`` in ``store``'s bucket."""
+    s3, gcs, azure = _clients(endpoints)
+    prefix = f"{PREFIX}/{target}/"
+    if store == "s3":
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+        return [o["Key"] for p in pages for o in p.get("Contents", [])]
+    if store == "gcs":
+        return [b.name for b in gcs.list_blobs(BUCKET, prefix=prefix)]
+    return [b.name for b in azure.get_container_client(BUCKET).list_blobs(
+        name_starts_with=prefix)]
+
+
+def _clients(endpoints: dict[str, str]) -> tuple[Any, Any, Any]:
+    import boto3
+    from azure.storage.blob import BlobServiceClient
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    s3 = boto3.client("s3", endpoint_url=endpoints["s3"], region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    gcs = storage.Client(project="safehold-e2e", credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+                         client_options={"api_endpoint": endpoints["gcs"]})
+    azure = BlobServiceClient.from_connection_string(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+        f"AccountKey={AZURITE_KEY};BlobEndpoint={endpoints['azure']}/devstoreaccount1;")
+    return s3, gcs, azure
