@@ -108,6 +108,12 @@ class Trust:
         self._targets[target] = state
         return state
 
+    def encryption_required(self, target: str) -> tuple[bool, str]:
+        """Whether everything of ``target`` must be encrypted and MAC'd, and why (for records
+        that are not manifests: the log archive's segments)."""
+        state = self._target(target)
+        return state.encryption_required, state.why
+
     def check(self, manifest: Manifest) -> None:
         """Refuse (RepositoryTampered) a manifest that is misplaced or breaks its policy."""
         target, backup_id = manifest.source
