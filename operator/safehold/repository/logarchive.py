@@ -249,3 +249,15 @@ def expendable(segments: Iterable[SegmentRecord], kept: Sequence[Manifest],
     since = needed_from(kept, window_start)
     return [seg for seg in segments
             if since is None or (seg.last_time is not None and seg.last_time < since - slack)]
+
+
+def readable_segments(repo: Repository, target: str) -> tuple[list[SegmentRecord], list[str]]:
+    """The target's segment records, and separately the problems of those that cannot be read
+    (a damaged record is reported, never fatal to the rest)."""
+    good, bad = [], []
+    for seg in segment_ids(repo, target)[0]:
+        try:
+            good.append(read_record(repo, seg))
+        except RepositoryDamaged as exc:
+            bad.append(exc.message)
+    return good, bad
