@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Mapping, Sequence
 from typing import ClassVar, Literal
 
 from safehold.engines.base import (
@@ -20,10 +21,19 @@ from safehold.engines.base import (
     RestoreRequest,
     UnsupportedError,
 )
-from safehold.engines.mysql import dump, privileges, restore
+from safehold.engines.mysql import (
+    binlog_backup,
+    binlog_plan,
+    binlog_position,
+    binlog_restore,
+    dump,
+    privileges,
+    restore,
+)
 from safehold.engines.mysql.conn import Target, connect, parse_target, run
 from safehold.engines.mysql.server import server_info
 from safehold.engines.mysql.swap import stage_name
+from safehold.engines.recovery import LogPiece, RecoveryTarget
 
 
 class MySQLEngine:
@@ -32,7 +42,9 @@ class MySQLEngine:
 
     name: ClassVar[str] = "mysql"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        backup_types=("full",), selective_restore=True, point_in_time=False)
+        backup_types=("full", "incremental", "differential"), selective_restore=True,
+        point_in_time=True)
+    log_kind: ClassVar[str] = "binlog"  # point in time: engines/recovery.py, binlog_*.py
 
     def __init__(self, target: Target, *, jobs: int | None = None) -> None:
         self.target = target
@@ -87,12 +99,26 @@ class MySQLEngine:
 
     def backup(self, request: BackupRequest, sink: BackupSink, chain: ChainReader
                ) -> BackupOutcome:
-        if request.type != "full":
-            raise UnsupportedError(f"the MySQL engine makes full backups only, not {request.type}")
         if request.include:
             raise UnsupportedError("MySQL backups hold the whole database; choose tables at"
                                    " restore time instead (restore --include)")
-        return dump.backup(self.target, sink, jobs=self.jobs)
+        if request.type != "full":
+            return binlog_backup.backup(self.target, request, sink)
+        return binlog_position.stamped(self.target, dump.backup(self.target, sink,
+                                                                jobs=self.jobs))
 
     def restore(self, request: RestoreRequest, chain: ChainReader) -> None:
-        restore.restore(self.target, request, chain, jobs=self.jobs)
+        if len(request.chain) > 1 or request.recovery is not None:
+            binlog_restore.restore(self.target, request, chain, jobs=self.jobs)
+        else:
+            restore.restore(self.target, request, chain, jobs=self.jobs)
+
+    # -- point in time (engines/recovery.py) ---------------------------------------------------
+    def reached(self, position: Mapping[str, str], to: RecoveryTarget) -> bool:
+        return binlog_plan.reached(position, to)
+
+    def plan_logs(self, start: Mapping[str, str], pieces: Sequence[LogPiece],
+                  to: RecoveryTarget | None) -> list[LogPiece]:
+        if to is None:
+            raise UnsupportedError("name a recovery target")
+        return binlog_plan.plan(start, pieces, to)

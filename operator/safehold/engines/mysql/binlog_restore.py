@@ -1,0 +1,62 @@
+"""Restore a chain (full + incrementals/differential) and replay the binlog, to its end or to a
+point in time (:mod:`safehold.engines.recovery`).
+
+Order, so that nothing is changed before everything has been checked: the chain's links are
+checked (:func:`.binlog_plan.check_chain`), the pieces from the full's end to the target are
+planned (a gap or a target outside the window is refused), decoded into local files (every
+frame, MAC and hash checked), and scanned for statements that would reach beyond the
+destination database (:func:`.binlog_replay.check_safe`); only then is the full restored
+(atomically, :mod:`.restore`) and the log replayed into it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from safehold.engines.base import ChainReader, RestoreRequest, UnsupportedError
+from safehold.engines.mysql import binlog_plan, binlog_replay
+from safehold.engines.mysql import restore as full_restore
+from safehold.engines.mysql.binlog import Pos
+from safehold.engines.mysql.conn import Target
+from safehold.engines.recovery import BrokenChain, RecoveryTarget
+
+
+def restore(target: Target, request: RestoreRequest, reader: ChainReader, *, jobs: int) -> None:
+    chain = list(request.chain)
+    if request.include:
+        raise UnsupportedError("replaying the binary log restores the whole database: restore"
+                               " --include works with a full backup alone")
+    binlog_plan.check_chain(chain)
+    full = chain[0]
+    start = full.end_position or {}
+    if not start.get("binlog_file"):
+        raise BrokenChain(f"backup {full.backup_id} recorded no binlog position (the binary"
+                          " log was off): no log can be replayed onto it")
+    source = str(full.engine_meta.get("database") or target.database)
+    pieces = [p for m in chain[1:] for p in binlog_plan.backup_pieces(m, reader)]
+    recovery = request.recovery
+    if recovery is not None:
+        pieces += list(recovery.logs)
+        to = recovery.to
+        stop: RecoveryTarget | None = to
+    else:
+        end = chain[-1].end_position or {}
+        to = RecoveryTarget(position=f"{end['binlog_file']}:{end['binlog_pos']}")
+        stop = None  # the pieces end there
+    server = start.get("server_id")
+    for piece in pieces:
+        theirs = str(piece.meta.get("server_id") or "")
+        if server and theirs and theirs != server:
+            raise BrokenChain(f"{piece.source} holds {piece.name} of server id {theirs}, but"
+                              f" {full.backup_id} is of server id {server}: not one log")
+    planned = binlog_plan.plan(start, pieces, to)
+    start_pos = Pos.from_record(start).pos
+    with tempfile.TemporaryDirectory(prefix="safehold-replay-") as tmp:
+        files = binlog_replay.materialize(planned, Path(tmp))
+        if files:
+            binlog_replay.check_safe(files, start_pos, stop, source, target.database)
+        full_restore.restore(target, RestoreRequest(chain=[full], conflict=request.conflict),
+                             reader, jobs=jobs)
+        if files:
+            binlog_replay.replay(target, files, start_pos, stop, source)
