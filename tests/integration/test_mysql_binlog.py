@@ -3,6 +3,7 @@ MariaDB 10.11 of this module's own (its binary log is purged and rotated here)."
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,7 +53,7 @@ def rows(server: mariadb.MariaDB, db: str) -> list[str]:
 
 def write(server: mariadb.MariaDB, db: str, batch: str, ids: range) -> None:
     values = ", ".join(f"({i}, '{batch}', {i})" for i in ids)
-    server.sql(f"INSERT INTO {db}.t VALUES {values}")
+    server.sql(f"INSERT INTO {db}.t (id, batch, v) VALUES {values}")
 
 
 def backup(server: mariadb.MariaDB, db: str, repo: str, env: dict[str, str], kind: str
@@ -106,3 +107,57 @@ def test_incremental_chain_restores_and_scales_with_changes(
         assert server.sql(f"SELECT COUNT(*) FROM {into}.t") == str(len(got))
         server.sql(f"DROP DATABASE {into}")
     assert server.sql("SELECT COUNT(*) FROM other.x") == "1"  # never replayed twice elsewhere
+
+
+def now(server: mariadb.MariaDB) -> str:
+    return server.sql("SELECT DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%fZ')")
+
+
+def mark(server: mariadb.MariaDB, db: str, marks: list[tuple[str, list[str]]]) -> None:
+    """A target time with >= 1 s to the commits either side (binlog times are whole seconds)."""
+    time.sleep(1.2)
+    marks.append((now(server), rows(server, db)))
+    time.sleep(1.2)
+
+
+def test_point_in_time_restore_to_five_times(
+        server: mariadb.MariaDB, db: str, tmp_path: Path, env: dict[str, str]) -> None:
+    repo = (tmp_path / "repo").as_uri()
+    sql = server.sql
+    marks: list[tuple[str, list[str]]] = []
+    write(server, db, "w0", range(1, 101))
+    backup(server, db, repo, env, "full")
+    mark(server, db, marks)  # 0: the full alone
+    write(server, db, "w1", range(101, 111))
+    mark(server, db, marks)  # 1: inside the first incremental
+    sql("UPDATE t SET v = v + 1000 WHERE id <= 5; DELETE FROM t WHERE id = 50", db)
+    inc1 = backup(server, db, repo, env, "incremental")
+    sql("ALTER TABLE t ADD COLUMN note VARCHAR(10) DEFAULT 'x'", db)  # DDL is replayed too
+    write(server, db, "w2", range(201, 206))
+    mark(server, db, marks)  # 2: inside the second incremental
+    sql("FLUSH BINARY LOGS")
+    write(server, db, "w3", range(301, 306))
+    inc2 = backup(server, db, repo, env, "incremental")
+    mark(server, db, marks)  # 3: between the second incremental and the differential
+    sql("DELETE FROM t WHERE batch = 'w1'", db)
+    mark(server, db, marks)  # 4: inside the differential, after a delete
+    write(server, db, "w4", range(401, 406))
+    diff = backup(server, db, repo, env, "differential")
+    assert inc2["parent_id"] == inc1["backup_id"] and diff["parent_id"] == inc1["chain_id"]
+
+    plan = run_json("restore", "-r", repo, "--from", db, "-t", url(server, "nowhere"),
+                    "--to-time", marks[3][0], "--dry-run", env=env)
+    assert [c["type"] for c in plan["chain"]] == ["full", "incremental", "incremental"]
+    assert plan["logs"] and all(p["source"].startswith("backup ") for p in plan["logs"])
+    for i, (when, expected) in enumerate(marks):
+        into = f"p{i}_{uuid.uuid4().hex[:6]}"
+        restore(server, repo, db, into, env, "--to-time", when)
+        assert rows(server, into) == expected, f"restore to mark {i} ({when})"
+        sql(f"DROP DATABASE {into}")
+    # a time outside the window names the window
+    early = run("restore", "-r", repo, "--from", db, "-t", url(server, "nowhere"), "-y",
+                "--to-time", "2020-01-01T00:00:00Z", env=env, ok=False)
+    assert early.exit_code == 2 and "recoverable window" in early.output
+    late = run("restore", "-r", repo, "--from", db, "-t", url(server, "nowhere"), "-y",
+               "--to-time", "2099-01-01T00:00:00Z", env=env, ok=False)
+    assert late.exit_code == 2 and "recoverable window" in late.output, late.output

@@ -11,7 +11,7 @@ import click
 
 from safehold.api.errors import Aborted, DatabaseProblem, UsageError
 from safehold.api.manifest import BACKUP_TYPES, Manifest
-from safehold.cli import audit, common, locking, notify_run, tables
+from safehold.cli import audit, common, locking, notify_run, pitr_cmds, tables
 from safehold.cli.config import resolve_repository
 from safehold.cli.errors import Exit
 from safehold.codecs.compression import parse_codec
@@ -249,6 +249,7 @@ def _interactive(repository: Repository, source: str, opener: tables.Opener
 )
 @click.option("--yes", "-y", is_flag=True, help="Overwrite without asking.")
 @click.option("--interactive", "-i", is_flag=True, help="Choose backup and tables interactively.")
+@pitr_cmds.recovery_options
 @common.connection_options
 @common.key_file_option
 @common.output_option
@@ -266,10 +267,32 @@ def restore(
     interactive: bool,
     key_files: tuple[Path, ...],
     output: str,
+    to_time: str | None,
+    to_gtid: str | None,
+    to_position: str | None,
+    dry_run: bool,
     **conn: Any,
 ) -> None:
-    """Restore a backup (and the chain it builds on) into a database."""
+    """Restore a backup (and the chain it builds on) into a database, or the database as it
+    was at a point in time (--to-time, --to-gtid, --to-position; --dry-run prints the plan)."""
     wanted = _split(include)
+    to = pitr_cmds.recovery_target(to_time, to_gtid, to_position)
+    if to is not None:
+        if backup_ref or include or interactive:
+            raise UsageError("--to-* picks the backups itself: drop --backup, --include and -i")
+        target_name, engine = common.open_target(ctx, target, **conn)
+        repository = common.open_repo(ctx, repo)
+        source = source or resolve_source(repository, target_name, None)
+        pitr_cmds.restore_to_point(
+            ctx, engine=engine, repository=repository, source=source,
+            target=redact_url(target), to=to, dry_run=dry_run, conflict=conflict,
+            keks=common.keks_for(ctx, repository, repo, key_files), output=output,
+            confirm=lambda what: _confirm(what, yes or conflict == "fail" or
+                                          not engine.estimate_size(), interactive=False))
+        return
+    if dry_run:
+        raise UsageError("--dry-run plans a point-in-time restore: add --to-time, --to-gtid"
+                         " or --to-position")
     if backup_ref is None and not interactive:
         raise UsageError("--backup is required (a backup id or 'latest'), or use -i")
     target_name, engine = common.open_target(ctx, target, **conn)

@@ -15,9 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from safehold.api.errors import Exit, IntegrityError, UsageError
+from safehold.api.manifest import Manifest
+
+if TYPE_CHECKING:
+    from safehold.engines.base import ChainReader
 
 
 class BrokenChain(IntegrityError):
@@ -99,6 +103,14 @@ class PointInTimeEngine(Protocol):
 
     def plan_logs(self, start: Mapping[str, str], pieces: Sequence[LogPiece],
                   to: RecoveryTarget | None) -> list[LogPiece]:
-        """The pieces that lead from ``start`` to ``to`` (all the way with None), in order;
-        raises BrokenChain naming the first gap."""
+        """The pieces that lead from ``start`` to ``to``, in order; raises BrokenChain naming
+        the first gap, OutsideWindow when the pieces end before ``to``."""
+        ...
+
+    def log_pieces(self, backups: Sequence[Manifest], reader: ChainReader) -> list[LogPiece]:
+        """The log pieces held by these backups' objects (incrementals, differentials)."""
+        ...
+
+    def archive_stream(self, position: Mapping[str, str]) -> str | None:
+        """The log archive's stream the log at ``position`` lives in (e.g. ``server-1``)."""
         ...

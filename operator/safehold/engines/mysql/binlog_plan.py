@@ -134,3 +134,9 @@ def check_chain(chain: Sequence[Manifest]) -> None:
             raise BrokenChain(f"backup {child.backup_id} was taken from server id"
                               f" {(child.end_position or {}).get('server_id')}, its parent"
                               f" {parent.backup_id} from {p_end.get('server_id')}: not one log")
+
+
+def stream_name(position: Mapping[str, str]) -> str | None:
+    """The log archive stream of a server: ``server-<id>``."""
+    server = position.get("server_id")
+    return f"server-{server}" if server else None

@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import ClassVar, Literal
 
+from safehold.api.manifest import Manifest
 from safehold.engines.base import (
     BackupOutcome,
     BackupRequest,
@@ -122,3 +123,9 @@ class MySQLEngine:
         if to is None:
             raise UnsupportedError("name a recovery target")
         return binlog_plan.plan(start, pieces, to)
+
+    def log_pieces(self, backups: Sequence[Manifest], reader: ChainReader) -> list[LogPiece]:
+        return [p for m in backups for p in binlog_plan.backup_pieces(m, reader)]
+
+    def archive_stream(self, position: Mapping[str, str]) -> str | None:
+        return binlog_plan.stream_name(position)
