@@ -3,6 +3,11 @@ MariaDB 10.11 of this module's own (its binary log is purged and rotated here)."
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from safehold.cli.errors import Exit
 from tests.infra import mariadb
 from tests.infra.procs import serve, unavailable
 from tests.integration.cli_helpers import run, run_json
@@ -161,3 +167,82 @@ def test_point_in_time_restore_to_five_times(
     late = run("restore", "-r", repo, "--from", db, "-t", url(server, "nowhere"), "-y",
                "--to-time", "2099-01-01T00:00:00Z", env=env, ok=False)
     assert late.exit_code == 2 and "recoverable window" in late.output, late.output
+
+
+def segments(repo_dir: Path, target: str) -> list[str]:
+    base = repo_dir / target / "_logs" / "binlog"
+    return sorted(p.parent.name for p in base.glob("*/*/segment.json")) if base.exists() else []
+
+
+def wait_for(what: str, check: Any, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def streamer(repo: str, server: mariadb.MariaDB, db: str, env: dict[str, str], spool: Path
+             ) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "safehold.cli", "binlog", "stream", "-t", url(server, db),
+         "-r", repo, "--name", db, "--poll", "0.1", "--spool", str(spool)],
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_streamer_survives_kills_and_a_lost_spool_without_gaps(
+        server: mariadb.MariaDB, db: str, tmp_path: Path, env: dict[str, str]) -> None:
+    repo_dir = tmp_path / "repo"
+    repo, spool = repo_dir.as_uri(), tmp_path / "spool"
+    write(server, db, "w0", range(1, 51))
+    backup(server, db, repo, env, "full")
+    first = server.sql("SHOW MASTER STATUS").split()[0]
+    proc = streamer(repo, server, db, env, spool)
+    try:
+        write(server, db, "a", range(101, 111))
+        server.sql("FLUSH BINARY LOGS")
+        wait_for("the first file archived", lambda: first in segments(repo_dir, db))
+        write(server, db, "b", range(201, 211))  # mid-file: in the spool, not yet archived
+        current = server.sql("SHOW MASTER STATUS").split()[0]
+        wait_for("the spool to hold the current file",
+                 lambda: (spool / current).exists() and (spool / current).stat().st_size > 300)
+    finally:
+        proc.kill()  # SIGKILL mid-file
+        proc.wait()
+    assert current not in segments(repo_dir, db)
+    write(server, db, "c", range(301, 311))  # written while no streamer runs
+    server.sql("FLUSH BINARY LOGS")
+    proc = streamer(repo, server, db, env, spool)
+    try:
+        wait_for("the killed run's file archived", lambda: current in segments(repo_dir, db))
+    finally:
+        proc.kill()
+        proc.wait()
+    shutil.rmtree(spool)  # the spool is lost as well
+    mark_rows: list[tuple[str, list[str]]] = []
+    mark(server, db, mark_rows)
+    write(server, db, "d", range(401, 411))
+    server.sql("FLUSH BINARY LOGS")
+    last = server.sql("SHOW MASTER STATUS").split()[0]
+    proc = streamer(repo, server, db, env, spool)
+    try:
+        server.sql("FLUSH BINARY LOGS")
+        wait_for("every closed file archived",
+                 lambda: binlog_seq(last) - 1 <= max(map(binlog_seq, segments(repo_dir, db))))
+        mark(server, db, mark_rows)
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=60)[0].decode()
+    finally:
+        proc.kill()
+    assert proc.returncode == int(Exit.TERMINATED), out
+    names = segments(repo_dir, db)
+    seqs = [binlog_seq(n) for n in names]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), f"gap in the archive: {names}"
+    # the archive alone carries a restore past the last backup
+    into = f"a_{uuid.uuid4().hex[:6]}"
+    restore(server, repo, db, into, env, "--to-time", mark_rows[0][0])
+    assert rows(server, into) == mark_rows[0][1]
+    server.sql(f"DROP DATABASE {into}")
+
+
+def binlog_seq(name: str) -> int:
+    return int(name.rsplit(".", 1)[1])

@@ -81,7 +81,8 @@ def stream(ctx: click.Context, /, target: str, repo: str, name: str | None,
                          namespace=namespace or None)
     db = engine.target
     newest = _newest_archived(repository, archive.target)
-    first, server_id, missing = binlog_stream.start_file(db, newest)
+    first, server_id, missing = binlog_stream.start_file(
+        db, newest, since=None if newest else _newest_backup_file(repository, archive.target))
     if missing:
         log.error("GAP in the binlog archive of %s: the server purged %s before it was"
                   " archived; point-in-time restores cannot cross it: take a full backup now",
@@ -118,6 +119,14 @@ def _newest_archived(repository: Any, target: str) -> str | None:
 
     names = [s.name for s in segment_ids(repository, target, "binlog")[0]]
     return max(names, key=binlog.file_seq) if names else None
+
+
+def _newest_backup_file(repository: Any, target: str) -> str | None:
+    """With nothing archived yet: the file where the newest backup ended, so the archive
+    continues the backups without a gap (an unauthenticated hint: only where to start)."""
+    ends = [m.end_position for m in repository.scan(target)[0]
+            if m.end_position and m.end_position.get("binlog_file")]
+    return str(ends[-1]["binlog_file"]) if ends else None
 
 
 def _clear_spool(spool: Path) -> None:

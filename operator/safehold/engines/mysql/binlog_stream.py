@@ -59,9 +59,11 @@ def file_facts(path: Path) -> FileFacts:
     return FileFacts(path.name, len(data), server, when(first), when(last))
 
 
-def start_file(target: Target, after: str | None) -> tuple[str, int, list[str]]:
-    """Where to start pulling: the file after ``after`` (the newest archived), else the
-    server's current file. Also the server id, and the files the server no longer has that a
+def start_file(target: Target, after: str | None, *, since: str | None = None
+               ) -> tuple[str, int, list[str]]:
+    """Where to start pulling: the file after ``after`` (the newest archived), else ``since``
+    (where the newest backup ended) if the server still has it, else the server's current
+    file. Also the server id, and the files the server no longer has that a
     gap-free archive would need (purged before they were archived)."""
     conn = connect(target)
     try:
@@ -71,6 +73,8 @@ def start_file(target: Target, after: str | None) -> tuple[str, int, list[str]]:
             conn.close()
     files = list(state.files)
     if after is None:
+        if since is not None and since in state.files:
+            return since, state.server_id, []
         return state.end.file, state.server_id, []
     wanted = binlog.next_file(after)
     if not files or file_seq(wanted) >= file_seq(files[0]):
