@@ -167,6 +167,8 @@ def test_point_in_time_restore_to_five_times(
     late = run("restore", "-r", repo, "--from", db, "-t", url(server, "nowhere"), "-y",
                "--to-time", "2099-01-01T00:00:00Z", env=env, ok=False)
     assert late.exit_code == 2 and "recoverable window" in late.output, late.output
+    listed = run("list", "-r", repo, "-t", db, env=env).output
+    assert f"{db}: recoverable window (point-in-time) " in listed, listed
 
 
 def segments(repo_dir: Path, target: str) -> list[str]:
@@ -246,3 +248,43 @@ def test_streamer_survives_kills_and_a_lost_spool_without_gaps(
 
 def binlog_seq(name: str) -> int:
     return int(name.rsplit(".", 1)[1])
+
+
+def test_unsafe_logs_broken_chains_and_purged_binlogs_are_refused_before_any_change(
+        server: mariadb.MariaDB, db: str, tmp_path: Path, env: dict[str, str]) -> None:
+    repo_dir = tmp_path / "repo"
+    repo = repo_dir.as_uri()
+    write(server, db, "w0", range(1, 11))
+    full = backup(server, db, repo, env, "full")
+    other = f"o_{uuid.uuid4().hex[:6]}"
+    server.sql(f"CREATE DATABASE {other}")
+    server.sql(f"CREATE TABLE {other}.y (a INT)", db)  # run in db, touching another database
+    inc1 = backup(server, db, repo, env, "incremental")
+    into = f"u_{uuid.uuid4().hex[:6]}"
+    refused = restore(server, repo, db, into, env, "-b", inc1["backup_id"], ok=False)
+    assert refused.exit_code == 6 and f"touches database {other}" in refused.output, \
+        refused.output
+    assert "scratch server" in refused.output
+    assert not server.sql(f"SHOW DATABASES LIKE '{into}'")  # nothing was created
+    server.sql(f"DROP DATABASE {other}")
+    # a missing link is named before anything is restored
+    write(server, db, "w1", range(11, 21))
+    inc2 = backup(server, db, repo, env, "incremental")
+    shutil.rmtree(repo_dir / db / inc1["backup_id"])
+    broken = restore(server, repo, db, into, env, "-b", inc2["backup_id"], ok=False)
+    assert broken.exit_code == 4 and inc1["backup_id"] in broken.output, broken.output
+    assert not server.sql(f"SHOW DATABASES LIKE '{into}'")
+    # the server purged the binlog the chain continues from: take a full
+    gone = full["end_position"]["binlog_file"]
+
+    def purge() -> bool:  # the server keeps a file until its binlog checkpoint has passed it
+        server.sql("FLUSH BINARY LOGS")
+        server.sql(f"PURGE BINARY LOGS TO '{server.sql('SHOW MASTER STATUS').split()[0]}'")
+        return gone not in server.sql("SHOW BINARY LOGS")
+
+    wait_for(f"{gone} purged", purge)
+    purged = run("backup", "-t", url(server, db), "-r", repo, "--type", "differential",
+                 env=env, ok=False)
+    assert purged.exit_code == 6 and "no longer has binlog" in purged.output, purged.output
+    assert "take a full backup" in purged.output
+    assert full["end_position"]["server_id"] == "1"

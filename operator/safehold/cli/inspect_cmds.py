@@ -14,7 +14,9 @@ from safehold.cli.backup_cmds import manifest_summary
 from safehold.cli.errors import Exit
 from safehold.pipeline.keys import DataKeys
 from safehold.pipeline.objects import ObjectReader
+from safehold.pipeline.pitr import Window, window
 from safehold.pipeline.restore import ObjectCheck, verify_backup
+from safehold.repository.logarchive import readable_segments
 from safehold.repository.repo import BackupNotFound, Damaged, Repository
 from safehold.repository.trust import UNAUTHENTICATED
 
@@ -43,10 +45,13 @@ def list_(ctx: click.Context, repo: str, target_name: str | None, output: str) -
     repository = common.open_repo(ctx, repo)
     rows: list[dict[str, Any]] = []
     damaged: list[Damaged] = []
+    windows: dict[str, Window] = {}
     for name in _targets(repository, target_name):
         healthy, bad = repository.scan(name)
         damaged += bad
-        rows += [manifest_summary(m) for m in healthy]
+        windows[name] = window(healthy, readable_segments(repository, name)[0])
+        rows += [{**manifest_summary(m), "recoverable_window": windows[name].as_dict()}
+                 for m in healthy]
         rows += [{"backup_id": d.backup_id, "target": name, "type": "damaged",
                   "problem": d.problem} for d in bad]
         rows += [{"backup_id": bid, "target": name, "type": "incomplete"}
@@ -71,6 +76,9 @@ def list_(ctx: click.Context, repo: str, target_name: str | None, output: str) -
                 f" {common.human_bytes(r['raw_bytes']):>10}"
                 f" {common.human_bytes(r['stored_bytes']):>10}"
                 f"  {r['encryption']:<11} {r['parent_id'] or '-'}")
+        for name, win in windows.items():
+            if win.start is not None:
+                click.echo(f"{name}: recoverable window (point-in-time) {win.describe()}")
         click.echo(UNAUTHENTICATED, err=True)
 
     common.emit(output, rows, text)

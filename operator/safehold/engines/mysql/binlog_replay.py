@@ -141,7 +141,7 @@ def statements(text: str) -> list[tuple[str, str | None, str]]:
 def check_safe(files: Sequence[Path], start_pos: int, to: RecoveryTarget | None, source: str,
                dest: str) -> None:
     """Refuse (UnsafeReplay) logs whose statements reach beyond the destination database."""
-    proc = _run_tool(["--short-form", *_tool_args(files, start_pos, to)])
+    proc = _run_tool(_tool_args(files, start_pos, to))
     text = proc.stdout.decode(errors="replace")
     mention = re.compile(r"(?:`" + re.escape(source.replace("`", "``")) + r"`|\b"
                          + re.escape(source) + r"\b)", re.I)

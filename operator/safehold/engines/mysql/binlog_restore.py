@@ -11,14 +11,15 @@ destination database (:func:`.binlog_replay.check_safe`); only then is the full 
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 
 from safehold.engines.base import ChainReader, RestoreRequest, UnsupportedError
-from safehold.engines.mysql import binlog_plan, binlog_replay
+from safehold.engines.mysql import binlog_plan, binlog_privileges, binlog_replay
 from safehold.engines.mysql import restore as full_restore
 from safehold.engines.mysql.binlog import Pos
-from safehold.engines.mysql.conn import Target
+from safehold.engines.mysql.conn import Target, connect
 from safehold.engines.recovery import BrokenChain, RecoveryTarget
 
 
@@ -56,7 +57,17 @@ def restore(target: Target, request: RestoreRequest, reader: ChainReader, *, job
         files = binlog_replay.materialize(planned, Path(tmp))
         if files:
             binlog_replay.check_safe(files, start_pos, stop, source, target.database)
+            _require_replay(target)
         full_restore.restore(target, RestoreRequest(chain=[full], conflict=request.conflict),
                              reader, jobs=jobs)
         if files:
             binlog_replay.replay(target, files, start_pos, stop, source)
+
+
+def _require_replay(target: Target) -> None:
+    conn = connect(target, database=None)
+    try:
+        binlog_privileges.require_replay(conn)
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()

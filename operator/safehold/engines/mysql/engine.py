@@ -26,6 +26,7 @@ from safehold.engines.mysql import (
     binlog_backup,
     binlog_plan,
     binlog_position,
+    binlog_privileges,
     binlog_restore,
     dump,
     privileges,
@@ -74,8 +75,10 @@ class MySQLEngine:
                 problems += privileges.backup_problems(conn, db)
                 if self.target.lock_wait > 0:
                     notes += privileges.backup_notes(conn)
+                notes += binlog_privileges.backup_notes(conn)
             else:
                 problems += privileges.restore_problems(conn, db, stage_name(db))
+                notes += binlog_privileges.restore_notes(conn)
         except EngineError as exc:
             return CheckReport(ok=False, problems=(str(exc),))
         finally:

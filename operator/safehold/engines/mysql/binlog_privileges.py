@@ -1,0 +1,54 @@
+"""The privileges binlog work needs, beyond a full backup's and restore's (``safehold check``,
+and a restore that replays the log checks them before it changes anything).
+
+* Incrementals, differentials, ``safehold binlog stream``: REPLICATION SLAVE (to read the
+  log) and BINLOG MONITOR (its position and files).
+* Replaying the log: BINLOG REPLAY (row events and the session variables the log sets) and
+  BINLOG ADMIN (``sql_log_bin=0``, so the replay is not logged again); SUPER covers both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from safehold.engines.base import PermissionDenied
+from safehold.engines.mysql.privileges import Grants
+
+READ = ("REPLICATION SLAVE", "BINLOG MONITOR")
+REPLAY = ("BINLOG REPLAY", "BINLOG ADMIN")
+
+
+def _missing(conn: Any, needed: tuple[str, ...]) -> list[str]:
+    have = Grants(conn).global_
+    if "SUPER" in have:
+        return []
+    # MariaDB 10.5+ also calls REPLICATION SLAVE "REPLICATION REPLICA"
+    aliases = {"REPLICATION SLAVE": {"REPLICATION SLAVE", "REPLICATION REPLICA"},
+               "BINLOG MONITOR": {"BINLOG MONITOR", "REPLICATION CLIENT"}}
+    return [p for p in needed if not (aliases.get(p, {p}) & have)]
+
+
+def backup_notes(conn: Any) -> list[str]:
+    missing = _missing(conn, READ)
+    if not missing:
+        return []
+    return [f"{', '.join(missing)} not granted: full backups work, but incremental and"
+            " differential backups and `safehold binlog stream` read the binary log:"
+            f" GRANT {', '.join(missing)} ON *.* to the backup user"]
+
+
+def restore_notes(conn: Any) -> list[str]:
+    missing = _missing(conn, REPLAY)
+    if not missing:
+        return []
+    return [f"{', '.join(missing)} not granted: a full backup restores, but restoring an"
+            " incremental chain or to a point in time replays the binary log with"
+            f" sql_log_bin=0: GRANT {', '.join(missing)} ON *.* to the restore user"]
+
+
+def require_replay(conn: Any) -> None:
+    missing = _missing(conn, REPLAY)
+    if missing:
+        raise PermissionDenied(
+            f"replaying the binary log needs {', '.join(missing)} (or SUPER), which the restore"
+            f" user lacks: GRANT {', '.join(missing)} ON *.* to it; nothing was changed")
