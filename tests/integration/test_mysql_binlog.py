@@ -135,6 +135,8 @@ def test_point_in_time_restore_to_five_times(
     backup(server, db, repo, env, "full")
     mark(server, db, marks)  # 0: the full alone
     write(server, db, "w1", range(101, 111))
+    gtid_w1 = sql("SELECT @@gtid_binlog_pos")
+    file_w1, pos_w1 = sql("SHOW MASTER STATUS").split()[:2]
     mark(server, db, marks)  # 1: inside the first incremental
     sql("UPDATE t SET v = v + 1000 WHERE id <= 5; DELETE FROM t WHERE id = 50", db)
     inc1 = backup(server, db, repo, env, "incremental")
@@ -159,6 +161,11 @@ def test_point_in_time_restore_to_five_times(
         into = f"p{i}_{uuid.uuid4().hex[:6]}"
         restore(server, repo, db, into, env, "--to-time", when)
         assert rows(server, into) == expected, f"restore to mark {i} ({when})"
+        sql(f"DROP DATABASE {into}")
+    for flag, value in (("--to-gtid", gtid_w1), ("--to-position", f"{file_w1}:{pos_w1}")):
+        into = f"g_{uuid.uuid4().hex[:6]}"
+        restore(server, repo, db, into, env, flag, value)
+        assert rows(server, into) == marks[1][1], f"restore {flag} {value}"
         sql(f"DROP DATABASE {into}")
     # a time outside the window names the window
     early = run("restore", "-r", repo, "--from", db, "-t", url(server, "nowhere"), "-y",
