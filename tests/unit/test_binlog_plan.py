@@ -40,7 +40,7 @@ def test_gap_and_window_end_are_named() -> None:
     with pytest.raises(BrokenChain, match=r"nothing in the repository holds binlog.000002 from"
                        r" position 4"):
         plan(START, [a, c], RecoveryTarget(position="binlog.000002:800"))
-    with pytest.raises(OutsideWindow, match="the logs end at binlog.000001:900"):
+    with pytest.raises(OutsideWindow, match=r"the logs end at binlog\.000001:900"):
         plan(START, [piece("binlog.000001", 400, 900)],
              RecoveryTarget(position="binlog.000003:4"))
 
