@@ -33,3 +33,11 @@ def test_prune_deletes_segments_older_than_every_kept_full(tmp_path: Path) -> No
     assert len(archive.list()) == 2  # a dry run deletes nothing
     run("prune", "-r", repo, "-t", "app", "--keep-last", "1", env=env)
     assert [s.name for s in archive.list()] == ["binlog.000002"]
+    ok = run_json("verify", "-r", repo, "-t", "app", env=env)
+    assert ok["ok"] and ok["checked"] >= 3  # the kept backup's objects and the segment
+    data = tmp_path / "repo" / "app" / "_logs" / "binlog" / "server-1" / "binlog.000002" / "data"
+    raw = bytearray(data.read_bytes())
+    raw[-1] ^= 1
+    data.write_bytes(bytes(raw))
+    bad = run("verify", "-r", repo, "-t", "app", env=env, ok=False)
+    assert bad.exit_code == 4 and "binlog.000002" in bad.output, bad.output
