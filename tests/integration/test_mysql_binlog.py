@@ -295,3 +295,35 @@ def test_unsafe_logs_broken_chains_and_purged_binlogs_are_refused_before_any_cha
     assert purged.exit_code == 6 and "no longer has binlog" in purged.output, purged.output
     assert "take a full backup" in purged.output
     assert full["end_position"]["server_id"] == "1"
+
+
+def test_binlog_privileges_are_noted_by_check_and_required_before_a_replay(
+        server: mariadb.MariaDB, db: str, tmp_path: Path, env: dict[str, str]) -> None:
+    repo = (tmp_path / "repo").as_uri()
+    write(server, db, "w0", range(1, 11))
+    backup(server, db, repo, env, "full")
+    write(server, db, "w1", range(11, 21))
+    inc = backup(server, db, repo, env, "incremental")
+    user, into = f"u{uuid.uuid4().hex[:6]}", f"q_{uuid.uuid4().hex[:6]}"
+    server.sql(f"CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY 'pw';"
+               f" GRANT ALL ON `{db}`.* TO '{user}'@'127.0.0.1';"
+               f" GRANT ALL ON `{into}`.* TO '{user}'@'127.0.0.1';"
+               f" GRANT ALL ON `{into}_safehold_stage`.* TO '{user}'@'127.0.0.1'")
+    limited = {**env, "SAFEHOLD_PASSWORD": "pw"}
+    try:
+        as_user = f"mariadb://{user}@{server.host}:{server.port}"
+        notes = run_json("check", "-t", f"{as_user}/{db}", env=limited)["notes"]
+        assert any("REPLICATION SLAVE, BINLOG MONITOR not granted" in n for n in notes), notes
+        notes = run_json("check", "-t", f"{as_user}/{into}", "--purpose", "restore",
+                         env=limited)["notes"]
+        assert any("BINLOG REPLAY, BINLOG ADMIN not granted" in n for n in notes), notes
+        refused = run("restore", "-r", repo, "--from", db, "-t", f"{as_user}/{into}", "-y",
+                      "-b", inc["backup_id"], env=limited, ok=False)
+        assert refused.exit_code == 6 and "BINLOG REPLAY" in refused.output, refused.output
+        assert not server.sql(f"SHOW DATABASES LIKE '{into}'")  # refused before any change
+        server.sql(f"GRANT BINLOG REPLAY, BINLOG ADMIN ON *.* TO '{user}'@'127.0.0.1'")
+        run("restore", "-r", repo, "--from", db, "-t", f"{as_user}/{into}", "-y",
+            "-b", inc["backup_id"], env=limited)
+        assert rows(server, into) == rows(server, db)
+    finally:
+        server.sql(f"DROP USER '{user}'@'127.0.0.1'; DROP DATABASE IF EXISTS {into}")

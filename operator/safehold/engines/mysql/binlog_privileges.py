@@ -29,6 +29,12 @@ def _missing(conn: Any, needed: tuple[str, ...]) -> list[str]:
 
 
 def backup_notes(conn: Any) -> list[str]:
+    from safehold.engines.mysql.conn import run
+
+    if not int(run(conn, "SELECT @@log_bin")[0][0] or 0):
+        return ["the binary log is off: full backups work, but incremental and differential"
+                " backups and point-in-time restore need it (start mariadbd with --log-bin and"
+                " --server-id)"]
     missing = _missing(conn, READ)
     if not missing:
         return []
