@@ -309,6 +309,7 @@ def test_binlog_privileges_are_noted_by_check_and_required_before_a_replay(
                f" GRANT ALL ON `{db}`.* TO '{user}'@'127.0.0.1';"
                f" GRANT ALL ON `{into}`.* TO '{user}'@'127.0.0.1';"
                f" GRANT ALL ON `{into}_safehold_stage`.* TO '{user}'@'127.0.0.1'")
+    scratch = f"{into}_safehold_pitr"
     limited = {**env, "SAFEHOLD_PASSWORD": "pw"}
     try:
         as_user = f"mariadb://{user}@{server.host}:{server.port}"
@@ -317,13 +318,45 @@ def test_binlog_privileges_are_noted_by_check_and_required_before_a_replay(
         notes = run_json("check", "-t", f"{as_user}/{into}", "--purpose", "restore",
                          env=limited)["notes"]
         assert any("BINLOG REPLAY, BINLOG ADMIN not granted" in n for n in notes), notes
+        assert any(f"`{scratch}`" in n and "scratch database" in n for n in notes), notes
         refused = run("restore", "-r", repo, "--from", db, "-t", f"{as_user}/{into}", "-y",
                       "-b", inc["backup_id"], env=limited, ok=False)
         assert refused.exit_code == 6 and "BINLOG REPLAY" in refused.output, refused.output
         assert not server.sql(f"SHOW DATABASES LIKE '{into}'")  # refused before any change
         server.sql(f"GRANT BINLOG REPLAY, BINLOG ADMIN ON *.* TO '{user}'@'127.0.0.1'")
+        refused = run("restore", "-r", repo, "--from", db, "-t", f"{as_user}/{into}", "-y",
+                      "-b", inc["backup_id"], env=limited, ok=False)
+        assert refused.exit_code == 6 and "scratch database" in refused.output, refused.output
+        assert not server.sql(f"SHOW DATABASES LIKE '{into}'")
+        server.sql(f"GRANT ALL ON `{into}\\_safehold\\_%`.* TO '{user}'@'127.0.0.1'")
         run("restore", "-r", repo, "--from", db, "-t", f"{as_user}/{into}", "-y",
             "-b", inc["backup_id"], env=limited)
         assert rows(server, into) == rows(server, db)
     finally:
         server.sql(f"DROP USER '{user}'@'127.0.0.1'; DROP DATABASE IF EXISTS {into}")
+
+
+def test_a_replay_that_fails_leaves_the_destination_as_it_was(
+        server: mariadb.MariaDB, db: str, tmp_path: Path, env: dict[str, str]) -> None:
+    repo = (tmp_path / "repo").as_uri()
+    write(server, db, "w0", range(1, 11))
+    backup(server, db, repo, env, "full")
+    write(server, db, "w1", range(11, 21))
+    inc = backup(server, db, repo, env, "incremental")
+    into = f"k_{uuid.uuid4().hex[:6]}"
+    server.sql(f"CREATE DATABASE {into}; CREATE TABLE {into}.t (id INT PRIMARY KEY,"
+               f" batch VARCHAR(20), v INT); INSERT INTO {into}.t VALUES (7, 'mine', 7)")
+    fake = tmp_path / "bin"
+    fake.mkdir()  # fault injection: a `mariadb` client that fails midway through the log
+    (fake / "mariadb").write_text("#!/bin/sh\nhead -c 100 >/dev/null\n"
+                                  "echo 'ERROR 1062 (23000) at line 40: injected' >&2\nexit 1\n")
+    (fake / "mariadb").chmod(0o755)
+    failed = restore(server, repo, db, into, {**env, "PATH": f"{fake}:{os.environ['PATH']}"},
+                     "-b", inc["backup_id"], ok=False)
+    assert failed.exit_code == 6 and "injected" in failed.output, failed.output
+    assert "before the destination was changed" in failed.output
+    assert rows(server, into) == ["7:mine:7"]
+    assert not server.sql(f"SHOW DATABASES LIKE '{into}\\_safehold%'")  # scratch dropped
+    restore(server, repo, db, into, env, "-b", inc["backup_id"])
+    assert rows(server, into) == rows(server, db)
+    server.sql(f"DROP DATABASE {into}")

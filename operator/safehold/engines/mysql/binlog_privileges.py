@@ -43,18 +43,38 @@ def backup_notes(conn: Any) -> list[str]:
             f" GRANT {', '.join(missing)} ON *.* to the backup user"]
 
 
-def restore_notes(conn: Any) -> list[str]:
+def _scratch_problems(conn: Any, db: str) -> list[str]:
+    from safehold.engines.mysql.binlog_swap import scratch_name
+    from safehold.engines.mysql.privileges import restore_problems
+    from safehold.engines.mysql.swap import stage_name
+
+    scratch = scratch_name(db)
+    return restore_problems(conn, scratch, stage_name(scratch))
+
+
+def restore_notes(conn: Any, db: str) -> list[str]:
+    notes = []
     missing = _missing(conn, REPLAY)
-    if not missing:
-        return []
-    return [f"{', '.join(missing)} not granted: a full backup restores, but restoring an"
-            " incremental chain or to a point in time replays the binary log with"
-            f" sql_log_bin=0: GRANT {', '.join(missing)} ON *.* to the restore user"]
+    if missing:
+        notes.append(f"{', '.join(missing)} not granted: a full backup restores, but restoring"
+                     " an incremental chain or to a point in time replays the binary log with"
+                     f" sql_log_bin=0: GRANT {', '.join(missing)} ON *.* to the restore user")
+    scratch = _scratch_problems(conn, db)
+    if scratch:
+        notes.append("restoring an incremental chain or to a point in time works in a scratch"
+                      f" database first: {'; '.join(scratch)} (GRANT ALL ON"
+                      f" `{db.replace('_', chr(92) + '_')}\\_safehold\\_%`.* covers it)")
+    return notes
 
 
-def require_replay(conn: Any) -> None:
+def require_replay(conn: Any, db: str) -> None:
     missing = _missing(conn, REPLAY)
     if missing:
         raise PermissionDenied(
             f"replaying the binary log needs {', '.join(missing)} (or SUPER), which the restore"
             f" user lacks: GRANT {', '.join(missing)} ON *.* to it; nothing was changed")
+    scratch = _scratch_problems(conn, db)
+    if scratch:
+        raise PermissionDenied(
+            "restoring an incremental chain or to a point in time works in a scratch database"
+            f" first: {'; '.join(scratch)}; nothing was changed")

@@ -227,5 +227,5 @@ def replay(target: Target, files: Sequence[Path], start_pos: int, to: RecoveryTa
     if producer.returncode not in (0, None) or rc_client != 0:
         detail = (errors.get("client") or errors.get("tool") or b"").decode(errors="replace")
         raise EngineError(
-            f"replaying the binary log into {target.database} failed: {detail.strip()[-600:]};"
-            " the database holds the restored backup and part of the log: restore again")
+            f"replaying the binary log failed: {detail.strip()[-600:]}; the restore was"
+            " abandoned before the destination was changed")

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from safehold.engines.base import ChainReader, RestoreRequest, UnsupportedError
-from safehold.engines.mysql import binlog_plan, binlog_privileges, binlog_replay
+from safehold.engines.mysql import binlog_plan, binlog_privileges, binlog_replay, binlog_swap
 from safehold.engines.mysql import restore as full_restore
 from safehold.engines.mysql.binlog import Pos
 from safehold.engines.mysql.conn import Target, connect
@@ -55,19 +55,26 @@ def restore(target: Target, request: RestoreRequest, reader: ChainReader, *, job
     start_pos = Pos.from_record(start).pos
     with tempfile.TemporaryDirectory(prefix="safehold-replay-") as tmp:
         files = binlog_replay.materialize(planned, Path(tmp))
+        scratch = target.with_database(binlog_swap.scratch_name(target.database))
         if files:
-            binlog_replay.check_safe(files, start_pos, stop, source, target.database)
-            _require_replay(target)
-        full_restore.restore(target, RestoreRequest(chain=[full], conflict=request.conflict),
-                             reader, jobs=jobs)
-        if files:
-            binlog_replay.replay(target, files, start_pos, stop, source)
-
+            binlog_replay.check_safe(files, start_pos, stop, source, scratch.database)
+        _require_replay(target)
+        binlog_swap.check_conflict(target, request.conflict)
+        try:
+            full_restore.restore(scratch, RestoreRequest(chain=[full], conflict="replace"),
+                                 reader, jobs=jobs)
+            if files:
+                binlog_replay.replay(scratch, files, start_pos, stop, source)
+            binlog_swap.promote(target)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                binlog_swap.drop_scratch(target)
+            raise
 
 def _require_replay(target: Target) -> None:
     conn = connect(target, database=None)
     try:
-        binlog_privileges.require_replay(conn)
+        binlog_privileges.require_replay(conn, target.database)
     finally:
         with contextlib.suppress(Exception):
             conn.close()

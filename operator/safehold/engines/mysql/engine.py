@@ -78,7 +78,7 @@ class MySQLEngine:
                 notes += binlog_privileges.backup_notes(conn)
             else:
                 problems += privileges.restore_problems(conn, db, stage_name(db))
-                notes += binlog_privileges.restore_notes(conn)
+                notes += binlog_privileges.restore_notes(conn, db)
         except EngineError as exc:
             return CheckReport(ok=False, problems=(str(exc),))
         finally:
