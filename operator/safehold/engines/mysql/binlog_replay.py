@@ -8,7 +8,8 @@ what the statements in them touch, once to replay into ``mariadb`` with:
   destination nor archived again by a streamer there;
 * ``--database=<source db>``: only the backed-up database's events; row events of other
   databases are left out;
-* ``--rewrite-db=<source>-><destination>`` when restoring under another name;
+* ``--rewrite-db=<source>-><scratch>``: the replay runs in the scratch database that is swapped
+  into the destination afterwards (:mod:`.binlog_swap`);
 * ``--start-position`` (the full's end), and ``--stop-datetime`` / ``--stop-position``.
 
 Statement events (DDL, and DML under ``binlog_format=MIXED/STATEMENT``) are only safe when they
@@ -16,10 +17,10 @@ touch the backed-up database alone: ``--database`` filters them by their *defaul
 ``--rewrite-db`` rewrites that default database but never names inside the statement. So the
 check refuses (UnsafeReplay, naming the statement and its position), before anything is
 restored, when a statement: names a table in another database; runs in another database but
-names the backed-up one (it would be skipped, losing its change); or, under another database
-name, names the backed-up database at all (``db.t``, ``DROP DATABASE db``), which cannot be
-rewritten. Such logs can still be replayed where touching other databases is harmless: restore
-into a scratch server under the original name and copy from there.
+names the backed-up one (it would be skipped, losing its change); or names the backed-up
+database at all (``db.t``, ``DROP DATABASE db``), which cannot be rewritten. Such logs can still
+be replayed where touching other databases is harmless: restore into a scratch server of their
+own and copy from there.
 """
 
 from __future__ import annotations
@@ -146,8 +147,9 @@ def check_safe(files: Sequence[Path], start_pos: int, to: RecoveryTarget | None,
     mention = re.compile(r"(?:`" + re.escape(source.replace("`", "``")) + r"`|\b"
                          + re.escape(source) + r"\b)", re.I)
     renamed = source != dest
-    scratch = (" Restore into a scratch server under the original name instead (point the"
-               " restore at another MariaDB server), then copy what you need.")
+    scratch = (" Restore onto a scratch server of its own instead (point the restore at another"
+               " MariaDB server, where touching other databases is harmless), then copy what"
+               " you need.")
     for at, db, sql in statements(text):
         short = " ".join(sql.split())[:160]
         here = db is not None and db.lower() == source.lower()
@@ -162,8 +164,8 @@ def check_safe(files: Sequence[Path], start_pos: int, to: RecoveryTarget | None,
             if renamed and mention.search(sql):
                 raise UnsafeReplay(
                     f"the binary log holds, at position {at}, a statement that names database"
-                    f" {source} itself: {short!r}; restoring under another name ({dest}) cannot"
-                    " rewrite names inside statements." + scratch)
+                    f" {source} itself: {short!r}; the replay runs under another name ({dest})"
+                    " and cannot rewrite names inside statements." + scratch)
         elif mention.search(sql):
             raise UnsafeReplay(
                 f"the binary log holds, at position {at}, a statement run in database"

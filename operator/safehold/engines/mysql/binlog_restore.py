@@ -5,8 +5,10 @@ Order, so that nothing is changed before everything has been checked: the chain'
 checked (:func:`.binlog_plan.check_chain`), the pieces from the full's end to the target are
 planned (a gap or a target outside the window is refused), decoded into local files (every
 frame, MAC and hash checked), and scanned for statements that would reach beyond the
-destination database (:func:`.binlog_replay.check_safe`); only then is the full restored
-(atomically, :mod:`.restore`) and the log replayed into it.
+destination database (:func:`.binlog_replay.check_safe`), and the user's privileges are
+checked; only then is the full restored into a scratch database, the log replayed into it, and
+the result swapped into the destination atomically (:mod:`.binlog_swap`). Any failure on the way
+drops the scratch database and leaves the destination as it was.
 """
 
 from __future__ import annotations
