@@ -360,3 +360,19 @@ def test_a_replay_that_fails_leaves_the_destination_as_it_was(
     restore(server, repo, db, into, env, "-b", inc["backup_id"])
     assert rows(server, into) == rows(server, db)
     server.sql(f"DROP DATABASE {into}")
+
+
+def test_statement_format_logs_replay_under_another_name(
+        server: mariadb.MariaDB, db: str, tmp_path: Path, env: dict[str, str]) -> None:
+    repo = (tmp_path / "repo").as_uri()
+    write(server, db, "w0", range(1, 11))
+    backup(server, db, repo, env, "full")
+    server.sql("SET SESSION binlog_format = 'STATEMENT'; INSERT INTO t VALUES (50, 's', 50);"
+               " UPDATE t SET v = v * 10 WHERE id <= 3; DELETE FROM t WHERE id = 4;"
+               " CREATE TABLE u (a INT); INSERT INTO u VALUES (1), (2)", db)
+    inc = backup(server, db, repo, env, "incremental")
+    into = f"m_{uuid.uuid4().hex[:6]}"
+    restore(server, repo, db, into, env, "-b", inc["backup_id"])
+    assert rows(server, into) == rows(server, db)
+    assert server.sql(f"SELECT SUM(a) FROM {into}.u") == "3"
+    server.sql(f"DROP DATABASE {into}")
