@@ -76,3 +76,10 @@ def test_scanner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db: str, sql: 
     else:
         with pytest.raises(binlog_replay.UnsafeReplay, match=problem):
             binlog_replay.check_safe([tmp_path / "f"], 4, None, "d", dest)
+
+
+def test_a_file_that_ends_at_the_start_position_moves_on() -> None:
+    # a server crash leaves a file without rotate event: the incremental's piece is empty
+    empty = piece("binlog.000001", 500, 500, ends_file=True)
+    nxt = piece("binlog.000002", 4, 90)
+    assert plan(START, [empty, nxt], RecoveryTarget(position="binlog.000002:90")) == [nxt]

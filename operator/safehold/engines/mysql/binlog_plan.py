@@ -70,6 +70,9 @@ def plan(start: Mapping[str, str], pieces: Sequence[LogPiece], to: RecoveryTarge
     while True:
         covering = [p for p in pieces if p.start["binlog_file"] == cur.file
                     and int(p.start["binlog_pos"]) <= cur.pos < int(p.end["binlog_pos"])]
+        if not covering and not file_ended:  # a piece may say the file ends right here
+            file_ended = any(p.start["binlog_file"] == cur.file and p.meta.get("ends_file")
+                             and int(p.end["binlog_pos"]) == cur.pos for p in pieces)
         if not covering and file_ended:
             cur, file_ended = Pos.of(next_file(cur.file), 4), False
             continue

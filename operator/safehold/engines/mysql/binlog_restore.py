@@ -54,7 +54,10 @@ def restore(target: Target, request: RestoreRequest, reader: ChainReader, *, job
             raise BrokenChain(f"{piece.source} holds {piece.name} of server id {theirs}, but"
                               f" {full.backup_id} is of server id {server}: not one log")
     planned = binlog_plan.plan(start, pieces, to)
-    start_pos = Pos.from_record(start).pos
+    begin = Pos.from_record(start)
+    # --start-position applies to the first file replayed: the full's, unless it had nothing
+    # after the full's position (then the next file is replayed from its start)
+    start_pos = begin.pos if planned and planned[0].name == begin.file else 4
     with tempfile.TemporaryDirectory(prefix="safehold-replay-") as tmp:
         files = binlog_replay.materialize(planned, Path(tmp))
         scratch = target.with_database(binlog_swap.scratch_name(target.database))
