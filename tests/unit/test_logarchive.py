@@ -76,6 +76,14 @@ def test_swapped_or_edited_segments_are_refused(repo: Repository) -> None:
     storage.put_bytes(one.record_key, text)
     with pytest.raises(RepositoryTampered, match="MAC mismatch"):
         reader.read(reader.get(one))
+    # a record claiming another namespace (re-MAC'd cannot be faked without the key: the MAC
+    # check comes first; an unencrypted target has only this check)
+    plain_repo = Repository(LocalStorage(Path(repo.storage.url.removeprefix("file://")) / "p"))
+    mine = LogArchive(plain_repo, "app", no_encryption=True, namespace="shop")
+    rec = put(mine, "binlog.000001", b"x")
+    forged = rec.model_copy(update={"namespace": "other"})
+    with pytest.raises(RepositoryTampered, match="namespace 'other'"):
+        LogArchive(plain_repo, "app").data_key(forged)
     # an unencrypted record in an encrypted target is a downgrade
     plain = LogArchive(repo, "app", [KEK])
     rec = reader.get(one).model_copy(update={"encryption": "none", "mac": None})

@@ -189,6 +189,11 @@ class LogArchive:
             except crypto.TamperedError:
                 raise RepositoryTampered(f"{where}: its record was modified after it was written"
                                          " (MAC mismatch); do not replay it") from None
+        recorded, namespace = self.trust.recorded_namespace(self.target)
+        if recorded and record.namespace != namespace:
+            raise RepositoryTampered(f"{where} belongs to namespace {record.namespace!r}, but"
+                                     f" target {self.target!r} to {namespace!r}: it was copied"
+                                     " here; do not replay it")
         if record.repo_id != self.trust.repo_id:
             raise RepositoryTampered(f"{where} was written to repository {record.repo_id}, not"
                                      f" {self.trust.repo_id}: it was copied here")

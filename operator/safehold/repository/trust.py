@@ -114,6 +114,11 @@ class Trust:
         state = self._target(target)
         return state.encryption_required, state.why
 
+    def recorded_namespace(self, target: str) -> tuple[bool, str | None]:
+        """(whether the target has a policy record, the namespace it records)."""
+        policy = self._target(target).policy
+        return policy is not None, policy.namespace if policy is not None else None
+
     def check(self, manifest: Manifest) -> None:
         """Refuse (RepositoryTampered) a manifest that is misplaced or breaks its policy."""
         target, backup_id = manifest.source
