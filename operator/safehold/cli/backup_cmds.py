@@ -11,7 +11,7 @@ import click
 
 from safehold.api.errors import Aborted, DatabaseProblem, UsageError
 from safehold.api.manifest import BACKUP_TYPES, Manifest
-from safehold.cli import audit, common, locking, multidb, notify_run, tables
+from safehold.cli import audit, common, locking, multidb, notify_run, pitr_cmds, tables
 from safehold.cli.config import resolve_repository
 from safehold.cli.errors import Exit
 from safehold.codecs.compression import parse_codec
@@ -291,6 +291,7 @@ def _interactive(repository: Repository, source: str, opener: tables.Opener
 @click.option("--existing", type=click.Choice(["fail", "skip"]), default="fail",
               show_default=True, help="With --globals: refuse when a role/user of the backup"
               " exists already, or create only the missing ones and report the others.")
+@pitr_cmds.recovery_options
 @common.connection_options
 @common.key_file_option
 @common.output_option
@@ -311,10 +312,36 @@ def restore(
     existing: str,
     key_files: tuple[Path, ...],
     output: str,
+    to_time: str | None,
+    to_gtid: str | None,
+    to_position: str | None,
+    dry_run: bool,
     **conn: Any,
 ) -> None:
-    """Restore a backup (and the chain it builds on) into a database."""
+    """Restore a backup (and the chain it builds on) into a database, or the database as it
+    was at a point in time (--to-time, --to-gtid, --to-position; --dry-run prints the plan)."""
     wanted = _split(include)
+    to = pitr_cmds.recovery_target(to_time, to_gtid, to_position)
+    if to is not None:
+        if backup_ref or include or interactive:
+            raise UsageError("--to-* picks the backups itself: drop --backup, --include and -i")
+        if database is not None or want_globals:
+            raise UsageError("--to-* replays a whole server's log into the whole target: drop"
+                             " --database and --globals (restore one database from its own"
+                             " backups with --database and -b)")
+        target_name, engine = common.open_target(ctx, target, **conn)
+        repository = common.open_repo(ctx, repo)
+        source = source or resolve_source(repository, target_name, None)
+        pitr_cmds.restore_to_point(
+            ctx, engine=engine, repository=repository, source=source,
+            target=redact_url(target), to=to, dry_run=dry_run, conflict=conflict,
+            keks=common.keks_for(ctx, repository, repo, key_files), output=output,
+            confirm=lambda what: _confirm(what, yes or conflict == "fail" or
+                                          not engine.estimate_size(), interactive=False))
+        return
+    if dry_run:
+        raise UsageError("--dry-run plans a point-in-time restore: add --to-time, --to-gtid"
+                         " or --to-position")
     if backup_ref is None and not interactive:
         raise UsageError("--backup is required (a backup id or 'latest'), or use -i")
     if want_globals and (wanted or interactive):

@@ -12,10 +12,14 @@ from safehold.api.errors import UsageError
 from safehold.cli import common
 from safehold.cli.backup_cmds import manifest_summary
 from safehold.cli.errors import Exit
+from safehold.codecs.crypto import TamperedError
 from safehold.pipeline.keys import DataKeys
-from safehold.pipeline.objects import ObjectReader
+from safehold.pipeline.logarchive import LogArchive
+from safehold.pipeline.objects import CorruptObjectError, ObjectReader
+from safehold.pipeline.pitr import Window, window
 from safehold.pipeline.restore import ObjectCheck, verify_backup
-from safehold.repository.repo import BackupNotFound, Damaged, Repository
+from safehold.repository.logarchive import readable_segments
+from safehold.repository.repo import BackupNotFound, Damaged, Repository, RepositoryDamaged
 from safehold.repository.trust import UNAUTHENTICATED
 
 
@@ -43,10 +47,13 @@ def list_(ctx: click.Context, repo: str, target_name: str | None, output: str) -
     repository = common.open_repo(ctx, repo)
     rows: list[dict[str, Any]] = []
     damaged: list[Damaged] = []
+    windows: dict[str, Window] = {}
     for name in _targets(repository, target_name):
         healthy, bad = repository.scan(name)
         damaged += bad
-        rows += [manifest_summary(m) for m in healthy]
+        windows[name] = window(healthy, readable_segments(repository, name)[0])
+        rows += [{**manifest_summary(m), "recoverable_window": windows[name].as_dict()}
+                 for m in healthy]
         rows += [{"backup_id": d.backup_id, "target": name, "type": "damaged",
                   "problem": d.problem} for d in bad]
         rows += [{"backup_id": bid, "target": name, "type": "incomplete"}
@@ -71,6 +78,9 @@ def list_(ctx: click.Context, repo: str, target_name: str | None, output: str) -
                 f" {common.human_bytes(r['raw_bytes']):>10}"
                 f" {common.human_bytes(r['stored_bytes']):>10}"
                 f"  {r['encryption']:<11} {r['parent_id'] or '-'}")
+        for name, win in windows.items():
+            if win.start is not None:
+                click.echo(f"{name}: recoverable window (point-in-time) {win.describe()}")
         click.echo(UNAUTHENTICATED, err=True)
 
     common.emit(output, rows, text)
@@ -124,6 +134,21 @@ def show(ctx: click.Context, repo: str, target_name: str, backup_ref: str, outpu
     common.emit(output, data, text)
 
 
+def _verify_segments(repository: Repository, target: str, keks: Any) -> list[ObjectCheck]:
+    """Every archived log segment of the target, checked like a backup's objects."""
+    records, damaged = readable_segments(repository, target)
+    checks = [ObjectCheck("log archive", "segment.json", False, problem) for problem in damaged]
+    archive = LogArchive(repository, target, keks)
+    for record in records:
+        try:
+            archive.verify(record)
+        except (CorruptObjectError, TamperedError, RepositoryDamaged) as exc:
+            checks.append(ObjectCheck(record.id.label, "segment", False, str(exc)))
+        else:
+            checks.append(ObjectCheck(record.id.label, "segment", True))
+    return checks
+
+
 @click.command()
 @common.repo_option
 @click.option("--target", "-t", "target_name", default=None, help="Only this target.")
@@ -133,7 +158,8 @@ def show(ctx: click.Context, repo: str, target_name: str, backup_ref: str, outpu
 @click.pass_context
 def verify(ctx: click.Context, repo: str, target_name: str | None, backup_ref: str | None,
            key_files: tuple[Path, ...], output: str) -> None:
-    """Re-read every object and check hashes, authentication and framing.
+    """Re-read every object (and archived log segment) and check hashes, authentication and
+    framing.
 
     Exit 0 only when something was verified and all of it is sound: a damaged manifest or an
     incomplete backup (no manifest.json) is a failure, and so is a repository with no backups.
@@ -159,6 +185,8 @@ def verify(ctx: click.Context, repo: str, target_name: str | None, backup_ref: s
         for manifest in healthy:
             backups += 1
             checks += verify_backup(repository, manifest, keys)
+        if not backup_ref:
+            checks += _verify_segments(repository, name, keys.keks)
     if not checks:
         raise BackupNotFound(f"nothing to verify: {repository.url} holds no backups"
                              + (f" of {target_name}" if target_name else ""))

@@ -211,6 +211,7 @@ def _register() -> None:
     from safehold.cli import (
         audit_cmds,
         backup_cmds,
+        binlog_cmds,
         config_cmds,
         inspect_cmds,
         keys_cmds,
@@ -222,7 +223,7 @@ def _register() -> None:
     from safehold.cli.run_task import run_task  # the runner Jobs' entry point
 
     for module in (backup_cmds, inspect_cmds, keys_cmds, prune_cmds, config_cmds, audit_cmds,
-                   stats_cmds, schedule_cmds, version_cmds):
+                   stats_cmds, schedule_cmds, version_cmds, binlog_cmds):
         for command in module.COMMANDS:
             cli.add_command(command)
     cli.add_command(run_task)

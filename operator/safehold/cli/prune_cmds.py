@@ -16,6 +16,7 @@ from safehold.api.validation import describe_validation_error
 from safehold.cli import audit, common, locking
 from safehold.cli.backup_cmds import check
 from safehold.cli.errors import Exit
+from safehold.repository import logarchive
 
 TEMP_GRACE = 3600  # seconds an abandoned temporary upload is kept (a resumed backup reuses it)
 _FLAGS = {f: "--" + f.replace("_", "-") for f in
@@ -45,6 +46,7 @@ def prune(ctx: click.Context, repo: str, target_name: str, keep_last: int | None
     that is still being written; another writer of the target makes it wait (--lock-wait) or
     fail with exit 11.
 
+    Archived log segments (binlog, WAL) older than the oldest kept full are deleted too.
     Incomplete backups (no manifest) are deleted; abandoned temporary uploads are removed once
     they are older than an hour (younger ones may still be resumed). A damaged manifest is
     reported (exit 4) and its backup kept; the healthy backups are pruned all the same.
@@ -76,6 +78,16 @@ def prune(ctx: click.Context, repo: str, target_name: str, keep_last: int | None
             freed += repository.delete_backup(target_name, backup_id)
             deleted.append(backup_id)
             audit.record("delete", target=target_name, backup_id=backup_id, by="prune")
+        # Log segments no kept backup needs (none while a damaged manifest hides a backup).
+        kept_ids = {d.backup_id for d in decisions if d.keep}
+        segments, _ = logarchive.readable_segments(repository, target_name)
+        old_logs = [] if damaged else logarchive.expendable(
+            segments, [m for m in backups if m.backup_id in kept_ids])
+        for segment in old_logs:
+            if lease is None:
+                break  # a dry run
+            lease.check()
+            freed += logarchive.delete_segment(repository, segment.id)
     if not dry_run:
         # Leftovers of writers killed mid-object (temp files, multipart uploads): an hour is
         # far longer than a live writer goes without progress, and younger ones may resume.
@@ -86,7 +98,8 @@ def prune(ctx: click.Context, repo: str, target_name: str, keep_last: int | None
         {"backup_id": d.backup_id, "keep": d.keep, "reasons": list(d.reasons)} for d in decisions
     ]
     data = {"dry_run": dry_run, "decisions": rows, "incomplete": incomplete, "deleted": deleted,
-            "freed_bytes": freed, "temporary_uploads_removed": temp_removed,
+            "freed_bytes": freed, "log_segments": [s.id.label for s in old_logs],
+            "temporary_uploads_removed": temp_removed,
             "temporary_upload_grace_seconds": TEMP_GRACE,
             "damaged": [{"backup_id": d.backup_id, "problem": d.problem} for d in damaged]}
 
@@ -99,6 +112,9 @@ def prune(ctx: click.Context, repo: str, target_name: str, keep_last: int | None
             click.echo(f"{verb:<12} {backup_id}  (incomplete: no manifest)")
         for d in damaged:
             click.echo(f"{'kept':<12} {d.backup_id}  (DAMAGED manifest: not pruned)")
+        if old_logs:
+            click.echo(f"{'would delete' if dry_run else 'deleted'} {len(old_logs)} log"
+                       " segment(s) no kept backup needs")
         grace = f"abandoned temporary uploads older than {TEMP_GRACE // 60} min"
         if dry_run:
             click.echo(f"would delete {len([r for r in rows if not r['keep']]) + len(incomplete)}"

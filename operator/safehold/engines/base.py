@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal, Protocol
 
 from safehold.api.errors import Conflict, DatabaseProblem, Exit, NotFoundError, Unsupported
 from safehold.api.manifest import BackupType, Manifest, ObjectRecord
+from safehold.engines.recovery import Recovery
 from safehold.registry import SchemeRegistry
 
 
@@ -118,6 +119,8 @@ class RestoreRequest:
     chain: Sequence[Manifest]
     include: Sequence[str] | None = None
     conflict: ConflictPolicy = "replace"
+    # Point-in-time: replay these logs after the chain, up to a target (engines/recovery.py).
+    recovery: Recovery | None = None
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,17 @@ class Trust:
         self._targets[target] = state
         return state
 
+    def encryption_required(self, target: str) -> tuple[bool, str]:
+        """Whether everything of ``target`` must be encrypted and MAC'd, and why (for records
+        that are not manifests: the log archive's segments)."""
+        state = self._target(target)
+        return state.encryption_required, state.why
+
+    def recorded_namespace(self, target: str) -> tuple[bool, str | None]:
+        """(whether the target has a policy record, the namespace it records)."""
+        policy = self._target(target).policy
+        return policy is not None, policy.namespace if policy is not None else None
+
     def check(self, manifest: Manifest) -> None:
         """Refuse (RepositoryTampered) a manifest that is misplaced or breaks its policy."""
         target, backup_id = manifest.source

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Mapping, Sequence
 from typing import ClassVar, Literal
 
+from safehold.api.manifest import Manifest
 from safehold.engines.base import (
     BackupOutcome,
     BackupRequest,
@@ -20,10 +22,20 @@ from safehold.engines.base import (
     RestoreRequest,
     UnsupportedError,
 )
-from safehold.engines.mysql import dump, privileges, restore
+from safehold.engines.mysql import (
+    binlog_backup,
+    binlog_plan,
+    binlog_position,
+    binlog_privileges,
+    binlog_restore,
+    dump,
+    privileges,
+    restore,
+)
 from safehold.engines.mysql.conn import Target, connect, parse_target, run
 from safehold.engines.mysql.server import server_info
 from safehold.engines.mysql.swap import stage_name
+from safehold.engines.recovery import LogPiece, RecoveryTarget
 
 
 class MySQLEngine:
@@ -32,7 +44,9 @@ class MySQLEngine:
 
     name: ClassVar[str] = "mysql"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        backup_types=("full",), selective_restore=True, point_in_time=False)
+        backup_types=("full", "incremental", "differential"), selective_restore=True,
+        point_in_time=True)
+    log_kind: ClassVar[str] = "binlog"  # point in time: engines/recovery.py, binlog_*.py
 
     def __init__(self, target: Target, *, jobs: int | None = None) -> None:
         self.target = target
@@ -61,8 +75,10 @@ class MySQLEngine:
                 problems += privileges.backup_problems(conn, db)
                 if self.target.lock_wait > 0:
                     notes += privileges.backup_notes(conn)
+                notes += binlog_privileges.backup_notes(conn)
             else:
                 problems += privileges.restore_problems(conn, db, stage_name(db))
+                notes += binlog_privileges.restore_notes(conn, db)
         except EngineError as exc:
             return CheckReport(ok=False, problems=(str(exc),))
         finally:
@@ -87,12 +103,32 @@ class MySQLEngine:
 
     def backup(self, request: BackupRequest, sink: BackupSink, chain: ChainReader
                ) -> BackupOutcome:
-        if request.type != "full":
-            raise UnsupportedError(f"the MySQL engine makes full backups only, not {request.type}")
         if request.include:
             raise UnsupportedError("MySQL backups hold the whole database; choose tables at"
                                    " restore time instead (restore --include)")
-        return dump.backup(self.target, sink, jobs=self.jobs)
+        if request.type != "full":
+            return binlog_backup.backup(self.target, request, sink)
+        return binlog_position.stamped(self.target, dump.backup(self.target, sink,
+                                                                jobs=self.jobs))
 
     def restore(self, request: RestoreRequest, chain: ChainReader) -> None:
-        restore.restore(self.target, request, chain, jobs=self.jobs)
+        if len(request.chain) > 1 or request.recovery is not None:
+            binlog_restore.restore(self.target, request, chain, jobs=self.jobs)
+        else:
+            restore.restore(self.target, request, chain, jobs=self.jobs)
+
+    # -- point in time (engines/recovery.py) ---------------------------------------------------
+    def reached(self, position: Mapping[str, str], to: RecoveryTarget) -> bool:
+        return binlog_plan.reached(position, to)
+
+    def plan_logs(self, start: Mapping[str, str], pieces: Sequence[LogPiece],
+                  to: RecoveryTarget | None) -> list[LogPiece]:
+        if to is None:
+            raise UnsupportedError("name a recovery target")
+        return binlog_plan.plan(start, pieces, to)
+
+    def log_pieces(self, backups: Sequence[Manifest], reader: ChainReader) -> list[LogPiece]:
+        return [p for m in backups for p in binlog_plan.backup_pieces(m, reader)]
+
+    def archive_stream(self, position: Mapping[str, str]) -> str | None:
+        return binlog_plan.stream_name(position)

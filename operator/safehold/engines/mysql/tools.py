@@ -38,13 +38,16 @@ def _value(text: str) -> str:
     return f'"{escaped}"'
 
 
-def option_file(target: Target) -> bytes:
+def option_file(target: Target, *, charset: bool = True) -> bytes:
     """The ``[client]`` group for ``target``: only options every client tool knows (an unknown
-    one is an error), so the database and any timeout go on the command line."""
+    one is an error), so the database and any timeout go on the command line. ``charset``
+    False leaves out ``default-character-set``, which ``mariadb-binlog`` does not know."""
     options: dict[str, str | None] = {
         "host": target.host, "port": str(target.port), "user": target.user,
-        "protocol": "tcp", "default-character-set": "utf8mb4",
+        "protocol": "tcp",
     }
+    if charset:
+        options["default-character-set"] = "utf8mb4"
     if target.password is not None:
         options["password"] = target.password
     options.update(_TLS_OPTIONS[target.tls])
@@ -57,10 +60,10 @@ def option_file(target: Target) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def start(tool: str, target: Target, args: Sequence[str], **popen: Any
-          ) -> subprocess.Popen[bytes]:
+def start(tool: str, target: Target, args: Sequence[str], *, charset: bool = True,
+          **popen: Any) -> subprocess.Popen[bytes]:
     """Start ``tool`` (a path or a name on PATH) connected to ``target``'s server; ``args``
     (the database, what to do) follow the option file on its command line."""
-    with childenv.SecretFile(option_file(target), name="my.cnf") as secret:
+    with childenv.SecretFile(option_file(target, charset=charset), name="my.cnf") as secret:
         return childenv.start([tool, f"--defaults-file={secret.path}", *args],
                               secrets=[secret], **popen)
