@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, TypeAdapter, model_validator
 
 from safehold.api.common import BACKUP_REF_PATTERN, KubeModel
-from safehold.api.manifest import BackupType
+from safehold.api.manifest import BackupMethod, BackupType
 
 TASK_ENV = "SAFEHOLD_TASK"
 TASK_VERSION: Final = 1
@@ -132,6 +132,7 @@ class BackupTask(_Task):
     database: TaskDatabase
     encryption: TaskEncryption
     type: BackupType = "full"
+    method: BackupMethod = "logical"
     include: list[str] = Field(default_factory=list)
     backup_id: BackupRef | None = Field(
         default=None, description="Fixed by the operator so a retried Job resumes the same backup"

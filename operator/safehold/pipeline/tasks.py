@@ -265,7 +265,8 @@ def _backup(task: BackupTask, stages: Stages, env: Mapping[str, str]) -> TaskRes
     else:
         notes = []
         profile = Profile("backup")
-        options = BackupOptions(target=task.target, type=task.type, codec=codec,
+        options = BackupOptions(target=task.target, type=task.type, method=task.method,
+                                codec=codec,
                                 chunk_size=task.chunk_size, include=task.include or None,
                                 no_encryption=task.encryption.mode == "none",
                                 namespace=task.namespace)

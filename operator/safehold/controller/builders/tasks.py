@@ -61,7 +61,8 @@ def backup_job(backup: Backup, target: BackupTarget, backup_id: str, job_name: s
     enc, w_enc = wiring.encryption(target.spec, SRC, _key_secret(target))
     task = BackupTask(
         repository=repo, target=target.repository_name, database=db, encryption=enc,
-        type=backup.spec.type, include=list(backup.spec.include), backup_id=backup_id,
+        type=backup.spec.type, method=target.spec.method, include=list(backup.spec.include),
+        backup_id=backup_id,
         compression=target.spec.compression, namespace=target.metadata.namespace,
     )
     return build_job(JobSpec(
