@@ -10,8 +10,8 @@ from typing import Any, cast
 import click
 
 from safehold.api.errors import Aborted, DatabaseProblem, UsageError
-from safehold.api.manifest import BACKUP_TYPES, Manifest
-from safehold.cli import audit, common, locking, notify_run, tables
+from safehold.api.manifest import BACKUP_METHODS, BACKUP_TYPES, Manifest, method_of
+from safehold.cli import audit, common, locking, notify_run, physical_cmds, tables
 from safehold.cli.config import resolve_repository
 from safehold.cli.errors import Exit
 from safehold.codecs.compression import parse_codec
@@ -42,6 +42,7 @@ def manifest_summary(m: Manifest) -> dict[str, object]:
         "target": m.target,
         "engine": m.engine,
         "type": m.type,
+        "method": method_of(m),
         "parent_id": m.parent_id,
         "chain_id": m.chain_id,
         "started_at": m.started_at.isoformat(),
@@ -66,6 +67,14 @@ def manifest_summary(m: Manifest) -> dict[str, object]:
     default="full",
     show_default=True,
     help="incremental: changes since the last backup; differential: changes since the last full.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(BACKUP_METHODS),
+    default="logical",
+    show_default=True,
+    help="logical: the engine's dump (portable, selective restore); physical: the server's"
+    " files (PostgreSQL base backup; incrementals and differentials chain onto physical fulls).",
 )
 @click.option(
     "--compression",
@@ -108,6 +117,7 @@ def backup(
     target: str,
     repo: str,
     backup_type: str,
+    method: str,
     compression: str | None,
     name: str | None,
     chunk_size: str,
@@ -135,6 +145,7 @@ def backup(
     options = BackupOptions(
         target=name or target_name,
         type=backup_type,  # type: ignore[arg-type]
+        method=method,  # type: ignore[arg-type]
         codec=codec,
         chunk_size=chunk_bytes,
         no_encryption=no_encryption,
@@ -231,7 +242,15 @@ def _interactive(repository: Repository, source: str, opener: tables.Opener
 @click.command()
 @common.repo_option
 @click.option("--backup", "-b", "backup_ref", default=None, help="Backup id or 'latest'.")
-@click.option("--target", "-t", required=True, help="Database URL or config name to restore into.")
+@click.option("--target", "-t", default=None,
+              help="Database URL or config name to restore into (not with --data-dir).")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Restore a physical PostgreSQL backup (and its chain) into this NEW data directory"
+    " (absent or empty), verified with pg_verifybackup; start it with the same major's server.",
+)
 @click.option(
     "--from",
     "source",
@@ -258,7 +277,8 @@ def restore(
     /,
     repo: str,
     backup_ref: str | None,
-    target: str,
+    target: str | None,
+    data_dir: Path | None,
     source: str | None,
     include: str | None,
     conflict: str,
@@ -272,6 +292,16 @@ def restore(
     wanted = _split(include)
     if backup_ref is None and not interactive:
         raise UsageError("--backup is required (a backup id or 'latest'), or use -i")
+    if data_dir is not None:
+        if target or wanted or interactive:
+            raise UsageError("--data-dir restores a whole physical backup: it takes no"
+                             " --target, --include or -i")
+        physical_cmds.restore_data_dir(ctx, repo, backup_ref, source, data_dir, key_files,
+                                       output)
+        return
+    if target is None:
+        raise UsageError("--target is required (the database to restore into), or --data-dir"
+                         " for a physical backup")
     target_name, engine = common.open_target(ctx, target, **conn)
     target = redact_url(target)  # printed below; a URL may carry a password
     repository = common.open_repo(ctx, repo)

@@ -1,0 +1,100 @@
+"""Methods and physical chains, from manifests alone: what may chain onto what, and every
+break a restore must find before it starts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from safehold.api.manifest import Manifest, method_of
+from safehold.engines.base import Capabilities, UnsupportedError, check_request
+from safehold.engines.postgres.engine import PostgresEngine
+from safehold.engines.postgres.physical import TarTap
+from safehold.engines.postgres.physical_restore import chain_problems
+
+T = datetime(2026, 12, 1, tzinfo=UTC)
+META = {"method": "physical", "system_identifier": "7400000000000000001", "pg_major": 18,
+        "timeline": 1}
+
+
+def manifest(backup_id: str, kind: str = "full", parent: str | None = None,
+             root: str | None = None, **meta: Any) -> Manifest:
+    return Manifest(backup_id=backup_id, target="main", engine="postgresql", type=kind,
+                    parent_id=parent, chain_id=root or backup_id, started_at=T, finished_at=T,
+                    compression="zstd:3", chunk_size=1 << 22, engine_meta={**META, **meta})
+
+
+class _Engine:
+    name = "postgresql"
+    capabilities = PostgresEngine.capabilities
+
+
+def test_a_logical_postgresql_incremental_is_refused_with_what_to_run() -> None:
+    with pytest.raises(UnsupportedError) as err:
+        check_request(_Engine(), "incremental")  # type: ignore[arg-type]
+    assert "safehold backup --method physical" in str(err.value)
+    assert "--type incremental" in str(err.value)
+    check_request(_Engine(), "differential", method="physical")  # type: ignore[arg-type]
+
+
+def test_an_engine_without_physical_backups_says_so() -> None:
+    class Sqlite:
+        name = "sqlite"
+        capabilities = Capabilities(backup_types=("full", "incremental"))
+
+    with pytest.raises(UnsupportedError, match="no physical backups; use --method logical"):
+        check_request(Sqlite(), "full", method="physical")  # type: ignore[arg-type]
+
+
+def test_method_of_old_manifests_is_logical() -> None:
+    assert method_of(manifest("a", method="")) == "logical"
+    assert method_of(manifest("a")) == "physical"
+
+
+def test_a_sound_chain_has_no_problems() -> None:
+    chain = [manifest("f"), manifest("i1", "incremental", "f", "f"),
+             manifest("i2", "incremental", "i1", "f")]
+    assert chain_problems(chain) == []
+    assert chain_problems([manifest("f"), manifest("d", "differential", "f", "f")]) == []
+
+
+@pytest.mark.parametrize(("child", "words"), [
+    (manifest("i2", "incremental", "gone", "f"), ["names parent gone", "missing"]),
+    (manifest("i2", "incremental", "i1", "f", system_identifier="7499"),
+     ["system identifier 7499"]),
+    (manifest("i2", "incremental", "i1", "f", timeline=2), ["timeline 2"]),
+    (manifest("i2", "incremental", "i1", "f", pg_major=17), ["major 17"]),
+    (manifest("i2", "incremental", "i1", "other"), ["belongs to chain other"]),
+    (manifest("i2", "incremental", "i1", "f", method="logical"), ["not a physical"]),
+])
+def test_a_broken_chain_is_named(child: Manifest, words: list[str]) -> None:
+    chain = [manifest("f"), manifest("i1", "incremental", "f", "f"), child]
+    text = "; ".join(chain_problems(chain))
+    for word in words:
+        assert word in text
+
+
+def test_chains_before_17_cannot_be_combined() -> None:
+    chain = [manifest("f", pg_major=15), manifest("i", "incremental", "f", "f", pg_major=15)]
+    assert "pg_combinebackup" in "; ".join(chain_problems(chain))
+
+
+def test_tar_tap_keeps_one_member_across_any_block_split() -> None:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in [("base/1", b"x" * 3000), ("backup_manifest", b'{"a": 1}' * 100),
+                           ("global/pg_control", b"c" * 10)]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    raw = buf.getvalue()
+    for size in (1, 7, 511, 512, 4096, len(raw)):
+        tap = TarTap("backup_manifest")
+        out = b"".join(tap(raw[i:i + size] for i in range(0, len(raw), size)))
+        assert out == raw
+        assert tap.captured == b'{"a": 1}' * 100
