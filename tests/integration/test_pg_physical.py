@@ -191,11 +191,21 @@ def test_block_level_chain_on_18(pg18: Postgres, tmp_path: Path, scratch: Path,
         pg.psql(f"CREATE TABLE {t} (id int PRIMARY KEY, note text)", db=db)
     try:
         backup(pg, db, repo, env)  # a full while summarize_wal is off
+        checked = run("check", "-t", url(pg, db), "--method", "physical", env=env, ok=False)
+        assert checked.exit_code == Exit.DATABASE and "summarize_wal is off" in checked.output
+        pg.psql("CREATE ROLE plain LOGIN PASSWORD 'postgres'")
+        try:
+            plain = run("check", "-t", url(pg, db).replace(f"{SUPERUSER}@", "plain@"),
+                        "--method", "physical", env=env, ok=False)
+            assert "lacks REPLICATION" in plain.output
+        finally:
+            pg.psql("DROP ROLE plain")
         off = run("backup", "-t", url(pg, db), "-r", f"file://{repo}", "--name", "main",
                   "--method", "physical", "--type", "incremental", env=env, ok=False)
         assert off.exit_code == Exit.UNSUPPORTED and "summarize_wal" in off.output
         pg.psql("ALTER SYSTEM SET summarize_wal = on")
         pg.psql("SELECT pg_reload_conf()")
+        run("check", "-t", url(pg, db), "--method", "physical", env=env)
 
         expected: dict[str, dict[str, str]] = {}
         ids: dict[str, str] = {}

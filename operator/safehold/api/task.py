@@ -168,6 +168,8 @@ class CheckTask(_Task):
     )
     database: TaskDatabase
     purpose: Literal["backup", "restore"] = "backup"
+    method: BackupMethod = Field(
+        default="logical", description="physical: also check what base backups need")
 
 
 class DeleteTask(_Task):

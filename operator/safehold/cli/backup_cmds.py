@@ -19,6 +19,7 @@ from safehold.engines.base import ConflictPolicy, redact_url
 from safehold.pipeline.backup import BackupOptions, run_backup
 from safehold.pipeline.keys import DataKeys
 from safehold.pipeline.objects import ObjectReader
+from safehold.pipeline.physical import method_problems
 from safehold.pipeline.profile import Profile
 from safehold.pipeline.restore import run_restore
 from safehold.repository.repo import BackupNotFound, Repository
@@ -365,16 +366,22 @@ def restore(
 @click.option(
     "--purpose", type=click.Choice(["backup", "restore"]), default="backup", show_default=True
 )
+@click.option("--method", type=click.Choice(BACKUP_METHODS), default="logical",
+              show_default=True, help="physical: also check what base backups need (PostgreSQL:"
+              " REPLICATION, wal_level, summarize_wal for 17+ incrementals, pg_basebackup).")
 @common.server_options
 @common.output_option
 @click.pass_context
 def check(
-    ctx: click.Context, /, target: str, repo: str | None, purpose: str, output: str, **conn: Any
+    ctx: click.Context, /, target: str, repo: str | None, purpose: str, method: str,
+    output: str, **conn: Any
 ) -> None:
     """Test the connection and the permissions a backup or restore needs."""
     _, engine = common.open_target(ctx, target, **conn)
     report = engine.check(purpose)  # type: ignore[arg-type]
     problems = list(report.problems)
+    if purpose == "backup":
+        problems += method_problems(engine, method)  # type: ignore[arg-type]
     if repo:
         repository = common.open_repo(ctx, repo, create=True)
         probe = ".safehold-check"

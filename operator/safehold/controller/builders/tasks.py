@@ -44,7 +44,7 @@ def _key_secret(target: BackupTarget) -> str | None:
 def check_job(target: BackupTarget, job_name: str, settings: Settings) -> dict[str, Any]:
     db, w_db = wiring.database(target.spec, SRC)
     repo, w_repo = wiring.repository(target.spec, SRC)
-    task = CheckTask(database=db, repository=repo, purpose="backup")
+    task = CheckTask(database=db, repository=repo, purpose="backup", method=target.spec.method)
     return build_job(JobSpec(
         name=job_name, namespace=target.metadata.namespace or "", purpose="check",
         owner=owner(target), task_json=task_to_json(task), wiring=w_db + w_repo,

@@ -37,7 +37,13 @@ from safehold.engines.postgres.archive import Archives
 from safehold.engines.postgres.catalog import Toc, read_toc
 from safehold.engines.postgres.conn import PgTarget, connect, from_psycopg, parse_target
 from safehold.engines.postgres.dump import TOC_OBJECT, pattern, plan, run_dumps
-from safehold.engines.postgres.physical import physical_backup
+from safehold.engines.postgres.physical import (
+    BACKUP_TOOLS,
+    physical_backup,
+    physical_problems,
+    physical_tools,
+    server_facts,
+)
 from safehold.engines.postgres.restore import admin_connection, restore_database
 from safehold.engines.postgres.selective import restore_tables
 from safehold.engines.postgres.tools import SUPPORTED_MAJORS, find_tools
@@ -105,6 +111,23 @@ class PostgresEngine:
         finally:
             conn.close()
         return CheckReport(ok=not problems, server_version=version, problems=tuple(problems))
+
+    def check_physical(self) -> list[str]:
+        """What keeps physical backups (and PG 17+ block-level incrementals) from working:
+        REPLICATION, wal_level, summarize_wal, pg_basebackup of the server's major."""
+        conn = self._connect()
+        try:
+            facts = server_facts(conn)
+        except psycopg2.Error as exc:
+            raise from_psycopg(exc, self.target, "checking for physical backups") from None
+        finally:
+            conn.close()
+        problems = physical_problems(facts, self.target.user)
+        try:
+            physical_tools(facts["major"], BACKUP_TOOLS)
+        except VersionUnsupported as exc:
+            problems.append(str(exc))
+        return problems
 
     def estimate_size(self) -> int | None:
         """Bytes of table data in the database (at least 1 when it exists), None if missing."""
