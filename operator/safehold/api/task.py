@@ -132,7 +132,9 @@ class BackupTask(_Task):
     database: TaskDatabase
     encryption: TaskEncryption
     type: BackupType = "full"
-    method: BackupMethod = "logical"
+    method: BackupMethod | None = Field(
+        default=None, description="physical for base backups; absent means logical (so a"
+        " logical task reads the same to runners that predate methods)")
     include: list[str] = Field(default_factory=list)
     backup_id: BackupRef | None = Field(
         default=None, description="Fixed by the operator so a retried Job resumes the same backup"
@@ -168,8 +170,8 @@ class CheckTask(_Task):
     )
     database: TaskDatabase
     purpose: Literal["backup", "restore"] = "backup"
-    method: BackupMethod = Field(
-        default="logical", description="physical: also check what base backups need")
+    method: BackupMethod | None = Field(
+        default=None, description="physical: also check what base backups need")
 
 
 class DeleteTask(_Task):

@@ -266,7 +266,7 @@ def _backup(task: BackupTask, stages: Stages, env: Mapping[str, str]) -> TaskRes
     else:
         notes = []
         profile = Profile("backup")
-        options = BackupOptions(target=task.target, type=task.type, method=task.method,
+        options = BackupOptions(target=task.target, type=task.type, method=task.method or "logical",
                                 codec=codec,
                                 chunk_size=task.chunk_size, include=task.include or None,
                                 no_encryption=task.encryption.mode == "none",
@@ -321,7 +321,7 @@ def _check(task: CheckTask, stages: Stages, env: Mapping[str, str]) -> TaskResul
         report = engine.check(task.purpose)
     problems = list(report.problems)
     if task.purpose == "backup":
-        problems += method_problems(engine, task.method)
+        problems += method_problems(engine, task.method or "logical")
     if task.repository is not None:
         with stages("repository"):
             repo = open_repository(task.repository)

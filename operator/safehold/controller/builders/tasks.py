@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from safehold.api.backup import Backup
+from safehold.api.manifest import BackupMethod
 from safehold.api.restore import Restore
 from safehold.api.target import BackupTarget
 from safehold.api.task import (
@@ -44,7 +45,7 @@ def _key_secret(target: BackupTarget) -> str | None:
 def check_job(target: BackupTarget, job_name: str, settings: Settings) -> dict[str, Any]:
     db, w_db = wiring.database(target.spec, SRC)
     repo, w_repo = wiring.repository(target.spec, SRC)
-    task = CheckTask(database=db, repository=repo, purpose="backup", method=target.spec.method)
+    task = CheckTask(database=db, repository=repo, purpose="backup", method=_method(target))
     return build_job(JobSpec(
         name=job_name, namespace=target.metadata.namespace or "", purpose="check",
         owner=owner(target), task_json=task_to_json(task), wiring=w_db + w_repo,
@@ -54,6 +55,11 @@ def check_job(target: BackupTarget, job_name: str, settings: Settings) -> dict[s
     ), settings)
 
 
+def _method(target: BackupTarget) -> BackupMethod | None:
+    """The target's method for a task; None for logical (the task as before methods)."""
+    return None if target.spec.method == "logical" else target.spec.method
+
+
 def backup_job(backup: Backup, target: BackupTarget, backup_id: str, job_name: str,
                settings: Settings) -> dict[str, Any]:
     db, w_db = wiring.database(target.spec, SRC)
@@ -61,7 +67,7 @@ def backup_job(backup: Backup, target: BackupTarget, backup_id: str, job_name: s
     enc, w_enc = wiring.encryption(target.spec, SRC, _key_secret(target))
     task = BackupTask(
         repository=repo, target=target.repository_name, database=db, encryption=enc,
-        type=backup.spec.type, method=target.spec.method, include=list(backup.spec.include),
+        type=backup.spec.type, method=_method(target), include=list(backup.spec.include),
         backup_id=backup_id,
         compression=target.spec.compression, namespace=target.metadata.namespace,
     )
