@@ -3,11 +3,7 @@ only once stored; killed mid-segment and restarted, the archive has no gap."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +21,7 @@ from safehold.engines.postgres.walstream import (
 )
 from tests.infra.postgres import PASSWORD, SUPERUSER, Postgres
 from tests.infra.procs import wait_until
+from tests.integration.walstream_child import Child
 
 
 @pytest.fixture
@@ -37,28 +34,6 @@ def slot(pg_server: Postgres) -> Iterator[str]:
 
 def url(pg: Postgres) -> str:
     return f"postgresql://{SUPERUSER}@{pg.host}:{pg.port}/postgres"
-
-
-class Child:
-    def __init__(self, pg: Postgres, slot: str, archive: Path, status: Path) -> None:
-        self.status = status
-        self.log = status.with_suffix(".log").open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.integration.walstream_child", url(pg), slot,
-             str(archive), str(status)],
-            env={**os.environ, "SAFEHOLD_PASSWORD": PASSWORD}, stdout=self.log,
-            stderr=subprocess.STDOUT)
-
-    def read(self) -> dict[str, object]:
-        try:
-            return dict(json.loads(self.status.read_text()))
-        except (OSError, ValueError):
-            return {}
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        self.log.close()
 
 
 def segno(name: str) -> int:

@@ -252,6 +252,13 @@ def _interactive(repository: Repository, source: str, opener: tables.Opener
     help="Restore a physical PostgreSQL backup (and its chain) into this NEW data directory"
     " (absent or empty), verified with pg_verifybackup; start it with the same major's server.",
 )
+@click.option("--to-time", default=None, help="With --data-dir: recover to this time"
+              " (ISO 8601 with a zone, e.g. 2026-12-02T18:00:00Z) from the newest physical"
+              " backup before it and archived WAL.")
+@click.option("--to-lsn", default=None,
+              help="With --data-dir: recover to this LSN (e.g. 0/3000060).")
+@click.option("--restore-command", default=None, help="With --to-time/--to-lsn: the"
+              " PostgreSQL restore_command that fetches archived WAL (%f, %p).")
 @click.option(
     "--from",
     "source",
@@ -280,6 +287,9 @@ def restore(
     backup_ref: str | None,
     target: str | None,
     data_dir: Path | None,
+    to_time: str | None,
+    to_lsn: str | None,
+    restore_command: str | None,
     source: str | None,
     include: str | None,
     conflict: str,
@@ -291,15 +301,19 @@ def restore(
 ) -> None:
     """Restore a backup (and the chain it builds on) into a database."""
     wanted = _split(include)
-    if backup_ref is None and not interactive:
+    if backup_ref is None and not interactive and not (to_time or to_lsn):
         raise UsageError("--backup is required (a backup id or 'latest'), or use -i")
     if data_dir is not None:
         if target or wanted or interactive:
             raise UsageError("--data-dir restores a whole physical backup: it takes no"
                              " --target, --include or -i")
+        point = physical_cmds.PointInTime.of(to_time, to_lsn, restore_command, backup_ref)
         physical_cmds.restore_data_dir(ctx, repo, backup_ref, source, data_dir, key_files,
-                                       output)
+                                       output, point)
         return
+    if to_time or to_lsn:
+        raise UsageError("--to-time/--to-lsn restore physical PostgreSQL backups: give"
+                         " --data-dir")
     if target is None:
         raise UsageError("--target is required (the database to restore into), or --data-dir"
                          " for a physical backup")
