@@ -204,6 +204,7 @@ def test_block_level_chain_on_18(pg18: Postgres, tmp_path: Path, scratch: Path,
                   "--method", "physical", "--type", "incremental", env=env, ok=False)
         assert off.exit_code == Exit.UNSUPPORTED and "summarize_wal" in off.output
         pg.psql("ALTER SYSTEM SET summarize_wal = on")
+        pg.psql("ALTER SYSTEM SET max_slot_wal_keep_size = '4GB'")
         pg.psql("SELECT pg_reload_conf()")
         run("check", "-t", url(pg, db), "--method", "physical", env=env)
 

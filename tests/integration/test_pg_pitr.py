@@ -25,6 +25,8 @@ __all__ = ["env", "scratch"]  # fixtures shared with test_pg_physical
 
 @pytest.fixture
 def slot(pg_server: Postgres) -> Iterator[str]:
+    pg_server.psql("ALTER SYSTEM SET max_slot_wal_keep_size = '4GB'")
+    pg_server.psql("SELECT pg_reload_conf()")
     name = f"safehold_p{uuid.uuid4().hex[:8]}"
     yield name
     pg_server.psql(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"

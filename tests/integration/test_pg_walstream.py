@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from safehold.engines.base import ConnectionOptions
+from safehold.engines.base import ConnectionOptions, EngineError
 from safehold.engines.postgres.conn import parse_target
 from safehold.engines.postgres.walstream import (
+    DirectorySink,
     SlotLost,
     WalStreamer,
     format_lsn,
@@ -26,6 +27,8 @@ from tests.integration.walstream_child import Child
 
 @pytest.fixture
 def slot(pg_server: Postgres) -> Iterator[str]:
+    pg_server.psql("ALTER SYSTEM SET max_slot_wal_keep_size = '4GB'")
+    pg_server.psql("SELECT pg_reload_conf()")
     name = f"safehold_t{uuid.uuid4().hex[:8]}"
     yield name
     pg_server.psql(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
@@ -93,6 +96,21 @@ def test_killed_mid_segment_the_streamer_resumes_without_a_gap(
     assert segment_name(1, parse_lsn(end), 16 * 2**20) == last
 
 
+def test_an_unbounded_slot_is_refused(pg_server: Postgres, slot: str, tmp_path: Path) -> None:
+    pg = pg_server
+    target = parse_target(url(pg), ConnectionOptions(password=PASSWORD))
+    pg.psql("ALTER SYSTEM RESET max_slot_wal_keep_size")
+    pg.psql("SELECT pg_reload_conf()")
+    try:
+        with pytest.raises(EngineError, match="max_slot_wal_keep_size is unlimited"):
+            WalStreamer(target, slot, DirectorySink(tmp_path / "wal")).run()
+    finally:
+        pg.psql("ALTER SYSTEM SET max_slot_wal_keep_size = '4GB'")
+        pg.psql("SELECT pg_reload_conf()")
+    assert pg.psql(f"SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'") \
+        == "0"
+
+
 def test_a_lost_slot_is_reported(pg_server: Postgres, slot: str) -> None:
     pg = pg_server
     target = parse_target(url(pg), ConnectionOptions(password=PASSWORD))
@@ -115,7 +133,7 @@ def test_a_lost_slot_is_reported(pg_server: Postgres, slot: str) -> None:
                                    f" WHERE slot_name = '{slot}'") == "lost",
                    what="the slot losing its WAL", timeout=60)
     finally:
-        pg.psql("ALTER SYSTEM RESET max_slot_wal_keep_size")
+        pg.psql("ALTER SYSTEM SET max_slot_wal_keep_size = '4GB'")
         pg.psql("SELECT pg_reload_conf()")
     with pytest.raises(SlotLost, match="next backup must be a full"):
         WalStreamer(target, slot, Nothing()).run()

@@ -42,6 +42,10 @@ BASE_OBJECT = "base.tar"
 MANIFEST_OBJECT = "backup_manifest"
 INCREMENTAL_MAJOR = 17  # pg_basebackup --incremental, pg_combinebackup, summarize_wal
 BACKUP_TOOLS = ("pg_basebackup",)
+SLOT_KEEP_PROBLEM = (
+    "max_slot_wal_keep_size is unlimited (-1): a stalled WAL streamer's slot would keep WAL"
+    " until the disk fills; bound it (ALTER SYSTEM SET max_slot_wal_keep_size = '10GB';"
+    " SELECT pg_reload_conf()), sized for the longest streamer outage to survive")
 RESTORE_TOOLS = ("pg_verifybackup", "pg_waldump")
 
 
@@ -67,15 +71,17 @@ def server_facts(conn: Connection) -> dict[str, Any]:
                     " (SELECT timeline_id FROM pg_control_checkpoint()),"
                     " current_setting('wal_level'),"
                     " (SELECT rolsuper OR rolreplication FROM pg_roles"
-                    "  WHERE rolname = current_user)")
-        num, sysid, timeline, wal_level, replication = cur.fetchone()
+                    "  WHERE rolname = current_user),"
+                    " current_setting('max_slot_wal_keep_size')")
+        num, sysid, timeline, wal_level, replication, keep = cur.fetchone()
         summarize = None
         if num // 10000 >= INCREMENTAL_MAJOR:
             cur.execute("SELECT current_setting('summarize_wal')")
             summarize = cur.fetchone()[0] == "on"
     return {"major": num // 10000, "version": f"{num // 10000}.{num % 10000}",
             "system_identifier": sysid, "timeline": int(timeline), "wal_level": wal_level,
-            "replication": bool(replication), "summarize_wal": summarize}
+            "replication": bool(replication), "summarize_wal": summarize,
+            "max_slot_wal_keep_size": keep}
 
 
 def physical_problems(facts: dict[str, Any], user: str) -> list[str]:
@@ -88,6 +94,8 @@ def physical_problems(facts: dict[str, Any], user: str) -> list[str]:
     if facts["wal_level"] == "minimal":
         problems.append("wal_level is minimal: set wal_level = replica (restart) for physical"
                         " backups")
+    if facts["max_slot_wal_keep_size"] == "-1":
+        problems.append(SLOT_KEEP_PROBLEM)
     if facts["summarize_wal"] is False:
         problems.append("summarize_wal is off: block-level incremental and differential"
                         " backups need it (ALTER SYSTEM SET summarize_wal = on;"

@@ -34,6 +34,7 @@ from psycopg2.extensions import connection as Connection
 
 from safehold.engines.base import EngineError, PermissionDenied
 from safehold.engines.postgres.conn import PgTarget, connect, from_psycopg
+from safehold.engines.postgres.physical import SLOT_KEEP_PROBLEM
 
 log = logging.getLogger("safehold.postgres.wal")
 _SLOT = re.compile(r"[^a-z0-9_]")
@@ -155,6 +156,9 @@ class WalStreamer:
                         " REPLICATION, and allow it a 'replication' line in pg_hba.conf")
                 cur.execute("SELECT setting::int FROM pg_settings WHERE name = 'wal_segment_size'")
                 seg_size = int(cur.fetchone()[0])
+                cur.execute("SELECT current_setting('max_slot_wal_keep_size')")
+                if cur.fetchone()[0] == "-1":
+                    raise EngineError(SLOT_KEEP_PROBLEM)
             state = ensure_slot(conn, self.slot)
         except psycopg2.Error as exc:
             raise from_psycopg(exc, self.target, "preparing the replication slot") from None
