@@ -239,3 +239,25 @@ def test_block_level_chain_on_18(pg18: Postgres, tmp_path: Path, scratch: Path,
         assert not (tmp_path / "broken").exists()
     finally:
         pg.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+def test_a_damaged_base_backup_leaves_nothing_behind(pg18: Postgres, tmp_path: Path,
+                                                     scratch: Path, env: dict[str, str]) -> None:
+    pg, repo, db = pg18, tmp_path / "repo", f"d_{uuid.uuid4().hex[:10]}"
+    pg.psql(f'CREATE DATABASE "{db}"')
+    try:
+        full = backup(pg, db, repo, env, "--chunk-size", "64KiB")
+        base = repo / "main" / full["backup_id"] / "data" / "base.tar"
+        stored = sorted((p for p in base.parent.rglob("*") if p.is_file()),
+                        key=lambda p: p.stat().st_size)[-1]  # a chunk of base.tar
+        data = bytearray(stored.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        stored.write_bytes(bytes(data))
+        where = scratch / "damaged"
+        res = run("restore", "-r", f"file://{repo}", "-b", full["backup_id"], "--data-dir",
+                  str(where), env=env, ok=False)
+        assert res.exit_code == Exit.CORRUPT, res.output
+        assert not where.exists()
+        assert list(scratch.iterdir()) == [], "the staging directory was left behind"
+    finally:
+        pg.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')

@@ -98,3 +98,30 @@ def test_tar_tap_keeps_one_member_across_any_block_split() -> None:
         out = b"".join(tap(raw[i:i + size] for i in range(0, len(raw), size)))
         assert out == raw
         assert tap.captured == b'{"a": 1}' * 100
+
+
+def test_extract_refuses_members_that_leave_the_directory(tmp_path: Any) -> None:
+    import io
+    import tarfile
+
+    from safehold.engines.postgres.physical_restore import extract
+
+    def tar_of(name: str, kind: bytes) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            if kind == tarfile.SYMTYPE:
+                info.linkname = "/etc/passwd"
+            else:
+                info.size = 4
+            tar.addfile(info, io.BytesIO(b"evil") if kind == tarfile.REGTYPE else None)
+        return buf.getvalue()
+
+    for i, (name, kind) in enumerate([("../evil", tarfile.REGTYPE),
+                                      ("link", tarfile.SYMTYPE)]):
+        with pytest.raises(tarfile.FilterError):
+            extract(iter([tar_of(name, kind)]), tmp_path / f"x{i}")
+    assert not (tmp_path / "evil").exists()
+    extract(iter([tar_of("/etc/evil", tarfile.REGTYPE)]), tmp_path / "abs")
+    assert (tmp_path / "abs" / "etc" / "evil").read_bytes() == b"evil"  # made relative
