@@ -207,6 +207,10 @@ def test_block_level_chain_on_18(pg18: Postgres, tmp_path: Path, scratch: Path,
         pg.psql("ALTER SYSTEM SET max_slot_wal_keep_size = '4GB'")
         pg.psql("SELECT pg_reload_conf()")
         run("check", "-t", url(pg, db), "--method", "physical", env=env)
+        early = run("backup", "-t", url(pg, db), "-r", f"file://{repo}", "--name", "main",
+                    "--method", "physical", "--type", "incremental", env=env, ok=False)
+        assert early.exit_code == Exit.UNSUPPORTED
+        assert "taken while summarize_wal was off" in early.output
 
         expected: dict[str, dict[str, str]] = {}
         ids: dict[str, str] = {}

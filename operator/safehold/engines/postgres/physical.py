@@ -117,6 +117,11 @@ def check_chainable(request: BackupRequest, facts: dict[str, Any]) -> Manifest |
         raise UnsupportedError(physical_problems(facts, "")[-1])
     parent = request.chain[-1] if request.type == "incremental" else request.chain[0]
     meta = parent.engine_meta
+    if meta.get("summarize_wal") is False:
+        raise UnsupportedError(
+            f"the parent backup {parent.backup_id} was taken while summarize_wal was off, so no"
+            f" WAL summaries reach back to it: take a new physical full (safehold backup"
+            f" --method physical), then {request.type}s chain onto it")
     if meta.get("system_identifier") != facts["system_identifier"]:
         raise UnsupportedError(
             f"the parent backup {parent.backup_id} is of another cluster (system identifier"
@@ -229,6 +234,7 @@ def physical_backup(target: PgTarget, request: BackupRequest, sink: BackupSink,
                      "system_identifier": facts["system_identifier"], "timeline": timeline,
                      "pg_major": facts["major"], "start_lsn": start_lsn, "end_lsn": end_lsn,
                      "raw_data_bytes": record.raw_size,
+                     "summarize_wal": facts["summarize_wal"],
                      "incremental_of": parent.backup_id if parent else None},
         tools={"pg_basebackup": tools.version},
     )
