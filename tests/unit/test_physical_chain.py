@@ -125,3 +125,33 @@ def test_extract_refuses_members_that_leave_the_directory(tmp_path: Any) -> None
     assert not (tmp_path / "evil").exists()
     extract(iter([tar_of("/etc/evil", tarfile.REGTYPE)]), tmp_path / "abs")
     assert (tmp_path / "abs" / "etc" / "evil").read_bytes() == b"evil"  # made relative
+
+
+def test_choose_base_is_the_newest_backup_consistent_before_the_target() -> None:
+    from datetime import timedelta
+
+    from safehold.api.errors import UsageError
+    from safehold.engines.postgres.pitr import OutsideWindow, choose_base, recovery_settings
+
+    def at(backup_id: str, minutes: int, end_lsn: str, **kw: Any) -> Manifest:
+        m = manifest(backup_id, end_lsn=end_lsn, **kw)
+        when = T + timedelta(minutes=minutes)
+        return m.model_copy(update={"started_at": when, "finished_at": when})
+
+    backups = [at("f", 0, "0/3000000"), at("i", 10, "0/5000000"),
+               at("logical", 15, "0/6000000", method="logical"), at("d", 20, "0/7000000")]
+    assert choose_base(backups, to_time=T + timedelta(minutes=5)).backup_id == "f"
+    assert choose_base(backups, to_time=T + timedelta(minutes=19)).backup_id == "i"
+    assert choose_base(backups, to_time=T + timedelta(minutes=20)).backup_id == "d"
+    assert choose_base(backups, to_lsn="0/6FFFFFF").backup_id == "i"
+    with pytest.raises(OutsideWindow, match="window starts there"):
+        choose_base(backups, to_time=T - timedelta(seconds=1))
+    with pytest.raises(OutsideWindow, match="LSN 0/3000000"):
+        choose_base(backups, to_lsn="0/2000000")
+    with pytest.raises(UsageError, match="no time zone"):
+        choose_base(backups, to_time=datetime(2026, 12, 1))
+    with pytest.raises(OutsideWindow, match="--method physical"):
+        choose_base(backups[2:3], to_time=T + timedelta(days=1))
+    settings = recovery_settings("cp /a/%f %p", to_lsn="0/6ffffff")
+    assert settings["recovery_target_lsn"] == "0/6FFFFFF"
+    assert settings["recovery_target_inclusive"] == "off"
