@@ -52,7 +52,7 @@ def test_killed_mid_segment_the_streamer_resumes_without_a_gap(
     pg, archive, status = pg_server, tmp_path / "wal", tmp_path / "status.json"
     table = f"w_{uuid.uuid4().hex[:8]}"
     pg.psql(f"CREATE TABLE {table} (id int, note text)")
-    child = Child(pg, slot, archive, status)
+    child = Child(pg, slot, archive, status, warn_retained=1)
     try:
         wait_until(lambda: child.read().get("timeline"), what="the streamer", timeout=60)
         for _ in range(2):
@@ -70,6 +70,9 @@ def test_killed_mid_segment_the_streamer_resumes_without_a_gap(
         assert confirmed < mid
     finally:
         child.kill()
+    health = child.read()
+    assert health["wal_status"] in ("reserved", "extended") and int(health["retained_bytes"]) > 0
+    assert "retains" in status.with_suffix(".log").read_text()  # the warning above 1 byte
     restart = parse_lsn(pg.psql(f"SELECT restart_lsn FROM pg_replication_slots"
                                 f" WHERE slot_name = '{slot}'"))
     assert restart <= confirmed, "the slot moved past what was stored"

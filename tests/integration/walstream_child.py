@@ -20,14 +20,16 @@ from tests.infra.postgres import PASSWORD, SUPERUSER, Postgres
 class Child:
     """The streamer as a child process of a test (killable); its status file read back."""
 
-    def __init__(self, pg: Postgres, slot: str, archive: Path, status: Path) -> None:
+    def __init__(self, pg: Postgres, slot: str, archive: Path, status: Path, *,
+                 warn_retained: int = 1 << 30) -> None:
         self.status = status
         self.log = status.with_suffix(".log").open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.integration.walstream_child",
              f"postgresql://{SUPERUSER}@{pg.host}:{pg.port}/postgres", slot, str(archive),
              str(status)],
-            env={**os.environ, "SAFEHOLD_PASSWORD": PASSWORD}, stdout=self.log,
+            env={**os.environ, "SAFEHOLD_PASSWORD": PASSWORD,
+                 "WARN_RETAINED": str(warn_retained)}, stdout=self.log,
             stderr=subprocess.STDOUT)
 
     def read(self) -> dict[str, object]:
@@ -47,7 +49,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO)
     target = parse_target(url, ConnectionOptions(password=os.environ.get("SAFEHOLD_PASSWORD")))
     WalStreamer(target, slot, DirectorySink(Path(root)), status_file=Path(status),
-                status_interval=1.0).run()
+                status_interval=1.0, warn_retained=int(os.environ.get("WARN_RETAINED", 1 << 30)),
+                health_interval=1.0).run()
 
 
 if __name__ == "__main__":

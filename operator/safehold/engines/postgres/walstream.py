@@ -89,6 +89,9 @@ class StreamStatus:
     last_segment: str = ""
     segments: int = 0
     updated: float = 0.0
+    retained_bytes: int | None = None  # WAL the server keeps for the slot
+    wal_status: str | None = None  # reserved, extended, unreserved (about to be lost), lost
+    safe_wal_size: int | None = None  # bytes until max_slot_wal_keep_size invalidates the slot
 
 
 @dataclass(frozen=True)
@@ -130,13 +133,17 @@ class WalStreamer:
 
     def __init__(self, target: PgTarget, slot: str, sink: SegmentSink, *,
                  status_file: Path | None = None, status_interval: float = 10.0,
-                 attempts: int = 3) -> None:
+                 attempts: int = 3, warn_retained: int = 1 << 30,
+                 health_interval: float = 10.0) -> None:
         self.target, self.slot, self.sink = target, slot, sink
         self.status_file = status_file
         self.status_interval = status_interval
         self.attempts = attempts
         self.status = StreamStatus(slot=slot)
         self.stopping = threading.Event()
+        self.warn_retained, self.health_interval = warn_retained, health_interval
+        self._health: Connection | None = None
+        self._health_at = 0.0
 
     def stop(self) -> None:
         self.stopping.set()
@@ -187,6 +194,36 @@ class WalStreamer:
             raise from_psycopg(exc, self.target, "streaming WAL") from None
         finally:
             conn.close()
+            if self._health is not None:
+                self._health.close()
+
+    def check_slot(self) -> None:
+        """The slot's health (retained WAL, status) into the status; SlotLost once it lost WAL,
+        a warning while it retains more than ``warn_retained`` bytes."""
+        if self._health is None or self._health.closed:
+            self._health = connect(self.target, attempts=self.attempts)
+            self._health.autocommit = True
+        with self._health.cursor() as cur:
+            cur.execute("SELECT (pg_current_wal_lsn() - restart_lsn)::bigint, wal_status,"
+                        " safe_wal_size FROM pg_replication_slots WHERE slot_name = %s",
+                        (self.slot,))
+            row = cur.fetchone()
+        if row is None:
+            raise SlotLost(f"replication slot {self.slot} was dropped while streaming: WAL"
+                           " after the last archived segment may be gone; restart the streamer"
+                           " and take a full backup", hint="take a full backup")
+        retained, status, safe = row
+        self.status.retained_bytes = None if retained is None else int(retained)
+        self.status.wal_status, self.status.safe_wal_size = status, safe
+        if status == "lost":
+            raise SlotLost(f"replication slot {self.slot} lost WAL it still needed (past"
+                           " max_slot_wal_keep_size): the log archive has a gap; the next"
+                           " backup must be a full", hint="take a full backup")
+        if retained is not None and retained > self.warn_retained:
+            log.warning("replication slot %s retains %d MiB of WAL (warning above %d MiB;"
+                        " status %s, %s MiB until it is invalidated): is the repository slow"
+                        " or unreachable?", self.slot, retained >> 20, self.warn_retained >> 20,
+                        status, "?" if safe is None else int(safe) >> 20)
 
     def _stream(self, conn: Connection, seg_size: int, restart: int) -> None:
         cur = conn.cursor()
@@ -203,6 +240,9 @@ class WalStreamer:
                               status_interval=self.status_interval)
         last_status = 0.0
         while not self.stopping.is_set():
+            if time.monotonic() - self._health_at > self.health_interval:
+                self._health_at = time.monotonic()
+                self.check_slot()
             msg = cur.read_message()
             if msg is None:
                 now = time.monotonic()
