@@ -299,7 +299,8 @@ def restore(
     output: str,
     **conn: Any,
 ) -> None:
-    """Restore a backup (and the chain it builds on) into a database."""
+    """Restore a backup (and the chain it builds on) into a database, or a physical PostgreSQL
+    backup into a new data directory (--data-dir), optionally to a point in time."""
     wanted = _split(include)
     if backup_ref is None and not interactive and not (to_time or to_lsn):
         raise UsageError("--backup is required (a backup id or 'latest'), or use -i")
