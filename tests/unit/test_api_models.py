@@ -342,3 +342,12 @@ def test_schedule_spec_from_issue_12() -> None:
             "a cron needs 5 fields")
     refused(BackupScheduleSpec, {"targetRef": {"name": "o"}, "full": "@daily",
                                  "retention": {}}, "at least one of keep_last")
+
+
+def test_target_method_is_logical_by_default_and_physical_only_for_postgresql() -> None:
+    assert BackupTargetSpec.model_validate(target_spec()).method == "logical"
+    physical = BackupTargetSpec.model_validate(target_spec(method="physical"))
+    assert physical.to_kube()["method"] == "physical"
+    refused(BackupTargetSpec, target_spec(engine="mysql", method="physical"),
+            "only available for engine postgresql")
+    refused(BackupTargetSpec, target_spec(method="snapshot"), "method")

@@ -22,6 +22,15 @@ FORMAT_VERSION = 2
 """2 added ``repo_id`` and ``namespace`` (bound by the MAC). Format-1 manifests are still read."""
 BackupType = Literal["full", "incremental", "differential"]
 BACKUP_TYPES: tuple[BackupType, ...] = ("full", "incremental", "differential")
+BackupMethod = Literal["logical", "physical"]
+"""logical: the engine's dump (portable, selective restore); physical: the server's files (a
+PostgreSQL base backup), onto which block- and log-based incrementals chain."""
+BACKUP_METHODS: tuple[BackupMethod, ...] = ("logical", "physical")
+
+
+def method_of(manifest: Manifest) -> BackupMethod:
+    """How a backup was taken (``engine_meta.method``; backups before methods are logical)."""
+    return "physical" if manifest.engine_meta.get("method") == "physical" else "logical"
 
 
 class ManifestFormatError(Unsupported):

@@ -30,6 +30,7 @@ from safehold.api.common import (
 )
 from safehold.api.common import Condition as Condition
 from safehold.api.common import RunnerOverrides as RunnerOverrides
+from safehold.api.manifest import BackupMethod
 from safehold.api.result import TaskResult
 from safehold.api.schedule import Notifications
 from safehold.api.task import Engine, RepoTargetName, TlsMode
@@ -226,6 +227,8 @@ class BackupTargetSpec(KubeModel):
               " databases.globals out", fieldPath=".databases.globals"),
         _rule("self.engine == oldSelf.engine",
               "engine is immutable: create a new BackupTarget", fieldPath=".engine"),
+        _rule("self.method == 'logical' || self.engine == 'postgresql'",
+              "method physical is only available for engine postgresql", fieldPath=".method"),
     ]})
 
     engine: Engine = Field(description="Database engine: postgresql, mysql (also MariaDB),"
@@ -244,6 +247,12 @@ class BackupTargetSpec(KubeModel):
         default=None,
         description="The database file of a sqlite target, on a PersistentVolumeClaim; only"
         " and always for engine sqlite.",
+    )
+    method: BackupMethod = Field(
+        default="logical",
+        description="logical: the engine's dump (portable, selective restore), or physical:"
+        " the server's files (PostgreSQL base backups, restored into a new data directory),"
+        " onto which PostgreSQL incrementals and differentials chain.",
     )
     storage: StorageSpec = Field(description="Where the backups go.")
     encryption: EncryptionSpec = Field(
@@ -280,6 +289,8 @@ class BackupTargetSpec(KubeModel):
         given = [self.connection, self.uri_secret_ref, self.sqlite]
         if sum(x is not None for x in given) != 1:
             raise ValueError("set exactly one of connection, uriSecretRef or sqlite")
+        if self.method != "logical" and self.engine != "postgresql":
+            raise ValueError("method physical is only available for engine postgresql")
         if (self.engine == "sqlite") != (self.sqlite is not None):
             raise ValueError("engine sqlite takes sqlite: {claimName, path}; server engines"
                              " take connection or uriSecretRef")

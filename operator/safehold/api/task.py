@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, TypeAdapter, model_validator
 
 from safehold.api.common import BACKUP_REF_PATTERN, KubeModel
-from safehold.api.manifest import BackupType
+from safehold.api.manifest import BackupMethod, BackupType
 
 TASK_ENV = "SAFEHOLD_TASK"
 TASK_VERSION: Final = 1
@@ -135,6 +135,9 @@ class BackupTask(_Task):
     database: TaskDatabase
     encryption: TaskEncryption
     type: BackupType = "full"
+    method: BackupMethod | None = Field(
+        default=None, description="physical for base backups; absent means logical (so a"
+        " logical task reads the same to runners that predate methods)")
     include: list[str] = Field(default_factory=list)
     backup_id: BackupRef | None = Field(
         default=None, description="Fixed by the operator so a retried Job resumes the same backup"
@@ -192,6 +195,8 @@ class CheckTask(_Task):
     )
     database: TaskDatabase
     purpose: Literal["backup", "restore"] = "backup"
+    method: BackupMethod | None = Field(
+        default=None, description="physical: also check what base backups need")
 
 
 class DeleteTask(_Task):

@@ -10,8 +10,17 @@ from typing import Any, cast
 import click
 
 from safehold.api.errors import Aborted, DatabaseProblem, UsageError
-from safehold.api.manifest import BACKUP_TYPES, Manifest
-from safehold.cli import audit, common, locking, multidb, notify_run, pitr_cmds, tables
+from safehold.api.manifest import BACKUP_METHODS, BACKUP_TYPES, Manifest, method_of
+from safehold.cli import (
+    audit,
+    common,
+    locking,
+    multidb,
+    notify_run,
+    physical_cmds,
+    pitr_cmds,
+    tables,
+)
 from safehold.cli.config import resolve_repository
 from safehold.cli.errors import Exit
 from safehold.codecs.compression import parse_codec
@@ -20,6 +29,7 @@ from safehold.engines.base import ConflictPolicy, redact_url
 from safehold.pipeline.backup import BackupOptions, run_backup
 from safehold.pipeline.keys import DataKeys
 from safehold.pipeline.objects import ObjectReader
+from safehold.pipeline.physical import method_problems
 from safehold.pipeline.profile import Profile
 from safehold.pipeline.restore import run_restore
 from safehold.repository.repo import BackupNotFound, Repository
@@ -43,6 +53,7 @@ def manifest_summary(m: Manifest) -> dict[str, object]:
         "target": m.target,
         "engine": m.engine,
         "type": m.type,
+        "method": method_of(m),
         "parent_id": m.parent_id,
         "chain_id": m.chain_id,
         "started_at": m.started_at.isoformat(),
@@ -67,6 +78,14 @@ def manifest_summary(m: Manifest) -> dict[str, object]:
     default="full",
     show_default=True,
     help="incremental: changes since the last backup; differential: changes since the last full.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(BACKUP_METHODS),
+    default="logical",
+    show_default=True,
+    help="logical: the engine's dump (portable, selective restore); physical: the server's"
+    " files (PostgreSQL base backup; incrementals and differentials chain onto physical fulls).",
 )
 @click.option(
     "--compression",
@@ -117,6 +136,7 @@ def backup(
     target: str,
     repo: str,
     backup_type: str,
+    method: str,
     compression: str | None,
     name: str | None,
     chunk_size: str,
@@ -169,6 +189,7 @@ def backup(
     options = BackupOptions(
         target=name or target_name,
         type=backup_type,  # type: ignore[arg-type]
+        method=method,  # type: ignore[arg-type]
         codec=codec,
         chunk_size=chunk_bytes,
         no_encryption=no_encryption,
@@ -265,7 +286,19 @@ def _interactive(repository: Repository, source: str, opener: tables.Opener
 @click.command()
 @common.repo_option
 @click.option("--backup", "-b", "backup_ref", default=None, help="Backup id or 'latest'.")
-@click.option("--target", "-t", required=True, help="Database URL or config name to restore into.")
+@click.option("--target", "-t", default=None,
+              help="Database URL or config name to restore into (not with --data-dir).")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Restore a physical PostgreSQL backup (and its chain) into this NEW data directory"
+    " (absent or empty), verified with pg_verifybackup; start it with the same major's server.",
+)
+@click.option("--to-lsn", default=None,
+              help="With --data-dir: recover to this LSN (e.g. 0/3000060).")
+@click.option("--restore-command", default=None, help="With --to-time/--to-lsn: the"
+              " PostgreSQL restore_command that fetches archived WAL (%f, %p).")
 @click.option(
     "--from",
     "source",
@@ -301,7 +334,11 @@ def restore(
     /,
     repo: str,
     backup_ref: str | None,
-    target: str,
+    target: str | None,
+    data_dir: Path | None,
+    to_time: str | None,
+    to_lsn: str | None,
+    restore_command: str | None,
     source: str | None,
     include: str | None,
     conflict: str,
@@ -312,15 +349,36 @@ def restore(
     existing: str,
     key_files: tuple[Path, ...],
     output: str,
-    to_time: str | None,
     to_gtid: str | None,
     to_position: str | None,
     dry_run: bool,
     **conn: Any,
 ) -> None:
     """Restore a backup (and the chain it builds on) into a database, or the database as it
-    was at a point in time (--to-time, --to-gtid, --to-position; --dry-run prints the plan)."""
+    was at a point in time (MariaDB: --to-time, --to-gtid, --to-position; --dry-run prints the
+    plan), or a physical PostgreSQL backup into a new data directory (--data-dir), optionally
+    to a point in time (--to-time, --to-lsn)."""
     wanted = _split(include)
+    if data_dir is not None:
+        if target or wanted or interactive or database is not None or want_globals:
+            raise UsageError("--data-dir restores a whole physical backup: it takes no"
+                             " --target, --include, -i, --database or --globals")
+        if to_gtid or to_position or dry_run:
+            raise UsageError("--to-gtid, --to-position and --dry-run are MariaDB point-in-time"
+                             " options: with --data-dir give --to-time or --to-lsn")
+        if backup_ref is None and not (to_time or to_lsn):
+            raise UsageError("--backup is required (a backup id or 'latest'), or --to-time/"
+                             "--to-lsn to pick one")
+        point = physical_cmds.PointInTime.of(to_time, to_lsn, restore_command, backup_ref)
+        physical_cmds.restore_data_dir(ctx, repo, backup_ref, source, data_dir, key_files,
+                                       output, point)
+        return
+    if to_lsn or restore_command:
+        raise UsageError("--to-lsn and --restore-command recover a physical PostgreSQL backup:"
+                         " give --data-dir (a new data directory)")
+    if target is None:
+        raise UsageError("--target is required (the database to restore into), or --data-dir"
+                         " for a physical backup")
     to = pitr_cmds.recovery_target(to_time, to_gtid, to_position)
     if to is not None:
         if backup_ref or include or interactive:
@@ -330,6 +388,10 @@ def restore(
                              " --database and --globals (restore one database from its own"
                              " backups with --database and -b)")
         target_name, engine = common.open_target(ctx, target, **conn)
+        if engine.name == "postgresql":
+            raise UsageError("a PostgreSQL point-in-time restore recovers a physical backup"
+                             " into a new data directory: give --data-dir DIR and"
+                             " --restore-command (docs/cli.md, Physical PostgreSQL backups)")
         repository = common.open_repo(ctx, repo)
         source = source or resolve_source(repository, target_name, None)
         pitr_cmds.restore_to_point(
@@ -417,16 +479,22 @@ def restore(
 @click.option(
     "--purpose", type=click.Choice(["backup", "restore"]), default="backup", show_default=True
 )
+@click.option("--method", type=click.Choice(BACKUP_METHODS), default="logical",
+              show_default=True, help="physical: also check what base backups need (PostgreSQL:"
+              " REPLICATION, wal_level, summarize_wal for 17+ incrementals, pg_basebackup).")
 @common.server_options
 @common.output_option
 @click.pass_context
 def check(
-    ctx: click.Context, /, target: str, repo: str | None, purpose: str, output: str, **conn: Any
+    ctx: click.Context, /, target: str, repo: str | None, purpose: str, method: str,
+    output: str, **conn: Any
 ) -> None:
     """Test the connection and the permissions a backup or restore needs."""
     _, engine = common.open_target(ctx, target, **conn)
     report = engine.check(purpose)  # type: ignore[arg-type]
     problems = list(report.problems)
+    if purpose == "backup":
+        problems += method_problems(engine, method)  # type: ignore[arg-type]
     if repo:
         repository = common.open_repo(ctx, repo, create=True)
         probe = ".safehold-check"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
 from safehold.api.errors import Conflict, DatabaseProblem, Exit, NotFoundError, Unsupported
-from safehold.api.manifest import BackupType, Manifest, ObjectRecord
+from safehold.api.manifest import BackupMethod, BackupType, Manifest, ObjectRecord
 from safehold.engines.recovery import Recovery
 from safehold.registry import SchemeRegistry
 
@@ -71,6 +71,11 @@ class Capabilities:
     backup_types: tuple[BackupType, ...] = ("full",)
     selective_restore: bool = False
     point_in_time: bool = False
+    # The backup types of each method the engine has besides logical (logical: backup_types).
+    physical_types: tuple[BackupType, ...] = ()
+
+    def types_of(self, method: BackupMethod) -> tuple[BackupType, ...]:
+        return self.backup_types if method == "logical" else self.physical_types
 
 
 class BackupSink(Protocol):
@@ -99,6 +104,7 @@ class BackupRequest:
     # incremental the parent is chain[-1]; for a differential it is chain[0].
     chain: Sequence[Manifest] = ()
     include: Sequence[str] | None = None
+    method: BackupMethod = "logical"
 
 
 @dataclass
@@ -155,10 +161,23 @@ class Engine(Protocol):
     def restore(self, request: RestoreRequest, chain: ChainReader) -> None: ...
 
 
-def check_request(engine: Engine, backup_type: BackupType, *, include: object = None) -> None:
-    """Refuse what the engine's capabilities do not cover, with a clear message."""
+def check_request(engine: Engine, backup_type: BackupType, *, include: object = None,
+                  method: BackupMethod = "logical") -> None:
+    """Refuse what the engine's capabilities do not cover, with a message that says what to
+    run instead."""
     caps = engine.capabilities
-    if backup_type not in caps.backup_types:
+    types = caps.types_of(method)
+    if not types:
+        raise UnsupportedError(
+            f"the {engine.name} engine has no {method} backups; use --method logical")
+    if backup_type not in types:
+        other: BackupMethod = "physical" if method == "logical" else "logical"
+        if backup_type in caps.types_of(other):
+            raise UnsupportedError(
+                f"{engine.name} {backup_type} backups chain onto {other} fulls, not {method}"
+                f" ones: take a full with `safehold backup --method {other}`, then"
+                f" `safehold backup --method {other} --type {backup_type}`",
+                hint=f"use --method {other} (BackupTarget spec.method: {other})")
         raise UnsupportedError(
             f"the {engine.name} engine cannot make {backup_type} backups;"
             f" supported: {', '.join(caps.backup_types)}"

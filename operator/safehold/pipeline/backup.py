@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from safehold import __version__
-from safehold.api.manifest import BackupType, Manifest
+from safehold.api.manifest import BackupMethod, BackupType, Manifest, method_of
 from safehold.codecs import crypto
 from safehold.codecs.compression import Codec, parse_codec
 from safehold.engines.base import BackupRequest, Engine, check_request
@@ -40,6 +40,7 @@ log = logging.getLogger("safehold.backup")
 class BackupOptions:
     target: str
     type: BackupType = "full"
+    method: BackupMethod = "logical"
     codec: Codec | None = None
     chunk_size: int = DEFAULT_CHUNK_SIZE
     include: Sequence[str] | None = None
@@ -49,14 +50,17 @@ class BackupOptions:
     database: str | None = None  # one database of a multi-database target (api/databases.py)
 
 
-def parent_chain(repo: Repository, target: str, backup_type: BackupType) -> list[Manifest]:
+def parent_chain(repo: Repository, target: str, backup_type: BackupType,
+                 method: BackupMethod = "logical") -> list[Manifest]:
     """The chain a new backup extends: [] for a full; the newest chain (root first) otherwise.
 
-    An incremental extends the newest backup of any type; a differential extends the newest full.
+    An incremental extends the newest backup of any type; a differential extends the newest full;
+    both only among the backups of their ``method`` (a physical incremental never chains onto
+    a logical full).
     """
     if backup_type == "full":
         return []
-    backups = repo.backups(target)
+    backups = [m for m in repo.backups(target) if method_of(m) == method]
     if not backups:
         return []
     if backup_type == "differential":
@@ -130,11 +134,11 @@ def run_backup(engine: Engine, repo: Repository, options: BackupOptions,
     target = layout.check_target_name(options.target)
     codec = options.codec or parse_codec("zstd")
     backup_type = options.type
-    check_request(engine, backup_type)
-    chain = parent_chain(repo, target, backup_type)
+    check_request(engine, backup_type, method=options.method)
+    chain = parent_chain(repo, target, backup_type, options.method)
     if backup_type != "full" and not chain:
-        log.warning("no full backup of %s yet: taking a full backup instead of %s",
-                    target, backup_type)
+        log.warning("no %s full backup of %s yet: taking a full backup instead of %s",
+                    options.method, target, backup_type)
         backup_type = "full"
     if kek is not None and not options.no_encryption:
         check_active(repo, kek)
@@ -164,8 +168,8 @@ def run_backup(engine: Engine, repo: Repository, options: BackupOptions,
                           chunk_size=options.chunk_size, workers=options.workers)
     writer.on_bytes = guarded(progress, lease)
     writer.profile = profile
-    outcome = engine.backup(BackupRequest(type=backup_type, chain=chain, include=options.include),
-                            writer, reader)
+    outcome = engine.backup(BackupRequest(type=backup_type, chain=chain, include=options.include,
+                                          method=options.method), writer, reader)
     parent = None if not chain else (chain[0] if backup_type == "differential" else chain[-1])
     manifest = Manifest(
         backup_id=backup_id,
@@ -187,7 +191,8 @@ def run_backup(engine: Engine, repo: Repository, options: BackupOptions,
         chunk_size=options.chunk_size,
         objects=tuple(writer.records),
         include=tuple(options.include) if options.include else None,
-        engine_meta=outcome.engine_meta,
+        engine_meta={**outcome.engine_meta,
+                     **({"method": "physical"} if options.method == "physical" else {})},
         tools={"safehold": __version__, **outcome.tools},
     )
     if data_key is not None:

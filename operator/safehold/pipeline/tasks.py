@@ -45,6 +45,7 @@ from safehold.engines.base import ConnectionOptions, Engine, open_engine, redact
 from safehold.engines.common import PASSWORD_SOURCES
 from safehold.pipeline.backup import BackupOptions, run_backup
 from safehold.pipeline.keys import DataKeys, backup_context, read_wrapped_key, write_wrapped_key
+from safehold.pipeline.physical import method_problems
 from safehold.pipeline.profile import Profile
 from safehold.pipeline.restore import run_restore, verify_backup
 from safehold.repository import layout
@@ -275,7 +276,8 @@ def _backup(task: BackupTask, stages: Stages, env: Mapping[str, str]) -> TaskRes
     else:
         notes = []
         profile = Profile("backup")
-        options = BackupOptions(target=task.target, type=task.type, codec=codec,
+        options = BackupOptions(target=task.target, type=task.type, method=task.method or "logical",
+                                codec=codec,
                                 chunk_size=task.chunk_size, include=task.include or None,
                                 no_encryption=task.encryption.mode == "none",
                                 namespace=task.namespace)
@@ -333,6 +335,8 @@ def _check(task: CheckTask, stages: Stages, env: Mapping[str, str]) -> TaskResul
         engine = open_database(task.database, env)
         report = engine.check(task.purpose)
     problems = list(report.problems)
+    if task.purpose == "backup":
+        problems += method_problems(engine, task.method or "logical")
     if task.repository is not None:
         with stages("repository"):
             repo = open_repository(task.repository)

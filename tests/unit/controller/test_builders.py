@@ -118,3 +118,17 @@ def test_generated_key_secret_is_read_by_the_runner(tmp_path: Any) -> None:
     assert len(keks) == 1
     other = generated_key_secret("app-key", "shop", "app")
     assert other["data"] != secret["data"]  # random every time
+
+
+def test_a_physical_target_asks_its_backup_and_check_jobs_for_physical() -> None:
+    def task_of(job: dict[str, Any]) -> Any:
+        env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+        return parse_task(next(e["value"] for e in env if e["name"] == "SAFEHOLD_TASK"))
+
+    target = BackupTarget.from_body(samples.target(spec=dict(samples.PG_TARGET_SPEC,
+                                                             method="physical")))
+    bk = Backup.from_body(samples.backup())
+    backup = task_of(tasks.backup_job(bk, target, "20261202T101112.123456Z", "b", SETTINGS))
+    assert backup.method == "physical"
+    assert task_of(tasks.check_job(target, "c", SETTINGS)).method == "physical"
+    assert task_of(tasks.check_job(_pg(), "c", SETTINGS)).method is None  # logical: as before

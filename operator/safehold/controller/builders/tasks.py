@@ -11,6 +11,7 @@ from typing import Any
 
 from safehold.api.backup import Backup
 from safehold.api.databases import database_key, globals_key
+from safehold.api.manifest import BackupMethod
 from safehold.api.restore import Restore
 from safehold.api.target import BackupTarget
 from safehold.api.task import (
@@ -45,7 +46,7 @@ def _key_secret(target: BackupTarget) -> str | None:
 def check_job(target: BackupTarget, job_name: str, settings: Settings) -> dict[str, Any]:
     db, w_db = wiring.database(target.spec, SRC)
     repo, w_repo = wiring.repository(target.spec, SRC)
-    task = CheckTask(database=db, repository=repo, purpose="backup")
+    task = CheckTask(database=db, repository=repo, purpose="backup", method=_method(target))
     return build_job(JobSpec(
         name=job_name, namespace=target.metadata.namespace or "", purpose="check",
         owner=owner(target), task_json=task_to_json(task), wiring=w_db + w_repo,
@@ -53,6 +54,11 @@ def check_job(target: BackupTarget, job_name: str, settings: Settings) -> dict[s
         retries=0, labels={naming.TARGET: target.metadata.name[:63],
                            naming.GENERATION: str(target.metadata.generation or 0)},
     ), settings)
+
+
+def _method(target: BackupTarget) -> BackupMethod | None:
+    """The target's method for a task; None for logical (the task as before methods)."""
+    return None if target.spec.method == "logical" else target.spec.method
 
 
 def backup_job(backup: Backup, target: BackupTarget, backup_id: str, job_name: str,
@@ -65,7 +71,8 @@ def backup_job(backup: Backup, target: BackupTarget, backup_id: str, job_name: s
                               else many.all and target.spec.engine != "mongodb"))
     task = BackupTask(
         repository=repo, target=target.repository_name, database=db, encryption=enc,
-        type=backup.spec.type, include=list(backup.spec.include), backup_id=backup_id,
+        type=backup.spec.type, method=_method(target), include=list(backup.spec.include),
+        backup_id=backup_id,
         compression=target.spec.compression, namespace=target.metadata.namespace,
         databases=list(many.names) if many and many.names else None,
         all_databases=True if many and many.all else None, globals=globals_ or None,

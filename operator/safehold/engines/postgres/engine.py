@@ -17,6 +17,7 @@ from psycopg2 import sql
 from psycopg2.extensions import ISOLATION_LEVEL_REPEATABLE_READ
 from psycopg2.extensions import connection as Connection
 
+from safehold.api.manifest import method_of
 from safehold.engines.base import (
     BackupOutcome,
     BackupRequest,
@@ -36,6 +37,13 @@ from safehold.engines.postgres.archive import Archives
 from safehold.engines.postgres.catalog import Toc, read_toc
 from safehold.engines.postgres.conn import PgTarget, connect, from_psycopg, parse_target
 from safehold.engines.postgres.dump import TOC_OBJECT, pattern, plan, run_dumps
+from safehold.engines.postgres.physical import (
+    BACKUP_TOOLS,
+    physical_backup,
+    physical_problems,
+    physical_tools,
+    server_facts,
+)
 from safehold.engines.postgres.restore import admin_connection, restore_database
 from safehold.engines.postgres.selective import restore_tables
 from safehold.engines.postgres.tools import SUPPORTED_MAJORS, find_tools
@@ -66,7 +74,8 @@ class PostgresEngine:
 
     name: ClassVar[str] = "postgresql"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        backup_types=("full",), selective_restore=True, point_in_time=False)
+        backup_types=("full",), selective_restore=True, point_in_time=False,
+        physical_types=("full", "incremental", "differential"))
 
     def __init__(self, target: PgTarget, *, jobs: int | None = None, lock_wait: float = 120.0,
                  attempts: int = 3) -> None:
@@ -103,6 +112,23 @@ class PostgresEngine:
             conn.close()
         return CheckReport(ok=not problems, server_version=version, problems=tuple(problems))
 
+    def check_physical(self) -> list[str]:
+        """What keeps physical backups (and PG 17+ block-level incrementals) from working:
+        REPLICATION, wal_level, summarize_wal, pg_basebackup of the server's major."""
+        conn = self._connect()
+        try:
+            facts = server_facts(conn)
+        except psycopg2.Error as exc:
+            raise from_psycopg(exc, self.target, "checking for physical backups") from None
+        finally:
+            conn.close()
+        problems = physical_problems(facts, self.target.user)
+        try:
+            physical_tools(facts["major"], BACKUP_TOOLS)
+        except VersionUnsupported as exc:
+            problems.append(str(exc))
+        return problems
+
     def estimate_size(self) -> int | None:
         """Bytes of table data in the database (at least 1 when it exists), None if missing."""
         try:
@@ -121,9 +147,13 @@ class PostgresEngine:
 
     def backup(self, request: BackupRequest, sink: BackupSink, chain: ChainReader
                ) -> BackupOutcome:
+        if request.method == "physical":
+            return physical_backup(self.target, request, sink, chain, attempts=self.attempts)
         if request.type != "full":
-            raise UnsupportedError(f"PostgreSQL {request.type} backups are not available yet;"
-                                   " take a full backup")
+            raise UnsupportedError(
+                f"PostgreSQL {request.type} backups chain onto physical fulls: take one with"
+                " `safehold backup --method physical`, then add --type"
+                f" {request.type} --method physical")
         if request.include:
             raise UnsupportedError("PostgreSQL backups always hold the whole database; choose"
                                    " tables at restore time (restore --include)")
@@ -178,6 +208,10 @@ class PostgresEngine:
 
     def restore(self, request: RestoreRequest, chain: ChainReader) -> None:
         manifest = request.chain[-1]
+        if method_of(manifest) == "physical":
+            raise UnsupportedError(
+                f"backup {manifest.backup_id} is a physical base backup: it restores into a new"
+                " data directory (safehold restore --data-dir DIR), not into a database")
         if len(request.chain) != 1 or manifest.type != "full":
             raise UnsupportedError("PostgreSQL restores take one full backup; this chain has"
                                    f" {len(request.chain)} backups ending in a {manifest.type}")

@@ -1,0 +1,90 @@
+"""`safehold restore --data-dir`: a physical backup chain into a new PostgreSQL data directory,
+optionally recovered to a point in time (--to-time / --to-lsn) from archived WAL."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from safehold.api.errors import UsageError
+from safehold.cli import audit, common
+from safehold.pipeline.physical import run_data_dir_restore
+from safehold.pipeline.profile import Profile
+
+
+@dataclass(frozen=True)
+class PointInTime:
+    to_time: datetime | None
+    to_lsn: str | None
+    restore_command: str
+
+    @classmethod
+    def of(cls, to_time: str | None, to_lsn: str | None, restore_command: str | None,
+           backup_ref: str | None) -> PointInTime | None:
+        if to_time is None and to_lsn is None:
+            if restore_command:
+                raise UsageError("--restore-command is only for --to-time or --to-lsn")
+            return None
+        if to_time and to_lsn:
+            raise UsageError("give one recovery target: --to-time or --to-lsn")
+        if backup_ref:
+            raise UsageError("--to-time/--to-lsn choose the backup themselves: leave out -b")
+        if not restore_command:
+            raise UsageError("--to-time/--to-lsn need --restore-command: the PostgreSQL"
+                             " restore_command that fetches archived WAL, e.g."
+                             " 'cp /mnt/wal/%f %p'")
+        when = None
+        if to_time:
+            try:
+                when = datetime.fromisoformat(to_time)
+            except ValueError:
+                raise UsageError(f"--to-time {to_time!r} is not an ISO 8601 time, e.g."
+                                 " 2026-12-02T18:00:00Z") from None
+        return cls(when, to_lsn, restore_command)
+
+
+def restore_data_dir(ctx: click.Context, repo: str, backup_ref: str | None, source: str | None,
+                     data_dir: Path, key_files: tuple[Path, ...], output: str,
+                     point: PointInTime | None = None) -> None:
+    from safehold.engines.postgres import pitr  # PostgreSQL only
+
+    repository = common.open_repo(ctx, repo)
+    if source is None:
+        targets = repository.targets()
+        if len(targets) != 1:
+            raise UsageError(
+                f"the repository {repository.url} holds {len(targets)} targets"
+                f" ({', '.join(targets) or 'none'}): say whose backup to restore with --from")
+        source = targets[0]
+    keks = common.keks_for(ctx, repository, repo, key_files)
+    if point is None:
+        manifest = repository.resolve(source, backup_ref or "latest")
+    else:
+        manifest = pitr.choose_base(repository.backups(source), to_time=point.to_time,
+                                    to_lsn=point.to_lsn)
+    started, profile = time.monotonic(), Profile("restore")
+    with common.progress(f"restore {manifest.backup_id}", manifest.raw_bytes) as hook:
+        chain = run_data_dir_restore(repository, manifest, keks, data_dir, progress=hook,
+                                     profile=profile)
+    settings = {}
+    if point is not None:
+        settings = pitr.recovery_settings(point.restore_command, to_time=point.to_time,
+                                          to_lsn=point.to_lsn)
+        pitr.prepare_recovery(data_dir, settings)
+    elapsed = time.monotonic() - started
+    audit.record_restore(repository, chain, target=str(data_dir), source=source, include=None)
+    data = {"backup_id": manifest.backup_id, "data_dir": str(data_dir.absolute()),
+            "chain": [m.backup_id for m in chain], "server_version": manifest.server_version,
+            "recovery": settings or None, "seconds": round(elapsed, 3)}
+    target_text = ""
+    if point is not None:
+        target_text = (f"; it recovers to {point.to_time.isoformat() if point.to_time else ''}"
+                       f"{point.to_lsn or ''} from archived WAL and promotes when started")
+    common.emit(output, data, lambda: click.echo(
+        f"restored {manifest.backup_id} ({len(chain)} backup(s) in chain) into {data_dir}"
+        f" in {elapsed:.1f}s{target_text}; start it with PostgreSQL"
+        f" {manifest.server_version.split('.')[0]}'s server as the data directory's owner"))
