@@ -20,11 +20,11 @@ def run_data_dir_restore(repo: Repository, backup: Manifest, keks: Sequence[cryp
                          profile: Profile | None = None) -> list[Manifest]:
     """Restore ``backup`` and its chain into the new data directory ``data_dir``; the chain."""
     from safehold.engines.postgres.physical_restore import (  # only PostgreSQL has them
-        BrokenChain,
         chain_problems,
         check_destination,
         restore_data_dir,
     )
+    from safehold.engines.recovery import BrokenChain
 
     if backup.engine != "postgresql" or method_of(backup) != "physical":
         raise Unsupported(

@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from safehold.api.errors import Conflict, IntegrityError, UsageError
+from safehold.api.errors import Conflict, UsageError
 from safehold.api.manifest import Manifest, method_of
 from safehold.engines import childenv
 from safehold.engines.base import ChainReader, EngineError
@@ -32,12 +32,9 @@ from safehold.engines.postgres.physical import (
     RESTORE_TOOLS,
     physical_tools,
 )
+from safehold.engines.recovery import BrokenChain
 
 log = logging.getLogger("safehold.postgres.physical")
-
-
-class BrokenChain(IntegrityError):
-    """A chain of physical backups that cannot be restored; the message says what is wrong."""
 
 
 def chain_problems(chain: Sequence[Manifest]) -> list[str]:

@@ -19,10 +19,7 @@ from pathlib import Path
 from safehold.api.errors import UsageError
 from safehold.api.manifest import Manifest, method_of
 from safehold.engines.postgres.walstream import format_lsn, parse_lsn
-
-
-class OutsideWindow(UsageError):
-    """No physical backup is consistent at or before the recovery target."""
+from safehold.engines.recovery import OutsideWindow
 
 
 def choose_base(backups: Sequence[Manifest], *, to_time: datetime | None = None,
