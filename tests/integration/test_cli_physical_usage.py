@@ -23,8 +23,13 @@ from tests.integration.cli_helpers import run
       "--restore-command", "c"], "one recovery target"),
     (["--data-dir", "{d}", "--to-time", "yesterday", "--restore-command", "c"],
      "not an ISO 8601 time"),
+    (["-t", "sqlite:///x.db", "--to-lsn", "0/1"], "give --data-dir"),
+    (["-t", "sqlite:///x.db", "--restore-command", "cp /a/%f %p"], "give --data-dir"),
     (["-b", "latest", "-t", "sqlite:///x.db", "--to-time", "2026-12-02T18:00:00Z"],
-     "give --data-dir"),
+     "drop --backup"),
+    (["--data-dir", "{d}", "--to-gtid", "0-1-2"], "MariaDB point-in-time"),
+    (["-t", "sqlite:///x.db", "--to-time", "2026-12-02T18:00:00Z", "--database", "a"],
+     "drop --database"),
     (["-b", "latest"], "--target is required"),
 ])
 def test_bad_combinations_are_usage_errors(tmp_path: Path, args: list[str], words: str) -> None:
@@ -34,3 +39,14 @@ def test_bad_combinations_are_usage_errors(tmp_path: Path, args: list[str], word
     assert res.exit_code == Exit.USAGE, res.output
     assert words in res.output
     assert not (tmp_path / "new").exists() and not (tmp_path / "nowhere").exists()
+
+
+def test_a_postgresql_point_in_time_restore_asks_for_a_data_directory(tmp_path: Path) -> None:
+    """--to-time into a PostgreSQL URL is a physical recovery: named before any connection."""
+    config = tmp_path / "safehold.yaml"
+    config.write_text("")
+    res = run("restore", "-r", f"file://{tmp_path / 'nowhere'}", "-t",
+              "postgresql://u@127.0.0.1:1/db", "--to-time", "2026-12-02T18:00:00Z", ok=False,
+              env={"SAFEHOLD_CONFIG": str(config)})
+    assert res.exit_code == Exit.USAGE, res.output
+    assert "give --data-dir DIR and --restore-command" in res.output
