@@ -219,11 +219,12 @@ def _register() -> None:
         schedule_cmds,
         stats_cmds,
         version_cmds,
+        wal_cmds,
     )
     from safehold.cli.run_task import run_task  # the runner Jobs' entry point
 
     for module in (backup_cmds, inspect_cmds, keys_cmds, prune_cmds, config_cmds, audit_cmds,
-                   stats_cmds, schedule_cmds, version_cmds, binlog_cmds):
+                   stats_cmds, schedule_cmds, version_cmds, binlog_cmds, wal_cmds):
         for command in module.COMMANDS:
             cli.add_command(command)
     cli.add_command(run_task)

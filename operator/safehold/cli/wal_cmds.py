@@ -1,0 +1,138 @@
+"""`safehold wal stream` and `safehold wal fetch`: PostgreSQL WAL into and out of the
+repository's log archive, for point-in-time restores of physical backups
+(engines/postgres/walstream.py pulls, pipeline/walarchive.py stores and fetches)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from safehold.api.errors import UsageError
+from safehold.cli import common
+from safehold.cli.config import resolve_repository
+from safehold.cli.errors import Terminated
+
+log = logging.getLogger("safehold.wal")
+
+
+@click.group("wal")
+def wal_group() -> None:
+    """PostgreSQL WAL capture (stream) and retrieval (fetch: PostgreSQL's restore_command)."""
+
+
+@wal_group.command()
+@click.option("--target", "-t", required=True, help="PostgreSQL URL or config name.")
+@common.repo_option
+@click.option("--name", help="Target name in the repository (default: config name); the same"
+              " name as the target's physical backups.")
+@click.option("--slot", default=None, help="Physical replication slot to stream through"
+              " (default: safehold_<name>, created when missing).")
+@click.option("--status-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Keep position, slot health and segment count here (JSON, about every"
+              " second).")
+@click.option("--warn-retained", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Warn when the slot holds back more than this much WAL (MiB): the"
+              " repository is slow or unreachable.")
+@click.option("--no-encryption", is_flag=True, envvar="SAFEHOLD_NO_ENCRYPTION",
+              help="Archive unencrypted (the target's first backup or segment records the"
+              " choice).")
+@click.option("--namespace", envvar="SAFEHOLD_NAMESPACE", default=None,
+              help="Kubernetes namespace of the target (the operator sets it).")
+@common.connection_options
+@common.key_file_option
+@click.pass_context
+def stream(ctx: click.Context, /, target: str, repo: str, name: str | None, slot: str | None,
+           status_file: Path | None, warn_retained: int, no_encryption: bool,
+           namespace: str | None, key_files: tuple[Path, ...], **conn: Any) -> None:
+    """Stream the server's WAL through a replication slot into the repository's log archive.
+
+    Runs until stopped. Each complete 16 MiB segment is stored (encrypted and authenticated
+    like backups), and only then confirmed to the slot, so the server keeps every byte not yet
+    stored: killed at any point, the next run resumes where the slot stands, without a gap.
+    SIGTERM stops it after the segment being stored (exit 143); a second SIGTERM at once.
+    The server needs max_slot_wal_keep_size set and a role with REPLICATION.
+    """
+    from safehold.engines.postgres.engine import PostgresEngine
+    from safehold.engines.postgres.walstream import WalStreamer, slot_name
+    from safehold.pipeline.logarchive import LogArchive
+    from safehold.pipeline.walarchive import ArchiveSink
+
+    target_name, engine = common.open_target(ctx, target, **conn)
+    if not isinstance(engine, PostgresEngine):
+        raise UsageError(f"`safehold wal stream` archives PostgreSQL WAL; {target_name} is a"
+                         f" {engine.name} target (MariaDB: `safehold binlog stream`)")
+    repo_cfg = resolve_repository(common.config(ctx), repo)
+    repository = common.open_repo(ctx, repo, create=True)
+    keks = common.keks_for(ctx, repository, repo, key_files, create_kdf=True)
+    archive = LogArchive(repository, name or target_name, keks[1:],
+                         kek=keks[0] if keks else None,
+                         no_encryption=no_encryption or repo_cfg.encryption == "none",
+                         namespace=namespace or None)
+    streamer = WalStreamer(engine.target, slot or slot_name(archive.target),
+                           ArchiveSink(archive), status_file=status_file,
+                           warn_retained=warn_retained << 20)
+    log.info("archiving the WAL of %s into %s", archive.target, repository.url)
+    with _stop_on_sigterm(streamer.stop) as stopped:
+        streamer.run()
+    if stopped.is_set():
+        raise Terminated()
+
+
+class _stop_on_sigterm:
+    """While inside: the first SIGTERM asks ``stop`` (the segment being stored is finished,
+    the streamer returns), a second one unwinds at once (exit 143 either way)."""
+
+    def __init__(self, stop: Any) -> None:
+        self.stop, self.event = stop, threading.Event()
+        self.previous: Any = None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.event.is_set():
+            raise Terminated()
+        self.event.set()
+        log.info("SIGTERM: stopping after the segment being stored")
+        self.stop()
+
+    def __enter__(self) -> threading.Event:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+        return self.event
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+@wal_group.command()
+@click.argument("wal_file")
+@click.argument("dest", type=click.Path(dir_okay=False, path_type=Path))
+@common.repo_option
+@click.option("--name", required=True,
+              help="Target name whose WAL to fetch (as given to `safehold wal stream`).")
+@common.key_file_option
+@click.pass_context
+def fetch(ctx: click.Context, /, wal_file: str, dest: Path, repo: str, name: str,
+          key_files: tuple[Path, ...]) -> None:
+    """Copy archived WAL file WAL_FILE to DEST: PostgreSQL's restore_command
+    (`safehold wal fetch -r REPO --name NAME %f %p`).
+
+    DEST appears only once every byte passed its checks (written aside, then renamed). A file
+    the archive does not hold (a later segment, a timeline history file) exits 3 and writes
+    nothing: PostgreSQL takes that as the end of the archive. A missing or wrong key (5), a
+    damaged or tampered segment (4) or an unreachable repository (7) are errors.
+    """
+    from safehold.pipeline.logarchive import LogArchive
+    from safehold.pipeline.walarchive import fetch as fetch_segment
+
+    repository = common.open_repo(ctx, repo)
+    keks = common.keks_for(ctx, repository, repo, key_files)
+    size = fetch_segment(LogArchive(repository, name, keks), wal_file, dest)
+    log.info("fetched WAL file %s (%d bytes) into %s", wal_file, size, dest)
+
+
+COMMANDS = [wal_group]

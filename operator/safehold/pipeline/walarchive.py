@@ -1,0 +1,116 @@
+"""PostgreSQL WAL segments in the repository's log archive (kind ``wal``, stream = timeline).
+
+:class:`ArchiveSink` is the WAL streamer's sink (:mod:`safehold.engines.postgres.walstream`):
+``put`` returns once the segment is durable in the repository (framed, compressed, encrypted
+and MAC'd like every log segment), and only then does the streamer confirm it to the slot.
+:func:`fetch` is ``restore_command``'s side: one segment by its WAL file name, checked end to
+end before it appears at its destination.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from safehold.api.errors import UsageError
+from safehold.engines.postgres.walstream import Segment, format_lsn
+from safehold.pipeline.logarchive import LogArchive
+from safehold.repository.logarchive import SegmentId, SegmentNotFound, segment_ids
+
+log = logging.getLogger("safehold.wal")
+
+KIND = "wal"
+SEGMENT_NAME = re.compile(r"^[0-9A-F]{24}$")
+# what else a server asks its restore_command for: timeline history files, and (never by
+# Safehold) partial segments and backup history files
+OTHER_WAL_FILE = re.compile(
+    r"^[0-9A-F]{8}\.history$|^[0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)$")
+
+
+def stream_of(timeline: int) -> str:
+    """A WAL stream is one timeline: ``00000001``."""
+    return f"{timeline:08X}"
+
+
+def previous_name(name: str, seg_size: int) -> str | None:
+    """The name of the segment before ``name`` on the same timeline (None for the first)."""
+    per_id = 0x100000000 // seg_size
+    log_id, seg = int(name[8:16], 16), int(name[16:], 16)
+    if seg == 0:
+        if log_id == 0:
+            return None
+        log_id, seg = log_id - 1, per_id - 1
+    else:
+        seg -= 1
+    return f"{name[:8]}{log_id:08X}{seg:08X}"
+
+
+class ArchiveSink:
+    """Stores each complete WAL segment of one target in its log archive."""
+
+    def __init__(self, archive: LogArchive, tools: dict[str, str] | None = None) -> None:
+        self.archive, self.tools = archive, tools or {}
+        self._first = True
+
+    def put(self, segment: Segment) -> None:
+        seg = SegmentId(self.archive.target, KIND, stream_of(segment.timeline), segment.name)
+        if self._first:
+            self._check_continuity(seg, len(segment.data))
+            self._first = False
+        position = {"timeline": str(segment.timeline)}
+        self.archive.put(seg, [segment.data],
+                         start={**position, "lsn": format_lsn(segment.start_lsn)},
+                         end={**position, "lsn": format_lsn(segment.end_lsn)},
+                         meta={"wal_segment_size": len(segment.data)}, tools=self.tools)
+
+    def _check_continuity(self, seg: SegmentId, seg_size: int) -> None:
+        """The first segment of a run follows the archive's newest one (or repeats one): a
+        slot created anew (dropped, lost) starts later, and the archive then has a gap."""
+        before = previous_name(seg.name, seg_size)
+        if before is None:
+            return
+        repo = self.archive.repo
+        if repo.storage.exists(SegmentId(seg.target, KIND, seg.stream, before).record_key):
+            return
+        older = [s.name for s in segment_ids(repo, seg.target, KIND, seg.stream)[0]
+                 if s.name < seg.name]
+        if older:
+            log.error("GAP in the WAL archive of %s: the newest archived segment is %s, the"
+                      " replication slot starts at %s (was the slot dropped or lost?);"
+                      " point-in-time restores cannot cross it: take a full backup now",
+                      seg.target, older[-1], seg.name)
+
+
+def fetch(archive: LogArchive, name: str, dest: Path) -> int:
+    """Write archived WAL file ``name`` to ``dest`` (a temporary file renamed into place once
+    every byte passed its checks: nothing appears on any failure); its size.
+
+    SegmentNotFound when the archive does not hold it: for PostgreSQL the end of the archive.
+    """
+    if not SEGMENT_NAME.match(name):
+        if OTHER_WAL_FILE.match(name):
+            raise SegmentNotFound(
+                f"{name} is not in the log archive of {archive.target}: it holds WAL segments"
+                " only (timeline history, partial and backup history files are not archived)")
+        raise UsageError(f"{name!r} is not a WAL file name: PostgreSQL passes one as %f, e.g."
+                         " 000000010000000000000003")
+    record = archive.get(SegmentId(archive.target, KIND, name[:8], name))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".safehold",
+                                   dir=dest.parent)
+    except OSError as exc:
+        raise UsageError(f"cannot write {dest}: {exc.strerror} ({dest.parent})") from None
+    try:
+        size = 0
+        with os.fdopen(fd, "wb") as out:
+            for block in archive.open(record):
+                out.write(block)
+                size += len(block)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return size

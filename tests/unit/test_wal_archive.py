@@ -1,0 +1,123 @@
+"""`safehold wal fetch` against a real local repository: WAL segments stored by the streamer's
+sink come back byte for byte; a file the archive does not hold, a wrong key and a tampered
+segment each end with their exit code and leave nothing at the destination."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from safehold.cli.errors import Exit
+from safehold.codecs import crypto
+from safehold.engines.postgres.walstream import Segment, segment_name
+from safehold.pipeline.logarchive import LogArchive
+from safehold.pipeline.walarchive import ArchiveSink, previous_name
+from safehold.repository.logarchive import SegmentConflict
+from safehold.repository.repo import Repository
+from safehold.storage.local import LocalStorage
+from tests.integration.cli_helpers import run
+
+SEG = 1 << 20  # small segments: the archive does not care about the size
+
+
+def segment(n: int, fill: bytes = b"") -> Segment:
+    data = (fill or bytes([n % 256])) * SEG
+    return Segment(1, segment_name(1, n * SEG, SEG), n * SEG, (n + 1) * SEG, data[:SEG])
+
+
+@pytest.fixture
+def archived(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A repository with segments 3, 4, 5 of target `db` (encrypted), and the CLI's env."""
+    key = tmp_path / "kek"
+    run("keys", "generate", "--out", str(key), env={"SAFEHOLD_CONFIG": str(tmp_path / "n.yaml")})
+    kek = crypto.load_key_file(key)
+    repo = Repository(LocalStorage(tmp_path / "repo"))
+    repo.initialize()
+    sink = ArchiveSink(LogArchive(repo, "db", kek=kek))
+    for n in (3, 4, 5):
+        sink.put(segment(n))
+    (tmp_path / "safehold.yaml").write_text("{}\n")
+    env = {"SAFEHOLD_CONFIG": str(tmp_path / "safehold.yaml"), "SAFEHOLD_KEY_FILE": str(key),
+           "SAFEHOLD_KEY": "", "SAFEHOLD_PASSPHRASE": ""}
+    return tmp_path, env
+
+
+def fetch(tmp: Path, env: dict[str, str], name: str, dest: Path, ok: bool = True) -> int:
+    return run("wal", "fetch", "-r", f"file://{tmp / 'repo'}", "--name", "db", name, str(dest),
+               env=env, ok=ok).exit_code
+
+
+def test_fetch_returns_the_segment_byte_for_byte(archived: tuple[Path, dict[str, str]]
+                                                 ) -> None:
+    tmp, env = archived
+    dest = tmp / "pg_wal" / "RECOVERYXLOG"
+    dest.parent.mkdir()
+    dest.write_bytes(b"an older file: replaced")
+    fetch(tmp, env, segment(4).name, dest)
+    assert dest.read_bytes() == segment(4).data
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["RECOVERYXLOG"]  # no temp left
+
+
+@pytest.mark.parametrize("name", ["000000010000000000000009", "00000002.history",
+                                  "000000020000000000000004", "000000010000000000000004.partial"])
+def test_a_file_the_archive_does_not_hold_is_exit_3_and_no_file(
+        archived: tuple[Path, dict[str, str]], name: str) -> None:
+    tmp, env = archived
+    res = run("wal", "fetch", "-r", f"file://{tmp / 'repo'}", "--name", "db", name,
+              str(tmp / "out"), env=env, ok=False)
+    assert res.exit_code == Exit.NOT_FOUND, res.output
+    assert name in res.output and not (tmp / "out").exists()
+
+
+def test_bad_names_keys_and_tampering_are_loud(archived: tuple[Path, dict[str, str]]) -> None:
+    tmp, env = archived
+    out = tmp / "out"
+    assert fetch(tmp, env, "../../etc/passwd", out, ok=False) == Exit.USAGE
+    other = tmp / "other"
+    run("keys", "generate", "--out", str(other), env=env)
+    assert fetch(tmp, {**env, "SAFEHOLD_KEY_FILE": str(other)}, segment(4).name, out,
+                 ok=False) == Exit.KEY
+    assert fetch(tmp, {**env, "SAFEHOLD_KEY_FILE": ""}, segment(4).name, out,
+                 ok=False) == Exit.KEY
+    data = next((tmp / "repo").rglob(f"{segment(4).name}/data"))
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 1
+    data.write_bytes(bytes(raw))
+    assert fetch(tmp, env, segment(4).name, out, ok=False) == Exit.CORRUPT
+    record = next((tmp / "repo").rglob(f"{segment(5).name}/segment.json"))
+    record.write_text(record.read_text().replace('"lsn": "0/600000"', '"lsn": "0/600001"'))
+    assert fetch(tmp, env, segment(5).name, out, ok=False) == Exit.CORRUPT
+    assert not out.exists() and os.listdir(tmp).count("out") == 0
+    assert not [p for p in tmp.iterdir() if p.name.startswith(".out.")]
+
+
+def test_a_restart_repeats_a_segment_harmlessly_and_other_bytes_conflict(
+        archived: tuple[Path, dict[str, str]], caplog: pytest.LogCaptureFixture) -> None:
+    tmp, env = archived
+    repo = Repository(LocalStorage(tmp / "repo"))
+    kek = crypto.load_key_file(Path(env["SAFEHOLD_KEY_FILE"]))
+    sink = ArchiveSink(LogArchive(repo, "db", kek=kek))
+    sink.put(segment(5))  # killed after storing, before confirming: sent again
+    sink.put(segment(6))
+    with pytest.raises(SegmentConflict):
+        sink.put(segment(6, fill=b"x"))
+    assert run("wal", "fetch", "-r", f"file://{tmp / 'repo'}", "--name", "db", segment(6).name,
+               str(tmp / "six"), env=env).exit_code == 0
+    assert (tmp / "six").read_bytes() == segment(6).data
+    # a slot that starts after a hole: reported as a gap
+    logger = logging.getLogger("safehold.wal")
+    logger.addHandler(caplog.handler)  # the CLI's logging setup stops propagation
+    try:
+        ArchiveSink(LogArchive(repo, "db", kek=kek)).put(segment(9))
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert "GAP in the WAL archive" in caplog.text and segment(6).name in caplog.text
+
+
+def test_previous_segment_names() -> None:
+    assert previous_name("000000010000000200000000", 16 << 20) == "0000000100000001000000FF"
+    assert previous_name("000000010000000000000007", 16 << 20) == "000000010000000000000006"
+    assert previous_name("000000010000000000000000", 16 << 20) is None
