@@ -1,16 +1,21 @@
 """`safehold wal fetch` against a real local repository: WAL segments stored by the streamer's
 sink come back byte for byte; a file the archive does not hold, a wrong key and a tampered
-segment each end with their exit code and leave nothing at the destination."""
+segment each end with their exit code and leave nothing at the destination. The default
+restore_command of a point-in-time restore quotes what the server's shell must not split."""
 
 from __future__ import annotations
 
 import logging
 import os
+import shlex
 from pathlib import Path
 
+import click
 import pytest
 
+from safehold.cli.config import Config, RepositoryConfig
 from safehold.cli.errors import Exit
+from safehold.cli.physical_cmds import fetch_command
 from safehold.codecs import crypto
 from safehold.engines.postgres.walstream import Segment, segment_name
 from safehold.pipeline.logarchive import LogArchive
@@ -121,3 +126,16 @@ def test_previous_segment_names() -> None:
     assert previous_name("000000010000000200000000", 16 << 20) == "0000000100000001000000FF"
     assert previous_name("000000010000000000000007", 16 << 20) == "000000010000000000000006"
     assert previous_name("000000010000000000000000", 16 << 20) is None
+
+
+def test_the_default_restore_command_quotes_paths_and_percent_signs(tmp_path: Path) -> None:
+    key = tmp_path / "my key%.b64"
+    config = Config(repositories={"prod": RepositoryConfig(url="file:///srv/back ups/50%")})
+    ctx = click.Context(click.Command("restore"), obj={"config": config})
+    command = fetch_command(ctx, "prod", "db", (key,), encrypted=True)
+    assert command.endswith(" %f %p")
+    argv = shlex.split(command[: -len(" %f %p")].replace("%%", "%"))
+    assert argv[argv.index("-r") + 1] == "file:///srv/back ups/50%"
+    assert argv[argv.index("--name") + 1] == "db"
+    assert f"--key-file={key}" in argv and argv[argv.index("wal") + 1] == "fetch"
+    assert "%" not in command.replace("%%", "").replace(" %f %p", "")

@@ -298,7 +298,9 @@ def _interactive(repository: Repository, source: str, opener: tables.Opener
 @click.option("--to-lsn", default=None,
               help="With --data-dir: recover to this LSN (e.g. 0/3000060).")
 @click.option("--restore-command", default=None, help="With --to-time/--to-lsn: the"
-              " PostgreSQL restore_command that fetches archived WAL (%f, %p).")
+              " PostgreSQL restore_command that fetches archived WAL (%f, %p); default:"
+              " `safehold wal fetch` from this repository (the server's OS user must reach it"
+              " and read the key file).")
 @click.option(
     "--from",
     "source",
@@ -391,7 +393,7 @@ def restore(
         if engine.name == "postgresql":
             raise UsageError("a PostgreSQL point-in-time restore recovers a physical backup"
                              " into a new data directory: give --data-dir DIR and"
-                             " --restore-command (docs/cli.md, Physical PostgreSQL backups)")
+                             " --to-time (docs/cli.md, Physical PostgreSQL backups)")
         repository = common.open_repo(ctx, repo)
         source = source or resolve_source(repository, target_name, None)
         pitr_cmds.restore_to_point(

@@ -3,6 +3,9 @@ optionally recovered to a point in time (--to-time / --to-lsn) from archived WAL
 
 from __future__ import annotations
 
+import os
+import shlex
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,6 +15,7 @@ import click
 
 from safehold.api.errors import UsageError
 from safehold.cli import audit, common
+from safehold.cli.config import resolve_repository
 from safehold.pipeline.physical import run_data_dir_restore
 from safehold.pipeline.profile import Profile
 
@@ -20,7 +24,7 @@ from safehold.pipeline.profile import Profile
 class PointInTime:
     to_time: datetime | None
     to_lsn: str | None
-    restore_command: str
+    restore_command: str | None  # None: `safehold wal fetch` from the same repository
 
     @classmethod
     def of(cls, to_time: str | None, to_lsn: str | None, restore_command: str | None,
@@ -33,10 +37,6 @@ class PointInTime:
             raise UsageError("give one recovery target: --to-time or --to-lsn")
         if backup_ref:
             raise UsageError("--to-time/--to-lsn choose the backup themselves: leave out -b")
-        if not restore_command:
-            raise UsageError("--to-time/--to-lsn need --restore-command: the PostgreSQL"
-                             " restore_command that fetches archived WAL, e.g."
-                             " 'cp /mnt/wal/%f %p'")
         when = None
         if to_time:
             try:
@@ -72,7 +72,9 @@ def restore_data_dir(ctx: click.Context, repo: str, backup_ref: str | None, sour
                                      profile=profile)
     settings = {}
     if point is not None:
-        settings = pitr.recovery_settings(point.restore_command, to_time=point.to_time,
+        command = point.restore_command or fetch_command(ctx, repo, source, key_files,
+                                                         encrypted=manifest.encryption != "none")
+        settings = pitr.recovery_settings(command, to_time=point.to_time,
                                           to_lsn=point.to_lsn)
         pitr.prepare_recovery(data_dir, settings)
     elapsed = time.monotonic() - started
@@ -88,3 +90,30 @@ def restore_data_dir(ctx: click.Context, repo: str, backup_ref: str | None, sour
         f"restored {manifest.backup_id} ({len(chain)} backup(s) in chain) into {data_dir}"
         f" in {elapsed:.1f}s{target_text}; start it with PostgreSQL"
         f" {manifest.server_version.split('.')[0]}'s server as the data directory's owner"))
+
+
+def fetch_command(ctx: click.Context, repo: str, source: str, key_files: tuple[Path, ...], *,
+                  encrypted: bool) -> str:
+    """The default restore_command: this safehold's `wal fetch` from the same repository.
+
+    The server runs it as its own OS user, with its own environment: the repository goes in
+    as its URL (a config name would need this user's config file), the key as the absolute
+    path of the key file this restore used (never the key itself: the command is stored in
+    postgresql.auto.conf). Storage credentials (S3, GCS, Azure) come from the server's
+    environment, as for any restore_command.
+    """
+    url = resolve_repository(common.config(ctx), repo).url
+    files = common.repo_key_files(ctx, repo, key_files)
+    if os.environ.get("SAFEHOLD_KEY_FILE"):
+        files.append(Path(os.environ["SAFEHOLD_KEY_FILE"]))
+    if encrypted and not files:
+        raise UsageError(
+            "the backup is encrypted, and the key did not come from a file: the default"
+            " restore_command (`safehold wal fetch`) could only read it from the server's"
+            " environment. Give the key as a file the server's OS user can read (--key-file or"
+            " SAFEHOLD_KEY_FILE), or give --restore-command yourself",
+            hint="e.g. --key-file /etc/safehold/kek (readable by the postgres user)")
+    argv = [sys.executable, "-m", "safehold.cli", "--log-level", "warning", "wal", "fetch",
+            "-r", url, "--name", source, *[f"--key-file={p.absolute()}" for p in files]]
+    # %-signs are PostgreSQL's placeholders (%f, %p, %%): literal ones are doubled
+    return " ".join(shlex.quote(a).replace("%", "%%") for a in argv) + " %f %p"
