@@ -1,0 +1,171 @@
+"""`safehold wal stream` into the repository's log archive and `safehold wal fetch` as
+PostgreSQL's restore_command (real servers, 15 and 18): the streamer is killed mid-segment and
+restarted without a gap, stopped by SIGTERM with exit 143, and point-in-time restores that
+fetch their WAL from the encrypted archive (the default restore_command) match exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import safehold
+from safehold.cli.errors import Exit
+from safehold.engines.postgres.walstream import parse_lsn
+from tests.infra.postgres import Postgres
+from tests.infra.procs import chown_test_user, wait_until
+from tests.integration.cli_helpers import run, run_json
+from tests.integration.test_pg_physical import Restored, env, scratch, url
+from tests.integration.test_pg_pitr import commit_batch, rows
+
+__all__ = ["env", "scratch"]  # fixtures shared with test_pg_physical
+
+
+@pytest.fixture
+def name(pg_server: Postgres) -> Iterator[str]:
+    """A target name; its slot (safehold_<name>) is dropped afterwards."""
+    pg_server.psql("ALTER SYSTEM SET max_slot_wal_keep_size = '4GB'")
+    pg_server.psql("SELECT pg_reload_conf()")
+    target = f"w{uuid.uuid4().hex[:8]}"
+    yield target
+    pg_server.psql(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+                   f" WHERE slot_name = 'safehold_{target}' AND NOT active")
+
+
+class Streamer:
+    """`safehold wal stream` as a child process (killable), its status file read back."""
+
+    def __init__(self, pg: Postgres, db: str, repo: str, name: str, status: Path,
+                 env: dict[str, str]) -> None:
+        self.status, self.log = status, status.with_suffix(".log")
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "safehold.cli", "wal", "stream", "-t", url(pg, db),
+                 "-r", repo, "--name", name, "--status-file", str(status)],
+                env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
+
+    def read(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self.status.read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def running(self) -> bool:
+        assert self.proc.poll() is None, f"the streamer ended:\n{self.log.read_text()}"
+        return True
+
+    def stop(self, sig: int) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=60)
+
+
+def archived(repo: Path, name: str) -> list[str]:
+    root = repo / name / "_logs" / "wal" / "00000001"
+    return sorted(p.parent.name for p in root.glob("*/segment.json")) if root.exists() else []
+
+
+def segno(name: str) -> int:
+    return int(name[8:16], 16) * 0x100 + int(name[16:], 16)  # 16 MiB segments
+
+
+def server_side_python(scratch: Path) -> str:
+    """A Python the restored server's OS user (the unprivileged test user when we are root)
+    can run, with this safehold importable: the default restore_command runs `sys.executable
+    -m safehold.cli`, and this venv's interpreter lives under /root."""
+    if os.geteuid() != 0:
+        return sys.executable
+    paths = [sysconfig.get_paths()["purelib"], str(Path(safehold.__file__).parents[1])]
+    wrapper = scratch / "python"
+    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={shlex.quote(':'.join(paths))}"
+                       f" exec /usr/bin/python3.11 \"$@\"\n")
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def test_streamed_killed_restarted_and_restored_to_times_from_the_archive(
+        pg_server: Postgres, name: str, scratch: Path, env: dict[str, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pg, repo_dir = pg_server, scratch / "repo"
+    repo = f"file://{repo_dir}"
+    key = scratch / "kek"  # where the restored server's OS user can read it
+    shutil.copyfile(env["SAFEHOLD_KEY_FILE"], key)
+    env = {**env, "SAFEHOLD_KEY_FILE": str(key)}
+    db = f"a_{uuid.uuid4().hex[:10]}"
+    pg.psql(f'CREATE DATABASE "{db}"')
+    pg.psql("CREATE TABLE t (id int PRIMARY KEY, batch int)", db=db)
+    status = scratch / "status.json"
+    marks: list[tuple[datetime, str]] = []
+    streamer = Streamer(pg, db, repo, name, status, env)
+    try:
+        wait_until(lambda: streamer.running() and bool(streamer.read().get("timeline")),
+                   what="the streamer", timeout=120)
+        run_json("backup", "-t", url(pg, db), "-r", repo, "--name", name, "--method",
+                 "physical", env=env)
+        marks += [commit_batch(pg, db, b) for b in range(1, 4)]
+        pg.psql("SELECT pg_switch_wal()")
+        marks.append(commit_batch(pg, db, 4))  # in a segment that is not complete
+        mid = parse_lsn(marks[-1][1])
+        wait_until(lambda: parse_lsn(str(streamer.read().get("received_lsn") or "0/0")) >= mid,
+                   what="the streamer receiving batch 4", timeout=120)
+        assert parse_lsn(str(streamer.read()["confirmed_lsn"])) < mid  # caught mid-segment
+    finally:
+        killed = streamer.stop(signal.SIGKILL)
+    assert killed == -signal.SIGKILL
+    before_restart = archived(repo_dir, name)
+    assert before_restart, "nothing archived before the kill"
+
+    marks += [commit_batch(pg, db, b) for b in range(5, 8)]
+    commit_batch(pg, db, 8)  # after the last target: recovery stops on its commit
+    last = pg.psql("SELECT pg_walfile_name(pg_current_wal_lsn())")
+    pg.psql("SELECT pg_switch_wal()")
+    streamer = Streamer(pg, db, repo, name, status, env)
+    try:
+        wait_until(lambda: streamer.running() and last in archived(repo_dir, name),
+                   what=f"segment {last} archived", timeout=180)
+    finally:
+        code = streamer.stop(signal.SIGTERM)
+    assert code == Exit.TERMINATED, streamer.log.read_text()
+    names = archived(repo_dir, name)
+    numbers = [segno(n) for n in names]
+    assert numbers == list(range(numbers[0], numbers[-1] + 1)), names
+    assert names[0] == before_restart[0] and "GAP" not in streamer.log.read_text()
+
+    fetched = scratch / "fetched"
+    run("wal", "fetch", "-r", repo, "--name", name, names[-1], str(fetched), env=env)
+    assert fetched.stat().st_size == 16 * 2**20
+    missing = run("wal", "fetch", "-r", repo, "--name", name, "00000001000000FF000000FF",
+                  str(scratch / "no"), env=env, ok=False)
+    assert missing.exit_code == Exit.NOT_FOUND and not (scratch / "no").exists()
+
+    chown_test_user(scratch)  # the restored server fetches as the test user
+    monkeypatch.setattr(sys, "executable", server_side_python(scratch))
+    # the fetch looks for a config file in this run's XDG directory (tests/conftest.py),
+    # which it inherits: let the test user look into it
+    Path(os.environ["XDG_CONFIG_HOME"]).parent.chmod(0o755)
+    for batch_no in (2, 6):  # before the kill; after it (across the restart)
+        when = marks[batch_no - 1][0]
+        where = scratch / f"pitr{batch_no}"
+        out = run_json("restore", "-r", repo, "--from", name, "--data-dir", str(where),
+                       "--to-time", when.isoformat(), env=env)
+        assert " wal fetch " in out["recovery"]["restore_command"]
+        restored = Restored(pg, where)
+        try:
+            wait_until(lambda r=restored: r.psql("SELECT pg_is_in_recovery()", "postgres")
+                       == "f", what="promotion", timeout=180,
+                       log=where.parent / f"{where.name}.log")
+            assert rows(restored, db) == list(range(1, batch_no + 1))
+        finally:
+            restored.stop()
+    pg.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
