@@ -8,11 +8,13 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import sqlite3
 from pathlib import Path
 
 import click
 import pytest
 
+from safehold.api.errors import UsageError
 from safehold.cli.config import Config, RepositoryConfig
 from safehold.cli.errors import Exit
 from safehold.cli.physical_cmds import fetch_command
@@ -139,3 +141,23 @@ def test_the_default_restore_command_quotes_paths_and_percent_signs(tmp_path: Pa
     assert argv[argv.index("--name") + 1] == "db"
     assert f"--key-file={key}" in argv and argv[argv.index("wal") + 1] == "fetch"
     assert "%" not in command.replace("%%", "").replace(" %f %p", "")
+
+
+def test_the_default_restore_command_needs_the_key_as_a_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SAFEHOLD_KEY_FILE", raising=False)
+    ctx = click.Context(click.Command("restore"), obj={"config": Config()})
+    with pytest.raises(UsageError, match="did not come from a file"):
+        fetch_command(ctx, f"file://{tmp_path}", "db", (), encrypted=True)
+    plain = fetch_command(ctx, f"file://{tmp_path}", "db", (), encrypted=False)
+    assert "--key-file" not in plain and plain.endswith(" %f %p")
+
+
+def test_wal_stream_refuses_a_target_that_is_not_postgresql(tmp_path: Path) -> None:
+    db = tmp_path / "x.db"
+    sqlite3.connect(db).close()
+    (tmp_path / "safehold.yaml").write_text("{}\n")
+    res = run("wal", "stream", "-t", f"sqlite:///{db}", "-r", f"file://{tmp_path / 'repo'}",
+              ok=False, env={"SAFEHOLD_CONFIG": str(tmp_path / "safehold.yaml")})
+    assert res.exit_code == Exit.USAGE and "archives PostgreSQL WAL" in res.output, res.output
+    assert not (tmp_path / "repo").exists()
