@@ -124,7 +124,8 @@ def fetch(ctx: click.Context, /, wal_file: str, dest: Path, repo: str, name: str
     DEST appears only once every byte passed its checks (written aside, then renamed). A file
     the archive does not hold (a later segment, a timeline history file) exits 3 and writes
     nothing: PostgreSQL takes that as the end of the archive. A missing or wrong key (5), a
-    damaged or tampered segment (4) or an unreachable repository (7) are errors.
+    damaged or tampered segment (4) or a storage failure (7) are errors; a repository that
+    is not there at all is 3 too, saying so.
     """
     from safehold.pipeline.logarchive import LogArchive
     from safehold.pipeline.walarchive import fetch as fetch_segment
