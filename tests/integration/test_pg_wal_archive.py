@@ -1,10 +1,12 @@
 """`safehold wal stream` into the repository's log archive and `safehold wal fetch` as
 PostgreSQL's restore_command (real servers, 15 and 18): the streamer is killed mid-segment and
 restarted without a gap, stopped by SIGTERM with exit 143, and point-in-time restores that
-fetch their WAL from the encrypted archive (the default restore_command) match exactly."""
+fetch their WAL from the encrypted archive (the default restore_command) match exactly; with a
+tampered segment the server refuses to open short of the target."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -25,7 +27,7 @@ import safehold
 from safehold.cli.errors import Exit
 from safehold.engines.postgres.walstream import parse_lsn
 from tests.infra.postgres import Postgres
-from tests.infra.procs import chown_test_user, wait_until
+from tests.infra.procs import ServerError, chown_test_user, wait_until
 from tests.integration.cli_helpers import run, run_json
 from tests.integration.test_pg_physical import Restored, env, scratch, url
 from tests.integration.test_pg_pitr import commit_batch, rows
@@ -168,4 +170,22 @@ def test_streamed_killed_restarted_and_restored_to_times_from_the_archive(
             assert rows(restored, db) == list(range(1, batch_no + 1))
         finally:
             restored.stop()
+
+    # a tampered segment is refused by the fetch (exit 4): recovery ends short of the target,
+    # and PostgreSQL refuses to open rather than promote at an earlier point
+    holding = pg.psql(f"SELECT pg_walfile_name('{marks[5][1]}')")
+    data = next(repo_dir.rglob(f"{holding}/data"))
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 1
+    data.write_bytes(bytes(raw))
+    where = scratch / "tampered"
+    run_json("restore", "-r", repo, "--from", name, "--data-dir", str(where), "--to-time",
+             marks[5][0].isoformat(), env=env)
+    log = where.parent / f"{where.name}.log"
+    with contextlib.suppress(ServerError):  # stopped before it took a connection: as good
+        Restored(pg, where).server.proc.wait(timeout=180)
+    text = log.read_text()
+    assert "recovery ended before configured recovery target was reached" in text, text
+    assert f"log segment {name}/wal/00000001/{holding}" in text, text
+    assert (where / "recovery.signal").exists()  # never promoted
     pg.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
