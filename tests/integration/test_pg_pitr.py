@@ -1,10 +1,12 @@
 """Point-in-time restores of physical PostgreSQL backups (15 and 18): rows with known commit
 times, physical backups (on 18 full -> incremental -> incremental -> differential) with writes in
-between, WAL captured by the streamer; each restore to a time or an LSN holds exactly the rows
-committed up to it."""
+between, WAL archived in the repository by `safehold wal stream`; each restore to a time or an
+LSN, fetching its WAL with the default restore_command (`safehold wal fetch`), holds exactly the
+rows committed up to it."""
 
 from __future__ import annotations
 
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,8 +19,8 @@ from safehold.cli.errors import Exit
 from tests.infra.postgres import Postgres
 from tests.infra.procs import wait_until
 from tests.integration.cli_helpers import run, run_json
+from tests.integration.pg_wal_helpers import Streamer, archived, let_restored_servers_fetch
 from tests.integration.test_pg_physical import Restored, env, scratch, url
-from tests.integration.walstream_child import Child
 
 __all__ = ["env", "scratch"]  # fixtures shared with test_pg_physical
 
@@ -52,9 +54,12 @@ def rows(read: Restored, db: str) -> list[int]:
 
 def test_restore_to_times_and_lsns_matches_exactly(pg_server: Postgres, slot: str,
                                                    tmp_path: Path, scratch: Path,
-                                                   env: dict[str, str]) -> None:
-    pg, repo = pg_server, f"file://{tmp_path / 'repo'}"
-    archive = scratch / "wal"
+                                                   env: dict[str, str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    pg, repo_dir = pg_server, scratch / "repo"  # the restored servers fetch from it
+    repo = f"file://{repo_dir}"
+    shutil.copyfile(env["SAFEHOLD_KEY_FILE"], scratch / "kek")
+    env = {**env, "SAFEHOLD_KEY_FILE": str(scratch / "kek")}
     db = f"r_{uuid.uuid4().hex[:10]}"
     pg.psql(f'CREATE DATABASE "{db}"')
     pg.psql("CREATE TABLE t (id int PRIMARY KEY, batch int)", db=db)
@@ -63,10 +68,11 @@ def test_restore_to_times_and_lsns_matches_exactly(pg_server: Postgres, slot: st
         pg.psql("SELECT pg_reload_conf()")
     kinds = ["full", "incremental", "incremental", "differential"] if pg.major >= 17 \
         else ["full", "full", "full"]
-    streamer = Child(pg, slot, archive, tmp_path / "status.json")
+    streamer = Streamer(pg, db, repo, "main", tmp_path / "status.json", env, slot=slot)
     marks: list[tuple[int, datetime, str]] = []  # (batch, time after it, LSN after it)
     try:
-        wait_until(lambda: streamer.read().get("timeline"), what="the streamer", timeout=60)
+        wait_until(lambda: streamer.running() and bool(streamer.read().get("timeline")),
+                   what="the streamer", timeout=120)
         batch = 0
         for kind in kinds:
             for _ in range(2):
@@ -79,15 +85,15 @@ def test_restore_to_times_and_lsns_matches_exactly(pg_server: Postgres, slot: st
         commit_batch(pg, db, batch + 1)  # a commit after the last target: recovery stops on it
         last = pg.psql("SELECT pg_walfile_name(pg_current_wal_lsn())")
         pg.psql("SELECT pg_switch_wal()")
-        wait_until(lambda: (archive / last).exists(), what=f"segment {last} archived",
-                   timeout=120)
+        wait_until(lambda: streamer.running() and last in archived(repo_dir, "main"),
+                   what=f"segment {last} archived", timeout=180)
     finally:
-        streamer.kill()
+        streamer.stop()
 
-    command = f"cp {archive}/%f %p"
+    let_restored_servers_fetch(scratch, monkeypatch)
     # times: before the first backup's end (refused, naming the window), inside each interval
     early = run("restore", "-r", repo, "--data-dir", str(scratch / "early"), "--to-time",
-                marks[1][1].isoformat(), "--restore-command", command, env=env, ok=False)
+                marks[1][1].isoformat(), env=env, ok=False)
     assert early.exit_code == Exit.USAGE and "window starts" in early.output
     chosen = [m for m in marks if m[0] >= 3]  # after the first backup finished
     picks = [chosen[round(k * (len(chosen) - 1) / 4)] for k in range(5)]
@@ -97,8 +103,7 @@ def test_restore_to_times_and_lsns_matches_exactly(pg_server: Postgres, slot: st
         by_lsn = i % 2 == 1
         where = scratch / f"pitr{i}"
         target = ["--to-lsn", lsn] if by_lsn else ["--to-time", when.isoformat()]
-        out = run_json("restore", "-r", repo, "--data-dir", str(where), *target,
-                       "--restore-command", command, env=env)
+        out = run_json("restore", "-r", repo, "--data-dir", str(where), *target, env=env)
         chains.append(len(out["chain"]))
         restored = Restored(pg, where)
         try:

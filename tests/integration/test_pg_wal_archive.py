@@ -7,28 +7,21 @@ tampered segment the server refuses to open short of the target."""
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import shlex
 import shutil
 import signal
-import subprocess
-import sys
-import sysconfig
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-import safehold
 from safehold.cli.errors import Exit
 from safehold.engines.postgres.walstream import parse_lsn
 from tests.infra.postgres import Postgres
-from tests.infra.procs import ServerError, chown_test_user, wait_until
+from tests.infra.procs import ServerError, wait_until
 from tests.integration.cli_helpers import run, run_json
+from tests.integration.pg_wal_helpers import Streamer, archived, let_restored_servers_fetch
 from tests.integration.test_pg_physical import Restored, env, scratch, url
 from tests.integration.test_pg_pitr import commit_batch, rows
 
@@ -46,54 +39,8 @@ def name(pg_server: Postgres) -> Iterator[str]:
                    f" WHERE slot_name = 'safehold_{target}' AND NOT active")
 
 
-class Streamer:
-    """`safehold wal stream` as a child process (killable), its status file read back."""
-
-    def __init__(self, pg: Postgres, db: str, repo: str, name: str, status: Path,
-                 env: dict[str, str]) -> None:
-        self.status, self.log = status, status.with_suffix(".log")
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "safehold.cli", "wal", "stream", "-t", url(pg, db),
-                 "-r", repo, "--name", name, "--status-file", str(status)],
-                env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
-
-    def read(self) -> dict[str, Any]:
-        try:
-            return dict(json.loads(self.status.read_text()))
-        except (OSError, ValueError):
-            return {}
-
-    def running(self) -> bool:
-        assert self.proc.poll() is None, f"the streamer ended:\n{self.log.read_text()}"
-        return True
-
-    def stop(self, sig: int) -> int:
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout=60)
-
-
-def archived(repo: Path, name: str) -> list[str]:
-    root = repo / name / "_logs" / "wal" / "00000001"
-    return sorted(p.parent.name for p in root.glob("*/segment.json")) if root.exists() else []
-
-
 def segno(name: str) -> int:
     return int(name[8:16], 16) * 0x100 + int(name[16:], 16)  # 16 MiB segments
-
-
-def server_side_python(scratch: Path) -> str:
-    """A Python the restored server's OS user (the unprivileged test user when we are root)
-    can run, with this safehold importable: the default restore_command runs `sys.executable
-    -m safehold.cli`, and this venv's interpreter lives under /root."""
-    if os.geteuid() != 0:
-        return sys.executable
-    paths = [sysconfig.get_paths()["purelib"], str(Path(safehold.__file__).parents[1])]
-    wrapper = scratch / "python"
-    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={shlex.quote(':'.join(paths))}"
-                       f" exec /usr/bin/python3.11 \"$@\"\n")
-    wrapper.chmod(0o755)
-    return str(wrapper)
 
 
 def test_streamed_killed_restarted_and_restored_to_times_from_the_archive(
@@ -151,11 +98,7 @@ def test_streamed_killed_restarted_and_restored_to_times_from_the_archive(
                   str(scratch / "no"), env=env, ok=False)
     assert missing.exit_code == Exit.NOT_FOUND and not (scratch / "no").exists()
 
-    chown_test_user(scratch)  # the restored server fetches as the test user
-    monkeypatch.setattr(sys, "executable", server_side_python(scratch))
-    # the fetch looks for a config file in this run's XDG directory (tests/conftest.py),
-    # which it inherits: let the test user look into it
-    Path(os.environ["XDG_CONFIG_HOME"]).parent.chmod(0o755)
+    let_restored_servers_fetch(scratch, monkeypatch)  # they fetch as the test user
     for batch_no in (2, 6):  # before the kill; after it (across the restart)
         when = marks[batch_no - 1][0]
         where = scratch / f"pitr{batch_no}"
