@@ -83,6 +83,9 @@ def test_bad_names_keys_and_tampering_are_loud(archived: tuple[Path, dict[str, s
     tmp, env = archived
     out = tmp / "out"
     assert fetch(tmp, env, "../../etc/passwd", out, ok=False) == Exit.USAGE
+    res = run("wal", "fetch", "-r", f"file://{tmp / 'repo'}", "--name", "../db",
+              segment(4).name, str(out), env=env, ok=False)
+    assert res.exit_code == Exit.USAGE and "invalid target name" in res.output, res.output
     other = tmp / "other"
     run("keys", "generate", "--out", str(other), env=env)
     assert fetch(tmp, {**env, "SAFEHOLD_KEY_FILE": str(other)}, segment(4).name, out,

@@ -16,6 +16,7 @@ from safehold.api.errors import UsageError
 from safehold.cli import common
 from safehold.cli.config import resolve_repository
 from safehold.cli.errors import Terminated
+from safehold.repository import layout
 
 log = logging.getLogger("safehold.wal")
 
@@ -66,10 +67,11 @@ def stream(ctx: click.Context, /, target: str, repo: str, name: str | None, slot
     if not isinstance(engine, PostgresEngine):
         raise UsageError(f"`safehold wal stream` archives PostgreSQL WAL; {target_name} is a"
                          f" {engine.name} target (MariaDB: `safehold binlog stream`)")
+    name = _checked_name(name or target_name)
     repo_cfg = resolve_repository(common.config(ctx), repo)
     repository = common.open_repo(ctx, repo, create=True)
     keks = common.keks_for(ctx, repository, repo, key_files, create_kdf=True)
-    archive = LogArchive(repository, name or target_name, keks[1:],
+    archive = LogArchive(repository, name, keks[1:],
                          kek=keks[0] if keks else None,
                          no_encryption=no_encryption or repo_cfg.encryption == "none",
                          namespace=namespace or None)
@@ -130,10 +132,18 @@ def fetch(ctx: click.Context, /, wal_file: str, dest: Path, repo: str, name: str
     from safehold.pipeline.logarchive import LogArchive
     from safehold.pipeline.walarchive import fetch as fetch_segment
 
+    name = _checked_name(name)
     repository = common.open_repo(ctx, repo)
     keks = common.keks_for(ctx, repository, repo, key_files)
     size = fetch_segment(LogArchive(repository, name, keks), wal_file, dest)
     log.info("fetched WAL file %s (%d bytes) into %s", wal_file, size, dest)
+
+
+def _checked_name(name: str) -> str:
+    try:
+        return layout.check_target_name(name)
+    except ValueError as exc:
+        raise UsageError(f"--name: {exc}") from None
 
 
 COMMANDS = [wal_group]
