@@ -91,3 +91,15 @@ def test_sample_from_a_completed_backup_status() -> None:
     })
     s = Sample.from_backup(status)
     assert s.seconds == 4.0 and s.throughput == 100 and s.bottleneck == "dump"
+
+
+def test_a_recorded_bottleneck_wins_and_waiting_is_never_one() -> None:
+    # the run's own verdict (its manifest) over the longest stage
+    assert Sample(stage_seconds={"read": 5, "write": 1}, bottleneck_stage="write").bottleneck \
+        == "write"
+    # without one, the longest stage that did work: waiting on another stage is not work
+    assert Sample(stage_seconds={"read": 2, "compress": 3, "waiting": 9}).bottleneck \
+        == "compress"
+    assert Sample(stage_seconds={"waiting": 1}).bottleneck is None
+    samples = [Sample(bottleneck_stage=b) for b in ("read", None, "compress", "read")]
+    assert summarize(samples).bottleneck_stage == "read"
