@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from safehold.api.backup import BackupStatus
+from safehold.api.result import PipelineFigures, TaskResult
 from safehold.api.trends import Sample, TrendSummary, percentile, regression, summarize
 
 
@@ -103,3 +104,24 @@ def test_a_recorded_bottleneck_wins_and_waiting_is_never_one() -> None:
     assert Sample(stage_seconds={"waiting": 1}).bottleneck is None
     samples = [Sample(bottleneck_stage=b) for b in ("read", None, "compress", "read")]
     assert summarize(samples).bottleneck_stage == "read"
+
+
+def test_a_sample_takes_the_pipeline_stages_of_a_status_that_has_them() -> None:
+    status = BackupStatus.model_validate({
+        "phase": "Completed", "backupId": "b", "type": "full", "durationSeconds": 9.0,
+        "stageSeconds": {"open": 0.1, "backup": 8.9},  # the task's coarse stages
+        "pipeline": {"stageSeconds": {"read": 1.0, "compress": 6.0, "write": 1.5,
+                                      "waiting": 7.0},
+                     "bottleneck": "compress", "coresBusy": 0.97},
+    })
+    s = Sample.from_backup(status)
+    assert s.bottleneck == "compress" and s.cores_busy == 0.97
+    assert s.stage_seconds["write"] == 1.5 and "backup" not in s.stage_seconds
+
+
+def test_a_completed_status_keeps_the_runners_pipeline_figures() -> None:
+    figures = PipelineFigures(stage_seconds={"read": 2.0, "write": 1.0}, bottleneck="read")
+    result = TaskResult(kind="backup", phase="Completed", backup_id="b", pipeline=figures)
+    status = BackupStatus().completed(result, 1)
+    assert status.pipeline == figures
+    assert Sample.from_backup(status).bottleneck == "read"

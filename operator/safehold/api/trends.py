@@ -44,12 +44,17 @@ class Sample(StatusModel):
 
     @classmethod
     def from_backup(cls, status: BackupStatus) -> Sample:
-        """A completed Backup's status as a sample."""
+        """A completed Backup's status as a sample: the pipeline's stages where the runner
+        reported them (status.pipeline), else the runner's coarse task stages."""
+        figures = status.pipeline if status.pipeline and status.pipeline.stage_seconds else None
         return cls(backup_id=status.backup_id, type=status.type, finished_at=status.completed_at,
                    seconds=status.duration_seconds, raw_bytes=status.raw_bytes,
                    stored_bytes=status.stored_bytes,
                    throughput_bytes_per_second=status.throughput_bytes_per_second,
-                   stage_seconds=status.stage_seconds or {})
+                   stage_seconds=(figures.stage_seconds if figures
+                                  else status.stage_seconds or {}),
+                   bottleneck_stage=figures.bottleneck if figures else None,
+                   cores_busy=figures.cores_busy if figures else None)
 
     @property
     def throughput(self) -> float | None:
