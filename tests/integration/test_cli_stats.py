@@ -124,6 +124,8 @@ def test_bottleneck_history_folds_repeats_oldest_first() -> None:
     runs = [{"bottleneck_stage": s} for s in (None, "read", "read", "compress", None)]
     assert bottleneck_history(runs) == "- x1 > read x2 > compress x1 > - x1"
     assert bottleneck_history([]) == ""
+    flapping = [{"bottleneck_stage": s} for s in ("read", "write") * 6]
+    assert bottleneck_history(flapping, limit=3) == "... > write x1 > read x1 > write x1"
 
 
 def test_a_damaged_manifest_is_left_out_and_said(tmp_path: Path, env: dict[str, str]) -> None:

@@ -114,9 +114,9 @@ def bottleneck_summary(t: dict[str, Any]) -> str:
     return text
 
 
-def bottleneck_history(runs: list[dict[str, Any]]) -> str:
+def bottleneck_history(runs: list[dict[str, Any]], limit: int = 8) -> str:
     """Each run's bottleneck, oldest first, repeats folded: ``read x3 > compress x1`` (``-``
-    for a run without stage timings)."""
+    for a run without stage timings); only the newest ``limit`` changes, after ``...``."""
     folded: list[list[Any]] = []
     for r in runs:
         stage = r["bottleneck_stage"] or "-"
@@ -124,7 +124,8 @@ def bottleneck_history(runs: list[dict[str, Any]]) -> str:
             folded[-1][1] += 1
         else:
             folded.append([stage, 1])
-    return " > ".join(f"{stage} x{n}" for stage, n in folded)
+    shown = " > ".join(f"{stage} x{n}" for stage, n in folded[-limit:])
+    return shown if len(folded) <= limit else f"... > {shown}"
 
 
 def _text(repo_url: str, since: str, targets: list[dict[str, Any]]) -> None:
