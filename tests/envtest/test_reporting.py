@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from safehold.api.common import ErrorInfo
-from safehold.api.result import TaskResult
+from safehold.api.result import PipelineFigures, TaskResult
 from tests.envtest.conftest import Cluster, eventually, finish_pod
 from tests.envtest.test_schedule import Clock
 from tests.infra.slackhook import SlackHook, block_kit_problems
@@ -50,9 +50,15 @@ def _backup(k8s: Cluster, name: str, target: str, result: TaskResult) -> dict[st
 
 
 def _ok(i: int, seconds: float, stages: dict[str, float]) -> TaskResult:
+    """A backup whose pipeline spent ``stages``; the task's coarse stages (open, backup) are
+    not pipeline stages and must never be taken for the bottleneck."""
+    top = max((k for k in stages if k != "waiting"), key=lambda k: stages[k])
     return TaskResult(kind="backup", phase="Completed", type="full", raw_bytes=4000,
                       stored_bytes=1000, compression_ratio=4.0, seconds=seconds,
-                      stage_seconds=stages, finished_at=T0 + timedelta(hours=i))
+                      stage_seconds={"open": 0.1, "backup": seconds},
+                      pipeline=PipelineFigures(stage_seconds=stages, bottleneck=top,
+                                               cores_busy=0.5),
+                      finished_at=T0 + timedelta(hours=i))
 
 
 def _secret(k8s: Cluster, name: str, url: str) -> None:
@@ -73,12 +79,12 @@ def test_backups_feed_metrics_trends_and_slack(
     with operator():
         k8s.create("backuptargets", samples.target(spec=dict(spec, notifications=notify)))
         k8s.create("backuptargets", samples.target("crm", spec=dict(spec, notifications=broken)))
-        usual = {"dump": 6.0, "upload": 4.0}
+        usual = {"read": 6.0, "write": 4.0, "waiting": 9.0}
         for i in range(3):
             assert _backup(k8s, f"orders-{i}", "orders", _ok(i, 10.0, usual))["phase"] == \
                 "Completed"
         slow = _backup(k8s, "orders-3", "orders",
-                       _ok(3, 30.0, {"dump": 6.5, "upload": 23.5}))
+                       _ok(3, 30.0, {"read": 6.5, "write": 23.5}))
         failed = _backup(k8s, "orders-4", "orders", TaskResult.failure("backup", ErrorInfo(
             error_class="DatabaseProblem", message="password authentication failed",
             exit_code=6, hint="check passwordSecretRef")))
@@ -97,11 +103,13 @@ def test_backups_feed_metrics_trends_and_slack(
 
     # trends + Degraded, naming the stage that slowed
     trends = target["trends"]
-    assert trends["p50DurationSeconds"] == 10 and trends["bottleneckStage"] == "dump"
-    assert trends["compressionRatio"] == 4 and trends["regression"]["stage"] == "upload"
+    # (the pipeline's stages from each Backup's status.pipeline, not the task's coarse ones)
+    assert slow["pipeline"]["bottleneck"] == "write" and slow["pipeline"]["coresBusy"] == 0.5
+    assert trends["p50DurationSeconds"] == 10 and trends["bottleneckStage"] == "read"
+    assert trends["compressionRatio"] == 4 and trends["regression"]["stage"] == "write"
     degraded = next(c for c in target["conditions"] if c["type"] == "Degraded")
     assert degraded["status"] == "True" and degraded["reason"] == "SlowerThanUsual"
-    assert "stage upload slowed most" in degraded["message"]
+    assert "stage write slowed most" in degraded["message"]
     assert "SlowerThanUsual" in {e.reason for e in k8s.events("orders")}
 
     # Slack: every message valid Block Kit; the successes and the failure were told

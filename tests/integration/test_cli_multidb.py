@@ -17,6 +17,7 @@ import pytest
 from safehold.api.errors import Exit
 from safehold.engines import servers
 from safehold.engines.base import Engine
+from safehold.pipeline.profile import BACKUP_STAGES
 from tests.infra import mariadb, postgres
 from tests.infra.ferretdb import FerretDB
 from tests.infra.fixtures_db import PG_KINDS
@@ -109,6 +110,13 @@ def test_pg_all_databases_are_one_backup_each_plus_the_roles(
     manifest = json.loads(next((tmp_path / "repo" / "srv@beta").glob("*/manifest.json"))
                           .read_text())
     assert manifest["database"] == "beta"
+    # each database's manifest records its own run's stage timings, and stats shows them
+    assert manifest["engine_meta"]["pipeline"]["bottleneck"] in BACKUP_STAGES
+    assert manifest["engine_meta"]["pipeline"]["stage_seconds"]["read"] > 0
+    stats = json.loads(run("stats", "-r", repo, "-t", "srv@beta", "-o", "json",
+                           env=env).stdout)["targets"][0]
+    assert stats["runs"][0]["bottleneck_stage"] == manifest["engine_meta"]["pipeline"][
+        "bottleneck"]
     # each database is an ordinary target for the other commands
     run("verify", "-r", repo, "-t", "srv@~globals", env=env)
     run("prune", "-r", repo, "-t", "srv@beta", "--keep-last", "1", env=env)

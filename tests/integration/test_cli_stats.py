@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from safehold.cli.errors import Exit
-from safehold.cli.stats_cmds import BARS, sparkline
+from safehold.cli.stats_cmds import BARS, bottleneck_history, sparkline
+from safehold.pipeline.profile import BACKUP_STAGES
 from tests.integration.cli_helpers import make_db, run, run_json
 
 
@@ -59,7 +60,9 @@ def test_stats_per_target_with_a_regressed_run(tmp_path: Path, env: dict[str, st
     assert [r["regressed"] for r in app["runs"]] == [False, False, False, True]
     assert app["regressions"] == 1
     assert ids[3] in app["runs"][3]["regression"] and "5.0x" in app["runs"][3]["regression"]
-    assert app["bottleneck_stage"] is None  # manifests carry no stage timings
+    # each manifest records its run's stage timings: every run has its bottleneck stage
+    assert all(r["bottleneck_stage"] in BACKUP_STAGES for r in app["runs"])
+    assert app["bottleneck_stage"] in {r["bottleneck_stage"] for r in app["runs"]}
     assert by_name["other"]["count"] == 1 and by_name["other"]["regressions"] == 0
 
     only = run_json("stats", "-r", repo, "--target", "other", env=env)
@@ -70,6 +73,7 @@ def test_stats_per_target_with_a_regressed_run(tmp_path: Path, env: dict[str, st
     assert "p50 1.00s" in text
     assert f"{BARS[0] * 3}{BARS[-1]}" in text  # the sparkline of 1, 1, 1, 5 seconds
     assert f"REGRESSED  backup {ids[3]} took 5.0s" in text
+    assert f"bottleneck  {app['bottleneck_stage']} in " in text and "of 4 timed run(s)" in text
 
 
 def test_since_leaves_out_older_backups(tmp_path: Path, env: dict[str, str]) -> None:
@@ -114,6 +118,14 @@ def test_sparkline_scales_between_min_and_max() -> None:
     assert sparkline([]) == ""
     assert sparkline([2.0, 2.0]) == BARS[0] * 2
     assert sparkline([0.0, 7.0, 3.5]) == BARS[0] + BARS[7] + BARS[4]
+
+
+def test_bottleneck_history_folds_repeats_oldest_first() -> None:
+    runs = [{"bottleneck_stage": s} for s in (None, "read", "read", "compress", None)]
+    assert bottleneck_history(runs) == "- x1 > read x2 > compress x1 > - x1"
+    assert bottleneck_history([]) == ""
+    flapping = [{"bottleneck_stage": s} for s in ("read", "write") * 6]
+    assert bottleneck_history(flapping, limit=3) == "... > write x1 > read x1 > write x1"
 
 
 def test_a_damaged_manifest_is_left_out_and_said(tmp_path: Path, env: dict[str, str]) -> None:

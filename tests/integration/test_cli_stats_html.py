@@ -115,9 +115,12 @@ def test_the_page_renders_every_plot_in_chromium(tmp_path: Path, env: dict[str, 
     assert report["targets"] == ["app", "other"] and report["scripts"] == 0
     assert report["images"] == 0
     plots = report["plots"]
-    assert [p["plot"] for p in plots] == ["duration", "throughput", "size", "ratio"] * 2
+    assert [p["plot"] for p in plots] == ["duration", "throughput", "size", "ratio",
+                                          "bottleneck"] * 2  # manifests record the stages
     for p in plots:
         assert p["width"] > 300 and p["height"] > 100, p  # laid out, not collapsed
+    assert [p["points"] for p in plots if p["plot"] == "bottleneck"] == [4, 1]  # one per run
+    plots = [p for p in plots if p["plot"] != "bottleneck"]
     app, other = plots[:4], plots[4:]
     for p in app:  # four runs: a visible line per series and a visible point per run
         series = 2 if p["plot"] == "size" else 1

@@ -119,6 +119,10 @@ def test_sqlite_backup_chain_and_restore_on_s3(tmp_path: Path, s3_runner: Runner
     again, _ = s3_runner(backup)
     assert again.backup_id == full.backup_id and again.stored_bytes == full.stored_bytes
     assert any("already complete" in n for n in again.notes)
+    # with the stage timings the first run measured, read back from the manifest
+    assert full.pipeline is not None and full.pipeline.bottleneck is not None
+    assert again.pipeline is not None and again.pipeline.bottleneck == full.pipeline.bottleneck
+    assert again.pipeline.stage_seconds == pytest.approx(full.pipeline.stage_seconds, abs=1e-3)
 
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE t1 SET name = 'changed' WHERE id < 100")

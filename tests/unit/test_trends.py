@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from safehold.api.backup import BackupStatus
+from safehold.api.result import PipelineFigures, TaskResult
 from safehold.api.trends import Sample, TrendSummary, percentile, regression, summarize
 
 
@@ -91,3 +92,36 @@ def test_sample_from_a_completed_backup_status() -> None:
     })
     s = Sample.from_backup(status)
     assert s.seconds == 4.0 and s.throughput == 100 and s.bottleneck == "dump"
+
+
+def test_a_recorded_bottleneck_wins_and_waiting_is_never_one() -> None:
+    # the run's own verdict (its manifest) over the longest stage
+    assert Sample(stage_seconds={"read": 5, "write": 1}, bottleneck_stage="write").bottleneck \
+        == "write"
+    # without one, the longest stage that did work: waiting on another stage is not work
+    assert Sample(stage_seconds={"read": 2, "compress": 3, "waiting": 9}).bottleneck \
+        == "compress"
+    assert Sample(stage_seconds={"waiting": 1}).bottleneck is None
+    samples = [Sample(bottleneck_stage=b) for b in ("read", None, "compress", "read")]
+    assert summarize(samples).bottleneck_stage == "read"
+
+
+def test_a_sample_takes_the_pipeline_stages_of_a_status_that_has_them() -> None:
+    status = BackupStatus.model_validate({
+        "phase": "Completed", "backupId": "b", "type": "full", "durationSeconds": 9.0,
+        "stageSeconds": {"open": 0.1, "backup": 8.9},  # the task's coarse stages
+        "pipeline": {"stageSeconds": {"read": 1.0, "compress": 6.0, "write": 1.5,
+                                      "waiting": 7.0},
+                     "bottleneck": "compress", "coresBusy": 0.97},
+    })
+    s = Sample.from_backup(status)
+    assert s.bottleneck == "compress" and s.cores_busy == 0.97
+    assert s.stage_seconds["write"] == 1.5 and "backup" not in s.stage_seconds
+
+
+def test_a_completed_status_keeps_the_runners_pipeline_figures() -> None:
+    figures = PipelineFigures(stage_seconds={"read": 2.0, "write": 1.0}, bottleneck="read")
+    result = TaskResult(kind="backup", phase="Completed", backup_id="b", pipeline=figures)
+    status = BackupStatus().completed(result, 1)
+    assert status.pipeline == figures
+    assert Sample.from_backup(status).bottleneck == "read"

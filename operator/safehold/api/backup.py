@@ -27,7 +27,7 @@ from safehold.api.common import (
     utcnow,
 )
 from safehold.api.manifest import BackupType
-from safehold.api.result import DatabaseResult, TaskResult
+from safehold.api.result import DatabaseResult, PipelineFigures, TaskResult
 
 BackupPhase = Literal["Pending", "Running", "Completed", "Failed", "PartiallyFailed"]
 FINISHED = ("Completed", "Failed", "PartiallyFailed")
@@ -122,6 +122,10 @@ class BackupStatus(StatusModel):
     stage_seconds: dict[str, float] | None = Field(
         default=None, description="Wall time per stage of the runner."
     )
+    pipeline: PipelineFigures | None = Field(
+        default=None, description="Where the streaming time went: seconds per pipeline stage"
+        " (read, compress, encrypt, hash, write, waiting), the bottleneck stage and the cores"
+        " busy, as the runner measured them (and the backup's manifest records).")
     objects: int | None = Field(default=None, description="Data objects in the backup.")
     location: str | None = Field(default=None, description="Repository URL and path.")
     key_id: str | None = Field(
@@ -174,6 +178,7 @@ class BackupStatus(StatusModel):
             "size": self._size(result), "compression_ratio": result.compression_ratio,
             "throughput_bytes_per_second": result.throughput_bytes_per_second,
             "duration_seconds": result.seconds, "stage_seconds": result.stage_seconds or None,
+            "pipeline": result.pipeline,
             "objects": result.objects, "location": result.location, "key_id": result.key_id,
             "imported": True if imported else self.imported,
             "databases": result.databases or None,

@@ -11,10 +11,11 @@ id, target or repository is refused.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from safehold.api.errors import Unsupported
 
@@ -31,6 +32,47 @@ BACKUP_METHODS: tuple[BackupMethod, ...] = ("logical", "physical")
 def method_of(manifest: Manifest) -> BackupMethod:
     """How a backup was taken (``engine_meta.method``; backups before methods are logical)."""
     return "physical" if manifest.engine_meta.get("method") == "physical" else "logical"
+
+
+PIPELINE_KEY = "pipeline"
+"""``engine_meta[PIPELINE_KEY]``: where the backup's time went (:class:`StageTimings`). Kept in
+``engine_meta`` (covered by the MAC, free-form) rather than a field of its own, so that a
+format-2 reader from before it reads the manifest unchanged: the model refuses unknown fields."""
+_STAGE = r"^[a-z][a-z_]{0,31}$"
+
+
+class StageTimings(BaseModel):
+    """A backup's per-stage timings as its manifest records them (pipeline.profile.StageReport).
+
+    ``stage_seconds``: thread-seconds per stage (read, compress, encrypt, hash, write, waiting);
+    ``bottleneck``: the stage that did the most work; ``cores_busy``: the machine's CPU use
+    over the run (0..1); ``wall_seconds``: how long the streaming took."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    stage_seconds: dict[str, float] = Field(default_factory=dict)
+    bottleneck: str | None = Field(default=None, pattern=_STAGE)
+    cores_busy: float | None = Field(default=None, ge=0, le=1)
+    wall_seconds: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _stage_names(self) -> StageTimings:
+        for name, seconds in self.stage_seconds.items():
+            if not re.match(_STAGE, name) or seconds < 0:
+                raise ValueError(f"stage {name!r} ({seconds}s): a lower-case name and seconds >= 0")
+        return self
+
+
+def stage_timings(manifest: Manifest) -> StageTimings | None:
+    """The backup's recorded stage timings; None when it has none (taken before Safehold
+    recorded them) or they are malformed (an unencrypted manifest is anyone's to edit)."""
+    raw = manifest.engine_meta.get(PIPELINE_KEY)
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return StageTimings.model_validate(raw)
+    except ValidationError:
+        return None
 
 
 class ManifestFormatError(Unsupported):

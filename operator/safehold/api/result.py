@@ -69,10 +69,11 @@ class PipelineFigures(KubeModel):
         default_factory=dict,
         description="CPU seconds of the threads in each stage (below stageSeconds: they waited"
         " for a core, the GIL, the database or storage).")
-    wall_seconds: float | None = Field(default=None, ge=0)
+    wall_seconds: float | None = Field(
+        default=None, ge=0, description="Wall time of the run the figures cover.")
     cpu_seconds: float | None = Field(
         default=None, ge=0, description="CPU of the runner and the tools it ran.")
-    cores: int | None = Field(default=None, ge=1)
+    cores: int | None = Field(default=None, ge=1, description="Cores the runner could use.")
     cores_busy: float | None = Field(
         default=None, ge=0, le=1, description="The whole machine's CPU use over the run (0..1).")
     bottleneck: str | None = Field(default=None, description="The stage that did the most work.")

@@ -24,6 +24,7 @@ DEGRADED = "Degraded"
 WINDOW = 20  # backups a summary looks at
 FACTOR = 2.0  # slower than FACTOR x the trailing median is a regression
 MIN_HISTORY = 3  # earlier backups of the same type needed before judging one
+WAITING = "waiting"  # time spent waiting on another stage: never a bottleneck itself
 
 
 class Sample(StatusModel):
@@ -37,15 +38,23 @@ class Sample(StatusModel):
     stored_bytes: int | None = Field(default=None, ge=0)
     throughput_bytes_per_second: float | None = Field(default=None, ge=0)
     stage_seconds: dict[str, float] = Field(default_factory=dict)
+    bottleneck_stage: str | None = Field(
+        default=None, description="The bounding stage as the run recorded it (its manifest).")
+    cores_busy: float | None = Field(default=None, ge=0, le=1)
 
     @classmethod
     def from_backup(cls, status: BackupStatus) -> Sample:
-        """A completed Backup's status as a sample."""
+        """A completed Backup's status as a sample: the pipeline's stages where the runner
+        reported them (status.pipeline), else the runner's coarse task stages."""
+        figures = status.pipeline if status.pipeline and status.pipeline.stage_seconds else None
         return cls(backup_id=status.backup_id, type=status.type, finished_at=status.completed_at,
                    seconds=status.duration_seconds, raw_bytes=status.raw_bytes,
                    stored_bytes=status.stored_bytes,
                    throughput_bytes_per_second=status.throughput_bytes_per_second,
-                   stage_seconds=status.stage_seconds or {})
+                   stage_seconds=(figures.stage_seconds if figures
+                                  else status.stage_seconds or {}),
+                   bottleneck_stage=figures.bottleneck if figures else None,
+                   cores_busy=figures.cores_busy if figures else None)
 
     @property
     def throughput(self) -> float | None:
@@ -57,10 +66,14 @@ class Sample(StatusModel):
 
     @property
     def bottleneck(self) -> str | None:
-        """The stage that took longest in this backup."""
-        if not self.stage_seconds:
+        """The stage that bounded this backup: as recorded, else the one that took longest
+        (waiting on another stage is not a stage's own work)."""
+        if self.bottleneck_stage is not None:
+            return self.bottleneck_stage
+        work = {k: v for k, v in self.stage_seconds.items() if k != WAITING}
+        if not work:
             return None
-        return max(sorted(self.stage_seconds), key=lambda s: self.stage_seconds[s])
+        return max(sorted(work), key=lambda s: work[s])
 
 
 class Regression(StatusModel):

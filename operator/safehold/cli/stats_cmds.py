@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from safehold.api.errors import UsageError
-from safehold.api.manifest import Manifest
+from safehold.api.manifest import Manifest, stage_timings
 from safehold.api.trends import WINDOW, Sample, regression, summarize
 from safehold.cli import common, stats_html
 from safehold.repository.trust import UNAUTHENTICATED
@@ -51,11 +51,13 @@ def sparkline(values: list[float]) -> str:
 def sample(manifest: Manifest) -> Sample:
     """What the trend module needs from one backup's manifest."""
     seconds = max(0.0, (manifest.finished_at - manifest.started_at).total_seconds())
-    # Manifests carry no per-stage timings yet (they are in each run's result and the run
-    # log): the bottleneck stays unset until the format records them.
+    timings = stage_timings(manifest)  # None in backups taken before manifests recorded them
     return Sample(backup_id=manifest.backup_id, type=manifest.type,
                   finished_at=manifest.finished_at, seconds=seconds,
-                  raw_bytes=manifest.raw_bytes, stored_bytes=manifest.stored_bytes)
+                  raw_bytes=manifest.raw_bytes, stored_bytes=manifest.stored_bytes,
+                  stage_seconds=timings.stage_seconds if timings else {},
+                  bottleneck_stage=timings.bottleneck if timings else None,
+                  cores_busy=timings.cores_busy if timings else None)
 
 
 def target_stats(name: str, manifests: list[Manifest]) -> dict[str, Any]:
@@ -71,6 +73,8 @@ def target_stats(name: str, manifests: list[Manifest]) -> dict[str, Any]:
                      "throughput_bytes_per_second": (round(s.throughput, 1)
                                                      if s.throughput is not None else None),
                      "bottleneck_stage": s.bottleneck,
+                     "cores_busy": s.cores_busy,
+                     "stage_seconds": s.stage_seconds or None,
                      "regressed": slow is not None,
                      "regression": slow.message if slow else None})
     summary = summarize(samples, window=max(len(samples), 1))
@@ -94,6 +98,36 @@ def _rate(value: float | None) -> str:
     return "-" if value is None else f"{common.human_bytes(value)}/s"
 
 
+def bottleneck_summary(t: dict[str, Any]) -> str:
+    """The most frequent bottleneck and how often, and the newest run's (with its CPU use)."""
+    stage = t["bottleneck_stage"]
+    if stage is None:
+        return "- (no stage timings in these manifests: taken before Safehold recorded them)"
+    runs = t["runs"]
+    timed = [r for r in runs if r["bottleneck_stage"]]
+    often = sum(1 for r in timed if r["bottleneck_stage"] == stage)
+    text = f"{stage} in {often} of {len(timed)} timed run(s)"
+    last = runs[-1]
+    if last["bottleneck_stage"]:
+        busy = "" if last["cores_busy"] is None else f", cores busy {last['cores_busy']:.0%}"
+        text += f"; newest: {last['bottleneck_stage']}{busy}"
+    return text
+
+
+def bottleneck_history(runs: list[dict[str, Any]], limit: int = 8) -> str:
+    """Each run's bottleneck, oldest first, repeats folded: ``read x3 > compress x1`` (``-``
+    for a run without stage timings); only the newest ``limit`` changes, after ``...``."""
+    folded: list[list[Any]] = []
+    for r in runs:
+        stage = r["bottleneck_stage"] or "-"
+        if folded and folded[-1][0] == stage:
+            folded[-1][1] += 1
+        else:
+            folded.append([stage, 1])
+    shown = " > ".join(f"{stage} x{n}" for stage, n in folded[-limit:])
+    return shown if len(folded) <= limit else f"... > {shown}"
+
+
 def _text(repo_url: str, since: str, targets: list[dict[str, Any]]) -> None:
     if not targets:
         click.echo(f"no backups in {repo_url}")
@@ -111,7 +145,9 @@ def _text(repo_url: str, since: str, targets: list[dict[str, Any]]) -> None:
             ("size", f"latest {common.human_bytes(t['raw_bytes_latest'] or 0)} raw;"
                      f" {common.human_bytes(t['stored_bytes_total'])} stored in all"),
             ("ratio", "-" if ratio is None else f"{ratio:.2f}"),
-            ("bottleneck", t["bottleneck_stage"] or "- (no stage timings in these manifests)"),
+            ("bottleneck", bottleneck_summary(t)),
+            *([("bottlenecks", bottleneck_history(t["runs"]) + "  (oldest to newest)")]
+              if t["bottleneck_stage"] else []),
             ("durations", sparkline([r["seconds"] for r in t["runs"]])
              + "  (oldest to newest)"),
         ]

@@ -118,14 +118,19 @@ def line_plot(kind: str, title: str, runs: Sequence[dict[str, Any]],
     return f"<figure><figcaption>{_e(title)}</figcaption>{''.join(parts)}</figure>"
 
 
+def _busy(run: dict[str, Any]) -> str:
+    busy = run.get("cores_busy")
+    return f" (cores busy {busy:.0%})" if isinstance(busy, int | float) else ""
+
+
 def bottleneck_plot(runs: Sequence[dict[str, Any]]) -> str:
     """The bottleneck stage of each run, one coloured mark per run on a row per stage."""
     stages = sorted({str(r["bottleneck_stage"]) for r in runs if r.get("bottleneck_stage")})
     title = "Bottleneck stage"
     if not stages:
         return (f"<figure><figcaption>{title}</figcaption><p class=\"note\">No stage timings"
-                " in these manifests: the bottleneck is in each run's own result and log.</p>"
-                "</figure>")
+                " in these manifests: these backups were taken before Safehold recorded them"
+                " (the bottleneck is in each run's own result and log).</p></figure>")
     xs = _xs(runs)
     row = (HEIGHT - PAD_T - PAD_B) / len(stages)
     parts = [f'<svg class="plot" data-plot="bottleneck" width="{WIDTH}" height="{HEIGHT}"'
@@ -139,8 +144,8 @@ def bottleneck_plot(runs: Sequence[dict[str, Any]]) -> str:
             at = stages.index(str(r["bottleneck_stage"]))
             parts.append(f'<circle class="point" cx="{x:.1f}" cy="{PAD_T + row * (at + 0.5):.1f}"'
                          f' r="4" fill="{COLORS[at % len(COLORS)]}"><title>'
-                         f'{_e(r.get("finished_at"))}: {_e(r["bottleneck_stage"])}</title>'
-                         '</circle>')
+                         f'{_e(r.get("finished_at"))}: {_e(r["bottleneck_stage"])}{_busy(r)}'
+                         '</title></circle>')
     parts.append("</svg>")
     return f"<figure><figcaption>{title}</figcaption>{''.join(parts)}</figure>"
 

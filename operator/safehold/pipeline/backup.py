@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from safehold import __version__
-from safehold.api.manifest import BackupMethod, BackupType, Manifest, method_of
+from safehold.api.manifest import PIPELINE_KEY, BackupMethod, BackupType, Manifest, method_of
 from safehold.codecs import crypto
 from safehold.codecs.compression import Codec, parse_codec
 from safehold.engines.base import BackupRequest, Engine, check_request
@@ -192,7 +192,8 @@ def run_backup(engine: Engine, repo: Repository, options: BackupOptions,
         objects=tuple(writer.records),
         include=tuple(options.include) if options.include else None,
         engine_meta={**outcome.engine_meta,
-                     **({"method": "physical"} if options.method == "physical" else {})},
+                     **({"method": "physical"} if options.method == "physical" else {}),
+                     **({PIPELINE_KEY: profile.report().manifest_record()} if profile else {})},
         tools={"safehold": __version__, **outcome.tools},
     )
     if data_key is not None:

@@ -130,6 +130,16 @@ class StageReport:
             "summary": self.bottleneck_line(),
         }
 
+    def manifest_record(self) -> dict[str, object]:
+        """What a backup's manifest keeps (``engine_meta.pipeline``, api.manifest.StageTimings):
+        seconds per stage, the bottleneck and the machine's CPU use, for `safehold stats`."""
+        return {
+            "stage_seconds": {k: round(v, 6) for k, v in self.seconds.items()},
+            "bottleneck": self.bottleneck,
+            "cores_busy": None if self.cores_busy is None else round(self.cores_busy, 3),
+            "wall_seconds": round(self.wall_seconds, 3),
+        }
+
 
 @dataclass
 class Profile:

@@ -23,7 +23,7 @@ from typing import Any
 
 from safehold.api.common import ErrorInfo
 from safehold.api.errors import Conflict, DatabaseProblem, KeyProblem, UsageError
-from safehold.api.manifest import Manifest
+from safehold.api.manifest import Manifest, stage_timings
 from safehold.api.result import LIST_PAGE_BYTES, ListedBackup, PipelineFigures, TaskResult
 from safehold.api.task import (
     BackupTask,
@@ -266,13 +266,16 @@ def _backup(task: BackupTask, stages: Stages, env: Mapping[str, str]) -> TaskRes
         keks = load_keys(task.encryption)
         engine = open_database(task.database, env)
         codec = parse_codec(task.compression)
-    pipeline: PipelineFigures | None = None  # none when an earlier run took the backup
+    pipeline: PipelineFigures | None = None  # an earlier run's: from its manifest, if there
     if task.backup_id and repo.storage.exists(layout.manifest_key(task.target, task.backup_id)):
         # a retried Job whose first run finished but could not report: report that backup
         log.info("backup %s of %s is already complete; reporting it", task.backup_id,
                  task.target)
         manifest = repo.manifest(task.target, task.backup_id)
         notes = [f"backup {task.backup_id} was already complete: reported, not taken again"]
+        timings = stage_timings(manifest)  # as the first run measured them
+        if timings is not None:
+            pipeline = PipelineFigures.model_validate(timings.model_dump())
     else:
         notes = []
         profile = Profile("backup")
