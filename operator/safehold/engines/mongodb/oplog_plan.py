@@ -46,8 +46,9 @@ def limit(to: RecoveryTarget) -> Timestamp:
 
 def reached(position: Mapping[str, str], to: RecoveryTarget) -> bool:
     """Whether the state at ``position`` (a backup's end) is at or before ``to``."""
+    when = _require_time(to)
     t = _time(position)
-    return t is not None and t <= _require_time(to)
+    return t is not None and t <= when
 
 
 def _ts(position: Mapping[str, str]) -> Timestamp:

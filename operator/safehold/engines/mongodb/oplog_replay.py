@@ -63,14 +63,14 @@ def _diff(diff: Mapping[str, Any], prefix: str, sets: dict[str, Any], unsets: di
 def update_of(o: Mapping[str, Any], where: str) -> tuple[str, Mapping[str, Any]]:
     """("replace", document) or ("update", update operators) for an ``u`` entry's ``o``."""
     keys = [k for k in o if k != "$v"]
-    if keys and not any(k.startswith("$") for k in keys):
-        return "replace", o
-    if o.get("$v") == 2 and "diff" in o:
+    if o.get("$v") == 2 and keys == ["diff"]:  # checked first: "diff" has no '$'
         sets: dict[str, Any] = {}
         unsets: dict[str, Any] = {}
         _diff(o["diff"], "", sets, unsets, where)
         return "update", {**({"$set": sets} if sets else {}),
                           **({"$unset": unsets} if unsets else {})}
+    if keys and not any(k.startswith("$") for k in keys):
+        return "replace", o
     ops = {k: o[k] for k in keys}
     if set(ops) == {"$set"} and "_id" in ops["$set"]:  # FerretDB: the whole new document
         return "replace", ops["$set"]
