@@ -79,6 +79,8 @@ def test_plan_takes_the_furthest_piece_and_names_gaps_and_the_window() -> None:
     a, b, c = piece("100:0", "110:0"), piece("100:0", "120:0", "backup X"), piece("120:0", "130:5")
     assert oplog_plan.plan(full, [a, b, c], Timestamp(125, 0)) == [b, c]
     assert oplog_plan.plan(full, [a], Timestamp(101, 0)) == [a]  # at least the full's own end
+    # the rest of the target's second where the repository has it
+    assert oplog_plan.plan(full, [a, c, b], Timestamp(105, 0), Timestamp(120, 9)) == [b, c]
     with pytest.raises(BrokenChain, match=r"after 110:0 .* up to 115:0"):
         oplog_plan.plan(full, [a, piece("115:0", "140:0")], Timestamp(130, 0))
     with pytest.raises(OutsideWindow, match="ends at 110:0"):

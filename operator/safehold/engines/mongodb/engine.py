@@ -183,7 +183,8 @@ class MongoEngine:
                   to: RecoveryTarget | None) -> list[LogPiece]:
         if to is None:
             raise UnsupportedError("name a recovery target")
-        return oplog_plan.plan(start, pieces, Timestamp(oplog_plan.limit(to).time, 0))
+        limit = oplog_plan.limit(to)
+        return oplog_plan.plan(start, pieces, Timestamp(limit.time, 0), limit)
 
     def log_pieces(self, backups: Sequence[Manifest], reader: ChainReader) -> list[LogPiece]:
         return [p for m in backups for p in oplog_plan.backup_pieces(m, reader)]

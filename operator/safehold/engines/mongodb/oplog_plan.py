@@ -55,9 +55,11 @@ def _ts(position: Mapping[str, str]) -> Timestamp:
     return oplog.parse_ts(position["oplog_ts"])
 
 
-def plan(start: Mapping[str, str], pieces: Sequence[LogPiece], need: Timestamp
-         ) -> list[LogPiece]:
-    """The pieces from ``start`` (a full's end position) until one reaches ``need``."""
+def plan(start: Mapping[str, str], pieces: Sequence[LogPiece], need: Timestamp,
+         limit: Timestamp | None = None) -> list[LogPiece]:
+    """The pieces from ``start`` (a full's end position) until one reaches ``need``, then
+    those that continue up to ``limit`` where there are any (the rest of the target's
+    second: its entries are applied when the repository has them)."""
     cur = oplog.replay_start(start)
     need = max(need, _ts(start))  # the full is consistent only once its own end is replayed
     out: list[LogPiece] = []
@@ -77,6 +79,13 @@ def plan(start: Mapping[str, str], pieces: Sequence[LogPiece], need: Timestamp
                 f" {oplog.ts_text(later[0])} ({oplog.ts_time(later[0]).isoformat()}) (the oplog"
                 " wrapped before they were archived); restore to an earlier point, or take a"
                 " new full backup")
+        best = max(covering, key=lambda p: _ts(p.end))
+        out.append(best)
+        cur = _ts(best.end)
+    while limit is not None and cur < limit:
+        covering = [p for p in pieces if _ts(p.start) <= cur < _ts(p.end)]
+        if not covering:
+            break
         best = max(covering, key=lambda p: _ts(p.end))
         out.append(best)
         cur = _ts(best.end)

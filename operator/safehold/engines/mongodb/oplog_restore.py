@@ -54,7 +54,7 @@ def restore(client: Any, target: MongoTarget, request: RestoreRequest, reader: C
         if theirs and theirs != start["set"]:
             raise BrokenChain(f"{piece.source} holds oplog of replica set {theirs!r}, but"
                               f" {full.backup_id} is of {start['set']!r}: not one oplog")
-    planned = oplog_plan.plan(start, pieces, need)
+    planned = oplog_plan.plan(start, pieces, need, limit)
     toc = layout.Toc.parse(b"".join(reader.open(full, layout.TOC)), layout.TOC)
     db = client[target.database]
     with tempfile.TemporaryDirectory(prefix="safehold-oplog-") as tmp:
