@@ -170,6 +170,8 @@ def test_point_in_time_restore_to_five_times(
     late = restore(server, repo, "nowhere", env, "--to-time", "2099-01-01T00:00:00Z", ok=False)
     assert late.exit_code == Exit.USAGE and "recoverable window" in late.output, late.output
     assert "nowhere" not in client.list_database_names()
+    listed = run("list", "-r", repo, "-t", DB, env=env).output
+    assert f"{DB}: recoverable window (point-in-time) " in listed, listed
 
 
 def wait_for(what: str, check: Any, timeout: float = 60) -> None:

@@ -62,6 +62,8 @@ def test_check_refuses_what_cannot_be_rewritten_and_names_it() -> None:
             (entry("x", "app.t", {}), "unknown oplog operation 'x'")):
         with pytest.raises(UnsupportedError, match=why):
             oplog_replay.check([bad], "app", "dest")
+    rename = entry("c", "app.$cmd", {"renameCollection": "app.t"}, t=200)
+    assert oplog_replay.check([rename], "app", "dest", Timestamp(0, 0), Timestamp(199, 9)) == 0
     with pytest.raises(InvalidName, match="system collections"):
         oplog_replay.check([entry("i", "app.system.views", {"_id": 1})], "app", "dest")
 

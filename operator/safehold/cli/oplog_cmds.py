@@ -81,7 +81,7 @@ def stream(ctx: click.Context, /, target: str, repo: str, name: str | None, poll
                         [b"".join(segment.entries)],
                         start=oplog.position(segment.start, set_name),
                         end=oplog.position(segment.end, set_name),
-                        first_time=oplog.ts_time(segment.start),
+                        first_time=oplog.ts_time(segment.first),
                         last_time=oplog.ts_time(segment.end),
                         meta={"set": set_name, "database": database,
                               "entries": len(segment.entries)})

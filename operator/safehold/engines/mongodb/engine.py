@@ -123,7 +123,7 @@ class MongoEngine:
             db = client[self.target.database]
             with guard(self.target):
                 version, _ = privileges.server_version(client)
-                set_name = client.admin.command("hello").get("setName")
+                set_name = oplog.set_name(client)
                 infos, skipped = dump.listing(db, request.include)
                 probe = next((i["name"] for i in infos if i.get("type") != "view"), None)
                 point = consistency.choose_read_point(client, db, probe)
@@ -134,9 +134,9 @@ class MongoEngine:
         start_pos = consistency.position(point.start)
         end_pos = start_pos if point.consistency == "snapshot" else consistency.position(end)
         if point.start is not None and set_name:  # the oplog position chains build on
-            start_pos = oplog.position(point.start, str(set_name))
+            start_pos = oplog.position(point.start, set_name)
             end_pos = oplog.position(point.start if point.consistency == "snapshot" or end is None
-                                     else end, str(set_name),
+                                     else end, set_name,
                                      replay_from=oplog.ts_text(point.start))
         toc = layout.Toc(database=db.name, collections=tuple(entries))
         names = [e.name for e in entries]

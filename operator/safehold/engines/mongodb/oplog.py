@@ -83,10 +83,19 @@ def entry_ts(entry: Mapping[str, Any]) -> Timestamp:
     return ts
 
 
+def set_name(client: MongoClient[Any]) -> str | None:
+    """The replica set the server belongs to (``hello``; ``isMaster`` before 4.4.2)."""
+    try:
+        hello = client.admin.command("hello")
+    except OperationFailure:
+        hello = client.admin.command("isMaster")
+    name = hello.get("setName")
+    return str(name) if name else None
+
+
 def replica_set(client: MongoClient[Any]) -> str:
     """The replica set's name, or OplogUnavailable naming why there is no oplog."""
-    hello = client.admin.command("hello")
-    name = hello.get("setName")
+    name = set_name(client)
     if not name:
         raise OplogUnavailable(
             "the server is not a replica set member, so it keeps no oplog: MongoDB incremental"

@@ -97,11 +97,15 @@ def _label(entry: Mapping[str, Any]) -> str:
     return f"oplog entry {at} ({entry.get('op')} on {entry.get('ns')})"
 
 
-def check(entries: Iterable[RawBSONDocument], source: str, dest: str) -> int:
-    """Refuse, before any write, what cannot be replayed into ``dest``; the number of
-    operations that will be."""
+def check(entries: Iterable[RawBSONDocument], source: str, dest: str,
+          after: Timestamp | None = None, limit: Timestamp | None = None) -> int:
+    """Refuse, before any write, what cannot be replayed into ``dest`` (of the entries after
+    ``after`` up to ``limit``: what the replay will apply); the number of operations."""
     count = 0
     for outer in entries:
+        ts = oplog.entry_ts(outer)
+        if (after is not None and ts <= after) or (limit is not None and ts > limit):
+            continue
         for entry in _flatten(outer, source):
             where = _label(outer)
             op, ns = entry.get("op"), str(entry.get("ns"))

@@ -63,7 +63,8 @@ def restore(client: Any, target: MongoTarget, request: RestoreRequest, reader: C
             for piece in planned:  # every byte authenticated before the first write
                 for block in piece.open():
                     out.write(block)
-        operations = oplog_replay.check(_entries(path), source, target.database)
+        operations = oplog_replay.check(_entries(path), source, target.database,
+                                        oplog.replay_start(start), limit)
         replayer = oplog_replay.Replayer(db, source, oplog.replay_start(start), limit)
 
         def replay() -> tuple[set[str], set[str]]:

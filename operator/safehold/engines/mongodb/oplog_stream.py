@@ -40,6 +40,7 @@ class Segment:
     start: Timestamp
     end: Timestamp
     entries: list[bytes]
+    first: Timestamp  # the first entry's (of the database)
 
     @property
     def name(self) -> str:
@@ -119,11 +120,11 @@ class Follower:
         self._batch, self._size = [], 0
 
     def _emit(self, batch: list[tuple[Timestamp, bytes | None]]) -> None:
-        entries = [raw for _, raw in batch if raw is not None]
+        mine = [(ts, raw) for ts, raw in batch if raw is not None]
         assert self._start is not None
-        if not entries:
+        if not mine:
             return  # nothing of the database: the next segment starts where this one would
-        segment = Segment(self._start, batch[-1][0], entries)
+        segment = Segment(self._start, batch[-1][0], [raw for _, raw in mine], mine[0][0])
         self.archive(segment)
         self._start = segment.end
 
