@@ -157,7 +157,11 @@ def test_point_in_time_restore_to_five_times(
     assert "nowhere" not in client.list_database_names()  # --dry-run changed nothing
     for i, (when, expected) in enumerate(marks):
         into = f"p{i}_{uuid.uuid4().hex[:6]}"  # another name: namespaces are rewritten
+        # what an interrupted restore left behind does not leak into the new collection
+        client[into]["n__safehold_restore"].insert_one({"_id": "stale"})
         restore(server, repo, into, env, "--to-time", when)
+        if "n" not in expected:  # the replay never touched n: its leftover stays (as ever)
+            client[into].drop_collection("n__safehold_restore")
         assert state(client, into) == expected, f"restore to mark {i} ({when})"
         client.drop_database(into)
     # a restore of the chain's end (no time) replays the incrementals

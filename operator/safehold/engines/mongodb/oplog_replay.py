@@ -133,15 +133,19 @@ class Replayer:
     """Applies entries of ``source`` after ``after`` up to ``limit`` into ``db`` (each
     collection's staging collection), remembering what it touched and dropped."""
 
-    def __init__(self, db: Database[Any], source: str, after: Timestamp, limit: Timestamp
-                 ) -> None:
+    def __init__(self, db: Database[Any], source: str, after: Timestamp, limit: Timestamp,
+                 staged: Iterable[str] = ()) -> None:
         self.db, self.source = db, source
         self.applied, self.limit = after, limit
         self.touched: set[str] = set()
         self.dropped: set[str] = set()
+        self._known = set(staged)  # staged from the full: the rest starts empty
         self.count = 0
 
     def _target(self, name: str) -> Any:
+        if name not in self._known:  # a leftover of an interrupted restore must not leak in
+            self.db.drop_collection(name + layout.STAGING_SUFFIX)
+            self._known.add(name)
         self.touched.add(name)
         self.dropped.discard(name)
         return self.db[name + layout.STAGING_SUFFIX]

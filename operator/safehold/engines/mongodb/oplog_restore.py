@@ -65,14 +65,17 @@ def restore(client: Any, target: MongoTarget, request: RestoreRequest, reader: C
                     out.write(block)
         operations = oplog_replay.check(_entries(path), source, target.database,
                                         oplog.replay_start(start), limit)
-        replayer = oplog_replay.Replayer(db, source, oplog.replay_start(start), limit)
+        entries = toc.select(None)
+        replayer = oplog_replay.Replayer(
+            db, source, oplog.replay_start(start), limit,
+            staged=[e.name for e in entries if e.type == "collection"])
 
         def replay() -> tuple[set[str], set[str]]:
             with guard(target):
                 replayer.apply_all(_entries(path))
             return replayer.touched, replayer.dropped
 
-        Restorer(db, target, full, reader, jobs=jobs).run(toc.select(None), request.conflict,
+        Restorer(db, target, full, reader, jobs=jobs).run(entries, request.conflict,
                                                          replay=replay)
     log.info("replayed %d oplog operations (of %d in %d pieces) of %s into %s, up to %s",
              replayer.count, operations, len(planned), source, target.database,
