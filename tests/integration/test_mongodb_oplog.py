@@ -124,6 +124,8 @@ def test_point_in_time_restore_to_five_times(
     client[DB].big.insert_many([{"_id": i, "pad": os.urandom(200)} for i in range(2000)])
     full = backup(server, repo, env, "full")
     assert full["end_position"]["oplog_ts"] and full["end_position"]["set"] == "rs0"
+    checked = run_json("check", "-t", url(server, DB), env=env)
+    assert "oplog of replica set 'rs0' is readable" in checked["notes"][0], checked
     mark(client, marks)  # 0: the full alone
     t.insert_many([{"_id": i, "batch": "w1", "v": i} for i in range(101, 111)])
     t.update_many({"_id": {"$lte": 5}}, {"$inc": {"v": 1000}})
@@ -296,6 +298,9 @@ def test_a_server_without_an_oplog_refuses_incrementals(tmp_path: Path,
                       env=env, ok=False)
         assert refused.exit_code == Exit.CORRUPT, refused.output
         assert "recorded no oplog position" in refused.output
+        checked = run_json("check", "-t", url(server, DB), env=env)
+        assert checked["ok"] and "only full backups, no point in time: the server is not a" \
+            " replica set member" in checked["notes"][0], checked
         stream = run("oplog", "stream", "-t", url(server, DB), "-r", repo, "--once", env=env,
                      ok=False)
         assert stream.exit_code == Exit.DATABASE and "not a replica set member" in stream.output

@@ -48,6 +48,16 @@ log = logging.getLogger("safehold.engines.mongodb")
 DEFAULT_JOBS = 2
 
 
+def _oplog_note(client: MongoClient[Any]) -> str:
+    """Whether incrementals and point in time are possible (a note: fulls work either way)."""
+    try:
+        name = oplog.replica_set(client)
+    except oplog.OplogUnavailable as exc:
+        return f"only full backups, no point in time: {exc}"
+    return (f"the oplog of replica set {name!r} is readable: incremental and differential"
+            " backups, `safehold oplog stream` and point-in-time restore are possible")
+
+
 class MongoEngine:
     """One database on a MongoDB server (or anything speaking its wire protocol, 4.4+).
 
@@ -98,12 +108,15 @@ class MongoEngine:
         with self._connect() as client, guard(self.target):
             version, problems = privileges.server_version(client)
             problems += privileges.missing(client, self.target.database, purpose)
+            notes: list[str] = []
             if purpose == "backup":
                 try:
                     dump.listing(client[self.target.database], None)
                 except DatabaseMissing as exc:
                     problems.append(str(exc))
-        return CheckReport(ok=not problems, server_version=version, problems=tuple(problems))
+                notes.append(_oplog_note(client))
+        return CheckReport(ok=not problems, server_version=version, problems=tuple(problems),
+                           notes=tuple(notes))
 
     def estimate_size(self) -> int | None:
         """The database's uncompressed data size (``dbStats.dataSize``); None when empty."""
