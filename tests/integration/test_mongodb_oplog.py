@@ -170,6 +170,8 @@ def test_point_in_time_restore_to_five_times(
     into = f"c_{uuid.uuid4().hex[:6]}"
     restore(server, repo, into, env, "-b", inc2["backup_id"])
     assert state(client, into) == marks[2][1]
+    restore(server, repo, into, env, "-b", diff["backup_id"])  # full + differential
+    assert state(client, into) == marks[3][1]
     assert client["other"].x.count_documents({}) == 1  # never replayed elsewhere
     early = restore(server, repo, "nowhere", env, "--to-time", "2020-01-01T00:00:00Z", ok=False)
     assert early.exit_code == Exit.USAGE and "recoverable window" in early.output, early.output
