@@ -156,6 +156,10 @@ def test_point_in_time_restore_to_five_times(
     assert [c["type"] for c in plan["chain"]] == ["full", "incremental", "incremental"]
     # the oplog from the full's replay point: the differential's reaches furthest in one piece
     assert [p["source"] for p in plan["logs"]] == [f"backup {diff['backup_id']}"]
+    text = run("restore", "-r", repo, "--from", DB, "-t", url(server, "nowhere"),
+               "--to-time", marks[2][0], "--dry-run", env=env).output
+    end = plan["logs"][0]["end"]["oplog_ts"]
+    assert f"  log          oplog.bson {full['end_position']['replay_from']}..{end}" in text, text
     assert "nowhere" not in client.list_database_names()  # --dry-run changed nothing
     for i, (when, expected) in enumerate(marks):
         into = f"p{i}_{uuid.uuid4().hex[:6]}"  # another name: namespaces are rewritten
