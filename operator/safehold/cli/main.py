@@ -215,6 +215,7 @@ def _register() -> None:
         config_cmds,
         inspect_cmds,
         keys_cmds,
+        oplog_cmds,
         prune_cmds,
         schedule_cmds,
         stats_cmds,
@@ -224,7 +225,7 @@ def _register() -> None:
     from safehold.cli.run_task import run_task  # the runner Jobs' entry point
 
     for module in (backup_cmds, inspect_cmds, keys_cmds, prune_cmds, config_cmds, audit_cmds,
-                   stats_cmds, schedule_cmds, version_cmds, binlog_cmds, wal_cmds):
+                   stats_cmds, schedule_cmds, version_cmds, binlog_cmds, wal_cmds, oplog_cmds):
         for command in module.COMMANDS:
             cli.add_command(command)
     cli.add_command(run_task)

@@ -37,6 +37,14 @@ from safehold.repository.logarchive import SegmentRecord, readable_segments
 from safehold.repository.repo import Repository
 
 
+def _where(position: Any) -> str:
+    """A log position for the plan's lines: binlog FILE:POS, oplog timestamp, or LSN."""
+    pos = dict(position or {})
+    if "binlog_file" in pos:
+        return f"{pos['binlog_file']}{':' + pos['binlog_pos'] if 'binlog_pos' in pos else ''}"
+    return str(pos.get("oplog_ts") or pos.get("lsn") or pos.get("binlog_pos") or "")
+
+
 def _time(position: dict[str, str] | None) -> datetime | None:
     text = (position or {}).get("time")
     return datetime.fromisoformat(text) if text else None
@@ -88,12 +96,15 @@ class RecoveryPlan:
                f"  recoverable window: {self.window.describe()}"]
         for m in self.chain:
             end = m.end_position or {}
-            out.append(f"  {m.type:<12} {m.backup_id}  ends {end.get('binlog_file', '')}"
-                       f"{':' + end['binlog_pos'] if 'binlog_pos' in end else ''}"
+            out.append(f"  {m.type:<12} {m.backup_id}  ends {_where(end)}"
                        f"  {end.get('time', '')}")
         for p in self.logs:
-            out.append(f"  log          {p.name} {dict(p.start).get('binlog_pos', '')}.."
-                       f"{dict(p.end).get('binlog_pos', '')}  from {p.source}")
+            start, stop = dict(p.start), dict(p.end)
+            if "binlog_pos" in start:
+                span = f"{start['binlog_pos']}..{stop.get('binlog_pos', '')}"
+            else:
+                span = f"{_where(start)}..{_where(stop)}"
+            out.append(f"  log          {p.name} {span}  from {p.source}")
         out.append(f"  then stop at {self.to.describe()}")
         return out
 

@@ -8,12 +8,15 @@ Connection, TLS, passwords and error classification live in :mod:`.conn`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import pymongo
+from bson.timestamp import Timestamp
 from pymongo import MongoClient
 
 from safehold import __version__
+from safehold.api.manifest import Manifest
 from safehold.engines.base import (
     BackupOutcome,
     BackupRequest,
@@ -27,12 +30,32 @@ from safehold.engines.base import (
     UnsupportedError,
 )
 from safehold.engines.common import retry_transient
-from safehold.engines.mongodb import consistency, dump, layout, privileges
+from safehold.engines.mongodb import (
+    consistency,
+    dump,
+    layout,
+    oplog,
+    oplog_backup,
+    oplog_plan,
+    oplog_restore,
+    privileges,
+)
 from safehold.engines.mongodb.conn import MongoTarget, guard, make_client
 from safehold.engines.mongodb.restore import Restorer
+from safehold.engines.recovery import LogPiece, RecoveryTarget
 
 log = logging.getLogger("safehold.engines.mongodb")
 DEFAULT_JOBS = 2
+
+
+def _oplog_note(client: MongoClient[Any]) -> str:
+    """Whether incrementals and point in time are possible (a note: fulls work either way)."""
+    try:
+        name = oplog.replica_set(client)
+    except oplog.OplogUnavailable as exc:
+        return f"only full backups, no point in time: {exc}"
+    return (f"the oplog of replica set {name!r} is readable: incremental and differential"
+            " backups, `safehold oplog stream` and point-in-time restore are possible")
 
 
 class MongoEngine:
@@ -43,7 +66,9 @@ class MongoEngine:
 
     name: ClassVar[str] = "mongodb"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        backup_types=("full",), selective_restore=True, point_in_time=False)
+        backup_types=("full", "incremental", "differential"), selective_restore=True,
+        point_in_time=True)
+    log_kind: ClassVar[str] = "oplog"  # point in time: engines/recovery.py, oplog*.py
 
     def __init__(self, target: MongoTarget, options: ConnectionOptions, *,
                  batch_size: int = 1000) -> None:
@@ -71,6 +96,10 @@ class MongoEngine:
 
         return retry_transient(attempt, what=f"connection to {self.target.hosts}")
 
+    def connect(self) -> MongoClient[Any]:
+        """A connected client (``safehold oplog stream``); close it with ``with``."""
+        return self._connect()
+
     # -- checks -------------------------------------------------------------------------------
 
     def check(self, purpose: Literal["backup", "restore"]) -> CheckReport:
@@ -79,12 +108,15 @@ class MongoEngine:
         with self._connect() as client, guard(self.target):
             version, problems = privileges.server_version(client)
             problems += privileges.missing(client, self.target.database, purpose)
+            notes: list[str] = []
             if purpose == "backup":
                 try:
                     dump.listing(client[self.target.database], None)
                 except DatabaseMissing as exc:
                     problems.append(str(exc))
-        return CheckReport(ok=not problems, server_version=version, problems=tuple(problems))
+                notes.append(_oplog_note(client))
+        return CheckReport(ok=not problems, server_version=version, problems=tuple(problems),
+                           notes=tuple(notes))
 
     def estimate_size(self) -> int | None:
         """The database's uncompressed data size (``dbStats.dataSize``); None when empty."""
@@ -98,13 +130,13 @@ class MongoEngine:
                ) -> BackupOutcome:
         """Dump every collection and view of the database (or ``request.include``'s)."""
         if request.type != "full":
-            raise UnsupportedError(
-                f"MongoDB {request.type} backups (oplog since the parent) are not available"
-                " yet; take a full backup")
+            with self._connect() as client, guard(self.target):
+                return oplog_backup.backup(client, self.target.database, request, sink)
         with self._connect() as client:
             db = client[self.target.database]
             with guard(self.target):
                 version, _ = privileges.server_version(client)
+                set_name = oplog.set_name(client)
                 infos, skipped = dump.listing(db, request.include)
                 probe = next((i["name"] for i in infos if i.get("type") != "view"), None)
                 point = consistency.choose_read_point(client, db, probe)
@@ -114,6 +146,11 @@ class MongoEngine:
                 end = consistency.oplog_time(client) if point.start is not None else None
         start_pos = consistency.position(point.start)
         end_pos = start_pos if point.consistency == "snapshot" else consistency.position(end)
+        if point.start is not None and set_name:  # the oplog position chains build on
+            start_pos = oplog.position(point.start, set_name)
+            end_pos = oplog.position(point.start if point.consistency == "snapshot" or end is None
+                                     else end, set_name,
+                                     replay_from=oplog.ts_text(point.start))
         toc = layout.Toc(database=db.name, collections=tuple(entries))
         names = [e.name for e in entries]
         sink.put(layout.TOC, [toc.to_json()], meta={"tables": names})
@@ -137,7 +174,11 @@ class MongoEngine:
         """Restore ``request.chain[-1]`` (a full backup) into the URI's database, whole or the
         collections in ``request.include``."""
         backup = request.chain[-1]
-        if len(request.chain) != 1 or backup.type != "full":
+        if len(request.chain) > 1 or request.recovery is not None:
+            with self._connect() as client:
+                oplog_restore.restore(client, self.target, request, chain, jobs=self.jobs)
+            return
+        if backup.type != "full":
             raise UnsupportedError(f"backup {backup.backup_id} is not a full MongoDB backup")
         toc = layout.Toc.parse(b"".join(chain.open(backup, layout.TOC)), layout.TOC)
         entries = toc.select(request.include)
@@ -146,3 +187,20 @@ class MongoEngine:
                      jobs=self.jobs).run(entries, request.conflict)
         log.info("restored %d collections of %s (backup %s) into %s", len(entries),
                  toc.database, backup.backup_id, self.target.database)
+
+    # -- point in time (engines/recovery.py, oplog_plan.py) ---------------------------------------
+    def reached(self, position: Mapping[str, str], to: RecoveryTarget) -> bool:
+        return oplog_plan.reached(position, to)
+
+    def plan_logs(self, start: Mapping[str, str], pieces: Sequence[LogPiece],
+                  to: RecoveryTarget | None) -> list[LogPiece]:
+        if to is None:
+            raise UnsupportedError("name a recovery target")
+        limit = oplog_plan.limit(to)
+        return oplog_plan.plan(start, pieces, Timestamp(limit.time, 0), limit)
+
+    def log_pieces(self, backups: Sequence[Manifest], reader: ChainReader) -> list[LogPiece]:
+        return [p for m in backups for p in oplog_plan.backup_pieces(m, reader)]
+
+    def archive_stream(self, position: Mapping[str, str]) -> str | None:
+        return oplog_plan.stream_name(position)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
 from typing import Any, Literal
 
@@ -82,6 +82,10 @@ def batches(docs: Iterable[bytes]) -> Iterator[list[RawBSONDocument]]:
         yield batch
 
 
+def _entry(name: str) -> layout.TocEntry:
+    return layout.TocEntry(name=name, type="collection", metadata="", data=None)
+
+
 def staging_name(collection: str) -> str:
     return collection + layout.STAGING_SUFFIX
 
@@ -100,7 +104,10 @@ class Restorer:
         return b"".join(self.chain.open(self.manifest, name))
 
     def run(self, entries: Sequence[layout.TocEntry],
-            conflict: Literal["fail", "replace"]) -> None:
+            conflict: Literal["fail", "replace"],
+            replay: Callable[[], tuple[set[str], set[str]]] | None = None) -> None:
+        """Stage, then (point in time) let ``replay`` change the staging collections -- it
+        returns (collections it wrote, collections it dropped) -- then swap all into place."""
         names.database(self.db.name)
         for entry in entries:  # before the first write: a name from the backup is data
             names.collection(self.db.name, entry.name, suffix=layout.STAGING_SUFFIX)
@@ -120,14 +127,21 @@ class Restorer:
                             staging_name(entry.name))
                 with guard(self.target):
                     self.db.drop_collection(staging_name(entry.name))
+        touched: set[str] = set()
+        dropped: set[str] = set()
         try:
             self._stage_all(collections)
+            if replay is not None:
+                touched, dropped = replay()
         except BaseException:
             self._stop.set()
-            self._drop_staging(collections)
+            self._drop_staging([*collections, *(_entry(n) for n in touched)])
             raise
-        for entry in collections:
-            self._swap(entry.name)
+        for name in sorted({e.name for e in collections} - dropped | touched):
+            self._swap(name)
+        for name in sorted(dropped - touched):
+            with guard(self.target):
+                self.db.drop_collection(name)
         for entry in views:
             self._create_view(entry)
 
