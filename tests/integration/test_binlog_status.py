@@ -160,3 +160,52 @@ def test_a_port_in_use_ends_the_command_with_a_usage_error(
         out = proc.communicate(timeout=120)[0].decode()
     assert proc.returncode == int(Exit.USAGE), out
     assert "--status-port" in out
+
+
+def test_run_task_streams_as_the_operators_deployment_does(
+        server: mariadb.MariaDB, db: str, tmp_path: Path, env: dict[str, str]) -> None:
+    """The Deployment's command: `safehold run-task` with a stream task naming mounted files."""
+    from safehold.api.task import (
+        SecretInput,
+        StreamTask,
+        TaskDatabase,
+        TaskEncryption,
+        TaskRepository,
+        task_to_json,
+    )
+
+    repo_dir = tmp_path / "repo"
+    write(server, db, "w0", range(1, 11))
+    backup(server, db, repo_dir.as_uri(), env, "full")
+    (tmp_path / "password").write_text(server.password + "\n")
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "k1").write_text(Path(env["SAFEHOLD_KEY_FILE"]).read_text())
+    port = free_port()
+    task = StreamTask(
+        repository=TaskRepository(url=repo_dir.as_uri()), target=db,
+        database=TaskDatabase(engine="mysql", url=url(server, db),
+                              password_from=SecretInput(file=str(tmp_path / "password"))),
+        encryption=TaskEncryption(mode="keys", key_dir=str(keys)), status_port=port,
+        status_address="127.0.0.1", spool=str(tmp_path / "spool"), poll=0.1)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "safehold.cli", "run-task", "--result-file",
+         str(tmp_path / "result.json")],
+        env={**os.environ, "SAFEHOLD_TASK": task_to_json(task), "SAFEHOLD_CONFIG":
+             env["SAFEHOLD_CONFIG"]}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        first = server.sql("SHOW MASTER STATUS").split()[0]
+        wait_status(port, "healthy", lambda s: s.health == "ok")
+        write(server, db, "a", range(11, 21))
+        server.sql("FLUSH BINARY LOGS")
+        s = wait_status(port, "the file archived", lambda s: s.last_segment == first)
+        assert (s.engine, s.target) == ("mysql", db)
+        assert s.window.start is not None and s.window.end is not None
+        assert first in segments(repo_dir, db)
+        out = stop(proc)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == int(Exit.TERMINATED), out
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert (result["kind"], result["error"]["errorClass"]) == ("stream", "Terminated"), result

@@ -135,3 +135,15 @@ def test_endpoint_run_does_not_swallow_a_stop() -> None:
 
     with pytest.raises(KeyboardInterrupt):
         ep.run(stop)
+
+
+def test_a_stream_task_for_an_engine_without_a_streamer_is_refused() -> None:
+    from safehold.api.errors import Unsupported
+    from safehold.api.task import StreamTask, TaskDatabase, TaskEncryption, TaskRepository
+    from safehold.cli.streamers import run_stream_task
+
+    task = StreamTask(repository=TaskRepository(url="file:///repo"), target="t",
+                      database=TaskDatabase(engine="sqlite", url="sqlite:///x.db"),
+                      encryption=TaskEncryption(mode="none"))
+    with pytest.raises(Unsupported, match="no log streamer for the sqlite engine"):
+        run_stream_task(task)

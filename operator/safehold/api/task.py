@@ -270,8 +270,32 @@ class VerifyTask(_Task):
         return self
 
 
+class StreamTask(_Task):
+    """A long-running log streamer (the BackupTarget's pointInTime Deployment): archives the
+    server's log into the repository and serves its status on ``statusPort``; it never ends by
+    itself (errors are reported on the endpoint and retried)."""
+
+    kind: Literal["stream"] = "stream"
+    repository: TaskRepository
+    target: RepoTargetName
+    namespace: str | None = Field(
+        default=None, pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="The BackupTarget's namespace (bound into the archive like a backup's)")
+    database: TaskDatabase
+    encryption: TaskEncryption
+    status_port: int = Field(default=8089, ge=1, le=65535)
+    status_address: str = Field(default="0.0.0.0", min_length=1, max_length=64)
+    spool: AbsPath = Field(default="/tmp/safehold-spool",
+                           description="Local directory for the file being pulled")
+    poll: float = Field(default=1.0, ge=0.05, description="Seconds between looks")
+    flush_every: float = Field(default=0, ge=0, description="Seconds between forced log"
+                               " rotations (0: only the server's own)")
+    retry_after: float = Field(default=10.0, ge=0.1, description="Seconds before a retry")
+
+
 Task = Annotated[
-    BackupTask | RestoreTask | CheckTask | DeleteTask | RewrapTask | VerifyTask | ListTask,
+    BackupTask | RestoreTask | CheckTask | DeleteTask | RewrapTask | VerifyTask | ListTask
+    | StreamTask,
     Field(discriminator="kind"),
 ]
 TASK_ADAPTER: TypeAdapter[Task] = TypeAdapter(Task)

@@ -24,7 +24,13 @@ from safehold.pipeline.streamer_status import StatusBoard
 from safehold.repository.logarchive import SegmentId, readable_segments, segment_ids
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from safehold.api.task import StreamTask
+    from safehold.codecs.crypto import Kek
+    from safehold.engines.base import Engine
     from safehold.engines.mysql.conn import Target
+    from safehold.repository.repo import Repository
 
 log = logging.getLogger("safehold.binlog")
 
@@ -87,20 +93,51 @@ def _stream(ctx: click.Context, board: StatusBoard, *, target: str, repo: str,
             name: str | None, spool: Path | None, poll: float, flush_every: float,
             replica_id: int | None, no_encryption: bool, namespace: str | None, once: bool,
             key_files: tuple[Path, ...], conn: dict[str, Any]) -> None:
-    from safehold.engines.mysql import binlog, binlog_stream  # pymysql: only when it runs
-    from safehold.engines.mysql.engine import MySQLEngine
-
     target_name, engine = common.open_target(ctx, target, **conn)
-    if not isinstance(engine, MySQLEngine):
-        raise UsageError(f"`safehold binlog stream` archives MariaDB binary logs; {target_name}"
-                         f" is a {engine.name} target")
+    _require_mariadb(engine, target_name)
     repo_cfg = resolve_repository(common.config(ctx), repo)
     repository = common.open_repo(ctx, repo, create=True)
     keks = common.keks_for(ctx, repository, repo, key_files, create_kdf=True)
-    archive = LogArchive(repository, name or target_name, keks[1:],
-                         kek=keks[0] if keks else None,
-                         no_encryption=no_encryption or repo_cfg.encryption == "none",
-                         namespace=namespace or None)
+    archive_binlog(board, engine, repository, keks, target=name or target_name,
+                   no_encryption=no_encryption or repo_cfg.encryption == "none",
+                   namespace=namespace, spool=spool, poll=poll, flush_every=flush_every,
+                   replica_id=replica_id, once=once)
+
+
+def stream_task(task: StreamTask, board: StatusBoard) -> None:
+    """The operator's streamer Deployment (`safehold run-task`, kind stream): the same loop,
+    opened from the task's references."""
+    from safehold.pipeline.tasks import load_keys, open_database, open_repository
+
+    engine = open_database(task.database)
+    _require_mariadb(engine, task.target)
+    repository = open_repository(task.repository)
+    repository.initialize()
+    archive_binlog(board, engine, repository, load_keys(task.encryption), target=task.target,
+                   no_encryption=task.encryption.mode == "none", namespace=task.namespace,
+                   spool=Path(task.spool), poll=task.poll, flush_every=task.flush_every,
+                   replica_id=None, once=False)
+
+
+def _require_mariadb(engine: Engine, name: str) -> None:
+    from safehold.engines.mysql.engine import MySQLEngine
+
+    if not isinstance(engine, MySQLEngine):
+        raise UsageError(f"`safehold binlog stream` archives MariaDB binary logs; {name}"
+                         f" is a {engine.name} target")
+
+
+def archive_binlog(board: StatusBoard, engine: Engine, repository: Repository,
+                   keks: Sequence[Kek], *, target: str, no_encryption: bool,
+                   namespace: str | None, spool: Path | None, poll: float, flush_every: float,
+                   replica_id: int | None, once: bool) -> None:
+    """Pull and archive until stopped (or, with ``once``, what is complete now)."""
+    from safehold.engines.mysql import binlog, binlog_stream  # pymysql: only when it runs
+    from safehold.engines.mysql.engine import MySQLEngine
+
+    assert isinstance(engine, MySQLEngine)
+    archive = LogArchive(repository, target, keks[1:], kek=keks[0] if keks else None,
+                         no_encryption=no_encryption, namespace=namespace or None)
     board.identify(engine.name, archive.target)
     board.window_from(functools.partial(_window, repository, archive.target))
     db = engine.target

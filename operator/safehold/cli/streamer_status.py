@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import click
 
+from safehold.api.errors import Exit
 from safehold.api.streamer import STATUS_PATH
 from safehold.pipeline.streamer_status import StatusBoard, StatusServer
 
@@ -66,6 +67,8 @@ class Endpoint:
                 work()
                 return
             except Exception as exc:  # the board shows it; without an endpoint it ends the run
+                if getattr(exc, "exit_code", None) == Exit.TERMINATED:
+                    raise  # SIGTERM in run-task: stop, never retry
                 self.board.failed(exc)
                 if not self.serving:
                     raise
