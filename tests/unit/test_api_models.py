@@ -351,3 +351,22 @@ def test_target_method_is_logical_by_default_and_physical_only_for_postgresql() 
     refused(BackupTargetSpec, target_spec(engine="mysql", method="physical"),
             "only available for engine postgresql")
     refused(BackupTargetSpec, target_spec(method="snapshot"), "method")
+
+
+def test_point_in_time_is_refused_where_no_streamer_exists_naming_the_fix() -> None:
+    from safehold.api.pointintime import STREAMER_ENGINES
+    from safehold.cli.streamers import STREAMERS
+
+    assert set(STREAMER_ENGINES) == set(STREAMERS)  # the model and the runner agree
+    base = {"connection": {"host": "db", "database": "d"}, "storage": {"url": "s3://b/p"},
+            "encryption": {"none": True}}
+    assert BackupTargetSpec.model_validate(
+        {**base, "engine": "mysql", "pointInTime": {"enabled": True}}).streams
+    assert not BackupTargetSpec.model_validate(
+        {**base, "engine": "postgresql", "pointInTime": {"enabled": False}}).streams
+    with pytest.raises(ValidationError, match=r"set pointInTime\.enabled to false"):
+        BackupTargetSpec.model_validate(
+            {**base, "engine": "mongodb", "pointInTime": {"enabled": True}})
+    with pytest.raises(ValidationError, match="one BackupTarget per database"):
+        BackupTargetSpec.model_validate({**base, "engine": "mysql", "databases": {"all": True},
+                                         "pointInTime": {"enabled": True}})
