@@ -178,6 +178,22 @@ BAD: dict[str, tuple[dict[str, Any], list[str]]] = {
         target(pointInTime={"enabled": True}),
         ["spec.pointInTime", "pointInTime needs a log streamer; engines with one: mysql",
          "set pointInTime.enabled to false"]),
+    "restore to a point with a backupRef": (
+        obj("Restore", "r", {"source": {"backupRef": {"name": "a"},
+                                        "pointInTime": {"time": "2026-12-02T18:30:05Z"}},
+                             "destination": {"database": "x"}}),
+        ["pointInTime restores a target to a point"]),
+    "restore to two points": (
+        obj("Restore", "r", {"source": {"targetRef": {"name": "t"},
+                                        "pointInTime": {"time": "2026-12-02T18:30:05Z",
+                                                        "gtid": "0-1-42"}},
+                             "destination": {"database": "x"}}),
+        ["set exactly one of time, gtid or position"]),
+    "restore to a point with include": (
+        obj("Restore", "r", {"source": {"targetRef": {"name": "t"},
+                                        "pointInTime": {"gtid": "0-1-42"}},
+                             "destination": {"database": "x"}, "include": ["t1"]}),
+        ["a point-in-time restore restores the whole database"]),
     "pointInTime with several databases": (
         target(engine="mysql", pointInTime={"enabled": True}, databases={"all": True}),
         ["pointInTime archives one database's log"]),

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.envtest.conftest import Cluster, eventually
+from tests.envtest.conftest import Cluster, eventually, finish_pod
 from tests.infra import mariadb
 from tests.infra.procs import free_port, serve, unavailable
 from tests.unit.controller import samples
@@ -176,3 +176,66 @@ def test_status_is_polled_from_a_real_streamer(
         proc.kill()
         proc.wait()
         server.sql(f"DROP DATABASE IF EXISTS {db}")
+
+
+# ------------------------------------------------------------------ Restore to a point in time
+
+
+def _restore(name: str, target: str, point: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "safehold.dev/v1alpha1", "kind": "Restore",
+            "metadata": samples.meta(name, uid=""),
+            "spec": {"source": {"targetRef": {"name": target}, "pointInTime": point},
+                     "destination": {"database": "shop_copy"}}}
+
+
+def test_a_restore_to_a_time_plans_and_runs_the_recovery_task(
+        k8s: Cluster, operator: Any) -> None:
+    from safehold.api.common import ErrorInfo
+    from safehold.api.result import TaskResult
+    from safehold.api.task import parse_task
+
+    when = "2026-12-02T18:30:05Z"
+    with operator():
+        k8s.create("backuptargets", samples.target("shop", _spec(pointInTime=None)))
+        rs = k8s.create("restores", _restore("to-time", "shop", {"time": when}))
+        uid = rs["metadata"]["uid"]
+        (plan_job,) = eventually(lambda: k8s.jobs(uid, "plan"), "the plan Job")
+        task = parse_task(plan_job.spec.template.spec.containers[0].env[0].value)
+        assert task.kind == "restore" and task.plan_only and task.source == "shop"
+        assert task.recovery is not None and task.recovery.time is not None
+        assert task.recovery.time.isoformat() == "2026-12-02T18:30:05+00:00"
+        planned = TaskResult(kind="restore", phase="Completed", target="shop", plan_only=True,
+                             backup_id="20261202T180000.000001Z",
+                             chain=["20261202T180000.000001Z"],
+                             restored_to=datetime.fromisoformat("2026-12-02T18:30:05+00:00"))
+        finish_pod(k8s, plan_job, exit_code=0, message=planned.to_termination_message())
+        (run_job,) = eventually(lambda: k8s.jobs(uid, "restore"), "the restore Job")
+        task = parse_task(run_job.spec.template.spec.containers[0].env[0].value)
+        assert task.kind == "restore" and not task.plan_only
+        assert task.recovery is not None and task.recovery.time == planned.restored_to
+        assert task.database.url is not None and task.database.url.endswith("/shop_copy")
+        status = k8s.status("restores", "to-time")
+        assert status["plan"]["restoredTo"] == "2026-12-02T18:30:05Z"
+        refused = TaskResult.failure("restore", ErrorInfo(
+            error_class="OutsideWindow", exit_code=2,
+            message="time 2026-12-02T18:30:05+00:00 is outside the recoverable window of shop:"
+                    " 2026-12-02T18:00:00+00:00 .. 2026-12-02T18:10:00+00:00"))
+        finish_pod(k8s, run_job, exit_code=2, message=refused.to_termination_message())
+        failed = eventually(lambda: (s := k8s.status("restores", "to-time")).get("phase")
+                            == "Failed" and s, "the Restore Failed")
+    cond = next(c for c in failed["conditions"] if c["type"] == "Completed")
+    assert cond["reason"] == "OutsideWindow" and "recoverable window" in cond["message"]
+
+
+def test_a_restore_to_a_time_of_an_engine_without_a_streamer_fails_at_once(
+        k8s: Cluster, operator: Any) -> None:
+    with operator():
+        k8s.create("backuptargets", samples.target())  # PostgreSQL: no streamer yet
+        rs = k8s.create("restores", _restore("pg-time", "orders",
+                                             {"time": "2026-12-02T18:30:05Z"}))
+        failed = eventually(lambda: (s := k8s.status("restores", "pg-time")).get("phase")
+                            == "Failed" and s, "the Restore Failed")
+        assert not k8s.jobs(rs["metadata"]["uid"])
+    cond = next(c for c in failed["conditions"] if c["type"] == "Completed")
+    assert cond["reason"] == "PointInTimeUnsupported"
+    assert "restore a backup instead" in cond["message"]

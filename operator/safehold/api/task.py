@@ -9,6 +9,7 @@ smuggles a password inside a URL.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Final, Literal
 from urllib.parse import urlsplit
 
@@ -166,6 +167,22 @@ class BackupTask(_Task):
         return self
 
 
+class TaskRecovery(KubeModel):
+    """A point-in-time restore's target: exactly one of time, gtid or position."""
+
+    time: datetime | None = Field(default=None, description="Restore to this time (UTC).")
+    gtid: str | None = Field(default=None, min_length=1, max_length=256,
+                             description="MariaDB: up to and including this GTID.")
+    position: str | None = Field(default=None, pattern=r"^[^:\s]+:[0-9]+$",
+                                 description="MariaDB: up to (not including) FILE:POS.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TaskRecovery:
+        if sum(x is not None for x in (self.time, self.gtid, self.position)) != 1:
+            raise ValueError("a recovery target is exactly one of time, gtid or position")
+        return self
+
+
 class RestoreTask(_Task):
     kind: Literal["restore"] = "restore"
     repository: TaskRepository
@@ -180,11 +197,16 @@ class RestoreTask(_Task):
     globals: bool | None = Field(
         default=None, description="Restore the server-wide objects of target@~globals (roles,"
         " users and grants) into the database's server; refused when any of them exists")
+    recovery: TaskRecovery | None = Field(
+        default=None, description="Point in time: the full at or before the target, then the"
+        " logs up to it (backupId is then ignored: the plan is picked from the target)")
 
     @model_validator(mode="after")
     def _check(self) -> RestoreTask:
         if self.globals and (not self.source.endswith("@~globals") or self.include):
             raise ValueError("a globals restore reads target@~globals and takes no include")
+        if self.recovery is not None and (self.include or self.globals):
+            raise ValueError("a point-in-time restore takes no include and no globals")
         return self
 
 
