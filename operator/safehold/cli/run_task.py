@@ -153,7 +153,8 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 def run_task(ctx: click.Context, task_file: Path | None, result_file: Path | None) -> None:
     """Run one task of the operator's runner Job and report its result.
 
-    The task (backup, restore, check, delete, rewrap, verify) holds no secrets: passwords,
+    The task (backup, restore, check, delete, rewrap, verify, list, stream) holds no
+    secrets: passwords,
     URLs with credentials, storage credentials and keys come from the environment variables
     and mounted files it names.
     """
