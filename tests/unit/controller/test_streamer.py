@@ -129,3 +129,25 @@ def test_fetch_reads_a_real_endpoint_and_names_each_fault() -> None:
         srv.shutdown()
         srv.server_close()
     assert seen is None and "not a streamer status" in why
+
+
+def test_only_a_running_pod_of_the_deployments_replicaset_is_asked() -> None:
+    from safehold.controller.handlers.streamers import streamer_pod_address
+
+    def pod(ip: str, *, owner: str | None = "stream-shop-x-6d5f", phase: str = "Running",
+            deleting: bool = False) -> dict[str, Any]:
+        meta: dict[str, Any] = {"name": f"p-{ip}"}
+        if owner:
+            meta["ownerReferences"] = [{"kind": "ReplicaSet", "name": owner,
+                                        "controller": True}]
+        if deleting:
+            meta["deletionTimestamp"] = "2026-12-02T18:00:00Z"
+        return {"metadata": meta, "status": {"phase": phase, "podIP": ip}}
+
+    assert streamer_pod_address([pod("10.0.0.7")], "stream-shop-x") == "10.0.0.7"
+    assert streamer_pod_address([pod("fd00::7")], "stream-shop-x") == "[fd00::7]"
+    assert streamer_pod_address([pod("10.0.0.8", owner=None)], "stream-shop-x") is None
+    assert streamer_pod_address([pod("10.0.0.9", owner="other-6d5f")], "stream-shop-x") is None
+    assert streamer_pod_address([pod("10.0.0.7", phase="Pending")], "stream-shop-x") is None
+    assert streamer_pod_address([pod("10.0.0.7"), pod("10.0.0.6", deleting=True)],
+                                "stream-shop-x") == "10.0.0.7"

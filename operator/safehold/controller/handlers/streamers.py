@@ -60,7 +60,7 @@ def reconcile(kube: Kube, body: Obj) -> None:
     name = _ensure(kube, body, target)
     pit = (target.status.point_in_time or PointInTimeStatus()).model_copy(
         update={"deployment": name})
-    address = _pod_address(kube, ns, target)
+    address = _pod_address(kube, ns, target, name)
     if address is None:
         pit = pit.model_copy(update={"health": "starting", "error": None})
     else:
@@ -104,13 +104,22 @@ def _ensure(kube: Kube, body: Obj, target: BackupTarget) -> str:
     return name
 
 
-def _pod_address(kube: Kube, ns: str, target: BackupTarget) -> str | None:
-    """The IP of the streamer's running pod (None while none runs)."""
+def _pod_address(kube: Kube, ns: str, target: BackupTarget, deployment: str) -> str | None:
     selector = ",".join(f"{k}={v}" for k, v in streamer.selector(target).items())
-    for pod in reversed(kube.pods(ns, selector)):
+    return streamer_pod_address(kube.pods(ns, selector), deployment)
+
+
+def streamer_pod_address(pods: list[Obj], deployment: str) -> str | None:
+    """The IP of the Deployment's running pod, newest first (None while none runs). Only a pod
+    of the Deployment's ReplicaSet counts: a pod someone made with the same labels is not
+    asked."""
+    for pod in reversed(pods):
         status = pod.get("status") or {}
         ip = status.get("podIP")
-        if status.get("phase") == "Running" and ip and not pod["metadata"].get(
+        owners = pod["metadata"].get("ownerReferences") or []
+        ours = any(o.get("kind") == "ReplicaSet" and o.get("controller")
+                   and str(o.get("name", "")).startswith(deployment + "-") for o in owners)
+        if ours and status.get("phase") == "Running" and ip and not pod["metadata"].get(
                 "deletionTimestamp"):
             return f"[{ip}]" if ":" in ip else str(ip)
     return None
