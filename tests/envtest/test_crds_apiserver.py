@@ -136,6 +136,12 @@ def test_good_manifests_are_accepted_with_defaults(kubectl: Kubectl) -> None:
                                encryption={"none": True}, compression="lz4"))
     assert uri["spec"]["uriSecretRef"]["key"] == "url"
 
+    pit = kubectl.apply(target("pit", engine="mysql", pointInTime={"enabled": True}))
+    assert pit["spec"]["pointInTime"] == {"enabled": True, "segmentSeconds": 0}
+    assert BackupTargetSpec.model_validate(pit["spec"]).streams
+    off = kubectl.apply(target("pit-off", pointInTime={"enabled": False}))  # any engine may
+    assert not BackupTargetSpec.model_validate(off["spec"]).streams
+
     backup = kubectl.apply(obj("Backup", "orders-1", {"targetRef": {"name": "orders"}}))
     assert backup["spec"] == {"targetRef": {"name": "orders"}, "type": "full",
                               "pinned": False, "deletionPolicy": "Retain"}
@@ -168,6 +174,29 @@ def test_good_manifests_are_accepted_with_defaults(kubectl: Kubectl) -> None:
 # --------------------------------------------------------------------------- refused
 
 BAD: dict[str, tuple[dict[str, Any], list[str]]] = {
+    "pointInTime for an engine without a streamer": (
+        target(pointInTime={"enabled": True}),
+        ["spec.pointInTime", "pointInTime needs a log streamer; engines with one: mysql",
+         "set pointInTime.enabled to false"]),
+    "restore to a point with a backupRef": (
+        obj("Restore", "r", {"source": {"backupRef": {"name": "a"},
+                                        "pointInTime": {"time": "2026-12-02T18:30:05Z"}},
+                             "destination": {"database": "x"}}),
+        ["pointInTime restores a target to a point"]),
+    "restore to two points": (
+        obj("Restore", "r", {"source": {"targetRef": {"name": "t"},
+                                        "pointInTime": {"time": "2026-12-02T18:30:05Z",
+                                                        "gtid": "0-1-42"}},
+                             "destination": {"database": "x"}}),
+        ["set exactly one of time, gtid or position"]),
+    "restore to a point with include": (
+        obj("Restore", "r", {"source": {"targetRef": {"name": "t"},
+                                        "pointInTime": {"gtid": "0-1-42"}},
+                             "destination": {"database": "x"}, "include": ["t1"]}),
+        ["a point-in-time restore restores the whole database"]),
+    "pointInTime with several databases": (
+        target(engine="mysql", pointInTime={"enabled": True}, databases={"all": True}),
+        ["pointInTime archives one database's log"]),
     "two connections": (target(uriSecretRef={"name": "u", "key": "url"}),
                         ["set exactly one of connection, uriSecretRef or sqlite"]),
     "no connection": (target(connection=None),

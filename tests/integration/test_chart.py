@@ -210,6 +210,10 @@ CALLS = {
     "patch_namespaced_custom_object": ("safehold.dev", "*", "patch"),
     "delete_namespaced_custom_object": ("safehold.dev", "backups", "delete"),
     "list_namespaced_pod": ("", "pods", "list"),
+    # the pointInTime streamer Deployments (a changed one is deleted, then created again)
+    "create_namespaced_deployment": ("apps", "deployments", "create"),
+    "read_namespaced_deployment": ("apps", "deployments", "get"),
+    "delete_namespaced_deployment": ("apps", "deployments", "delete"),
     "read_namespace": ("", "namespaces", "get"),
     "create_namespaced_event": ("", "events", "create"),
     "create_namespaced_custom_object": ("safehold.dev", "backups", "create"),
@@ -234,11 +238,12 @@ CLUSTER_SCOPED = {"namespaces", "customresourcedefinitions"}
 
 
 def kube_calls() -> set[str]:
-    """Names of the client methods kube.py calls on self.core / .batch / .custom / .api."""
+    """Names of the client methods kube.py calls on self.core / .batch / .apps / .custom /
+    .api."""
     tree = ast.parse((REPO / "operator/safehold/controller/kube.py").read_text())
     return {node.attr for node in ast.walk(tree)
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
-            and node.value.attr in ("core", "batch", "custom", "api")}
+            and node.value.attr in ("core", "batch", "apps", "custom", "api")}
 
 
 def needed() -> set[tuple[str, str, str]]:

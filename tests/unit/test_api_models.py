@@ -351,3 +351,44 @@ def test_target_method_is_logical_by_default_and_physical_only_for_postgresql() 
     refused(BackupTargetSpec, target_spec(engine="mysql", method="physical"),
             "only available for engine postgresql")
     refused(BackupTargetSpec, target_spec(method="snapshot"), "method")
+
+
+def test_point_in_time_is_refused_where_no_streamer_exists_naming_the_fix() -> None:
+    from safehold.api.pointintime import STREAMER_ENGINES
+    from safehold.cli.streamers import STREAMERS
+
+    assert set(STREAMER_ENGINES) == set(STREAMERS)  # the model and the runner agree
+    base = {"connection": {"host": "db", "database": "d"}, "storage": {"url": "s3://b/p"},
+            "encryption": {"none": True}}
+    assert BackupTargetSpec.model_validate(
+        {**base, "engine": "mysql", "pointInTime": {"enabled": True}}).streams
+    assert not BackupTargetSpec.model_validate(
+        {**base, "engine": "postgresql", "pointInTime": {"enabled": False}}).streams
+    with pytest.raises(ValidationError, match=r"set pointInTime\.enabled to false"):
+        BackupTargetSpec.model_validate(
+            {**base, "engine": "mongodb", "pointInTime": {"enabled": True}})
+    with pytest.raises(ValidationError, match="one BackupTarget per database"):
+        BackupTargetSpec.model_validate({**base, "engine": "mysql", "databases": {"all": True},
+                                         "pointInTime": {"enabled": True}})
+
+
+def test_a_restore_to_a_point_names_a_target_and_exactly_one_point() -> None:
+    ok = RestoreSpec.model_validate({
+        "source": {"targetRef": {"name": "shop"}, "pointInTime": {"time": "2026-12-02T18:30:05Z"}},
+        "destination": {"database": "copy"}})
+    assert ok.source.point_in_time is not None and ok.source.point_in_time.time is not None
+    bad = [
+        ({"backupRef": {"name": "b"}, "pointInTime": {"gtid": "0-1-42"}}, "set targetRef"),
+        ({"targetRef": {"name": "t"}, "backupId": "latest", "pointInTime": {"gtid": "0-1-4"}},
+         "no backupRef, backupId"),
+        ({"targetRef": {"name": "t"}, "pointInTime": {}}, "exactly one of time, gtid"),
+        ({"targetRef": {"name": "t"}, "pointInTime": {"position": "binlog.000007"}},
+         "pattern"),
+    ]
+    for source, words in bad:
+        with pytest.raises(ValidationError, match=words):
+            RestoreSpec.model_validate({"source": source, "destination": {"database": "c"}})
+    with pytest.raises(ValidationError, match="leave include out"):
+        RestoreSpec.model_validate({
+            "source": {"targetRef": {"name": "t"}, "pointInTime": {"gtid": "0-1-42"}},
+            "destination": {"database": "c"}, "include": ["t1"]})

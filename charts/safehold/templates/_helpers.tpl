@@ -90,7 +90,13 @@ deletionPolicy Delete). The operator writes status, never spec, and updates noth
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "delete"]
-# kube.job_pods: a Job's pods, for their termination message (the runner's result).
+# kube.ensure_deployment / get_deployment / delete_deployment: the pointInTime log streamer
+# of a BackupTarget (owned by it; a changed one is deleted, then created again).
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "create", "delete"]
+# kube.job_pods: a Job's pods, for their termination message (the runner's result);
+# kube.pods: a streamer's pod, whose IP the operator polls for the streamer's status.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]

@@ -1,6 +1,7 @@
 -- Argo CD health of a safehold.dev BackupTarget, from its Ready condition (the verdict of the
 -- last check Job): True is Healthy, False is Degraded, Unknown (a check is running) or a spec
--- newer than the verdict is Progressing.
+-- newer than the verdict is Progressing. A Ready target whose pointInTime log streamer fails
+-- (PointInTime False) is Degraded: its recoverable window stops growing.
 local hs = {status = "Progressing", message = "waiting for the first check"}
 if obj.status == nil or obj.status.conditions == nil then
   return hs
@@ -16,6 +17,12 @@ for _, c in ipairs(obj.status.conditions) do
     local text = (c.reason or "") .. (c.message ~= nil and (": " .. c.message) or "")
     if c.status == "True" then
       hs.status = "Healthy"
+      for _, p in ipairs(obj.status.conditions) do
+        if p.type == "PointInTime" and p.status == "False" then
+          hs.status = "Degraded"
+          text = "PointInTime " .. (p.reason or "") .. (p.message ~= nil and (": " .. p.message) or "")
+        end
+      end
     elseif c.status == "False" then
       hs.status = "Degraded"
     end

@@ -32,6 +32,36 @@ RestorePhase = Literal["Pending", "Planning", "Planned", "Running", "Completed",
 COMPLETED = "Completed"
 
 
+_PIT_SOURCE = ("pointInTime restores a target to a point: set targetRef, and no backupRef,"
+               " backupId, database or globals")
+
+
+class RestorePointInTime(KubeModel):
+    """Where a point-in-time restore stops: exactly one of time, gtid or position."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "(has(self.time) ? 1 : 0) + (has(self.gtid) ? 1 : 0)"
+                 " + (has(self.position) ? 1 : 0) == 1",
+         "message": "set exactly one of time, gtid or position"},
+    ]})
+
+    time: datetime | None = Field(
+        default=None, description="Restore to this time (RFC 3339, e.g. 2026-12-02T18:30:05Z):"
+        " the newest full at or before it, then the logs up to it. It must lie in the source"
+        " target's recoverable window (status.pointInTime).")
+    gtid: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
+        default=None, description="MariaDB: restore up to and including this GTID, e.g. 0-1-42.")
+    position: Annotated[str, Field(pattern=r"^[^:\s]+:[0-9]+$")] | None = Field(
+        default=None, description="MariaDB: restore up to (not including) the event at this"
+        " binlog position, e.g. binlog.000007:1234.")
+
+    @model_validator(mode="after")
+    def _check(self) -> RestorePointInTime:
+        if sum(x is not None for x in (self.time, self.gtid, self.position)) != 1:
+            raise ValueError("set exactly one of time, gtid or position")
+        return self
+
+
 class RestoreSource(KubeModel):
     """Which backup to restore: a Backup object, or a target's backup by id (or the latest)."""
 
@@ -44,6 +74,9 @@ class RestoreSource(KubeModel):
          "fieldPath": ".backupId"},
         {"rule": "!has(self.database) || !has(self.globals) || !self.globals",
          "message": "database and globals exclude each other: one Restore each"},
+        {"rule": "!has(self.pointInTime) || (has(self.targetRef) && !has(self.backupId)"
+                 " && !has(self.database) && !(has(self.globals) && self.globals))",
+         "message": _PIT_SOURCE, "fieldPath": ".pointInTime"},
     ]})
 
     backup_ref: LocalObjectReference | None = Field(
@@ -65,6 +98,11 @@ class RestoreSource(KubeModel):
         " target's server, meant for a new server: refused, creating nothing, when any of them"
         " exists there (conflictPolicy fail; existing roles are never replaced)."
     )
+    point_in_time: RestorePointInTime | None = Field(
+        default=None, description="With targetRef: restore to a point in time (time, gtid or"
+        " position) from the target's backups and archived log (engines with a log streamer:"
+        " mysql). A point outside the recoverable window fails with OutsideWindow."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RestoreSource:
@@ -74,6 +112,10 @@ class RestoreSource(KubeModel):
             raise ValueError("backupId goes with targetRef")
         if self.database is not None and self.globals:
             raise ValueError("database and globals exclude each other: one Restore each")
+        if self.point_in_time is not None and (
+                self.target_ref is None or self.backup_id is not None
+                or self.database is not None or self.globals):
+            raise ValueError(_PIT_SOURCE)
         return self
 
 
@@ -104,6 +146,9 @@ _GLOBALS_RULE = ("source.globals restores roles/users into a destination targetR
                  " conflictPolicy fail and no include (existing roles are never replaced)")
 
 
+_PIT_INCLUDE = "a point-in-time restore restores the whole database: leave include out"
+
+
 class RestoreSpec(KubeModel):
     """What to restore, where to, and what to do when the data exists; immutable."""
 
@@ -113,6 +158,9 @@ class RestoreSpec(KubeModel):
                  " || (has(self.destination.targetRef) && self.conflictPolicy == 'fail'"
                  " && (!has(self.include) || size(self.include) == 0))",
          "message": _GLOBALS_RULE},
+        {"rule": "!has(self.source.pointInTime) || !has(self.include)"
+                 " || size(self.include) == 0",
+         "message": _PIT_INCLUDE, "fieldPath": ".include"},
     ]})
 
     source: RestoreSource = Field(
@@ -141,6 +189,8 @@ class RestoreSpec(KubeModel):
         if self.source.globals and (self.destination.target_ref is None or self.include
                                     or self.conflict_policy != "fail"):
             raise ValueError(_GLOBALS_RULE)
+        if self.source.point_in_time is not None and self.include:
+            raise ValueError(_PIT_INCLUDE)
         return self
 
 

@@ -18,7 +18,8 @@ from safehold.api.common import ErrorInfo, KubeModel
 from safehold.api.manifest import BackupType
 
 TERMINATION_MESSAGE_LIMIT = 4096
-TaskKind = Literal["backup", "restore", "check", "delete", "rewrap", "verify", "list"]
+TaskKind = Literal["backup", "restore", "check", "delete", "rewrap", "verify", "list",
+                   "stream"]
 ResultPhase = Literal["Completed", "Failed", "PartiallyFailed"]
 # bytes of a list result's page of backups: with the rest of the result it stays under 4 KiB
 LIST_PAGE_BYTES = 3072

@@ -31,6 +31,15 @@ from safehold.api.common import (
 from safehold.api.common import Condition as Condition
 from safehold.api.common import RunnerOverrides as RunnerOverrides
 from safehold.api.manifest import BackupMethod
+from safehold.api.pointintime import (
+    MULTI_DB_MESSAGE,
+    POINT_IN_TIME,
+    STREAMER_ENGINES,
+    PointInTimeSpec,
+    PointInTimeStatus,
+    engines_cel,
+    no_streamer_message,
+)
 from safehold.api.result import TaskResult
 from safehold.api.schedule import Notifications
 from safehold.api.task import Engine, RepoTargetName, TlsMode
@@ -229,6 +238,11 @@ class BackupTargetSpec(KubeModel):
               "engine is immutable: create a new BackupTarget", fieldPath=".engine"),
         _rule("self.method == 'logical' || self.engine == 'postgresql'",
               "method physical is only available for engine postgresql", fieldPath=".method"),
+        _rule("!has(self.pointInTime) || !self.pointInTime.enabled"
+              f" || self.engine in {engines_cel()}", no_streamer_message(),
+              fieldPath=".pointInTime"),
+        _rule("!has(self.pointInTime) || !self.pointInTime.enabled || !has(self.databases)",
+              MULTI_DB_MESSAGE, fieldPath=".pointInTime"),
     ]})
 
     engine: Engine = Field(description="Database engine: postgresql, mysql (also MariaDB),"
@@ -283,6 +297,16 @@ class BackupTargetSpec(KubeModel):
         description="Where this target's events are reported (in addition to its schedules'),"
         " e.g. slack: {webhookSecretRef: {name: slack, key: url}, on: [failure]}.",
     )
+    point_in_time: PointInTimeSpec | None = Field(
+        default=None,
+        description="enabled: true runs the log streamer, so Restores can reach any time in"
+        " the recoverable window (status.pointInTime); engines with a streamer: mysql"
+        " (MariaDB).",
+    )
+
+    @property
+    def streams(self) -> bool:
+        return self.point_in_time is not None and self.point_in_time.enabled
 
     @model_validator(mode="after")
     def _check(self) -> BackupTargetSpec:
@@ -299,6 +323,10 @@ class BackupTargetSpec(KubeModel):
         if self.engine == "mongodb" and self.databases and self.databases.globals:
             raise ValueError("MongoDB users are not backed up as server-wide objects yet:"
                              " leave databases.globals out")
+        if self.streams and self.engine not in STREAMER_ENGINES:
+            raise ValueError(no_streamer_message())
+        if self.streams and self.databases is not None:
+            raise ValueError(MULTI_DB_MESSAGE)
         return self
 
 
@@ -346,6 +374,25 @@ class BackupTargetStatus(StatusModel):
         default_factory=list, description="Key ids no backup needs any more after the last"
         " re-wrap: they may be removed from the key Secret."
     )
+    point_in_time: PointInTimeStatus | None = Field(
+        default=None, description="The log streamer (spec.pointInTime): recoverable window,"
+        " lag, newest archived file and health, as last polled; the PointInTime condition"
+        " says whether it works."
+    )
+
+    def streamer_seen(self, pit: PointInTimeStatus | None, generation: int | None,
+                      now: datetime | None = None) -> BackupTargetStatus:
+        """The streamer's polled state and its PointInTime condition; None: no streamer (the
+        condition goes)."""
+        if pit is None:
+            return self.model_copy(update={
+                "point_in_time": None,
+                "conditions": [c for c in self.conditions if c.type != POINT_IN_TIME]})
+        status, reason, message = pit.condition()
+        return self.model_copy(update={
+            "point_in_time": pit,
+            "conditions": list(set_condition(self.conditions, POINT_IN_TIME, status, reason,
+                                             message, generation=generation, now=now))})
 
     def checking(self, job_name: str, generation: int | None,
                  now: datetime | None = None) -> BackupTargetStatus:

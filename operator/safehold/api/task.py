@@ -9,6 +9,7 @@ smuggles a password inside a URL.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Final, Literal
 from urllib.parse import urlsplit
 
@@ -166,6 +167,22 @@ class BackupTask(_Task):
         return self
 
 
+class TaskRecovery(KubeModel):
+    """A point-in-time restore's target: exactly one of time, gtid or position."""
+
+    time: datetime | None = Field(default=None, description="Restore to this time (UTC).")
+    gtid: str | None = Field(default=None, min_length=1, max_length=256,
+                             description="MariaDB: up to and including this GTID.")
+    position: str | None = Field(default=None, pattern=r"^[^:\s]+:[0-9]+$",
+                                 description="MariaDB: up to (not including) FILE:POS.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TaskRecovery:
+        if sum(x is not None for x in (self.time, self.gtid, self.position)) != 1:
+            raise ValueError("a recovery target is exactly one of time, gtid or position")
+        return self
+
+
 class RestoreTask(_Task):
     kind: Literal["restore"] = "restore"
     repository: TaskRepository
@@ -180,11 +197,16 @@ class RestoreTask(_Task):
     globals: bool | None = Field(
         default=None, description="Restore the server-wide objects of target@~globals (roles,"
         " users and grants) into the database's server; refused when any of them exists")
+    recovery: TaskRecovery | None = Field(
+        default=None, description="Point in time: the full at or before the target, then the"
+        " logs up to it (backupId is then ignored: the plan is picked from the target)")
 
     @model_validator(mode="after")
     def _check(self) -> RestoreTask:
         if self.globals and (not self.source.endswith("@~globals") or self.include):
             raise ValueError("a globals restore reads target@~globals and takes no include")
+        if self.recovery is not None and (self.include or self.globals):
+            raise ValueError("a point-in-time restore takes no include and no globals")
         return self
 
 
@@ -270,8 +292,32 @@ class VerifyTask(_Task):
         return self
 
 
+class StreamTask(_Task):
+    """A long-running log streamer (the BackupTarget's pointInTime Deployment): archives the
+    server's log into the repository and serves its status on ``statusPort``; it never ends by
+    itself (errors are reported on the endpoint and retried)."""
+
+    kind: Literal["stream"] = "stream"
+    repository: TaskRepository
+    target: RepoTargetName
+    namespace: str | None = Field(
+        default=None, pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="The BackupTarget's namespace (bound into the archive like a backup's)")
+    database: TaskDatabase
+    encryption: TaskEncryption
+    status_port: int = Field(default=8089, ge=1, le=65535)
+    status_address: str = Field(default="0.0.0.0", min_length=1, max_length=64)
+    spool: AbsPath = Field(default="/tmp/safehold-spool",
+                           description="Local directory for the file being pulled")
+    poll: float = Field(default=1.0, ge=0.05, description="Seconds between looks")
+    flush_every: float = Field(default=0, ge=0, description="Seconds between forced log"
+                               " rotations (0: only the server's own)")
+    retry_after: float = Field(default=10.0, ge=0.1, description="Seconds before a retry")
+
+
 Task = Annotated[
-    BackupTask | RestoreTask | CheckTask | DeleteTask | RewrapTask | VerifyTask | ListTask,
+    BackupTask | RestoreTask | CheckTask | DeleteTask | RewrapTask | VerifyTask | ListTask
+    | StreamTask,
     Field(discriminator="kind"),
 ]
 TASK_ADAPTER: TypeAdapter[Task] = TypeAdapter(Task)

@@ -78,7 +78,7 @@ def _kind_of(task_file: Path | None) -> TaskKind | None:
     except Exception:
         return None
     kinds: tuple[TaskKind, ...] = ("backup", "restore", "check", "delete", "rewrap", "verify",
-                               "list")
+                               "list", "stream")
     return next((k for k in kinds if k == kind), None)
 
 
@@ -91,7 +91,13 @@ def run(task_file: Path | None) -> TaskResult:
     try:
         task = read_task(task_file)
         log.info("running %s task", task.kind)
-        result = execute(task, stages)
+        if task.kind == "stream":  # long-running: ends only when stopped
+            from safehold.cli.streamers import run_stream_task
+
+            run_stream_task(task)
+            result = TaskResult(kind="stream", phase="Completed")
+        else:
+            result = execute(task, stages)
     except (Exception, KeyboardInterrupt) as exc:
         error = error_info(exc)
         kind = task.kind if task is not None else None
@@ -147,7 +153,8 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 def run_task(ctx: click.Context, task_file: Path | None, result_file: Path | None) -> None:
     """Run one task of the operator's runner Job and report its result.
 
-    The task (backup, restore, check, delete, rewrap, verify) holds no secrets: passwords,
+    The task (backup, restore, check, delete, rewrap, verify, list, stream) holds no
+    secrets: passwords,
     URLs with credentials, storage credentials and keys come from the environment variables
     and mounted files it names.
     """

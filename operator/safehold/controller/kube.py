@@ -41,6 +41,7 @@ class Kube:
         self.api = api or client.ApiClient()
         self.core = client.CoreV1Api(self.api)
         self.batch = client.BatchV1Api(self.api)
+        self.apps = client.AppsV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
 
     # ------------------------------------------------------------------ create-if-absent
@@ -62,6 +63,12 @@ class Kube:
         return self._create(
             self.batch.create_namespaced_job, self.batch.read_namespaced_job, ns, body
         )
+
+    def ensure_deployment(self, body: Obj) -> tuple[Obj, bool]:
+        """Create the Deployment unless one of that name exists; returns (it, created)."""
+        ns = body["metadata"]["namespace"]
+        return self._create(self.apps.create_namespaced_deployment,
+                            self.apps.read_namespaced_deployment, ns, body)
 
     def ensure_service_account(self, body: Obj) -> tuple[Obj, bool]:
         ns = body["metadata"]["namespace"]
@@ -110,6 +117,16 @@ class Kube:
         resp = self.core.list_namespaced_pod(
             ns, label_selector=f"batch.kubernetes.io/controller-uid={uid}", _preload_content=False
         )
+        pods: list[Obj] = _json(resp).get("items", [])
+        return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""))
+
+    def get_deployment(self, ns: str, name: str) -> Obj | None:
+        return _none_if_404(
+            lambda: self.apps.read_namespaced_deployment(name, ns, _preload_content=False))
+
+    def pods(self, ns: str, selector: str) -> list[Obj]:
+        """Pods matching a label selector, oldest first."""
+        resp = self.core.list_namespaced_pod(ns, label_selector=selector, _preload_content=False)
         pods: list[Obj] = _json(resp).get("items", [])
         return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""))
 
@@ -208,6 +225,18 @@ class Kube:
             self.batch.delete_namespaced_job(
                 name, ns, propagation_policy="Background", _preload_content=False
             )
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    def delete_deployment(self, ns: str, name: str) -> bool:
+        """Delete a Deployment in the foreground: it is gone only once its pods are (so a
+        replacement never runs beside it); False when it was already gone."""
+        try:
+            self.apps.delete_namespaced_deployment(
+                name, ns, propagation_policy="Foreground", _preload_content=False)
             return True
         except ApiException as exc:
             if exc.status == 404:

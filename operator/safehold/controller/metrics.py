@@ -8,6 +8,7 @@ a backup id, a Job name or an error message. docs/operator.md lists every metric
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from datetime import datetime
@@ -53,6 +54,24 @@ DEGRADED = Gauge(
     "safehold_backup_degraded", "1 when the target's newest backup was more than twice as slow"
     " as the trailing median of its type (the Degraded condition), else 0.",
     ["namespace", "target"])
+STREAMER_HEALTHY = Gauge(
+    "safehold_pitr_streamer_last_healthy_timestamp_seconds",
+    "Unix time the target's log streamer (pointInTime) last answered a status poll healthy"
+    " (time() minus this: how long it has been failing or unreachable).",
+    ["namespace", "target"])
+STREAMER_LAG = Gauge(
+    "safehold_pitr_lag_seconds", "Seconds since the newest archived log event of the target"
+    " (0: nothing written since): at most this much a restore now could miss.",
+    ["namespace", "target"])
+STREAMER_LAG_BYTES = Gauge(
+    "safehold_pitr_lag_bytes", "Bytes the target's server has logged beyond its log archive.",
+    ["namespace", "target"])
+WINDOW_START = Gauge(
+    "safehold_pitr_window_start_timestamp_seconds",
+    "Unix time of the start of the target's recoverable window.", ["namespace", "target"])
+WINDOW_END = Gauge(
+    "safehold_pitr_window_end_timestamp_seconds",
+    "Unix time of the end of the target's recoverable window.", ["namespace", "target"])
 SCHEDULE_LAG = Histogram(
     "safehold_schedule_lag_seconds", "Delay from a scheduled time to the start of its backup.",
     ["namespace", "schedule"], buckets=LAG_BUCKETS)
@@ -136,3 +155,25 @@ def restore_finished(namespace: str, target: str, type: str, ok: bool,
     RESTORES.labels(namespace, target, type, "succeeded" if ok else "failed").inc()
     if seconds is not None:
         RESTORE_DURATION.labels(namespace, target, type).observe(seconds)
+
+
+def streamer_polled(namespace: str, target: str, up: bool, lag_seconds: float | None,
+                    lag_bytes: int | None, start: datetime | None, end: datetime | None
+                    ) -> None:
+    """A pointInTime streamer's last status poll (unknown figures keep their last value)."""
+    if up:
+        STREAMER_HEALTHY.labels(namespace, target).set_to_current_time()
+    if lag_seconds is not None:
+        STREAMER_LAG.labels(namespace, target).set(lag_seconds)
+    if lag_bytes is not None:
+        STREAMER_LAG_BYTES.labels(namespace, target).set(lag_bytes)
+    if start is not None:
+        WINDOW_START.labels(namespace, target).set(start.timestamp())
+    if end is not None:
+        WINDOW_END.labels(namespace, target).set(end.timestamp())
+
+
+def streamer_removed(namespace: str, target: str) -> None:
+    for gauge in (STREAMER_HEALTHY, STREAMER_LAG, STREAMER_LAG_BYTES, WINDOW_START, WINDOW_END):
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, target)

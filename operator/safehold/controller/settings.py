@@ -42,6 +42,8 @@ _ENV = {
     "metrics_port": "METRICS_PORT",
     "log_level": "LOG_LEVEL",
     "notify_window_seconds": "NOTIFY_WINDOW_SECONDS",
+    "streamer_status_port": "STREAMER_STATUS_PORT",
+    "streamer_poll_seconds": "STREAMER_POLL_SECONDS",
 }
 
 
@@ -67,6 +69,9 @@ class Settings(BaseModel):
     metrics_port: int = Field(default=8080, ge=0, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     notify_window_seconds: float = Field(default=10.0, ge=0, le=3600)
+    # the pointInTime streamers' status endpoint (port in their pods) and how often it is read
+    streamer_status_port: int = Field(default=8089, ge=1, le=65535)
+    streamer_poll_seconds: float = Field(default=30.0, ge=0.2, le=3600)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -54,3 +54,13 @@ def restore(name: str = "orders-back", **spec: Any) -> dict[str, Any]:
             "metadata": meta(name, uid="0f1e2d3c-0000-4000-8000-000000000002"),
             "spec": {"source": {"backupRef": {"name": "orders-20261202"}},
                      "destination": {"database": "orders_copy"}, **spec}}
+
+
+MARIADB_PIT_TARGET_SPEC: dict[str, Any] = {
+    "engine": "mysql",
+    "connection": {"host": "shop-db.shop.svc", "database": "shop", "username": "backup",
+                   "passwordSecretRef": {"name": "shop-db", "key": "password"}},
+    "storage": {"url": "s3://backups/prod", "credentialsSecretRef": {"name": "s3-creds"}},
+    "encryption": {"keySecretRef": {"name": "shop-key"}},
+    "pointInTime": {"enabled": True, "segmentSeconds": 300},
+}

@@ -21,6 +21,7 @@ from safehold.api.task import (
     ListTask,
     RestoreTask,
     RewrapTask,
+    TaskRecovery,
     VerifyTask,
     task_to_json,
 )
@@ -128,11 +129,14 @@ def restore_job(restore: Restore, source: BackupTarget, destination: BackupTarge
     one, everyone = restore.spec.source.database, restore.spec.source.globals
     part = (globals_key(source.repository_name) if everyone else
             database_key(source.repository_name, one) if one else source.repository_name)
+    pit = restore.spec.source.point_in_time
     task = RestoreTask(
-        repository=repo, backup_id=backup_id, database=db, source=part,
+        repository=repo, backup_id="latest" if pit else backup_id, database=db, source=part,
         globals=True if everyone else None,
         encryption=enc, include=list(restore.spec.include),
         conflict_policy=restore.spec.conflict_policy, plan_only=plan_only,
+        recovery=TaskRecovery(time=pit.time, gtid=pit.gtid, position=pit.position)
+        if pit else None,
     )
     return build_job(JobSpec(
         name=job_name, namespace=restore.metadata.namespace or "",

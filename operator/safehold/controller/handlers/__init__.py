@@ -22,6 +22,7 @@ from safehold.controller.handlers import (
     restores,
     rotation,
     schedules,
+    streamers,
     targets,
 )
 from safehold.controller.kube import Kube
@@ -102,6 +103,20 @@ def target_recheck(body: kopf.Body, **_: Any) -> None:
 def target_keys_and_adoption(body: kopf.Body, **_: Any) -> None:
     rotation.maybe_rewrap(dict(body))
     adoption.maybe_relist(dict(body))
+
+
+# pointInTime: one daemon per target keeps its streamer Deployment as the spec says and polls
+# the streamer's status endpoint (every SAFEHOLD_STREAMER_POLL_SECONDS); targets without
+# pointInTime cost one read per poll
+@kopf.daemon(G, "backuptargets", cancellation_timeout=10.0)
+async def target_streamer(namespace: str | None, name: str, stopped: Any, **_: Any) -> None:
+    while not stopped:
+        try:
+            delay = await asyncio.to_thread(streamers.tick, namespace or "", name)
+        except Exception:  # a failed look is retried at the next poll, the daemon stays
+            log.exception("BackupTarget %s/%s: streamer look failed", namespace, name)
+            delay = runtime.get().settings.streamer_poll_seconds
+        await stopped.wait(delay)
 
 
 # ---------------------------------------------------------------- Backup

@@ -6,6 +6,7 @@ from __future__ import annotations
 import kopf
 
 from safehold.api.common import ErrorInfo
+from safehold.api.pointintime import STREAMER_ENGINES
 from safehold.api.restore import Restore, RestoreStatus
 from safehold.api.result import TaskResult
 from safehold.api.target import BackupTarget
@@ -84,6 +85,10 @@ def reconcile(body: Obj) -> None:
             _start(kube, body, rs, name, rs.status.backup_id)
             return
     src = rs.spec.source
+    # a point in time: the runner plans it from the repository (backups and archived log)
+    if src.point_in_time is not None and src.target_ref is not None:
+        _point_in_time(kube, body, rs, src.target_ref.name)
+        return
     # one database (or the roles/users) of a multi-database target: resolved from the repository
     if src.database is not None or src.globals:
         picked = _database_source(kube, body, rs)
@@ -120,6 +125,23 @@ def reconcile(body: Obj) -> None:
     kube.event(body, "DryRun" if rs.spec.dry_run else "Planned", found.summary())
     if not rs.spec.dry_run:
         _start(kube, body, rs, found.target, found.backup_id)
+
+
+def _point_in_time(kube: Kube, body: Obj, rs: Restore, source: str) -> None:
+    """Refused at once for an engine without a log streamer; else a plan Job (which refuses a
+    point outside the recoverable window with OutsideWindow), then the restore Job."""
+    try:
+        (_, target), _ = _targets(kube, rs, source)
+    except _Refused as exc:
+        _fail(kube, body, rs, exc.reason, exc.message)
+        return
+    if target.spec.engine not in STREAMER_ENGINES:
+        _fail(kube, body, rs, "PointInTimeUnsupported",
+              f"target {source!r} is a {target.spec.engine} target: point-in-time restores need"
+              f" a log streamer, which engines {', '.join(STREAMER_ENGINES)} have; restore a"
+              " backup instead (source.backupId or backupRef)")
+        return
+    _plan_job(kube, body, rs, source, "latest")
 
 
 def _database_source(kube: Kube, body: Obj, rs: Restore) -> tuple[str, str] | None:
