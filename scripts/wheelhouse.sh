@@ -9,7 +9,9 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 py="${1:-$root/.venv/bin/python}"
 house="$root/.cache/wheelhouse"
-key="$( (sha256sum "$root/pyproject.toml" "$0"; "$py" -c 'import sys; print(sys.version)') \
+# contents only (`cat`): the script is run as scripts/wheelhouse.sh by make and by its absolute
+# path from the tests, and both must find the same wheelhouse
+key="$( (cat "$root/pyproject.toml" "$0"; "$py" -c 'import sys; print(sys.version)') \
         | sha256sum | cut -c1-16)"
 if [[ "$(cat "$house/.key" 2>/dev/null)" == "$key" ]]; then
   echo "$house"

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def wheelhouse() -> Path:
     """.cache/wheelhouse (made by `make wheelhouse`, which `make test` runs first)."""
     out = subprocess.run(["bash", str(ROOT / "scripts/wheelhouse.sh"), sys.executable],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True)
+    assert out.returncode == 0, f"scripts/wheelhouse.sh failed:\n{out.stderr}"
     return Path(out.stdout.strip())
 
 

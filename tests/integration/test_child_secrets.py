@@ -162,7 +162,12 @@ def test_mariadb_client_gets_the_password_only_in_its_defaults_file(
         proc_dir = Path(f"/proc/{proc.pid}")  # the client waits on stdin: it is running
         environ = (proc_dir / "environ").read_bytes()
         cmdline = (proc_dir / "cmdline").read_bytes().split(b"\0")
-        option = next(a for a in cmdline if a.startswith(b"--defaults-file="))
+        options_given = [a for a in cmdline if a.startswith(b"--defaults-file=")]
+        if not options_given:  # it ended already (a zombie has no command line): say why
+            out, err = proc.communicate(timeout=60)
+            pytest.fail(f"the client ended early ({proc.returncode}): {err.decode()!r};"
+                        f" its command line read {cmdline!r}")
+        option = options_given[0]
         fd_path = proc_dir / "fd" / option.decode().rsplit("/", 1)[1]
         options = fd_path.read_text()
         options_mode = stat.S_IMODE(os.stat(fd_path).st_mode)
