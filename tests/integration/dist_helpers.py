@@ -26,12 +26,17 @@ def wheelhouse() -> Path:
 
 
 def offline_env(home: Path, *find_links: Path) -> dict[str, str]:
-    """An environment whose pip reaches no index: only the given wheel directories."""
+    """An environment whose installer reaches no index, only the given wheel directories:
+    pip's settings, and uv's for a pipx that installs with uv (recent pipx does when uv is
+    installed, as it is beside pipx in our venv)."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PIP_", "PIPX_", "SAFEHOLD_", "XDG_", "VIRTUAL_ENV"))}
+           if not k.startswith(("PIP_", "PIPX_", "UV_", "SAFEHOLD_", "XDG_", "VIRTUAL_ENV"))}
     env.update(HOME=str(home), PIP_NO_INDEX="1",
                PIP_FIND_LINKS=" ".join(str(p) for p in find_links),
-               PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_CACHE_DIR="1")
+               PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_CACHE_DIR="1",
+               UV_NO_INDEX="1", UV_OFFLINE="1", UV_NO_CACHE="1")
+    if find_links:  # uv splits on commas, pip on spaces
+        env["UV_FIND_LINKS"] = ",".join(str(p) for p in find_links)
     return env
 
 

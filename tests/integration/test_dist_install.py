@@ -44,7 +44,10 @@ def env_for(tmp_path: Path, wheels: Path, *, pipx: bool) -> dict[str, str]:
 
 
 def install(env: dict[str, str], wheels: Path, *args: str, ok: bool = True):
-    return sh("bash", INSTALL, "--find-links", wheels, *args, env=env, ok=ok)
+    # Both wheel directories on the command line: uv (pipx's installer when uv is present)
+    # takes --find-links instead of UV_FIND_LINKS, where pip adds them together.
+    return sh("bash", INSTALL, "--find-links", wheels, "--find-links", wheelhouse(), *args,
+              env=env, ok=ok)
 
 
 def test_venv_method_install_rerun_change_and_uninstall(tmp_path: Path, wheels: Path) -> None:
