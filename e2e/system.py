@@ -128,6 +128,35 @@ def stored_keys(endpoints: dict[str, str], store: str, target: str) -> list[str]
         name_starts_with=prefix)]
 
 
+def read_object(endpoints: dict[str, str], store: str, key: str) -> bytes | None:
+    """One object of ``store``'s bucket, or None when it is not there."""
+    s3, gcs, azure = _clients(endpoints)
+    try:
+        if store == "s3":
+            return bytes(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+        if store == "gcs":
+            return bytes(gcs.bucket(BUCKET).blob(key).download_as_bytes())
+        return bytes(azure.get_container_client(BUCKET).download_blob(key).readall())
+    except Exception:  # diagnostics only: absent and unreadable alike
+        return None
+
+
+def repository_records(endpoints: dict[str, str], store: str, target: str) -> dict[str, Any]:
+    """What the repository says of ``target`` (for a failure's message): its policy record and
+    the namespace, time and size of each manifest, so a conflict names who wrote what."""
+    import json
+
+    out: dict[str, Any] = {}
+    policy = read_object(endpoints, store, f"{PREFIX}/{target}/target.json")
+    out["target.json"] = json.loads(policy) if policy else None
+    for key in stored_keys(endpoints, store, target):
+        if key.endswith("/manifest.json"):
+            raw = read_object(endpoints, store, key)
+            doc = json.loads(raw) if raw else {}
+            out[key] = {k: doc.get(k) for k in ("namespace", "started_at", "type", "repo_id")}
+    return out
+
+
 def _clients(endpoints: dict[str, str]) -> tuple[Any, Any, Any]:
     import boto3
     from azure.storage.blob import BlobServiceClient

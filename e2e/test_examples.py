@@ -22,6 +22,7 @@ from e2e.system import (
     make_buckets,
     phase,
     ready,
+    repository_records,
     stored_keys,
 )
 
@@ -60,6 +61,22 @@ def finished(system: System, plural: str, wanted: list[str]) -> dict[str, dict[s
 def failures(objs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {n: (o.get("status") or {}).get("conditions") for n, o in objs.items()
             if phase(o) != "Completed"}
+
+
+def explained(system: System, failed: dict[str, Any]) -> dict[str, Any]:
+    """``failed`` with, for a trust failure (a conflict or a refused record), what the
+    repository holds of the source target: who wrote its policy record and its manifests."""
+    out = dict(failed)
+    for name, conditions in failed.items():
+        if "Tampered" in str(conditions) or "Conflict" in str(conditions):
+            target = next((f"{e}-{s}" for e in system.engines for s in STORES
+                           if name.startswith(f"{e}-{s}")
+                           or (name.startswith(f"{e}-every-minute") and s == "s3")), None)
+            if target is not None:
+                store = target.rsplit("-", 1)[1]
+                out[f"{name}: repository"] = repository_records(system.store_endpoints, store,
+                                                                target)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +135,7 @@ def test_backups_complete_into_every_store(system: System,
 def test_restores_reproduce_the_data(system: System, source: dict[str, Fingerprint],
                                      backups: dict[str, dict[str, Any]]) -> None:
     restores = finished(system, "restores", names(system, "-restore"))
-    assert not failures(restores), failures(restores)
+    assert not failures(restores), explained(system, failures(restores))
     for engine in system.engines:
         for store in STORES:
             restore = restores[f"{engine}-{store}-restore"]["status"]
@@ -134,8 +151,8 @@ def test_schedules_fire(system: System, backups: dict[str, dict[str, Any]]) -> N
                 "backups", f"safehold.dev/schedule={n}").values()
                 if phase(b) in ("Completed", "Failed")],
             f"a Backup of BackupSchedule {name}", timeout=300)
-        assert all(phase(b) == "Completed" for b in fired), failures(
-            {b["metadata"]["name"]: b for b in fired})
+        assert all(phase(b) == "Completed" for b in fired), explained(system, failures(
+            {b["metadata"]["name"]: b for b in fired}))
         assert fired[0]["spec"]["targetRef"]["name"] == name.replace("-every-minute", "-s3")
         # the schedule records it (on its next look at its Backups; by then maybe a later one)
         eventually(lambda n=name: str((  # type: ignore[misc]

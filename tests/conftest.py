@@ -21,5 +21,10 @@ def pytest_configure(config: object) -> None:
     import tempfile
 
     home = tempfile.mkdtemp(prefix="safehold-xdg-")
+    os.chmod(home, 0o755)
     for name in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CONFIG_DIRS"):
         os.environ[name] = os.path.join(home, name.lower())
+        # Like /tmp: the database servers' own OS users inherit this environment and run
+        # safehold too (PostgreSQL's restore_command), so they may look and write here.
+        os.mkdir(os.environ[name])
+        os.chmod(os.environ[name], 0o1777)

@@ -197,3 +197,42 @@ def test_an_alias_bomb_is_refused_quickly(tmp_path: Path, env: dict[str, str]) -
     assert result.exit_code == Exit.USAGE and "aliases" in result.stdout
     listed = run("list", "-r", "file:///b", env=env, ok=False)
     assert listed.exit_code == Exit.USAGE and "aliases" in listed.output
+
+
+def test_a_config_this_os_user_cannot_read_is_a_usage_error() -> None:
+    """Another OS user's environment (PostgreSQL's restore_command runs as the server's user,
+    `sudo -E`): a user config dir it may not look into, or a config file it may not read, is
+    named with the fix (exit 2), never reported as a bug in safehold."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    from tests.infra.procs import as_test_user
+    from tests.integration.pg_wal_helpers import server_side_python
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make the directory another user's")  # CI runs as root
+    base = Path(tempfile.mkdtemp(prefix="safehold-perm-"))  # pytest's tmp is root's only
+    try:
+        base.chmod(0o755)
+        private = base / "root-only"
+        (private / "safehold").mkdir(parents=True)
+        private.chmod(0o700)
+        env = {"PATH": os.environ["PATH"], "HOME": str(base), "XDG_CONFIG_HOME": str(private),
+               "XDG_CONFIG_DIRS": str(base / "system"), "XDG_STATE_HOME": str(base / "st")}
+        argv = as_test_user([server_side_python(base), "-m", "safehold.cli", "config", "show"])
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=base)
+        assert proc.returncode == Exit.USAGE, proc.stderr
+        assert f"{private}/safehold/config.yaml" in proc.stderr and "permission denied" in \
+            proc.stderr and "SAFEHOLD_CONFIG" in proc.stderr and "bug" not in proc.stderr
+
+        private.chmod(0o755)  # the directory is open now, the file in it is not
+        (private / "safehold" / "config.yaml").write_text("log: {level: info}\n")
+        (private / "safehold" / "config.yaml").chmod(0o600)
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=base)
+        assert proc.returncode == Exit.USAGE, proc.stderr
+        assert "cannot read the config file" in proc.stderr and "user config dir" in \
+            proc.stderr and "bug" not in proc.stderr
+    finally:
+        shutil.rmtree(base)

@@ -198,7 +198,16 @@ def discover(path: Path | None) -> Location:
     candidates = ((Path(LOCAL_NAME), "working directory"), (user_path(), "user config dir"),
                   (system_path(), "system config dir"))
     for candidate, how in candidates:
-        if candidate.is_file():
+        try:
+            found = candidate.is_file()
+        except PermissionError:  # a directory on the way this OS user may not look into
+            raise UsageError(
+                f"cannot tell whether the config file {candidate} ({how}) exists: permission"
+                " denied on a directory of its path (is this another OS user's environment,"
+                " e.g. XDG_CONFIG_HOME or HOME?)",
+                hint="let this user read it, or name the config file to use with --config"
+                " or SAFEHOLD_CONFIG") from None
+        if found:
             return Location(candidate, how, tuple(c for c, _ in candidates))
     return Location(None, "none found", tuple(c for c, _ in candidates))
 
@@ -361,7 +370,14 @@ def load(path: Path | None, profile: str | None = None) -> Loaded:
         raw, source = Raw({}), "(no config file)"
     else:
         source = str(location.path)
-        raw = parse(location.path.read_text(encoding="utf-8"), source)
+        try:
+            text = location.path.read_text(encoding="utf-8")
+        except PermissionError:
+            raise UsageError(f"cannot read the config file {source} ({location.how}):"
+                             " permission denied",
+                             hint="let this user read it (chmod/chown), or name another"
+                             " config file with --config or SAFEHOLD_CONFIG") from None
+        raw = parse(text, source)
     merged, origins = effective(raw, source, profile)
     config, problems = problems_of(merged, raw, source, origins)
     if problems or config is None:
