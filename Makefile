@@ -21,7 +21,7 @@ infra: install
 	bash scripts/infra.sh
 
 test: install infra wheelhouse
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q --durations=25 $(PYTEST_ARGS)
 
 # The one-file executable (PyInstaller; SQLite + local storage), cached in .cache/exe/: rebuilt
 # only when the sources change. Prints its path and size.

@@ -236,3 +236,34 @@ def test_two_first_backups_at_once_one_record_wins_and_the_other_obeys_it(
     policy = read_policy(repo, "orders")
     assert policy is not None and policy.encryption == "none"  # not overwritten
     assert len(calls) == 2  # it did lose the race, and read the winner's record
+
+
+def test_a_writer_that_saw_the_repository_before_its_id_never_rewrites_a_new_targets_record(
+        db: Path, repo: Repository, kek: crypto.Kek, monkeypatch: pytest.MonkeyPatch) -> None:
+    """First backups of many targets at once (the operator starts them together): a slow
+    writer read the config before another created the id, and the records before the other's
+    first backup completed. It neither calls that tampering nor replaces the other target's
+    record with a namespace-less legacy one (which refused every later backup and restore)."""
+    from safehold.repository import trust
+    from safehold.repository.repo import RepoConfig
+
+    shop = backup(db, repo, kek, namespace="shop")  # the fast writer: id, record, backup
+    real_config, real_read = Repository.config, trust.read_policy
+    seen: list[str] = []
+
+    def config_before_the_id(self: Repository) -> RepoConfig:
+        seen.append("config")
+        return RepoConfig() if len(seen) == 1 else real_config(self)
+
+    monkeypatch.setattr(Repository, "config", config_before_the_id)
+    assert trust.prepare_repository(repo) == shop.repo_id  # records already there: not tamper
+
+    seen.clear()
+    monkeypatch.setattr(trust, "read_policy", lambda r, t: None)  # looked before its record
+    assert trust.prepare_repository(repo) == shop.repo_id
+    monkeypatch.setattr(trust, "read_policy", real_read)
+    policy = read_policy(repo, "orders")
+    assert policy is not None and policy.namespace == "shop" and policy.verified_by([kek])
+    monkeypatch.setattr(Repository, "config", real_config)
+    again = backup(db, repo, kek, namespace="shop")  # the target's next backup is fine
+    DataKeys(repo, [kek]).for_backup(repo.resolve("orders", again.backup_id))

@@ -157,13 +157,24 @@ class Trust:
 def prepare_repository(repo: Repository) -> str:
     """The repository id; on the first write of a repository without one (new, or written by a
     safehold before format 2), also a policy record for each target that has backups, judged by
-    the evidence (encrypted if any backup left a wrapped key)."""
+    the evidence (encrypted if any backup left a wrapped key).
+
+    Other writers may be creating the repository at the same moment (an operator starts the
+    first backups of many targets at once): one whose id appeared after our look at the config
+    is not a replaced config, and a target whose record appeared after our look at the records
+    keeps it (a new target's record is written before its first backup, so only a legacy
+    target can have backups and no record; it gets one only if none is there by then).
+    """
     if repo.config().repo_id is not None:
         return repo.ensure_repo_id()
     targets = [t for t in repo.targets() if layout.is_target_name(t)]
     records = {t: read_policy(repo, t) for t in targets}
     claimed = sorted({p.repo_id for p in records.values() if p is not None})
-    if claimed:  # records exist, so the id existed: it was removed, not never there
+    if claimed:
+        current = repo.config().repo_id  # another writer may have created it since our look
+        if current is not None:
+            return current
+        # records exist, so the id existed: it was removed, not never there
         raise RepositoryTampered(
             f"{layout.CONFIG} of {repo.url} has no repository id, but its targets' policy records"
             f" name {', '.join(claimed)}: the config was replaced or edited; restore it (with"
@@ -173,8 +184,9 @@ def prepare_repository(repo: Repository) -> str:
         if not repo.backup_ids(target)[0]:
             continue
         encryption: Encryption = ENCRYPTED if was_encrypted(repo, target) else "none"
-        write_policy(repo, TargetPolicy(target=target, repo_id=repo_id, encryption=encryption))
-        log.info("recorded the policy of existing target %s: %s", target, encryption)
+        if create_policy(repo, TargetPolicy(target=target, repo_id=repo_id,
+                                            encryption=encryption)):
+            log.info("recorded the policy of existing target %s: %s", target, encryption)
     return repo_id
 
 
