@@ -181,7 +181,8 @@ def peak_rss(sizes: list[int], work: Path) -> None:
         out.unlink(missing_ok=True)
 
 
-SECTIONS = ("startup", "pipeline", "rss", "storage", "postgres", "mysql", "operator")
+SECTIONS = ("startup", "pipeline", "rss", "storage", "postgres", "incremental", "mysql",
+            "operator")
 
 
 def main() -> None:
@@ -217,6 +218,10 @@ def main() -> None:
         from bench import postgres
 
         postgres.run(work, args.db_mb, args.rounds)
+    if "incremental" in only:
+        from bench import incremental
+
+        incremental.run(work, args.db_mb)
     if "mysql" in only:
         from bench import mysql
 

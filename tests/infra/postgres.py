@@ -56,9 +56,11 @@ class Postgres:
     it provably used TLS.
     """
 
-    def __init__(self, bindir: Path, *, tls: KeyPair | None = None) -> None:
+    def __init__(self, bindir: Path, *, tls: KeyPair | None = None,
+                 extra_conf: str = "") -> None:
         self.bindir = bindir
         self.tls = tls
+        self.extra_conf = extra_conf  # postgresql.conf lines after ours (the last one wins)
         self.version = server_version(bindir)
         self.major = int(self.version.split(".")[0])
         self.host = "127.0.0.1"
@@ -97,7 +99,7 @@ class Postgres:
                 f"unix_socket_directories = '{self.base}'\n"
                 "wal_level = logical\nmax_wal_senders = 10\nmax_replication_slots = 10\n"
                 "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
-                "max_connections = 100\nshared_buffers = 128MB\n"
+                "max_connections = 100\nshared_buffers = 128MB\n" + self.extra_conf
             )
         if self.tls is not None:
             self._enable_tls(self.tls)
