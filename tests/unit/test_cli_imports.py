@@ -18,10 +18,50 @@ HEAVY = ("boto3", "botocore", "azure", "google", "kubernetes", "kopf", "psycopg"
          "pymysql", "pymongo", "rich", "slack_sdk")
 
 
-def _imported_by(statement: str) -> set[str]:
+def _modules_after(statement: str) -> set[str]:
     code = f"import json, sys\n{statement}\nprint(json.dumps(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return {name.split(".")[0] for name in json.loads(out.stdout.splitlines()[-1])}
+    return set(json.loads(out.stdout.splitlines()[-1]))
+
+
+def _imported_by(statement: str) -> set[str]:
+    return {name.split(".")[0] for name in _modules_after(statement)}
+
+
+def test_commands_load_only_when_they_run() -> None:
+    """`safehold backup` does not import stats, audit or schedule (nor --version any)."""
+    commands = {m for m in _modules_after("import safehold.cli.main")
+                if m.startswith("safehold.cli.") and m.endswith(("_cmds", "run_task"))}
+    assert not commands, f"importing safehold.cli.main imported {sorted(commands)}"
+    argv = ["safehold", "backup", "--help"]
+    statement = (f"import sys\nsys.argv = {argv!r}\nfrom safehold.cli.main import main\n"
+                 "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code == 0\n")
+    from safehold.cli.main import LAZY_COMMANDS
+
+    others = {ref.split(":")[0] for ref in LAZY_COMMANDS.values()} - {"safehold.cli.backup_cmds"}
+    loaded = _modules_after(statement)
+    assert "safehold.cli.backup_cmds" in loaded and not loaded & others, loaded & others
+
+
+def test_the_lazy_command_table_matches_the_modules() -> None:
+    """Every command a module offers (its COMMANDS) is in LAZY_COMMANDS under its own name."""
+    import importlib
+
+    from safehold.cli.main import LAZY_COMMANDS
+
+    modules = {ref.split(":")[0] for ref in LAZY_COMMANDS.values()}
+    offered = {}
+    for name in modules:
+        module = importlib.import_module(name)
+        for command in getattr(module, "COMMANDS", []):
+            offered[command.name] = command
+    from safehold.cli.run_task import run_task
+
+    offered[run_task.name] = run_task
+    assert set(offered) == set(LAZY_COMMANDS)
+    for name, ref in LAZY_COMMANDS.items():
+        module, attribute = ref.split(":")
+        assert getattr(importlib.import_module(module), attribute) is offered[name], name
 
 
 def test_cli_main_imports_no_driver_or_sdk() -> None:

@@ -62,7 +62,10 @@ def test_every_crd_field_has_a_row_with_its_enum_and_default(kind: crdgen.Kind) 
 def _paths(cmd: click.Command, path: str) -> list[str]:
     out = [path]
     if isinstance(cmd, click.Group):
-        for name, sub in cmd.commands.items():
+        ctx = click.Context(cmd)
+        for name in cmd.list_commands(ctx):  # the top group loads its commands lazily
+            sub = cmd.get_command(ctx, name)
+            assert sub is not None, f"{path} {name}"
             if not sub.hidden:
                 out += _paths(sub, f"{path} {name}")
     return out
@@ -73,7 +76,9 @@ def test_every_command_and_option_is_in_the_cli_reference() -> None:
     for path in _paths(cli, "safehold"):
         assert f"\n## {path}\n" in page, f"`{path}` is missing from docs/reference/cli.md"
     backup = page.split("\n## safehold backup\n", 1)[1].split("\n## ", 1)[0]
-    for opt in cli.commands["backup"].params:
+    backup_cmd = cli.get_command(click.Context(cli), "backup")
+    assert backup_cmd is not None
+    for opt in backup_cmd.params:
         for name in opt.opts:
             assert name in backup, f"safehold backup {name} is missing from its section"
 

@@ -105,7 +105,19 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 
 class SafeholdGroup(click.Group):
-    """Every outcome gets its documented exit code and one clear message (JSON with -o json)."""
+    """Every outcome gets its documented exit code and one clear message (JSON with -o json).
+    Commands load lazily (:data:`LAZY_COMMANDS`)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in LAZY_COMMANDS:
+            import importlib
+
+            module, attribute = LAZY_COMMANDS[cmd_name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,
@@ -207,31 +219,30 @@ def cli(ctx: click.Context, config_path: Path | None, profile: str | None,
         runlog.started(run)
 
 
-def _register() -> None:
-    from safehold.cli import (
-        audit_cmds,
-        backup_cmds,
-        binlog_cmds,
-        config_cmds,
-        inspect_cmds,
-        keys_cmds,
-        oplog_cmds,
-        prune_cmds,
-        schedule_cmds,
-        stats_cmds,
-        version_cmds,
-        wal_cmds,
-    )
-    from safehold.cli.run_task import run_task  # the runner Jobs' entry point
-
-    for module in (backup_cmds, inspect_cmds, keys_cmds, prune_cmds, config_cmds, audit_cmds,
-                   stats_cmds, schedule_cmds, version_cmds, binlog_cmds, wal_cmds, oplog_cmds):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-    cli.add_command(run_task)
-
-
-_register()
+# Every command, by name: "module:attribute". A command's module is imported only when that
+# command runs (or help lists them all), so `safehold backup` never pays for `stats`, `audit`
+# or `schedule` (start-up is part of every run's time; tests/unit/test_cli_imports.py).
+LAZY_COMMANDS = {
+    "audit": "safehold.cli.audit_cmds:audit_group",
+    "backup": "safehold.cli.backup_cmds:backup",
+    "binlog": "safehold.cli.binlog_cmds:binlog_group",
+    "cat": "safehold.cli.inspect_cmds:cat",
+    "check": "safehold.cli.prune_cmds:check",
+    "config": "safehold.cli.config_cmds:config_group",
+    "daemon": "safehold.cli.schedule_cmds:daemon",
+    "keys": "safehold.cli.keys_cmds:keys",
+    "list": "safehold.cli.inspect_cmds:list_",
+    "oplog": "safehold.cli.oplog_cmds:oplog_group",
+    "prune": "safehold.cli.prune_cmds:prune",
+    "restore": "safehold.cli.backup_cmds:restore",
+    "run-task": "safehold.cli.run_task:run_task",  # the runner Jobs' entry point
+    "schedule": "safehold.cli.schedule_cmds:schedule",
+    "show": "safehold.cli.inspect_cmds:show",
+    "stats": "safehold.cli.stats_cmds:stats",
+    "verify": "safehold.cli.inspect_cmds:verify",
+    "version": "safehold.cli.version_cmds:version",
+    "wal": "safehold.cli.wal_cmds:wal_group",
+}
 
 
 def main() -> None:
