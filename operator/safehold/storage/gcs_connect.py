@@ -87,9 +87,22 @@ def make_client(endpoint: str | None) -> storage.Client:
     if endpoint:
         return storage.Client(project="safehold", credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
                               client_options={"api_endpoint": endpoint})
+    key_file = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    if key_file and not os.path.isfile(key_file):
+        origin = os.environ.get("SAFEHOLD_GCS_KEY_ORIGIN")  # set by the operator's Jobs
+        raise StorageError(
+            f"GOOGLE_APPLICATION_CREDENTIALS names {key_file}, which does not exist"
+            + (f": it is {origin}, which is missing; add the service-account key file to the"
+               " Secret under that key (kubectl create secret generic NAME"
+               " --from-file=gcs.json=KEY.json)" if origin else
+               ": point it at a service-account key file, or unset it to use workload"
+               " identity"))
     try:
         credentials, project = google.auth.default(scopes=SCOPES)
     except google.auth.exceptions.DefaultCredentialsError as exc:
+        if key_file:
+            raise StorageError(f"the Google Cloud credentials in {key_file} are not usable:"
+                               f" {exc}") from exc
         raise StorageError(
             "no Google Cloud credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a"
             " service-account key file, or run on GKE with workload identity (the pod's"

@@ -78,10 +78,26 @@ def test_jobs_pass_the_restricted_pod_security_standard(name: str) -> None:
 def test_secrets_only_by_reference(name: str) -> None:
     container = _jobs()[name]["spec"]["template"]["spec"]["containers"][0]
     literal = {e["name"]: e["value"] for e in container["env"] if "value" in e}
-    assert set(literal) <= {"SAFEHOLD_TASK", "GOOGLE_APPLICATION_CREDENTIALS"}
+    assert set(literal) <= {"SAFEHOLD_TASK", "GOOGLE_APPLICATION_CREDENTIALS",
+                            "SAFEHOLD_GCS_KEY_ORIGIN"}
     task = parse_task(literal["SAFEHOLD_TASK"])  # the runner's own parser accepts it
     text = json.dumps(task.model_dump(mode="json"))
     assert "password\":" not in text.replace("password_from", "")
+
+
+def test_a_gcs_key_file_missing_from_its_secret_lets_the_pod_start_and_say_so() -> None:
+    """The key file is an optional item: a Secret without gcs.json must not leave the pod in
+    FailedMount until the Job's deadline; the runner names the Secret and key instead."""
+    spec = dict(samples.PG_TARGET_SPEC, storage={
+        "url": "gs://backups/prod", "credentialsSecretRef": {"name": "gcs-creds"}})
+    pod = tasks.check_job(BackupTarget.from_body(samples.target(spec=spec)), "c",
+                          SETTINGS)["spec"]["template"]["spec"]
+    gcs = next(v for v in pod["volumes"] if v["name"].endswith("-gcs"))
+    assert gcs["secret"]["secretName"] == "gcs-creds" and gcs["secret"]["optional"] is True
+    assert gcs["secret"]["items"] == [{"key": "gcs.json", "path": "gcs.json"}]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["GOOGLE_APPLICATION_CREDENTIALS"].endswith("/gcs/gcs.json")
+    assert env["SAFEHOLD_GCS_KEY_ORIGIN"] == "Secret gcs-creds, key gcs.json"
 
 
 def test_runner_security_context_override_cannot_escalate() -> None:

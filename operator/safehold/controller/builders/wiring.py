@@ -22,12 +22,20 @@ ROOT = "/var/run/safehold"
 SECRET_MODE = 0o440  # readable by the runner's group (fsGroup), nobody else
 DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mongodb": 27017}
 GCS_KEY = "gcs.json"
+GCS_KEY_ORIGIN_ENV = "SAFEHOLD_GCS_KEY_ORIGIN"  # where the key file comes from, for errors
 
 
-def _secret_file(volume: str, secret: str, key: str, path: str, mount: str) -> Wiring:
+def _secret_file(volume: str, secret: str, key: str, path: str, mount: str, *,
+                 optional: bool = False) -> Wiring:
+    """One key of a Secret as a file. ``optional``: a missing Secret or key leaves the
+    directory empty and the pod starts (the runner then says what is missing), instead of a pod
+    stuck in FailedMount until the Job's deadline."""
+    source: dict[str, Any] = {"secretName": secret, "defaultMode": SECRET_MODE,
+                              "items": [{"key": key, "path": path}]}
+    if optional:
+        source["optional"] = True
     return Wiring(
-        volumes=({"name": volume, "secret": {"secretName": secret, "defaultMode": SECRET_MODE,
-                                             "items": [{"key": key, "path": path}]}},),
+        volumes=({"name": volume, "secret": source},),
         mounts=({"name": volume, "mountPath": mount, "readOnly": True},),
     )
 
@@ -103,9 +111,10 @@ def repository(spec: BackupTargetSpec, role: str) -> tuple[TaskRepository, Wirin
         wiring += Wiring(env_from=({"secretRef": {"name": name}},))
         if st.url.startswith("gs://"):
             mount = f"{ROOT}/{role}/gcs"
-            wiring += _secret_file(f"{role}-gcs", name, GCS_KEY, GCS_KEY, mount)
+            wiring += _secret_file(f"{role}-gcs", name, GCS_KEY, GCS_KEY, mount, optional=True)
             wiring += Wiring(env=({"name": "GOOGLE_APPLICATION_CREDENTIALS",
-                                   "value": f"{mount}/{GCS_KEY}"},))
+                                   "value": f"{mount}/{GCS_KEY}"},
+                                  {"name": GCS_KEY_ORIGIN_ENV, "value": _names(name, GCS_KEY)}))
     if st.volume is not None:
         vol = f"{role}-repo"
         path = urlsplit(st.url).path
