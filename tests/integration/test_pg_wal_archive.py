@@ -11,7 +11,7 @@ import shutil
 import signal
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -90,6 +90,23 @@ def test_streamed_killed_restarted_and_restored_to_times_from_the_archive(
     numbers = [segno(n) for n in names]
     assert numbers == list(range(numbers[0], numbers[-1] + 1)), names
     assert names[0] == before_restart[0] and "GAP" not in streamer.log.read_text()
+
+    # the segments carry the server's clock: `list` shows the window, a target past it fails
+    # now (exit 2, naming the window) instead of when the restored server starts
+    listed = run_json("list", "-r", repo, env=env)
+    window = next(r["recoverable_window"] for r in listed if r["target"] == name)
+    assert window["from"] is not None and window["to"] is not None, window
+    assert datetime.fromisoformat(window["to"]) >= marks[5][0], (window, marks[5])
+    later = datetime.fromisoformat(window["to"]) + timedelta(minutes=5)
+    past = run("restore", "-r", repo, "--from", name, "--data-dir", str(scratch / "past"),
+               "--to-time", later.isoformat(), env=env, ok=False)
+    assert past.exit_code == Exit.USAGE and "after the end of the recoverable window" in \
+        past.output and window["to"] in past.output, past.output
+    beyond = run("restore", "-r", repo, "--from", name, "--data-dir", str(scratch / "beyond"),
+                 "--to-lsn", "FF/0", env=env, ok=False)
+    assert beyond.exit_code == Exit.USAGE and "past the end of the WAL archive" in \
+        beyond.output, beyond.output
+    assert not (scratch / "past").exists() and not (scratch / "beyond").exists()
 
     fetched = scratch / "fetched"
     run("wal", "fetch", "-r", repo, "--name", name, names[-1], str(fetched), env=env)

@@ -73,8 +73,18 @@ def window(backups: Sequence[Manifest], segments: Sequence[SegmentRecord]) -> Wi
     if not starts:
         return Window(None, None)
     ends = [t for m in backups if (t := _time(m.end_position))]
-    ends += [s.last_time for s in segments if s.last_time is not None]
+    ends += [t for s in segments if (t := segment_end(s)) is not None]
     return Window(min(starts), max(ends))
+
+
+def segment_end(segment: SegmentRecord) -> datetime | None:
+    """The time up to which a segment (with those before it) holds every event. A binlog or
+    oplog segment: its last event's. A WAL segment: its ``covered_until`` (the WAL carries no
+    time the streamer reads; the server's clock when it sent the WAL bounds it)."""
+    if segment.kind == "wal":
+        covered = segment.meta.get("covered_until")
+        return datetime.fromisoformat(covered) if isinstance(covered, str) else None
+    return segment.last_time
 
 
 def target_window(repo: Repository, target: str) -> Window:

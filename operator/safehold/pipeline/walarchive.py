@@ -23,6 +23,7 @@ from safehold.repository.logarchive import SegmentId, SegmentNotFound, segment_i
 log = logging.getLogger("safehold.wal")
 
 KIND = "wal"
+COVERED_UNTIL = "covered_until"  # meta: every commit before it is in this segment or earlier
 SEGMENT_NAME = re.compile(r"^[0-9A-F]{24}$")
 # what else a server asks its restore_command for: timeline history files, and (never by
 # Safehold) partial segments and backup history files
@@ -61,10 +62,15 @@ class ArchiveSink:
             self._check_continuity(seg, len(segment.data))
             self._first = False
         position = {"timeline": str(segment.timeline)}
+        meta: dict[str, object] = {"wal_segment_size": len(segment.data)}
+        if segment.covered_until is not None:
+            meta[COVERED_UNTIL] = segment.covered_until.isoformat()
+        # last_time (the server's clock at the segment's last byte) bounds every record in it
+        # from above, which is what retention needs; the window's end is covered_until
         self.archive.put(seg, [segment.data],
                          start={**position, "lsn": format_lsn(segment.start_lsn)},
                          end={**position, "lsn": format_lsn(segment.end_lsn)},
-                         meta={"wal_segment_size": len(segment.data)}, tools=self.tools)
+                         last_time=segment.last_sent, meta=meta, tools=self.tools)
 
     def _check_continuity(self, seg: SegmentId, seg_size: int) -> None:
         """The first segment of a run follows the archive's newest one (or repeats one): a

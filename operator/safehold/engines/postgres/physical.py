@@ -16,6 +16,7 @@ import json
 import logging
 import tempfile
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -229,7 +230,10 @@ def physical_backup(target: PgTarget, request: BackupRequest, sink: BackupSink,
     return BackupOutcome(
         server_version=facts["version"],
         start_position={"lsn": start_lsn, "timeline": str(timeline)},
-        end_position={"lsn": end_lsn, "timeline": str(timeline)},
+        # consistent from end_lsn on, which the server wrote before pg_basebackup ended: a
+        # time now is at or after it (the recoverable window starts there)
+        end_position={"lsn": end_lsn, "timeline": str(timeline),
+                      "time": datetime.now(UTC).isoformat()},
         engine_meta={"method": "physical", "format": "pg_basebackup-tar",
                      "system_identifier": facts["system_identifier"], "timeline": timeline,
                      "pg_major": facts["major"], "start_lsn": start_lsn, "end_lsn": end_lsn,

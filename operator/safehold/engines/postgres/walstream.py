@@ -24,7 +24,9 @@ import re
 import select
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -72,6 +74,47 @@ class Segment:
     start_lsn: int
     end_lsn: int
     data: bytes
+    # the server's clock when it sent the segment's last byte: no record in it is later
+    last_sent: datetime | None = None
+    # every commit made before this time is in this segment or an earlier one (:class:`Coverage`)
+    covered_until: datetime | None = None
+
+
+def server_time(value: datetime) -> datetime:
+    """A replication message's send time as an aware UTC datetime (psycopg2 may give it
+    naive, in local time)."""
+    return value.astimezone(UTC)
+
+
+class Coverage:
+    """What the server's clock says about the WAL archived so far.
+
+    Every XLogData message carries the server's current end of WAL and its clock when it sent
+    the message: at that moment every transaction that had committed had its commit record
+    before that end. So once the archive holds the WAL up to a message's end, it holds every
+    commit made before the message was sent. This bounds the recoverable window's end without
+    parsing WAL. A streamer catching up on old WAL sees ends far ahead of what it has stored, so
+    its coverage stays where it was until it catches up. (One caveat: with synchronous_commit
+    off, a commit reaches the flushed WAL up to 3 x wal_writer_delay after its timestamp, so the
+    window's last fraction of a second may lack such a commit; PostgreSQL then says "recovery
+    ended before configured recovery target was reached".)
+    """
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._pending: deque[tuple[int, datetime]] = deque(maxlen=limit)
+        self.until: datetime | None = None
+
+    def saw(self, wal_end: int, sent: datetime) -> None:
+        if wal_end:
+            self._pending.append((wal_end, sent))
+
+    def archived_to(self, lsn: int) -> datetime | None:
+        """The archive now holds the WAL before ``lsn``: the time it covers."""
+        while self._pending and self._pending[0][0] <= lsn:
+            covered = self._pending.popleft()[1]
+            if self.until is None or covered > self.until:
+                self.until = covered
+        return self.until
 
 
 class SegmentSink(Protocol):
@@ -239,6 +282,7 @@ class WalStreamer:
         cur.start_replication(slot_name=self.slot, start_lsn=seg_start, timeline=timeline,
                               status_interval=self.status_interval)
         last_status = 0.0
+        coverage = Coverage()
         while not self.stopping.is_set():
             if time.monotonic() - self._health_at > self.health_interval:
                 self._health_at = time.monotonic()
@@ -253,6 +297,8 @@ class WalStreamer:
                 continue
             payload = bytes(msg.payload)
             at = msg.data_start
+            sent = server_time(msg.send_time)
+            coverage.saw(msg.wal_end, sent)
             expected = seg_start + pos
             if at + len(payload) <= expected:
                 continue  # already have it
@@ -266,8 +312,10 @@ class WalStreamer:
                 pos += take
                 payload = payload[take:]
                 if pos == seg_size:
+                    end = seg_start + seg_size
                     segment = Segment(timeline, segment_name(timeline, seg_start, seg_size),
-                                      seg_start, seg_start + seg_size, bytes(buf))
+                                      seg_start, end, bytes(buf), last_sent=sent,
+                                      covered_until=coverage.archived_to(end))
                     self.sink.put(segment)  # durable before the slot may forget it
                     seg_start += seg_size
                     pos = 0
