@@ -24,6 +24,7 @@ from safehold.api.common import ErrorInfo
 from safehold.api.errors import Exit, SafeholdError, UsageError
 from safehold.api.result import TaskKind, TaskResult
 from safehold.api.task import TASK_ENV, Task, parse_task
+from safehold.cli.errors import Terminated as CliTerminated
 from safehold.cli.errors import report_for
 from safehold.engines.base import redact_url
 
@@ -36,6 +37,23 @@ class Terminated(SafeholdError):
 
     exit_code = Exit.TERMINATED
     transient = True
+
+
+class _Signalled(BaseException):
+    """SIGTERM while a task runs. A BaseException, like KeyboardInterrupt, so it unwinds past
+    every ``except Exception`` on the way (a driver's error wrapping would otherwise turn it
+    into a database error, and a streamer would retry it); :func:`run` turns it into the
+    Terminated result."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminated(signum: int) -> Terminated:
+    return Terminated(f"stopped by signal {signal.Signals(signum).name}",
+                      hint="the Job was deleted, hit activeDeadlineSeconds or the Pod was"
+                      " evicted; a retried backup resumes where this one stopped")
 
 
 def error_info(exc: BaseException) -> ErrorInfo:
@@ -98,7 +116,11 @@ def run(task_file: Path | None) -> TaskResult:
             result = TaskResult(kind="stream", phase="Completed")
         else:
             result = execute(task, stages)
-    except (Exception, KeyboardInterrupt) as exc:
+    except (Exception, KeyboardInterrupt, _Signalled, CliTerminated) as exc:
+        if isinstance(exc, _Signalled):
+            exc = _terminated(exc.signum)
+        elif isinstance(exc, CliTerminated):  # a streamer's own SIGTERM handling (wal stream)
+            exc = _terminated(signal.SIGTERM)
         error = error_info(exc)
         kind = task.kind if task is not None else None
         if error.exit_code == int(Exit.FAILED):
@@ -138,9 +160,7 @@ def write_result(result: TaskResult, result_file: Path | None) -> None:
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise Terminated(f"stopped by signal {signal.Signals(signum).name}",
-                     hint="the Job was deleted, hit activeDeadlineSeconds or the Pod was evicted;"
-                     " a retried backup resumes where this one stopped")
+    raise _Signalled(signum)
 
 
 @click.command("run-task")
