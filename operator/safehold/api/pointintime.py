@@ -3,7 +3,7 @@ as a Deployment owned by the target; the operator polls its status endpoint
 (:mod:`safehold.api.streamer`) into ``status.pointInTime`` and the ``PointInTime`` condition.
 
 Engine-neutral: :data:`STREAMER_ENGINES` lists the engines with a streamer (the CRD's CEL rule
-and the runner's registry, cli/streamers.py, follow it); PostgreSQL joins with one entry.
+and the runner's registry, cli/streamers.py, follow it).
 """
 
 from __future__ import annotations
@@ -16,7 +16,11 @@ from pydantic import Field
 from safehold.api.common import ErrorInfo, KubeModel, StatusModel, condition_reason
 from safehold.api.streamer import StreamerStatus
 
-STREAMER_ENGINES: tuple[str, ...] = ("mysql",)
+STREAMER_ENGINES: tuple[str, ...] = ("mysql", "postgresql")
+# engines a Restore can bring to a point in time in Kubernetes: PostgreSQL's replays WAL into a
+# new data directory, which needs a volume as the Restore's destination (not there yet; the
+# CLI's `restore --data-dir DIR --to-time T` does it)
+RESTORE_ENGINES: tuple[str, ...] = ("mysql",)
 POINT_IN_TIME = "PointInTime"  # the BackupTarget condition type
 
 StreamerHealth = Literal["starting", "ok", "error", "unreachable"]
@@ -28,8 +32,12 @@ def engines_cel() -> str:
 
 def no_streamer_message() -> str:
     return (f"pointInTime needs a log streamer; engines with one: {', '.join(STREAMER_ENGINES)}"
-            " (mysql = MariaDB, `safehold binlog stream`): set pointInTime.enabled to false or"
-            " remove pointInTime for this engine")
+            " (mysql = MariaDB, `safehold binlog stream`; postgresql, `safehold wal stream`):"
+            " set pointInTime.enabled to false or remove pointInTime for this engine")
+
+
+PHYSICAL_MESSAGE = ("pointInTime for postgresql archives WAL, which replays onto physical"
+                    " backups only: set method: physical")
 
 
 MULTI_DB_MESSAGE = ("pointInTime archives one database's log: it cannot be combined with"

@@ -33,6 +33,7 @@ from safehold.api.common import RunnerOverrides as RunnerOverrides
 from safehold.api.manifest import BackupMethod
 from safehold.api.pointintime import (
     MULTI_DB_MESSAGE,
+    PHYSICAL_MESSAGE,
     POINT_IN_TIME,
     STREAMER_ENGINES,
     PointInTimeSpec,
@@ -243,6 +244,9 @@ class BackupTargetSpec(KubeModel):
               fieldPath=".pointInTime"),
         _rule("!has(self.pointInTime) || !self.pointInTime.enabled || !has(self.databases)",
               MULTI_DB_MESSAGE, fieldPath=".pointInTime"),
+        _rule("!has(self.pointInTime) || !self.pointInTime.enabled"
+              " || self.engine != 'postgresql' || self.method == 'physical'",
+              PHYSICAL_MESSAGE, fieldPath=".pointInTime"),
     ]})
 
     engine: Engine = Field(description="Database engine: postgresql, mysql (also MariaDB),"
@@ -301,7 +305,7 @@ class BackupTargetSpec(KubeModel):
         default=None,
         description="enabled: true runs the log streamer, so Restores can reach any time in"
         " the recoverable window (status.pointInTime); engines with a streamer: mysql"
-        " (MariaDB).",
+        " (MariaDB) and postgresql (with method: physical).",
     )
 
     @property
@@ -327,6 +331,8 @@ class BackupTargetSpec(KubeModel):
             raise ValueError(no_streamer_message())
         if self.streams and self.databases is not None:
             raise ValueError(MULTI_DB_MESSAGE)
+        if self.streams and self.engine == "postgresql" and self.method != "physical":
+            raise ValueError(PHYSICAL_MESSAGE)
         return self
 
 

@@ -11,11 +11,12 @@ from collections.abc import Callable
 
 from safehold.api.errors import Unsupported
 from safehold.api.task import StreamTask
-from safehold.cli import binlog_cmds, streamer_status
+from safehold.cli import binlog_cmds, streamer_status, wal_cmds
 from safehold.pipeline.streamer_status import StatusBoard
 
 STREAMERS: dict[str, Callable[[StreamTask, StatusBoard], None]] = {
     "mysql": binlog_cmds.stream_task,
+    "postgresql": wal_cmds.stream_task,
 }
 
 

@@ -4,19 +4,29 @@ repository's log archive, for point-in-time restores of physical backups
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from safehold.api.errors import UsageError
-from safehold.cli import common
+from safehold.api.task import StreamTask
+from safehold.cli import common, streamer_status
 from safehold.cli.config import resolve_repository
 from safehold.cli.errors import Terminated
+from safehold.codecs.crypto import Kek
+from safehold.pipeline.streamer_status import StatusBoard
 from safehold.repository import layout
+from safehold.repository.repo import Repository
+
+if TYPE_CHECKING:
+    from safehold.engines.postgres.engine import PostgresEngine
 
 log = logging.getLogger("safehold.wal")
 
@@ -44,24 +54,37 @@ def wal_group() -> None:
               " choice).")
 @click.option("--namespace", envvar="SAFEHOLD_NAMESPACE", default=None,
               help="Kubernetes namespace of the target (the operator sets it).")
+@streamer_status.status_options
 @common.connection_options
 @common.key_file_option
 @click.pass_context
 def stream(ctx: click.Context, /, target: str, repo: str, name: str | None, slot: str | None,
            status_file: Path | None, warn_retained: int, no_encryption: bool,
-           namespace: str | None, key_files: tuple[Path, ...], **conn: Any) -> None:
+           namespace: str | None, status_port: int | None, status_address: str,
+           retry_after: float, key_files: tuple[Path, ...], **conn: Any) -> None:
     """Stream the server's WAL through a replication slot into the repository's log archive.
 
     Runs until stopped. Each complete 16 MiB segment is stored (encrypted and authenticated
     like backups), and only then confirmed to the slot, so the server keeps every byte not yet
     stored: killed at any point, the next run resumes where the slot stands, without a gap.
     SIGTERM stops it after the segment being stored (exit 143); a second SIGTERM at once.
-    The server needs max_slot_wal_keep_size set and a role with REPLICATION.
+    The server needs max_slot_wal_keep_size set and a role with REPLICATION. With
+    --status-port it also serves its status (position, lag, last archived segment,
+    recoverable window, health) as JSON, and retries after errors instead of stopping.
     """
+    with streamer_status.endpoint(status_port, status_address, retry_after,
+                                  engine="postgresql", target=name or "") as ep:
+        ep.run(lambda: _stream(ctx, ep.board, target=target, repo=repo, name=name, slot=slot,
+                               status_file=status_file, warn_retained=warn_retained,
+                               no_encryption=no_encryption, namespace=namespace,
+                               key_files=key_files, conn=conn))
+
+
+def _stream(ctx: click.Context, board: StatusBoard, *, target: str, repo: str,
+            name: str | None, slot: str | None, status_file: Path | None, warn_retained: int,
+            no_encryption: bool, namespace: str | None, key_files: tuple[Path, ...],
+            conn: dict[str, Any]) -> None:
     from safehold.engines.postgres.engine import PostgresEngine
-    from safehold.engines.postgres.walstream import WalStreamer, slot_name
-    from safehold.pipeline.logarchive import LogArchive
-    from safehold.pipeline.walarchive import ArchiveSink
 
     target_name, engine = common.open_target(ctx, target, **conn)
     if not isinstance(engine, PostgresEngine):
@@ -71,18 +94,66 @@ def stream(ctx: click.Context, /, target: str, repo: str, name: str | None, slot
     repo_cfg = resolve_repository(common.config(ctx), repo)
     repository = common.open_repo(ctx, repo, create=True)
     keks = common.keks_for(ctx, repository, repo, key_files, create_kdf=True)
-    archive = LogArchive(repository, name, keks[1:],
-                         kek=keks[0] if keks else None,
-                         no_encryption=no_encryption or repo_cfg.encryption == "none",
-                         namespace=namespace or None)
+    archive_wal(board, engine, repository, keks, target=name, slot=slot,
+                no_encryption=no_encryption or repo_cfg.encryption == "none",
+                namespace=namespace, status_file=status_file,
+                warn_retained=warn_retained << 20)
+
+
+def stream_task(task: StreamTask, board: StatusBoard) -> None:
+    """The operator's streamer Deployment (`safehold run-task`, kind stream): the same loop,
+    opened from the task's references."""
+    from safehold.engines.postgres.engine import PostgresEngine
+    from safehold.pipeline.tasks import load_keys, open_database, open_repository
+
+    engine = open_database(task.database)
+    if not isinstance(engine, PostgresEngine):
+        raise UsageError(f"a WAL streamer needs a PostgreSQL target; {task.target} is a"
+                         f" {engine.name} target")
+    repository = open_repository(task.repository)
+    repository.initialize()
+    archive_wal(board, engine, repository, load_keys(task.encryption), target=task.target,
+                slot=None, no_encryption=task.encryption.mode == "none",
+                namespace=task.namespace, status_file=None, warn_retained=1 << 30)
+
+
+def archive_wal(board: StatusBoard, engine: PostgresEngine, repository: Repository,
+                keks: Sequence[Kek], *, target: str, slot: str | None, no_encryption: bool,
+                namespace: str | None, status_file: Path | None, warn_retained: int) -> None:
+    """Stream and archive until stopped (SIGTERM: after the segment being stored, exit 143)."""
+    from safehold.engines.postgres.walstream import StreamStatus, WalStreamer, slot_name
+    from safehold.pipeline.logarchive import LogArchive
+    from safehold.pipeline.walarchive import ArchiveSink
+
+    archive = LogArchive(repository, target, keks[1:], kek=keks[0] if keks else None,
+                         no_encryption=no_encryption, namespace=namespace or None)
+    board.identify(engine.name, archive.target)
+    board.window_from(functools.partial(_window, repository, archive.target))
+    board.refresh_window()
+
+    def report(status: StreamStatus) -> None:
+        board.pulled({"lsn": status.received_lsn, "timeline": str(status.timeline)})
+        # the WAL the slot holds back is what the archive lacks (at most a segment while
+        # healthy); "caught up" cannot be told from it, so the lag in time stays the age of
+        # the newest covered commit
+        board.lag(status.retained_bytes, None)
+        board.healthy()
+
     streamer = WalStreamer(engine.target, slot or slot_name(archive.target),
-                           ArchiveSink(archive), status_file=status_file,
-                           warn_retained=warn_retained << 20)
+                           ArchiveSink(archive, board=board), status_file=status_file,
+                           warn_retained=warn_retained, on_status=report)
     log.info("archiving the WAL of %s into %s", archive.target, repository.url)
     with _stop_on_sigterm(streamer.stop) as stopped:
         streamer.run()
     if stopped.is_set():
         raise Terminated()
+
+
+def _window(repository: Repository, target: str) -> tuple[datetime | None, datetime | None]:
+    from safehold.pipeline.pitr import target_window
+
+    win = target_window(repository, target)
+    return win.start, win.end
 
 
 class _stop_on_sigterm:

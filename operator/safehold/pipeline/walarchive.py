@@ -18,6 +18,7 @@ from pathlib import Path
 from safehold.api.errors import UsageError
 from safehold.engines.postgres.walstream import Segment, format_lsn
 from safehold.pipeline.logarchive import LogArchive
+from safehold.pipeline.streamer_status import StatusBoard
 from safehold.repository.logarchive import SegmentId, SegmentNotFound, segment_ids
 
 log = logging.getLogger("safehold.wal")
@@ -52,8 +53,9 @@ def previous_name(name: str, seg_size: int) -> str | None:
 class ArchiveSink:
     """Stores each complete WAL segment of one target in its log archive."""
 
-    def __init__(self, archive: LogArchive, tools: dict[str, str] | None = None) -> None:
-        self.archive, self.tools = archive, tools or {}
+    def __init__(self, archive: LogArchive, tools: dict[str, str] | None = None,
+                 board: StatusBoard | None = None) -> None:
+        self.archive, self.tools, self.board = archive, tools or {}, board
         self._first = True
 
     def put(self, segment: Segment) -> None:
@@ -67,10 +69,13 @@ class ArchiveSink:
             meta[COVERED_UNTIL] = segment.covered_until.isoformat()
         # last_time (the server's clock at the segment's last byte) bounds every record in it
         # from above, which is what retention needs; the window's end is covered_until
+        end = {**position, "lsn": format_lsn(segment.end_lsn)}
         self.archive.put(seg, [segment.data],
-                         start={**position, "lsn": format_lsn(segment.start_lsn)},
-                         end={**position, "lsn": format_lsn(segment.end_lsn)},
+                         start={**position, "lsn": format_lsn(segment.start_lsn)}, end=end,
                          last_time=segment.last_sent, meta=meta, tools=self.tools)
+        if self.board is not None:  # the lag in time: how old the newest covered commit is
+            self.board.archived(segment.name, end, segment.covered_until)
+            self.board.refresh_window()
 
     def _check_continuity(self, seg: SegmentId, seg_size: int) -> None:
         """The first segment of a run follows the archive's newest one (or repeats one): a

@@ -6,7 +6,7 @@ from __future__ import annotations
 import kopf
 
 from safehold.api.common import ErrorInfo
-from safehold.api.pointintime import STREAMER_ENGINES
+from safehold.api.pointintime import RESTORE_ENGINES, STREAMER_ENGINES
 from safehold.api.restore import Restore, RestoreStatus
 from safehold.api.result import TaskResult
 from safehold.api.target import BackupTarget
@@ -140,6 +140,14 @@ def _point_in_time(kube: Kube, body: Obj, rs: Restore, source: str) -> None:
               f"target {source!r} is a {target.spec.engine} target: point-in-time restores need"
               f" a log streamer, which engines {', '.join(STREAMER_ENGINES)} have; restore a"
               " backup instead (source.backupId or backupRef)")
+        return
+    if target.spec.engine not in RESTORE_ENGINES:
+        _fail(kube, body, rs, "PointInTimeUnsupported",
+              f"target {source!r} is a {target.spec.engine} target: its point-in-time restore"
+              " replays WAL into a new data directory, which a Restore cannot take as its"
+              " destination yet; run `safehold restore --data-dir DIR --to-time T` (its"
+              " window is in the target's status.pointInTime), or restore a backup instead"
+              " (source.backupId or backupRef)")
         return
     _plan_job(kube, body, rs, source, "latest")
 

@@ -25,6 +25,7 @@ import select
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -177,9 +178,11 @@ class WalStreamer:
     def __init__(self, target: PgTarget, slot: str, sink: SegmentSink, *,
                  status_file: Path | None = None, status_interval: float = 10.0,
                  attempts: int = 3, warn_retained: int = 1 << 30,
-                 health_interval: float = 10.0) -> None:
+                 health_interval: float = 10.0,
+                 on_status: Callable[[StreamStatus], None] | None = None) -> None:
         self.target, self.slot, self.sink = target, slot, sink
         self.status_file = status_file
+        self.on_status = on_status  # e.g. the status endpoint's board, about every second
         self.status_interval = status_interval
         self.attempts = attempts
         self.status = StreamStatus(slot=slot)
@@ -333,6 +336,8 @@ class WalStreamer:
     def _write_status(self, received: int) -> None:
         self.status.received_lsn = format_lsn(received)
         self.status.updated = time.time()
+        if self.on_status is not None:
+            self.on_status(self.status)
         if self.status_file is None:
             return
         tmp = self.status_file.with_suffix(".tmp")
