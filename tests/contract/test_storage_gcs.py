@@ -150,8 +150,10 @@ def test_missing_credentials_name_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_p
     for var in ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
-    with pytest.raises(StorageError, match=r"set GOOGLE_APPLICATION_CREDENTIALS.*workload"):
+    with pytest.raises(StorageError, match=r"GOOGLE_APPLICATION_CREDENTIALS names .*missing"
+                       r"\.json, which does not exist.*workload identity"):
         open_storage("gs://some-bucket/p")
+
 
 
 def test_a_missing_bucket_is_named_with_the_fix(gcs_server: FakeGCS) -> None:

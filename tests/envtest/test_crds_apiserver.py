@@ -175,9 +175,13 @@ def test_good_manifests_are_accepted_with_defaults(kubectl: Kubectl) -> None:
 
 BAD: dict[str, tuple[dict[str, Any], list[str]]] = {
     "pointInTime for an engine without a streamer": (
+        target(engine="mongodb", pointInTime={"enabled": True}),
+        ["spec.pointInTime", "pointInTime needs a log streamer; engines with one: mysql,"
+         " postgresql", "set pointInTime.enabled to false"]),
+    "pointInTime for postgresql with the logical method": (
         target(pointInTime={"enabled": True}),
-        ["spec.pointInTime", "pointInTime needs a log streamer; engines with one: mysql",
-         "set pointInTime.enabled to false"]),
+        ["spec.pointInTime", "archives WAL, which replays onto physical backups only",
+         "set method: physical"]),
     "restore to a point with a backupRef": (
         obj("Restore", "r", {"source": {"backupRef": {"name": "a"},
                                         "pointInTime": {"time": "2026-12-02T18:30:05Z"}},
