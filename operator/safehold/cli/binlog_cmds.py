@@ -9,7 +9,6 @@ import logging
 import os
 import time
 import zlib
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +18,7 @@ from safehold.api.errors import UsageError
 from safehold.cli import common, streamer_status
 from safehold.cli.config import resolve_repository
 from safehold.pipeline.logarchive import LogArchive
-from safehold.pipeline.pitr import target_window
+from safehold.pipeline.pitr import window_bounds
 from safehold.pipeline.streamer_status import StatusBoard
 from safehold.repository.logarchive import SegmentId, readable_segments, segment_ids
 
@@ -139,7 +138,7 @@ def archive_binlog(board: StatusBoard, engine: Engine, repository: Repository,
     archive = LogArchive(repository, target, keks[1:], kek=keks[0] if keks else None,
                          no_encryption=no_encryption, namespace=namespace or None)
     board.identify(engine.name, archive.target)
-    board.window_from(functools.partial(_window, repository, archive.target))
+    board.window_from(functools.partial(window_bounds, repository, archive.target))
     db = engine.target
     newest = _newest_archived(repository, archive.target)
     _resume(board, repository, archive.target)
@@ -190,11 +189,6 @@ def archive_binlog(board: StatusBoard, engine: Engine, repository: Repository,
 
 LAG_EVERY = 10.0  # seconds between looks at the server's end (lag in bytes)
 WINDOW_EVERY = 60.0  # seconds between window refreshes (backups extend it too)
-
-
-def _window(repository: Any, target: str) -> tuple[datetime | None, datetime | None]:
-    win = target_window(repository, target)
-    return win.start, win.end
 
 
 def _resume(board: StatusBoard, repository: Any, target: str) -> None:

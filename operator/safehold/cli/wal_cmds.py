@@ -9,7 +9,6 @@ import logging
 import signal
 import threading
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -128,7 +127,9 @@ def archive_wal(board: StatusBoard, engine: PostgresEngine, repository: Reposito
     archive = LogArchive(repository, target, keks[1:], kek=keks[0] if keks else None,
                          no_encryption=no_encryption, namespace=namespace or None)
     board.identify(engine.name, archive.target)
-    board.window_from(functools.partial(_window, repository, archive.target))
+    from safehold.pipeline.pitr import window_bounds
+
+    board.window_from(functools.partial(window_bounds, repository, archive.target))
     board.refresh_window()
 
     def report(status: StreamStatus) -> None:
@@ -147,13 +148,6 @@ def archive_wal(board: StatusBoard, engine: PostgresEngine, repository: Reposito
         streamer.run()
     if stopped.is_set():
         raise Terminated()
-
-
-def _window(repository: Repository, target: str) -> tuple[datetime | None, datetime | None]:
-    from safehold.pipeline.pitr import target_window
-
-    win = target_window(repository, target)
-    return win.start, win.end
 
 
 class _stop_on_sigterm:

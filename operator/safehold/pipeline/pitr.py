@@ -93,6 +93,12 @@ def target_window(repo: Repository, target: str) -> Window:
     return window(backups, segments)
 
 
+def window_bounds(repo: Repository, target: str) -> tuple[datetime | None, datetime | None]:
+    """(start, end) of :func:`target_window`: a streamer status board's window source."""
+    win = target_window(repo, target)
+    return win.start, win.end
+
+
 @dataclass
 class RecoveryPlan:
     target: str
