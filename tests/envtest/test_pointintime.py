@@ -227,19 +227,26 @@ def test_a_restore_to_a_time_plans_and_runs_the_recovery_task(
     assert cond["reason"] == "OutsideWindow" and "recoverable window" in cond["message"]
 
 
-def test_a_restore_to_a_time_of_an_engine_without_a_streamer_fails_at_once(
-        k8s: Cluster, operator: Any) -> None:
+def _refused_at_once(k8s: Cluster, operator: Any, target: str, spec: dict[str, Any]
+                     ) -> dict[str, Any]:
+    """A Restore to a time of ``target`` ends Failed before any Job; its Completed condition."""
     with operator():
-        mongo = {**samples.PG_TARGET_SPEC, "engine": "mongodb"}
-        mongo["connection"] = {**mongo["connection"], "tls": {"mode": "disable"}}
-        k8s.create("backuptargets", samples.target("app", mongo))  # MongoDB: no streamer
-        rs = k8s.create("restores", _restore("pg-time", "app",
+        k8s.create("backuptargets", samples.target(target, spec))
+        rs = k8s.create("restores", _restore("pg-time", target,
                                              {"time": "2026-12-02T18:30:05Z"}))
         failed = eventually(lambda: (s := k8s.status("restores", "pg-time")).get("phase")
                             == "Failed" and s, "the Restore Failed")
         assert not k8s.jobs(rs["metadata"]["uid"])
-    cond = next(c for c in failed["conditions"] if c["type"] == "Completed")
+    cond: dict[str, Any] = next(c for c in failed["conditions"] if c["type"] == "Completed")
     assert cond["reason"] == "PointInTimeUnsupported"
+    return cond
+
+
+def test_a_restore_to_a_time_of_an_engine_without_a_streamer_fails_at_once(
+        k8s: Cluster, operator: Any) -> None:
+    mongo = {**samples.PG_TARGET_SPEC, "engine": "mongodb"}
+    mongo["connection"] = {**mongo["connection"], "tls": {"mode": "disable"}}
+    cond = _refused_at_once(k8s, operator, "app", mongo)  # MongoDB: no streamer
     assert "restore a backup instead" in cond["message"]
 
 
@@ -248,13 +255,5 @@ def test_a_postgresql_restore_to_a_time_points_to_the_cli_for_now(
     """PostgreSQL streams (its window is in status) but replays into a new data directory,
     which a Restore cannot take yet: refused at once, naming the CLI command that does it."""
     spec = {**samples.PG_TARGET_SPEC, "method": "physical", "pointInTime": {"enabled": False}}
-    with operator():
-        k8s.create("backuptargets", samples.target("orders", spec))
-        rs = k8s.create("restores", _restore("pg-time", "orders",
-                                             {"time": "2026-12-02T18:30:05Z"}))
-        failed = eventually(lambda: (s := k8s.status("restores", "pg-time")).get("phase")
-                            == "Failed" and s, "the Restore Failed")
-        assert not k8s.jobs(rs["metadata"]["uid"])
-    cond = next(c for c in failed["conditions"] if c["type"] == "Completed")
-    assert cond["reason"] == "PointInTimeUnsupported"
+    cond = _refused_at_once(k8s, operator, "orders", spec)
     assert "safehold restore --data-dir DIR --to-time T" in cond["message"]
