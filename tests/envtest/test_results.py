@@ -3,7 +3,10 @@ the operator are real."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from safehold.api.common import ErrorInfo
 from safehold.api.result import TaskResult
@@ -72,6 +75,79 @@ def test_check_job_sets_ready(k8s: Cluster, operator: Any) -> None:
     assert (ready["status"], ready["reason"]) == ("True", "CheckPassed")
     assert "PostgreSQL 16.4" in ready["message"] and "checkJob" not in status
     assert status["serverVersion"] == "PostgreSQL 16.4"
+
+
+def _fail_status_patches(monkeypatch: pytest.MonkeyPatch, plural: str,
+                         exc: Callable[[], BaseException], times: int) -> list[str]:
+    """The operator's first ``times`` status patches of ``plural`` fail with ``exc()``
+    (the fault); returns the list the failed calls are appended to."""
+    from safehold.controller.kube import Kube
+
+    real, failed = Kube.patch_status, []
+
+    def patch_status(self: Kube, p: str, ns: str, name: str, status: dict[str, Any]) -> None:
+        if p == plural and "lastCheckTime" in status and len(failed) < times:
+            failed.append(name)
+            raise exc()
+        real(self, p, ns, name, status)
+
+    monkeypatch.setattr(Kube, "patch_status", patch_status)
+    return failed
+
+
+def _check_passes(k8s: Cluster) -> dict[str, Any]:
+    bt = k8s.create("backuptargets", samples.target())
+    job = eventually(lambda: k8s.jobs(bt["metadata"]["uid"], "check"), "check Job")[0]
+    eventually(lambda: k8s.status("backuptargets", "orders").get("checkJob"), "checking")
+    result = TaskResult(kind="check", phase="Completed", server_version="PostgreSQL 16.4")
+    finish_pod(k8s, job, exit_code=0, message=result.to_termination_message())
+    return bt
+
+
+def test_a_verdict_survives_an_api_server_hiccup(k8s: Cluster, operator: Any,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The status patch that records the check's verdict fails twice with 503: the Job's event
+    (the only one a finished Job sends) is handled again until it sticks."""
+    from kubernetes.client import ApiException
+
+    failed = _fail_status_patches(monkeypatch, "backuptargets",
+                                  lambda: ApiException(status=503, reason="Service Unavailable"), 2)
+    with operator():
+        _check_passes(k8s)
+        status = eventually(
+            lambda: (s := k8s.status("backuptargets", "orders")).get("lastCheckTime") and s,
+            "the check's verdict")
+    assert failed == ["orders", "orders"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "CheckPassed")
+
+
+def test_a_lost_check_verdict_is_read_by_the_recheck_timer(k8s: Cluster, operator: Any,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every try to record the verdict fails (not a transient error, so no retry): the target
+    stays Checking with its finished Job; the re-check timer reads that Job's verdict instead of
+    waiting on it forever."""
+    from safehold.controller import runtime
+    from safehold.controller.handlers import targets
+    from safehold.controller.kube import Kube
+    from safehold.controller.settings import Settings
+
+    real = Kube.patch_status
+    failed = _fail_status_patches(monkeypatch, "backuptargets",
+                                  lambda: ValueError("injected"), 1_000)
+    with operator():
+        bt = _check_passes(k8s)
+        eventually(lambda: failed, "the verdict's patch refused")
+    job = k8s.jobs(bt["metadata"]["uid"], "check")[0]
+    assert any(c.type == "Complete" for c in job.status.conditions or [])
+    assert k8s.status("backuptargets", "orders").get("checkJob") == job.metadata.name
+    monkeypatch.setattr(Kube, "patch_status", real)  # the API server accepts the patch again
+    runtime.set_runtime(runtime.Runtime(Settings.from_env(), Kube(k8s.api)))
+    targets.maybe_recheck(k8s.get("backuptargets", "orders") or {})
+    status = k8s.status("backuptargets", "orders")
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "CheckPassed")
+    assert "checkJob" not in status and len(k8s.jobs(bt["metadata"]["uid"], "check")) == 1
 
 
 def test_a_lost_result_is_recovered_from_the_repository(k8s: Cluster, operator: Any) -> None:

@@ -299,3 +299,16 @@ def _reason(exc: ApiException) -> str:
         return str(json.loads(exc.body or "").get("message") or exc.reason)
     except (TypeError, ValueError):
         return str(exc.reason)
+
+
+RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether the API server may well accept the same call again: it was overloaded,
+    unreachable or timed out (a 4xx other than 429 is an answer, not a hiccup)."""
+    import urllib3
+
+    if isinstance(exc, ApiException):
+        return exc.status in RETRIED_STATUSES or not exc.status
+    return isinstance(exc, urllib3.exceptions.HTTPError | TimeoutError | ConnectionError)

@@ -18,7 +18,7 @@ from safehold.controller.handlers.common import (
 )
 from safehold.controller.kube import Forbidden, Obj
 from safehold.controller.logic import schedule
-from safehold.controller.logic.phase import Verdict
+from safehold.controller.logic.phase import Verdict, decide
 from safehold.controller.status import patch
 
 PLURAL = "backuptargets"
@@ -62,9 +62,13 @@ def maybe_recheck(body: Obj) -> None:
     target = BackupTarget.from_body(body)
     now = utcnow()
     interval = rt.settings.check_interval_seconds
-    checking = target.status.check_job is not None and rt.kube.get_job(
-        target.metadata.namespace or "", target.status.check_job or "") is not None
-    if checking:
+    ns = target.metadata.namespace or ""
+    job = rt.kube.get_job(ns, target.status.check_job) if target.status.check_job else None
+    if job is not None:
+        if finished(job):
+            # its verdict never reached the status (an event lost to an API error while it
+            # was handled, say): read it now rather than wait on a Job that will not change
+            on_job(job, decide(job, rt.kube.job_pods(ns, job)), False)
         return
     gen = target.metadata.generation or 0
     ready = next((c for c in target.status.conditions if c.type == "Ready"), None)
