@@ -22,6 +22,7 @@ from tests.envtest.conftest import Cluster, eventually
 from tests.envtest.test_pointintime import _condition, _pods, fast
 from tests.infra.postgres import SUPERUSER, Postgres
 from tests.infra.procs import free_port
+from tests.integration.pg_wal_helpers import close_segments_until
 from tests.unit.controller import samples
 
 __all__ = ["fast"]
@@ -80,17 +81,21 @@ def test_status_is_polled_from_a_real_wal_streamer(
                 .get("health") == "ok" and s, "the streamer's health polled into status")
             assert datetime.fromisoformat(pit["windowStart"]) == datetime.fromisoformat(
                 full["end_position"]["time"])
-            # a commit, then the segment holding it closed: the streamer archives it
+            # a commit, then the segment holding it closed: the streamer archives it, the
+            # operator polls the window's new end into status
             before = datetime.fromisoformat(pg.psql("SELECT clock_timestamp()::text"))
             pg.psql("INSERT INTO t VALUES (1)", db=db)  # committed after `before`
-            # the insert position: the test server commits asynchronously, so the write
-            # position may still be in the segment before the commit's
-            segment = pg.psql("SELECT pg_walfile_name(pg_current_wal_insert_lsn())")
-            pg.psql("SELECT pg_switch_wal()")
-            pit = eventually(
-                lambda: (s := k8s.status("backuptargets", "orders").get("pointInTime", {}))
-                .get("lastSegment") == segment and s, f"segment {segment} polled into status")
-            assert datetime.fromisoformat(pit["windowEnd"]) >= before, pit  # covers the commit
+
+            def pit_status() -> dict[str, Any]:
+                return dict(k8s.status("backuptargets", "orders").get("pointInTime", {}))
+
+            def window_end() -> datetime | None:
+                end = pit_status().get("windowEnd")
+                return datetime.fromisoformat(end) if end else None
+
+            close_segments_until(pg, db, before, window_end,
+                                 lambda seg: pit_status().get("lastSegment") == seg)
+            pit = pit_status()
             assert pit["lagSeconds"] is not None and pit["lastSegmentTime"]
             cond = eventually(lambda: (c := _condition(k8s, "orders")) and c["status"] == "True"
                               and c, "PointInTime True")

@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ import pytest
 
 import safehold
 from tests.infra.postgres import SUPERUSER, Postgres
-from tests.infra.procs import chown_test_user
+from tests.infra.procs import chown_test_user, wait_until
 
 
 class Streamer:
@@ -54,6 +56,42 @@ def archived(repo: Path, name: str) -> list[str]:
     """The WAL segments (timeline 1) archived for target ``name`` in a file:// repository."""
     root = repo / name / "_logs" / "wal" / "00000001"
     return sorted(p.parent.name for p in root.glob("*/segment.json")) if root.exists() else []
+
+
+def covered_until(repo: Path, name: str) -> datetime | None:
+    """The latest ``covered_until`` of target ``name``'s archived segments (timeline 1) in a
+    file:// repository: where its recoverable window ends."""
+    root = repo / name / "_logs" / "wal" / "00000001"
+    times = [datetime.fromisoformat(t) for p in root.glob("*/segment.json")
+             if isinstance(t := json.loads(p.read_text()).get("meta", {}).get("covered_until"),
+                           str)]
+    return max(times, default=None)
+
+
+def close_segments_until(pg: Postgres, db: str, when: datetime,
+                         covered: Callable[[], datetime | None],
+                         archived: Callable[[str], bool], *, tries: int = 5) -> None:
+    """Close WAL segments (a write, then ``pg_switch_wal``) until ``covered()``, the end of
+    the archive's recoverable window, reaches ``when``; ``archived(segment)`` says whether the
+    streamer has stored a segment.
+
+    A closed segment covers up to the send time of the last message whose WAL end it holds
+    (walstream.Coverage). WAL written just after a switch (a running-xacts record, autovacuum)
+    can put every message of the switch's tail past the segment, leaving its coverage short
+    of its last commits until the next segment closes: a test aiming at the window's very end
+    closes segments until the window reaches its target, as the streamer would in time."""
+    pg.psql("CREATE TABLE IF NOT EXISTS switch_filler (at timestamptz)", db=db)
+    for _ in range(tries):
+        pg.psql("INSERT INTO switch_filler VALUES (clock_timestamp())", db=db)  # WAL to close
+        segment = pg.psql("SELECT pg_walfile_name(pg_current_wal_insert_lsn())")
+        pg.psql("SELECT pg_switch_wal()")
+        wait_until(lambda s=segment: archived(s), what=f"segment {segment} archived",
+                   timeout=180)
+        end = covered()
+        if end is not None and end >= when:
+            return
+    raise AssertionError(f"after {tries} closed segments the archive covers up to {end},"
+                         f" not {when}")
 
 
 def server_side_python(scratch: Path) -> str:

@@ -19,7 +19,13 @@ from safehold.cli.errors import Exit
 from tests.infra.postgres import Postgres
 from tests.infra.procs import wait_until
 from tests.integration.cli_helpers import run, run_json
-from tests.integration.pg_wal_helpers import Streamer, archived, let_restored_servers_fetch
+from tests.integration.pg_wal_helpers import (
+    Streamer,
+    archived,
+    close_segments_until,
+    covered_until,
+    let_restored_servers_fetch,
+)
 from tests.integration.test_pg_physical import Restored, env, scratch, url
 
 __all__ = ["env", "scratch"]  # fixtures shared with test_pg_physical
@@ -83,10 +89,8 @@ def test_restore_to_times_and_lsns_matches_exactly(pg_server: Postgres, slot: st
         batch += 1
         marks.append((batch, *commit_batch(pg, db, batch)))
         commit_batch(pg, db, batch + 1)  # a commit after the last target: recovery stops on it
-        last = pg.psql("SELECT pg_walfile_name(pg_current_wal_lsn())")
-        pg.psql("SELECT pg_switch_wal()")
-        wait_until(lambda: streamer.running() and last in archived(repo_dir, "main"),
-                   what=f"segment {last} archived", timeout=180)
+        close_segments_until(pg, db, marks[-1][1], lambda: covered_until(repo_dir, "main"),
+                             lambda s: streamer.running() and s in archived(repo_dir, "main"))
     finally:
         streamer.stop()
 

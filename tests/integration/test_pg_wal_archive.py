@@ -21,7 +21,13 @@ from safehold.engines.postgres.walstream import parse_lsn
 from tests.infra.postgres import Postgres
 from tests.infra.procs import ServerError, wait_until
 from tests.integration.cli_helpers import run, run_json
-from tests.integration.pg_wal_helpers import Streamer, archived, let_restored_servers_fetch
+from tests.integration.pg_wal_helpers import (
+    Streamer,
+    archived,
+    close_segments_until,
+    covered_until,
+    let_restored_servers_fetch,
+)
 from tests.integration.test_pg_physical import Restored, env, scratch, url
 from tests.integration.test_pg_pitr import commit_batch, rows
 
@@ -77,12 +83,10 @@ def test_streamed_killed_restarted_and_restored_to_times_from_the_archive(
 
     marks += [commit_batch(pg, db, b) for b in range(5, 8)]
     commit_batch(pg, db, 8)  # after the last target: recovery stops on its commit
-    last = pg.psql("SELECT pg_walfile_name(pg_current_wal_lsn())")
-    pg.psql("SELECT pg_switch_wal()")
     streamer = Streamer(pg, db, repo, name, status, env)
     try:
-        wait_until(lambda: streamer.running() and last in archived(repo_dir, name),
-                   what=f"segment {last} archived", timeout=180)
+        close_segments_until(pg, db, marks[-1][0], lambda: covered_until(repo_dir, name),
+                             lambda s: streamer.running() and s in archived(repo_dir, name))
     finally:
         code = streamer.stop(signal.SIGTERM)
     assert code == Exit.TERMINATED, streamer.log.read_text()
