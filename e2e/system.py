@@ -49,6 +49,26 @@ class System:
         return self.kubectl("-n", self.namespace, "apply", "-f", "-",
                             input=render(EXAMPLES / relpath, self.variables))
 
+    def diagnose(self, plural: str) -> str:
+        """What a timed-out wait needs to be understood: the objects' conditions, the runner
+        Jobs and Pods, the namespace's recent events and the operator's last log lines."""
+        def run(*args: str) -> str:
+            try:
+                return self.kubectl(*args)
+            except Exception as exc:  # one part missing must not hide the others
+                return f"({' '.join(args)}: {exc})"
+
+        conditions = {n: (o.get("status") or {}).get("conditions")
+                      for n, o in self.objects(plural).items()}
+        ns = ("-n", self.namespace)
+        return "\n".join([
+            f"{plural} conditions: {json.dumps(conditions, indent=1)}",
+            run(*ns, "get", "jobs,pods", "-o", "wide"),
+            run(*ns, "get", "events", "--sort-by=.lastTimestamp"),
+            run("-n", self.operator_namespace, "logs", "--tail=200", "-l",
+                "app.kubernetes.io/name=safehold"),
+        ])
+
     def objects(self, plural: str, selector: str | None = None) -> dict[str, dict[str, Any]]:
         """Every object of ``plural`` in the namespace, by name."""
         extra = ["-l", selector] if selector else []
@@ -57,9 +77,9 @@ class System:
 
 
 def eventually(probe: Callable[[], Any], what: str, timeout: float = 600.0,
-               interval: float = 2.0) -> Any:
-    """Poll ``probe`` until it returns something truthy; fail naming ``what`` and the last
-    value."""
+               interval: float = 2.0, explain: Callable[[], str] | None = None) -> Any:
+    """Poll ``probe`` until it returns something truthy; fail naming ``what``, the last value
+    and what ``explain`` says then (the cluster's side of the story)."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -67,7 +87,14 @@ def eventually(probe: Callable[[], Any], what: str, timeout: float = 600.0,
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    story = ""
+    if explain is not None:
+        try:
+            story = "\n" + explain()
+        except Exception as exc:  # the failure itself matters more than its explanation
+            story = f"\n(no explanation: {exc})"
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}"
+                         f" (last: {last!r}){story}")
 
 
 def phase(obj: dict[str, Any]) -> str | None:

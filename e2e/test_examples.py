@@ -54,7 +54,8 @@ def finished(system: System, plural: str, wanted: list[str]) -> dict[str, dict[s
                 and phase(objs[n]) in ("Completed", "Failed")}
         return done if len(done) == len(wanted) else None
 
-    result: dict[str, dict[str, Any]] = eventually(probe, f"{plural} {wanted} to finish")
+    result: dict[str, dict[str, Any]] = eventually(probe, f"{plural} {wanted} to finish",
+                                                   explain=lambda: system.diagnose(plural))
     return result
 
 
@@ -116,7 +117,8 @@ def test_every_target_is_checked_ready(system: System, source: dict[str, Fingerp
         conds = {n: ready(objs[n]) for n in wanted if n in objs}
         return conds if len(conds) == len(wanted) and all(conds.values()) else None
 
-    conds = eventually(probe, f"targets {wanted} checked")
+    conds = eventually(probe, f"targets {wanted} checked",
+                       explain=lambda: system.diagnose("backuptargets"))
     assert all(c["status"] == "True" for c in conds.values()), {
         n: c for n, c in conds.items() if c["status"] != "True"}
 
@@ -150,7 +152,8 @@ def test_schedules_fire(system: System, backups: dict[str, dict[str, Any]]) -> N
             lambda n=name: [b for b in system.objects(  # type: ignore[misc]
                 "backups", f"safehold.dev/schedule={n}").values()
                 if phase(b) in ("Completed", "Failed")],
-            f"a Backup of BackupSchedule {name}", timeout=300)
+            f"a Backup of BackupSchedule {name}", timeout=300,
+            explain=lambda: system.diagnose("backupschedules"))
         assert all(phase(b) == "Completed" for b in fired), explained(system, failures(
             {b["metadata"]["name"]: b for b in fired}))
         assert fired[0]["spec"]["targetRef"]["name"] == name.replace("-every-minute", "-s3")
@@ -158,7 +161,8 @@ def test_schedules_fire(system: System, backups: dict[str, dict[str, Any]]) -> N
         eventually(lambda n=name: str((  # type: ignore[misc]
             system.objects("backupschedules")[n].get("status") or {}).get(
                 "lastSuccessfulBackup")).startswith(f"{n}-full-"),
-            f"{name} to record a successful Backup", timeout=180)
+            f"{name} to record a successful Backup", timeout=180,
+            explain=lambda: system.diagnose("backupschedules"))
     # it fires every minute: stop it (its Backups stay)
     system.kubectl("-n", system.namespace, "delete", "backupschedules", *schedules)
 
