@@ -6,6 +6,7 @@ rows committed up to it."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 import uuid
@@ -105,17 +106,27 @@ def test_restore_to_times_and_lsns_matches_exactly(pg_server: Postgres, slot: st
     chains: list[int] = []
     for i, (batch_no, when, lsn) in enumerate(picks):
         by_lsn = i % 2 == 1
+        bundled = i in (2, 3)  # the WAL in the data directory: no repository when it starts
         where = scratch / f"pitr{i}"
         target = ["--to-lsn", lsn] if by_lsn else ["--to-time", when.isoformat()]
-        out = run_json("restore", "-r", repo, "--data-dir", str(where), *target, env=env)
+        out = run_json("restore", "-r", repo, "--data-dir", str(where), *target,
+                       *(["--bundle-wal"] if bundled else []), env=env)
         chains.append(len(out["chain"]))
+        if bundled:
+            assert out["bundled_wal"]["segments"] >= 1, out
+            assert sorted(os.listdir(where / "safehold_wal")) == sorted(
+                n for n in archived(repo_dir, "main") if n in os.listdir(where / "safehold_wal"))
+            repo_dir.rename(scratch / "repo-away")
         restored = Restored(pg, where)
         try:
             wait_until(lambda r=restored: r.psql("SELECT pg_is_in_recovery()", "postgres")
                        == "f", what="promotion", timeout=120)
             assert rows(restored, db) == list(range(1, batch_no + 1)), (target, out["chain"])
+            assert not (where / "safehold_wal").exists()  # removed when recovery ended
         finally:
             restored.stop()
+            if bundled:
+                (scratch / "repo-away").rename(repo_dir)
     if pg.major >= 17:  # the later targets start from combined incrementals / differential
         assert max(chains) >= 3 and chains[-1] == 2, chains
     pg.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')

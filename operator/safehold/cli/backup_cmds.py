@@ -301,6 +301,11 @@ def _interactive(repository: Repository, source: str, opener: tables.Opener
               " PostgreSQL restore_command that fetches archived WAL (%f, %p); default:"
               " `safehold wal fetch` from this repository (the server's OS user must reach it"
               " and read the key file).")
+@click.option("--bundle-wal", is_flag=True, default=False, help="With --to-time/--to-lsn: copy"
+              " the archived WAL the recovery replays into the data directory (safehold_wal/,"
+              " removed when recovery ends), so it starts with any server of the same major,"
+              " without safehold, the repository or the key (a Kubernetes volume, another"
+              " machine).")
 @click.option(
     "--from",
     "source",
@@ -341,6 +346,7 @@ def restore(
     to_time: str | None,
     to_lsn: str | None,
     restore_command: str | None,
+    bundle_wal: bool,
     source: str | None,
     include: str | None,
     conflict: str,
@@ -371,12 +377,14 @@ def restore(
         if backup_ref is None and not (to_time or to_lsn):
             raise UsageError("--backup is required (a backup id or 'latest'), or --to-time/"
                              "--to-lsn to pick one")
-        point = physical_cmds.PointInTime.of(to_time, to_lsn, restore_command, backup_ref)
+        point = physical_cmds.PointInTime.of(to_time, to_lsn, restore_command, backup_ref,
+                                             bundle_wal)
         physical_cmds.restore_data_dir(ctx, repo, backup_ref, source, data_dir, key_files,
                                        output, point)
         return
-    if to_lsn or restore_command:
-        raise UsageError("--to-lsn and --restore-command recover a physical PostgreSQL backup:"
+    if to_lsn or restore_command or bundle_wal:
+        raise UsageError("--to-lsn, --restore-command and --bundle-wal recover a physical"
+                         " PostgreSQL backup:"
                          " give --data-dir (a new data directory)")
     if target is None:
         raise UsageError("--target is required (the database to restore into), or --data-dir"

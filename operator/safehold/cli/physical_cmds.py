@@ -7,6 +7,7 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -14,8 +15,10 @@ from pathlib import Path
 import click
 
 from safehold.api.errors import UsageError
+from safehold.api.manifest import Manifest
 from safehold.cli import audit, common
 from safehold.cli.config import resolve_repository
+from safehold.codecs.crypto import Kek
 from safehold.pipeline.physical import run_data_dir_restore
 from safehold.pipeline.profile import Profile
 from safehold.repository.repo import Repository
@@ -26,14 +29,19 @@ class PointInTime:
     to_time: datetime | None
     to_lsn: str | None
     restore_command: str | None  # None: `safehold wal fetch` from the same repository
+    bundle: bool = False  # the WAL copied into the data directory instead
 
     @classmethod
     def of(cls, to_time: str | None, to_lsn: str | None, restore_command: str | None,
-           backup_ref: str | None) -> PointInTime | None:
+           backup_ref: str | None, bundle: bool = False) -> PointInTime | None:
         if to_time is None and to_lsn is None:
-            if restore_command:
-                raise UsageError("--restore-command is only for --to-time or --to-lsn")
+            if restore_command or bundle:
+                raise UsageError("--restore-command and --bundle-wal are only for --to-time or"
+                                 " --to-lsn")
             return None
+        if restore_command and bundle:
+            raise UsageError("--bundle-wal sets the restore_command itself (a copy from the"
+                             " data directory): leave out --restore-command")
         if to_time and to_lsn:
             raise UsageError("give one recovery target: --to-time or --to-lsn")
         if backup_ref:
@@ -45,7 +53,7 @@ class PointInTime:
             except ValueError:
                 raise UsageError(f"--to-time {to_time!r} is not an ISO 8601 time, e.g."
                                  " 2026-12-02T18:00:00Z") from None
-        return cls(when, to_lsn, restore_command)
+        return cls(when, to_lsn, restore_command, bundle)
 
 
 def restore_data_dir(ctx: click.Context, repo: str, backup_ref: str | None, source: str | None,
@@ -73,26 +81,52 @@ def restore_data_dir(ctx: click.Context, repo: str, backup_ref: str | None, sour
     with common.progress(f"restore {manifest.backup_id}", manifest.raw_bytes) as hook:
         chain = run_data_dir_restore(repository, manifest, keks, data_dir, progress=hook,
                                      profile=profile)
-    settings = {}
+    from safehold.pipeline import walarchive  # PostgreSQL only
+
+    settings, bundled = {}, None
     if point is not None:
-        command = point.restore_command or fetch_command(ctx, repo, source, key_files,
-                                                         encrypted=manifest.encryption != "none")
-        settings = pitr.recovery_settings(command, to_time=point.to_time,
-                                          to_lsn=point.to_lsn)
+        if point.bundle:
+            bundled = _bundle(repository, source, keks, manifest, data_dir, point)
+            settings = pitr.recovery_settings(walarchive.BUNDLE_RESTORE_COMMAND,
+                                              to_time=point.to_time, to_lsn=point.to_lsn)
+            settings["recovery_end_command"] = walarchive.BUNDLE_END_COMMAND
+        else:
+            command = point.restore_command or fetch_command(
+                ctx, repo, source, key_files, encrypted=manifest.encryption != "none")
+            settings = pitr.recovery_settings(command, to_time=point.to_time,
+                                              to_lsn=point.to_lsn)
         pitr.prepare_recovery(data_dir, settings)
     elapsed = time.monotonic() - started
     audit.record_restore(repository, chain, target=str(data_dir), source=source, include=None)
     data = {"backup_id": manifest.backup_id, "data_dir": str(data_dir.absolute()),
             "chain": [m.backup_id for m in chain], "server_version": manifest.server_version,
-            "recovery": settings or None, "seconds": round(elapsed, 3)}
+            "recovery": settings or None, "seconds": round(elapsed, 3),
+            "bundled_wal": {"segments": len(bundled[0]), "bytes": bundled[1]}
+            if bundled else None}
     target_text = ""
     if point is not None:
+        origin = (f"the {len(bundled[0])} WAL segment(s) bundled in it" if bundled
+                  else "archived WAL")
         target_text = (f"; it recovers to {point.to_time.isoformat() if point.to_time else ''}"
-                       f"{point.to_lsn or ''} from archived WAL and promotes when started")
+                       f"{point.to_lsn or ''} from {origin} and promotes when started")
     common.emit(output, data, lambda: click.echo(
         f"restored {manifest.backup_id} ({len(chain)} backup(s) in chain) into {data_dir}"
         f" in {elapsed:.1f}s{target_text}; start it with PostgreSQL"
         f" {manifest.server_version.split('.')[0]}'s server as the data directory's owner"))
+
+
+def _bundle(repository: Repository, source: str, keks: Sequence[Kek], base: Manifest,
+            data_dir: Path, point: PointInTime) -> tuple[list[str], int]:
+    """The archived WAL from the base backup's start into the data directory (--bundle-wal)."""
+    from safehold.pipeline import walarchive
+    from safehold.pipeline.logarchive import LogArchive
+
+    start = base.start_position or {}
+    if "lsn" not in start or not str(start.get("timeline", "")).isdigit():
+        raise UsageError(f"backup {base.backup_id} records no start LSN and timeline: its WAL"
+                         " cannot be bundled; leave out --bundle-wal")
+    return walarchive.bundle(LogArchive(repository, source, keks), int(start["timeline"]),
+                             start["lsn"], data_dir, through_lsn=point.to_lsn)
 
 
 def _archive_reaches(repository: Repository, source: str, point: PointInTime) -> None:

@@ -125,3 +125,47 @@ def fetch(archive: LogArchive, name: str, dest: Path) -> int:
         Path(tmp).unlink(missing_ok=True)
         raise
     return size
+
+
+BUNDLE_DIR = "safehold_wal"  # inside the data directory: what a bundled recovery replays
+# the server runs these in its data directory; the bundle is removed once recovery ends
+BUNDLE_RESTORE_COMMAND = f'cp "{BUNDLE_DIR}/%f" "%p"'
+BUNDLE_END_COMMAND = f"rm -rf {BUNDLE_DIR}"
+
+
+def bundle(archive: LogArchive, timeline: int, start_lsn: str, data_dir: Path, *,
+           through_lsn: str | None = None) -> tuple[list[str], int]:
+    """Copy the archived WAL a recovery of ``data_dir`` replays into ``data_dir/safehold_wal``:
+    the segments of ``timeline`` from the one holding ``start_lsn`` (the base backup's start)
+    on, up to the one after ``through_lsn``'s, else to the archive's end (a time target stops
+    at the first commit after it, which may lie in any later segment). Each passes the same
+    checks as ``fetch``. Returns the names copied and their bytes.
+
+    A gap in the archive ends the bundle: recovery cannot cross it either.
+    """
+    from safehold.engines.postgres.walstream import parse_lsn, segment_name
+    from safehold.repository.logarchive import readable_segments
+
+    stream = stream_of(timeline)
+    records = sorted((r for r in readable_segments(archive.repo, archive.target)[0]
+                      if r.kind == KIND and r.stream == stream), key=lambda r: r.name)
+    if not records:
+        raise SegmentNotFound(f"the log archive of {archive.target} holds no WAL of timeline"
+                              f" {timeline}: is `safehold wal stream` running?")
+    seg_size = int(records[0].meta.get("wal_segment_size") or 16 << 20)
+    first = segment_name(timeline, parse_lsn(start_lsn), seg_size)
+    last = (segment_name(timeline, parse_lsn(through_lsn) + seg_size, seg_size)
+            if through_lsn else None)
+    wanted = [r.name for r in records if r.name >= first and (last is None or r.name <= last)]
+    names: list[str] = []
+    for name in wanted:
+        if names and previous_name(name, seg_size) != names[-1]:
+            log.warning("the WAL archive of %s has a gap after %s: the bundle ends there",
+                        archive.target, names[-1])
+            break
+        names.append(name)
+    folder = data_dir / BUNDLE_DIR
+    folder.mkdir(mode=0o700, exist_ok=True)
+    size = sum(fetch(archive, name, folder / name) for name in names)
+    log.info("bundled %d WAL segment(s) (%d bytes) into %s", len(names), size, folder)
+    return names, size
