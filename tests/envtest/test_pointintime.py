@@ -250,10 +250,52 @@ def test_a_restore_to_a_time_of_an_engine_without_a_streamer_fails_at_once(
     assert "restore a backup instead" in cond["message"]
 
 
-def test_a_postgresql_restore_to_a_time_points_to_the_cli_for_now(
+def test_a_postgresql_restore_to_a_time_into_a_database_is_refused_naming_the_volume(
         k8s: Cluster, operator: Any) -> None:
-    """PostgreSQL streams (its window is in status) but replays into a new data directory,
-    which a Restore cannot take yet: refused at once, naming the CLI command that does it."""
+    """PostgreSQL replays WAL into a new data directory: a Restore to a time into a database
+    fails at once, naming destination.volume."""
     spec = {**samples.PG_TARGET_SPEC, "method": "physical", "pointInTime": {"enabled": False}}
     cond = _refused_at_once(k8s, operator, "orders", spec)
-    assert "safehold restore --data-dir DIR --to-time T" in cond["message"]
+    assert "give destination.volume" in cond["message"]
+
+
+def test_a_postgresql_restore_to_a_time_runs_into_a_new_claim(
+        k8s: Cluster, operator: Any) -> None:
+    """destination.volume with a claimTemplate: the plan Job mounts nothing; then the claim
+    (not owned by the Restore) and the restore Job, which mounts it and runs as the database
+    image's user, writing the data directory with the WAL bundled."""
+    from safehold.api.result import TaskResult
+    from safehold.api.task import parse_task
+
+    spec = {**samples.PG_TARGET_SPEC, "method": "physical", "pointInTime": {"enabled": False}}
+    body = _restore("pg-volume", "orders", {"time": "2026-12-02T18:30:05Z"})
+    body["spec"]["destination"] = {"volume": {"claimTemplate": {
+        "storage": "2Gi", "storageClassName": "fast"}, "runAsUser": 70}}
+    with operator():
+        k8s.create("backuptargets", samples.target("orders", spec))
+        uid = k8s.create("restores", body)["metadata"]["uid"]
+        (plan_job,) = eventually(lambda: k8s.jobs(uid, "plan"), "the plan Job")
+        plan_pod = plan_job.spec.template.spec
+        assert not [v for v in plan_pod.volumes if v.persistent_volume_claim]
+        task = parse_task(plan_pod.containers[0].env[0].value)
+        assert task.plan_only and task.data_dir == "/restore/pgdata" and task.database is None
+        planned = TaskResult(kind="restore", phase="Completed", target="orders",
+                             plan_only=True, backup_id="20261202T180000.000001Z",
+                             chain=["20261202T180000.000001Z"],
+                             restored_to=datetime.fromisoformat("2026-12-02T18:30:05+00:00"))
+        finish_pod(k8s, plan_job, exit_code=0, message=planned.to_termination_message())
+        (run_job,) = eventually(lambda: k8s.jobs(uid, "restore"), "the restore Job")
+    claim = k8s.core.read_namespaced_persistent_volume_claim("pg-volume-data", k8s.ns)
+    assert not claim.metadata.owner_references  # the restored data outlives the Restore
+    assert claim.spec.resources.requests["storage"] == "2Gi"
+    assert claim.spec.storage_class_name == "fast"
+    pod = run_job.spec.template.spec
+    (mount,) = [m for m in pod.containers[0].volume_mounts if m.mount_path == "/restore"]
+    (volume,) = [v for v in pod.volumes if v.name == mount.name]
+    assert volume.persistent_volume_claim.claim_name == "pg-volume-data"
+    assert (pod.security_context.run_as_user, pod.security_context.run_as_group) == (70, 70)
+    assert pod.security_context.fs_group == 70 and pod.security_context.run_as_non_root
+    task = parse_task(pod.containers[0].env[0].value)
+    assert not task.plan_only and task.data_dir == "/restore/pgdata"
+    assert task.recovery is not None and task.recovery.time == planned.restored_to
+    assert "ClaimCreated" in {e.reason for e in k8s.events("pg-volume")}

@@ -392,3 +392,24 @@ def test_a_restore_to_a_point_names_a_target_and_exactly_one_point() -> None:
         RestoreSpec.model_validate({
             "source": {"targetRef": {"name": "t"}, "pointInTime": {"gtid": "0-1-42"}},
             "destination": {"database": "c"}, "include": ["t1"]})
+
+
+def test_a_volume_destination_takes_a_whole_backup_into_one_claim() -> None:
+    from safehold.api.restore import RestoreSpec
+
+    ok = RestoreSpec.model_validate({
+        "source": {"targetRef": {"name": "t"}, "pointInTime": {"time": "2026-12-02T18:00:00Z"}},
+        "destination": {"volume": {"claimName": "pg"}}})
+    assert ok.destination.volume is not None and ok.destination.volume.sub_path == "pgdata"
+    assert ok.destination.volume.run_as_user == 999
+    bad = [
+        ({"volume": {"claimName": "pg"}, "database": "c"}, {}, "exactly one destination"),
+        ({"volume": {}}, {}, "exactly one of claimName"),
+        ({"volume": {"claimName": "pg", "subPath": "../up"}}, {}, "pattern"),
+        ({"volume": {"claimName": "pg", "subPath": ".."}}, {}, "not . or .."),
+        ({"volume": {"claimName": "pg"}}, {"include": ["t"]}, "whole physical PostgreSQL"),
+    ]
+    for destination, extra, words in bad:
+        with pytest.raises(ValidationError, match=words):
+            RestoreSpec.model_validate({"source": {"targetRef": {"name": "t"}},
+                                        "destination": destination, **extra})

@@ -100,6 +100,11 @@ deletionPolicy Delete). The operator writes status, never spec, and updates noth
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]
+# kube.ensure_claim: the claim of a Restore's destination.volume.claimTemplate
+# (create-if-absent, then read; never deleted: it holds the restored data).
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "create"]
 # kube.ensure_service_account: the runner ServiceAccount (create-if-absent, then read).
 - apiGroups: [""]
   resources: ["serviceaccounts"]

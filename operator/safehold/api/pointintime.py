@@ -17,10 +17,10 @@ from safehold.api.common import ErrorInfo, KubeModel, StatusModel, condition_rea
 from safehold.api.streamer import StreamerStatus
 
 STREAMER_ENGINES: tuple[str, ...] = ("mysql", "postgresql")
-# engines a Restore can bring to a point in time in Kubernetes: PostgreSQL's replays WAL into a
-# new data directory, which needs a volume as the Restore's destination (not there yet; the
-# CLI's `restore --data-dir DIR --to-time T` does it)
+# engines a Restore brings to a point in time in a database; PostgreSQL's replays WAL into a
+# new data directory instead: a Restore's destination.volume (VOLUME_ENGINES)
 RESTORE_ENGINES: tuple[str, ...] = ("mysql",)
+VOLUME_ENGINES: tuple[str, ...] = ("postgresql",)
 POINT_IN_TIME = "PointInTime"  # the BackupTarget condition type
 
 StreamerHealth = Literal["starting", "ok", "error", "unreachable"]

@@ -19,7 +19,9 @@ from safehold.api.common import (
     ErrorInfo,
     KubeModel,
     LocalObjectReference,
+    Name,
     ObjectMeta,
+    Quantity,
     StatusModel,
     condition_reason,
     set_condition,
@@ -100,8 +102,9 @@ class RestoreSource(KubeModel):
     )
     point_in_time: RestorePointInTime | None = Field(
         default=None, description="With targetRef: restore to a point in time (time, gtid or"
-        " position) from the target's backups and archived log (engines with a log streamer:"
-        " mysql). A point outside the recoverable window fails with OutsideWindow."
+        " position) from the target's backups and archived log (mysql: into a database;"
+        " postgresql: time only, into a destination volume). A point outside the recoverable"
+        " window fails with OutsideWindow."
     )
 
     @model_validator(mode="after")
@@ -119,13 +122,73 @@ class RestoreSource(KubeModel):
         return self
 
 
-class RestoreDestination(KubeModel):
-    """Where to restore into: a BackupTarget, or a new database on the source's server."""
+class ClaimTemplate(KubeModel):
+    """A new PersistentVolumeClaim (ReadWriteOnce) for the restored data directory."""
+
+    storage: Quantity = Field(description="Its size, e.g. 20Gi: room for the data directory"
+                              " and the WAL bundled into it for the recovery.")
+    storage_class_name: Annotated[str, Field(min_length=1, max_length=253)] | None = Field(
+        default=None, description="Its storage class (default: the cluster's default class).")
+
+
+_SUB_PATH = "subPath names a directory inside the volume: not . or .."
+_VOLUME_CLAIM = ("set exactly one of claimName (an existing claim) or claimTemplate (a new"
+                 " claim named after the Restore)")
+
+
+class RestoreVolume(KubeModel):
+    """A PersistentVolumeClaim to restore a physical PostgreSQL backup into, as a new data
+    directory: the Job mounts it and writes the directory, with the archived WAL a point in
+    time needs bundled in it, so a PostgreSQL Pod of the same major starts it as it is."""
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
-        {"rule": "(has(self.targetRef) ? 1 : 0) + (has(self.database) ? 1 : 0) == 1",
-         "message": "set exactly one destination: targetRef, or database (a database name on"
-                    " the source target's server)"},
+        {"rule": "(has(self.claimName) ? 1 : 0) + (has(self.claimTemplate) ? 1 : 0) == 1",
+         "message": _VOLUME_CLAIM},
+        {"rule": "!has(self.subPath) || (self.subPath != '.' && self.subPath != '..')",
+         "message": _SUB_PATH, "fieldPath": ".subPath"},
+    ]})
+
+    claim_name: Name | None = Field(
+        default=None, description="An existing claim in this namespace (ReadWriteOnce is"
+        " enough: the Job mounts it alone; nothing else may have it mounted).")
+    claim_template: ClaimTemplate | None = Field(
+        default=None, description="A new claim, <restore name>-data, created for the Restore"
+        " and kept when the Restore is deleted (it holds the restored data).")
+    sub_path: Annotated[str, Field(min_length=1, max_length=253,
+                                   pattern=r"^[A-Za-z0-9._-]+$")] = Field(
+        default="pgdata", description="The data directory inside the volume; absent or empty.")
+    run_as_user: Annotated[int, Field(ge=1)] = Field(
+        default=999, description="The user the database image runs as (Debian postgres"
+        " images: 999; Alpine ones: 70): the data directory is written as this user, which"
+        " PostgreSQL requires of its owner.")
+    run_as_group: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="Its group (default: run_as_user's number).")
+    fs_group: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="The Pod's fsGroup (default: the group): the mounted Secrets"
+        " (keys, credentials) are readable through it, and volumes that need it are"
+        " writable.")
+
+    @model_validator(mode="after")
+    def _check(self) -> RestoreVolume:
+        if (self.claim_name is None) == (self.claim_template is None):
+            raise ValueError(_VOLUME_CLAIM)
+        if self.sub_path in (".", ".."):
+            raise ValueError(_SUB_PATH)
+        return self
+
+
+_DESTINATION = ("set exactly one destination: targetRef, database (a database name on the"
+                " source target's server) or volume (a new PostgreSQL data directory)")
+
+
+class RestoreDestination(KubeModel):
+    """Where to restore into: a BackupTarget, a new database on the source's server, or a
+    volume (a new PostgreSQL data directory)."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "(has(self.targetRef) ? 1 : 0) + (has(self.database) ? 1 : 0)"
+                 " + (has(self.volume) ? 1 : 0) == 1",
+         "message": _DESTINATION},
     ]})
 
     target_ref: LocalObjectReference | None = Field(
@@ -134,11 +197,16 @@ class RestoreDestination(KubeModel):
     database: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$")] | None = Field(
         default=None, description="A database name on the source target's server."
     )
+    volume: RestoreVolume | None = Field(
+        default=None, description="PostgreSQL physical backups: a PersistentVolumeClaim to"
+        " restore into as a new data directory (with source.pointInTime: recovered to that"
+        " point when the server starts, from the WAL bundled into it)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RestoreDestination:
-        if (self.target_ref is None) == (self.database is None):
-            raise ValueError("set exactly one destination: targetRef, or database")
+        if sum(x is not None for x in (self.target_ref, self.database, self.volume)) != 1:
+            raise ValueError(_DESTINATION)
         return self
 
 
@@ -147,6 +215,9 @@ _GLOBALS_RULE = ("source.globals restores roles/users into a destination targetR
 
 
 _PIT_INCLUDE = "a point-in-time restore restores the whole database: leave include out"
+_VOLUME_WHOLE = ("a volume destination takes a whole physical PostgreSQL backup (a data"
+                 " directory is the whole server): leave out include, source.database and"
+                 " source.globals")
 
 
 class RestoreSpec(KubeModel):
@@ -161,6 +232,10 @@ class RestoreSpec(KubeModel):
         {"rule": "!has(self.source.pointInTime) || !has(self.include)"
                  " || size(self.include) == 0",
          "message": _PIT_INCLUDE, "fieldPath": ".include"},
+        {"rule": "!has(self.destination.volume) || ((!has(self.include)"
+                 " || size(self.include) == 0) && !has(self.source.database)"
+                 " && !(has(self.source.globals) && self.source.globals))",
+         "message": _VOLUME_WHOLE},
     ]})
 
     source: RestoreSource = Field(
@@ -191,6 +266,9 @@ class RestoreSpec(KubeModel):
             raise ValueError(_GLOBALS_RULE)
         if self.source.point_in_time is not None and self.include:
             raise ValueError(_PIT_INCLUDE)
+        if self.destination.volume is not None and (
+                self.include or self.source.database is not None or self.source.globals):
+            raise ValueError(_VOLUME_WHOLE)
         return self
 
 

@@ -189,7 +189,11 @@ class RestoreTask(_Task):
     source: RepoSourceName = Field(description="The target whose backups are restored (or"
                                    " one database's of it: target@database).")
     backup_id: BackupRef = "latest"
-    database: TaskDatabase = Field(description="Where to restore into.")
+    database: TaskDatabase | None = Field(default=None, description="Where to restore into"
+                                          " (or data_dir).")
+    data_dir: str | None = Field(
+        default=None, description="A physical PostgreSQL backup: restore it into this new data"
+        " directory (on a mounted volume), with the WAL a recovery replays bundled into it.")
     encryption: TaskEncryption
     include: list[str] = Field(default_factory=list)
     conflict_policy: ConflictPolicy = "fail"
@@ -207,6 +211,12 @@ class RestoreTask(_Task):
             raise ValueError("a globals restore reads target@~globals and takes no include")
         if self.recovery is not None and (self.include or self.globals):
             raise ValueError("a point-in-time restore takes no include and no globals")
+        if (self.database is None) == (self.data_dir is None):
+            raise ValueError("give exactly one of database or data_dir")
+        if self.data_dir is not None and (self.include or self.globals or (
+                self.recovery is not None and self.recovery.time is None)):
+            raise ValueError("a data_dir restore takes a whole physical backup, to a time at"
+                             " most: no include, globals, gtid or position")
         return self
 
 

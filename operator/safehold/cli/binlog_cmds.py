@@ -19,7 +19,7 @@ from safehold.cli import common, streamer_status
 from safehold.cli.config import resolve_repository
 from safehold.pipeline.logarchive import LogArchive
 from safehold.pipeline.pitr import window_bounds
-from safehold.pipeline.streamer_status import StatusBoard
+from safehold.pipeline.streamer_status import WINDOW_EVERY, StatusBoard
 from safehold.repository.logarchive import SegmentId, readable_segments, segment_ids
 
 if TYPE_CHECKING:
@@ -188,7 +188,6 @@ def archive_binlog(board: StatusBoard, engine: Engine, repository: Repository,
 
 
 LAG_EVERY = 10.0  # seconds between looks at the server's end (lag in bytes)
-WINDOW_EVERY = 60.0  # seconds between window refreshes (backups extend it too)
 
 
 def _resume(board: StatusBoard, repository: Any, target: str) -> None:

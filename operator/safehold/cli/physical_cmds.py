@@ -7,7 +7,6 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -15,13 +14,10 @@ from pathlib import Path
 import click
 
 from safehold.api.errors import UsageError
-from safehold.api.manifest import Manifest
 from safehold.cli import audit, common
 from safehold.cli.config import resolve_repository
-from safehold.codecs.crypto import Kek
-from safehold.pipeline.physical import run_data_dir_restore
+from safehold.pipeline.physical import archive_reaches, bundle_wal, run_data_dir_restore
 from safehold.pipeline.profile import Profile
-from safehold.repository.repo import Repository
 
 
 @dataclass(frozen=True)
@@ -76,7 +72,8 @@ def restore_data_dir(ctx: click.Context, repo: str, backup_ref: str | None, sour
         manifest = pitr.choose_base(repository.backups(source), to_time=point.to_time,
                                     to_lsn=point.to_lsn)
         if point.restore_command is None:  # the WAL comes from this repository's archive
-            _archive_reaches(repository, source, point)
+            archive_reaches(repository, source, to_time=point.to_time, to_lsn=point.to_lsn,
+                            what="--to-time" if point.to_time else "--to-lsn")
     started, profile = time.monotonic(), Profile("restore")
     with common.progress(f"restore {manifest.backup_id}", manifest.raw_bytes) as hook:
         chain = run_data_dir_restore(repository, manifest, keks, data_dir, progress=hook,
@@ -86,7 +83,8 @@ def restore_data_dir(ctx: click.Context, repo: str, backup_ref: str | None, sour
     settings, bundled = {}, None
     if point is not None:
         if point.bundle:
-            bundled = _bundle(repository, source, keks, manifest, data_dir, point)
+            bundled = bundle_wal(repository, source, keks, manifest, data_dir,
+                                 to_lsn=point.to_lsn)
             settings = pitr.recovery_settings(walarchive.BUNDLE_RESTORE_COMMAND,
                                               to_time=point.to_time, to_lsn=point.to_lsn)
             settings["recovery_end_command"] = walarchive.BUNDLE_END_COMMAND
@@ -113,47 +111,6 @@ def restore_data_dir(ctx: click.Context, repo: str, backup_ref: str | None, sour
         f"restored {manifest.backup_id} ({len(chain)} backup(s) in chain) into {data_dir}"
         f" in {elapsed:.1f}s{target_text}; start it with PostgreSQL"
         f" {manifest.server_version.split('.')[0]}'s server as the data directory's owner"))
-
-
-def _bundle(repository: Repository, source: str, keks: Sequence[Kek], base: Manifest,
-            data_dir: Path, point: PointInTime) -> tuple[list[str], int]:
-    """The archived WAL from the base backup's start into the data directory (--bundle-wal)."""
-    from safehold.pipeline import walarchive
-    from safehold.pipeline.logarchive import LogArchive
-
-    start = base.start_position or {}
-    if "lsn" not in start or not str(start.get("timeline", "")).isdigit():
-        raise UsageError(f"backup {base.backup_id} records no start LSN and timeline: its WAL"
-                         " cannot be bundled; leave out --bundle-wal")
-    return walarchive.bundle(LogArchive(repository, source, keks), int(start["timeline"]),
-                             start["lsn"], data_dir, through_lsn=point.to_lsn)
-
-
-def _archive_reaches(repository: Repository, source: str, point: PointInTime) -> None:
-    """A target past the end of the WAL archive fails now, naming the window, instead of when
-    the restored server starts ("recovery ended before configured recovery target was
-    reached"). Archives without times (older streamers) are not checked."""
-    from safehold.engines.postgres.walstream import format_lsn, parse_lsn
-    from safehold.engines.recovery import OutsideWindow
-    from safehold.pipeline.pitr import target_window
-    from safehold.pipeline.walarchive import KIND
-    from safehold.repository.logarchive import readable_segments
-
-    streaming = "is `safehold wal stream` running? It archives a segment once it is full"
-    if point.to_time is not None:
-        win = target_window(repository, source)
-        if win.end is not None and point.to_time > win.end:
-            raise OutsideWindow(
-                f"--to-time {point.to_time.isoformat()} is after the end of the recoverable"
-                f" window of {source} ({win.describe()}): the WAL archive holds the commits up"
-                f" to {win.end.isoformat()}; {streaming}")
-    elif point.to_lsn is not None:
-        ends = [parse_lsn(s.end["lsn"]) for s in readable_segments(repository, source)[0]
-                if s.kind == KIND and "lsn" in s.end]
-        if ends and parse_lsn(point.to_lsn) > max(ends):
-            raise OutsideWindow(
-                f"--to-lsn {point.to_lsn} is past the end of the WAL archive of {source}"
-                f" ({format_lsn(max(ends))}); {streaming}")
 
 
 def fetch_command(ctx: click.Context, repo: str, source: str, key_files: tuple[Path, ...], *,

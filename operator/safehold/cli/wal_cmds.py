@@ -8,6 +8,7 @@ import functools
 import logging
 import signal
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,7 @@ from safehold.cli import common, streamer_status
 from safehold.cli.config import resolve_repository
 from safehold.cli.errors import Terminated
 from safehold.codecs.crypto import Kek
-from safehold.pipeline.streamer_status import StatusBoard
+from safehold.pipeline.streamer_status import WINDOW_EVERY, StatusBoard
 from safehold.repository import layout
 from safehold.repository.repo import Repository
 
@@ -131,8 +132,12 @@ def archive_wal(board: StatusBoard, engine: PostgresEngine, repository: Reposito
 
     board.window_from(functools.partial(window_bounds, repository, archive.target))
     board.refresh_window()
+    refreshed = [time.monotonic()]
 
     def report(status: StreamStatus) -> None:
+        if time.monotonic() - refreshed[0] >= WINDOW_EVERY:  # a backup moved the window
+            board.refresh_window()
+            refreshed[0] = time.monotonic()
         board.pulled({"lsn": status.received_lsn, "timeline": str(status.timeline)})
         # the WAL the slot holds back is what the archive lacks (at most a segment while
         # healthy); "caught up" cannot be told from it, so the lag in time stays the age of

@@ -57,6 +57,12 @@ class Kube:
                 raise Forbidden(_reason(exc)) from None
             raise
 
+    def ensure_claim(self, body: Obj) -> tuple[Obj, bool]:
+        """Create the PersistentVolumeClaim unless one of that name exists; (claim, created)."""
+        ns = body["metadata"]["namespace"]
+        return self._create(self.core.create_namespaced_persistent_volume_claim,
+                            self.core.read_namespaced_persistent_volume_claim, ns, body)
+
     def ensure_job(self, body: Obj) -> tuple[Obj, bool]:
         """Create the Job unless one of that name exists; returns (job, created)."""
         ns = body["metadata"]["namespace"]

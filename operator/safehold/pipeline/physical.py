@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 from safehold.api.errors import Unsupported
@@ -56,3 +57,49 @@ def method_problems(engine: Engine, method: BackupMethod) -> list[str]:
         return [f"the {engine.name} engine has no physical backups: use method logical"]
     problems: list[str] = check()
     return problems
+
+
+def bundle_wal(repo: Repository, source: str, keks: Sequence[crypto.Kek], base: Manifest,
+               data_dir: Path, *, to_lsn: str | None = None) -> tuple[list[str], int]:
+    """The archived WAL from ``base``'s start into the data directory (walarchive.bundle):
+    the segment names and their bytes."""
+    from safehold.pipeline import walarchive
+    from safehold.pipeline.logarchive import LogArchive
+
+    start = base.start_position or {}
+    if "lsn" not in start or not str(start.get("timeline", "")).isdigit():
+        raise Unsupported(f"backup {base.backup_id} records no start LSN and timeline: the WAL"
+                          " its recovery replays cannot be bundled")
+    return walarchive.bundle(LogArchive(repo, source, keks), int(start["timeline"]),
+                             start["lsn"], data_dir, through_lsn=to_lsn)
+
+
+STREAMING = "is `safehold wal stream` running? It archives a segment once it is full"
+
+
+def archive_reaches(repo: Repository, source: str, *, to_time: datetime | None = None,
+                    to_lsn: str | None = None, what: str = "the target") -> None:
+    """A target past the end of the WAL archive fails now (OutsideWindow, naming the window;
+    ``what`` names the target as the user gave it), instead of when the restored server starts
+    ("recovery ended before configured recovery target was reached"). Archives without times
+    (older streamers) are not checked."""
+    from safehold.engines.postgres.walstream import format_lsn, parse_lsn
+    from safehold.engines.recovery import OutsideWindow
+    from safehold.pipeline.pitr import target_window
+    from safehold.pipeline.walarchive import KIND
+    from safehold.repository.logarchive import readable_segments
+
+    if to_time is not None:
+        win = target_window(repo, source)
+        if win.end is not None and to_time > win.end:
+            raise OutsideWindow(
+                f"{what} {to_time.isoformat()} is after the end of the recoverable window of"
+                f" {source} ({win.describe()}): the WAL archive holds the commits up to"
+                f" {win.end.isoformat()}; {STREAMING}")
+    elif to_lsn is not None:
+        ends = [parse_lsn(s.end["lsn"]) for s in readable_segments(repo, source)[0]
+                if s.kind == KIND and "lsn" in s.end]
+        if ends and parse_lsn(to_lsn) > max(ends):
+            raise OutsideWindow(
+                f"{what} {to_lsn} is past the end of the WAL archive of {source}"
+                f" ({format_lsn(max(ends))}); {STREAMING}")

@@ -44,6 +44,10 @@ def error_info(exc: BaseException) -> ErrorInfo:
                      transient=True)
 
 
+# seconds between window refreshes from the repository: a backup moves the window's start
+# (and a finished one its end) without any log segment being archived
+WINDOW_EVERY = 60.0
+
 class StatusBoard:
     """What one streamer knows about itself; every method is thread-safe."""
 

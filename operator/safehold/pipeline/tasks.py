@@ -129,7 +129,13 @@ def load_key_dir(directory: Path) -> list[crypto.Kek]:
     if not names:
         raise KeyProblem(f"the key Secret mounted at {directory} holds no keys",
                          hint="add a key (safehold keys generate) to the Secret")
-    keks = {name: crypto.load_key_file(directory / name) for name in names}
+    try:
+        keks = {name: crypto.load_key_file(directory / name) for name in names}
+    except PermissionError as exc:  # the pod runs as a user the Secret volume does not admit
+        raise KeyProblem(f"cannot read the key file {exc.filename}: permission denied to uid"
+                         f" {os.getuid()} (groups {sorted(os.getgroups())})",
+                         hint="run the pod with an fsGroup, so the mounted Secret is readable"
+                         " by its group") from None
     active_file = directory / ACTIVE
     if active_file.is_file():
         wanted = active_file.read_text().strip()
@@ -299,6 +305,8 @@ def _backup(task: BackupTask, stages: Stages, env: Mapping[str, str]) -> TaskRes
 
 
 def _restore(task: RestoreTask, stages: Stages, env: Mapping[str, str]) -> TaskResult:
+    if task.data_dir is not None:
+        return _restore_data_dir(task, Path(task.data_dir), stages)
     if task.recovery is not None:
         return _restore_to_point(task, stages, env)
     with stages("plan"):
@@ -317,9 +325,9 @@ def _restore(task: RestoreTask, stages: Stages, env: Mapping[str, str]) -> TaskR
         if task.globals:
             from safehold.engines.servers import globals_engine
 
-            engine = globals_engine(*database_settings(task.database, env), "fail")
+            engine = globals_engine(*database_settings(_given(task.database), env), "fail")
         else:
-            engine = open_database(task.database, env)
+            engine = open_database(_given(task.database), env)
         report = engine.check("restore")
         if not report.ok:
             raise DatabaseProblem("cannot restore: " + "; ".join(report.problems))
@@ -349,7 +357,7 @@ def _restore_to_point(task: RestoreTask, stages: Stages, env: Mapping[str, str]
     with stages("plan"):
         repo = open_repository(task.repository)
         keks = load_keys(task.encryption)
-        engine = open_database(task.database, env)
+        engine = open_database(_given(task.database), env)
         plan, reader = plan_recovery(engine, repo, task.source, to, keks)
     for line in plan.lines():
         log.info("%s", line)
@@ -367,6 +375,51 @@ def _restore_to_point(task: RestoreTask, stages: Stages, env: Mapping[str, str]
     with stages("restore"):
         run_recovery(engine, plan, reader, conflict=task.conflict_policy)
     return TaskResult(kind="restore", phase="Completed", **stages.facts(), **facts, notes=notes)
+
+
+def _restore_data_dir(task: RestoreTask, data_dir: Path, stages: Stages) -> TaskResult:
+    """A physical PostgreSQL backup chain into a new data directory (the CLI's ``restore
+    --data-dir``); to a point in time, with the WAL its recovery replays bundled into it
+    (``--bundle-wal``): a PostgreSQL server of the same major, nothing more, starts it."""
+    from safehold.engines.postgres import pitr
+    from safehold.pipeline import walarchive
+    from safehold.pipeline.physical import archive_reaches, bundle_wal, run_data_dir_restore
+
+    to_time = task.recovery.time.astimezone(UTC) if task.recovery and task.recovery.time \
+        else None
+    with stages("plan"):
+        repo = open_repository(task.repository)
+        keks = load_keys(task.encryption)
+        if to_time is not None:
+            manifest = pitr.choose_base(repo.backups(task.source), to_time=to_time)
+            archive_reaches(repo, task.source, to_time=to_time, what="pointInTime.time")
+        else:
+            manifest = repo.resolve(task.source, task.backup_id)
+        chain = repo.chain(manifest)
+        keys = DataKeys(repo, keks)
+        for m in chain:  # a missing key or a tampered manifest fails the plan
+            keys.for_backup(m)
+    major = manifest.server_version.split(".")[0]
+    facts = {**manifest_facts(repo, manifest), "restored_to": to_time or manifest.finished_at,
+             "plan_only": task.plan_only, "chain": [m.backup_id for m in chain]}
+    if task.plan_only:
+        return TaskResult(kind="restore", phase="Completed", **stages.facts(), **facts)
+    profile = Profile("restore")
+    notes = [f"data directory {data_dir}: start it with PostgreSQL {major}'s server"]
+    with stages("restore"):
+        run_data_dir_restore(repo, manifest, keks, data_dir, profile=profile)
+        if to_time is not None:
+            names, size = bundle_wal(repo, task.source, keks, manifest, data_dir)
+            settings = pitr.recovery_settings(walarchive.BUNDLE_RESTORE_COMMAND, to_time=to_time)
+            settings["recovery_end_command"] = walarchive.BUNDLE_END_COMMAND
+            pitr.prepare_recovery(data_dir, settings)
+            notes.append(f"it recovers to {to_time.isoformat()} from the {len(names)} WAL"
+                         f" segment(s) ({size} bytes) bundled in it and promotes when started")
+    pipeline = PipelineFigures.model_validate(profile.report().as_dict())
+    return TaskResult(kind="restore", phase="Completed", **stages.facts(), **facts,
+                      notes=notes, pipeline=pipeline,
+                      throughput_bytes_per_second=_throughput(
+                          manifest.raw_bytes, stages.seconds.get("restore", 0.0)))
 
 
 def _check(task: CheckTask, stages: Stages, env: Mapping[str, str]) -> TaskResult:

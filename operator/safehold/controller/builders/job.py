@@ -64,6 +64,9 @@ class JobSpec:
     deadline_seconds: int | None = None
     retries: int | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    # (user, group, fsGroup or None): the pod runs as another image's user, e.g. the database
+    # image's for a data directory it will own; the restricted baseline stays
+    identity: tuple[int, int, int | None] | None = None
 
 
 def build_job(spec: JobSpec, settings: Settings) -> dict[str, Any]:
@@ -101,7 +104,7 @@ def build_job(spec: JobSpec, settings: Settings) -> dict[str, Any]:
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "restartPolicy": "Never",
-        "securityContext": security.pod_security_context(),
+        "securityContext": security.pod_security_context(spec.identity),
         "containers": [container],
         "volumes": [tmp_volume, *spec.wiring.volumes],
     }

@@ -13,14 +13,20 @@ RUNNER_UID = 65532  # the runner image's user (images/runner/Dockerfile)
 TMP_VOLUME = "tmp"
 
 
-def pod_security_context() -> dict[str, Any]:
-    return {
+def pod_security_context(identity: tuple[int, int, int | None] | None = None
+                         ) -> dict[str, Any]:
+    """The runner's own user, or ``identity`` (user, group, fsGroup or None): another
+    non-root user, such as the database image's for a data directory it will own."""
+    user, group, fs_group = identity or (RUNNER_UID, RUNNER_UID, RUNNER_UID)
+    context: dict[str, Any] = {
         "runAsNonRoot": True,
-        "runAsUser": RUNNER_UID,
-        "runAsGroup": RUNNER_UID,
-        "fsGroup": RUNNER_UID,
+        "runAsUser": user,
+        "runAsGroup": group,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+    if fs_group is not None:
+        context["fsGroup"] = fs_group
+    return context
 
 
 def container_security_context() -> dict[str, Any]:

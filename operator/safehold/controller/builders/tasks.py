@@ -21,13 +21,14 @@ from safehold.api.task import (
     ListTask,
     RestoreTask,
     RewrapTask,
+    TaskDatabase,
     TaskRecovery,
     VerifyTask,
     task_to_json,
 )
 from safehold.controller import naming
 from safehold.controller.builders import wiring
-from safehold.controller.builders.job import JobSpec, build_job
+from safehold.controller.builders.job import JobSpec, Wiring, build_job
 from safehold.controller.settings import Settings
 
 SRC, DST = "src", "dst"
@@ -120,7 +121,17 @@ def restore_job(restore: Restore, source: BackupTarget, destination: BackupTarge
     by ``spec.destination.database`` on the source's server)."""
     repo, w_repo = wiring.repository(source.spec, SRC)
     enc, w_enc = wiring.encryption(source.spec, SRC, _key_secret(source))
-    if destination is None:
+    volume = restore.spec.destination.volume
+    data_dir, identity = None, None
+    db: TaskDatabase | None
+    if volume is not None:  # a new data directory on the claim (the plan never mounts it)
+        db, w_db = None, Wiring() if plan_only else restore_volume(restore)
+        data_dir = f"{RESTORE_MOUNT}/{volume.sub_path}"
+        if not plan_only:  # the fsGroup (default: the group) lets it read the Secrets
+            group = volume.run_as_group or volume.run_as_user
+            identity = (volume.run_as_user, group, volume.fs_group or group)
+        runner = source.spec.runner
+    elif destination is None:
         db, w_db = wiring.database(source.spec, DST, database=restore.spec.destination.database)
         runner = source.spec.runner
     else:
@@ -131,7 +142,8 @@ def restore_job(restore: Restore, source: BackupTarget, destination: BackupTarge
             database_key(source.repository_name, one) if one else source.repository_name)
     pit = restore.spec.source.point_in_time
     task = RestoreTask(
-        repository=repo, backup_id="latest" if pit else backup_id, database=db, source=part,
+        repository=repo, backup_id="latest" if pit else backup_id, database=db,
+        data_dir=data_dir, source=part,
         globals=True if everyone else None,
         encryption=enc, include=list(restore.spec.include),
         conflict_policy=restore.spec.conflict_policy, plan_only=plan_only,
@@ -142,8 +154,41 @@ def restore_job(restore: Restore, source: BackupTarget, destination: BackupTarge
         name=job_name, namespace=restore.metadata.namespace or "",
         purpose="plan" if plan_only else "restore", owner=owner(restore),
         task_json=task_to_json(task), wiring=w_repo + w_enc + w_db, overrides=runner,
-        labels={naming.TARGET: source.metadata.name[:63]},
+        labels={naming.TARGET: source.metadata.name[:63]}, identity=identity,
     ), settings)
+
+
+RESTORE_MOUNT = "/restore"  # where a volume destination's claim is mounted
+
+
+def claim_name(restore: Restore) -> str:
+    """The claim a volume destination restores into: its claimName, or the one its
+    claimTemplate makes (``<restore>-data``)."""
+    volume = restore.spec.destination.volume
+    assert volume is not None
+    return volume.claim_name or f"{restore.metadata.name}-data"[:253]
+
+
+def restore_volume(restore: Restore) -> Wiring:
+    name = "restore-data"
+    return Wiring(volumes=({"name": name, "persistentVolumeClaim": {
+        "claimName": claim_name(restore)}},), mounts=({"name": name,
+                                                       "mountPath": RESTORE_MOUNT},))
+
+
+def claim(restore: Restore) -> dict[str, Any]:
+    """The PersistentVolumeClaim a claimTemplate asks for: not owned by the Restore, so the
+    restored data outlives it."""
+    volume = restore.spec.destination.volume
+    assert volume is not None and volume.claim_template is not None
+    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {
+        "requests": {"storage": str(volume.claim_template.storage)}}}
+    if volume.claim_template.storage_class_name:
+        spec["storageClassName"] = volume.claim_template.storage_class_name
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {
+        "name": claim_name(restore), "namespace": restore.metadata.namespace or "",
+        "labels": {naming.MANAGED_BY: naming.OPERATOR},
+        "annotations": {naming.OWNER_NAME: restore.metadata.name}}, "spec": spec}
 
 
 def adopt_job(target: BackupTarget, job_name: str, settings: Settings,

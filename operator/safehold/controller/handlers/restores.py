@@ -6,7 +6,7 @@ from __future__ import annotations
 import kopf
 
 from safehold.api.common import ErrorInfo
-from safehold.api.pointintime import RESTORE_ENGINES, STREAMER_ENGINES
+from safehold.api.pointintime import RESTORE_ENGINES, STREAMER_ENGINES, VOLUME_ENGINES
 from safehold.api.restore import Restore, RestoreStatus
 from safehold.api.result import TaskResult
 from safehold.api.target import BackupTarget
@@ -57,6 +57,13 @@ def _targets(kube: Kube, rs: Restore, source_name: str
              ) -> tuple[tuple[Obj, BackupTarget], tuple[Obj, BackupTarget] | None]:
     ns = rs.metadata.namespace or ""
     source = _target(kube, ns, source_name, "source")
+    if rs.spec.destination.volume is not None:
+        if source[1].spec.engine not in VOLUME_ENGINES:
+            raise _Refused("InvalidDestination", f"a volume destination takes a physical"
+                           f" PostgreSQL backup (a new data directory); a {source[1].spec.engine}"
+                           " backup restores into a database: destination.targetRef or"
+                           " database")
+        return source, None
     dest_ref = rs.spec.destination.target_ref
     if dest_ref is None:
         if source[1].spec.engine == "sqlite":
@@ -141,13 +148,23 @@ def _point_in_time(kube: Kube, body: Obj, rs: Restore, source: str) -> None:
               f" a log streamer, which engines {', '.join(STREAMER_ENGINES)} have; restore a"
               " backup instead (source.backupId or backupRef)")
         return
-    if target.spec.engine not in RESTORE_ENGINES:
+    pit = rs.spec.source.point_in_time
+    if target.spec.engine in VOLUME_ENGINES and rs.spec.destination.volume is None:
         _fail(kube, body, rs, "PointInTimeUnsupported",
               f"target {source!r} is a {target.spec.engine} target: its point-in-time restore"
-              " replays WAL into a new data directory, which a Restore cannot take as its"
-              " destination yet; run `safehold restore --data-dir DIR --to-time T` (its"
-              " window is in the target's status.pointInTime), or restore a backup instead"
-              " (source.backupId or backupRef)")
+              " replays WAL into a new data directory: give destination.volume (a claimName or"
+              " a claimTemplate) instead of a database")
+        return
+    if target.spec.engine in VOLUME_ENGINES and pit is not None and pit.time is None:
+        _fail(kube, body, rs, "PointInTimeUnsupported",
+              "gtid and position are MariaDB's: a PostgreSQL target restores to a time"
+              " (pointInTime.time)")
+        return
+    if target.spec.engine not in RESTORE_ENGINES + VOLUME_ENGINES:
+        _fail(kube, body, rs, "PointInTimeUnsupported",
+              f"target {source!r} is a {target.spec.engine} target, which a Restore cannot"
+              " bring to a point in time yet; restore a backup instead (source.backupId or"
+              " backupRef)")
         return
     _plan_job(kube, body, rs, source, "latest")
 
@@ -197,6 +214,16 @@ def _run_step(kube: Kube, body: Obj, rs: Restore, source: str, backup_id: str, *
     ensure_generated_key(kube, src_body)
     step = "plan" if plan_only else "restore"
     name = naming.job_name(step, rs.metadata.name, rs.metadata.uid or "")
+    volume = rs.spec.destination.volume
+    if not plan_only and volume is not None and volume.claim_template is not None:
+        try:
+            _, made = kube.ensure_claim(tasks.claim(rs))
+        except Forbidden as exc:
+            raise kopf.TemporaryError(f"cannot create claim {tasks.claim_name(rs)}: {exc}",
+                                      delay=60) from None
+        if made:
+            kube.event(body, "ClaimCreated", f"claim {tasks.claim_name(rs)} holds the restored"
+                       " data directory; it stays when the Restore is deleted")
     job = tasks.restore_job(rs, src, dest[1] if dest else None, backup_id, name,
                             runtime.get().settings, plan_only=plan_only)
     message = (f"runner Job {name} resolves backup {backup_id} of {source} from the repository"

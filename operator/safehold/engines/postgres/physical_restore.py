@@ -104,9 +104,30 @@ def extract(blocks: Iterator[bytes], into: Path) -> None:
     into.mkdir(mode=0o700)
     reader = io.BufferedReader(_Blocks(blocks), buffer_size=1 << 20)
     with tarfile.open(fileobj=reader, mode="r|") as tar:
-        tar.extractall(into, filter="data")
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(into, filter="data")
+        else:  # Python before 3.11.4 (Debian 12's 3.11.2, the runner image's): no filters
+            tar.extractall(into, members=plain_members(tar, into))
     for _ in blocks:  # the object's final checks (size, SHA-256) run at its end
         pass
+
+
+def plain_members(tar: tarfile.TarFile, into: Path) -> Iterator[tarfile.TarInfo]:
+    """The members of a base backup as the ``data`` filter passes them, for Pythons without
+    it: regular files and directories inside ``into`` only, without setuid, setgid, sticky or
+    group/other write bits. Anything else (an absolute or escaping path, a link, a device) is
+    refused: pg_basebackup's base.tar holds none (tablespaces come in their own archives)."""
+    root = into.resolve()
+    for member in tar:
+        where = (root / member.name).resolve()
+        if os.path.isabs(member.name) or not where.is_relative_to(root):
+            raise EngineError(f"the base backup's archive holds {member.name!r}, outside the"
+                              " data directory: refused (a damaged or forged backup)")
+        if not (member.isfile() or member.isdir()):
+            raise EngineError(f"the base backup's archive holds {member.name!r}, neither a"
+                              " file nor a directory: refused (a damaged or forged backup)")
+        member.mode &= 0o755
+        yield member
 
 
 def _run(argv: list[str], doing: str) -> None:
