@@ -204,6 +204,8 @@ CALLS = {
     "read_namespaced_service_account": ("", "serviceaccounts", "get"),
     "create_namespaced_secret": ("", "secrets", "create"),
     "read_namespaced_secret": ("", "secrets", "get"),
+    "create_namespaced_persistent_volume_claim": ("", "persistentvolumeclaims", "create"),
+    "read_namespaced_persistent_volume_claim": ("", "persistentvolumeclaims", "get"),
     # secret_version: a raw GET of a Secret as PartialObjectMetadata (self.api)
     "param_serialize": ("", "secrets", "get"),
     "call_api": ("", "secrets", "get"),
