@@ -96,3 +96,32 @@ def test_plain_members_is_what_runs_without_the_filter(monkeypatch: pytest.Monke
     monkeypatch.setattr(physical_restore, "plain_members", spy)
     extract(iter([_tar(_file("PG_VERSION"))]), tmp_path / "d")
     assert seen == ["PG_VERSION"]
+
+
+@pytest.mark.parametrize("existed", [False, True])
+def test_a_failure_after_the_chain_is_in_place_leaves_no_data_directory(
+        tmp_path: Path, existed: bool) -> None:
+    """The chain restored, then the WAL bundle fails: what was written goes, an empty
+    directory the user gave stays empty (a retry finds it as before)."""
+    from safehold.pipeline.physical import new_data_dir
+
+    data = tmp_path / "pgdata"
+    if existed:
+        data.mkdir()
+    with pytest.raises(OSError, match="injected"), new_data_dir(data):
+        data.mkdir(exist_ok=True)
+        (data / "PG_VERSION").write_text("15\n")  # the chain, moved into place
+        raise OSError("injected: the WAL bundle failed")
+    assert (data.is_dir() and not any(data.iterdir())) if existed else not data.exists()
+
+
+def test_a_refused_destination_is_left_as_it_was(tmp_path: Path) -> None:
+    """A data directory that was not empty (the restore refuses it) is never touched."""
+    from safehold.pipeline.physical import new_data_dir
+
+    data = tmp_path / "pgdata"
+    data.mkdir()
+    (data / "theirs").write_text("keep")
+    with pytest.raises(ValueError), new_data_dir(data):
+        raise ValueError("the destination is not empty")
+    assert (data / "theirs").read_text() == "keep"

@@ -16,7 +16,12 @@ import click
 from safehold.api.errors import UsageError
 from safehold.cli import audit, common
 from safehold.cli.config import resolve_repository
-from safehold.pipeline.physical import archive_reaches, bundle_wal, run_data_dir_restore
+from safehold.pipeline.physical import (
+    archive_reaches,
+    bundle_wal,
+    new_data_dir,
+    run_data_dir_restore,
+)
 from safehold.pipeline.profile import Profile
 
 
@@ -74,26 +79,27 @@ def restore_data_dir(ctx: click.Context, repo: str, backup_ref: str | None, sour
         if point.restore_command is None:  # the WAL comes from this repository's archive
             archive_reaches(repository, source, to_time=point.to_time, to_lsn=point.to_lsn,
                             what="--to-time" if point.to_time else "--to-lsn")
-    started, profile = time.monotonic(), Profile("restore")
-    with common.progress(f"restore {manifest.backup_id}", manifest.raw_bytes) as hook:
-        chain = run_data_dir_restore(repository, manifest, keks, data_dir, progress=hook,
-                                     profile=profile)
     from safehold.pipeline import walarchive  # PostgreSQL only
 
+    started, profile = time.monotonic(), Profile("restore")
     settings, bundled = {}, None
-    if point is not None:
-        if point.bundle:
-            bundled = bundle_wal(repository, source, keks, manifest, data_dir,
-                                 to_lsn=point.to_lsn)
-            settings = pitr.recovery_settings(walarchive.BUNDLE_RESTORE_COMMAND,
-                                              to_time=point.to_time, to_lsn=point.to_lsn)
-            settings["recovery_end_command"] = walarchive.BUNDLE_END_COMMAND
-        else:
-            command = point.restore_command or fetch_command(
-                ctx, repo, source, key_files, encrypted=manifest.encryption != "none")
-            settings = pitr.recovery_settings(command, to_time=point.to_time,
-                                              to_lsn=point.to_lsn)
-        pitr.prepare_recovery(data_dir, settings)
+    with new_data_dir(data_dir):
+        with common.progress(f"restore {manifest.backup_id}", manifest.raw_bytes) as hook:
+            chain = run_data_dir_restore(repository, manifest, keks, data_dir, progress=hook,
+                                         profile=profile)
+        if point is not None:
+            if point.bundle:
+                bundled = bundle_wal(repository, source, keks, manifest, data_dir,
+                                     to_lsn=point.to_lsn)
+                settings = pitr.recovery_settings(walarchive.BUNDLE_RESTORE_COMMAND,
+                                                  to_time=point.to_time, to_lsn=point.to_lsn)
+                settings["recovery_end_command"] = walarchive.BUNDLE_END_COMMAND
+            else:
+                command = point.restore_command or fetch_command(
+                    ctx, repo, source, key_files, encrypted=manifest.encryption != "none")
+                settings = pitr.recovery_settings(command, to_time=point.to_time,
+                                                  to_lsn=point.to_lsn)
+            pitr.prepare_recovery(data_dir, settings)
     elapsed = time.monotonic() - started
     audit.record_restore(repository, chain, target=str(data_dir), source=source, include=None)
     data = {"backup_id": manifest.backup_id, "data_dir": str(data_dir.absolute()),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -103,3 +105,24 @@ def archive_reaches(repo: Repository, source: str, *, to_time: datetime | None =
             raise OutsideWindow(
                 f"{what} {to_lsn} is past the end of the WAL archive of {source}"
                 f" ({format_lsn(max(ends))}); {STREAMING}")
+
+
+@contextmanager
+def new_data_dir(data_dir: Path) -> Iterator[Path]:
+    """The restore into ``data_dir`` as one step: when anything inside fails (the WAL bundle,
+    the recovery settings) after the chain was already moved into place, what was written is
+    removed again, so no data directory is left that would start without its recovery (at the
+    base backup's end, silently) and a retry finds it empty. A directory that was not empty
+    to begin with (refused by the restore) is never touched."""
+    existed = data_dir.is_dir()
+    if existed and any(data_dir.iterdir()):  # not ours to clean up: the restore refuses it
+        yield data_dir
+        return
+    try:
+        yield data_dir
+    except BaseException:
+        if data_dir.is_dir() and any(data_dir.iterdir()):
+            shutil.rmtree(data_dir, ignore_errors=True)
+            if existed:
+                data_dir.mkdir(mode=0o700, exist_ok=True)
+        raise

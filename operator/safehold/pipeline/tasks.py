@@ -383,7 +383,12 @@ def _restore_data_dir(task: RestoreTask, data_dir: Path, stages: Stages) -> Task
     (``--bundle-wal``): a PostgreSQL server of the same major, nothing more, starts it."""
     from safehold.engines.postgres import pitr
     from safehold.pipeline import walarchive
-    from safehold.pipeline.physical import archive_reaches, bundle_wal, run_data_dir_restore
+    from safehold.pipeline.physical import (
+        archive_reaches,
+        bundle_wal,
+        new_data_dir,
+        run_data_dir_restore,
+    )
 
     to_time = task.recovery.time.astimezone(UTC) if task.recovery and task.recovery.time \
         else None
@@ -406,7 +411,7 @@ def _restore_data_dir(task: RestoreTask, data_dir: Path, stages: Stages) -> Task
         return TaskResult(kind="restore", phase="Completed", **stages.facts(), **facts)
     profile = Profile("restore")
     notes = [f"data directory {data_dir}: start it with PostgreSQL {major}'s server"]
-    with stages("restore"):
+    with stages("restore"), new_data_dir(data_dir):
         run_data_dir_restore(repo, manifest, keks, data_dir, profile=profile)
         if to_time is not None:
             names, size = bundle_wal(repo, task.source, keks, manifest, data_dir)
