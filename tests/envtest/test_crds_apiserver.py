@@ -175,9 +175,11 @@ def test_good_manifests_are_accepted_with_defaults(kubectl: Kubectl) -> None:
 
 BAD: dict[str, tuple[dict[str, Any], list[str]]] = {
     "pointInTime for an engine without a streamer": (
-        target(engine="mongodb", pointInTime={"enabled": True}),
-        ["spec.pointInTime", "pointInTime needs a log streamer; engines with one: mysql,"
-         " postgresql", "set pointInTime.enabled to false"]),
+        target(engine="sqlite", connection=None, sqlite={"claimName": "app-data",
+                                                         "path": "/data/app.db"},
+               pointInTime={"enabled": True}),
+        ["spec.pointInTime", "pointInTime needs a log streamer; engines with one: mongodb,"
+         " mysql, postgresql", "set pointInTime.enabled to false"]),
     "pointInTime for postgresql with the logical method": (
         target(pointInTime={"enabled": True}),
         ["spec.pointInTime", "archives WAL, which replays onto physical backups only",

@@ -244,9 +244,7 @@ def _refused_at_once(k8s: Cluster, operator: Any, target: str, spec: dict[str, A
 
 def test_a_restore_to_a_time_of_an_engine_without_a_streamer_fails_at_once(
         k8s: Cluster, operator: Any) -> None:
-    mongo = {**samples.PG_TARGET_SPEC, "engine": "mongodb"}
-    mongo["connection"] = {**mongo["connection"], "tls": {"mode": "disable"}}
-    cond = _refused_at_once(k8s, operator, "app", mongo)  # MongoDB: no streamer
+    cond = _refused_at_once(k8s, operator, "app", samples.SQLITE_TARGET_SPEC)  # no streamer
     assert "restore a backup instead" in cond["message"]
 
 

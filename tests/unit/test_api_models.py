@@ -364,9 +364,13 @@ def test_point_in_time_is_refused_where_no_streamer_exists_naming_the_fix() -> N
         {**base, "engine": "mysql", "pointInTime": {"enabled": True}}).streams
     assert not BackupTargetSpec.model_validate(
         {**base, "engine": "postgresql", "pointInTime": {"enabled": False}}).streams
+    assert BackupTargetSpec.model_validate(
+        {**base, "engine": "mongodb", "pointInTime": {"enabled": True}}).streams
     with pytest.raises(ValidationError, match=r"set pointInTime\.enabled to false"):
         BackupTargetSpec.model_validate(
-            {**base, "engine": "mongodb", "pointInTime": {"enabled": True}})
+            {"engine": "sqlite", "sqlite": {"claimName": "app-data", "path": "/data/app.db"},
+             "storage": {"url": "s3://b/p"}, "encryption": {"none": True},
+             "pointInTime": {"enabled": True}})
     with pytest.raises(ValidationError, match="one BackupTarget per database"):
         BackupTargetSpec.model_validate({**base, "engine": "mysql", "databases": {"all": True},
                                          "pointInTime": {"enabled": True}})

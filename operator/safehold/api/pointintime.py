@@ -16,10 +16,10 @@ from pydantic import Field
 from safehold.api.common import ErrorInfo, KubeModel, StatusModel, condition_reason
 from safehold.api.streamer import StreamerStatus
 
-STREAMER_ENGINES: tuple[str, ...] = ("mysql", "postgresql")
+STREAMER_ENGINES: tuple[str, ...] = ("mongodb", "mysql", "postgresql")
 # engines a Restore brings to a point in time in a database; PostgreSQL's replays WAL into a
 # new data directory instead: a Restore's destination.volume (VOLUME_ENGINES)
-RESTORE_ENGINES: tuple[str, ...] = ("mysql",)
+RESTORE_ENGINES: tuple[str, ...] = ("mongodb", "mysql")
 VOLUME_ENGINES: tuple[str, ...] = ("postgresql",)
 POINT_IN_TIME = "PointInTime"  # the BackupTarget condition type
 
@@ -32,7 +32,8 @@ def engines_cel() -> str:
 
 def no_streamer_message() -> str:
     return (f"pointInTime needs a log streamer; engines with one: {', '.join(STREAMER_ENGINES)}"
-            " (mysql = MariaDB, `safehold binlog stream`; postgresql, `safehold wal stream`):"
+            " (mongodb, `safehold oplog stream`; mysql = MariaDB, `safehold binlog stream`;"
+            " postgresql, `safehold wal stream`):"
             " set pointInTime.enabled to false or remove pointInTime for this engine")
 
 

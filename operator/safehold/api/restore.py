@@ -102,7 +102,7 @@ class RestoreSource(KubeModel):
     )
     point_in_time: RestorePointInTime | None = Field(
         default=None, description="With targetRef: restore to a point in time (time, gtid or"
-        " position) from the target's backups and archived log (mysql: into a database;"
+        " position) from the target's backups and archived log (mongodb, mysql: into a database;"
         " postgresql: time only, into a destination volume). A point outside the recoverable"
         " window fails with OutsideWindow."
     )

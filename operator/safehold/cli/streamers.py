@@ -11,10 +11,11 @@ from collections.abc import Callable
 
 from safehold.api.errors import Unsupported
 from safehold.api.task import StreamTask
-from safehold.cli import binlog_cmds, streamer_status, wal_cmds
+from safehold.cli import binlog_cmds, oplog_cmds, streamer_status, wal_cmds
 from safehold.pipeline.streamer_status import StatusBoard
 
 STREAMERS: dict[str, Callable[[StreamTask, StatusBoard], None]] = {
+    "mongodb": oplog_cmds.stream_task,
     "mysql": binlog_cmds.stream_task,
     "postgresql": wal_cmds.stream_task,
 }

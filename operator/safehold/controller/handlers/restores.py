@@ -137,8 +137,8 @@ def reconcile(body: Obj) -> None:
 def _point_in_time(kube: Kube, body: Obj, rs: Restore, source: str) -> None:
     """Refused at once for an engine without a log streamer; else a plan Job (which refuses a
     point outside the recoverable window with OutsideWindow), then the restore Job."""
-    try:
-        (_, target), _ = _targets(kube, rs, source)
+    try:  # what the source's engine can do first, then whether the destination suits it
+        _, target = _target(kube, rs.metadata.namespace or "", source, "source")
     except _Refused as exc:
         _fail(kube, body, rs, exc.reason, exc.message)
         return
@@ -165,6 +165,11 @@ def _point_in_time(kube: Kube, body: Obj, rs: Restore, source: str) -> None:
               f"target {source!r} is a {target.spec.engine} target, which a Restore cannot"
               " bring to a point in time yet; restore a backup instead (source.backupId or"
               " backupRef)")
+        return
+    try:
+        _targets(kube, rs, source)
+    except _Refused as exc:
+        _fail(kube, body, rs, exc.reason, exc.message)
         return
     _plan_job(kube, body, rs, source, "latest")
 
