@@ -127,3 +127,16 @@ def test_stage_timings_are_read_generically(caplog: pytest.LogCaptureFixture) ->
 
 def test_helper_run_keeps_its_quiet_default(tmp_path: Path, env: dict[str, str]) -> None:
     assert "run started" not in run("config", "show", env=env).output
+
+
+@pytest.mark.parametrize("args", [["restore", "--help"], ["--help"], ["backup", "-h"],
+                                  ["--version"]])
+def test_help_and_version_are_not_runs(tmp_path: Path, env: dict[str, str],
+                                       args: list[str]) -> None:
+    """Asking for help or the version logs no run start or end (a newcomer's first command
+    ends with the help, not an INFO line); a mistyped command still does."""
+    log = tmp_path / "safehold.log"
+    cli("--log-file", str(log), *args, env=env)
+    assert not log.exists() or not [r for r in lines(log) if r.get("event")], lines(log)
+    cli("--log-file", str(log), "restore", "--frm", "x", env=env, ok=False)
+    assert [r["event"] for r in lines(log) if r.get("event")][-1] == "run.end"

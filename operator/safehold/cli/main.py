@@ -124,7 +124,7 @@ class SafeholdGroup(click.Group):
              **extra: Any) -> Any:
         argv = hoist_global_options(list(sys.argv[1:] if args is None else args))
         output = wanted_output(argv)
-        run = runlog.begin(command_of(argv))
+        run = runlog.begin(command_of(argv), argv)
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, _raise_terminated)

@@ -35,19 +35,24 @@ class Run:
     audit_repository: bool = True
     audit_heads: dict[str, str] = field(default_factory=dict)
     audited: bool = False
+    informational: bool = False  # --help or --version: nothing runs, nothing is logged
 
 
 _current: Run | None = None
+INFORMATIONAL_FLAGS = frozenset({"-h", "--help", "--version"})
 
 
-def begin(command: str) -> Run:
+def begin(command: str, argv: list[str] | None = None) -> Run:
+    """A run of ``command``; asking for help or the version (``argv``) is not a run."""
     global _current
-    _current = Run(command)
+    _current = Run(command, informational=bool(INFORMATIONAL_FLAGS & set(argv or ())))
     return _current
 
 
 def started(run: Run) -> None:
     """Log the start (once logging is set up from the options and the config)."""
+    if run.informational:
+        return
     log.info("run started: safehold %s", run.command, extra={"event": "run.start",
                                                            "command": run.command})
 
@@ -66,6 +71,9 @@ def outcome(code: int, run: Run) -> str:
 
 def finish(run: Run, code: int) -> None:
     global _current
+    if run.informational and code == 0:
+        _current = None
+        return
     seconds = round(time.monotonic() - run.started, 3)
     facts: dict[str, Any] = {"event": "run.end", "command": run.command, "exit_code": code,
                              "outcome": outcome(code, run), "seconds": seconds}
