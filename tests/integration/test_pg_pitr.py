@@ -6,6 +6,7 @@ rows committed up to it."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -95,6 +96,11 @@ def test_restore_to_times_and_lsns_matches_exactly(pg_server: Postgres, slot: st
     finally:
         streamer.stop()
 
+    # each segment names its cluster: a restore refuses another cluster's WAL up front
+    system = pg.psql("SELECT system_identifier FROM pg_control_system()")
+    metas = [json.loads(p.read_text())["meta"] for p in
+             (repo_dir / "main" / "_logs" / "wal" / "00000001").glob("*/segment.json")]
+    assert metas and {m.get("system_identifier") for m in metas} == {system}, metas[:2]
     let_restored_servers_fetch(scratch, monkeypatch)
     # times: before the first backup's end (refused, naming the window), inside each interval
     early = run("restore", "-r", repo, "--data-dir", str(scratch / "early"), "--to-time",

@@ -164,3 +164,47 @@ def test_wal_stream_refuses_a_target_that_is_not_postgresql(tmp_path: Path) -> N
               ok=False, env={"SAFEHOLD_CONFIG": str(tmp_path / "safehold.yaml")})
     assert res.exit_code == Exit.USAGE and "archives PostgreSQL WAL" in res.output, res.output
     assert not (tmp_path / "repo").exists()
+
+
+def _of(seg: Segment, system: str) -> Segment:
+    import dataclasses
+
+    return dataclasses.replace(seg, system_identifier=system)
+
+
+def test_one_archive_holds_one_clusters_wal(tmp_path: Path) -> None:
+    """Segments record their cluster; a streamer of another cluster (a re-pointed target,
+    whose segment names start over) is refused before it stores anything, and a restore of a
+    backup of one cluster refuses an archive holding another's WAL after its start."""
+    from datetime import UTC, datetime
+
+    from safehold.api.manifest import Manifest
+    from safehold.pipeline.physical import check_wal_cluster
+    from safehold.pipeline.walarchive import ForeignCluster
+    from safehold.repository.logarchive import readable_segments
+
+    repo = Repository(LocalStorage(tmp_path / "repo"))
+    repo.initialize()
+    ArchiveSink(LogArchive(repo, "db", no_encryption=True)).put(_of(segment(3), "7001"))
+    (record,) = readable_segments(repo, "db")[0]
+    assert record.meta["system_identifier"] == "7001"
+    with pytest.raises(ForeignCluster, match="holds the WAL of cluster 7001; this server is"
+                                             " cluster 7002"):
+        ArchiveSink(LogArchive(repo, "db", no_encryption=True)).put(_of(segment(4), "7002"))
+    assert [r.name for r in readable_segments(repo, "db")[0]] == [segment(3).name]
+    ArchiveSink(LogArchive(repo, "db", no_encryption=True)).put(_of(segment(4), "7001"))
+
+    def base(system: str) -> Manifest:
+        now = datetime.now(UTC)
+        return Manifest.model_validate({
+            "backup_id": "20261203T000000.000001Z", "target": "db", "engine": "postgresql",
+            "type": "full", "started_at": now, "finished_at": now,
+            "chain_id": "20261203T000000.000001Z", "compression": "zstd:3",
+            "chunk_size": 1 << 20, "start_position": {"lsn": f"0/{3 * SEG:X}", "timeline": "1"},
+            "engine_meta": {"system_identifier": system}})
+
+    check_wal_cluster(repo, "db", base("7001"))  # its own cluster's WAL: fine
+    with pytest.raises(ForeignCluster, match=f"segment {segment(3).name} of cluster 7001, but"
+                                             " backup 20261203T000000.000001Z is of cluster"
+                                             " 7002"):
+        check_wal_cluster(repo, "db", base("7002"))

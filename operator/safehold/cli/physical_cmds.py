@@ -19,6 +19,7 @@ from safehold.cli.config import resolve_repository
 from safehold.pipeline.physical import (
     archive_reaches,
     bundle_wal,
+    check_wal_cluster,
     new_data_dir,
     run_data_dir_restore,
 )
@@ -77,6 +78,7 @@ def restore_data_dir(ctx: click.Context, repo: str, backup_ref: str | None, sour
         manifest = pitr.choose_base(repository.backups(source), to_time=point.to_time,
                                     to_lsn=point.to_lsn)
         if point.restore_command is None:  # the WAL comes from this repository's archive
+            check_wal_cluster(repository, source, manifest)
             archive_reaches(repository, source, to_time=point.to_time, to_lsn=point.to_lsn,
                             what="--to-time" if point.to_time else "--to-lsn")
     from safehold.pipeline import walarchive  # PostgreSQL only

@@ -126,3 +126,27 @@ def new_data_dir(data_dir: Path) -> Iterator[Path]:
             if existed:
                 data_dir.mkdir(mode=0o700, exist_ok=True)
         raise
+
+
+def check_wal_cluster(repo: Repository, source: str, base: Manifest) -> None:
+    """The archived WAL after ``base``'s start is ``base``'s cluster's (ForeignCluster naming
+    both otherwise): found before anything is written, not when the restored server stops on
+    "WAL file is from different database system". Segments of older streamers carry no
+    system identifier and are not checked."""
+    from safehold.engines.postgres.walstream import parse_lsn
+    from safehold.pipeline.walarchive import KIND, SYSTEM_IDENTIFIER, ForeignCluster
+    from safehold.repository.logarchive import readable_segments
+
+    wanted = str(base.engine_meta.get("system_identifier") or "")
+    start = (base.start_position or {}).get("lsn")
+    if not wanted or not start:
+        return
+    for record in readable_segments(repo, source)[0]:
+        system = record.meta.get(SYSTEM_IDENTIFIER)
+        if (record.kind == KIND and system is not None and str(system) != wanted
+                and "lsn" in record.end and parse_lsn(record.end["lsn"]) > parse_lsn(start)):
+            raise ForeignCluster(
+                f"the WAL archive of {source} holds segment {record.name} of cluster {system},"
+                f" but backup {base.backup_id} is of cluster {wanted}: the archive mixes two"
+                " clusters (a target re-pointed at another server); recovery cannot replay"
+                " it. Restore a backup of that other cluster, or to a time before it took over")

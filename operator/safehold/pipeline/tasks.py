@@ -386,6 +386,7 @@ def _restore_data_dir(task: RestoreTask, data_dir: Path, stages: Stages) -> Task
     from safehold.pipeline.physical import (
         archive_reaches,
         bundle_wal,
+        check_wal_cluster,
         new_data_dir,
         run_data_dir_restore,
     )
@@ -397,6 +398,7 @@ def _restore_data_dir(task: RestoreTask, data_dir: Path, stages: Stages) -> Task
         keks = load_keys(task.encryption)
         if to_time is not None:
             manifest = pitr.choose_base(repo.backups(task.source), to_time=to_time)
+            check_wal_cluster(repo, task.source, manifest)
             archive_reaches(repo, task.source, to_time=to_time, what="pointInTime.time")
         else:
             manifest = repo.resolve(task.source, task.backup_id)

@@ -25,11 +25,16 @@ log = logging.getLogger("safehold.wal")
 
 KIND = "wal"
 COVERED_UNTIL = "covered_until"  # meta: every commit before it is in this segment or earlier
+SYSTEM_IDENTIFIER = "system_identifier"  # meta: the cluster whose WAL it is
 SEGMENT_NAME = re.compile(r"^[0-9A-F]{24}$")
 # what else a server asks its restore_command for: timeline history files, and (never by
 # Safehold) partial segments and backup history files
 OTHER_WAL_FILE = re.compile(
     r"^[0-9A-F]{8}\.history$|^[0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)$")
+
+
+class ForeignCluster(UsageError):
+    """WAL of one PostgreSQL cluster meeting a backup or an archive of another."""
 
 
 def stream_of(timeline: int) -> str:
@@ -61,12 +66,15 @@ class ArchiveSink:
     def put(self, segment: Segment) -> None:
         seg = SegmentId(self.archive.target, KIND, stream_of(segment.timeline), segment.name)
         if self._first:
+            self._check_cluster(seg, segment.system_identifier)
             self._check_continuity(seg, len(segment.data))
             self._first = False
         position = {"timeline": str(segment.timeline)}
         meta: dict[str, object] = {"wal_segment_size": len(segment.data)}
         if segment.covered_until is not None:
             meta[COVERED_UNTIL] = segment.covered_until.isoformat()
+        if segment.system_identifier is not None:
+            meta[SYSTEM_IDENTIFIER] = segment.system_identifier
         # last_time (the server's clock at the segment's last byte) bounds every record in it
         # from above, which is what retention needs; the window's end is covered_until
         end = {**position, "lsn": format_lsn(segment.end_lsn)}
@@ -76,6 +84,24 @@ class ArchiveSink:
         if self.board is not None:  # the lag in time: how old the newest covered commit is
             self.board.archived(segment.name, end, segment.covered_until)
             self.board.refresh_window()
+
+    def _check_cluster(self, seg: SegmentId, system: str | None) -> None:
+        """The archive's WAL is one cluster's: a target pointed at another server (a new
+        cluster restarts the same segment names) is refused before anything is stored."""
+        from safehold.repository.logarchive import read_record
+
+        repo = self.archive.repo
+        newest = segment_ids(repo, seg.target, KIND, seg.stream)[0]
+        if system is None or not newest:
+            return
+        known = read_record(repo, max(newest, key=lambda s: s.name)).meta.get(SYSTEM_IDENTIFIER)
+        if known is not None and str(known) != system:
+            raise ForeignCluster(
+                f"the WAL archive of {seg.target} holds the WAL of cluster {known}; this server"
+                f" is cluster {system} (another initdb, or a restored copy): its WAL cannot"
+                " continue that archive. Give this server's target another name (or"
+                " repository), then take a physical full backup of it",
+                hint="a new target name for the new cluster")
 
     def _check_continuity(self, seg: SegmentId, seg_size: int) -> None:
         """The first segment of a run follows the archive's newest one (or repeats one): a

@@ -79,6 +79,9 @@ class Segment:
     last_sent: datetime | None = None
     # every commit made before this time is in this segment or an earlier one (:class:`Coverage`)
     covered_until: datetime | None = None
+    # the cluster's (IDENTIFY_SYSTEM): a restore refuses to replay one cluster's WAL onto
+    # another's backup before the server would
+    system_identifier: str | None = None
 
 
 def server_time(value: datetime) -> datetime:
@@ -274,7 +277,8 @@ class WalStreamer:
     def _stream(self, conn: Connection, seg_size: int, restart: int) -> None:
         cur = conn.cursor()
         cur.execute("IDENTIFY_SYSTEM")
-        timeline = int(cur.fetchone()[1])
+        row = cur.fetchone()
+        system, timeline = str(row[0]), int(row[1])
         seg_start = restart - restart % seg_size
         buf = bytearray(seg_size)
         pos = 0  # bytes of the current segment received
@@ -318,7 +322,8 @@ class WalStreamer:
                     end = seg_start + seg_size
                     segment = Segment(timeline, segment_name(timeline, seg_start, seg_size),
                                       seg_start, end, bytes(buf), last_sent=sent,
-                                      covered_until=coverage.archived_to(end))
+                                      covered_until=coverage.archived_to(end),
+                                      system_identifier=system)
                     self.sink.put(segment)  # durable before the slot may forget it
                     seg_start += seg_size
                     pos = 0
