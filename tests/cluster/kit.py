@@ -263,16 +263,19 @@ def adopt_crds(api: Any, release: str, namespace: str) -> None:
                             "meta.helm.sh/release-namespace": namespace}}})
 
 
-def pg_allow_pods(pg: Any) -> None:
+def pg_allow_pods(pg: Any, *, replication: bool = False) -> None:
     """Let Pods (the CNI bridge's range; DNAT keeps their source address) log in to ``pg``
-    (tests.infra.postgres.Postgres) with a password. Idempotent."""
+    (tests.infra.postgres.Postgres) with a password; with ``replication`` also open
+    replication connections (a WAL streamer's). Idempotent."""
     from tests.infra.netns import POD_CIDR
 
     hba = pg.datadir / "pg_hba.conf"
-    line = f"host all all {POD_CIDR} scram-sha-256\n"
-    if line not in hba.read_text():
+    wanted = [f"host {db} all {POD_CIDR} scram-sha-256\n"
+              for db in ("all", *(["replication"] if replication else []))]
+    missing = [line for line in wanted if line not in hba.read_text()]
+    if missing:
         with hba.open("a") as f:
-            f.write(line)
+            f.writelines(missing)
         pg.psql("SELECT pg_reload_conf()")
 
 

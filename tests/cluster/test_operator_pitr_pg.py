@@ -44,19 +44,6 @@ DROP_SLOT = ("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slo
              " WHERE slot_name = 'safehold_db' AND NOT active")
 
 
-def _allow_pod_replication(pg: Postgres) -> None:
-    """Pods may open replication connections (the streamer's) with a password."""
-    from tests.infra.netns import POD_CIDR
-
-    pg_allow_pods(pg)
-    hba = pg.datadir / "pg_hba.conf"
-    line = f"host replication all {POD_CIDR} scram-sha-256\n"
-    if line not in hba.read_text():
-        with hba.open("a") as f:
-            f.write(line)
-        pg.psql("SELECT pg_reload_conf()")
-
-
 def _rows(read: Postgres | Restored, db: str) -> list[str]:
     out = read.psql("SELECT id || ':' || batch FROM t ORDER BY id", db)
     return out.split() if out else []
@@ -71,7 +58,7 @@ def test_a_postgresql_restore_to_a_time_into_a_volume_starts_as_it_is(
     ns, pg = cluster_namespace, pg15
     operator_env(monkeypatch, cluster.kubeconfig, runner_image.ref)
     monkeypatch.setenv("SAFEHOLD_STREAMER_POLL_SECONDS", "2")
-    _allow_pod_replication(pg)
+    pg_allow_pods(pg, replication=True)  # the streamer's replication connection
     pg.psql(DROP_SLOT)
     pg.psql("ALTER SYSTEM SET max_slot_wal_keep_size = '1GB'")
     pg.psql("SELECT pg_reload_conf()")
