@@ -85,11 +85,12 @@ def _fail_status_patches(monkeypatch: pytest.MonkeyPatch, plural: str,
 
     real, failed = Kube.patch_status, []
 
-    def patch_status(self: Kube, p: str, ns: str, name: str, status: dict[str, Any]) -> None:
+    def patch_status(self: Kube, p: str, ns: str, name: str, status: dict[str, Any],
+                     resource_version: str | None = None) -> None:
         if p == plural and "lastCheckTime" in status and len(failed) < times:
             failed.append(name)
             raise exc()
-        real(self, p, ns, name, status)
+        real(self, p, ns, name, status, resource_version)
 
     monkeypatch.setattr(Kube, "patch_status", patch_status)
     return failed

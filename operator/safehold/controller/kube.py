@@ -29,6 +29,10 @@ class Forbidden(Exception):
     """The API server refused to create something (e.g. the namespace is terminating)."""
 
 
+class Conflict(Exception):
+    """A conditional write lost: the object changed since the resourceVersion it was based on."""
+
+
 def _json(resp: Any) -> Obj:
     data: Obj = json.loads(resp.data)
     return data
@@ -193,13 +197,21 @@ class Kube:
 
     # ------------------------------------------------------------------ write
 
-    def patch_status(self, plural: str, ns: str, name: str, status: Obj) -> None:
-        """Merge-patch ``status`` (lists such as conditions are replaced whole)."""
+    def patch_status(self, plural: str, ns: str, name: str, status: Obj,
+                     resource_version: str | None = None) -> None:
+        """Merge-patch ``status`` (lists such as conditions are replaced whole). With
+        ``resource_version`` the patch applies only to that version of the object, else
+        :class:`Conflict` (safehold.controller.status.write merges conditions that way)."""
+        body: Obj = {"status": status}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
         try:
             self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, ns, plural, name, {"status": status}, _preload_content=False
+                GROUP, VERSION, ns, plural, name, body, _preload_content=False
             )
         except ApiException as exc:
+            if exc.status == 409 and resource_version is not None:
+                raise Conflict(_reason(exc)) from None
             if exc.status != 404:  # deleted meanwhile: nothing to record
                 raise
 

@@ -33,7 +33,7 @@ from safehold.controller import metrics, naming, runtime
 from safehold.controller.kube import Kube, Obj
 from safehold.controller.logic.notify import webhooks
 from safehold.controller.logic.schedules import PRUNED, SCHEDULE, SLOT
-from safehold.controller.status import patch
+from safehold.controller.status import write
 from safehold.notify.slack import FailureReason, Notice, SlackNotifier
 
 log = logging.getLogger(__name__)
@@ -156,9 +156,7 @@ def _trends(kube: Kube, target_body: Obj, target: BackupTarget, bk: Backup,
         metrics.OLDEST_BACKUP.labels(*labels).set(oldest.timestamp())
     metrics.DEGRADED.labels(*labels).set(1 if summary.regression else 0)
     updated = target.status.trended(summary, target.metadata.generation)
-    diff = patch(target.status, updated)
-    if diff:
-        kube.patch_status("backuptargets", ns, target.metadata.name, diff)
+    write(kube, "backuptargets", ns, target.metadata.name, target.status, updated)
     was = next((c for c in target.status.conditions if c.type == DEGRADED), None)
     if summary.regression is not None and (was is None or was.status != "True"):
         kube.event(target_body, "SlowerThanUsual", summary.regression.message, warning=True)

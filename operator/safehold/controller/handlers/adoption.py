@@ -19,7 +19,7 @@ from safehold.controller.handlers.common import (
 from safehold.controller.kube import Forbidden, Obj
 from safehold.controller.logic import adopt, schedule
 from safehold.controller.logic.phase import Verdict
-from safehold.controller.status import patch
+from safehold.controller.status import write
 
 PLURAL = "backuptargets"
 SHOWN = 5  # names an event lists before "and N more"
@@ -45,8 +45,8 @@ def start(body: Obj, salt: str = "create") -> None:
     except Forbidden:
         return  # a terminating namespace: nothing to adopt into
     if target.status.adopt_job != name:
-        kube.patch_status(PLURAL, ns, target.metadata.name,
-                          patch(target.status, target.status.adopting(name)))
+        write(kube, PLURAL, ns, target.metadata.name, target.status,
+              target.status.adopting(name))
     if created:
         since = target.status.adopted_through
         kube.event(body, "Adopting", f"runner Job {name} lists the backups of"
@@ -99,8 +99,8 @@ def on_job(job: Obj, verdict: Verdict, deleted: bool) -> None:
     target = BackupTarget.from_body(body)
     result = result_of(verdict, "list")
     if not result.ok:
-        kube.patch_status(PLURAL, ns, target.metadata.name,
-                          patch(target.status, target.status.adopted(None)))
+        write(kube, PLURAL, ns, target.metadata.name, target.status,
+              target.status.adopted(None))
         error = result.error
         if error is not None and error.exit_code == int(Exit.NOT_FOUND):
             if target.status.adopted_through is None:
@@ -119,11 +119,11 @@ def on_job(job: Obj, verdict: Verdict, deleted: bool) -> None:
         bk = Backup.from_body(created)
         if not bk.status.finished:
             new = bk.status.completed(facts, bk.metadata.generation, imported=True)
-            kube.patch_status("backups", ns, bk.metadata.name, patch(bk.status, new))
+            write(kube, "backups", ns, bk.metadata.name, bk.status, new)
         made.append(bk.metadata.name)
     newest = result.backups[-1].id if result.backups else None
-    kube.patch_status(PLURAL, ns, target.metadata.name,
-                      patch(target.status, target.status.adopted(newest)))
+    write(kube, PLURAL, ns, target.metadata.name, target.status,
+          target.status.adopted(newest))
     if made:
         shown = ", ".join(made[:SHOWN]) + (f" and {len(made) - SHOWN} more"
                                           if len(made) > SHOWN else "")
@@ -148,6 +148,5 @@ def _clear(meta: Obj) -> None:
         return
     target = BackupTarget.from_body(body)
     if target.status.adopt_job == meta["name"]:
-        kube.patch_status(PLURAL, ns, target.metadata.name,
-                          patch(target.status, target.status.model_copy(
-                              update={"adopt_job": None})))
+        write(kube, PLURAL, ns, target.metadata.name, target.status,
+              target.status.model_copy(update={"adopt_job": None}))

@@ -21,7 +21,7 @@ from safehold.controller.handlers.common import (
 from safehold.controller.kube import Forbidden, Kube, Obj
 from safehold.controller.logic import deletion
 from safehold.controller.logic.phase import Phase, Verdict, decide
-from safehold.controller.status import patch
+from safehold.controller.status import write
 
 log = logging.getLogger(__name__)
 PLURAL = "backups"
@@ -31,9 +31,7 @@ _RETRIES_SEEN: dict[tuple[str, int], None] = {}
 
 
 def _patch(kube: Kube, bk: Backup, status: BackupStatus) -> None:
-    diff = patch(bk.status, status)
-    if diff:
-        kube.patch_status(PLURAL, bk.metadata.namespace or "", bk.metadata.name, diff)
+    write(kube, PLURAL, bk.metadata.namespace or "", bk.metadata.name, bk.status, status)
     reporting.backup_status_changed(kube, bk, status)  # metrics, trends, notifications
 
 
@@ -228,5 +226,5 @@ def _blocked(kube: Kube, bk: Backup, reason: str, message: str) -> None:
 
     conds = set_condition(bk.status.conditions, "Deleting", "False", reason, message,
                           generation=bk.metadata.generation)
-    kube.patch_status(PLURAL, bk.metadata.namespace or "", bk.metadata.name,
-                      {"conditions": [c.to_kube() for c in conds]})
+    write(kube, PLURAL, bk.metadata.namespace or "", bk.metadata.name, bk.status,
+          bk.status.model_copy(update={"conditions": list(conds)}))

@@ -21,7 +21,7 @@ from safehold.controller.handlers.common import (
 from safehold.controller.kube import Forbidden, Kube, Obj
 from safehold.controller.logic import plan
 from safehold.controller.logic.phase import Verdict
-from safehold.controller.status import patch
+from safehold.controller.status import write
 
 PLURAL = "restores"
 
@@ -33,9 +33,7 @@ class _Refused(Exception):
 
 
 def _save(kube: Kube, rs: Restore, new: RestoreStatus) -> Restore:
-    diff = patch(rs.status, new)
-    if diff:
-        kube.patch_status(PLURAL, rs.metadata.namespace or "", rs.metadata.name, diff)
+    write(kube, PLURAL, rs.metadata.namespace or "", rs.metadata.name, rs.status, new)
     reporting.restore_status_changed(kube, rs, new)  # metrics
     return rs.model_copy(update={"status": new})
 

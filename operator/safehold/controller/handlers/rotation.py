@@ -10,7 +10,7 @@ from safehold.controller.handlers.common import ensure_runner_account, result_of
 from safehold.controller.kube import Forbidden, Obj
 from safehold.controller.logic import rotation
 from safehold.controller.logic.phase import Verdict
-from safehold.controller.status import patch
+from safehold.controller.status import write
 
 PLURAL = "backuptargets"
 _WARNED: set[tuple[str, str]] = set()  # targets told once that their key Secret is unreadable
@@ -59,8 +59,8 @@ def maybe_rewrap(body: Obj, target: BackupTarget | None = None) -> None:
     if decision == "none" or current is None:
         return
     if decision == "baseline":
-        kube.patch_status(PLURAL, ns, target.metadata.name,
-                          patch(target.status, target.status.key_seen(current)))
+        write(kube, PLURAL, ns, target.metadata.name, target.status,
+              target.status.key_seen(current))
         return
     ensure_runner_account(kube, ns)
     name = naming.job_name("rewrap", target.metadata.name, target.metadata.uid or "", current)
@@ -69,7 +69,7 @@ def maybe_rewrap(body: Obj, target: BackupTarget | None = None) -> None:
     except Forbidden:
         return
     new = target.status.rewrapping(name, current, target.metadata.generation)
-    kube.patch_status(PLURAL, ns, target.metadata.name, patch(target.status, new))
+    write(kube, PLURAL, ns, target.metadata.name, target.status, new)
     if created:
         kube.event(body, "Rewrapping", f"key Secret {secret} changed: re-wrap Job {name} wraps"
                    " every data key with its active key")
@@ -89,14 +89,14 @@ def on_job(job: Obj, verdict: Verdict, deleted: bool) -> None:
     if target.status.rewrap_job != meta["name"]:
         return  # a superseded re-wrap: the newer one's verdict counts
     if not verdict.terminal:  # deleted before it finished: run it again on the next tick
-        kube.patch_status(PLURAL, ns, target.metadata.name, patch(
-            target.status, target.status.model_copy(update={"rewrap_job": None,
-                                                            "key_secret_version": "deleted"})))
+        write(kube, PLURAL, ns, target.metadata.name, target.status,
+              target.status.model_copy(update={"rewrap_job": None,
+                                               "key_secret_version": "deleted"}))
         return
     # recorded once: afterwards status.rewrapJob no longer names this Job
     result = result_of(verdict, "rewrap")
     new = target.status.rewrapped(result, target.metadata.generation)
-    kube.patch_status(PLURAL, ns, target.metadata.name, patch(target.status, new))
+    write(kube, PLURAL, ns, target.metadata.name, target.status, new)
     cond = next(c for c in new.conditions if c.type == "KeysRotated")
     kube.event(body, cond.reason, cond.message, warning=not result.ok)
     reporting.key_problem(kube, body, target, result.error, "the key re-wrap",

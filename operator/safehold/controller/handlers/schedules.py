@@ -27,7 +27,7 @@ from safehold.controller.handlers.common import ensure_runner_account, finished,
 from safehold.controller.kube import Forbidden, Kube, Obj
 from safehold.controller.logic import schedules as logic
 from safehold.controller.logic.phase import decide
-from safehold.controller.status import patch
+from safehold.controller.status import write
 
 log = logging.getLogger(__name__)
 PLURAL = "backupschedules"
@@ -73,9 +73,7 @@ def tick(namespace: str, name: str) -> float:
         kube.event(body, event.reason, event.message, warning=event.warning)
     reporting.schedule_looked(sched, [b for b in backups if b["metadata"].get("labels", {})
                                       .get(logic.SCHEDULE) == name], now)  # gauges
-    diff = patch(sched.status, status)
-    if diff:
-        kube.patch_status(PLURAL, namespace, name, diff)
+    write(kube, PLURAL, namespace, name, sched.status, status)
     if status.next_schedule_time is None:
         return poll
     wake = (status.next_schedule_time - CLOCK()).total_seconds()
@@ -92,8 +90,7 @@ def _invalid(kube: Kube, body: Obj, problem: str) -> None:
         return
     new = old.model_copy(update={"observed_generation": gen, "conditions": list(set_condition(
         old.conditions, logic.SCHEDULED, "False", "InvalidSpec", message, generation=gen))})
-    kube.patch_status(PLURAL, body["metadata"]["namespace"], body["metadata"]["name"],
-                      patch(old, new))
+    write(kube, PLURAL, body["metadata"]["namespace"], body["metadata"]["name"], old, new)
     kube.event(body, "InvalidSpec", message, warning=True)
 
 

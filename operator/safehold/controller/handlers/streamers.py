@@ -26,7 +26,7 @@ from safehold.controller import metrics, runtime
 from safehold.controller.builders import streamer
 from safehold.controller.handlers.common import ensure_generated_key, ensure_runner_account
 from safehold.controller.kube import Forbidden, Kube, Obj
-from safehold.controller.status import patch
+from safehold.controller.status import patch, write
 
 PLURAL = "backuptargets"
 TIMEOUT = 5.0  # seconds for one status request
@@ -146,9 +146,8 @@ def _record(kube: Kube, body: Obj, target: BackupTarget, pit: PointInTimeStatus 
             now: datetime | None = None) -> None:
     old = target.status
     new = old.streamer_seen(pit, target.metadata.generation, now)
-    diff = _nested_patch(old, new)
-    if diff:
-        kube.patch_status(PLURAL, target.metadata.namespace or "", target.metadata.name, diff)
+    write(kube, PLURAL, target.metadata.namespace or "", target.metadata.name, old, new,
+          _nested_patch(old, new))
     was, cond = find_condition(old.conditions, POINT_IN_TIME), find_condition(
         new.conditions, POINT_IN_TIME)
     if cond is not None and (was is None or was.reason != cond.reason):

@@ -19,7 +19,7 @@ from safehold.controller.handlers.common import (
 from safehold.controller.kube import Forbidden, Obj
 from safehold.controller.logic import schedule
 from safehold.controller.logic.phase import Verdict, decide
-from safehold.controller.status import patch
+from safehold.controller.status import write
 
 PLURAL = "backuptargets"
 
@@ -47,9 +47,7 @@ def start_check(body: Obj, salt: str) -> None:
                 and new.observed_generation == target.metadata.generation)
     if new.check_job != name and not recorded:
         new = new.checking(name, target.metadata.generation)
-    diff = patch(target.status, new)
-    if diff:
-        kube.patch_status(PLURAL, ns, target.metadata.name, diff)
+    write(kube, PLURAL, ns, target.metadata.name, target.status, new)
     if created:
         kube.event(body, "Checking", f"check Job {name} tests the connection and the repository")
     if not recorded:
@@ -105,8 +103,7 @@ def on_job(job: Obj, verdict: Verdict, deleted: bool) -> None:
     tested = meta["labels"].get(naming.GENERATION, "")
     gen = int(tested) if tested.isdigit() else target.metadata.generation
     status = target.status.checked(result, gen)
-    kube.patch_status(PLURAL, meta["namespace"], target.metadata.name,
-                      patch(target.status, status))
+    write(kube, PLURAL, meta["namespace"], target.metadata.name, target.status, status)
     ready = status.ready
     cond = next(c for c in status.conditions if c.type == "Ready")
     if ready != was_ready or not ready:
