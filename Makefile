@@ -20,8 +20,13 @@ $(STAMP): pyproject.toml
 infra: install
 	bash scripts/infra.sh
 
+# Two pytest-xdist workers (the machine's cores): each test file runs whole in one worker, the
+# real node's tests (tests/cluster, e2e) all in one (tests/conftest.py). TEST_WORKERS=0: one
+# process, as a plain `pytest` does.
+TEST_WORKERS ?= 2
+
 test: install infra wheelhouse
-	$(BIN)/pytest -q --durations=25 $(PYTEST_ARGS)
+	$(BIN)/pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The one-file executable (PyInstaller; SQLite + local storage), cached in .cache/exe/: rebuilt
 # only when the sources change. Prints its path and size.

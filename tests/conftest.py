@@ -1,5 +1,9 @@
 """Root conftest: the real-server fixtures live in tests/infra (one plugin module per area)."""
 
+from __future__ import annotations
+
+import pytest
+
 pytest_plugins = [
     "tests.infra.fixtures_db",
     "tests.infra.fixtures_mongo",
@@ -11,20 +15,18 @@ pytest_plugins = [
     "tests.infra.portable",
 ]
 
+# Tests on the one real node (tests/infra/node.py: host-wide containerd, kubelet and image
+# builds): under pytest-xdist they all run in one worker, one after another.
+NODE_GROUP = "real-node"
+NODE_PATHS = ("tests/cluster/", "e2e/")
 
-def pytest_configure(config: object) -> None:
-    """Keep the test run out of the user's own files: the CLI's user/system config discovery
-    and its default audit log (platformdirs: XDG_*) point into a directory of this run, so a
-    developer's ~/.config/safehold never changes a result and no test appends to their
-    ~/.local/state/safehold/audit.jsonl. Subprocesses inherit it."""
-    import os
-    import tempfile
 
-    home = tempfile.mkdtemp(prefix="safehold-xdg-")
-    os.chmod(home, 0o755)
-    for name in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CONFIG_DIRS"):
-        os.environ[name] = os.path.join(home, name.lower())
-        # Like /tmp: the database servers' own OS users inherit this environment and run
-        # safehold too (PostgreSQL's restore_command), so they may look and write here.
-        os.mkdir(os.environ[name])
-        os.chmod(os.environ[name], 0o1777)
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`make test` runs two pytest-xdist workers with ``--dist loadgroup``: each test file is a
+    group (its module-scoped servers start once), and the real node's tests are one group. This
+    runs before xdist reads the groups; without xdist the marker does nothing."""
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        group = NODE_GROUP if path.startswith(NODE_PATHS) else path
+        item.add_marker(pytest.mark.xdist_group(group))

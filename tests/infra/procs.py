@@ -58,17 +58,19 @@ def tail(path: Path | None, lines: int = 40) -> str:
 
 
 def ensure_test_user() -> pwd.struct_passwd:
-    """The unprivileged account servers run as when we are root (created on first use)."""
+    """The unprivileged account servers run as when we are root (created on first use; under a
+    lock, as two test workers may both be first)."""
+    import fcntl
     import pwd
 
-    try:
-        return pwd.getpwnam(TEST_USER)
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", TEST_USER],
-            check=True,
-        )
-        return pwd.getpwnam(TEST_USER)
+    with open("/run/lock/safehold-test-user.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return pwd.getpwnam(TEST_USER)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                            "/usr/sbin/nologin", TEST_USER], check=True)
+            return pwd.getpwnam(TEST_USER)
 
 
 def as_test_user(argv: Sequence[str]) -> list[str]:
