@@ -26,7 +26,7 @@ infra: install
 TEST_WORKERS ?= 2
 
 test: install infra wheelhouse
-	$(BIN)/pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/pytest -q --durations=25 -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # The one-file executable (PyInstaller; SQLite + local storage), cached in .cache/exe/: rebuilt
 # only when the sources change. Prints its path and size.

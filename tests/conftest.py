@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 pytest_plugins = [
@@ -21,12 +23,21 @@ NODE_GROUP = "real-node"
 NODE_PATHS = ("tests/cluster/", "e2e/")
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`make test` runs two pytest-xdist workers with ``--dist loadgroup``: each test file is a
-    group (its module-scoped servers start once), and the real node's tests are one group. This
-    runs before xdist reads the groups; without xdist the marker does nothing."""
-    for item in items:
-        path = item.nodeid.split("::", 1)[0]
-        group = NODE_GROUP if path.startswith(NODE_PATHS) else path
-        item.add_marker(pytest.mark.xdist_group(group))
+def work_unit(nodeid: str) -> str:
+    """What one xdist worker runs whole: the test's file (its module-scoped servers start once),
+    or the real node's group."""
+    path = nodeid.split("::", 1)[0]
+    return NODE_GROUP if path.startswith(NODE_PATHS) else path
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`make test` runs two pytest-xdist workers; this scheduler (whatever ``--dist`` says)
+    hands each a :func:`work_unit` at a time, the biggest first."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByUnit(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return ByUnit(config, log)
