@@ -15,13 +15,14 @@ import click
 import pytest
 
 from safehold.api.errors import UsageError
+from safehold.api.manifest import Manifest
 from safehold.cli.config import Config, RepositoryConfig
 from safehold.cli.errors import Exit
 from safehold.cli.physical_cmds import fetch_command
 from safehold.codecs import crypto
 from safehold.engines.postgres.walstream import Segment, segment_name
 from safehold.pipeline.logarchive import LogArchive
-from safehold.pipeline.walarchive import ArchiveSink, previous_name
+from safehold.pipeline.walarchive import ArchiveSink, next_name, previous_name
 from safehold.repository.logarchive import SegmentConflict
 from safehold.repository.repo import Repository
 from safehold.storage.local import LocalStorage
@@ -127,10 +128,13 @@ def test_a_restart_repeats_a_segment_harmlessly_and_other_bytes_conflict(
     assert "GAP in the WAL archive" in caplog.text and segment(6).name in caplog.text
 
 
-def test_previous_segment_names() -> None:
+def test_previous_and_next_segment_names() -> None:
     assert previous_name("000000010000000200000000", 16 << 20) == "0000000100000001000000FF"
     assert previous_name("000000010000000000000007", 16 << 20) == "000000010000000000000006"
     assert previous_name("000000010000000000000000", 16 << 20) is None
+    assert next_name("0000000100000001000000FF", 16 << 20) == "000000010000000200000000"
+    assert next_name("000000020000000000000006", 16 << 20) == "000000020000000000000007"
+    assert next_name("000000010000000000000FFF", 1 << 20) == "000000010000000100000000"
 
 
 def test_the_default_restore_command_quotes_paths_and_percent_signs(tmp_path: Path) -> None:
@@ -178,7 +182,6 @@ def test_one_archive_holds_one_clusters_wal(tmp_path: Path) -> None:
     backup of one cluster refuses an archive holding another's WAL after its start."""
     from datetime import UTC, datetime
 
-    from safehold.api.manifest import Manifest
     from safehold.pipeline.physical import check_wal_cluster
     from safehold.pipeline.walarchive import ForeignCluster
     from safehold.repository.logarchive import readable_segments
@@ -203,8 +206,88 @@ def test_one_archive_holds_one_clusters_wal(tmp_path: Path) -> None:
             "chunk_size": 1 << 20, "start_position": {"lsn": f"0/{3 * SEG:X}", "timeline": "1"},
             "engine_meta": {"system_identifier": system}})
 
-    check_wal_cluster(repo, "db", base("7001"))  # its own cluster's WAL: fine
+    archived = readable_segments(repo, "db")[0]
+    check_wal_cluster(base("7001"), archived, "db")  # its own cluster's WAL: fine
     with pytest.raises(ForeignCluster, match=f"segment {segment(3).name} of cluster 7001, but"
                                              " backup 20261203T000000.000001Z is of cluster"
                                              " 7002"):
-        check_wal_cluster(repo, "db", base("7002"))
+        check_wal_cluster(base("7002"), archived, "db")
+
+
+def _timed(seg: Segment, minute: int) -> Segment:
+    import dataclasses
+    from datetime import UTC, datetime
+
+    return dataclasses.replace(seg, covered_until=datetime(2026, 12, 3, 10, minute, tzinfo=UTC))
+
+
+def _base(end_segment: int) -> Manifest:
+    from datetime import UTC, datetime
+
+    at = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
+    return Manifest.model_validate({
+        "backup_id": "20261203T100000.000001Z", "target": "db", "engine": "postgresql",
+        "type": "full", "started_at": at, "finished_at": at,
+        "chain_id": "20261203T100000.000001Z", "compression": "zstd:3", "chunk_size": 1 << 20,
+        "start_position": {"lsn": f"0/{(end_segment - 1) * SEG:X}", "timeline": "1"},
+        "end_position": {"lsn": f"0/{end_segment * SEG + 40:X}", "timeline": "1",
+                         "time": at.isoformat()}})
+
+
+@pytest.fixture
+def gapped(tmp_path: Path) -> Repository:
+    """Segments 3, 4, 5 (commits to 10:05), then 8, 9 (to 10:09): 6 and 7 were lost."""
+    repo = Repository(LocalStorage(tmp_path / "repo"))
+    repo.initialize()
+    sink = ArchiveSink(LogArchive(repo, "db", no_encryption=True))
+    for n in (3, 4, 5, 8, 9):
+        sink.put(_timed(segment(n), n))
+    return repo
+
+
+def test_a_run_of_segments_ends_at_a_gap(gapped: Repository) -> None:
+    from safehold.pipeline.walarchive import contiguous_from
+    from safehold.repository.logarchive import readable_segments
+
+    records = readable_segments(gapped, "db")[0]
+    run = contiguous_from(records, 1, f"0/{3 * SEG + 5:X}")
+    assert ([r.name for r in run.segments], run.missing) == (
+        [segment(n).name for n in (3, 4, 5)], segment(6).name)
+    assert "segment 000000010000000000000006 after 000000010000000000000005 is missing" \
+        in run.describe_end()
+    after = contiguous_from(records, 1, f"0/{8 * SEG:X}")  # a base backup after the gap
+    assert ([r.name for r in after.segments], after.missing) == (
+        [segment(n).name for n in (8, 9)], None)
+    upto = contiguous_from(records, 1, f"0/{3 * SEG:X}", through_lsn=f"0/{3 * SEG + 9:X}")
+    assert [r.name for r in upto.segments] == [segment(n).name for n in (3, 4)]
+    late = contiguous_from(records, 1, f"0/{2 * SEG:X}")  # the archive starts after it
+    assert (late.segments, late.missing) == ([], segment(2).name)
+    assert "later segments are there" in late.describe_end()
+    assert contiguous_from(records, 2, f"0/{3 * SEG:X}").segments == []  # another timeline
+
+
+def test_a_target_past_a_gap_is_refused_before_anything_is_written(gapped: Repository) -> None:
+    """A target after the gap is refused for a base before it, naming the missing segment and
+    how far that base's WAL goes (the server would fail on start), and fine for a base after
+    it."""
+    from datetime import UTC, datetime
+
+    from safehold.engines.recovery import OutsideWindow
+    from safehold.pipeline.physical import archive_reaches
+    from safehold.repository.logarchive import readable_segments
+
+    records = readable_segments(gapped, "db")[0]
+    base = _base(3)
+    at = datetime(2026, 12, 3, 10, 4, tzinfo=UTC)
+    archive_reaches(gapped, base, records, to_time=at)  # before the gap: fine
+    archive_reaches(gapped, base, records, to_lsn=f"0/{5 * SEG + 7:X}")
+    with pytest.raises(OutsideWindow, match=r"10:07:00\+00:00 cannot be reached from backup"
+                                            r" 20261203T100000.000001Z: .* segment"
+                                            r" 000000010000000000000006 after .*missing.*"
+                                            r" holds the commits up to 2026-12-03T10:05"):
+        archive_reaches(gapped, base, records, to_time=at.replace(minute=7))
+    with pytest.raises(OutsideWindow, match="0/80000A cannot be reached from backup"):
+        archive_reaches(gapped, base, records, to_lsn=f"0/{8 * SEG + 10:X}")
+    archive_reaches(gapped, _base(8), records, to_time=at.replace(minute=9))  # after the gap
+    with pytest.raises(OutsideWindow, match="does not hold segment 000000010000000000000002"):
+        archive_reaches(gapped, _base(2), records, to_time=at)

@@ -18,6 +18,7 @@ from safehold.cli import audit, common
 from safehold.cli.config import resolve_repository
 from safehold.pipeline.physical import (
     archive_reaches,
+    archived_wal,
     bundle_wal,
     check_wal_cluster,
     new_data_dir,
@@ -78,8 +79,10 @@ def restore_data_dir(ctx: click.Context, repo: str, backup_ref: str | None, sour
         manifest = pitr.choose_base(repository.backups(source), to_time=point.to_time,
                                     to_lsn=point.to_lsn)
         if point.restore_command is None:  # the WAL comes from this repository's archive
-            check_wal_cluster(repository, source, manifest)
-            archive_reaches(repository, source, to_time=point.to_time, to_lsn=point.to_lsn,
+            segments = archived_wal(repository, source)
+            check_wal_cluster(manifest, segments, source)
+            archive_reaches(repository, manifest, segments, to_time=point.to_time,
+                            to_lsn=point.to_lsn,
                             what="--to-time" if point.to_time else "--to-lsn")
     from safehold.pipeline import walarchive  # PostgreSQL only
 
@@ -91,7 +94,7 @@ def restore_data_dir(ctx: click.Context, repo: str, backup_ref: str | None, sour
                                          profile=profile)
         if point is not None:
             if point.bundle:
-                bundled = bundle_wal(repository, source, keks, manifest, data_dir,
+                bundled = bundle_wal(repository, source, keks, manifest, data_dir, segments,
                                      to_lsn=point.to_lsn)
                 settings = pitr.recovery_settings(walarchive.BUNDLE_RESTORE_COMMAND,
                                                   to_time=point.to_time, to_lsn=point.to_lsn)

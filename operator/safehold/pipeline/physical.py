@@ -15,6 +15,7 @@ from safehold.engines.base import Engine
 from safehold.pipeline.keys import DataKeys
 from safehold.pipeline.objects import ObjectReader, ProgressHook
 from safehold.pipeline.profile import Profile
+from safehold.repository.logarchive import SegmentRecord
 from safehold.repository.repo import Repository
 
 
@@ -62,49 +63,80 @@ def method_problems(engine: Engine, method: BackupMethod) -> list[str]:
 
 
 def bundle_wal(repo: Repository, source: str, keks: Sequence[crypto.Kek], base: Manifest,
-               data_dir: Path, *, to_lsn: str | None = None) -> tuple[list[str], int]:
-    """The archived WAL from ``base``'s start into the data directory (walarchive.bundle):
-    the segment names and their bytes."""
+               data_dir: Path, segments: Sequence[SegmentRecord], *,
+               to_lsn: str | None = None) -> tuple[list[str], int]:
+    """The archived WAL from ``base``'s end into the data directory (walarchive.bundle):
+    the segment names and their bytes. ``segments``: the archive as :func:`archived_wal` read
+    it for this restore's checks."""
     from safehold.pipeline import walarchive
     from safehold.pipeline.logarchive import LogArchive
 
-    start = base.start_position or {}
-    if "lsn" not in start or not str(start.get("timeline", "")).isdigit():
-        raise Unsupported(f"backup {base.backup_id} records no start LSN and timeline: the WAL"
-                          " its recovery replays cannot be bundled")
-    return walarchive.bundle(LogArchive(repo, source, keks), int(start["timeline"]),
-                             start["lsn"], data_dir, through_lsn=to_lsn)
+    timeline, lsn = wal_start(base)
+    return walarchive.bundle(LogArchive(repo, source, keks), timeline, lsn, data_dir,
+                             through_lsn=to_lsn, segments=segments)
+
+
+def wal_start(base: Manifest) -> tuple[int, str]:
+    """(timeline, LSN) from which a recovery of ``base`` needs archived WAL: its end (the WAL
+    from its start to there is in the backup)."""
+    for position in (base.end_position or {}, base.start_position or {}):
+        if "lsn" in position and str(position.get("timeline", "")).isdigit():
+            return int(position["timeline"]), str(position["lsn"])
+    raise Unsupported(f"backup {base.backup_id} records no WAL position and timeline: the WAL"
+                      " its recovery replays cannot be found")
+
+
+def archived_wal(repo: Repository, source: str) -> list[SegmentRecord]:
+    """The source's readable log segment records, read once per restore: the checks below and
+    the bundle look at this one listing (each record is one storage read)."""
+    from safehold.repository.logarchive import readable_segments
+
+    return readable_segments(repo, source)[0]
 
 
 STREAMING = "is `safehold wal stream` running? It archives a segment once it is full"
 
 
-def archive_reaches(repo: Repository, source: str, *, to_time: datetime | None = None,
-                    to_lsn: str | None = None, what: str = "the target") -> None:
-    """A target past the end of the WAL archive fails now (OutsideWindow, naming the window;
-    ``what`` names the target as the user gave it), instead of when the restored server starts
-    ("recovery ended before configured recovery target was reached"). Archives without times
-    (older streamers) are not checked."""
+def archive_reaches(repo: Repository, base: Manifest, segments: Sequence[SegmentRecord], *,
+                    to_time: datetime | None = None, to_lsn: str | None = None,
+                    what: str = "the target") -> None:
+    """A target the WAL archive (``segments``) cannot bring ``base`` to fails now
+    (OutsideWindow; ``what`` names the target as the user gave it), instead of when the
+    restored server starts ("recovery ended before configured recovery target was reached"):
+    past the archive's end, naming the window, or past a gap after ``base``, naming the missing
+    segment. Archives without times (older streamers) are not checked against a time."""
     from safehold.engines.postgres.walstream import format_lsn, parse_lsn
     from safehold.engines.recovery import OutsideWindow
-    from safehold.pipeline.pitr import target_window
-    from safehold.pipeline.walarchive import KIND
-    from safehold.repository.logarchive import readable_segments
+    from safehold.pipeline.pitr import segment_end, window
+    from safehold.pipeline.walarchive import KIND, contiguous_from
 
+    source = base.target
+    timeline, lsn = wal_start(base)
+    run = contiguous_from(segments, timeline, lsn)
     if to_time is not None:
-        win = target_window(repo, source)
+        win = window(repo.scan(source)[0], segments)
         if win.end is not None and to_time > win.end:
             raise OutsideWindow(
                 f"{what} {to_time.isoformat()} is after the end of the recoverable window of"
                 f" {source} ({win.describe()}): the WAL archive holds the commits up to"
                 f" {win.end.isoformat()}; {STREAMING}")
+        times = [t for r in run.segments if (t := segment_end(r)) is not None]
+        if not run.segments or (run.missing is not None and times and to_time > max(times)):
+            raise OutsideWindow(
+                f"{what} {to_time.isoformat()} cannot be reached from backup"
+                f" {base.backup_id}: {run.describe_end()}"
+                + (f" (the WAL up to there holds the commits up to {max(times).isoformat()})"
+                   if times else ""))
     elif to_lsn is not None:
-        ends = [parse_lsn(s.end["lsn"]) for s in readable_segments(repo, source)[0]
-                if s.kind == KIND and "lsn" in s.end]
+        ends = [parse_lsn(s.end["lsn"]) for s in segments if s.kind == KIND and "lsn" in s.end]
         if ends and parse_lsn(to_lsn) > max(ends):
             raise OutsideWindow(
                 f"{what} {to_lsn} is past the end of the WAL archive of {source}"
                 f" ({format_lsn(max(ends))}); {STREAMING}")
+        if run.end_lsn is None or (run.missing is not None
+                                   and parse_lsn(to_lsn) > parse_lsn(run.end_lsn)):
+            raise OutsideWindow(f"{what} {to_lsn} cannot be reached from backup"
+                                f" {base.backup_id}: {run.describe_end()}")
 
 
 @contextmanager
@@ -128,20 +160,19 @@ def new_data_dir(data_dir: Path) -> Iterator[Path]:
         raise
 
 
-def check_wal_cluster(repo: Repository, source: str, base: Manifest) -> None:
-    """The archived WAL after ``base``'s start is ``base``'s cluster's (ForeignCluster naming
-    both otherwise): found before anything is written, not when the restored server stops on
-    "WAL file is from different database system". Segments of older streamers carry no
-    system identifier and are not checked."""
+def check_wal_cluster(base: Manifest, segments: Sequence[SegmentRecord], source: str) -> None:
+    """The archived WAL (``segments``) after ``base``'s start is ``base``'s cluster's
+    (ForeignCluster naming both otherwise): found before anything is written, not when the
+    restored server stops on "WAL file is from different database system". Segments of older
+    streamers carry no system identifier and are not checked."""
     from safehold.engines.postgres.walstream import parse_lsn
     from safehold.pipeline.walarchive import KIND, SYSTEM_IDENTIFIER, ForeignCluster
-    from safehold.repository.logarchive import readable_segments
 
     wanted = str(base.engine_meta.get("system_identifier") or "")
     start = (base.start_position or {}).get("lsn")
     if not wanted or not start:
         return
-    for record in readable_segments(repo, source)[0]:
+    for record in segments:
         system = record.meta.get(SYSTEM_IDENTIFIER)
         if (record.kind == KIND and system is not None and str(system) != wanted
                 and "lsn" in record.end and parse_lsn(record.end["lsn"]) > parse_lsn(start)):

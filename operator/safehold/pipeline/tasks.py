@@ -385,6 +385,7 @@ def _restore_data_dir(task: RestoreTask, data_dir: Path, stages: Stages) -> Task
     from safehold.pipeline import walarchive
     from safehold.pipeline.physical import (
         archive_reaches,
+        archived_wal,
         bundle_wal,
         check_wal_cluster,
         new_data_dir,
@@ -398,8 +399,10 @@ def _restore_data_dir(task: RestoreTask, data_dir: Path, stages: Stages) -> Task
         keks = load_keys(task.encryption)
         if to_time is not None:
             manifest = pitr.choose_base(repo.backups(task.source), to_time=to_time)
-            check_wal_cluster(repo, task.source, manifest)
-            archive_reaches(repo, task.source, to_time=to_time, what="pointInTime.time")
+            segments = archived_wal(repo, task.source)
+            check_wal_cluster(manifest, segments, task.source)
+            archive_reaches(repo, manifest, segments, to_time=to_time,
+                            what="pointInTime.time")
         else:
             manifest = repo.resolve(task.source, task.backup_id)
         chain = repo.chain(manifest)
@@ -416,7 +419,7 @@ def _restore_data_dir(task: RestoreTask, data_dir: Path, stages: Stages) -> Task
     with stages("restore"), new_data_dir(data_dir):
         run_data_dir_restore(repo, manifest, keks, data_dir, profile=profile)
         if to_time is not None:
-            names, size = bundle_wal(repo, task.source, keks, manifest, data_dir)
+            names, size = bundle_wal(repo, task.source, keks, manifest, data_dir, segments)
             settings = pitr.recovery_settings(walarchive.BUNDLE_RESTORE_COMMAND, to_time=to_time)
             settings["recovery_end_command"] = walarchive.BUNDLE_END_COMMAND
             pitr.prepare_recovery(data_dir, settings)

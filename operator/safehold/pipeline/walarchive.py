@@ -13,13 +13,20 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from safehold.api.errors import UsageError
 from safehold.engines.postgres.walstream import Segment, format_lsn
 from safehold.pipeline.logarchive import LogArchive
 from safehold.pipeline.streamer_status import StatusBoard
-from safehold.repository.logarchive import SegmentId, SegmentNotFound, segment_ids
+from safehold.repository.logarchive import (
+    SegmentId,
+    SegmentNotFound,
+    SegmentRecord,
+    segment_ids,
+)
 
 log = logging.getLogger("safehold.wal")
 
@@ -40,6 +47,15 @@ class ForeignCluster(UsageError):
 def stream_of(timeline: int) -> str:
     """A WAL stream is one timeline: ``00000001``."""
     return f"{timeline:08X}"
+
+
+def next_name(name: str, seg_size: int) -> str:
+    """The name of the segment after ``name`` on the same timeline."""
+    per_id = 0x100000000 // seg_size
+    log_id, seg = int(name[8:16], 16), int(name[16:], 16) + 1
+    if seg == per_id:
+        log_id, seg = log_id + 1, 0
+    return f"{name[:8]}{log_id:08X}{seg:08X}"
 
 
 def previous_name(name: str, seg_size: int) -> str | None:
@@ -159,37 +175,91 @@ BUNDLE_RESTORE_COMMAND = f'cp "{BUNDLE_DIR}/%f" "%p"'
 BUNDLE_END_COMMAND = f"rm -rf {BUNDLE_DIR}"
 
 
-def bundle(archive: LogArchive, timeline: int, start_lsn: str, data_dir: Path, *,
-           through_lsn: str | None = None) -> tuple[list[str], int]:
-    """Copy the archived WAL a recovery of ``data_dir`` replays into ``data_dir/safehold_wal``:
-    the segments of ``timeline`` from the one holding ``start_lsn`` (the base backup's start)
-    on, up to the one after ``through_lsn``'s, else to the archive's end (a time target stops
-    at the first commit after it, which may lie in any later segment). Each passes the same
-    checks as ``fetch``. Returns the names copied and their bytes.
+@dataclass(frozen=True)
+class Run:
+    """The archived WAL a recovery from one base backup replays: the segments of its timeline
+    from the one holding its end (the WAL before is in the backup: pg_basebackup -X fetch),
+    without a gap, in order."""
 
-    A gap in the archive ends the bundle: recovery cannot cross it either.
-    """
+    segments: list[SegmentRecord]
+    first: str  # the segment holding the base backup's end
+    missing: str | None  # the first segment missing after them while later ones exist (a gap)
+
+    @property
+    def end_lsn(self) -> str | None:
+        return self.segments[-1].end.get("lsn") if self.segments else None
+
+    def describe_end(self) -> str:
+        """Where the run stops, for an error message."""
+        if not self.segments:
+            return (f"the WAL archive does not hold segment {self.first}, where its recovery"
+                    " starts" + ("" if self.missing is None or self.missing != self.first else
+                                 " (later segments are there: the streamer started after the"
+                                 " backup, or lost its slot)")
+                    + ("; is `safehold wal stream` running? It archives a segment once it is"
+                       " full" if self.missing is None else ""))
+        last = self.segments[-1].name
+        if self.missing is None:
+            return f"the archive's newest segment is {last}"
+        return (f"the archive has a gap: segment {self.missing} after {last} is missing (was"
+                " the replication slot dropped or lost while the streamer was down?); recovery"
+                " cannot cross it, a full backup taken after the gap starts a new window")
+
+
+def contiguous_from(segments: Sequence[SegmentRecord], timeline: int, start_lsn: str,
+                    through_lsn: str | None = None) -> Run:
+    """The :class:`Run` of ``segments`` (a target's readable records) from the one holding
+    ``start_lsn`` on ``timeline``: up to the segment after ``through_lsn``'s when given
+    (recovery to an LSN reads at most that far), else to the first gap or the archive's end."""
     from safehold.engines.postgres.walstream import parse_lsn, segment_name
-    from safehold.repository.logarchive import readable_segments
 
     stream = stream_of(timeline)
-    records = sorted((r for r in readable_segments(archive.repo, archive.target)[0]
-                      if r.kind == KIND and r.stream == stream), key=lambda r: r.name)
-    if not records:
-        raise SegmentNotFound(f"the log archive of {archive.target} holds no WAL of timeline"
-                              f" {timeline}: is `safehold wal stream` running?")
-    seg_size = int(records[0].meta.get("wal_segment_size") or 16 << 20)
+    records = sorted((r for r in segments if r.kind == KIND and r.stream == stream),
+                     key=lambda r: r.name)
+    seg_size = int(records[0].meta.get("wal_segment_size") or 16 << 20) if records \
+        else 16 << 20
     first = segment_name(timeline, parse_lsn(start_lsn), seg_size)
     last = (segment_name(timeline, parse_lsn(through_lsn) + seg_size, seg_size)
             if through_lsn else None)
-    wanted = [r.name for r in records if r.name >= first and (last is None or r.name <= last)]
-    names: list[str] = []
-    for name in wanted:
-        if names and previous_name(name, seg_size) != names[-1]:
-            log.warning("the WAL archive of %s has a gap after %s: the bundle ends there",
-                        archive.target, names[-1])
-            break
-        names.append(name)
+    run: list[SegmentRecord] = []
+    expected = first
+    for record in records:
+        if record.name < first or record.name == (run[-1].name if run else None):
+            continue
+        if last is not None and record.name > last:
+            return Run(run, first, None)
+        if record.name != expected:
+            return Run(run, first, expected)
+        run.append(record)
+        expected = next_name(record.name, seg_size)
+    return Run(run, first, None)
+
+
+def bundle(archive: LogArchive, timeline: int, start_lsn: str, data_dir: Path, *,
+           through_lsn: str | None = None,
+           segments: Sequence[SegmentRecord] | None = None) -> tuple[list[str], int]:
+    """Copy the archived WAL a recovery of ``data_dir`` replays into ``data_dir/safehold_wal``:
+    the segments of ``timeline`` from the one holding ``start_lsn`` (the base backup's end)
+    on, up to the one after ``through_lsn``'s, else to the archive's end (a time target stops
+    at the first commit after it, which may lie in any later segment). Each passes the same
+    checks as ``fetch``. Returns the names copied and their bytes. ``segments``: the archive's
+    readable records when the caller has read them already (else they are read here).
+
+    A gap in the archive ends the bundle: recovery cannot cross it either.
+    """
+    from safehold.repository.logarchive import readable_segments
+
+    if segments is None:
+        segments = readable_segments(archive.repo, archive.target)[0]
+    if not any(r.kind == KIND and r.stream == stream_of(timeline) for r in segments):
+        raise SegmentNotFound(f"the log archive of {archive.target} holds no WAL of timeline"
+                              f" {timeline}: is `safehold wal stream` running?")
+    run = contiguous_from(segments, timeline, start_lsn, through_lsn)
+    if run.missing is not None:
+        log.warning("the WAL archive of %s has a gap: %s is missing; the bundle ends at %s",
+                    archive.target, run.missing, run.segments[-1].name if run.segments
+                    else "its start")
+    names = [r.name for r in run.segments]
     folder = data_dir / BUNDLE_DIR
     folder.mkdir(mode=0o700, exist_ok=True)
     size = sum(fetch(archive, name, folder / name) for name in names)
