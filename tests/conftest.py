@@ -41,3 +41,22 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             return work_unit(nodeid)
 
     return ByUnit(config, log)
+
+
+def pytest_configure(config: object) -> None:
+    """Keep the test run out of the user's own files: the CLI's user/system config discovery
+    and its default audit log (platformdirs: XDG_*) point into a directory of this run, so a
+    developer's ~/.config/safehold never changes a result and no test appends to their
+    ~/.local/state/safehold/audit.jsonl. Subprocesses inherit it (and each xdist worker makes
+    its own)."""
+    import os
+    import tempfile
+
+    home = tempfile.mkdtemp(prefix="safehold-xdg-")
+    os.chmod(home, 0o755)
+    for name in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CONFIG_DIRS"):
+        os.environ[name] = os.path.join(home, name.lower())
+        # Like /tmp: the database servers' own OS users inherit this environment and run
+        # safehold too (PostgreSQL's restore_command), so they may look and write here.
+        os.mkdir(os.environ[name])
+        os.chmod(os.environ[name], 0o1777)

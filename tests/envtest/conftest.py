@@ -35,6 +35,14 @@ def eventually(probe: Callable[[], T | None], what: str, timeout: float = 180.0)
     raise AssertionError(f"timed out waiting for {what} (last seen: {last!r})")
 
 
+def events_include(k8s: Cluster, name: str, wanted: set[str]) -> set[str]:
+    """The reasons of ``name``'s events once they include ``wanted``. The operator posts an
+    event after the status patch it reports, so a test that saw the status waits for the
+    event (inside the operator's block: a stopped operator posts nothing more)."""
+    return eventually(lambda: (r := {e.reason for e in k8s.events(name)}) >= wanted and r,
+                      f"events {sorted(wanted)} of {name}")
+
+
 @pytest.fixture(scope="session")
 def crds(kube: ControlPlane) -> list[str]:
     """The generated CRDs applied and Established."""

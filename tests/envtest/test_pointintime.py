@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.envtest.conftest import Cluster, eventually, finish_pod
+from tests.envtest.conftest import Cluster, events_include, eventually, finish_pod
 from tests.infra import mariadb
 from tests.infra.procs import free_port, serve, unavailable
 from tests.unit.controller import samples
@@ -94,8 +94,7 @@ def test_streamer_deployment_is_owned_updated_and_deleted(
         eventually(lambda: not _deployments(k8s), "the Deployment deleted")
         eventually(lambda: "pointInTime" not in k8s.status("backuptargets", "shop")
                    and _condition(k8s, "shop") is None, "status.pointInTime cleared")
-    reasons = {e.reason for e in k8s.events("shop")}
-    assert {"StreamerCreated", "StreamerUpdating", "StreamerRemoved"} <= reasons
+        events_include(k8s, "shop", {"StreamerCreated", "StreamerUpdating", "StreamerRemoved"})
 
 
 # ------------------------------------------------------------------ a real streamer
