@@ -291,3 +291,32 @@ def test_a_target_past_a_gap_is_refused_before_anything_is_written(gapped: Repos
     archive_reaches(gapped, _base(8), records, to_time=at.replace(minute=9))  # after the gap
     with pytest.raises(OutsideWindow, match="does not hold segment 000000010000000000000002"):
         archive_reaches(gapped, _base(2), records, to_time=at)
+
+
+def test_a_target_after_a_failover_is_refused_naming_the_new_timeline(tmp_path: Path) -> None:
+    """The server failed over: the archive's timeline 1 ends at segment 5, timeline 2 goes on.
+    The window reaches 10:08, but a timeline-1 base cannot: refused, naming both timelines."""
+    import dataclasses
+    from datetime import UTC, datetime
+
+    from safehold.engines.recovery import OutsideWindow
+    from safehold.pipeline.physical import archive_reaches
+    from safehold.repository.logarchive import readable_segments
+
+    repo = Repository(LocalStorage(tmp_path / "repo"))
+    repo.initialize()
+    sink = ArchiveSink(LogArchive(repo, "db", no_encryption=True))
+    for n in (3, 4, 5):
+        sink.put(_timed(segment(n), n))
+    for n in (7, 8):
+        two = dataclasses.replace(segment(n), timeline=2, name=segment_name(2, n * SEG, SEG))
+        sink.put(_timed(two, n))
+    records = readable_segments(repo, "db")[0]
+    at = datetime(2026, 12, 3, 10, 5, tzinfo=UTC)
+    archive_reaches(repo, _base(3), records, to_time=at)
+    with pytest.raises(OutsideWindow, match="its timeline 1 ends at segment"
+                                            " 000000010000000000000005 and the archive continues"
+                                            " on timeline 2 .*failed over"):
+        archive_reaches(repo, _base(3), records, to_time=at.replace(minute=8))
+    with pytest.raises(OutsideWindow, match="continues on timeline 2"):
+        archive_reaches(repo, _base(3), records, to_lsn=f"0/{7 * SEG + 10:X}")

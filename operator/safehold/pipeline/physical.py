@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from safehold.api.errors import Unsupported
 from safehold.api.manifest import BackupMethod, Manifest, method_of
@@ -17,6 +18,9 @@ from safehold.pipeline.objects import ObjectReader, ProgressHook
 from safehold.pipeline.profile import Profile
 from safehold.repository.logarchive import SegmentRecord
 from safehold.repository.repo import Repository
+
+if TYPE_CHECKING:
+    from safehold.pipeline.walarchive import Run  # imports the PostgreSQL driver
 
 
 def run_data_dir_restore(repo: Repository, backup: Manifest, keks: Sequence[crypto.Kek],
@@ -121,10 +125,10 @@ def archive_reaches(repo: Repository, base: Manifest, segments: Sequence[Segment
                 f" {source} ({win.describe()}): the WAL archive holds the commits up to"
                 f" {win.end.isoformat()}; {STREAMING}")
         times = [t for r in run.segments if (t := segment_end(r)) is not None]
-        if not run.segments or (run.missing is not None and times and to_time > max(times)):
+        if not run.segments or (times and to_time > max(times)):
             raise OutsideWindow(
                 f"{what} {to_time.isoformat()} cannot be reached from backup"
-                f" {base.backup_id}: {run.describe_end()}"
+                f" {base.backup_id}: {_run_end(run, segments, timeline)}"
                 + (f" (the WAL up to there holds the commits up to {max(times).isoformat()})"
                    if times else ""))
     elif to_lsn is not None:
@@ -133,10 +137,24 @@ def archive_reaches(repo: Repository, base: Manifest, segments: Sequence[Segment
             raise OutsideWindow(
                 f"{what} {to_lsn} is past the end of the WAL archive of {source}"
                 f" ({format_lsn(max(ends))}); {STREAMING}")
-        if run.end_lsn is None or (run.missing is not None
-                                   and parse_lsn(to_lsn) > parse_lsn(run.end_lsn)):
+        if run.end_lsn is None or parse_lsn(to_lsn) > parse_lsn(run.end_lsn):
             raise OutsideWindow(f"{what} {to_lsn} cannot be reached from backup"
-                                f" {base.backup_id}: {run.describe_end()}")
+                                f" {base.backup_id}: {_run_end(run, segments, timeline)}")
+
+
+def _run_end(run: Run, segments: Sequence[SegmentRecord], timeline: int) -> str:
+    """Why a base backup's WAL stops where it does: a gap, the archive's end, or the server
+    having moved on to a later timeline (a failover or a promotion)."""
+    from safehold.pipeline.walarchive import KIND, stream_of
+
+    later = sorted({r.stream for r in segments if r.kind == KIND and r.stream.isalnum()
+                    and r.stream > stream_of(timeline)})
+    if run.missing is None and later:
+        return (f"its timeline {timeline} ends at segment"
+                f" {run.segments[-1].name if run.segments else run.first} and the archive"
+                f" continues on timeline {int(later[0], 16)} (the server failed over or was"
+                " promoted): recovery across timelines needs a backup taken on the new one")
+    return run.describe_end()
 
 
 @contextmanager
