@@ -314,9 +314,9 @@ def test_a_target_after_a_failover_is_refused_naming_the_new_timeline(tmp_path: 
     records = readable_segments(repo, "db")[0]
     at = datetime(2026, 12, 3, 10, 5, tzinfo=UTC)
     archive_reaches(repo, _base(3), records, to_time=at)
-    with pytest.raises(OutsideWindow, match="its timeline 1 ends at segment"
-                                            " 000000010000000000000005 and the archive continues"
-                                            " on timeline 2 .*failed over"):
+    with pytest.raises(OutsideWindow, match=r"its timeline 1 ends at segment"
+                                            r" 000000010000000000000005 and the archive"
+                                            r" continues on timeline 2 .*failed over"):
         archive_reaches(repo, _base(3), records, to_time=at.replace(minute=8))
     with pytest.raises(OutsideWindow, match="continues on timeline 2"):
         archive_reaches(repo, _base(3), records, to_lsn=f"0/{7 * SEG + 10:X}")
