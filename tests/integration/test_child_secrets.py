@@ -15,6 +15,7 @@ import base64
 import os
 import stat
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -160,9 +161,16 @@ def test_mariadb_client_gets_the_password_only_in_its_defaults_file(
                              stderr=subprocess.PIPE)
     try:
         proc_dir = Path(f"/proc/{proc.pid}")  # the client waits on stdin: it is running
+        # once it has exec'd: during execve (a loaded machine makes it long) the kernel shows
+        # an empty command line
+        deadline = time.monotonic() + 30
+        while True:
+            cmdline = (proc_dir / "cmdline").read_bytes().split(b"\0")
+            options_given = [a for a in cmdline if a.startswith(b"--defaults-file=")]
+            if options_given or proc.poll() is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         environ = (proc_dir / "environ").read_bytes()
-        cmdline = (proc_dir / "cmdline").read_bytes().split(b"\0")
-        options_given = [a for a in cmdline if a.startswith(b"--defaults-file=")]
         if not options_given:  # it ended already (a zombie has no command line): say why
             out, err = proc.communicate(timeout=60)
             pytest.fail(f"the client ended early ({proc.returncode}): {err.decode()!r};"
