@@ -33,7 +33,7 @@ from safehold.api import slots
 from safehold.api.errors import UsageError
 from safehold.api.retention import RetentionPolicy
 from safehold.api.validation import describe_validation_error
-from safehold.cli import common
+from safehold.cli import common, selfcmd
 from safehold.cli.locking import parse_wait
 from safehold.cli.schedule_store import POLICIES, Owner, Schedule, Store, default_path
 from safehold.engines import childenv
@@ -494,7 +494,7 @@ def run_child(ctx: click.Context, command: list[str]) -> tuple[int, dict[str, An
     """``safehold COMMAND --output json`` as a child process: its exit code and JSON result
     (its stdout is passed on to ours, its stderr goes straight to ours)."""
     root = ctx.find_root().obj or {}
-    args = [sys.executable, "-m", "safehold.cli", "--output", "json"]
+    args = [*selfcmd.command(), "--output", "json"]
     if root.get("config_path"):
         args += ["--config", str(root["config_path"])]
     if root.get("profile"):
