@@ -473,14 +473,16 @@ def execute(ctx: click.Context, st: Store, s: Schedule, kind: str, slot: datetim
 
 
 def backup_targets(result: dict[str, Any]) -> list[str]:
-    """The repository targets a backup's JSON result wrote (one, or one per database)."""
-    names = [str(result["target"])] if isinstance(result.get("target"), str) else []
-    for value in result.values():
-        if isinstance(value, list):
-            names += [str(v["target"]) for v in value
-                      if isinstance(v, dict) and isinstance(v.get("target"), str)
-                      and v.get("backup_id")]
-    return list(dict.fromkeys(names))
+    """The repository targets a backup's JSON result wrote: the target of a one-database
+    backup; of a multi-database one, each database's (``NAME@DB``) and the server-wide
+    objects' (``NAME@~globals``) that completed. The bare NAME of the latter holds nothing."""
+    if "databases" not in result and "globals" not in result:
+        one = result.get("target")
+        return [one] if isinstance(one, str) and result.get("backup_id") else []
+    parts = [*(result.get("databases") or []), result.get("globals")]
+    return list(dict.fromkeys(
+        p["target"] for p in parts if isinstance(p, dict) and isinstance(p.get("target"), str)
+        and p.get("status") == "completed" and p.get("backup_id")))
 
 
 def run_backup(ctx: click.Context, s: Schedule, kind: str, lock_wait: float
