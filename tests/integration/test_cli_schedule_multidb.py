@@ -1,7 +1,8 @@
 """Schedules of a multi-database target against a real PostgreSQL server: retention after each
 run prunes exactly the repository targets the run wrote (each database's ``NAME@DB`` and the
-roles' ``NAME@~globals``, never the bare ``NAME``). The clock is pinned with SAFEHOLD_NOW
-(test-only)."""
+roles' ``NAME@~globals``, never the bare ``NAME``), and a partial run (one database failing,
+exit 12) is recorded as ``partial`` and still prunes the databases that succeeded. The clock
+is pinned with SAFEHOLD_NOW (test-only)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from safehold.api.errors import Exit
 from tests.infra import postgres
 from tests.integration.cli_helpers import make_db, run, run_json
 
@@ -81,3 +83,26 @@ def test_retention_prunes_each_database_and_the_roles_and_nothing_else(
     events = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     pruned = Counter(e["what"]["target"] for e in events if e["action"] == "prune")
     assert pruned == {"srv@sched_alpha": 3, "srv@sched_beta": 3, "srv@~globals": 3}, pruned
+
+
+def test_a_partial_run_is_recorded_as_partial_and_prunes_what_succeeded(
+        pg: postgres.Postgres, tmp_path: Path) -> None:
+    env = setup(tmp_path, pg, ["sched_alpha", "sched_missing"], globals_=False)
+    repo = (tmp_path / "repo").as_uri()
+    run("schedule", "add", "nightly", "-t", "srv", "-r", repo, "--full", "0 * * * *",
+        "--keep-last", "1", env=at(env, T0))
+    for hour in (13, 14):
+        partial = run("daemon", "--once", env=at(env, f"2026-12-01T{hour}:00:05+00:00"),
+                      ok=False)
+        assert partial.exit_code == Exit.PARTIAL, partial.output
+    assert per_target(tmp_path, env) == {"srv@sched_alpha": 1}
+    record = latest(env)
+    assert (record["outcome"], record["exit_code"]) == ("partial", Exit.PARTIAL)
+    assert record["note"] == "retention on srv@sched_alpha: 1 deleted"
+    listed = run_json("schedule", "list", env=env)
+    assert listed[0]["last"] == {"slot": "2026-12-01T14:00:00+00:00", "type": "full",
+                                 "outcome": "partial", "exit_code": Exit.PARTIAL}
+    assert "last partial (exit 12) full 2026-12-01T14:00:00+00:00" in run(
+        "schedule", "list", env=env).output
+    assert "full partial (exit 12) - retention on srv@sched_alpha" in run(
+        "schedule", "show", "nightly", env=env).output
