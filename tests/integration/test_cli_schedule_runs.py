@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,66 @@ def test_each_run_sends_its_slack_notice(tmp_path: Path, env: dict[str, str],
     assert all(block_kit_problems(body) == [] for body in slack_hook.delivered)
     assert "Backup completed" in json.dumps(slack_hook.delivered[0])
     assert "Backup failed" in json.dumps(slack_hook.delivered[1])
+
+
+def slack_config(tmp_path: Path, env: dict[str, str], hook: SlackHook) -> dict[str, str]:
+    """The config file's Slack section with its default events (``on: [failure]``)."""
+    (tmp_path / "safehold.yaml").write_text(
+        "notifications:\n  slack:\n    webhook_url_env: TEST_SLACK_WEBHOOK\n")
+    return {**env, "TEST_SLACK_WEBHOOK": hook.url}
+
+
+def test_a_slot_the_daemon_does_not_run_is_a_slack_notice(tmp_path: Path, env: dict[str, str],
+                                                          slack_hook: SlackHook) -> None:
+    env = slack_config(tmp_path, env, slack_hook)
+    add(tmp_path, env, "--full", "0 * * * *", "--missed", "skip")
+    run("daemon", "--once", env=at(env, "2026-12-01T13:00:05+00:00"))
+    assert slack_hook.received == []  # a success is not asked for
+    # down from 13:00 to 15:30: the 15:00 slot is half an hour late, past the 5-minute grace
+    run("daemon", "--once", env=at(env, "2026-12-01T15:30:00+00:00"))
+    assert records(env)[0]["outcome"] == "skipped"
+    [skipped] = slack_hook.delivered
+    text = json.dumps(skipped)
+    assert "Scheduled backup not run: nightly (full)" in skipped["text"], text
+    assert "slot 2026-12-01T15:00:00+00:00 was not run: missed (policy skip" in text
+    assert "1 earlier slot(s) missed too" in text and "schedule run-now nightly" in text
+
+    # a slot left running by a process that died (no live owner): interrupted, then not run
+    # again because it is past --grace
+    store = Store(tmp_path / "state" / "schedules.db")
+    assert store.claim("nightly", "full", datetime(2026, 12, 1, 16, tzinfo=UTC), "running")
+    run("daemon", "--once", env=at(env, "2026-12-01T16:30:00+00:00"))
+    assert records(env)[0]["outcome"] == "not-rerun"
+    assert len(slack_hook.delivered) == 2
+    text = json.dumps(slack_hook.delivered[1])
+    assert "slot 2026-12-01T16:00:00+00:00 was not run: interrupted; not run again: missed" \
+        " policy skip, later than --grace" in text, text
+    assert all(block_kit_problems(body) == [] for body in slack_hook.delivered)
+
+    # a paused schedule skips its slots on purpose: recorded, no notice
+    run("schedule", "pause", "nightly", env=env)
+    run("daemon", "--once", env=at(env, "2026-12-01T17:00:05+00:00"))
+    assert records(env)[0]["outcome"] == "skipped"
+    assert len(slack_hook.received) == 2
+
+
+def test_a_failed_retention_is_recorded_and_a_slack_notice(tmp_path: Path, env: dict[str, str],
+                                                           slack_hook: SlackHook) -> None:
+    env = slack_config(tmp_path, env, slack_hook)
+    add(tmp_path, env, "--full", "0 * * * *", "--keep-last", "1")
+    run("daemon", "--once", env=at(env, "2026-12-01T13:00:05+00:00"))
+    # the fault: the first backup's manifest is damaged; backups go on, the prune refuses
+    next((tmp_path / "repo" / "app").glob("*/manifest.json")).write_text("garbage")
+    failed = run("daemon", "--once", env=at(env, "2026-12-01T14:00:05+00:00"), ok=False)
+    assert failed.exit_code == Exit.CORRUPT, failed.output
+    record = records(env)[0]
+    assert (record["outcome"], record["exit_code"]) == ("success", 0)  # the backup itself
+    assert record["note"] == f"retention on app FAILED (exit {int(Exit.CORRUPT)})"
+    [body] = slack_hook.delivered
+    text = json.dumps(body)
+    assert "failed to prune backups: app (full)" in body["text"], text
+    assert "schedule nightly: retention on app failed (exit 4)" in text and "damaged" in text
+    assert block_kit_problems(body) == []
 
 
 def start_daemon(env: dict[str, str], now: str) -> subprocess.Popen[bytes]:

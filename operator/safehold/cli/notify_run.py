@@ -1,8 +1,10 @@
-"""Slack messages after a standalone `safehold backup`, through the operator's notifier.
+"""Slack messages after a standalone `safehold backup`, and the daemon's own notices (a slot
+not run, a retention that failed), through the operator's notifier.
 
 The config file's ``notifications.slack`` names where the webhook URL (a secret) is: an
 environment variable or a file. The message goes out once the run's outcome is known; a message
-that cannot be built or delivered is a warning on stderr and never changes the exit code.
+that cannot be built or delivered is a warning on stderr and never changes the exit code. The
+daemon's notices are problems: they go out when ``on`` lists ``failure``.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def _warn(text: str) -> None:
 def send(slack: SlackConfig, notice: Notice, *, retries: int = 3) -> bool:
     """Send one notice if its event is wanted; False (after a warning) when it was not
     delivered. Never raises."""
-    if notice.event not in slack.on:
+    if wanted_as(notice) not in slack.on:
         return True
     details: list[str] = []
     try:
@@ -72,6 +74,47 @@ def send(slack: SlackConfig, notice: Notice, *, retries: int = 3) -> bool:
         return True
     _warn(details[0] if details else "not delivered")
     return False
+
+
+def wanted_as(notice: Notice) -> str:
+    """The ``on`` event a notice is sent for: a backup's own outcome, else ``failure`` (a
+    missed slot, a failed retention)."""
+    return notice.event if notice.event in ("success", "failure") and not notice.failed \
+        else "failure"
+
+
+def daemon_notice(ctx: click.Context, notice: Notice) -> None:
+    """Send one of the daemon's own notices when the config file asks for failures."""
+    slack = _slack(ctx)
+    if slack is not None:
+        send(slack, notice)
+
+
+def not_run(schedule: str, kind: str, slot: str, why: str) -> Notice:
+    """A slot the daemon did not run (missed, or interrupted and not run again)."""
+    return Notice(event="missed", target=schedule, backup_type=kind, error_class="SlotNotRun",
+                  message=f"schedule {schedule}: the {kind} backup of slot {slot} was not run:"
+                  f" {why}"[:1000],
+                  hint=f"`safehold schedule show {schedule}` has its record; `safehold"
+                  f" schedule run-now {schedule}` backs up now")
+
+
+def retention_failed(schedule: str, kind: str, target: str, code: int,
+                     result: dict[str, Any]) -> Notice:
+    """The retention after a successful scheduled backup failed (the prune's JSON result)."""
+    error = result.get("error") if isinstance(result.get("error"), dict) else {}
+    assert isinstance(error, dict)
+    # a prune that finds damaged manifests prunes the rest and exits 4, naming them
+    damaged = [str(d.get("problem")) for d in result.get("damaged") or [] if isinstance(d, dict)]
+    detail = error.get("message") or "; ".join(damaged)
+    hint = error.get("hint") or (f"the damaged backups are kept: `safehold verify -t {target}`"
+                                 " checks them" if damaged else None)
+    return Notice(event="retention", failed=True, target=target, backup_type=kind,
+                  error_class=str(error.get("class") or ("DamagedManifest" if damaged
+                                                         else f"exit {code}")),
+                  message=(f"schedule {schedule}: retention on {target} failed (exit {code})"
+                           + (f": {detail}" if detail else ""))[:1000],
+                  hint=str(hint) if hint else None)
 
 
 def notifying(command: F) -> F:

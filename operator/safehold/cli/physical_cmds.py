@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,7 +13,7 @@ from pathlib import Path
 import click
 
 from safehold.api.errors import UsageError
-from safehold.cli import audit, common
+from safehold.cli import audit, common, selfcmd
 from safehold.cli.config import resolve_repository
 from safehold.pipeline.physical import (
     archive_reaches,
@@ -145,7 +144,7 @@ def fetch_command(ctx: click.Context, repo: str, source: str, key_files: tuple[P
             " environment. Give the key as a file the server's OS user can read (--key-file or"
             " SAFEHOLD_KEY_FILE), or give --restore-command yourself",
             hint="e.g. --key-file /etc/safehold/kek (readable by the postgres user)")
-    argv = [sys.executable, "-m", "safehold.cli", "--log-level", "warning", "wal", "fetch",
+    argv = [*selfcmd.command(), "--log-level", "warning", "wal", "fetch",
             "-r", url, "--name", source, *[f"--key-file={p.absolute()}" for p in files]]
     # %-signs are PostgreSQL's placeholders (%f, %p, %%): literal ones are doubled
     return " ".join(shlex.quote(a).replace("%", "%%") for a in argv) + " %f %p"

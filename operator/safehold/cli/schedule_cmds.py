@@ -7,7 +7,9 @@ very command a person runs: one code path, its own exit code, logging and lease 
 or an operator Job on the same target waits or is refused, exit 11), and a crash of one backup
 cannot take the daemon down. The child's Slack notice is the one `safehold backup` sends (the
 config file's notifications.slack). After a successful backup, a schedule with a retention
-policy runs `safehold prune` on what the backup wrote (never after a failure).
+policy runs `safehold prune` on what the backup wrote (after a partial multi-database one, on
+the databases it stored; never after a failure). The daemon's own Slack notices (notify_run):
+a slot not run under the missed policy, a retention that failed.
 
 A slot left ``running`` by a daemon killed mid-backup is marked ``interrupted`` by the next
 daemon (schedule_store.Store.recover) and then treated as a missed slot: its schedule's policy
@@ -30,10 +32,10 @@ import click
 from pydantic import ValidationError
 
 from safehold.api import slots
-from safehold.api.errors import UsageError
+from safehold.api.errors import Exit, UsageError
 from safehold.api.retention import RetentionPolicy
 from safehold.api.validation import describe_validation_error
-from safehold.cli import common
+from safehold.cli import common, notify_run, selfcmd
 from safehold.cli.locking import parse_wait
 from safehold.cli.schedule_store import POLICIES, Owner, Schedule, Store, default_path
 from safehold.engines import childenv
@@ -164,6 +166,13 @@ def keep_text(retention: object) -> str:
     return "\tkeep " + ",".join(f"{k.removeprefix('keep_')}={v}" for k, v in retention.items())
 
 
+def last_text(last: Any) -> str:
+    if not last:
+        return "last -"
+    code = f" (exit {last['exit_code']})" if last["exit_code"] not in (None, 0) else ""
+    return f"last {last['outcome']}{code} {last['type']} {last['slot']}"
+
+
 def prune_flags(retention: dict[str, object]) -> list[str]:
     return [arg for k, v in retention.items() for arg in (_FLAGS[k], str(v))]
 
@@ -273,16 +282,20 @@ def update(name: str, target: str | None, repo: str | None, full: str | None,
 @store_option
 @common.output_option
 def list_(store: Path | None, output: str) -> None:
-    """List the schedules and when each fires next."""
+    """List the schedules, the outcome of each one's latest slot, and when each fires next."""
     rows = []
     t = now()
-    for s in open_store(store).all():
+    st = open_store(store)
+    for s in st.all():
         row = s.as_dict()
         row["next"] = next_time(s, t)
+        latest = st.runs(s.name, limit=1)
+        row["last"] = {k: latest[0][k] for k in ("slot", "type", "outcome", "exit_code")} \
+            if latest else None
         rows.append(row)
     text = "\n".join(
         f"{r['name']}\t{r['target']}\t{timing_text(r)}\t{r['time_zone']}\tmissed={r['missed']}"
-        f"{keep_text(r['retention'])}"
+        f"{keep_text(r['retention'])}\t{last_text(r['last'])}"
         f"\t{'paused' if r['paused'] else 'next ' + str(r['next'] or '-')}" for r in rows)
     emit(output, rows, text or "no schedules")
 
@@ -414,16 +427,25 @@ def tick(ctx: click.Context, st: Store, owner: Owner, t: datetime, grace: timede
         running = [(k, slot) for k, slot, action, _ in due if action == "run"]
         for kind, slot, action, passed in due:
             if action == "give-up":
-                st.give_up(s.name, kind, slot, "interrupted; not run again: " + (
+                why = "interrupted; not run again: " + (
                     "paused" if s.paused else f"missed policy {s.missed}, later than --grace"
-                    if s.missed == "skip" else f"{MAX_ATTEMPTS} attempts"))
-                log.warning("schedule %s: interrupted %s slot %s is not run again", s.name,
-                            kind, slot.isoformat())
+                    if s.missed == "skip" else f"{MAX_ATTEMPTS} attempts")
+                if st.give_up(s.name, kind, slot, why):
+                    log.warning("schedule %s: interrupted %s slot %s is not run again", s.name,
+                                kind, slot.isoformat())
+                    if not s.paused:  # a paused schedule's slots are not run by design
+                        notify_run.daemon_notice(ctx, notify_run.not_run(
+                            s.name, kind, slot.isoformat(), why))
                 continue
             if action == "skip":
                 if st.claim(s.name, kind, slot, "skipped", passed):
                     log.warning("schedule %s: %s slot %s skipped (missed, policy %s%s)", s.name,
                                 kind, slot.isoformat(), s.missed, ", paused" if s.paused else "")
+                    if not s.paused:
+                        notify_run.daemon_notice(ctx, notify_run.not_run(
+                            s.name, kind, slot.isoformat(),
+                            f"missed (policy {s.missed}, later than the daemon's --grace)"
+                            + (f"; {passed} earlier slot(s) missed too" if passed else "")))
                 continue
             if action == "retry":
                 if not st.retry(s.name, kind, slot, owner):
@@ -454,7 +476,8 @@ def execute(ctx: click.Context, st: Store, s: Schedule, kind: str, slot: datetim
         raise
     codes = [code]
     note = None
-    if code == 0 and s.retention:
+    # a partial multi-database run (exit 12) still wrote the databases that succeeded
+    if code in (0, Exit.PARTIAL) and s.retention:
         notes = []
         for target in backup_targets(result):
             pruned, out = run_child(ctx, ["prune", "-t", target, "-r", s.repo,
@@ -467,20 +490,24 @@ def execute(ctx: click.Context, st: Store, s: Schedule, kind: str, slot: datetim
                 notes.append(f"retention on {target} FAILED (exit {pruned})")
                 log.error("schedule %s: retention on %s failed with exit %d", s.name, target,
                           pruned)
+                notify_run.daemon_notice(ctx, notify_run.retention_failed(
+                    s.name, kind, target, pruned, out))
         note = "; ".join(notes) or "retention: no target in the backup's result"
     st.finish(s.name, kind, slot, code, note)
     return codes if all_codes else code
 
 
 def backup_targets(result: dict[str, Any]) -> list[str]:
-    """The repository targets a backup's JSON result wrote (one, or one per database)."""
-    names = [str(result["target"])] if isinstance(result.get("target"), str) else []
-    for value in result.values():
-        if isinstance(value, list):
-            names += [str(v["target"]) for v in value
-                      if isinstance(v, dict) and isinstance(v.get("target"), str)
-                      and v.get("backup_id")]
-    return list(dict.fromkeys(names))
+    """The repository targets a backup's JSON result wrote: the target of a one-database
+    backup; of a multi-database one, each database's (``NAME@DB``) and the server-wide
+    objects' (``NAME@~globals``) that completed. The bare NAME of the latter holds nothing."""
+    if "databases" not in result and "globals" not in result:
+        one = result.get("target")
+        return [one] if isinstance(one, str) and result.get("backup_id") else []
+    parts = [*(result.get("databases") or []), result.get("globals")]
+    return list(dict.fromkeys(
+        p["target"] for p in parts if isinstance(p, dict) and isinstance(p.get("target"), str)
+        and p.get("status") == "completed" and p.get("backup_id")))
 
 
 def run_backup(ctx: click.Context, s: Schedule, kind: str, lock_wait: float
@@ -494,7 +521,7 @@ def run_child(ctx: click.Context, command: list[str]) -> tuple[int, dict[str, An
     """``safehold COMMAND --output json`` as a child process: its exit code and JSON result
     (its stdout is passed on to ours, its stderr goes straight to ours)."""
     root = ctx.find_root().obj or {}
-    args = [sys.executable, "-m", "safehold.cli", "--output", "json"]
+    args = [*selfcmd.command(), "--output", "json"]
     if root.get("config_path"):
         args += ["--config", str(root["config_path"])]
     if root.get("profile"):
@@ -538,7 +565,8 @@ def run_child(ctx: click.Context, command: list[str]) -> tuple[int, dict[str, An
 def daemon(ctx: click.Context, once: bool, interval: float, grace: float, lock_wait: float,
            store: Path | None) -> None:
     """Run the schedules of the store: each due slot once, through `safehold backup`, then
-    the schedule's retention through `safehold prune` after a success.
+    the schedule's retention through `safehold prune` after a success (or, for several
+    databases, a partial run: on those it stored).
 
     Slots left running by a daemon that died are recorded as interrupted and follow the
     schedule's missed policy. Exit status with --once: 0 when every run succeeded, else the

@@ -26,10 +26,11 @@ from pathlib import Path
 import platformdirs
 from filelock import FileLock, Timeout
 
-from safehold.api.errors import UsageError
+from safehold.api.errors import Exit, UsageError
 
 FILE_NAME = "schedules.db"
 POLICIES = ("run-once", "skip")
+PARTIAL = int(Exit.PARTIAL)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schedules (
   name TEXT PRIMARY KEY, target TEXT NOT NULL, repo TEXT NOT NULL,
@@ -237,19 +238,25 @@ class Store:
 
     def finish(self, name: str, kind: str, slot: datetime, exit_code: int,
                note: str | None = None) -> None:
+        """Record a run's end: ``success`` (exit 0), ``partial`` (exit 12: some databases of a
+        multi-database target were backed up) or ``failure``."""
+        outcome = "success" if exit_code == 0 else "partial" if exit_code == PARTIAL \
+            else "failure"
         with self._tx() as conn:
             conn.execute("UPDATE runs SET outcome=?, exit_code=?, finished_at=?, note=? WHERE"
                          " schedule=? AND type=? AND slot=?",
-                         ("success" if exit_code == 0 else "failure", exit_code,
+                         (outcome, exit_code,
                           datetime.now(UTC).isoformat(), note, name, kind,
                           slot.astimezone(UTC).isoformat()))
 
-    def give_up(self, name: str, kind: str, slot: datetime, note: str) -> None:
-        """Leave an ``interrupted`` slot as it is for good (``not-rerun``), saying why."""
+    def give_up(self, name: str, kind: str, slot: datetime, note: str) -> bool:
+        """Leave an ``interrupted`` slot as it is for good (``not-rerun``), saying why; False
+        when another process did first."""
         with self._tx() as conn:
-            conn.execute("UPDATE runs SET outcome='not-rerun', note=? WHERE schedule=? AND"
+            cur = conn.execute("UPDATE runs SET outcome='not-rerun', note=? WHERE schedule=? AND"
                          " type=? AND slot=? AND outcome='interrupted'",
                          (note, name, kind, slot.astimezone(UTC).isoformat()))
+            return cur.rowcount == 1
 
     def interrupt(self, name: str, kind: str, slot: datetime, note: str) -> None:
         """Record a running slot as ``interrupted`` at once (the daemon is being stopped)."""

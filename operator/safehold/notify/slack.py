@@ -27,7 +27,7 @@ from safehold.api.result import TaskResult
 
 log = logging.getLogger(__name__)
 
-Event = Literal["success", "failure", "retention", "keyProblem", "verify"]
+Event = Literal["success", "failure", "retention", "keyProblem", "verify", "missed"]
 # failure reasons handed to on_failure: a bounded set, fit for a metric label
 FailureReason = Literal["rate_limited", "client_error", "server_error", "connection", "invalid",
                         "no_webhook"]
@@ -40,8 +40,9 @@ _STYLE: dict[str, tuple[str, str, str]] = {  # event -> (emoji, colour, title)
     "retention": (":broom:", "#439fe0", "Retention pruned backups"),
     "keyProblem": (":key:", "#ecb22e", "Encryption key problem"),
     "verify": (":mag:", "#2eb886", "Verify passed"),
+    "missed": (":warning:", "#ecb22e", "Scheduled backup not run"),  # the CLI's daemon
 }
-_SEVERITY = ("success", "verify", "retention", "keyProblem", "failure")
+_SEVERITY = ("success", "verify", "retention", "missed", "keyProblem", "failure")
 
 
 @dataclass(frozen=True)
