@@ -100,3 +100,14 @@ for (const t of ['customers', 'orders']) {
     .update(EJSON.stringify(docs)).digest('hex'));
 }
 """
+
+# Point in time (PostgreSQL and MariaDB): a table `events` of `shop` written in batches around
+# the time a Restore goes back to; the same SQL on both engines.
+EVENTS_TABLE = "CREATE TABLE events (id INT PRIMARY KEY, batch VARCHAR(10) NOT NULL)"
+EVENTS_ROWS = "SELECT CONCAT(id, ':', batch) FROM events ORDER BY id"
+AT_TIME = f"{SOURCE}_at_time"  # docs/examples/mariadb/pointintime-restore.yaml's database
+
+
+def events(batch: str, ids: range) -> str:
+    """The INSERT of batch ``batch``: one row per id."""
+    return "INSERT INTO events VALUES " + ", ".join(f"({i}, '{batch}')" for i in ids)

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,27 +29,49 @@ from tests.cluster.kit import (
     pg_allow_pods,
 )
 from tests.infra.helm import helm
+from tests.infra.images import image_size
 from tests.infra.local_cluster import RELEASE, helm_install
 from tests.infra.netns import NODE_IP
 
 from e2e import data
-from e2e.system import STORES, System, drop_buckets
+from e2e.system import PITR_CLAIM, STORES, System, drop_buckets
 
 ENGINES = ("postgresql", "mariadb", "sqlite")
 OPERATOR_NAMESPACE = "safehold-e2e-system"
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted",
               "pod-security.kubernetes.io/enforce-version": "latest"}
-COPIES = tuple(f"{data.SOURCE}_from_{s}" for s in STORES)
+COPIES = (*(f"{data.SOURCE}_from_{s}" for s in STORES), data.AT_TIME)
+RESTORE_UID = 999  # the postgres images' user: the point-in-time Restore writes pgdata as it
+STREAMER_POLL_SECONDS = 5  # how often the operator reads the streamers' status (chart: 30)
+# the replication slots of the examples' WAL streamers (safehold_<target>)
+DROP_SLOTS = ("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+              " WHERE slot_name LIKE 'safehold\\_%' AND NOT active")
 
 
 def _postgres(pg: Any) -> None:
     """The role and database the examples name: `safehold` (password of
-    docs/examples/postgresql/credentials.yaml, may create databases) owning `shop`."""
-    pg_allow_pods(pg)
+    docs/examples/postgresql/credentials.yaml, may create databases and replicate) owning
+    `shop`; replication open to Pods and max_slot_wal_keep_size bounded (pointintime-target's
+    WAL streamer)."""
+    pg_allow_pods(pg, replication=True)
     pg.psql("DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'safehold') THEN "
-            "CREATE ROLE safehold LOGIN CREATEDB PASSWORD 'change-me-postgresql'; END IF; END$$")
+            "CREATE ROLE safehold LOGIN CREATEDB REPLICATION PASSWORD 'change-me-postgresql';"
+            " END IF; END$$")
+    pg.psql("ALTER SYSTEM SET max_slot_wal_keep_size = '1GB'")
+    pg.psql("SELECT pg_reload_conf()")
     pg.psql(f"CREATE DATABASE {data.SOURCE} OWNER safehold")
     pg.psql("SET ROLE safehold;" + data.PG_SEED, data.SOURCE)
+
+
+def _drop_slots(pg: Any) -> None:
+    """The WAL streamer's slot, once its Pod (deleted with the namespace) no longer holds it:
+    left behind, it would keep WAL on the session's server."""
+    deadline = time.monotonic() + 120
+    while pg.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE"
+                  " 'safehold\\_%' AND active") != "0" and time.monotonic() < deadline:
+        time.sleep(2)
+    with contextlib.suppress(subprocess.CalledProcessError):
+        pg.psql(DROP_SLOTS)
 
 
 def _drop_postgres(pg: Any) -> None:
@@ -80,6 +105,23 @@ def _sqlite(directory: Path) -> Any:
     return run
 
 
+def _restored_postgres(pg: Any, directory: Path) -> Callable[
+        [str], contextlib.AbstractContextManager[Callable[[str, str], str]]]:
+    """The host's PostgreSQL 15 (no postgres image here) started on the pgdata the Restore
+    wrote into the claim bound to ``directory``, as a Pod of that image would start it."""
+    from tests.integration.test_pg_physical import Restored
+
+    @contextlib.contextmanager
+    def start(claim: str) -> Iterator[Callable[[str, str], str]]:
+        assert claim == PITR_CLAIM, claim
+        restored = Restored(pg, directory / "pgdata")
+        try:
+            yield lambda database, statements: restored.psql(statements, database)
+        finally:
+            restored.stop()
+    return start
+
+
 def local_system(request: pytest.FixtureRequest) -> Iterator[System]:
     """The ``local`` System; everything it made is removed afterwards (the node, servers and
     images are the session's, shared with tests/cluster)."""
@@ -102,6 +144,7 @@ def local_system(request: pytest.FixtureRequest) -> Iterator[System]:
 
     with cluster.api_client() as api, contextlib.ExitStack() as cleanup:
         core = client.CoreV1Api(api)
+        cleanup.callback(_drop_slots, pg)  # last: after the namespaces' deletion
         for name in (OPERATOR_NAMESPACE, ns):
             core.create_namespace({"metadata": {"name": name, "labels": RESTRICTED}})
             cleanup.callback(core.delete_namespace, name, grace_period_seconds=0)
@@ -111,7 +154,8 @@ def local_system(request: pytest.FixtureRequest) -> Iterator[System]:
             namespace=OPERATOR_NAMESPACE,
             # the operator serves the e2e namespace only: the session's other tests run their
             # own (in-process) operators in theirs
-            extra=("--set", f"watchNamespaces={{{ns}}}"))
+            extra=("--set", f"watchNamespaces={{{ns}}}",
+                   "--set", f"pointInTime.pollSeconds={STREAMER_POLL_SECONDS}"))
         cleanup.callback(helm, "uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE,
                          "--wait", env=helm_env)
         # the example's claim app-data binds to this volume (no provisioner on the node)
@@ -122,6 +166,20 @@ def local_system(request: pytest.FixtureRequest) -> Iterator[System]:
                      "storageClassName": "", "claimRef": {"namespace": ns, "name": "app-data"},
                      "hostPath": {"path": str(sqlite_dir), "type": "Directory"}}})
         cleanup.callback(core.delete_persistent_volume, pv)
+        # the claim the point-in-time Restore's claimTemplate makes binds to this one; the
+        # Restore's Job (uid 999) writes pgdata into it
+        # (outside pytest's 0700 tmp: the host's server runs on it as the unprivileged test user)
+        restored_dir = Path(tempfile.mkdtemp(prefix="safehold-e2e-pgvolume-"))
+        cleanup.callback(shutil.rmtree, restored_dir, ignore_errors=True)
+        restored_dir.chmod(0o755)
+        os.chown(restored_dir, RESTORE_UID, RESTORE_UID)
+        pitr_pv = f"{ns}-pitr-restore"
+        core.create_persistent_volume({
+            "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pitr_pv},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                     "storageClassName": "", "claimRef": {"namespace": ns, "name": PITR_CLAIM},
+                     "hostPath": {"path": str(restored_dir), "type": "Directory"}}})
+        cleanup.callback(core.delete_persistent_volume, pitr_pv)
         cleanup.callback(_drop_postgres, pg)
         _postgres(pg)
         cleanup.callback(_drop_mariadb, maria)
@@ -141,4 +199,7 @@ def local_system(request: pytest.FixtureRequest) -> Iterator[System]:
             kubectl=lambda *args, input=None: kubectl(cluster, *args, input=input),
             sql=sql, sqlite=_sqlite(sqlite_dir), store_endpoints=endpoints,
             operator_namespace=OPERATOR_NAMESPACE,
-            info={"helm install": installed})
+            restored_postgres=_restored_postgres(pg, restored_dir),
+            info={"make images (sizes)": "\n".join(
+                      f"{image.ref}  size {image_size(image.ref)}" for image in (runner, operator)),
+                  "helm install": installed})

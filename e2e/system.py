@@ -8,6 +8,7 @@ import json
 import string
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,10 @@ EXAMPLES = REPO / "docs" / "examples"
 STORES = ("s3", "gcs", "azure")
 BUCKET = "safehold-backups"  # the bucket / container the examples name
 PREFIX = "examples"
+# the claim docs/examples/postgresql/pointintime-restore.yaml's claimTemplate makes
+PITR_CLAIM = "postgresql-pitr-restore-data"
+# placeholders a scenario fills for one step (not the mode): the point-in-time Restores' time
+STEP_VARIABLES = ("RESTORE_TIME",)
 AZURITE_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
@@ -42,12 +47,18 @@ class System:
     sqlite: Callable[[str, str], str]  # sqlite(action, file name on the claim) -> output
     store_endpoints: dict[str, str]  # store -> base URL reachable from this test process
     operator_namespace: str  # where the chart's operator Pod runs
-    info: dict[str, str] = field(default_factory=dict)  # for the closing note (helm output)
+    # restored_postgres(claim): a PostgreSQL server of the source's major started on the data
+    # directory a Restore wrote into ``claim`` (pgdata), as psql(database, statements); stopped
+    # on leaving
+    restored_postgres: Callable[[str], AbstractContextManager[Callable[[str, str], str]]]
+    # for the closing note: the images' sizes, helm's output
+    info: dict[str, str] = field(default_factory=dict)
 
-    def apply(self, relpath: str) -> str:
-        """``envsubst < docs/examples/<relpath> | kubectl -n NS apply -f -``."""
+    def apply(self, relpath: str, **step: str) -> str:
+        """``envsubst < docs/examples/<relpath> | kubectl -n NS apply -f -``; ``step`` fills
+        the placeholders of one step (STEP_VARIABLES, e.g. RESTORE_TIME)."""
         return self.kubectl("-n", self.namespace, "apply", "-f", "-",
-                            input=render(EXAMPLES / relpath, self.variables))
+                            input=render(EXAMPLES / relpath, {**self.variables, **step}))
 
     def diagnose(self, plural: str) -> str:
         """What a timed-out wait needs to be understood: the objects' conditions, the runner

@@ -26,7 +26,8 @@ MODELS = {"BackupTarget": BackupTarget, "Backup": Backup, "Restore": Restore,
           "BackupSchedule": BackupSchedule}
 VARIABLES = {"SAFEHOLD_HOST_IP": "10.244.76.1", "POSTGRES_PORT": "30432",
              "MARIADB_PORT": "30306", "MONGODB_PORT": "30017", "S3_PORT": "30500",
-             "GCS_PORT": "30443", "AZURE_PORT": "30000"}
+             "GCS_PORT": "30443", "AZURE_PORT": "30000",
+             "RESTORE_TIME": "2026-12-02T18:30:05+00:00"}
 FILES = [*sorted(EXAMPLES.rglob("*.yaml")), KIND_SERVERS]
 
 
@@ -36,13 +37,15 @@ def _placeholders(text: str) -> set[str]:
 
 def test_every_placeholder_is_documented_and_provided() -> None:
     from e2e.kind import PORTS
+    from e2e.system import STEP_VARIABLES
 
     readme = (EXAMPLES / "README.md").read_text()
     used = set().union(*(_placeholders(f.read_text()) for f in FILES))
     assert used == set(VARIABLES), used ^ set(VARIABLES)
     for name in used:
         assert f"`{name}`" in readme or f"{name}`" in readme, f"{name} is not in the README"
-    assert {"SAFEHOLD_HOST_IP", *PORTS} == used  # kind mode fills every one
+    # kind mode fills every one but those the scenarios fill for one step (RESTORE_TIME)
+    assert {"SAFEHOLD_HOST_IP", *PORTS, *STEP_VARIABLES} == used
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(REPO)))
