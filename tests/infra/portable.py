@@ -33,6 +33,7 @@ PORTABLE = frozenset({
     "tests/unit/test_errors.py",
     "tests/unit/test_lease.py",
     "tests/unit/test_portable_fsutil.py",
+    "tests/unit/test_portable_guards.py",
     "tests/unit/test_profile.py",
     "tests/unit/test_repository.py",
     "tests/unit/test_retention.py",
