@@ -15,6 +15,7 @@ import pytest
 from safehold.storage import StorageError, open_storage
 from safehold.storage.local import TEMP_PREFIX, LocalStorage
 from tests.contract.storage_contract import ProducerFailed, StorageContract, failing_chunks
+from tests.infra.portable import posix_only
 
 
 @pytest.mark.portable
@@ -120,6 +121,7 @@ def test_failed_put_leaves_no_file_behind(tmp_path: Path) -> None:
     assert _files_on_disk(storage.root) == ["b/old"]
 
 
+@posix_only("mode bits (Windows keeps only the read-only flag)")
 def test_objects_are_private_to_the_owner(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path / "repo")
     storage.put_bytes("t/b/data/db", b"secret rows")
@@ -177,6 +179,7 @@ _WRITER = textwrap.dedent(
 )
 
 
+@posix_only("SIGKILL of the writer")
 @pytest.mark.parametrize("existing", [None, b"the previous good object"], ids=["new", "replace"])
 def test_a_killed_writer_never_leaves_a_torn_object(tmp_path: Path, existing: bytes | None
                                                     ) -> None:

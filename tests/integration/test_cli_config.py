@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from safehold.cli.errors import Exit
+from tests.infra.portable import not_portable, sqlite_url
 from tests.integration.cli_helpers import make_db, run, run_json
 
 
@@ -80,19 +81,20 @@ def test_profiles_env_overrides_provenance_and_redaction(tmp_path: Path,
     db = tmp_path / "app.db"
     make_db(db, rows=50)
     cfg = tmp_path / "c.yaml"
+    dev, prod_repo = (tmp_path / "dev-repo").as_uri(), (tmp_path / "prod-repo").as_uri()
     cfg.write_text(f"""\
 targets:
-  app: {{url: "sqlite://{db}"}}
+  app: {{url: "{sqlite_url(db)}"}}
   orders: {{url: "postgresql://backup:hunter2@db:5432/orders"}}
 repositories:
-  main: {{url: "file://{tmp_path}/dev-repo"}}
+  main: {{url: "{dev}"}}
 log:
   level: info
 profiles:
   prod:
     repositories:
       main:
-        url: "file://{tmp_path}/prod-repo"
+        url: "{prod_repo}"
     log: {{level: warning}}
 """)
     env = {**env, "SAFEHOLD_CONFIG": str(cfg)}
@@ -102,7 +104,7 @@ profiles:
     assert "hunter2" not in json.dumps(got)
     assert got["log.file"]["source"] == "default"
     prod = show(env, "--profile", "prod")
-    assert prod["repositories.main.url"]["value"] == f"file://{tmp_path}/prod-repo"
+    assert prod["repositories.main.url"]["value"] == prod_repo
     assert prod["repositories.main.url"]["source"] == f"{cfg}:12 (profile prod)"
     assert prod["log.level"] == {"key": "log.level", "value": "warning",
                                  "source": f"{cfg}:13 (profile prod)"}
@@ -199,6 +201,7 @@ def test_an_alias_bomb_is_refused_quickly(tmp_path: Path, env: dict[str, str]) -
     assert listed.exit_code == Exit.USAGE and "aliases" in listed.output
 
 
+@not_portable("root: makes a directory another OS user may not look into")
 def test_a_config_this_os_user_cannot_read_is_a_usage_error() -> None:
     """Another OS user's environment (PostgreSQL's restore_command runs as the server's user,
     `sudo -E`): a user config dir it may not look into, or a config file it may not read, is

@@ -13,6 +13,7 @@ import pytest
 
 from safehold.cli import runlog
 from safehold.cli.errors import Exit
+from tests.infra.portable import sqlite_url
 from tests.integration.cli_helpers import make_db, run
 
 
@@ -44,7 +45,7 @@ def test_backup_run_is_logged_to_a_json_file(tmp_path: Path, env: dict[str, str]
     db = tmp_path / "app.db"
     make_db(db, rows=500)
     log = tmp_path / "logs" / "safehold.log"
-    cli("backup", "-t", f"sqlite://{db}", "-r", f"file://{tmp_path}/repo", "--log-file",
+    cli("backup", "-t", sqlite_url(db), "-r", (tmp_path / "repo").as_uri(), "--log-file",
         str(log), env=env)
     records = lines(log)
     start, end = records[0], records[-1]
@@ -57,10 +58,10 @@ def test_backup_run_is_logged_to_a_json_file(tmp_path: Path, env: dict[str, str]
     assert end["bottleneck"] in end["stage_seconds"]
     assert all(r["level"] in ("info", "warning") for r in records)
     # a failure: outcome and exit code; WARNING hides the start, not the errors
-    cli("--log-level", "WARNING", "verify", "-r", f"file://{tmp_path}/missing",
+    cli("--log-level", "WARNING", "verify", "-r", (tmp_path / "missing").as_uri(),
         "--log-file", str(log), env=env, ok=False)
     assert len(lines(log)) == len(records)  # info records filtered
-    cli("verify", "-r", f"file://{tmp_path}/missing", "--log-file", str(log), env=env,
+    cli("verify", "-r", (tmp_path / "missing").as_uri(), "--log-file", str(log), env=env,
         ok=False)
     end = lines(log)[-1]
     assert end["outcome"] == "failure" and end["exit_code"] == Exit.NOT_FOUND

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from safehold.api.errors import Exit
+from tests.infra.portable import linux_only, posix_only, sqlite_url
 from tests.integration.cli_helpers import dump, make_db, run, run_json
 
 
@@ -40,7 +41,7 @@ def backup(tmp: Path, repo: str, env: dict[str, str], name: str = "app", rows: i
     if not db.exists():
         make_db(db, rows=rows)
     plain = [] if "--key-file" in extra else ["--no-encryption"]  # unencrypted by choice
-    backup_id: str = run_json("backup", "-t", f"sqlite://{db}", "-r", repo, *plain, *extra,
+    backup_id: str = run_json("backup", "-t", sqlite_url(db), "-r", repo, *plain, *extra,
                               env=env)["backup_id"]
     return backup_id
 
@@ -139,7 +140,7 @@ def test_a_manifest_lacking_an_object_is_an_integrity_error(tmp_path: Path, repo
     manifest = json.loads(path.read_text())
     manifest["objects"] = [o for o in manifest["objects"] if o["name"] != "pages"]
     path.write_text(json.dumps(manifest))
-    result = run("restore", "-r", repo, "-b", "latest", "-t", f"sqlite://{tmp_path / 'n.db'}",
+    result = run("restore", "-r", repo, "-b", "latest", "-t", sqlite_url(tmp_path / 'n.db'),
                  env=env, ok=False)
     assert result.exit_code == Exit.CORRUPT, result.output
     assert "lists no such object" in result.output and "KeyError" not in result.output
@@ -158,6 +159,7 @@ def test_messages_name_flags_not_fields(tmp_path: Path, repo: str, env: dict[str
 
 # -- full disk -----------------------------------------------------------------------------------
 
+@linux_only("a tmpfs in a user and mount namespace (util-linux unshare)")
 def test_a_full_disk_at_the_last_flush_is_the_clear_no_space_error(tmp_path: Path) -> None:
     """A small write that only fails when flushed must be reported once, as NoSpaceError."""
     assert shutil.which("unshare"), "util-linux unshare is needed for a real full disk"
@@ -194,7 +196,7 @@ def test_include_that_names_nothing_is_an_error(tmp_path: Path, repo: str,
                                                env: dict[str, str]) -> None:
     backup(tmp_path, repo, env)
     for value in ("", ",,", " , "):
-        result = run("restore", "-r", repo, "-b", "latest", "-t", f"sqlite://{tmp_path / 'x.db'}",
+        result = run("restore", "-r", repo, "-b", "latest", "-t", sqlite_url(tmp_path / 'x.db'),
                      "--include", value, "--yes", env=env, ok=False)
         assert result.exit_code == Exit.USAGE and "names no table" in result.output
         assert not (tmp_path / "x.db").exists()
@@ -204,7 +206,7 @@ def test_an_unknown_table_is_a_usage_error_that_leaves_nothing_behind(
         tmp_path: Path, repo: str, env: dict[str, str]) -> None:
     backup(tmp_path, repo, env)
     out = tmp_path / "new.db"
-    result = run("restore", "-r", repo, "-b", "latest", "-t", f"sqlite://{out}",
+    result = run("restore", "-r", repo, "-b", "latest", "-t", sqlite_url(out),
                  "--include", "t1,nope", env=env, ok=False)
     assert result.exit_code == Exit.USAGE and "no table 'nope'" in result.output
     assert "t0, t1, t2" in result.output and not out.exists()
@@ -214,7 +216,7 @@ def test_one_target_in_the_repository_implies_from(tmp_path: Path, repo: str,
                                                   env: dict[str, str]) -> None:
     backup(tmp_path, repo, env)
     out = tmp_path / "copy.db"
-    run("restore", "-r", repo, "-b", "latest", "-t", f"sqlite://{out}", env=env)
+    run("restore", "-r", repo, "-b", "latest", "-t", sqlite_url(out), env=env)
     assert dump(out) == dump(tmp_path / "app.db")
 
 
@@ -223,9 +225,9 @@ def test_a_unique_backup_id_needs_no_from_and_ambiguity_lists_targets(
     backup(tmp_path, repo, env, "app")
     other = backup(tmp_path, repo, env, "billing", rows=10)
     out = tmp_path / "copy.db"
-    run("restore", "-r", repo, "-b", other, "-t", f"sqlite://{out}", env=env)
+    run("restore", "-r", repo, "-b", other, "-t", sqlite_url(out), env=env)
     assert dump(out) == dump(tmp_path / "billing.db")
-    ambiguous = run("restore", "-r", repo, "-b", "latest", "-t", f"sqlite://{tmp_path / 'n.db'}",
+    ambiguous = run("restore", "-r", repo, "-b", "latest", "-t", sqlite_url(tmp_path / 'n.db'),
                     env=env, ok=False)
     assert ambiguous.exit_code == Exit.USAGE
     assert "app, billing" in ambiguous.output and "--from" in ambiguous.output
@@ -302,6 +304,7 @@ def test_prune_reports_what_it_deleted_freed_and_the_grace_period(
     assert "older than 60 min" in text and "deleted 0 backup(s), freed 0 B" in text
 
 
+@posix_only("SIGKILL (kill_cli_when)")
 def test_a_resumed_backup_holds_no_temporary_file(tmp_path: Path, repo: str,
                                                   env: dict[str, str]) -> None:
     """kill -9 mid-object leaves a temp file; the resumed backup replaces and removes it."""
@@ -316,7 +319,7 @@ def test_a_resumed_backup_holds_no_temporary_file(tmp_path: Path, repo: str,
                          ((os.urandom(4000),) for _ in range(5000)))  # ~20 MB
     backup_id = "20261202T120000.000000Z"
     data = tmp_path / "repo" / "app" / backup_id / "data"
-    args = ["backup", "-t", f"sqlite://{db}", "-r", repo, "-c", "gzip:9", "--chunk-size",
+    args = ["backup", "-t", sqlite_url(db), "-r", repo, "-c", "gzip:9", "--chunk-size",
             "1MiB", "--backup-id", backup_id]
     # A short lease TTL, so that the killed writer's lease expires while the resume waits for it.
     kill_cli_when(args, {**env, "SAFEHOLD_LEASE_TTL": "2"}, lambda: any(data.glob(".tmp-*")),

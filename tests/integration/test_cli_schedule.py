@@ -19,6 +19,7 @@ import pytest
 
 from safehold.cli.errors import Exit
 from safehold.cli.schedule_store import Owner, Store
+from tests.infra.portable import linux_only, posix_only, sqlite_url
 from tests.integration.cli_helpers import make_db, run, run_json
 
 
@@ -45,7 +46,7 @@ def add(tmp_path: Path, env: dict[str, str], *args: str) -> None:
     db = tmp_path / "app.db"
     if not db.exists():
         make_db(db, rows=50, tables=1)
-    run("schedule", "add", "nightly", "-t", f"sqlite://{db}", "-r", (tmp_path / "repo").as_uri(),
+    run("schedule", "add", "nightly", "-t", sqlite_url(db), "-r", (tmp_path / "repo").as_uri(),
         *args, env=at(env, "2026-12-01T12:00:00+00:00"))
 
 
@@ -170,7 +171,7 @@ def test_one_time_run_and_run_now(tmp_path: Path, env: dict[str, str]) -> None:
 
 def test_a_failing_backup_is_recorded_with_its_exit_code(tmp_path: Path,
                                                          env: dict[str, str]) -> None:
-    run("schedule", "add", "nightly", "-t", f"sqlite://{tmp_path / 'missing.db'}", "-r",
+    run("schedule", "add", "nightly", "-t", sqlite_url(tmp_path / 'missing.db'), "-r",
         (tmp_path / "repo").as_uri(), "--full", "@hourly",
         env=at(env, "2026-12-01T12:00:00+00:00"))
     result = run("daemon", "--once", env=at(env, "2026-12-01T13:00:05+00:00"), ok=False)
@@ -179,6 +180,7 @@ def test_a_failing_backup_is_recorded_with_its_exit_code(tmp_path: Path,
     assert record["outcome"] == "failure" and record["exit_code"] == result.exit_code
 
 
+@linux_only("systemd-analyze verify")
 def test_the_systemd_unit_verifies(tmp_path: Path) -> None:
     """deploy/systemd/safehold.service passes `systemd-analyze verify` (its ExecStart pointed at
     this checkout's safehold, since /usr/local/bin/safehold is not installed here)."""
@@ -244,6 +246,7 @@ def test_a_paused_schedule_records_its_slots_as_skipped(tmp_path: Path,
         ("2026-12-03", "success"), ("2026-12-02", "skipped")]
 
 
+@posix_only("SIGTERM ends the daemon with 143 (on Windows send_signal terminates it)")
 def test_the_daemon_loop_runs_a_slot_once_and_stops_on_sigterm(tmp_path: Path,
                                                                 env: dict[str, str]) -> None:
     """The real loop (no --once) in a child process, as systemd runs it: the slot runs once,
@@ -303,7 +306,7 @@ CREATE TABLE runs (schedule TEXT NOT NULL, type TEXT NOT NULL, slot TEXT NOT NUL
   outcome TEXT NOT NULL, passed_over INTEGER NOT NULL DEFAULT 0, started_at TEXT NOT NULL,
   finished_at TEXT, exit_code INTEGER, PRIMARY KEY (schedule, type, slot));""")
         conn.execute("INSERT INTO schedules VALUES (?,?,?,?,?,?,?,?,?)",
-                     ("nightly", f"sqlite://{db}", (tmp_path / "repo").as_uri(),
+                     ("nightly", sqlite_url(db), (tmp_path / "repo").as_uri(),
                       '{"full": "0 2 * * *"}', None, "run-once", None, 0,
                       "2026-12-01T12:00:00+00:00"))
         conn.execute("INSERT INTO runs (schedule, type, slot, outcome, started_at) VALUES"

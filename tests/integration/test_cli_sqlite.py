@@ -12,6 +12,7 @@ import pytest
 
 from safehold.cli.errors import Exit
 from safehold.codecs.frames import MAGIC, frame_bytes, parse_frames
+from tests.infra.portable import local_path, posix_only, sqlite_url
 from tests.integration.cli_helpers import dump, kill_cli_when, make_db, run, run_json
 
 CODECS = ["none", "gzip", "bzip2", "lz4", "zstd"]
@@ -39,7 +40,7 @@ def keyfile(tmp_path: Path, name: str) -> Path:
 
 
 def objects(repo: str, backup_id: str) -> Path:
-    return Path(repo.removeprefix("file://")) / "app" / backup_id / "data"
+    return local_path(repo) / "app" / backup_id / "data"
 
 
 @pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "aes"])
@@ -48,7 +49,7 @@ def test_backup_verify_restore_every_codec(tmp_path: Path, setup, codec: str,
                                            encrypted: bool) -> None:
     db, repo, env = setup
     key = ["--key-file", str(keyfile(tmp_path, "k"))] if encrypted else []
-    b = run_json("backup", "-t", f"sqlite://{db}", "-r", repo, "-c", codec,
+    b = run_json("backup", "-t", sqlite_url(db), "-r", repo, "-c", codec,
                  *(key or ["--no-encryption"]), env=env)
     assert b["encryption"] == ("aes-256-gcm" if encrypted else "none")
     assert b["compression"].startswith(codec)
@@ -56,14 +57,14 @@ def test_backup_verify_restore_every_codec(tmp_path: Path, setup, codec: str,
         assert b["compression_ratio"] > 2  # the rows repeat: any codec must shrink them
     assert run_json("verify", "-r", repo, *key, env=env)["ok"] is True
     out = tmp_path / "restored.db"
-    run("restore", "-r", repo, "-b", "latest", "-t", f"sqlite://{out}", "--from", "app",
+    run("restore", "-r", repo, "-b", "latest", "-t", sqlite_url(out), "--from", "app",
         *key, env=env)
     assert dump(out) == dump(db)
 
 
 def test_cat_gives_a_file_standard_tools_read(tmp_path: Path, setup) -> None:
     db, repo, env = setup
-    b = run_json("backup", "-t", f"sqlite://{db}", "-r", repo, "-c", "gzip", "--no-encryption",
+    b = run_json("backup", "-t", sqlite_url(db), "-r", repo, "-c", "gzip", "--no-encryption",
                  env=env)
     pages = run("cat", "-r", repo, "-t", "app", "-b", b["backup_id"], "pages", env=env)
     copy = tmp_path / "cat.db"
@@ -107,7 +108,7 @@ def test_tampering_is_detected_and_named(tmp_path: Path, setup, how: str,
                                          encrypted: bool) -> None:
     db, repo, env = setup
     key = ["--key-file", str(keyfile(tmp_path, "k"))] if encrypted else []
-    args = ["-t", f"sqlite://{db}", "-r", repo, "--chunk-size", "64KiB", "-c", "lz4",
+    args = ["-t", sqlite_url(db), "-r", repo, "--chunk-size", "64KiB", "-c", "lz4",
             *(key or ["--no-encryption"])]
     first = run_json("backup", *args, env=env)["backup_id"]
     with sqlite3.connect(db) as conn:
@@ -123,7 +124,7 @@ def test_tampering_is_detected_and_named(tmp_path: Path, setup, how: str,
         assert "authentication failed" in result.stdout
 
     before = dump(db)
-    restore = run("restore", "-r", repo, "-b", second, "-t", f"sqlite://{db}", "--yes", *key,
+    restore = run("restore", "-r", repo, "-b", second, "-t", sqlite_url(db), "--yes", *key,
                   env=env, ok=False)
     assert restore.exit_code == Exit.CORRUPT, restore.output
     assert f"backup {second}, object 'pages'" in restore.output
@@ -133,7 +134,7 @@ def test_tampering_is_detected_and_named(tmp_path: Path, setup, how: str,
 def test_manifest_edit_is_detected_when_encrypted(tmp_path: Path, setup) -> None:
     db, repo, env = setup
     key = ["--key-file", str(keyfile(tmp_path, "k"))]
-    b = run_json("backup", "-t", f"sqlite://{db}", "-r", repo, *key, env=env)
+    b = run_json("backup", "-t", sqlite_url(db), "-r", repo, *key, env=env)
     manifest = objects(repo, b["backup_id"]).parent / "manifest.json"
     body = json.loads(manifest.read_text())
     body["include"] = ["t0"]  # a plausible edit: restore would silently skip tables
@@ -145,8 +146,8 @@ def test_manifest_edit_is_detected_when_encrypted(tmp_path: Path, setup) -> None
 def test_wrong_or_missing_key_is_a_clear_error(tmp_path: Path, setup) -> None:
     db, repo, env = setup
     good, bad = keyfile(tmp_path, "good"), keyfile(tmp_path, "bad")
-    run("backup", "-t", f"sqlite://{db}", "-r", repo, "--key-file", str(good), env=env)
-    out = f"sqlite://{tmp_path / 'x.db'}"
+    run("backup", "-t", sqlite_url(db), "-r", repo, "--key-file", str(good), env=env)
+    out = sqlite_url(tmp_path / 'x.db')
     missing = run("restore", "-r", repo, "-b", "latest", "-t", out, "--from", "app", env=env,
                   ok=False)
     assert missing.exit_code == Exit.KEY and "encrypted" in missing.output
@@ -159,9 +160,9 @@ def test_wrong_or_missing_key_is_a_clear_error(tmp_path: Path, setup) -> None:
 def test_passphrase_mode(tmp_path: Path, setup) -> None:
     db, repo, env = setup
     env["SAFEHOLD_PASSPHRASE"] = "correct horse battery staple"
-    run("backup", "-t", f"sqlite://{db}", "-r", repo, env=env)
+    run("backup", "-t", sqlite_url(db), "-r", repo, env=env)
     out = tmp_path / "p.db"
-    run("restore", "-r", repo, "-b", "latest", "-t", f"sqlite://{out}", "--from", "app", env=env)
+    run("restore", "-r", repo, "-b", "latest", "-t", sqlite_url(out), "--from", "app", env=env)
     assert dump(out) == dump(db)
     env["SAFEHOLD_PASSPHRASE"] = "wrong"
     result = run("verify", "-r", repo, env=env, ok=False)
@@ -171,13 +172,13 @@ def test_passphrase_mode(tmp_path: Path, setup) -> None:
 def test_key_rotation_retires_the_old_key(tmp_path: Path, setup) -> None:
     db, repo, env = setup
     old, new = keyfile(tmp_path, "old"), keyfile(tmp_path, "new")
-    ids = [run_json("backup", "-t", f"sqlite://{db}", "-r", repo, "--key-file", str(old),
+    ids = [run_json("backup", "-t", sqlite_url(db), "-r", repo, "--key-file", str(old),
                     env=env)["backup_id"] for _ in range(2)]
     stored_before = {p: p.read_bytes() for p in objects(repo, ids[0]).iterdir()}
     rot = run_json("keys", "rotate", "-r", repo, "--new-key-file", str(new), "--key-file",
                    str(old), env=env)
     assert rot["rewrapped"] == 2
-    retired = run("backup", "-t", f"sqlite://{db}", "-r", repo, "--key-file", str(old), env=env,
+    retired = run("backup", "-t", sqlite_url(db), "-r", repo, "--key-file", str(old), env=env,
                   ok=False)
     assert retired.exit_code == Exit.KEY and "retired" in retired.output
     # no data was re-encrypted
@@ -186,7 +187,7 @@ def test_key_rotation_retires_the_old_key(tmp_path: Path, setup) -> None:
     assert run_json("verify", "-r", repo, "--key-file", str(new), env=env)["ok"]
     for backup_id in ids:
         out = tmp_path / f"{backup_id}.db"
-        run("restore", "-r", repo, "-b", backup_id, "-t", f"sqlite://{out}", "--from", "app",
+        run("restore", "-r", repo, "-b", backup_id, "-t", sqlite_url(out), "--from", "app",
             "--key-file", str(new), env=env)
         assert dump(out) == dump(db)
     listed = run_json("keys", "list", "-r", repo, env=env)["keys"]
@@ -203,7 +204,7 @@ def test_chain_full_incr_incr_diff_restores_each_point(tmp_path: Path, setup) ->
                 conn.execute("UPDATE t1 SET name = ? WHERE id BETWEEN ? AND ?",
                              (f"step {step}", step * 100, step * 100 + 50))
                 conn.execute("INSERT INTO t2 (name) VALUES (?)", (f"new {step}",))
-        b = run_json("backup", "-t", f"sqlite://{db}", "-r", repo, "--no-encryption",
+        b = run_json("backup", "-t", sqlite_url(db), "-r", repo, "--no-encryption",
                      "--type", kind, env=env)
         assert b["type"] == kind
         pages = run_json("show", "-r", repo, "-t", "app", "-b", b["backup_id"], env=env)
@@ -218,17 +219,17 @@ def test_chain_full_incr_incr_diff_restores_each_point(tmp_path: Path, setup) ->
         == [p[0] for p in points[:3]]
     for backup_id, expected, _ in points:
         out = tmp_path / f"r-{backup_id}.db"
-        run("restore", "-r", repo, "-b", backup_id, "-t", f"sqlite://{out}", "--from", "app",
+        run("restore", "-r", repo, "-b", backup_id, "-t", sqlite_url(out), "--from", "app",
             env=env)
         assert dump(out) == expected
 
 
 def test_prune_dry_run_then_prune(tmp_path: Path, setup) -> None:
     db, repo, env = setup
-    ids = [run_json("backup", "-t", f"sqlite://{db}", "-r", repo, "--no-encryption",
+    ids = [run_json("backup", "-t", sqlite_url(db), "-r", repo, "--no-encryption",
                     env=env)["backup_id"]
            for _ in range(3)]
-    ids.append(run_json("backup", "-t", f"sqlite://{db}", "-r", repo, "--type", "incremental",
+    ids.append(run_json("backup", "-t", sqlite_url(db), "-r", repo, "--type", "incremental",
                         "--no-encryption",
                         env=env)["backup_id"])
     dry = run_json("prune", "-r", repo, "-t", "app", "--keep-last", "1", "--dry-run", env=env)
@@ -248,15 +249,15 @@ def test_free_space_is_checked_before_a_backup_starts(tmp_path: Path, setup,
 
     db, repo, env = setup
     monkeypatch.setattr(LocalStorage, "free_space", lambda self: 1024)  # inject a full disk
-    result = run("backup", "-t", f"sqlite://{db}", "-r", repo, "--no-encryption", env=env, ok=False)
+    result = run("backup", "-t", sqlite_url(db), "-r", repo, "--no-encryption", env=env, ok=False)
     assert result.exit_code == Exit.STORAGE and "MiB free" in result.output
     assert run_json("list", "-r", repo, env=env) == []
 
 
 def test_restore_over_existing_needs_yes_off_a_terminal(setup) -> None:
     db, repo, env = setup
-    run("backup", "-t", f"sqlite://{db}", "-r", repo, "--no-encryption", env=env)
-    result = run("restore", "-r", repo, "-b", "latest", "-t", f"sqlite://{db}", env=env, ok=False)
+    run("backup", "-t", sqlite_url(db), "-r", repo, "--no-encryption", env=env)
+    result = run("restore", "-r", repo, "-b", "latest", "-t", sqlite_url(db), env=env, ok=False)
     assert result.exit_code == Exit.ABORTED and "--yes" in result.output
 
 
@@ -267,12 +268,13 @@ def _big_db(path: Path) -> None:
                          ((os.urandom(4000),) for _ in range(15000)))  # ~60 MB
 
 
+@posix_only("SIGKILL (kill_cli_when)")
 def test_kill_9_during_backup_leaves_no_backup(tmp_path: Path, env: dict[str, str]) -> None:
     db = tmp_path / "app.db"
     _big_db(db)
     repo = (tmp_path / "repo").as_uri()
     data = tmp_path / "repo" / "app"
-    kill_cli_when(["backup", "-t", f"sqlite://{db}", "-r", repo, "-c", "bzip2:9", "--no-encryption",
+    kill_cli_when(["backup", "-t", sqlite_url(db), "-r", repo, "-c", "bzip2:9", "--no-encryption",
                    "--chunk-size", "1MiB"], env, lambda: any(data.glob("*/data/*")), timeout=60)
     assert any(data.iterdir()), "the killed backup had started writing"
     listed = run_json("list", "-r", repo, env=env)
@@ -281,16 +283,17 @@ def test_kill_9_during_backup_leaves_no_backup(tmp_path: Path, env: dict[str, st
     assert run_json("list", "-r", repo, env=env) == []
 
 
+@posix_only("SIGKILL (kill_cli_when)")
 def test_kill_9_during_restore_keeps_the_old_database(tmp_path: Path,
                                                       env: dict[str, str]) -> None:
     db = tmp_path / "app.db"
     _big_db(db)
     repo = (tmp_path / "repo").as_uri()
-    run("backup", "-t", f"sqlite://{db}", "-r", repo, "--no-encryption", "-c", "bzip2:9", env=env)
+    run("backup", "-t", sqlite_url(db), "-r", repo, "--no-encryption", "-c", "bzip2:9", env=env)
     target = tmp_path / "live.db"
     make_db(target, rows=100)
     before = dump(target)
-    kill_cli_when(["restore", "-r", repo, "-b", "latest", "-t", f"sqlite://{target}",
+    kill_cli_when(["restore", "-r", repo, "-b", "latest", "-t", sqlite_url(target),
                    "--from", "app", "--yes"], env,
                   lambda: bool(list(tmp_path.glob(".live.db*"))), timeout=60, poll=0.01)
     assert dump(target) == before
@@ -300,23 +303,23 @@ def test_kill_9_during_restore_keeps_the_old_database(tmp_path: Path,
 def test_interactive_restore_walks_through_backup_tables_and_confirmation(
         tmp_path: Path, setup) -> None:
     db, repo, env = setup
-    first = run_json("backup", "-t", f"sqlite://{db}", "-r", repo, "--no-encryption",
+    first = run_json("backup", "-t", sqlite_url(db), "-r", repo, "--no-encryption",
                      env=env)["backup_id"]
     with sqlite3.connect(db) as conn:
         conn.execute("DELETE FROM t0")
-    run_json("backup", "-t", f"sqlite://{db}", "-r", repo, "--type", "incremental",
+    run_json("backup", "-t", sqlite_url(db), "-r", repo, "--type", "incremental",
              "--no-encryption", env=env)
     out = tmp_path / "picked.db"
     make_db(out, rows=1)
     # choose the older backup (2nd in the newest-first list), one table, then decline
-    declined = run("restore", "-i", "-r", repo, "-t", f"sqlite://{out}", "--from", "app",
+    declined = run("restore", "-i", "-r", repo, "-t", sqlite_url(out), "--from", "app",
                    env=env, input="2\nt0\nn\n", ok=False)
     assert declined.exit_code == Exit.ABORTED
     assert first in declined.output and "Tables:" in declined.output
     assert "  t0 " in declined.output and "pages" not in declined.output
     with sqlite3.connect(out) as conn:
         assert conn.execute("SELECT count(*) FROM t0").fetchone()[0] == 1
-    run("restore", "-i", "-r", repo, "-t", f"sqlite://{out}", "--from", "app", env=env,
+    run("restore", "-i", "-r", repo, "-t", sqlite_url(out), "--from", "app", env=env,
         input="2\nt0\ny\n")
     with sqlite3.connect(out) as conn:
         assert conn.execute("SELECT count(*) FROM t0").fetchone()[0] == 2000  # from `first`

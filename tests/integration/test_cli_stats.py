@@ -11,6 +11,7 @@ import pytest
 from safehold.cli.errors import Exit
 from safehold.cli.stats_cmds import BARS, bottleneck_history, sparkline
 from safehold.pipeline.profile import BACKUP_STAGES
+from tests.infra.portable import local_path, sqlite_url
 from tests.integration.cli_helpers import make_db, run, run_json
 
 
@@ -25,7 +26,7 @@ def backups(tmp_path: Path, env: dict[str, str], name: str, count: int) -> tuple
     db = tmp_path / f"{name}.db"
     make_db(db)
     repo = (tmp_path / "repo").as_uri()
-    ids = [run_json("backup", "-t", f"sqlite://{db}", "-r", repo, "--name", name,
+    ids = [run_json("backup", "-t", sqlite_url(db), "-r", repo, "--name", name,
                     "--no-encryption", env=env)["backup_id"] for _ in range(count)]
     return repo, ids
 
@@ -33,7 +34,7 @@ def backups(tmp_path: Path, env: dict[str, str], name: str, count: int) -> tuple
 def stretch(repo: str, target: str, backup_id: str, seconds: float) -> None:
     """Make a real backup's recorded duration ``seconds`` long (its manifest is unencrypted, so
     unsigned): durations of real runs are not under a test's control."""
-    path = Path(repo.removeprefix("file://")) / target / backup_id / "manifest.json"
+    path = local_path(repo) / target / backup_id / "manifest.json"
     manifest = json.loads(path.read_text())
     started = datetime.fromisoformat(manifest["started_at"])
     manifest["finished_at"] = (started + timedelta(seconds=seconds)).isoformat()
@@ -78,7 +79,7 @@ def test_stats_per_target_with_a_regressed_run(tmp_path: Path, env: dict[str, st
 
 def test_since_leaves_out_older_backups(tmp_path: Path, env: dict[str, str]) -> None:
     repo, ids = backups(tmp_path, env, "app", 2)
-    path = Path(repo.removeprefix("file://")) / "app" / ids[0] / "manifest.json"
+    path = local_path(repo) / "app" / ids[0] / "manifest.json"
     manifest = json.loads(path.read_text())
     for key in ("started_at", "finished_at"):  # the first backup ran 40 days ago
         manifest[key] = (datetime.fromisoformat(manifest[key]) - timedelta(days=40)).isoformat()
@@ -130,7 +131,7 @@ def test_bottleneck_history_folds_repeats_oldest_first() -> None:
 
 def test_a_damaged_manifest_is_left_out_and_said(tmp_path: Path, env: dict[str, str]) -> None:
     repo, ids = backups(tmp_path, env, "app", 2)
-    (Path(repo.removeprefix("file://")) / "app" / ids[0] / "manifest.json").write_text("{")
+    (local_path(repo) / "app" / ids[0] / "manifest.json").write_text("{")
     result = run("stats", "-r", repo, "-o", "json", env=env)
     target = json.loads(result.stdout)["targets"][0]
     assert (target["count"], target["damaged"]) == (1, 1)

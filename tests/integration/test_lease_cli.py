@@ -21,6 +21,7 @@ import pytest
 
 from safehold.cli.errors import Exit
 from safehold.repository.lease import LeaseRecord
+from tests.infra.portable import posix_only, sqlite_url
 from tests.integration.cli_helpers import make_db, run, run_json
 
 ID_A = "20270115T080000.000000Z"
@@ -90,7 +91,7 @@ def wait_for_lease(repo: Path, proc: subprocess.Popen[str]) -> LeaseRecord:
 
 
 def backup_args(db: Path, repo: Path, *extra: str) -> list[str]:
-    return ["backup", "-t", f"sqlite://{db}", "-r", repo.as_uri(), *extra]
+    return ["backup", "-t", sqlite_url(db), "-r", repo.as_uri(), *extra]
 
 
 def test_a_second_writer_fails_naming_the_holder_or_waits_and_succeeds(setup) -> None:
@@ -141,6 +142,7 @@ def complete_backups(repo: Path, env: dict[str, str]) -> list[str]:
     return sorted(r["backup_id"] for r in rows if r["type"] != "incomplete")
 
 
+@posix_only("SIGKILL of the lease holder")
 def test_a_killed_holders_lease_expires_and_the_next_backup_takes_over(setup) -> None:
     db, repo, env = setup
     short = {**env, "SAFEHOLD_LEASE_TTL": "3"}
@@ -164,6 +166,7 @@ def test_a_killed_holders_lease_expires_and_the_next_backup_takes_over(setup) ->
     assert complete_backups(repo, env) == [ID_B]
 
 
+@posix_only("SIGSTOP and SIGCONT freeze and resume the holder")
 def test_a_backup_that_loses_its_lease_stops_before_its_manifest(setup) -> None:
     """A holder frozen past its TTL (SIGSTOP: a paused VM or a stalled node) finds, once it
     runs again, that its lease was taken over; it exits 11 without writing a manifest."""
@@ -203,7 +206,7 @@ def test_writers_of_different_targets_do_not_wait_for_each_other(setup, tmp_path
 
 def test_key_rotation_waits_for_every_target(setup, tmp_path: Path) -> None:
     db, repo, env = setup
-    run("backup", "-t", f"sqlite://{db}", "-r", repo.as_uri(), env=env)
+    run("backup", "-t", sqlite_url(db), "-r", repo.as_uri(), env=env)
     new_key = tmp_path / "new-key"
     run("keys", "generate", "--out", str(new_key))
     with database_locked(db):
@@ -228,7 +231,7 @@ def test_runner_jobs_take_the_same_lease(setup, tmp_path: Path) -> None:
     runner = Runner(tmp_path, {})
     task = {"kind": "backup", "target": "app", "type": "full", "backupId": ID_B,
             "repository": {"url": repo.as_uri()},
-            "database": {"engine": "sqlite", "url": f"sqlite://{db}"},
+            "database": {"engine": "sqlite", "url": sqlite_url(db)},
             "encryption": {"mode": "keys", "keyDir": str(key_dir(tmp_path / "keys", "k1"))}}
     with database_locked(db):
         cli = safehold(*backup_args(db, repo, "--backup-id", ID_A), env=env)

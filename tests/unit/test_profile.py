@@ -95,7 +95,7 @@ def test_slow_compression_is_named_and_the_reader_waits_for_the_pool() -> None:
 
 
 def _repo(tmp_path: Path) -> Repository:
-    return Repository(open_storage(f"file://{tmp_path / 'repo'}"))
+    return Repository(open_storage((tmp_path / "repo").as_uri()))
 
 
 def test_writer_counts_the_storage_time_apart(tmp_path: Path, monkeypatch) -> None:

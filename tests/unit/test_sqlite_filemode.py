@@ -16,6 +16,7 @@ from safehold.api.errors import UsageError
 from safehold.engines.base import RestoreRequest
 from safehold.engines.sqlite import SQLiteEngine
 from safehold.engines.sqlite import engine as sqlite_engine
+from tests.infra.portable import posix_only
 from tests.unit.test_sqlite_engine import (
     SCHEMA,
     MemoryRepo,
@@ -25,6 +26,8 @@ from tests.unit.test_sqlite_engine import (
     leftovers,
     make_items_db,
 )
+
+pytestmark = posix_only("mode bits (Windows keeps only the read-only flag)")
 
 
 def mode(path: Path) -> int:

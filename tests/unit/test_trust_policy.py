@@ -24,6 +24,7 @@ from safehold.repository.policy import (
 )
 from safehold.repository.repo import Repository
 from safehold.storage.base import open_storage
+from tests.infra.portable import sqlite_url
 from tests.integration.cli_helpers import dump, make_db
 
 
@@ -45,7 +46,7 @@ def db(tmp_path: Path) -> Path:
 
 
 def backup(db: Path, repo: Repository, kek: crypto.Kek | None, **options: object) -> Manifest:
-    return run_backup(open_engine(f"sqlite://{db}"), repo,
+    return run_backup(open_engine(sqlite_url(db)), repo,
                       BackupOptions(target="orders", **options), kek)  # type: ignore[arg-type]
 
 
@@ -127,7 +128,7 @@ def test_format_1_repositories_are_read_with_a_warning_and_upgraded_on_the_next_
     assert legacy.format == 1
     out = tmp_path / "restored.db"
     with caplog.at_level(logging.WARNING):
-        run_restore(open_engine(f"sqlite://{out}"), repo, legacy, [kek])
+        run_restore(open_engine(sqlite_url(out)), repo, legacy, [kek])
     assert dump(out) == dump(db)
     assert "format-1 manifest" in caplog.text
     # the next backup gives the repository its id and the target its record, from the evidence
@@ -161,7 +162,7 @@ def test_rotation_re_signs_an_unencrypted_targets_policy(
     policy = read_policy(repo, "orders")
     assert policy is not None and policy.mac_key_id == new.key_id and policy.verified_by([new])
     out = tmp_path / "restored.db"  # the new key alone reads the unencrypted target
-    run_restore(open_engine(f"sqlite://{out}"), repo, repo.resolve("orders", "latest"), [new])
+    run_restore(open_engine(sqlite_url(out)), repo, repo.resolve("orders", "latest"), [new])
     assert dump(out) == dump(db)
     with pytest.raises(RepositoryTampered, match="not authenticated"):
         DataKeys(repo, [kek]).for_backup(repo.resolve("orders", "latest"))
