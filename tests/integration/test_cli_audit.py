@@ -12,11 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from safehold.cli.errors import Exit
+from safehold.cli.main import cli
+from safehold.codecs import crypto
+from safehold.pipeline.logarchive import LogArchive
+from safehold.pipeline.walarchive import ArchiveSink
 from safehold.repository.audit import record_hash
+from safehold.repository.repo import Repository
+from safehold.storage.local import LocalStorage
 from tests.infra.objectstores import MotoS3
 from tests.integration.cli_helpers import make_db, run, run_json
+from tests.unit.test_wal_archive import segment as wal_segment
 
 
 @pytest.fixture
@@ -58,13 +66,15 @@ def test_events_reach_both_copies_and_verify(tmp_path: Path, env: dict[str, str]
     heads = scenario(tmp_path, env, f"file://{repo}")
     local = records(tmp_path / "audit.jsonl")
     actions = [r["action"] for r in local]
-    assert actions == ["key.generated", "key.generated", "restore", "key.used", "key.rotated",
+    # the key is recorded when it unwraps the data key, before the restore completes
+    assert actions == ["key.generated", "key.generated", "key.used", "restore", "key.rotated",
                        "key.retired", "delete", "prune"]
-    restore = local[2]
+    restore = local[3]
     assert restore["outcome"] == "success" and restore["what"]["target"].endswith("copy.db")
     assert set(restore["who"]) >= {"user", "host", "pid"} and restore["time"].endswith("Z")
     assert restore["where"]["repository"] == f"file://{repo}"
-    assert local[3]["what"]["key_id"] == restore["what"]["key_ids"][0]
+    assert local[2]["what"] == {"key_id": restore["what"]["key_ids"][0], "purpose": "restore",
+                                "target": "app", "backup_id": restore["what"]["backup_id"]}
     assert heads["local"] == local[-1]["hash"]
     # the repository holds the events that concern it, chained on their own
     stored = sorted((repo / "_audit").glob("0*.json"))
@@ -172,6 +182,63 @@ def test_refused_tamper_and_wrong_keys_are_audited(tmp_path: Path, env: dict[str
     in_repo = [json.loads(p.read_text()) for p in sorted((repo / "_audit").glob("0*.json"))]
     assert [r["action"] for r in in_repo] == ["auth.failure", "tamper.refused"]
     assert verify(env).exit_code == 0
+
+
+def test_every_read_that_unwraps_a_data_key_records_key_used(tmp_path: Path,
+                                                             env: dict[str, str]) -> None:
+    """`cat`, `verify` and `wal fetch` decrypt: each run records `key.used` once per key, however
+    many backups, objects and log segments it opened, in both copies."""
+    db, repo_dir = tmp_path / "app.db", tmp_path / "repo"
+    repo = f"file://{repo_dir}"
+    make_db(db, rows=100)
+    key = tmp_path / "k"
+    run("keys", "generate", "--out", str(key), env=env)
+    keyed = {**env, "SAFEHOLD_KEY_FILE": str(key)}
+    ids = [run_json("backup", "-t", f"sqlite://{db}", "-r", repo, env=keyed)["backup_id"]
+           for _ in range(2)]
+    kek = crypto.load_key_file(key)
+    sink = ArchiveSink(LogArchive(Repository(LocalStorage(repo_dir)), "pg", kek=kek))
+    for n in (3, 4):  # WAL segments as `wal stream` stores them
+        sink.put(wal_segment(n))
+    path = tmp_path / "audit.jsonl"
+    before = len(records(path))
+    assert [r["action"] for r in records(path)] == ["key.generated"]  # backups use no key
+
+    obj = run_json("show", "-r", repo, "-t", "app", "-b", ids[0], env=keyed)["objects"][0]
+    assert len(records(path)) == before  # show reads manifests only
+    cat = CliRunner().invoke(cli, ["cat", "-r", repo, "-t", "app", "-b", ids[0], obj["name"]],
+                             env=keyed)
+    assert cat.exit_code == 0 and len(cat.stdout_bytes) == obj["raw_size"]
+    verified = run_json("verify", "-r", repo, env=keyed)
+    assert verified["ok"] and verified["backups"] == 2 and verified["checked"] > 4
+    dest = tmp_path / "RECOVERYXLOG"
+    run("wal", "fetch", "-r", repo, "--name", "pg", wal_segment(4).name, str(dest), env=keyed)
+    assert dest.read_bytes() == wal_segment(4).data
+
+    new = records(path)[before:]
+    assert [(r["action"], r["outcome"], r["what"]["purpose"]) for r in new] == [
+        ("key.used", "success", "cat"), ("key.used", "success", "verify"),
+        ("key.used", "success", "wal fetch")]
+    assert {r["what"]["key_id"] for r in new} == {kek.key_id}
+    assert new[0]["what"]["backup_id"] == ids[0] and new[0]["what"]["target"] == "app"
+    assert new[1]["what"]["backup_id"] == ids[0]  # the first data key the verify unwrapped
+    assert new[2]["what"] == {"key_id": kek.key_id, "purpose": "wal fetch", "target": "pg",
+                              "segment": f"pg/wal/00000001/{wal_segment(4).name}"}
+    for r in new:
+        assert set(r["who"]) >= {"user", "host", "pid"} and r["time"].endswith("Z")
+        assert r["where"]["repository"] == repo and r["where"]["command"]
+    assert verified["audit_head"]["local"] == new[1]["hash"]
+    stored = [json.loads(p.read_text()) for p in sorted((repo_dir / "_audit").glob("0*.json"))]
+    assert [(r["action"], r["what"]["purpose"]) for r in stored] == [
+        ("key.used", "cat"), ("key.used", "verify"), ("key.used", "wal fetch")]
+    assert verified["audit_head"]["repository"] == stored[1]["hash"]
+
+    # a failed unwrap is no use: a wrong key is an auth.failure, and no key.used
+    other = tmp_path / "other"
+    run("keys", "generate", "--out", str(other), env=env)
+    wrong = run("verify", "-r", repo, env={**env, "SAFEHOLD_KEY_FILE": str(other)}, ok=False)
+    assert wrong.exit_code != 0
+    assert "key.used" not in [r["action"] for r in records(path)[before + 4:]]
 
 
 WRITER = """

@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -179,12 +180,13 @@ def heads(run: runlog.Run) -> dict[str, str | None]:
     return found
 
 
-__all__ = ["default_file", "event", "heads", "local_records", "record", "record_hash",
-           "record_restore", "record_task"]
+__all__ = ["default_file", "event", "heads", "key_used", "local_records", "record",
+           "record_hash", "record_restore", "record_task"]
 
 
 def record_restore(repository: Any, chain: Any, **what: Any) -> None:
-    """A completed restore, and each key that unwrapped one of its data keys (``key.used``)."""
+    """A completed restore (the keys that unwrapped its data keys were recorded as
+    ``key.used`` when they did, by :func:`key_used`)."""
     from safehold.pipeline.keys import read_wrapped_key
 
     key_ids = sorted({read_wrapped_key(repository, m.target, m.backup_id).key_id
@@ -192,8 +194,24 @@ def record_restore(repository: Any, chain: Any, **what: Any) -> None:
     backup_id = chain[-1].backup_id if chain else None
     record("restore", backup_id=backup_id, chain=[m.backup_id for m in chain],
            key_ids=key_ids, **what)
-    for key_id in key_ids:
-        record("key.used", key_id=key_id, purpose="restore", backup_id=backup_id)
+
+
+_KEYS_USED_LOCK = threading.Lock()
+
+
+def key_used(key_id: str, facts: dict[str, Any]) -> None:
+    """A key unwrapped a data key to read (``safehold.pipeline.keyuse``): ``key.used``, once
+    per run and key, naming the command and the first backup or log segment it opened. A
+    ``run-task`` records them with the task's other events (:func:`record_task`)."""
+    run = runlog.current()
+    if run is None or run.informational:
+        return
+    with _KEYS_USED_LOCK:  # object readers run in worker threads
+        if key_id in run.keys_used:
+            return
+        run.keys_used[key_id] = facts
+    if run.command != "run-task":
+        record("key.used", key_id=key_id, purpose=run.command, **facts)
 
 
 def record_task(task: Any, result: Any) -> dict[str, str]:
@@ -220,10 +238,6 @@ def record_task(task: Any, result: Any) -> dict[str, str]:
         events.append(("restore", "success" if result.ok else "failure",
                        {"target": result.target or task.source, "backup_id": result.backup_id,
                         "chain": result.chain or None, **error}))
-        if result.ok and result.key_id:
-            events.append(("key.used", "success", {"key_id": result.key_id,
-                                                   "purpose": "restore",
-                                                   "backup_id": result.backup_id}))
     elif task.kind == "delete":
         events += [("delete", "success", {"target": task.target, "backup_id": backup_id,
                                           "by": "run-task"}) for backup_id in result.deleted]
@@ -234,6 +248,8 @@ def record_task(task: Any, result: Any) -> dict[str, str]:
                        {"key_id": result.active_key_id, "rewrapped": result.rewrapped, **error}))
         events += [("key.retired", "success", {"key_id": key_id})
                    for key_id in result.retired_key_ids if result.ok]
+    events += [("key.used", "success", {"key_id": key_id, "purpose": f"run-task {task.kind}",
+                                        **facts}) for key_id, facts in run.keys_used.items()]
     if not events:
         return {}
     try:

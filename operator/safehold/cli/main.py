@@ -17,6 +17,7 @@ from safehold.cli import runlog
 from safehold.cli.config import LogConfig, load
 from safehold.cli.errors import EXIT_CODES_HELP, Exit, Terminated, report_for
 from safehold.cli.logsetup import FORMATS, LEVELS, parse_rotation, setup_logging
+from safehold.pipeline import keyuse
 
 # Options of the whole program, accepted before or after the subcommand: `safehold list -r R
 # --output json` and `safehold --output json list -r R` mean the same.
@@ -100,6 +101,13 @@ def audit_failure(run: runlog.Run, exc: BaseException) -> None:
         audit.record(_AUDITED_FAILURES[run.command], "failure", **error)
 
 
+def _key_used(key_id: str, facts: dict[str, Any]) -> None:
+    """The pipeline unwrapped a data key to read: the audit log's ``key.used``."""
+    from safehold.cli import audit
+
+    audit.key_used(key_id, facts)
+
+
 def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated()
 
@@ -125,6 +133,7 @@ class SafeholdGroup(click.Group):
         argv = hoist_global_options(list(sys.argv[1:] if args is None else args))
         output = wanted_output(argv)
         run = runlog.begin(command_of(argv), argv)
+        keyuse.listen(_key_used)
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, _raise_terminated)

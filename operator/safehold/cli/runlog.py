@@ -35,6 +35,7 @@ class Run:
     audit_repository: bool = True
     audit_heads: dict[str, str] = field(default_factory=dict)
     audited: bool = False
+    keys_used: dict[str, dict[str, Any]] = field(default_factory=dict)  # key id -> first read
     informational: bool = False  # --help or --version: nothing runs, nothing is logged
 
 
