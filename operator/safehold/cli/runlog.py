@@ -62,9 +62,16 @@ def current() -> Run | None:
     return _current
 
 
+OUTCOMES = ("success", "partial", "failure")
+
+
 def outcome(code: int, run: Run) -> str:
-    """success; partial: a result was reported but some of it failed (e.g. a damaged backup
-    beside healthy ones); failure: no result."""
+    """The result's own ``status`` when it states one (a multi-database backup: every database
+    failed is a failure, though it reports each); else success; partial: a result was reported
+    but some of it failed (e.g. a damaged backup beside healthy ones); failure: no result."""
+    status = run.result.get("status") if isinstance(run.result, dict) else None
+    if status in OUTCOMES:
+        return str(status)
     if code == 0:
         return "success"
     return "partial" if run.result is not None else "failure"
