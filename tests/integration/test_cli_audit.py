@@ -81,7 +81,7 @@ def test_events_reach_both_copies_and_verify(tmp_path: Path, env: dict[str, str]
     assert [json.loads(p.read_text())["action"] for p in stored] == actions[2:]
     assert heads["repository"] == json.loads(stored[-1].read_text())["hash"]
     # `_audit` is no target
-    assert run_json("list", "-r", f"file://{repo}", env=env)
+    assert run_json("list", "-r", f"file://{repo}", env=env)["backups"]
     assert "_audit" not in run("list", "-r", f"file://{repo}", env=env).stdout
     ok = json.loads(verify(env, "--head", heads["local"], "-o", "json").stdout)
     assert ok["ok"] and ok["records"] == 8 and ok["expected_head_found"]
@@ -239,6 +239,57 @@ def test_every_read_that_unwraps_a_data_key_records_key_used(tmp_path: Path,
     wrong = run("verify", "-r", repo, env={**env, "SAFEHOLD_KEY_FILE": str(other)}, ok=False)
     assert wrong.exit_code != 0
     assert "key.used" not in [r["action"] for r in records(path)[before + 4:]]
+
+
+def test_every_result_of_a_command_that_opens_a_repository_carries_the_audit_head(
+        tmp_path: Path, env: dict[str, str]) -> None:
+    """A plain backup, list, show, stats, verify, cat, prune and an error print the latest
+    hashes (JSON: `audit_head`; text: stderr), whether or not they recorded an event; a history
+    cut short afterwards is detected against any of them."""
+    db, repo_dir = tmp_path / "app.db", tmp_path / "repo"
+    repo = f"file://{repo_dir}"
+    make_db(db, rows=100)
+    key = tmp_path / "k"
+    run("keys", "generate", "--out", str(key), env=env)
+    keyed = {**env, "SAFEHOLD_KEY_FILE": str(key)}
+    backup_id = run_json("backup", "-t", f"sqlite://{db}", "-r", repo, env=keyed)["backup_id"]
+    run("verify", "-r", repo, env=keyed)  # key.used: the repository's log has a record now
+
+    def heads() -> dict[str, str]:
+        newest = sorted((repo_dir / "_audit").glob("0*.json"))[-1]
+        return {"local": records(tmp_path / "audit.jsonl")[-1]["hash"],
+                "repository": json.loads(newest.read_text())["hash"]}
+
+    def lines() -> str:
+        return "".join(f"audit head ({k}): {v}\n" for k, v in sorted(heads().items()))
+
+    before = heads()
+    plain = run("backup", "-t", f"sqlite://{db}", "-r", repo, env=keyed)  # records nothing
+    assert heads() == before and plain.stderr.endswith(lines()), plain.stderr
+    listed = run_json("list", "-r", repo, env=env)
+    assert listed["audit_head"] == before and len(listed["backups"]) == 2
+    for args in (["list"], ["show", "-t", "app"], ["stats"], ["verify"],
+                 ["cat", "-t", "app", "-b", backup_id, "pagemap"],
+                 ["prune", "-t", "app", "--keep-last", "5"]):
+        result = run(*args, "-r", repo, env=keyed)
+        assert result.stderr.endswith(lines()), (args, result.stderr)
+        if args[0] != "cat":  # stdout is the object
+            doc = json.loads(run(*args, "-r", repo, "-o", "json", env=keyed).stdout)
+            assert doc["audit_head"] == heads(), args
+    error = run("show", "-r", repo, "-t", "app", "-b", "20000101T000000.000000Z", "-o", "json",
+                env=env, ok=False)
+    assert error.exit_code == Exit.NOT_FOUND
+    last = json.loads(error.stdout)["audit_head"]
+    assert last == heads()
+    assert run("show", "-r", repo, "-t", "nosuch", env=env, ok=False).stderr.endswith(lines())
+    assert "audit head" not in run("config", "show", env=env).stderr  # no repository
+
+    # the repository's newest records removed: the head the last (failed) run printed tells
+    for path in sorted((repo_dir / "_audit").glob("0*.json"))[1:]:
+        path.unlink()
+    assert verify(env, "-r", repo, "--head", listed["audit_head"]["repository"]).exit_code == 0
+    bad = verify(env, "-r", repo, "--head", last["repository"])
+    assert bad.exit_code == Exit.CORRUPT and "cut short" in bad.output
 
 
 WRITER = """

@@ -106,7 +106,7 @@ def test_pg_all_databases_are_one_backup_each_plus_the_roles(
     assert all(d["status"] == "completed" and d["target"] == f"srv@{d['database']}"
                for d in result["databases"])
     assert result["globals"]["target"] == "srv@~globals"
-    listed = json.loads(run("list", "-r", repo, "-o", "json", env=env).stdout)
+    listed = json.loads(run("list", "-r", repo, "-o", "json", env=env).stdout)["backups"]
     assert {b["target"] for b in listed} == {"srv@alpha", "srv@beta", "srv@gamma",
                                             "srv@postgres", "srv@~globals"}
     manifest = json.loads(next((tmp_path / "repo" / "srv@beta").glob("*/manifest.json"))

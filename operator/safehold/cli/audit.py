@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import click
 import platformdirs
 from filelock import FileLock, Timeout
 
@@ -167,7 +168,8 @@ def record(action: str, outcome: str = "success", *, _local: bool = True, **what
 
 
 def heads(run: runlog.Run) -> dict[str, str | None]:
-    """The latest hashes a run's result prints: local, and the repository's if it opened one."""
+    """The latest hashes a run's result prints: local, and the repository's if it opened one
+    (read once per run: later records of the run update them)."""
     found: dict[str, str | None] = {"local": run.audit_heads.get("local")}
     if found["local"] is None:
         found["local"] = local_head(run.audit_file or default_file())
@@ -177,7 +179,21 @@ def heads(run: runlog.Run) -> dict[str, str | None]:
                 run.repository.storage)
         except Exception as exc:
             log.debug("no repository audit head: %s", exc)
+    run.audit_heads.update({k: v for k, v in found.items() if v is not None})
     return found
+
+
+def shows_heads(run: runlog.Run | None) -> bool:
+    """Whether a run's result carries the heads: it opened a repository, or recorded an event."""
+    return run is not None and not run.informational and (run.audited
+                                                           or run.repository is not None)
+
+
+def print_heads(run: runlog.Run) -> None:
+    """``audit head (local|repository): HASH`` on stderr, beside a text result."""
+    for where, head in sorted(heads(run).items()):
+        if head:
+            click.echo(f"audit head ({where}): {head}", err=True)
 
 
 __all__ = ["default_file", "event", "heads", "key_used", "local_records", "record",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
@@ -101,6 +102,20 @@ def audit_failure(run: runlog.Run, exc: BaseException) -> None:
         audit.record(_AUDITED_FAILURES[run.command], "failure", **error)
 
 
+def _audit_head(run: runlog.Run) -> dict[str, str | None] | None:
+    """The audit heads an error result carries: a run that opened a repository or recorded an
+    event (a refused key or tamper) shows them like any result."""
+    if run.repository is None and not run.audited:
+        return None
+    from safehold.cli import audit
+
+    try:
+        return audit.heads(run)
+    except Exception as exc:  # the audit never changes how a run ends
+        logging.getLogger("safehold.audit").debug("no audit head: %s", exc)
+        return None
+
+
 def _key_used(key_id: str, facts: dict[str, Any]) -> None:
     """The pipeline unwrapped a data key to read: the audit log's ``key.used``."""
     from safehold.cli import audit
@@ -149,7 +164,7 @@ class SafeholdGroup(click.Group):
         except (Exception, KeyboardInterrupt, Terminated) as exc:
             report = report_for(exc)
             audit_failure(run, exc)
-            report.emit(output)
+            report.emit(output, _audit_head(run))
             code = report.code
         finally:
             if previous is not None:
