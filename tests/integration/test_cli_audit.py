@@ -22,7 +22,9 @@ from safehold.pipeline.walarchive import ArchiveSink
 from safehold.repository.audit import record_hash
 from safehold.repository.repo import Repository
 from safehold.storage.local import LocalStorage
+from tests.infra.faults import FaultProxy
 from tests.infra.objectstores import MotoS3
+from tests.infra.postgres import Postgres
 from tests.integration.cli_helpers import make_db, run, run_json
 from tests.unit.test_wal_archive import segment as wal_segment
 
@@ -290,6 +292,60 @@ def test_every_result_of_a_command_that_opens_a_repository_carries_the_audit_hea
     assert verify(env, "-r", repo, "--head", listed["audit_head"]["repository"]).exit_code == 0
     bad = verify(env, "-r", repo, "--head", last["repository"])
     assert bad.exit_code == Exit.CORRUPT and "cut short" in bad.output
+
+
+def test_a_database_that_refuses_the_password_is_an_auth_failure(
+        pg18: Postgres, tmp_path: Path, env: dict[str, str]) -> None:
+    """A real PostgreSQL refusing a wrong password: exit 6, and `auth.failure` in the audit log
+    naming the command and the server's refusal (never the password)."""
+    url = f"postgresql://{pg18.user}@{pg18.host}:{pg18.port}/postgres"
+    wrong = {**env, "SAFEHOLD_PASSWORD": "not-the-password", "SAFEHOLD_NO_ENCRYPTION": "1"}
+    refused = run("backup", "-t", url, "-r", f"file://{tmp_path}/repo", env=wrong, ok=False)
+    assert refused.exit_code == Exit.DATABASE, refused.output
+    [last] = records(tmp_path / "audit.jsonl")
+    assert (last["action"], last["outcome"]) == ("auth.failure", "refused")
+    assert last["what"]["command"] == "backup" and last["what"]["error_class"]
+    assert "password authentication failed" in last["what"]["error"]
+    assert "not-the-password" not in json.dumps(last)
+    # the right password is no auth failure
+    right = {**wrong, "SAFEHOLD_PASSWORD": pg18.password}
+    run("backup", "-t", url, "-r", f"file://{tmp_path}/repo", env=right)
+    assert [r["action"] for r in records(tmp_path / "audit.jsonl")] == ["auth.failure"]
+
+
+ACCESS_DENIED = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied</Code>"
+                 b"<Message>Access Denied</Message></Error>")
+
+
+def test_storage_that_denies_access_is_an_auth_failure(
+        s3_server: MotoS3, s3_bucket: str, tmp_path: Path, env: dict[str, str]) -> None:
+    """S3 answering 403 AccessDenied (moto behind a fault proxy that denies the repository's
+    objects, not its audit log): exit 7, the fix named, and `auth.failure` in both copies."""
+    db = tmp_path / "app.db"
+    make_db(db, rows=50)
+    with FaultProxy(s3_server.endpoint) as proxy:
+        repo = f"s3://{s3_bucket}/repo?endpoint={proxy.endpoint}"
+        s3 = {**env, **{k: v for k, v in s3_server.env().items() if k != "AWS_ENDPOINT_URL"},
+              "SAFEHOLD_NO_ENCRYPTION": "1"}
+        run("backup", "-t", f"sqlite://{db}", "-r", repo, env=s3)
+        proxy.fail(nth=1, status=403, body=ACCESS_DENIED, times=1000,
+                   when=lambda r: "_audit" not in r.target)
+        denied = run("list", "-r", repo, env=s3, ok=False)
+        assert denied.exit_code == Exit.STORAGE, denied.output
+        assert "access denied (403): check the credentials and the bucket policy" in denied.output
+        assert proxy.faults() and {r.fault for r in proxy.faults()} == {"503"}
+        proxy.clear()
+        [local] = records(tmp_path / "audit.jsonl")
+        assert (local["action"], local["outcome"]) == ("auth.failure", "refused")
+        assert local["what"]["error_class"] == "StorageAuthError"
+        assert local["what"]["command"] == "list"
+        stored = json.loads(run("audit", "verify", "-r", repo, "-o", "json", env=s3).stdout)
+        assert stored["ok"] and stored["records"] == 1 and stored["head"] == local["hash"]
+        # a storage failure that is no refusal (a 503 retried to the end) is not audited
+        proxy.fail(nth=1, status=503, times=1000, when=lambda r: "_audit" not in r.target)
+        busy = run("list", "-r", repo, env={**s3, "AWS_MAX_ATTEMPTS": "1"}, ok=False)
+        assert busy.exit_code == Exit.STORAGE
+        assert len(records(tmp_path / "audit.jsonl")) == 1
 
 
 WRITER = """

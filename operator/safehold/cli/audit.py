@@ -230,6 +230,11 @@ def key_used(key_id: str, facts: dict[str, Any]) -> None:
         record("key.used", key_id=key_id, purpose=run.command, **facts)
 
 
+# error classes whose credentials were refused (``SafeholdError.auth_failure``), by name: a
+# task's result carries the class name only
+AUTH_FAILURE_CLASSES = frozenset({"StorageAuthError"})
+
+
 def record_task(task: Any, result: Any) -> dict[str, str]:
     """The events of an operator Job's task (``run-task``), appended to the task's repository
     (and to the local file only when ``audit.file`` is configured: a Pod's home is ephemeral).
@@ -247,7 +252,8 @@ def record_task(task: Any, result: Any) -> dict[str, str]:
     if code == 4:
         events.append(("tamper.refused", "refused", {"command": f"run-task {task.kind}",
                                                      **error}))
-    elif code == 5:
+    elif code == 5 or (result.error is not None and result.error.error_class
+                       in AUTH_FAILURE_CLASSES):
         events.append(("auth.failure", "refused", {"command": f"run-task {task.kind}",
                                                    **error}))
     elif task.kind == "restore":

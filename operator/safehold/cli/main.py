@@ -95,8 +95,9 @@ def audit_failure(run: runlog.Run, exc: BaseException) -> None:
         return
     if exc.exit_code == Exit.CORRUPT:  # classified by exit code: crypto errors are several
         audit.record("tamper.refused", "refused", command=run.command, **error)
-    elif exc.exit_code == Exit.KEY or (exc.exit_code == Exit.DATABASE and any(
-            w in exc.message.lower() for w in _AUTH_WORDS)):
+    elif exc.exit_code == Exit.KEY or exc.auth_failure or (
+            exc.exit_code == Exit.DATABASE and any(w in exc.message.lower()
+                                                   for w in _AUTH_WORDS)):
         audit.record("auth.failure", "refused", command=run.command, **error)
     elif run.command in _AUDITED_FAILURES:
         audit.record(_AUDITED_FAILURES[run.command], "failure", **error)
