@@ -413,14 +413,19 @@ def test_operator_jobs_audit_into_the_repository(tmp_path: Path) -> None:
     second = local_backup(runner, repo, db, "full", keys)
     deleted, _ = runner({"kind": "delete", "target": "app", "repository": {"url": repo.as_uri()},
                          "backupIds": [first.backup_id]})
+    verified, _ = runner({"kind": "verify", "target": "app", "repository": {"url": repo.as_uri()},
+                          "encryption": {"mode": "keys", "keyDir": str(keys)}})
     stored = [json.loads(p.read_text()) for p in sorted((repo / "_audit").glob("0*.json"))]
     assert [(r["action"], r["what"].get("backup_id")) for r in stored] == [
         ("key.rotated", None), ("key.retired", None), ("restore", first.backup_id),
-        ("key.used", first.backup_id), ("delete", first.backup_id)]
+        ("key.used", first.backup_id), ("delete", first.backup_id),
+        ("key.used", second.backup_id)]
     assert stored[3]["what"]["key_id"] == restored.key_id and second.ok
+    assert stored[5]["what"]["purpose"] == "run-task verify" and verified.ok
     assert rotated.audit_head == {"repository": stored[1]["hash"]}
     assert restored.audit_head == {"repository": stored[3]["hash"]}
     assert deleted.audit_head == {"repository": stored[4]["hash"]}
+    assert verified.audit_head == {"repository": stored[5]["hash"]}
     env = {"SAFEHOLD_CONFIG": str(tmp_path / "safehold.yaml")}
     (tmp_path / "safehold.yaml").write_text("{}\n")
-    assert verify(env, "-r", repo.as_uri(), "--head", stored[4]["hash"]).exit_code == 0
+    assert verify(env, "-r", repo.as_uri(), "--head", stored[5]["hash"]).exit_code == 0
