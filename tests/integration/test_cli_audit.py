@@ -294,6 +294,23 @@ def test_every_result_of_a_command_that_opens_a_repository_carries_the_audit_hea
     assert bad.exit_code == Exit.CORRUPT and "cut short" in bad.output
 
 
+def test_an_audit_log_the_run_cannot_use_never_fails_it(tmp_path: Path,
+                                                        env: dict[str, str]) -> None:
+    """A restore_command runs as the database server's OS user, which may not read or write
+    the audit file: the run logs that and goes on (here the file is a directory)."""
+    db, repo = tmp_path / "app.db", f"file://{tmp_path}/repo"
+    make_db(db, rows=50)
+    key = tmp_path / "k"
+    run("keys", "generate", "--out", str(key), env=env)
+    unusable = {**env, "SAFEHOLD_KEY_FILE": str(key), "SAFEHOLD_AUDIT__FILE": str(tmp_path)}
+    run("backup", "-t", f"sqlite://{db}", "-r", repo, env=unusable)
+    verified = run("verify", "-r", repo, env=unusable)  # key.used: local append fails
+    assert "could not append key.used to the audit log" in verified.stderr
+    assert "audit head (repository)" in verified.stderr
+    assert "audit head (local)" not in verified.stderr
+    assert run_json("list", "-r", repo, env=unusable)["audit_head"]["local"] is None
+
+
 def test_a_database_that_refuses_the_password_is_an_auth_failure(
         pg18: Postgres, tmp_path: Path, env: dict[str, str]) -> None:
     """A real PostgreSQL refusing a wrong password: exit 6, and `auth.failure` in the audit log

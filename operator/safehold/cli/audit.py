@@ -127,7 +127,13 @@ def _ends_with_newline(path: Path) -> bool:
 
 
 def local_head(path: Path) -> str | None:
-    last = _last_record(path)
+    """The local file's newest hash; None when there is none or it cannot be read (another
+    OS user's file: a restore_command runs as the database server's user)."""
+    try:
+        last = _last_record(path)
+    except OSError as exc:
+        log.debug("cannot read the audit log %s: %s", path, exc)
+        return None
     return str(last["hash"]) if last else None
 
 
@@ -190,8 +196,14 @@ def shows_heads(run: runlog.Run | None) -> bool:
 
 
 def print_heads(run: runlog.Run) -> None:
-    """``audit head (local|repository): HASH`` on stderr, beside a text result."""
-    for where, head in sorted(heads(run).items()):
+    """``audit head (local|repository): HASH`` on stderr, beside a text result (never fails
+    the run: an unreadable log just shows no head)."""
+    try:
+        found = heads(run)
+    except Exception as exc:
+        log.debug("no audit head: %s", exc)
+        return
+    for where, head in sorted(found.items()):
         if head:
             click.echo(f"audit head ({where}): {head}", err=True)
 
