@@ -208,7 +208,7 @@ def _signalled(tmp: Path, env: dict[str, str], sig: signal.Signals) -> tuple[int
             proc.kill()
             proc.communicate()
     assert not list(target.glob("*/manifest.json")), "an interrupted backup became visible"
-    listed = run_json("list", "-r", _repo(tmp), env=env)
+    listed = run_json("list", "-r", _repo(tmp), env=env)["backups"]
     assert [b for b in listed if b["type"] not in ("incomplete",)] == []
     return proc.returncode, out
 

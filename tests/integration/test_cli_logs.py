@@ -124,6 +124,10 @@ def test_stage_timings_are_read_generically(caplog: pytest.LogCaptureFixture) ->
     partial = runlog.begin("verify")
     partial.result = {"checked": 3}
     assert runlog.outcome(4, partial) == "partial"
+    for status in ("failure", "partial"):  # a result that states its status is taken at it
+        stated = runlog.begin("backup")
+        stated.result = {"status": status, "databases": [{"status": "failed"}]}
+        assert runlog.outcome(12 if status == "partial" else 3, stated) == status
 
 
 def test_helper_run_keeps_its_quiet_default(tmp_path: Path, env: dict[str, str]) -> None:

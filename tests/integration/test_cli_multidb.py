@@ -13,8 +13,10 @@ from typing import Any
 import psycopg2
 import pymysql
 import pytest
+from click.testing import CliRunner
 
 from safehold.api.errors import Exit
+from safehold.cli.main import cli
 from safehold.engines import servers
 from safehold.engines.base import Engine
 from safehold.pipeline.profile import BACKUP_STAGES
@@ -104,7 +106,7 @@ def test_pg_all_databases_are_one_backup_each_plus_the_roles(
     assert all(d["status"] == "completed" and d["target"] == f"srv@{d['database']}"
                for d in result["databases"])
     assert result["globals"]["target"] == "srv@~globals"
-    listed = json.loads(run("list", "-r", repo, "-o", "json", env=env).stdout)
+    listed = json.loads(run("list", "-r", repo, "-o", "json", env=env).stdout)["backups"]
     assert {b["target"] for b in listed} == {"srv@alpha", "srv@beta", "srv@gamma",
                                             "srv@postgres", "srv@~globals"}
     manifest = json.loads(next((tmp_path / "repo" / "srv@beta").glob("*/manifest.json"))
@@ -143,6 +145,58 @@ def test_pg_one_database_dropped_mid_run_is_partial_and_the_others_restore(
     run("restore", "-r", repo, "-b", "latest", "--from", "srv", "--database", "gamma",
         "-t", pg_url(pg_filled, "gamma_copy"), "--yes", env=env)
     assert pg_filled.psql("SELECT count(*), min(v) FROM t", db="gamma_copy") == "300|gamma1"
+
+
+def run_end(log: Path, *args: str, env: dict[str, str], code: int = 0) -> dict[str, Any]:
+    """`safehold *args --log-file log` at INFO: the run's `run.end` record."""
+    result = CliRunner().invoke(cli, ["--log-level", "info", "--log-file", str(log), *args],
+                                env=env, catch_exceptions=False)
+    assert result.exit_code == code, result.output
+    end = [json.loads(line) for line in log.read_text().splitlines()][-1]
+    assert end["event"] == "run.end"
+    return end
+
+
+def test_pg_run_log_outcomes_ratio_stages_and_restore_sizes(
+        pg_filled: postgres.Postgres, tmp_path: Path, env: dict[str, str]) -> None:
+    """The run log of a multi-database run: its outcome is the result's status (every database
+    missing is a failure, though the run reports each), and its sizes, ratio and stage timings
+    are those of all its databases added up; a restore logs what it read."""
+    repo, log = (tmp_path / "repo").as_uri(), tmp_path / "run.log"
+    env = {**env, "SAFEHOLD_PASSWORD": postgres.PASSWORD}
+    base = ["backup", "-t", pg_url(pg_filled), "-r", repo, "--name", "srv"]
+    end = run_end(log, *base, "--databases", "alpha,beta", env=env)
+    assert end["outcome"] == "success" and end["exit_code"] == 0
+    shown = [json.loads(run("show", "-r", repo, "-t", f"srv@{db}", "-o", "json",
+                            env=env).stdout) for db in ("alpha", "beta")]
+    for m in shown:
+        m["raw_bytes"] = sum(o["raw_size"] for o in m["objects"])
+        m["stored_bytes"] = sum(o["stored_size"] for o in m["objects"])
+    assert end["raw_bytes"] == sum(m["raw_bytes"] for m in shown) > 0
+    assert end["stored_bytes"] == sum(m["stored_bytes"] for m in shown) > 0
+    assert end["compression_ratio"] == round(end["raw_bytes"] / end["stored_bytes"], 3)
+    assert end["throughput_mib_s"] > 0
+    stages = [m["engine_meta"]["pipeline"]["stage_seconds"] for m in shown]
+    assert set(end["stage_seconds"]) >= set(BACKUP_STAGES) and end["stage_seconds"]["read"] \
+        == pytest.approx(stages[0]["read"] + stages[1]["read"], abs=1e-5)
+    assert end["bottleneck"] == max((k for k in end["stage_seconds"] if k != "waiting"),
+                                    key=lambda k: end["stage_seconds"][k])
+
+    end = run_end(log, *base, "--databases", "alpha,nosuch_1", env=env, code=Exit.PARTIAL)
+    assert end["outcome"] == "partial" and end["raw_bytes"] > 0
+    end = run_end(log, *base, "--databases", "nosuch_1,nosuch_2", "-o", "json", env=env,
+                  code=Exit.NOT_FOUND)
+    assert end["outcome"] == "failure" and end["exit_code"] == Exit.NOT_FOUND
+    assert end["raw_bytes"] == 0 and "compression_ratio" not in end  # nothing stored
+
+    end = run_end(log, "restore", "-r", repo, "-b", "latest", "--from", "srv", "--database",
+                  "beta", "-t", pg_url(pg_filled, "beta_sized"), "--yes", env=env)
+    beta = next(m for m in shown if m["database"] == "beta")
+    assert end["outcome"] == "success"
+    assert (end["raw_bytes"], end["stored_bytes"]) == (beta["raw_bytes"], beta["stored_bytes"])
+    assert end["compression_ratio"] == round(beta["raw_bytes"] / beta["stored_bytes"], 3)
+    assert end["throughput_mib_s"] > 0 and end["stage_seconds"]["write"] > 0
+    assert pg_filled.psql("SELECT count(*) FROM t", db="beta_sized") == "300"
 
 
 def test_pg_roles_restore_into_a_new_server_and_log_in(

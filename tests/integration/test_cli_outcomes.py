@@ -263,7 +263,7 @@ def test_global_options_are_accepted_after_the_subcommand(tmp_path: Path, repo: 
     backup(tmp_path, repo, env)
     result = run("list", "-r", repo, "--log-format", "json", "--log-level", "error",
                  "--output", "json", env=env)
-    assert json.loads(result.stdout)[0]["target"] == "app"
+    assert json.loads(result.stdout)["backups"][0]["target"] == "app"
 
 
 def test_show_is_for_people(tmp_path: Path, repo: str, env: dict[str, str]) -> None:

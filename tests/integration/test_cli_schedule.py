@@ -38,7 +38,8 @@ def at(env: dict[str, str], when: str) -> dict[str, str]:
 def backups(tmp_path: Path, env: dict[str, str]) -> list[dict[str, Any]]:
     if not (tmp_path / "repo").exists():
         return []
-    rows: list[dict[str, Any]] = run_json("list", "-r", (tmp_path / "repo").as_uri(), env=env)
+    rows: list[dict[str, Any]] = run_json("list", "-r", (tmp_path / "repo").as_uri(),
+                                          env=env)["backups"]
     return rows
 
 

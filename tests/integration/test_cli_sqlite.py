@@ -236,9 +236,9 @@ def test_prune_dry_run_then_prune(tmp_path: Path, setup) -> None:
     decisions = {d["backup_id"]: d for d in dry["decisions"]}
     assert [i for i in ids if not decisions[i]["keep"]] == ids[:2]
     assert decisions[ids[2]]["reasons"] == [f"needed by {ids[3]}"]
-    assert len(run_json("list", "-r", repo, env=env)) == 4  # dry run deleted nothing
+    assert len(run_json("list", "-r", repo, env=env)["backups"]) == 4  # dry run deleted nothing
     run("prune", "-r", repo, "-t", "app", "--keep-last", "1", env=env)
-    assert [b["backup_id"] for b in run_json("list", "-r", repo, env=env)] == ids[2:]
+    assert [b["backup_id"] for b in run_json("list", "-r", repo, env=env)["backups"]] == ids[2:]
     bad = run("prune", "-r", repo, "-t", "app", env=env, ok=False)
     assert bad.exit_code == Exit.USAGE and "at least one" in bad.output
 
@@ -251,7 +251,7 @@ def test_free_space_is_checked_before_a_backup_starts(tmp_path: Path, setup,
     monkeypatch.setattr(LocalStorage, "free_space", lambda self: 1024)  # inject a full disk
     result = run("backup", "-t", sqlite_url(db), "-r", repo, "--no-encryption", env=env, ok=False)
     assert result.exit_code == Exit.STORAGE and "MiB free" in result.output
-    assert run_json("list", "-r", repo, env=env) == []
+    assert run_json("list", "-r", repo, env=env)["backups"] == []
 
 
 def test_restore_over_existing_needs_yes_off_a_terminal(setup) -> None:
@@ -277,10 +277,10 @@ def test_kill_9_during_backup_leaves_no_backup(tmp_path: Path, env: dict[str, st
     kill_cli_when(["backup", "-t", sqlite_url(db), "-r", repo, "-c", "bzip2:9", "--no-encryption",
                    "--chunk-size", "1MiB"], env, lambda: any(data.glob("*/data/*")), timeout=60)
     assert any(data.iterdir()), "the killed backup had started writing"
-    listed = run_json("list", "-r", repo, env=env)
+    listed = run_json("list", "-r", repo, env=env)["backups"]
     assert [b for b in listed if b["type"] != "incomplete"] == []
     run("prune", "-r", repo, "-t", "app", "--keep-last", "5", env=env)
-    assert run_json("list", "-r", repo, env=env) == []
+    assert run_json("list", "-r", repo, env=env)["backups"] == []
 
 
 @posix_only("SIGKILL (kill_cli_when)")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from safehold.cli.errors import Exit
-from safehold.cli.stats_cmds import BARS, bottleneck_history, sparkline
+from safehold.cli.stats_cmds import BARS, bottleneck_history, sparkline, stage_initials
 from safehold.pipeline.profile import BACKUP_STAGES
 from tests.infra.portable import local_path, sqlite_url
 from tests.integration.cli_helpers import make_db, run, run_json
@@ -72,9 +74,49 @@ def test_stats_per_target_with_a_regressed_run(tmp_path: Path, env: dict[str, st
     text = run("stats", "-r", repo, "-t", "app", env=env).stdout
     assert "app: 4 backup(s) in the last 30d" in text
     assert "p50 1.00s" in text
-    assert f"{BARS[0] * 3}{BARS[-1]}" in text  # the sparkline of 1, 1, 1, 5 seconds
+    chart = rows(text)
+    assert chart["durations"].startswith(f"{BARS[0] * 3}{BARS[-1]}  1.00s .. 5.00s")
+    # the same bytes in 1, 1, 1, 5 seconds: the last run's throughput is the lowest
+    assert chart["throughputs"].startswith(f"{BARS[-1] * 3}{BARS[0]}  ")
+    assert chart["raw sizes"].startswith(BARS[0] * 4) and chart["ratios"].startswith(BARS[0] * 4)
+    initials = "".join(r["bottleneck_stage"][0] for r in app["runs"])
+    assert chart["stages"].startswith(f"{initials}  (") and \
+        f"{app['bottleneck_stage'][0]} {app['bottleneck_stage']}" in chart["stages"]
     assert f"REGRESSED  backup {ids[3]} took 5.0s" in text
     assert f"bottleneck  {app['bottleneck_stage']} in " in text and "of 4 timed run(s)" in text
+
+
+def rows(text: str) -> dict[str, str]:
+    """The text's ``  label  value`` rows by label (labels of one or two words)."""
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("  ") and len(line) > 14:
+            found[line[2:13].strip()] = line[14:]
+    return found
+
+
+def test_the_chart_follows_sizes_and_ratio_over_time(tmp_path: Path, env: dict[str, str]
+                                                    ) -> None:
+    """A database that grows between backups, then gets rows that do not compress: raw and
+    stored sizes rise run by run, and the ratio falls on the last one."""
+    db, repo = tmp_path / "grow.db", (tmp_path / "repo").as_uri()
+    make_db(db, rows=500, tables=1)
+    for extra, data in ((0, b""), (4000, b""), (8000, b""), (0, os.urandom(4 << 20))):
+        with sqlite3.connect(db) as conn:
+            conn.executemany("INSERT INTO t0 (name, data) VALUES (?, ?)",
+                             [(f"more {i}", bytes([i % 256]) * 100) for i in range(extra)])
+            if data:
+                conn.execute("INSERT INTO t0 (name, data) VALUES ('noise', ?)", (data,))
+        run("backup", "-t", f"sqlite://{db}", "-r", repo, "--no-encryption", env=env)
+    target = run_json("stats", "-r", repo, env=env)["targets"][0]
+    raw = [r["raw_bytes"] for r in target["runs"]]
+    assert raw == sorted(raw) and len(set(raw)) == 4
+    chart = rows(run("stats", "-r", repo, env=env).stdout)
+    assert chart["raw sizes"][0] == BARS[0] and chart["raw sizes"][3] == BARS[-1]
+    assert chart["stored"][0] == BARS[0] and chart["stored"][3] == BARS[-1]
+    assert chart["ratios"][3] == BARS[0] and BARS[-1] in chart["ratios"][:3]
+    assert " KiB .. " in chart["raw sizes"] and "MiB" in chart["raw sizes"]
+    assert len(chart["stages"].split()[0]) == 4
 
 
 def test_since_leaves_out_older_backups(tmp_path: Path, env: dict[str, str]) -> None:
@@ -119,6 +161,14 @@ def test_sparkline_scales_between_min_and_max() -> None:
     assert sparkline([]) == ""
     assert sparkline([2.0, 2.0]) == BARS[0] * 2
     assert sparkline([0.0, 7.0, 3.5]) == BARS[0] + BARS[7] + BARS[4]
+    assert sparkline([1.0, None, 3.0]) == BARS[0] + " " + BARS[-1]  # unknown: a gap
+    assert sparkline([None, None]) == "  "
+
+
+def test_stage_initials_name_each_run_and_the_legend() -> None:
+    runs = [{"bottleneck_stage": s} for s in ("read", None, "compress", "read")]
+    assert stage_initials(runs) == "r-cr  (c compress, r read)"
+    assert stage_initials([{"bottleneck_stage": None}]) == "-"
 
 
 def test_bottleneck_history_folds_repeats_oldest_first() -> None:

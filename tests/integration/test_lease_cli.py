@@ -138,7 +138,7 @@ def test_a_second_writer_fails_naming_the_holder_or_waits_and_succeeds(setup) ->
 
 
 def complete_backups(repo: Path, env: dict[str, str]) -> list[str]:
-    rows = run_json("list", "-r", repo.as_uri(), env=env)
+    rows = run_json("list", "-r", repo.as_uri(), env=env)["backups"]
     return sorted(r["backup_id"] for r in rows if r["type"] != "incomplete")
 
 

@@ -97,7 +97,7 @@ def test_streamed_killed_restarted_and_restored_to_times_from_the_archive(
 
     # the segments carry the server's clock: `list` shows the window, a target past it fails
     # now (exit 2, naming the window) instead of when the restored server starts
-    listed = run_json("list", "-r", repo, env=env)
+    listed = run_json("list", "-r", repo, env=env)["backups"]
     window = next(r["recoverable_window"] for r in listed if r["target"] == name)
     assert window["from"] is not None and window["to"] is not None, window
     assert datetime.fromisoformat(window["to"]) >= marks[5][0], (window, marks[5])

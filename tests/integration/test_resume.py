@@ -59,7 +59,7 @@ def test_backup_list_verify_restore_prune_on_s3(tmp_path: Path, s3_server: MotoS
     repo = f"s3://{s3_bucket}/backups?endpoint={s3_server.endpoint}&part_size=5MiB"
     ids = [run_json("backup", "-t", f"sqlite://{db}", "-r", repo, *key, env=env)["backup_id"]
            for _ in range(2)]
-    listed = run_json("list", "-r", repo, env=env)
+    listed = run_json("list", "-r", repo, env=env)["backups"]
     assert [b["backup_id"] for b in listed] == ids
     assert run_json("verify", "-r", repo, *key, env=env)["ok"] is True
     out = tmp_path / "restored.db"
@@ -71,7 +71,7 @@ def test_backup_list_verify_restore_prune_on_s3(tmp_path: Path, s3_server: MotoS
     assert all(k.startswith("backups/") for k in keys)
 
     run("prune", "-r", repo, "-t", "app", "--keep-last", "1", env=env)
-    assert [b["backup_id"] for b in run_json("list", "-r", repo, env=env)] == ids[1:]
+    assert [b["backup_id"] for b in run_json("list", "-r", repo, env=env)["backups"]] == ids[1:]
 
 
 def _random_db(path: Path, mib: int) -> None:
@@ -124,13 +124,14 @@ def test_a_killed_backup_resumes_from_the_stored_parts(tmp_path: Path, s3_server
     _, stderr = first.communicate()
     assert first.returncode == -signal.SIGKILL, stderr.decode()
     assert _stored_parts(client, s3_bucket) == 3
-    assert run_json("list", "-r", repo, env=env)[0]["type"] == "incomplete"
+    assert run_json("list", "-r", repo, env=env)["backups"][0]["type"] == "incomplete"
 
     # Run 2, same backup id: completes, sending only what was not stored yet.
     proxy.clear()
     done = run_json(*args, "--lock-wait", "1m", env=env)
     assert done["backup_id"] == backup_id
-    pages = next(o for o in run_json("list", "-r", repo, env=env) if o["backup_id"] == backup_id)
+    pages = next(o for o in run_json("list", "-r", repo, env=env)["backups"]
+                 if o["backup_id"] == backup_id)
     assert pages["type"] == "full"
     sent = sum(int(r.headers.get("content-length", 0)) for r in proxy.requests if is_upload(r))
     assert done["stored_bytes"] > 38 * MiB  # random rows: no compression

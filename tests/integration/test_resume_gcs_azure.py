@@ -104,7 +104,7 @@ def test_backup_list_verify_restore_prune(tmp_path: Path, cloud: Cloud) -> None:
         conn.execute("UPDATE t0 SET name = 'changed' WHERE id < 10")
     second = run_json("backup", "-t", f"sqlite://{db}", "-r", cloud.url, *key, env=cloud.env)
 
-    listed = run_json("list", "-r", cloud.url, env=cloud.env)
+    listed = run_json("list", "-r", cloud.url, env=cloud.env)["backups"]
     assert [b["backup_id"] for b in listed] == [first["backup_id"], second["backup_id"]]
     assert run_json("verify", "-r", cloud.url, *key, env=cloud.env)["ok"] is True
 
@@ -119,7 +119,7 @@ def test_backup_list_verify_restore_prune(tmp_path: Path, cloud: Cloud) -> None:
     assert dump(out) == changed
 
     run("prune", "-r", cloud.url, "-t", "app", "--keep-last", "1", env=cloud.env)
-    listed = run_json("list", "-r", cloud.url, env=cloud.env)
+    listed = run_json("list", "-r", cloud.url, env=cloud.env)["backups"]
     assert [b["backup_id"] for b in listed] == [second["backup_id"]]
     assert run_json("verify", "-r", cloud.url, *key, env=cloud.env)["ok"] is True
 
@@ -150,7 +150,7 @@ def test_a_killed_backup_resumes_where_its_upload_stopped(tmp_path: Path, cloud:
     assert proc.returncode == -signal.SIGKILL, f"not killed midway: {stderr.decode()[-2000:]}"
     stored_before = cloud.stored_parts()
     assert stored_before >= 10
-    assert run_json("list", "-r", cloud.url, env=cloud.env)[0]["type"] == "incomplete"
+    assert run_json("list", "-r", cloud.url, env=cloud.env)["backups"][0]["type"] == "incomplete"
 
     cloud.proxy.clear()
     # the killed run's lease (TTL 2s) blocks the target until it expires: wait for that

@@ -109,7 +109,7 @@ def test_a_manifest_from_before_the_field_lists_verifies_and_stats(setup, env,
     assert PIPELINE_KEY not in json.loads(manifest_path(repo, old.backup_id).read_text())[
         "engine_meta"]
 
-    listed = run_json("list", "-r", repo, env=env)
+    listed = run_json("list", "-r", repo, env=env)["backups"]
     assert old.backup_id in json.dumps(listed)
     assert run_json("verify", "-r", repo, *key, env=env)["ok"] is True
     only_old = run_json("stats", "-r", repo, env=env)["targets"][0]

@@ -17,7 +17,7 @@ import pytest
 from azure.storage.blob import ContainerClient
 from google.cloud.storage import Bucket
 
-from safehold.storage import Storage, StorageError, TransientStorageError
+from safehold.storage import Storage, StorageAuthError, StorageError, TransientStorageError
 from safehold.storage.azure import AzureBlobStorage
 from safehold.storage.gcs import GCSStorage
 from safehold.storage.retry import RetryPolicy
@@ -137,6 +137,7 @@ def test_a_403_fails_at_once_without_retries(rig: Rig) -> None:
     with pytest.raises(StorageError, match="denied upload") as raised:
         storage.put_bytes("k", b"v")
     assert not isinstance(raised.value, TransientStorageError)
+    assert isinstance(raised.value, StorageAuthError)  # auth.failure in the audit log
     assert rig.proxy.count(rig.is_upload) == 1
 
 
@@ -152,4 +153,5 @@ def test_azure_bad_account_key_fails_at_once(azure_server: Azurite,
         with pytest.raises(StorageError, match="check the account key") as raised:
             storage.put_bytes("k", b"v")
         assert not isinstance(raised.value, TransientStorageError)
+        assert isinstance(raised.value, StorageAuthError)  # Azurite's own 403
         assert proxy.count() == 1

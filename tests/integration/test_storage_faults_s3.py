@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from safehold.storage.base import StorageError, TransientStorageError
+from safehold.storage.base import StorageAuthError, StorageError, TransientStorageError
 from safehold.storage.parts import MiB
 from safehold.storage.retry import RetryPolicy
 from safehold.storage.s3 import S3Storage
@@ -95,6 +95,7 @@ def test_bad_credentials_fail_at_once_naming_the_fix(storage: S3Storage,
     with pytest.raises(StorageError, match="check AWS_ACCESS_KEY_ID") as raised:
         storage.put_bytes("obj", b"x")
     assert not raised.value.transient
+    assert isinstance(raised.value, StorageAuthError) and raised.value.auth_failure
     assert proxy.count() == 1  # no retries
 
 
@@ -103,5 +104,5 @@ def test_a_missing_bucket_fails_at_once(proxy: FaultProxy, storage: S3Storage) -
     with pytest.raises(StorageError, match="'no-such-bucket-at-all' does not exist: create it"
                        ) as raised:
         missing.get_bytes("safehold-repo.json")
-    assert not raised.value.transient
+    assert not raised.value.transient and not raised.value.auth_failure
     assert proxy.count() == 1

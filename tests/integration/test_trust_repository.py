@@ -262,7 +262,7 @@ def test_an_encrypted_target_stays_encrypted(
 def test_listing_without_the_key_still_works(
         repo: Place, tmp_path: Path, key: list[str], db: Path) -> None:
     backup(repo, db, *key)
-    rows = run_json("list", "-r", repo.url, env=repo.env)
+    rows = run_json("list", "-r", repo.url, env=repo.env)["backups"]
     assert [r["encryption"] for r in rows] == ["aes-256-gcm"]
     for command in (["list"], ["show", "-t", "app"]):
         result = run(*command, "-r", repo.url, env=repo.env)

@@ -61,6 +61,8 @@ class SafeholdError(Exception):
 
     exit_code: ClassVar[Exit] = Exit.FAILED
     transient: ClassVar[bool] = False
+    # the credentials were refused (storage, database): the audit log records `auth.failure`
+    auth_failure: ClassVar[bool] = False
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)

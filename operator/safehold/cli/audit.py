@@ -22,11 +22,13 @@ import logging
 import os
 import socket
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import click
 import platformdirs
 from filelock import FileLock, Timeout
 
@@ -125,7 +127,13 @@ def _ends_with_newline(path: Path) -> bool:
 
 
 def local_head(path: Path) -> str | None:
-    last = _last_record(path)
+    """The local file's newest hash; None when there is none or it cannot be read (another
+    OS user's file: a restore_command runs as the database server's user)."""
+    try:
+        last = _last_record(path)
+    except OSError as exc:
+        log.debug("cannot read the audit log %s: %s", path, exc)
+        return None
     return str(last["hash"]) if last else None
 
 
@@ -166,7 +174,8 @@ def record(action: str, outcome: str = "success", *, _local: bool = True, **what
 
 
 def heads(run: runlog.Run) -> dict[str, str | None]:
-    """The latest hashes a run's result prints: local, and the repository's if it opened one."""
+    """The latest hashes a run's result prints: local, and the repository's if it opened one
+    (read once per run: later records of the run update them)."""
     found: dict[str, str | None] = {"local": run.audit_heads.get("local")}
     if found["local"] is None:
         found["local"] = local_head(run.audit_file or default_file())
@@ -176,15 +185,36 @@ def heads(run: runlog.Run) -> dict[str, str | None]:
                 run.repository.storage)
         except Exception as exc:
             log.debug("no repository audit head: %s", exc)
+    run.audit_heads.update({k: v for k, v in found.items() if v is not None})
     return found
 
 
-__all__ = ["default_file", "event", "heads", "local_records", "record", "record_hash",
-           "record_restore", "record_task"]
+def shows_heads(run: runlog.Run | None) -> bool:
+    """Whether a run's result carries the heads: it opened a repository, or recorded an event."""
+    return run is not None and not run.informational and (run.audited
+                                                           or run.repository is not None)
+
+
+def print_heads(run: runlog.Run) -> None:
+    """``audit head (local|repository): HASH`` on stderr, beside a text result (never fails
+    the run: an unreadable log just shows no head)."""
+    try:
+        found = heads(run)
+    except Exception as exc:
+        log.debug("no audit head: %s", exc)
+        return
+    for where, head in sorted(found.items()):
+        if head:
+            click.echo(f"audit head ({where}): {head}", err=True)
+
+
+__all__ = ["default_file", "event", "heads", "key_used", "local_records", "record",
+           "record_hash", "record_restore", "record_task"]
 
 
 def record_restore(repository: Any, chain: Any, **what: Any) -> None:
-    """A completed restore, and each key that unwrapped one of its data keys (``key.used``)."""
+    """A completed restore (the keys that unwrapped its data keys were recorded as
+    ``key.used`` when they did, by :func:`key_used`)."""
     from safehold.pipeline.keys import read_wrapped_key
 
     key_ids = sorted({read_wrapped_key(repository, m.target, m.backup_id).key_id
@@ -192,8 +222,29 @@ def record_restore(repository: Any, chain: Any, **what: Any) -> None:
     backup_id = chain[-1].backup_id if chain else None
     record("restore", backup_id=backup_id, chain=[m.backup_id for m in chain],
            key_ids=key_ids, **what)
-    for key_id in key_ids:
-        record("key.used", key_id=key_id, purpose="restore", backup_id=backup_id)
+
+
+_KEYS_USED_LOCK = threading.Lock()
+
+
+def key_used(key_id: str, facts: dict[str, Any]) -> None:
+    """A key unwrapped a data key to read (``safehold.pipeline.keyuse``): ``key.used``, once
+    per run and key, naming the command and the first backup or log segment it opened. A
+    ``run-task`` records them with the task's other events (:func:`record_task`)."""
+    run = runlog.current()
+    if run is None or run.informational:
+        return
+    with _KEYS_USED_LOCK:  # object readers run in worker threads
+        if key_id in run.keys_used:
+            return
+        run.keys_used[key_id] = facts
+    if run.command != "run-task":
+        record("key.used", key_id=key_id, purpose=run.command, **facts)
+
+
+# error classes whose credentials were refused (``SafeholdError.auth_failure``), by name: a
+# task's result carries the class name only
+AUTH_FAILURE_CLASSES = frozenset({"StorageAuthError"})
 
 
 def record_task(task: Any, result: Any) -> dict[str, str]:
@@ -213,17 +264,14 @@ def record_task(task: Any, result: Any) -> dict[str, str]:
     if code == 4:
         events.append(("tamper.refused", "refused", {"command": f"run-task {task.kind}",
                                                      **error}))
-    elif code == 5:
+    elif code == 5 or (result.error is not None and result.error.error_class
+                       in AUTH_FAILURE_CLASSES):
         events.append(("auth.failure", "refused", {"command": f"run-task {task.kind}",
                                                    **error}))
     elif task.kind == "restore":
         events.append(("restore", "success" if result.ok else "failure",
                        {"target": result.target or task.source, "backup_id": result.backup_id,
                         "chain": result.chain or None, **error}))
-        if result.ok and result.key_id:
-            events.append(("key.used", "success", {"key_id": result.key_id,
-                                                   "purpose": "restore",
-                                                   "backup_id": result.backup_id}))
     elif task.kind == "delete":
         events += [("delete", "success", {"target": task.target, "backup_id": backup_id,
                                           "by": "run-task"}) for backup_id in result.deleted]
@@ -234,6 +282,8 @@ def record_task(task: Any, result: Any) -> dict[str, str]:
                        {"key_id": result.active_key_id, "rewrapped": result.rewrapped, **error}))
         events += [("key.retired", "success", {"key_id": key_id})
                    for key_id in result.retired_key_ids if result.ok]
+    events += [("key.used", "success", {"key_id": key_id, "purpose": f"run-task {task.kind}",
+                                        **facts}) for key_id, facts in run.keys_used.items()]
     if not events:
         return {}
     try:

@@ -28,7 +28,7 @@ from safehold.engines import servers
 from safehold.engines.base import ConflictPolicy, redact_url
 from safehold.pipeline.backup import BackupOptions, run_backup
 from safehold.pipeline.keys import DataKeys
-from safehold.pipeline.objects import ObjectReader
+from safehold.pipeline.objects import ObjectReader, ReadTally
 from safehold.pipeline.physical import method_problems
 from safehold.pipeline.profile import Profile
 from safehold.pipeline.restore import run_restore
@@ -446,7 +446,7 @@ def restore(
         )
     elif interactive:
         _confirm(f"restore backup {manifest.backup_id} into {target}", yes, interactive=True)
-    started, profile = time.monotonic(), Profile("restore")
+    started, profile, tally = time.monotonic(), Profile("restore"), ReadTally()
     with common.progress(f"restore {manifest.backup_id}", manifest.raw_bytes) as hook:
         chain = run_restore(
             engine,
@@ -457,8 +457,10 @@ def restore(
             conflict=cast(ConflictPolicy, conflict),
             progress=hook,
             profile=profile,
+            tally=tally,
         )
     elapsed, report = time.monotonic() - started, profile.report()
+    sizes = tally.as_dict(elapsed)
     skipped: list[str] = list(getattr(engine, "skipped", []))
     audit.record_restore(repository, chain, target=target, source=source, include=tables_)
     data = {
@@ -468,6 +470,7 @@ def restore(
         "include": tables_,
         **({"skipped_existing": skipped} if want_globals else {}),
         "seconds": round(elapsed, 3),
+        **sizes,
         "pipeline": report.as_dict(),
     }
     common.emit(
@@ -478,6 +481,9 @@ def restore(
             + (f", tables {', '.join(tables_)}" if tables_ else "")
             + (f"; already there, left as they were: {', '.join(skipped) or 'none'}"
                if want_globals else "")
+            + f", {common.human_bytes(tally.stored_bytes)} stored ->"
+            f" {common.human_bytes(tally.raw_bytes)} raw"
+            + (f" (ratio {sizes['compression_ratio']:.2f})" if sizes["compression_ratio"] else "")
             + f" in {elapsed:.1f}s\n{report.bottleneck_line()}"
         ),
     )

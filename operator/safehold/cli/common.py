@@ -236,8 +236,9 @@ def target_settings(ctx: click.Context, ref: str, **conn: Any
 def emit(output: str, data: Any, text: Callable[[], None]) -> None:
     """Print ``data`` as JSON, or call ``text`` to print it for people.
 
-    The run log reads the result from here; a JSON result also carries the audit log's latest
-    hashes (``audit_head``), and a text one that recorded an audit event prints them on stderr.
+    The run log reads the result from here. A JSON result also carries the audit log's latest
+    hashes (``audit_head``); a text (or html) one of a run that opened a repository or
+    recorded an audit event prints them on stderr (:func:`audit_heads_to_stderr`).
     """
     run = runlog.current()
     if run is not None:
@@ -250,9 +251,18 @@ def emit(output: str, data: Any, text: Callable[[], None]) -> None:
         click.echo(json.dumps(data, indent=2, default=str))
     else:
         text()
-        if run is not None and run.audited:
-            for where, head in sorted(run.audit_heads.items()):
-                click.echo(f"audit head ({where}): {head}", err=True)
+        audit_heads_to_stderr()
+
+
+def audit_heads_to_stderr() -> None:
+    """``audit head (local|repository): …`` on stderr when the run opened a repository or
+    recorded an audit event: every result shows the latest hashes, so a history edited or cut
+    short later is detected against it (``safehold audit verify --head``)."""
+    from safehold.cli import audit
+
+    run = runlog.current()
+    if run is not None and audit.shows_heads(run):
+        audit.print_heads(run)
 
 
 def human_bytes(n: float) -> str:

@@ -35,17 +35,22 @@ class Report:
     message: str
     hint: str | None = None
 
-    def as_json(self) -> str:
+    def as_json(self, extra: dict[str, object] | None = None) -> str:
         return json.dumps({"error": {"code": int(self.code), "class": self.error_class,
-                                     "message": self.message, "hint": self.hint}}, indent=2)
+                                     "message": self.message, "hint": self.hint},
+                           **(extra or {})}, indent=2)
 
-    def emit(self, output: str) -> None:
+    def emit(self, output: str, audit_head: dict[str, str | None] | None = None) -> None:
+        """The error on stderr (JSON: on stdout), with the audit heads when given."""
         if output == "json":
-            click.echo(self.as_json())
+            click.echo(self.as_json({"audit_head": audit_head} if audit_head else None))
             return
         click.echo(f"error: {self.message}", err=True)
         if self.hint:
             click.echo(f"hint: {self.hint}", err=True)
+        for where, head in sorted((audit_head or {}).items()):
+            if head:
+                click.echo(f"audit head ({where}): {head}", err=True)
 
 
 _SIGNAL_REPORTS = {

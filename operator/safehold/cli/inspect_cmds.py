@@ -43,7 +43,9 @@ def _damage_report(damaged: list[Damaged]) -> None:
 @common.output_option
 @click.pass_context
 def list_(ctx: click.Context, repo: str, target_name: str | None, output: str) -> None:
-    """List the backups in a repository, oldest first (damaged ones too: exit 4)."""
+    """List the backups in a repository, oldest first (damaged ones too: exit 4).
+
+    JSON: {"backups": [...], "audit_head": {...}}."""
     repository = common.open_repo(ctx, repo)
     rows: list[dict[str, Any]] = []
     damaged: list[Damaged] = []
@@ -83,7 +85,7 @@ def list_(ctx: click.Context, repo: str, target_name: str | None, output: str) -
                 click.echo(f"{name}: recoverable window (point-in-time) {win.describe()}")
         click.echo(UNAUTHENTICATED, err=True)
 
-    common.emit(output, rows, text)
+    common.emit(output, {"backups": rows}, text)
     _damage_report(damaged if output == "text" else [])
     if damaged:
         ctx.exit(int(Exit.CORRUPT))
@@ -222,6 +224,7 @@ def cat(ctx: click.Context, repo: str, target_name: str, backup_ref: str, object
     for block in ObjectReader(repository, keys).open(manifest, object_name):
         out.write(block)
     out.flush()
+    common.audit_heads_to_stderr()  # stdout is the object's bytes
 
 
 COMMANDS = [list_, show, verify, cat]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
@@ -17,6 +18,7 @@ from safehold.cli import runlog
 from safehold.cli.config import LogConfig, load
 from safehold.cli.errors import EXIT_CODES_HELP, Exit, Terminated, report_for
 from safehold.cli.logsetup import FORMATS, LEVELS, parse_rotation, setup_logging
+from safehold.pipeline import keyuse
 
 # Options of the whole program, accepted before or after the subcommand: `safehold list -r R
 # --output json` and `safehold --output json list -r R` mean the same.
@@ -93,11 +95,33 @@ def audit_failure(run: runlog.Run, exc: BaseException) -> None:
         return
     if exc.exit_code == Exit.CORRUPT:  # classified by exit code: crypto errors are several
         audit.record("tamper.refused", "refused", command=run.command, **error)
-    elif exc.exit_code == Exit.KEY or (exc.exit_code == Exit.DATABASE and any(
-            w in exc.message.lower() for w in _AUTH_WORDS)):
+    elif exc.exit_code == Exit.KEY or exc.auth_failure or (
+            exc.exit_code == Exit.DATABASE and any(w in exc.message.lower()
+                                                   for w in _AUTH_WORDS)):
         audit.record("auth.failure", "refused", command=run.command, **error)
     elif run.command in _AUDITED_FAILURES:
         audit.record(_AUDITED_FAILURES[run.command], "failure", **error)
+
+
+def _audit_head(run: runlog.Run) -> dict[str, str | None] | None:
+    """The audit heads an error result carries: a run that opened a repository or recorded an
+    event (a refused key or tamper) shows them like any result."""
+    if run.repository is None and not run.audited:
+        return None
+    from safehold.cli import audit
+
+    try:
+        return audit.heads(run)
+    except Exception as exc:  # the audit never changes how a run ends
+        logging.getLogger("safehold.audit").debug("no audit head: %s", exc)
+        return None
+
+
+def _key_used(key_id: str, facts: dict[str, Any]) -> None:
+    """The pipeline unwrapped a data key to read: the audit log's ``key.used``."""
+    from safehold.cli import audit
+
+    audit.key_used(key_id, facts)
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
@@ -125,6 +149,7 @@ class SafeholdGroup(click.Group):
         argv = hoist_global_options(list(sys.argv[1:] if args is None else args))
         output = wanted_output(argv)
         run = runlog.begin(command_of(argv), argv)
+        keyuse.listen(_key_used)
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -140,7 +165,7 @@ class SafeholdGroup(click.Group):
         except (Exception, KeyboardInterrupt, Terminated) as exc:
             report = report_for(exc)
             audit_failure(run, exc)
-            report.emit(output)
+            report.emit(output, _audit_head(run))
             code = report.code
         finally:
             if previous is not None:

@@ -26,7 +26,7 @@ from safehold.codecs import crypto
 from safehold.engines import servers
 from safehold.engines.base import ConnectionOptions, Engine, redact_url
 from safehold.pipeline.backup import BackupOptions, run_backup
-from safehold.pipeline.profile import Profile
+from safehold.pipeline.profile import WAITING, Profile
 from safehold.repository import layout
 from safehold.repository.repo import Repository
 
@@ -136,10 +136,15 @@ def back_up(ctx: click.Context, *, url: str, name: str, options: ConnectionOptio
                              repository, backup, keks, lock_wait, backup_id, summarize))
     failed = [o for o in outcomes if o.error is not None]
     status = dbnames.run_status(len(outcomes) - len(failed), len(failed))
+    seconds = round(time.monotonic() - started, 3)
+    raw = sum((o.summary or {}).get("raw_bytes") or 0 for o in outcomes)
+    stored = sum((o.summary or {}).get("stored_bytes") or 0 for o in outcomes)
     result = {
-        "target": name, "status": status, "seconds": round(time.monotonic() - started, 3),
-        "raw_bytes": sum((o.summary or {}).get("raw_bytes") or 0 for o in outcomes),
-        "stored_bytes": sum((o.summary or {}).get("stored_bytes") or 0 for o in outcomes),
+        "target": name, "status": status, "seconds": seconds,
+        "raw_bytes": raw, "stored_bytes": stored,
+        "compression_ratio": round(raw / stored, 3) if stored else None,
+        "throughput_mib_s": round(raw / 2**20 / max(seconds, 1e-9), 2),
+        "pipeline": added_up([(o.summary or {}).get("pipeline") for o in outcomes]),
         "databases": [o.as_dict() for o in outcomes if o.database is not None],
         "globals": next((o.as_dict() for o in outcomes if o.database is None), None),
     }
@@ -150,6 +155,18 @@ def back_up(ctx: click.Context, *, url: str, name: str, options: ConnectionOptio
         ctx.exit(failed[0].exit_code or int(Exit.FAILED))
 
 
+def added_up(pipelines: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+    """The stage timings of several backups added up, and the stage that bounded them all
+    (``stage_seconds``, ``bottleneck``: the stage with the most time, ``waiting`` aside)."""
+    total: dict[str, float] = {}
+    for pipeline in pipelines:
+        for stage, value in ((pipeline or {}).get("stage_seconds") or {}).items():
+            total[stage] = round(total.get(stage, 0.0) + value, 6)
+    work = {k: v for k, v in total.items() if k != WAITING and v > 0}
+    return {"stage_seconds": total, "bottleneck": max(work, key=lambda k: work[k])
+            if work else None}
+
+
 def _one(database: str | None, key: str, engine: Callable[[], Engine], repository: Repository,
          backup: BackupOptions, keks: Sequence[crypto.Kek], lock_wait: float,
          backup_id: str | None, summarize: Callable[[Any], dict[str, Any]]) -> Outcome:
@@ -157,7 +174,7 @@ def _one(database: str | None, key: str, engine: Callable[[], Engine], repositor
         target=key, type=backup.type if database is not None else "full", codec=backup.codec,
         chunk_size=backup.chunk_size, no_encryption=backup.no_encryption,
         namespace=backup.namespace, database=database)
-    started = time.monotonic()
+    started, profile = time.monotonic(), Profile("backup")
     try:
         opened = engine()
         with locking.target_lease(repository, key, "backup", lock_wait,
@@ -165,12 +182,13 @@ def _one(database: str | None, key: str, engine: Callable[[], Engine], repositor
                 common.progress(f"backup {key}", None) as hook:
             manifest = run_backup(opened, repository, options, keks[0] if keks else None,
                                   keks[1:], progress=hook, backup_id=backup_id, lease=lease,
-                                  profile=Profile("backup"))
+                                  profile=profile)
     except Terminated:  # SIGTERM stops the whole run (SIGINT is no Exception)
         raise
     except Exception as exc:
         return _failed(database, key, exc)
-    summary = {**summarize(manifest), "seconds": round(time.monotonic() - started, 3)}
+    summary = {**summarize(manifest), "seconds": round(time.monotonic() - started, 3),
+               "pipeline": profile.report().manifest_record()}
     return Outcome(database, key, summary=summary)
 
 

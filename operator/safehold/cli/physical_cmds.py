@@ -15,6 +15,7 @@ import click
 from safehold.api.errors import UsageError
 from safehold.cli import audit, common, selfcmd
 from safehold.cli.config import resolve_repository
+from safehold.pipeline.objects import ReadTally
 from safehold.pipeline.physical import (
     archive_reaches,
     archived_wal,
@@ -85,12 +86,12 @@ def restore_data_dir(ctx: click.Context, repo: str, backup_ref: str | None, sour
                             what="--to-time" if point.to_time else "--to-lsn")
     from safehold.pipeline import walarchive  # PostgreSQL only
 
-    started, profile = time.monotonic(), Profile("restore")
+    started, profile, tally = time.monotonic(), Profile("restore"), ReadTally()
     settings, bundled = {}, None
     with new_data_dir(data_dir):
         with common.progress(f"restore {manifest.backup_id}", manifest.raw_bytes) as hook:
             chain = run_data_dir_restore(repository, manifest, keks, data_dir, progress=hook,
-                                         profile=profile)
+                                         profile=profile, tally=tally)
         if point is not None:
             if point.bundle:
                 bundled = bundle_wal(repository, source, keks, manifest, data_dir, segments,
@@ -109,6 +110,7 @@ def restore_data_dir(ctx: click.Context, repo: str, backup_ref: str | None, sour
     data = {"backup_id": manifest.backup_id, "data_dir": str(data_dir.absolute()),
             "chain": [m.backup_id for m in chain], "server_version": manifest.server_version,
             "recovery": settings or None, "seconds": round(elapsed, 3),
+            **tally.as_dict(elapsed),
             "bundled_wal": {"segments": len(bundled[0]), "bytes": bundled[1]}
             if bundled else None}
     target_text = ""

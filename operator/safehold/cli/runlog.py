@@ -35,6 +35,7 @@ class Run:
     audit_repository: bool = True
     audit_heads: dict[str, str] = field(default_factory=dict)
     audited: bool = False
+    keys_used: dict[str, dict[str, Any]] = field(default_factory=dict)  # key id -> first read
     informational: bool = False  # --help or --version: nothing runs, nothing is logged
 
 
@@ -61,9 +62,16 @@ def current() -> Run | None:
     return _current
 
 
+OUTCOMES = ("success", "partial", "failure")
+
+
 def outcome(code: int, run: Run) -> str:
-    """success; partial: a result was reported but some of it failed (e.g. a damaged backup
-    beside healthy ones); failure: no result."""
+    """The result's own ``status`` when it states one (a multi-database backup: every database
+    failed is a failure, though it reports each); else success; partial: a result was reported
+    but some of it failed (e.g. a damaged backup beside healthy ones); failure: no result."""
+    status = run.result.get("status") if isinstance(run.result, dict) else None
+    if status in OUTCOMES:
+        return str(status)
     if code == 0:
         return "success"
     return "partial" if run.result is not None else "failure"
@@ -86,6 +94,13 @@ def finish(run: Run, code: int) -> None:
                     facts["stage_seconds"] = part[key]
                     if part.get("bottleneck"):
                         facts["bottleneck"] = part["bottleneck"]
+    if run.repository is not None and not run.audit_heads:  # a run that printed no result
+        from safehold.cli import audit
+
+        try:
+            audit.heads(run)
+        except Exception as exc:  # the audit never changes how a run ends
+            log.debug("no audit head: %s", exc)
     if run.audit_heads:
         facts["audit_head"] = dict(run.audit_heads)
     sizes = ""

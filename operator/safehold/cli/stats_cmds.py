@@ -10,6 +10,7 @@ unauthenticated.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,14 +39,51 @@ def parse_since(text: str) -> timedelta:
         raise UsageError(f"--since {text} is too far back: at most 999999999d") from None
 
 
-def sparkline(values: list[float]) -> str:
-    """One block character per value, scaled between the smallest and the largest."""
-    if not values:
-        return ""
-    low, high = min(values), max(values)
+def sparkline(values: Sequence[float | None]) -> str:
+    """One block character per value, scaled between the smallest and the largest; a space
+    for a value that is not known (a run too short to time, nothing stored)."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return " " * len(values)
+    low, high = min(known), max(known)
     span = high - low
-    return "".join(BARS[0 if span == 0 else round((v - low) / span * (len(BARS) - 1))]
+    return "".join(" " if v is None else
+                   BARS[0 if span == 0 else round((v - low) / span * (len(BARS) - 1))]
                    for v in values)
+
+
+def stage_initials(runs: list[dict[str, Any]]) -> str:
+    """Each run's bottleneck stage as its initial, oldest first, and the legend:
+    ``rrrc  (c compress, r read)``; ``-`` for a run without stage timings."""
+    row = "".join((r["bottleneck_stage"] or "-")[0] for r in runs)
+    stages = sorted({r["bottleneck_stage"] for r in runs if r["bottleneck_stage"]})
+    legend = ", ".join(f"{stage[0]} {stage}" for stage in stages)
+    return f"{row}  ({legend})" if legend else row
+
+
+def run_charts(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The terminal chart of a target's runs over time, one column per run (oldest first):
+    duration, throughput, raw and stored size, compression ratio and bottleneck stage."""
+    def ratio(r: dict[str, Any]) -> float | None:
+        return r["raw_bytes"] / r["stored_bytes"] if r["stored_bytes"] else None
+
+    def scale(values: list[float | None], show: Callable[[float], str]) -> str:
+        known = [v for v in values if v is not None]
+        return f"  {show(min(known))} .. {show(max(known))}" if known else ""
+
+    seconds = [r["seconds"] for r in runs]
+    rates = [r["throughput_bytes_per_second"] for r in runs]
+    raw = [float(r["raw_bytes"]) if r["raw_bytes"] is not None else None for r in runs]
+    stored = [float(r["stored_bytes"]) if r["stored_bytes"] is not None else None for r in runs]
+    ratios = [ratio(r) for r in runs]
+    return [
+        ("durations", sparkline(seconds) + scale(seconds, lambda v: f"{v:.2f}s")),
+        ("throughputs", sparkline(rates) + scale(rates, _rate)),
+        ("raw sizes", sparkline(raw) + scale(raw, common.human_bytes)),
+        ("stored", sparkline(stored) + scale(stored, common.human_bytes)),
+        ("ratios", sparkline(ratios) + scale(ratios, lambda v: f"{v:.2f}")),
+        ("stages", stage_initials(runs)),
+    ]
 
 
 def sample(manifest: Manifest) -> Sample:
@@ -148,8 +186,8 @@ def _text(repo_url: str, since: str, targets: list[dict[str, Any]]) -> None:
             ("bottleneck", bottleneck_summary(t)),
             *([("bottlenecks", bottleneck_history(t["runs"]) + "  (oldest to newest)")]
               if t["bottleneck_stage"] else []),
-            ("durations", sparkline([r["seconds"] for r in t["runs"]])
-             + "  (oldest to newest)"),
+            ("over time", f"oldest to newest, one column per run ({len(t['runs'])})"),
+            *run_charts(t["runs"]),
         ]
         for key, value in rows:
             click.echo(f"  {key:<11} {value}")
@@ -169,8 +207,9 @@ def _text(repo_url: str, since: str, targets: list[dict[str, Any]]) -> None:
 def stats(ctx: click.Context, repo: str, target_name: str | None, since: str,
           output: str) -> None:
     """History and trends per target: p50/p95 duration and throughput, sizes, ratio,
-    bottleneck stage, a sparkline of durations and the runs that regressed against the
-    trailing median of their type. Reads manifests only (no key needed).
+    bottleneck stage, a terminal chart of each run's duration, throughput, raw and stored
+    size, ratio (sparklines) and bottleneck stage (initials), and the runs that regressed
+    against the trailing median of their type. Reads manifests only (no key needed).
 
     --output html prints a self-contained page (inline SVG plots over time per target, no
     script or external asset): safehold stats -o html > stats.html."""

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from safehold.api.manifest import Manifest
 from safehold.codecs import crypto
+from safehold.pipeline import keyuse
 from safehold.repository import layout
 from safehold.repository.repo import KeyRecordLost, Repository, RepositoryDamaged
 from safehold.repository.trust import Trust
@@ -120,4 +121,5 @@ class DataKeys:
                     " written (its MAC does not match); do not trust this backup"
                 ) from None
             self._cache[manifest.source] = data_key
+            keyuse.used(wrapped.key_id, target=manifest.target, backup_id=manifest.backup_id)
         return self._cache[manifest.source]

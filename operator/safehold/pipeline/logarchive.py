@@ -30,7 +30,7 @@ from safehold.api.manifest import ObjectRecord
 from safehold.codecs import crypto
 from safehold.codecs.compression import Codec, CorruptDataError, parse_codec
 from safehold.codecs.frames import FrameError
-from safehold.pipeline import stream
+from safehold.pipeline import keyuse, stream
 from safehold.pipeline.objects import CorruptObjectError
 from safehold.repository.logarchive import (
     SegmentConflict,
@@ -177,13 +177,14 @@ class LogArchive:
             if state[0]:
                 raise RepositoryTampered(f"{where} is not encrypted (or has no MAC) but must be:"
                                          f" {state[1]}; do not replay it")
-            key = None
+            key, key_id = None, None
         else:
             if not self.keks:
                 raise crypto.MissingKeyError(
                     f"{where} is encrypted: supply its key with --key-file, SAFEHOLD_KEY_FILE,"
                     " SAFEHOLD_KEY or SAFEHOLD_PASSPHRASE")
-            key = crypto.unwrap_key(self.keks, self._read_wrapped(seg), seg.key_context())
+            wrapped = self._read_wrapped(seg)
+            key, key_id = crypto.unwrap_key(self.keks, wrapped, seg.key_context()), wrapped.key_id
             try:
                 crypto.verify_manifest_mac(key, record.signing_bytes(), record.mac)
             except crypto.TamperedError:
@@ -197,6 +198,8 @@ class LogArchive:
         if record.repo_id != self.trust.repo_id:
             raise RepositoryTampered(f"{where} was written to repository {record.repo_id}, not"
                                      f" {self.trust.repo_id}: it was copied here")
+        if key_id is not None:
+            keyuse.used(key_id, target=self.target, segment=seg.label)
         return key
 
     def open(self, record: SegmentRecord) -> Iterator[bytes]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -79,6 +80,28 @@ class ObjectWriter:
         return record
 
 
+class ReadTally:
+    """The sizes of the objects a reader decoded in full and checked: what a restore read
+    (raw and stored bytes), for its result and run log."""
+
+    def __init__(self) -> None:
+        self.raw_bytes = self.stored_bytes = self.objects = 0
+        self._lock = threading.Lock()
+
+    def add(self, record: ObjectRecord) -> None:
+        with self._lock:
+            self.raw_bytes += record.raw_size
+            self.stored_bytes += record.stored_size
+            self.objects += 1
+
+    def as_dict(self, seconds: float) -> dict[str, Any]:
+        """``raw_bytes``, ``stored_bytes``, ``compression_ratio`` and ``throughput_mib_s``."""
+        return {"raw_bytes": self.raw_bytes, "stored_bytes": self.stored_bytes,
+                "compression_ratio": round(self.raw_bytes / self.stored_bytes, 3)
+                if self.stored_bytes else None,
+                "throughput_mib_s": round(self.raw_bytes / 2**20 / max(seconds, 1e-9), 2)}
+
+
 class ObjectReader:
     """ChainReader: decode objects of any backup, checking every frame, size and hash."""
 
@@ -86,6 +109,7 @@ class ObjectReader:
         self.repo, self.keys, self.workers = repo, keys, workers
         self.on_bytes: ProgressHook | None = None  # raw bytes handed to the engine
         self.profile: Profile | None = None  # where the time goes (pipeline.profile)
+        self.tally: ReadTally | None = None  # sizes of the objects read in full
 
     def open(self, backup: Manifest, name: str) -> Iterator[bytes]:
         try:
@@ -130,3 +154,5 @@ class ObjectReader:
         if stats.raw_size != record.raw_size:
             raise CorruptObjectError(backup.backup_id, record.name,
                                      f"decoded {stats.raw_size} bytes, expected {record.raw_size}")
+        if self.tally is not None:
+            self.tally.add(record)

@@ -14,7 +14,7 @@ from safehold.api.manifest import BackupMethod, Manifest, method_of
 from safehold.codecs import crypto
 from safehold.engines.base import Engine
 from safehold.pipeline.keys import DataKeys
-from safehold.pipeline.objects import ObjectReader, ProgressHook
+from safehold.pipeline.objects import ObjectReader, ProgressHook, ReadTally
 from safehold.pipeline.profile import Profile
 from safehold.repository.logarchive import SegmentRecord
 from safehold.repository.repo import Repository
@@ -25,8 +25,10 @@ if TYPE_CHECKING:
 
 def run_data_dir_restore(repo: Repository, backup: Manifest, keks: Sequence[crypto.Kek],
                          data_dir: Path, *, progress: ProgressHook | None = None,
-                         profile: Profile | None = None) -> list[Manifest]:
-    """Restore ``backup`` and its chain into the new data directory ``data_dir``; the chain."""
+                         profile: Profile | None = None,
+                         tally: ReadTally | None = None) -> list[Manifest]:
+    """Restore ``backup`` and its chain into the new data directory ``data_dir``; the chain.
+    ``tally`` counts the sizes of what it read."""
     from safehold.engines.postgres.physical_restore import (  # only PostgreSQL has them
         chain_problems,
         check_destination,
@@ -49,7 +51,7 @@ def run_data_dir_restore(repo: Repository, backup: Manifest, keks: Sequence[cryp
         keys.for_backup(manifest)
     reader = ObjectReader(repo, keys)
     reader.on_bytes = progress
-    reader.profile = profile
+    reader.profile, reader.tally = profile, tally
     restore_data_dir(chain, reader, data_dir)
     return chain
 

@@ -10,7 +10,7 @@ from safehold.api.manifest import Manifest
 from safehold.codecs import crypto
 from safehold.engines.base import Engine, RestoreRequest, UnsupportedError
 from safehold.pipeline.keys import DataKeys
-from safehold.pipeline.objects import CorruptObjectError, ObjectReader, ProgressHook
+from safehold.pipeline.objects import CorruptObjectError, ObjectReader, ProgressHook, ReadTally
 from safehold.pipeline.profile import Profile
 from safehold.repository.repo import Repository
 
@@ -19,10 +19,12 @@ def run_restore(engine: Engine, repo: Repository, backup: Manifest,
                 keks: Sequence[crypto.Kek], *, include: Sequence[str] | None = None,
                 conflict: Literal["fail", "replace"] = "replace",
                 workers: int | None = None, progress: ProgressHook | None = None,
-                profile: Profile | None = None) -> list[Manifest]:
+                profile: Profile | None = None, tally: ReadTally | None = None
+                ) -> list[Manifest]:
     """Restore ``backup`` (with the chain it depends on); returns the chain used.
 
-    ``profile`` (operation "restore") collects where the streaming time goes.
+    ``profile`` (operation "restore") collects where the streaming time goes, ``tally`` the
+    sizes of the objects it read (a selective restore reads only some).
     """
     if include and not engine.capabilities.selective_restore:
         raise UnsupportedError(f"the {engine.name} engine does not support selective restore")
@@ -37,7 +39,7 @@ def run_restore(engine: Engine, repo: Repository, backup: Manifest,
         keys.for_backup(manifest)
     reader = ObjectReader(repo, keys, workers=workers)
     reader.on_bytes = progress
-    reader.profile = profile
+    reader.profile, reader.tally = profile, tally
     engine.restore(RestoreRequest(chain=chain, include=include, conflict=conflict), reader)
     return chain
 

@@ -13,7 +13,12 @@ from azure.core import exceptions as aexc
 from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
 from azure.storage.blob import BlobServiceClient
 
-from safehold.storage.base import ObjectNotFound, StorageError, TransientStorageError
+from safehold.storage.base import (
+    ObjectNotFound,
+    StorageAuthError,
+    StorageError,
+    TransientStorageError,
+)
 from safehold.storage.cloud import parse_store_url
 from safehold.storage.parts import MiB
 
@@ -47,12 +52,12 @@ def classify(exc: aexc.AzureError, what: str, key: str, url: str, container: str
                             " read; read it again")
     if status in (401, 403):
         if code == "AuthenticationFailed" or status == 401:
-            return StorageError(f"Azure rejected the credentials for {url} ({code or status}):"
+            return StorageAuthError(f"Azure rejected the credentials for {url} ({code or status}):"
                                 " check the account key, SAS token or connection string (an"
                                 f" expired SAS, a rotated key, a wrong clock); {_CREDENTIAL_HELP}")
         if code.startswith("AuthorizationPermission"):
-            return StorageError(f"Azure denied {what} on {url} ({code}): {_PERMISSION_HELP}")
-        return StorageError(  # e.g. AuthorizationFailure: a bad signature, or firewall rules
+            return StorageAuthError(f"Azure denied {what} on {url} ({code}): {_PERMISSION_HELP}")
+        return StorageAuthError(  # e.g. AuthorizationFailure: a bad signature, or firewall rules
             f"Azure refused {what} on {url} ({code or status}): the credentials were rejected or"
             f" lack permission; check the account key, SAS token or connection string, and"
             f" {_PERMISSION_HELP}")

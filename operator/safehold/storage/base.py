@@ -37,6 +37,15 @@ class TransientStorageError(StorageError):
     transient = True
 
 
+class StorageAuthError(StorageError):
+    """The storage refused the credentials or denied the operation (S3 AccessDenied,
+    InvalidAccessKeyId, SignatureDoesNotMatch, expired tokens, any 403; GCS and Azure 401/403;
+    no usable credentials at all). Exit 7 like any storage failure; the audit log records it as
+    ``auth.failure``."""
+
+    auth_failure = True
+
+
 class ConditionFailed(StorageError):
     """A conditional write lost: the object already exists (``put_if_absent``), or it is absent
     or no longer the version the caller named (``replace_if``). Nothing was written."""

@@ -16,7 +16,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import storage
 from google.resumable_media import DataCorruption
 
-from safehold.storage.base import StorageError, TransientStorageError
+from safehold.storage.base import StorageAuthError, StorageError, TransientStorageError
 from safehold.storage.cloud import parse_store_url
 
 SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
@@ -53,12 +53,12 @@ def classify(exc: BaseException, what: str, url: str) -> StorageError | None:
     if code in _TRANSIENT_CODES or code >= 500:
         return TransientStorageError(f"cannot {what} on {url}: {code} {message}")
     if code == 401:
-        return StorageError(
+        return StorageAuthError(
             f"Google Cloud Storage rejected the credentials for {url} (401: {message}): check"
             " that GOOGLE_APPLICATION_CREDENTIALS names a valid service-account key, or that"
             " the Kubernetes service account is bound through workload identity")
     if code == 403:
-        return StorageError(
+        return StorageAuthError(
             f"Google Cloud Storage denied {what} on {url} (403: {message}): grant the runner's"
             " identity roles/storage.objectAdmin on the bucket (the service account of"
             " GOOGLE_APPLICATION_CREDENTIALS, or the one bound through workload identity)")

@@ -17,7 +17,12 @@ from botocore.exceptions import (
     SSLError,
 )
 
-from safehold.storage.base import ObjectNotFound, StorageError, TransientStorageError
+from safehold.storage.base import (
+    ObjectNotFound,
+    StorageAuthError,
+    StorageError,
+    TransientStorageError,
+)
 
 _TRANSIENT_CODES = {
     "SlowDown", "Throttling", "ThrottlingException", "RequestThrottled", "TooManyRequests",
@@ -25,6 +30,9 @@ _TRANSIENT_CODES = {
     "InternalError", "ServiceUnavailable", "OperationAborted", "PriorRequestNotComplete",
 }
 _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
+# refused credentials or a denied operation: auth.failure in the audit log (so is any 403)
+_AUTH_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+               "InvalidToken", "TokenRefreshRequired", "AllAccessDisabled"}
 _CREDENTIALS_HELP = (
     "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), AWS_WEB_IDENTITY_TOKEN_FILE +"
     " AWS_ROLE_ARN (IRSA), AWS_PROFILE, or an instance profile"
@@ -43,8 +51,8 @@ def classify(exc: Exception, action: str, where: str, key: str | None = None) ->
     if isinstance(exc, ClientError):
         return _client_error(exc, action, where, key)
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
-        return StorageError(f"cannot {action} {where}: no usable AWS credentials ({exc}); provide"
-                            f" them through {_CREDENTIALS_HELP}")
+        return StorageAuthError(f"cannot {action} {where}: no usable AWS credentials ({exc});"
+                                f" provide them through {_CREDENTIALS_HELP}")
     if isinstance(exc, SSLError):
         return StorageError(f"cannot {action} {where}: TLS failed ({exc}); check the endpoint's"
                             " certificate, or point AWS_CA_BUNDLE at the CA that signed it")
@@ -93,4 +101,5 @@ def _client_error(exc: ClientError, action: str, where: str, key: str | None) ->
     if fix is None and status == 404 and key is None:
         fix = f"not found ({code or 404}): check the bucket {bucket!r} and the endpoint"
     detail = fix or f"{code or status}: {message}"
-    return StorageError(f"cannot {action} {where}: {detail}")
+    kind = StorageAuthError if code in _AUTH_CODES or status in (401, 403) else StorageError
+    return kind(f"cannot {action} {where}: {detail}")
