@@ -63,23 +63,26 @@ def restore_and_compare(server: MariaDB, repo: str, backup_id: str, source: str,
     return copy
 
 
+@pytest.mark.parametrize("reader", ["client", "driver"])
 def test_parallel_snapshot_is_one_instant_under_writes(mariadb_server: MariaDB, source: str,
-                                                       env: dict[str, str],
-                                                       tmp_path: Path) -> None:
+                                                       env: dict[str, str], tmp_path: Path,
+                                                       reader: str) -> None:
     repo = (tmp_path / "repo").as_uri()
+    base = data.scalar(mariadb_server, "SELECT COUNT(*) FROM ledger", source)  # earlier runs'
     writer = data.Writer(mariadb_server, source)
     writer.start()
     while writer.commits < 20:
         assert writer.is_alive(), f"writer failed: {writer.error!r}"
         time.sleep(0.01)
     before = writer.commits
-    result = run_json("backup", "-t", url(mariadb_server, source), "-r", repo, "--jobs", "3",
-                      env=env)
+    result = run_json("backup", "-t", url(mariadb_server, source, query=f"?reader={reader}"),
+                      "-r", repo, "--jobs", "3", env=env)
     during = writer.commits - before
     writer.stop()
     assert during > 0, "the writer committed nothing while the backup ran"
     meta = engine_meta(repo, source, result["backup_id"])
     assert meta["snapshot_connections"] == 3 and "snapshot_fallback" not in meta
+    assert meta["reader"] == reader
     assert meta["lock_seconds"] >= 0
     assert result["end_position"]["binlog_file"] and result["end_position"]["binlog_pos"]
 
@@ -98,7 +101,7 @@ def test_parallel_snapshot_is_one_instant_under_writes(mariadb_server: MariaDB, 
           - (SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE src = a.id)""", copy)
     assert mismatched == 0, "accounts and ledger come from different instants"
     ledger = data.scalar(mariadb_server, "SELECT COUNT(*) FROM ledger", copy)
-    assert before <= ledger <= before + during
+    assert base + before <= ledger <= base + before + during
     mariadb_server.sql(f"DROP DATABASE {copy}")
 
 

@@ -3,12 +3,13 @@
 A target is ``mysql://user[:password]@host[:port]/database`` (``mariadb://`` is the same), with
 optional query parameters ``ssl-mode`` (DISABLED, PREFERRED, REQUIRED, VERIFY_CA,
 VERIFY_IDENTITY), ``ssl-ca``, ``ssl-cert`` and ``ssl-key``, spelled as the MySQL clients spell
-them, and ``lock-wait`` (seconds a parallel backup waits for the global read lock, see
-:mod:`.snapshot`; default 5, 0 for one connection without the lock).
+them, ``lock-wait`` (seconds a parallel backup waits for the global read lock, see
+:mod:`.snapshot`; default 5, 0 for one connection without the lock) and ``reader`` (``client``,
+``driver`` or ``auto``: who reads a backup's rows, see :mod:`.snapshot`).
 The CLI's ``--tls*`` flags win over the URL. The password comes, as for every engine,
 from :class:`ConnectionOptions.password` (``--password-file`` / ``SAFEHOLD_PASSWORD``), else the
-URL, else ``MYSQL_PWD``; it is only ever handed to PyMySQL in memory (no client tools are
-run), and no message built here contains it.
+URL, else ``MYSQL_PWD``; it is handed to PyMySQL in memory and to client tools in an in-memory
+option file (:mod:`.tools`), and no message built here contains it.
 
 Every PyMySQL error is mapped once onto the classes of :mod:`safehold.engines.base` with a
 message that says what to fix; connecting retries the transient ones with backoff.
@@ -41,8 +42,14 @@ _SSL_MODES: dict[str, TlsMode] = {
     "disabled": "disable", "preferred": "prefer", "required": "require",
     "verify_ca": "verify-ca", "verify_identity": "verify-full",
 }
-_QUERY_KEYS = {"ssl-mode", "ssl-ca", "ssl-cert", "ssl-key", "lock-wait"}
+_QUERY_KEYS = {"ssl-mode", "ssl-ca", "ssl-cert", "ssl-key", "lock-wait", "reader"}
 DEFAULT_LOCK_WAIT = 5.0  # seconds a parallel backup waits for the global read lock
+Reader = Literal["auto", "client", "driver"]
+READERS: tuple[Reader, ...] = ("auto", "client", "driver")
+# Every session starts in this state (PyMySQL's init_command, the mariadb client's
+# --init-command): UTC, so TIMESTAMP values are exact; the sql_mode mysqldump writes with.
+SESSION_INIT = ("SET time_zone='+00:00', sql_mode='NO_AUTO_VALUE_ON_ZERO',"
+                " net_read_timeout=3600, net_write_timeout=3600, wait_timeout=28800")
 SCHEMES = ("mysql", "mariadb")
 
 
@@ -68,6 +75,7 @@ class Target:
     key_file: str | None = None
     connect_timeout: float = 10.0
     lock_wait: float = DEFAULT_LOCK_WAIT  # see .snapshot; 0: never lock, read on one connection
+    reader: Reader = "auto"  # who reads a backup's rows (see .snapshot)
 
     def __str__(self) -> str:
         return f"{self.scheme}://{self.user}@{self.host}:{self.port}/{self.database}"
@@ -114,6 +122,13 @@ def parse_target(url: str, options: ConnectionOptions) -> Target:
                              + ", ".join(m.upper() for m in _SSL_MODES))
         tls = _SSL_MODES[mode]
     lock_wait = _lock_wait(query.get("lock-wait"))
+    readers: dict[str, Reader] = {r: r for r in READERS}
+    reader = readers.get(query.get("reader", "auto"))
+    if reader is None:
+        raise ValueError(f"reader={query['reader']!r} is not one of {', '.join(READERS)}"
+                         " (client: the mariadb client reads a backup's rows, driver: PyMySQL"
+                         " does, auto: the client when it is installed and the server is"
+                         " MariaDB)")
     password = resolve_password(options.password, parts.password, "MYSQL_PWD")
     target = Target(
         scheme=parts.scheme, host=parts.hostname, port=port, user=unquote(parts.username),
@@ -123,6 +138,7 @@ def parse_target(url: str, options: ConnectionOptions) -> Target:
         key_file=options.key_file or query.get("ssl-key"),
         connect_timeout=options.connect_timeout,
         lock_wait=lock_wait,
+        reader=reader,
     )
     _check_tls(target)
     return target
@@ -185,8 +201,7 @@ def connect(t: Target, *, database: str | None = "", streaming: bool = False,
                 database=db, charset="utf8mb4", connect_timeout=max(1, int(t.connect_timeout)),
                 autocommit=True, max_allowed_packet=1 << 30,
                 cursorclass=pymysql.cursors.SSCursor if streaming else pymysql.cursors.Cursor,
-                init_command="SET time_zone='+00:00', sql_mode='NO_AUTO_VALUE_ON_ZERO',"
-                " net_read_timeout=3600, net_write_timeout=3600, wait_timeout=28800",
+                init_command=SESSION_INIT,
                 **_ssl_args(t),
             )
         except Exception as exc:

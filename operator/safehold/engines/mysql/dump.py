@@ -27,14 +27,15 @@ import queue
 import re
 from typing import Any
 
-from safehold.engines.base import BackupOutcome, BackupSink
+from safehold.engines.base import BackupOutcome, BackupSink, EngineError
 from safehold.engines.common import run_parallel
 from safehold.engines.mysql import quote
 from safehold.engines.mysql.catalog import Catalog, Table, read_catalog
-from safehold.engines.mysql.conn import Target, connect, run
-from safehold.engines.mysql.rows import RowStats, insert_statements
+from safehold.engines.mysql.clientread import client_version
+from safehold.engines.mysql.conn import Target, connect
+from safehold.engines.mysql.rows import RowStats
 from safehold.engines.mysql.server import server_info
-from safehold.engines.mysql.snapshot import Snapshot, open_snapshot
+from safehold.engines.mysql.snapshot import Reader, Snapshot, open_snapshot
 
 log = logging.getLogger(__name__)
 TOC_FORMAT = 1
@@ -54,8 +55,7 @@ def backup(target: Target, sink: BackupSink, jobs: int = 1) -> BackupOutcome:
         schema, entries = render_schema(catalog)
         sink.put("schema.sql", [schema], meta={"kind": "schema"})
         tables = _dump_tables(snap, catalog, sink)
-        for conn in snap.conns:
-            run(conn, "COMMIT")
+        snap.finish()
     finally:
         snap.close()
     position = snap.position
@@ -75,31 +75,42 @@ def backup(target: Target, sink: BackupSink, jobs: int = 1) -> BackupOutcome:
         engine_meta={"database": catalog.database, "flavor": info.flavor,
                      "tables": len(tables), "rows": sum(int(t["rows"]) for t in tables),
                      **snap.meta()},
-        tools={"pymysql": _pymysql_version()},
+        tools=_tools(snap),
     )
 
 
 def _dump_tables(snap: Snapshot, catalog: Catalog, sink: BackupSink) -> list[dict[str, Any]]:
-    """One object per table, read on the snapshot's connections (biggest tables first)."""
-    idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    for conn in snap.conns:
-        idle.put(conn)
+    """One object per table, read by the snapshot's readers (biggest tables first)."""
+    readers = snap.readers
+    idle: queue.SimpleQueue[Reader | None] = queue.SimpleQueue()
+    for reader in readers:
+        idle.put(reader)
 
     def dump_one(item: tuple[int, Table]) -> dict[str, Any]:
         index, table = item
-        conn = idle.get()
+        reader = idle.get()
+        if reader is None:
+            idle.put(None)
+            raise EngineError(f"table {table.name} was not read: another table failed")
         stats = RowStats()
         name = object_name(index, table.name)
-        record = sink.put(name, insert_statements(conn, table, stats),
-                          meta={"kind": "rows", "table": table.name})
-        idle.put(conn)  # not on failure: insert_statements has abandoned it
+        try:
+            record = sink.put(name, reader.statements(table, stats),
+                              meta={"kind": "rows", "table": table.name})
+        except BaseException:
+            # a failed reader has abandoned its session; no table may wait for it (a task
+            # already started would wait forever once every reader has failed)
+            idle.put(None)
+            raise
+        idle.put(reader)
         return {"name": table.name, "object": name, "rows": stats.rows,
                 "statements": stats.statements, "bytes": record.raw_size,
                 "engine": table.engine, "approx_bytes": table.approx_bytes,
                 "columns": [c.name for c in table.columns]}
 
     items = sorted(enumerate(catalog.tables), key=lambda it: -(it[1].approx_bytes or 0))
-    done = run_parallel(dump_one, items, jobs=len(snap.conns), name="safehold-mysqldump")
+    done = run_parallel(dump_one, items, jobs=len(readers), name="safehold-mysqldump",
+                        on_failure=snap.abort)
     by_index = {index: entry for (index, _), entry in zip(items, done, strict=True)}
     return [by_index[i] for i in range(len(catalog.tables))]
 
@@ -147,6 +158,13 @@ def render_schema(catalog: Catalog) -> tuple[bytes, list[dict[str, Any]]]:
         add(o.sql, entry)
     out.extend(b"DELIMITER ;\n")
     return bytes(out), entries
+
+
+def _tools(snap: Snapshot) -> dict[str, str]:
+    tools = {"pymysql": _pymysql_version()}
+    if snap.sessions:
+        tools["mariadb"] = client_version(snap.sessions[0].path)
+    return tools
 
 
 def _pymysql_version() -> str:

@@ -13,6 +13,13 @@ LOCK`` waits for running statements (a long SELECT, a ``LOCK TABLES``) — while
 writer on the server waits behind it. So it waits at most ``lock_wait`` seconds (the target's
 ``lock-wait`` parameter), then the statement is killed and the backup falls back, with a
 warning, to one connection's snapshot (no lock at all on MariaDB), as it does without RELOAD.
+
+Who reads the rows (the target's ``reader`` parameter): ``mariadb`` client sessions
+(:mod:`.clientread`, C speed) join the snapshot exactly as PyMySQL connections do, and then
+read every table, while one PyMySQL connection takes the lock and reads the catalog;
+``driver``: the PyMySQL connections read the rows themselves. ``auto`` (the default) picks the
+client when it is installed and the server is MariaDB (the only server the client sessions are
+tested against here), else the driver.
 """
 
 from __future__ import annotations
@@ -21,38 +28,83 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from safehold.engines.base import EngineError, PermissionDenied
+from safehold.engines.mysql.catalog import Table
+from safehold.engines.mysql.clientread import ClientMissing, ClientSession, find_client
 from safehold.engines.mysql.conn import Conn, Target, connect, run
+from safehold.engines.mysql.rows import RowStats, insert_statements
 from safehold.engines.mysql.server import ServerInfo
 
 log = logging.getLogger(__name__)
+_BEGIN = "START TRANSACTION WITH CONSISTENT SNAPSHOT"
 
 
 class SnapshotMismatch(EngineError):
     """The connections' snapshots are not at one binlog position (must not happen)."""
 
 
+class Reader(Protocol):
+    """Reads whole tables, one at a time, inside the snapshot."""
+
+    def statements(self, table: Table, stats: RowStats) -> Iterator[bytes]: ...
+
+
+@dataclass
+class DriverReader:
+    """Rows read by PyMySQL on one of the snapshot's connections."""
+
+    conn: Conn
+
+    def statements(self, table: Table, stats: RowStats) -> Iterator[bytes]:
+        return insert_statements(self.conn, table, stats)
+
+
 @dataclass
 class Snapshot:
-    """Connections inside one snapshot; ``conns[0]`` reads the catalog."""
+    """Sessions inside one snapshot: ``conns`` (PyMySQL; ``conns[0]`` reads the catalog) and,
+    when the client reads the rows, ``sessions``."""
 
     conns: list[Conn]
     position: dict[str, str] | None
+    sessions: list[ClientSession] = field(default_factory=list)
     lock_seconds: float | None = None  # how long the global read lock was held
     fallback: str | None = None  # why one connection was used instead of several
     facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def readers(self) -> list[Reader]:
+        """Who reads the rows: the client sessions, else the connections."""
+        if self.sessions:
+            return list(self.sessions)
+        return [DriverReader(conn) for conn in self.conns]
+
+    def finish(self) -> None:
+        """End every session's transaction (the backup has read all it needs)."""
+        for conn in self.conns:
+            run(conn, "COMMIT")
+        for session in self.sessions:
+            session.finish()
+
+    def abort(self) -> None:
+        """Stop the client sessions now (a table failed: the others need not finish)."""
+        for session in self.sessions:
+            session.abort()
 
     def close(self) -> None:
         for conn in self.conns:
             with contextlib.suppress(Exception):
                 conn.close()
+        for session in self.sessions:
+            session.close()
 
     def meta(self) -> dict[str, Any]:
         """What the manifest records about how the snapshot was taken."""
-        out: dict[str, Any] = {"snapshot_connections": len(self.conns)}
+        out: dict[str, Any] = {"snapshot_connections": len(self.readers),
+                               "reader": "client" if self.sessions else "driver"}
         if self.lock_seconds is not None:
             out["lock_seconds"] = round(self.lock_seconds, 4)
         if self.fallback:
@@ -60,27 +112,40 @@ class Snapshot:
         return out
 
 
+def client_for(target: Target, info: ServerInfo) -> str | None:
+    """The ``mariadb`` client that reads the rows, or None for the driver (see the module)."""
+    if target.reader == "driver":
+        return None
+    path = find_client()
+    if target.reader == "client" and path is None:
+        raise ClientMissing("reader=client, but no mariadb client is on PATH; install it"
+                            " (Debian: mariadb-client) or drop reader= from the target URL")
+    if target.reader == "auto" and info.flavor != "mariadb":
+        return None
+    return path
+
+
 def open_snapshot(target: Target, info: ServerInfo, jobs: int) -> Snapshot:
-    """``jobs`` connections in one snapshot, or one connection when the lock cannot be had."""
+    """``jobs`` readers in one snapshot, or one when the lock cannot be had."""
+    client = client_for(target, info)
     if jobs > 1 and target.lock_wait > 0:
-        conns = [_session(target) for _ in range(jobs)]
+        # the lock's connection and its watcher; with the client, sessions read the rows
+        taken = Snapshot([_session(target) for _ in range(2 if client else jobs)], None)
         try:
-            return _locked(conns, info, target.lock_wait)
+            taken.sessions = [ClientSession(target, client) for _ in range(jobs)] if client \
+                else []
+            return _locked(taken, info, target.lock_wait)
         except _NoLock as exc:
-            for conn in conns:
-                with contextlib.suppress(Exception):
-                    conn.close()
+            taken.close()
             log.warning("%s: backing up on one connection (one snapshot, no parallel reads)",
                         exc)
-            snap = _single(target, info)
+            snap = _single(target, info, client)
             snap.fallback = str(exc)
             return snap
         except BaseException:
-            for conn in conns:
-                with contextlib.suppress(Exception):
-                    conn.close()
+            taken.close()
             raise
-    return _single(target, info)
+    return _single(target, info, client)
 
 
 class _NoLock(Exception):
@@ -97,37 +162,58 @@ def _session(target: Target) -> Conn:
     return conn
 
 
-def _single(target: Target, info: ServerInfo) -> Snapshot:
-    conn = _session(target)
+def _single(target: Target, info: ServerInfo, client: str | None) -> Snapshot:
+    """One reader's snapshot: the connection's, or a client session's beside it (the
+    connection then only reads the catalog)."""
+    snap = Snapshot([_session(target)], None)
     try:
-        position = _single_position(conn, info)
+        if client:
+            snap.sessions = [ClientSession(target, client)]
+        snap.position = _single_position(snap, info)
     except BaseException:
-        conn.close()
+        snap.close()
         raise
-    return Snapshot([conn], position)
+    return snap
 
 
-def _single_position(conn: Conn, info: ServerInfo) -> dict[str, str] | None:
-    """One connection's snapshot; its binlog position (None when binlog is off/unknown)."""
+def _single_position(snap: Snapshot, info: ServerInfo) -> dict[str, str] | None:
+    """The reader's snapshot; its binlog position (None when binlog is off/unknown)."""
+    conn = snap.conns[0]
+    reader: Conn | ClientSession = snap.sessions[0] if snap.sessions else conn
     if info.flavor == "mariadb":
-        run(conn, "START TRANSACTION WITH CONSISTENT SNAPSHOT")
-        return _mariadb_position(conn)
+        _begin(reader)
+        return _mariadb_position(_snapshot_status(reader), conn)
     try:
         run(conn, "FLUSH TABLES WITH READ LOCK")
     except PermissionDenied:
         log.warning("no RELOAD privilege: MySQL gives no lock-free binlog position for a"
                     " snapshot, so this backup records none")
-        run(conn, "START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        _begin(reader)
         return None
     try:
-        run(conn, "START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        _begin(reader)
         return _mysql_position(conn, info)
     finally:
         run(conn, "UNLOCK TABLES")
 
 
-def _mariadb_position(conn: Conn) -> dict[str, str] | None:
-    status = {k.lower(): v for k, v in run(conn, "SHOW STATUS LIKE 'binlog_snapshot_%'")}
+def _begin(reader: Conn | ClientSession) -> None:
+    if isinstance(reader, ClientSession):
+        reader.query(_BEGIN.encode())
+    else:
+        run(reader, _BEGIN)
+
+
+def _snapshot_status(reader: Conn | ClientSession) -> dict[str, str]:
+    """MariaDB's binlog_snapshot_file/position of ``reader``'s snapshot."""
+    if isinstance(reader, ClientSession):
+        return reader.status("binlog_snapshot_%")
+    return {str(k).lower(): str(v)
+            for k, v in run(reader, "SHOW STATUS LIKE 'binlog_snapshot_%'")}
+
+
+def _mariadb_position(status: dict[str, str], conn: Conn) -> dict[str, str] | None:
+    """The position in ``status`` (a snapshot's), with its GTID position read on ``conn``."""
     file, pos = status.get("binlog_snapshot_file"), status.get("binlog_snapshot_position")
     if not file or pos is None:
         log.warning("the binary log is off: the backup records no binlog position")
@@ -144,8 +230,9 @@ def _mysql_position(conn: Conn, info: ServerInfo) -> dict[str, str] | None:
     return {"binlog_file": rows[0][0], "binlog_pos": str(rows[0][1]), "gtid": gtid or ""}
 
 
-def _locked(conns: list[Conn], info: ServerInfo, wait: float) -> Snapshot:
-    """Every connection's snapshot started under the global read lock, taken on conns[0]."""
+def _locked(snap: Snapshot, info: ServerInfo, wait: float) -> Snapshot:
+    """Every session's snapshot started under the global read lock, taken on conns[0]."""
+    conns = snap.conns
     lock_conn, watcher = conns[0], conns[1]
     guard = threading.Lock()
     state = {"waiting": True, "killed": False}
@@ -185,27 +272,35 @@ def _locked(conns: list[Conn], info: ServerInfo, wait: float) -> Snapshot:
     if error is not None:
         raise error
     locked_at = time.perf_counter()
+    if snap.sessions:  # the watcher's work is done; the lock's connection reads the catalog
+        for conn in conns[1:]:
+            with contextlib.suppress(Exception):
+                conn.close()
+        del conns[1:]
+    readers: list[Conn | ClientSession] = [*conns, *snap.sessions]
     try:
-        for conn in conns:
-            run(conn, "START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        for reader in readers:
+            _begin(reader)
         if info.flavor == "mariadb":
-            position = _mariadb_position(lock_conn)
-            _check_same_position(conns, position)
+            position = _mariadb_position(_snapshot_status(lock_conn), lock_conn)
+            _check_same_position(readers, position)
         else:
             position = _mysql_position(lock_conn, info)
     finally:
         run(lock_conn, "UNLOCK TABLES")
     held = time.perf_counter() - locked_at
-    log.info("consistent snapshot on %d connections; global read lock held %.3fs",
-             len(conns), held)
-    return Snapshot(conns, position, lock_seconds=held)
+    log.info("consistent snapshot on %d %s; global read lock held %.3fs", len(snap.readers),
+             "client sessions" if snap.sessions else "connections", held)
+    snap.position, snap.lock_seconds = position, held
+    return snap
 
 
-def _check_same_position(conns: list[Conn], position: dict[str, str] | None) -> None:
+def _check_same_position(readers: list[Conn | ClientSession],
+                         position: dict[str, str] | None) -> None:
     if position is None:
         return
-    for i, conn in enumerate(conns[1:], 1):
-        status = {k.lower(): v for k, v in run(conn, "SHOW STATUS LIKE 'binlog_snapshot_%'")}
+    for i, reader in enumerate(readers[1:], 1):
+        status = _snapshot_status(reader)
         theirs = (status.get("binlog_snapshot_file"), str(status.get("binlog_snapshot_position")))
         if theirs != (position["binlog_file"], position["binlog_pos"]):
             raise SnapshotMismatch(

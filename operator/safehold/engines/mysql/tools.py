@@ -1,13 +1,14 @@
 """Starting a MySQL/MariaDB client tool (``mariadb``, ``mariadb-dump``, ``mariadb-binlog``...)
 with the target's connection and password, never on its command line or in its environment.
 
-The engine itself reads and writes through PyMySQL and starts no client tool today; log-based
-backups (binlog pulling) will. Whatever tool is started gets the connection in an option file
-passed as ``--defaults-file=/dev/fd/N``: a 0600 in-memory file only it inherits (see
-:mod:`safehold.engines.childenv`). ``--defaults-file`` rather than ``--defaults-extra-file``:
-the user's ``~/.my.cnf`` is read *after* an extra file and would override the target's
-settings, and ``MYSQL_PWD``, ``MYSQL_HOST`` and the like are not passed on either, so the tool
-connects exactly as the engine does.
+The engine talks to the server through PyMySQL, and starts client tools where they do a job
+faster or at all: the ``mariadb`` client reading a backup's rows (:mod:`.clientread`),
+``mariadb-binlog`` pulling and replaying the binary log. Whatever tool is started gets the
+connection in an option file passed as ``--defaults-file=/dev/fd/N``: a 0600 in-memory file
+only it inherits (see :mod:`safehold.engines.childenv`). ``--defaults-file`` rather than
+``--defaults-extra-file``: the user's ``~/.my.cnf`` is read *after* an extra file and would
+override the target's settings, and ``MYSQL_PWD``, ``MYSQL_HOST`` and the like are not passed
+on either, so the tool connects exactly as the engine does.
 """
 
 from __future__ import annotations
