@@ -9,7 +9,9 @@ alternating rounds (bench/harness.py):
 * ``safehold backup -j2`` (zstd:3, AES-256-GCM; one snapshot on 2 connections) and
   ``safehold restore -j2`` into a new database;
 * ``mariadb-dump --single-transaction | zstd -3 -T2`` and ``zstd -d | mariadb``;
-* ``mydumper -t 2 -c --trx-consistency-only`` and ``myloader -t 2``;
+* ``mydumper -t 2 -c --trx-consistency-only`` and ``myloader -t 2``, with the binary log off
+  (its default) and on (``-e``: what Safehold and the pipe do, so that replicas and
+  point-in-time archives see the restore);
 
 every restore checked (CHECKSUM TABLE against the source) before its time counts.
 
@@ -169,9 +171,12 @@ def _run(server: MariaDB, work: Path, size_mb: int, rounds: int,
         Case("zstd -d | mariadb", "1 connection, zstd, none",
              f"zstd -d -q -c {dump_file} | mariadb --no-defaults {conn} bench_md", env,
              before=recreate("bench_md"), check=same("bench_md")),
-        Case("myloader -t 2", "2 threads, gzip, none",
+        Case("myloader -t 2", "2 threads, gzip, none, binlog off (its default)",
              ["myloader", *my, "-d", str(dumpdir), "-B", "bench_my", "-t", "2", "-o", "-v",
               "1"], env, before=recreate("bench_my"), check=same("bench_my")),
+        Case("myloader -t 2 -e", "2 threads, gzip, none, binlog on (as safehold and the pipe)",
+             ["myloader", *my, "-d", str(dumpdir), "-B", "bench_mye", "-t", "2", "-o", "-e",
+              "-v", "1"], env, before=recreate("bench_mye"), check=same("bench_mye")),
     ]
     alternate(restores, rounds)
     table(f"MariaDB restore, {layout} (each checked by CHECKSUM TABLE)", size_mb, restores[0],

@@ -21,10 +21,20 @@ GEOMETRY = {"geometry", "point", "linestring", "polygon", "multipoint", "multili
 TRANSACTIONAL_ENGINES = {"innodb", "rocksdb", "tokudb"}
 
 
+# Types whose text never holds a newline: their literal needs no escaping of one (rows.py).
+TEMPORAL = {"date", "datetime", "timestamp", "time"}
+
+
 @dataclass(frozen=True)
 class Column:
+    """A stored column. ``charset`` and ``nullable`` let the dump skip work the server would
+    otherwise do per value (a conversion to utf8mb4, a NULL test); left at their defaults
+    (unknown), the dump's expressions assume the general case."""
+
     name: str
     data_type: str
+    charset: str = ""  # CHARACTER_SET_NAME of a text column ("" when unknown or none)
+    nullable: bool = True
 
 
 @dataclass
@@ -96,14 +106,16 @@ def read_catalog(conn: Conn, db: str) -> Catalog:
 def _columns(conn: Conn, db: str) -> dict[str, list[Column]]:
     """Stored (non-generated) columns per table, invisible ones included."""
     out: dict[str, list[Column]] = {}
-    for table, name, data_type, extra in run(
-            conn, "SELECT TABLE_NAME, COLUMN_NAME, LOWER(DATA_TYPE), EXTRA FROM"
+    for table, name, data_type, extra, charset, nullable in run(
+            conn, "SELECT TABLE_NAME, COLUMN_NAME, LOWER(DATA_TYPE), EXTRA,"
+            " COALESCE(LOWER(CHARACTER_SET_NAME), ''), IS_NULLABLE FROM"
             " information_schema.COLUMNS WHERE TABLE_SCHEMA = %s"
             " ORDER BY TABLE_NAME, ORDINAL_POSITION", (db,)):
         if re.search(r"(VIRTUAL|STORED|PERSISTENT) GENERATED|^(VIRTUAL|PERSISTENT)$", extra or "",
                      re.I):
             continue
-        out.setdefault(table, []).append(Column(name, data_type))
+        out.setdefault(table, []).append(Column(name, data_type, charset,
+                                                nullable=nullable != "NO"))
     return out
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from safehold.engines.mysql.catalog import BINARY, GEOMETRY, NUMERIC, Column, Table
+from safehold.engines.mysql.catalog import BINARY, GEOMETRY, NUMERIC, TEMPORAL, Column, Table
 from safehold.engines.mysql.conn import classify, quote_name
 
 BATCH_BYTES = 1 << 20  # one INSERT statement carries about this many bytes of rows
@@ -28,10 +28,15 @@ _NO_NEWLINE = "REPLACE({}, '\\n', '\\\\n')"
 
 
 def literal(col: Column) -> str:
-    """SQL expression rendering ``col`` as an SQL literal (``NULL`` for NULL)."""
+    """SQL expression rendering ``col`` as an SQL literal (``NULL`` for NULL).
+
+    The server evaluates it for every value, so it does no more than the column needs: a NOT
+    NULL number is its own literal, a utf8mb4 column needs no conversion, a date or time no
+    newline escaping. The bytes are the same as the general form's (a test compares them).
+    """
     c = quote_name(col.name)
     if col.data_type in NUMERIC:
-        return f"IFNULL({c}, 'NULL')"
+        return f"IFNULL({c}, 'NULL')" if col.nullable else c
     if col.data_type == "float":
         return f"IFNULL(CAST({c} AS DOUBLE), 'NULL')"
     if col.data_type == "bit":
@@ -40,7 +45,10 @@ def literal(col: Column) -> str:
         return f"IF({c} IS NULL, 'NULL', CONCAT('_binary', {_NO_NEWLINE.format(f'QUOTE({c})')}))"
     if col.data_type in GEOMETRY:
         return f"IF({c} IS NULL, 'NULL', CONCAT('0x', HEX({c})))"
-    return _NO_NEWLINE.format(f"QUOTE(CONVERT({c} USING utf8mb4))")
+    if col.data_type in TEMPORAL:  # QUOTE(NULL) is NULL unquoted, as every literal here
+        return f"QUOTE({c})"
+    text = c if col.charset == "utf8mb4" else f"CONVERT({c} USING utf8mb4)"
+    return _NO_NEWLINE.format(f"QUOTE({text})")
 
 
 def select_rows(table: Table) -> str:
