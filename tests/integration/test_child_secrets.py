@@ -195,15 +195,17 @@ def test_mariadb_client_gets_the_password_only_in_its_defaults_file(
     assert cmdline[1] == option  # --defaults-file must come first
 
 
-def test_mariadb_backup_and_restore_start_no_process(
+def test_mariadb_backup_starts_only_the_client_and_restore_nothing(
         mariadb_server: MariaDB, mariadb_database: str, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The MySQL engine works through PyMySQL: nothing it runs could inherit a secret."""
-    started: list[list[str]] = []
+    """A MySQL backup reads its rows in `mariadb` client sessions (each handed the password in
+    its option file only: the test above) and asks the client's version; nothing else, and no
+    secret on any command line or in any environment. A restore works through PyMySQL."""
+    started: list[tuple[list[str], dict[str, str]]] = []
     real = subprocess.Popen
 
     def spy(argv: Any, *a: Any, **kw: Any) -> Any:
-        started.append(list(argv))
+        started.append((list(argv), dict(kw.get("env") or {})))
         return real(argv, *a, **kw)
 
     mariadb_server.sql("CREATE TABLE t (i INT PRIMARY KEY); INSERT INTO t VALUES (1), (2)",
@@ -214,13 +216,23 @@ def test_mariadb_backup_and_restore_start_no_process(
     try:
         with monkeypatch.context() as patch:
             patch.setattr(subprocess, "Popen", spy)
-            run("backup", "-t", url + mariadb_database, "-r", repo, env=env)
+            run("backup", "-t", url + mariadb_database, "-r", repo, "--jobs", "2", env=env)
+            by_backup = list(started)
+            started.clear()
             run("restore", "-t", url + mariadb_database + "_r", "-r", repo, "-b", "latest",
                 "--from", mariadb_database, "--yes", env=env)
         assert mariadb_server.sql("SELECT count(*) FROM t", db=mariadb_database + "_r") == "2"
     finally:
         mariadb_server.sql(f"DROP DATABASE IF EXISTS `{mariadb_database}_r`")
-    assert started == []
+    assert started == []  # the restore
+    assert all(Path(argv[0]).name == "mariadb" for argv, _ in by_backup), by_backup
+    sessions = [argv for argv, _ in by_backup if argv[1:] != ["--version"]]
+    assert len(sessions) == 2 and len(by_backup) == 3, by_backup
+    assert all(argv[1].startswith("--defaults-file=/dev/fd/") for argv in sessions)
+    for argv, child_env in by_backup:
+        seen = "\0".join([*argv, *(f"{k}={v}" for k, v in child_env.items())])
+        for secret in forbidden(env, mariadb_server.password):
+            assert secret not in seen, (secret, argv)
 
 
 def test_a_password_in_the_target_url_is_warned_about(pg18: Postgres, tmp_path: Path) -> None:

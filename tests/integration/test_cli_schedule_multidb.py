@@ -52,7 +52,8 @@ def at(env: dict[str, str], when: str) -> dict[str, str]:
 
 
 def per_target(tmp_path: Path, env: dict[str, str]) -> Counter[str]:
-    rows: list[dict[str, Any]] = run_json("list", "-r", (tmp_path / "repo").as_uri(), env=env)
+    rows: list[dict[str, Any]] = run_json("list", "-r", (tmp_path / "repo").as_uri(),
+                                          env=env)["backups"]
     return Counter(str(r["target"]) for r in rows if r["type"] != "incomplete")
 
 

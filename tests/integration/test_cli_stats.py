@@ -107,7 +107,7 @@ def test_the_chart_follows_sizes_and_ratio_over_time(tmp_path: Path, env: dict[s
                              [(f"more {i}", bytes([i % 256]) * 100) for i in range(extra)])
             if data:
                 conn.execute("INSERT INTO t0 (name, data) VALUES ('noise', ?)", (data,))
-        run("backup", "-t", f"sqlite://{db}", "-r", repo, "--no-encryption", env=env)
+        run("backup", "-t", sqlite_url(db), "-r", repo, "--no-encryption", env=env)
     target = run_json("stats", "-r", repo, env=env)["targets"][0]
     raw = [r["raw_bytes"] for r in target["runs"]]
     assert raw == sorted(raw) and len(set(raw)) == 4

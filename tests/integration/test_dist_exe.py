@@ -62,7 +62,8 @@ def test_the_executable_runs_scheduled_backups_and_their_retention(exe: Path,
         return list(shown["runs"])
 
     def backups() -> list[dict[str, object]]:
-        return list(json.loads(sh(exe, "list", "-r", repo, "-o", "json", env=env).stdout))
+        return list(json.loads(sh(exe, "list", "-r", repo, "-o", "json", env=env).stdout)
+                    ["backups"])
 
     first = runs()
     assert [(r["type"], r["outcome"], r["exit_code"]) for r in first] == [
