@@ -26,13 +26,13 @@ classified as PyMySQL's would be.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 import secrets
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from typing import IO
 
@@ -91,8 +91,11 @@ class ClientSession:
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._stdin: IO[bytes] = self._proc.stdin
         self._fd = self._proc.stdout.fileno()
-        with contextlib.suppress(OSError):  # not Linux, or over the user's pipe limit
-            fcntl.fcntl(self._fd, _F_SETPIPE_SZ, _PIPE_SIZE)
+        if sys.platform == "linux":  # a deeper pipe where the kernel offers one
+            import fcntl
+
+            with contextlib.suppress(OSError):  # over the user's pipe limit: keep 64 KiB
+                fcntl.fcntl(self._fd, _F_SETPIPE_SZ, _PIPE_SIZE)
         try:
             self.query(b"SELECT 1")  # logged in, session state set
         except BaseException:
