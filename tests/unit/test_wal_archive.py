@@ -277,20 +277,21 @@ def test_a_target_past_a_gap_is_refused_before_anything_is_written(gapped: Repos
     from safehold.repository.logarchive import readable_segments
 
     records = readable_segments(gapped, "db")[0]
+    backups = gapped.scan("db")[0]
     base = _base(3)
     at = datetime(2026, 12, 3, 10, 4, tzinfo=UTC)
-    archive_reaches(gapped, base, records, to_time=at)  # before the gap: fine
-    archive_reaches(gapped, base, records, to_lsn=f"0/{5 * SEG + 7:X}")
+    archive_reaches(backups, base, records, to_time=at)  # before the gap: fine
+    archive_reaches(backups, base, records, to_lsn=f"0/{5 * SEG + 7:X}")
     with pytest.raises(OutsideWindow, match=r"10:07:00\+00:00 cannot be reached from backup"
                                             r" 20261203T100000.000001Z: .* segment"
                                             r" 000000010000000000000006 after .*missing.*"
                                             r" holds the commits up to 2026-12-03T10:05"):
-        archive_reaches(gapped, base, records, to_time=at.replace(minute=7))
+        archive_reaches(backups, base, records, to_time=at.replace(minute=7))
     with pytest.raises(OutsideWindow, match="0/80000A cannot be reached from backup"):
-        archive_reaches(gapped, base, records, to_lsn=f"0/{8 * SEG + 10:X}")
-    archive_reaches(gapped, _base(8), records, to_time=at.replace(minute=9))  # after the gap
+        archive_reaches(backups, base, records, to_lsn=f"0/{8 * SEG + 10:X}")
+    archive_reaches(backups, _base(8), records, to_time=at.replace(minute=9))  # after the gap
     with pytest.raises(OutsideWindow, match="does not hold segment 000000010000000000000002"):
-        archive_reaches(gapped, _base(2), records, to_time=at)
+        archive_reaches(backups, _base(2), records, to_time=at)
 
 
 def test_a_target_after_a_failover_is_refused_naming_the_new_timeline(tmp_path: Path) -> None:
@@ -313,10 +314,10 @@ def test_a_target_after_a_failover_is_refused_naming_the_new_timeline(tmp_path: 
         sink.put(_timed(two, n))
     records = readable_segments(repo, "db")[0]
     at = datetime(2026, 12, 3, 10, 5, tzinfo=UTC)
-    archive_reaches(repo, _base(3), records, to_time=at)
+    archive_reaches(repo.scan("db")[0], _base(3), records, to_time=at)
     with pytest.raises(OutsideWindow, match=r"its timeline 1 ends at segment"
                                             r" 000000010000000000000005 and the archive"
                                             r" continues on timeline 2 .*failed over"):
-        archive_reaches(repo, _base(3), records, to_time=at.replace(minute=8))
+        archive_reaches(repo.scan("db")[0], _base(3), records, to_time=at.replace(minute=8))
     with pytest.raises(OutsideWindow, match="continues on timeline 2"):
-        archive_reaches(repo, _base(3), records, to_lsn=f"0/{7 * SEG + 10:X}")
+        archive_reaches(repo.scan("db")[0], _base(3), records, to_lsn=f"0/{7 * SEG + 10:X}")

@@ -76,12 +76,12 @@ def restore_data_dir(ctx: click.Context, repo: str, backup_ref: str | None, sour
     if point is None:
         manifest = repository.resolve(source, backup_ref or "latest")
     else:
-        manifest = pitr.choose_base(repository.backups(source), to_time=point.to_time,
-                                    to_lsn=point.to_lsn)
+        backups = repository.backups(source)
+        manifest = pitr.choose_base(backups, to_time=point.to_time, to_lsn=point.to_lsn)
         if point.restore_command is None:  # the WAL comes from this repository's archive
             segments = archived_wal(repository, source)
             check_wal_cluster(manifest, segments, source)
-            archive_reaches(repository, manifest, segments, to_time=point.to_time,
+            archive_reaches(backups, manifest, segments, to_time=point.to_time,
                             to_lsn=point.to_lsn,
                             what="--to-time" if point.to_time else "--to-lsn")
     from safehold.pipeline import walarchive  # PostgreSQL only

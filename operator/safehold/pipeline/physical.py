@@ -103,10 +103,11 @@ def archived_wal(repo: Repository, source: str) -> list[SegmentRecord]:
 STREAMING = "is `safehold wal stream` running? It archives a segment once it is full"
 
 
-def archive_reaches(repo: Repository, base: Manifest, segments: Sequence[SegmentRecord], *,
-                    to_time: datetime | None = None, to_lsn: str | None = None,
-                    what: str = "the target") -> None:
-    """A target the WAL archive (``segments``) cannot bring ``base`` to fails now
+def archive_reaches(backups: Sequence[Manifest], base: Manifest,
+                    segments: Sequence[SegmentRecord], *, to_time: datetime | None = None,
+                    to_lsn: str | None = None, what: str = "the target") -> None:
+    """A target the WAL archive (``segments``) cannot bring ``base`` (one of the source's
+    ``backups``, as the plan listed them) to fails now
     (OutsideWindow; ``what`` names the target as the user gave it), instead of when the
     restored server starts ("recovery ended before configured recovery target was reached"):
     past the archive's end, naming the window, or past a gap after ``base``, naming the missing
@@ -120,7 +121,7 @@ def archive_reaches(repo: Repository, base: Manifest, segments: Sequence[Segment
     timeline, lsn = wal_start(base)
     run = contiguous_from(segments, timeline, lsn)
     if to_time is not None:
-        win = window(repo.scan(source)[0], segments)
+        win = window(backups, segments)
         if win.end is not None and to_time > win.end:
             raise OutsideWindow(
                 f"{what} {to_time.isoformat()} is after the end of the recoverable window of"

@@ -398,10 +398,11 @@ def _restore_data_dir(task: RestoreTask, data_dir: Path, stages: Stages) -> Task
         repo = open_repository(task.repository)
         keks = load_keys(task.encryption)
         if to_time is not None:
-            manifest = pitr.choose_base(repo.backups(task.source), to_time=to_time)
+            backups = repo.backups(task.source)
+            manifest = pitr.choose_base(backups, to_time=to_time)
             segments = archived_wal(repo, task.source)
             check_wal_cluster(manifest, segments, task.source)
-            archive_reaches(repo, manifest, segments, to_time=to_time,
+            archive_reaches(backups, manifest, segments, to_time=to_time,
                             what="pointInTime.time")
         else:
             manifest = repo.resolve(task.source, task.backup_id)
