@@ -10,7 +10,7 @@ from kubernetes import client
 
 from safehold.api.result import TaskResult
 from safehold.api.task import parse_task
-from tests.envtest.conftest import Cluster, eventually, finish_pod
+from tests.envtest.conftest import Cluster, events_include, eventually, finish_pod
 from tests.infra.kube import ControlPlane
 from tests.unit.controller import samples
 
@@ -75,7 +75,7 @@ def test_delete_runs_a_delete_job_then_releases(k8s: Cluster, operator: Any) -> 
         done = TaskResult(kind="delete", phase="Completed", deleted=[FULL])
         finish_pod(k8s, job, exit_code=0, message=done.to_termination_message())
         eventually(lambda: k8s.get("backups", "full") is None, "the deleted Backup")
-    assert "Deleted" in {e.reason for e in k8s.events("full")}
+        events_include(k8s, "full", {"Deleted"})
 
 
 def test_terminating_namespace_never_hangs(kube: ControlPlane, crds: list[str],
