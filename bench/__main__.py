@@ -185,6 +185,18 @@ SECTIONS = ("startup", "pipeline", "rss", "storage", "postgres", "incremental", 
             "operator")
 
 
+def compile_bytecode() -> None:
+    """Compile Safehold's modules once, as ``pip install`` of the wheel does (the images and
+    the executable ship compiled). The source tree's editable install has no bytecode, and
+    with PYTHONDONTWRITEBYTECODE set (as on the CI machines) every ``safehold`` the bench
+    runs would compile about a hundred modules first: 0.2 s no user pays."""
+    import compileall
+
+    import safehold
+
+    compileall.compile_dir(Path(safehold.__file__).parent, quiet=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="make bench")
     parser.add_argument("--only", default=",".join(SECTIONS),
@@ -202,6 +214,7 @@ def main() -> None:
         parser.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     work = args.work.resolve()
     work.mkdir(exist_ok=True)
+    compile_bytecode()
     if "startup" in only:
         from bench import startup
 

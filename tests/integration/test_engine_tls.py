@@ -251,3 +251,14 @@ def test_require_against_a_plain_server(side: Side, request: pytest.FixtureReque
     finally:
         side.drop(plain, db)
     assert re.search(r"--tls (prefer|require|disable)", out), out
+
+
+def test_mariadb_without_tls_settings_still_encrypts_when_the_server_offers_it(
+        mariadb_tls: MariaDB) -> None:
+    """PyMySQL's "prefer" mode, with the one context Safehold shares between its connections
+    (conn._Connection): every connection to a TLS server is encrypted, the first and later
+    ones alike, and none verifies a certificate it was not asked to."""
+    url = f"mariadb://{mariadb_tls.user}@{mariadb_tls.host}:{mariadb_tls.port}/mysql"
+    options = ConnectionOptions(password=mariadb_tls.password)
+    assert mysql_conn.parse_target(url, options).tls == "prefer"
+    assert [_my_encrypted(url, options) for _ in range(3)] == [True] * 3

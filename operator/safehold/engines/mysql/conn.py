@@ -17,6 +17,7 @@ message that says what to fix; connecting retries the transient ones with backof
 
 from __future__ import annotations
 
+import functools
 import os
 import ssl
 from dataclasses import dataclass, field
@@ -196,7 +197,7 @@ def connect(t: Target, *, database: str | None = "", streaming: bool = False,
 
     def attempt() -> Conn:
         try:
-            conn = pymysql.connect(
+            conn = _Connection(
                 host=t.host, port=t.port, user=t.user, password=t.password or "",
                 database=db, charset="utf8mb4", connect_timeout=max(1, int(t.connect_timeout)),
                 autocommit=True, max_allowed_packet=1 << 30,
@@ -213,6 +214,30 @@ def connect(t: Target, *, database: str | None = "", streaming: bool = False,
         return conn
 
     return retry_transient(attempt, f"connecting to {t}", attempts=attempts)
+
+
+class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
+    """PyMySQL's connection with one shared context for its opportunistic TLS ("prefer").
+
+    In that mode PyMySQL builds a fresh default context for every connection, which loads the
+    system's CA store (about 30 ms each, a sixth of a small backup's run) only to never verify
+    against it. The shared one is the same context without the unused store: TLS 1.2+, no
+    certificate or host check, exactly what "prefer" promises. Explicit TLS settings still get
+    their own context per connection (:func:`_ssl_args`), so a renewed CA file is read anew.
+    """
+
+    def _create_ssl_ctx(self, sslp: Any) -> ssl.SSLContext:
+        if isinstance(sslp, dict) and not sslp:
+            return _prefer_context()
+        return super()._create_ssl_ctx(sslp)  # type: ignore[no-any-return]
+
+
+@functools.cache
+def _prefer_context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 def _uses_tls(conn: Conn) -> bool:
