@@ -22,16 +22,7 @@ from safehold.engines.base import (
     RestoreRequest,
     UnsupportedError,
 )
-from safehold.engines.mysql import (
-    binlog_backup,
-    binlog_plan,
-    binlog_position,
-    binlog_privileges,
-    binlog_restore,
-    dump,
-    privileges,
-    restore,
-)
+from safehold.engines.mysql import binlog_plan, binlog_position, dump, privileges, restore
 from safehold.engines.mysql.conn import Target, connect, parse_target, run
 from safehold.engines.mysql.server import server_info
 from safehold.engines.mysql.swap import stage_name
@@ -75,9 +66,13 @@ class MySQLEngine:
                 problems += privileges.backup_problems(conn, db)
                 if self.target.lock_wait > 0:
                     notes += privileges.backup_notes(conn)
+                from safehold.engines.mysql import binlog_privileges  # as binlog_backup below
+
                 notes += binlog_privileges.backup_notes(conn)
             else:
                 problems += privileges.restore_problems(conn, db, stage_name(db))
+                from safehold.engines.mysql import binlog_privileges
+
                 notes += binlog_privileges.restore_notes(conn, db)
         except EngineError as exc:
             return CheckReport(ok=False, problems=(str(exc),))
@@ -107,12 +102,17 @@ class MySQLEngine:
             raise UnsupportedError("MySQL backups hold the whole database; choose tables at"
                                    " restore time instead (restore --include)")
         if request.type != "full":
+            # the binlog modules load only when used: a full backup's start-up is shorter
+            from safehold.engines.mysql import binlog_backup
+
             return binlog_backup.backup(self.target, request, sink)
         return binlog_position.stamped(self.target, dump.backup(self.target, sink,
                                                                 jobs=self.jobs))
 
     def restore(self, request: RestoreRequest, chain: ChainReader) -> None:
         if len(request.chain) > 1 or request.recovery is not None:
+            from safehold.engines.mysql import binlog_restore
+
             binlog_restore.restore(self.target, request, chain, jobs=self.jobs)
         else:
             restore.restore(self.target, request, chain, jobs=self.jobs)
