@@ -1,7 +1,9 @@
 """The dump's per-column SQL (engines/mysql/rows.py) skips work the column does not need (a NOT
-NULL number's NULL test, a utf8mb4 column's conversion, a date's newline escaping): against the
-real MariaDB 10.11 the lean expressions render exactly the bytes of the general ones, for every
-type and edge value the mixed-type test database holds plus NOT NULL and utf8mb4 columns."""
+NULL number's NULL test, a utf8mb4 or single-byte column's conversion, a date's newline
+escaping): against the real MariaDB 10.11 the lean expressions render exactly the bytes of the
+general ones, for every type and edge value the mixed-type test database holds plus NOT NULL,
+utf8mb4 and single-byte columns. A single-byte column keeps its own bytes behind its introducer
+(``_latin1'...'``), so there the server reads both literals back and the values must match."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from safehold.engines.mysql.catalog import (
     read_catalog,
 )
 from safehold.engines.mysql.conn import quote_name
-from safehold.engines.mysql.rows import literal, select_rows
+from safehold.engines.mysql.rows import SINGLE_BYTE, literal, select_rows
 from tests.infra.mariadb import MariaDB
 from tests.integration import mysql_data as data
 
@@ -94,15 +96,38 @@ def test_lean_expressions_render_the_same_bytes(mariadb_server: MariaDB, databas
         "ts": ("", True), "tm": ("", True), "u": ("utf8mb4", False), "un": ("utf8mb4", True),
         "l": ("latin1", True), "a": ("ascii", True)}
     shortened = {c.name for c in lean.columns if literal(c) != general_literal(c)}
-    assert shortened == {"id", "t", "m", "d", "dbl", "y", "dt", "dtm", "ts", "tm", "u", "un"}
+    assert shortened == {"id", "t", "m", "d", "dbl", "y", "dt", "dtm", "ts", "tm", "u", "un",
+                         "l", "a"}
     parts = ", ',', ".join(literal(c) for c in lean.columns)
     assert select_rows(lean) == (  # rendered() builds the dump's very statement
         f"SELECT CAST(CONCAT('(', {parts}, ')') AS BINARY) FROM `lean`")
-    compared = 0
+    compared = own_bytes = 0
     for table in catalog.tables:
-        if table.columns:
-            lean_rows = rendered(conn, table, literal)
-            assert lean_rows == rendered(conn, table, general_literal), table.name
-            compared += len(lean_rows)
+        if not table.columns:
+            continue
+        general = rendered(conn, table, general_literal)
+        # byte for byte, but for the single-byte columns (their bytes differ, on purpose)
+        assert rendered(conn, table, _bytes_comparable) == general, table.name
+        lean_rows = rendered(conn, table, literal)
+        if any(c.charset in SINGLE_BYTE for c in table.columns):
+            assert evaluated(conn, lean_rows) == evaluated(conn, general), table.name
+            own_bytes += sum(b"_latin1'" in row or b"_ascii'" in row for row in lean_rows)
+        compared += len(lean_rows)
     assert compared > 200  # every table of the mixed-type database, rows included
+    assert own_bytes >= 2  # the lean table's latin1 and ascii values went in as their own bytes
     conn.close()
+
+
+def _bytes_comparable(col: Column) -> str:
+    return general_literal(col) if col.charset in SINGLE_BYTE else literal(col)
+
+
+def evaluated(conn: Any, rows: list[bytes]) -> list[str]:
+    """What the server reads back from each rendered row (``SELECT <its literals>``), in a
+    stable order: a literal's value, whatever bytes spelled it."""
+    values = []
+    with conn.cursor() as cur:
+        for row in rows:
+            cur.execute(b"SELECT " + row[1:-1])
+            values.append(repr(cur.fetchone()))
+    return sorted(values)

@@ -6,8 +6,12 @@ row instead of one per value. Every literal is escaped so that it holds no raw n
 makes ``\\n`` an unambiguous statement separator: a data object is a valid SQL script that
 ``mariadb db < object`` also loads, and the restore splits it without an SQL parser.
 
-Exactness: text goes through utf8mb4 (every MySQL character set maps into it); binary strings
-are escaped bytes behind ``_binary``; FLOAT is widened to DOUBLE and DOUBLE printed in its
+Exactness: text goes through utf8mb4 (every MySQL character set maps into it), except text in
+a single-byte character set (latin1, ascii, cp1251 and the like), which keeps its own bytes
+behind its introducer (``_latin1'...'``): converting it costs the server three times what
+reading it does, and no byte of it can be taken for part of a UTF-8 character or for a quote or
+backslash by the parser that reads the statement as utf8mb4. Binary strings are escaped bytes
+behind ``_binary``; FLOAT is widened to DOUBLE and DOUBLE printed in its
 shortest round-trip form, so both re-read to the same bits; DECIMAL, temporal types (with their
 fractional seconds; the session is in UTC) and BIT are printed exactly; geometry is hex of the
 server's own format.
@@ -25,14 +29,21 @@ from safehold.engines.mysql.conn import classify, quote_name
 
 BATCH_BYTES = 1 << 20  # one INSERT statement carries about this many bytes of rows
 _NO_NEWLINE = "REPLACE({}, '\\n', '\\\\n')"
+# MariaDB's and MySQL's character sets of one byte per character (information_schema's
+# CHARACTER_SETS.MAXLEN = 1); any other set, known or not, is converted to utf8mb4
+SINGLE_BYTE = frozenset({
+    "armscii8", "ascii", "cp1250", "cp1251", "cp1256", "cp1257", "cp850", "cp852", "cp866",
+    "dec8", "geostd8", "greek", "hebrew", "hp8", "keybcs2", "koi8r", "koi8u", "latin1",
+    "latin2", "latin5", "latin7", "macce", "macroman", "swe7", "tis620"})
 
 
 def literal(col: Column) -> str:
     """SQL expression rendering ``col`` as an SQL literal (``NULL`` for NULL).
 
     The server evaluates it for every value, so it does no more than the column needs: a NOT
-    NULL number is its own literal, a utf8mb4 column needs no conversion, a date or time no
-    newline escaping. The bytes are the same as the general form's (a test compares them).
+    NULL number is its own literal, a utf8mb4 column needs no conversion (nor a single-byte
+    one, which keeps its bytes behind its introducer), a date or time no newline escaping. The
+    bytes are the general form's, and the single-byte literals' values are (a test compares).
     """
     c = quote_name(col.name)
     if col.data_type in NUMERIC:
@@ -47,6 +58,10 @@ def literal(col: Column) -> str:
         return f"IF({c} IS NULL, 'NULL', CONCAT('0x', HEX({c})))"
     if col.data_type in TEMPORAL:  # QUOTE(NULL) is NULL unquoted, as every literal here
         return f"QUOTE({c})"
+    if col.charset in SINGLE_BYTE:  # its bytes as they are (binary: no conversion in CONCAT)
+        own = (f"CONCAT('_{col.charset}',"
+               f" CAST({_NO_NEWLINE.format(f'QUOTE({c})')} AS BINARY))")
+        return f"IF({c} IS NULL, 'NULL', {own})" if col.nullable else own
     text = c if col.charset == "utf8mb4" else f"CONVERT({c} USING utf8mb4)"
     return _NO_NEWLINE.format(f"QUOTE({text})")
 
