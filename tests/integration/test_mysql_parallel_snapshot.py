@@ -84,7 +84,12 @@ def test_parallel_snapshot_is_one_instant_under_writes(mariadb_server: MariaDB, 
     assert meta["snapshot_connections"] == 3 and "snapshot_fallback" not in meta
     assert meta["reader"] == reader
     assert meta["lock_seconds"] >= 0
-    assert result["end_position"]["binlog_file"] and result["end_position"]["binlog_pos"]
+    end = result["end_position"]
+    assert end["binlog_file"] and end["binlog_pos"]
+    # the GTID read under the lock is the one of the snapshot's coordinates (the lock held
+    # off the writer's commits); reading it from the coordinates takes a scan of the binlog
+    assert end["gtid"] and end["gtid"] == data.scalar(
+        mariadb_server, f"SELECT BINLOG_GTID_POS('{end['binlog_file']}', {int(end['binlog_pos'])})")
 
     copy = f"cp_{uuid.uuid4().hex[:8]}"
     run("restore", "-r", repo, "-b", result["backup_id"], "--from", source, "-t",

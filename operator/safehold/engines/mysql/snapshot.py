@@ -214,12 +214,28 @@ def _snapshot_status(reader: Conn | ClientSession) -> dict[str, str]:
 
 def _mariadb_position(status: dict[str, str], conn: Conn) -> dict[str, str] | None:
     """The position in ``status`` (a snapshot's), with its GTID position read on ``conn``."""
+    return _with_gtid(_mariadb_coordinates(status), conn)
+
+
+def _mariadb_coordinates(status: dict[str, str]) -> dict[str, str] | None:
+    """The binlog file and offset of a snapshot's ``status`` (None: the binary log is off)."""
     file, pos = status.get("binlog_snapshot_file"), status.get("binlog_snapshot_position")
     if not file or pos is None:
         log.warning("the binary log is off: the backup records no binlog position")
         return None
-    gtid = run(conn, "SELECT BINLOG_GTID_POS(%s, %s)", (file, int(pos)))[0][0]
-    return {"binlog_file": file, "binlog_pos": str(pos), "gtid": gtid or ""}
+    return {"binlog_file": file, "binlog_pos": str(pos)}
+
+
+def _with_gtid(position: dict[str, str] | None, conn: Conn) -> dict[str, str] | None:
+    """``position`` with its GTID position, for a snapshot taken without the global read lock.
+    BINLOG_GTID_POS reads the binlog file from its start to the offset (a second per few
+    hundred MB), so under the lock :func:`_locked` reads ``@@gtid_binlog_pos`` instead: it
+    held the lock, and every writer of the server, that long."""
+    if position is None:
+        return None
+    gtid = run(conn, "SELECT BINLOG_GTID_POS(%s, %s)",
+               (position["binlog_file"], int(position["binlog_pos"])))[0][0]
+    return {**position, "gtid": gtid or ""}
 
 
 def _mysql_position(conn: Conn, info: ServerInfo) -> dict[str, str] | None:
@@ -282,8 +298,12 @@ def _locked(snap: Snapshot, info: ServerInfo, wait: float) -> Snapshot:
         for reader in readers:
             _begin(reader)
         if info.flavor == "mariadb":
-            position = _mariadb_position(_snapshot_status(lock_conn), lock_conn)
+            position = _mariadb_coordinates(_snapshot_status(lock_conn))
             _check_same_position(readers, position)
+            if position is not None:  # nothing commits under the lock: the binlog's end
+                # GTID is the snapshot's, and reading it costs nothing (see _with_gtid)
+                gtid = run(lock_conn, "SELECT @@GLOBAL.gtid_binlog_pos")[0][0]
+                position["gtid"] = gtid or ""
         else:
             position = _mysql_position(lock_conn, info)
     finally:
