@@ -8,7 +8,8 @@ different tables in parallel, biggest first. The server renders the rows (see :m
 and the pipeline compresses and encrypts in other threads.
 
 On MariaDB the snapshot also yields its binlog coordinates (``binlog_snapshot_file/position``)
-without any lock, and ``BINLOG_GTID_POS`` turns them into the matching GTID position. MySQL has
+without any lock; ``@@gtid_binlog_pos`` read under the lock, or ``BINLOG_GTID_POS`` on one
+connection without it, gives the matching GTID position. MySQL has
 no such status: there the position is read under the global read lock (needs RELOAD), or,
 without that privilege, left out with a warning.
 
