@@ -3,10 +3,14 @@ invariant, and ways to compare databases."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import threading
 import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pymysql
@@ -57,6 +61,30 @@ SCHEMA = [
 
 TEXTS = ["plain", "emoji 😀🎉 and 汉字", "new\nline\r\nCRLF", "back\\slash \\n literal",
          "quotes ' \" `", "nul \x00 and ctrl-z \x1a", "", "   spaces   ", "ünïcödé"]
+
+
+def cli_env(cfg_dir: Path, server: MariaDB) -> dict[str, str]:
+    """The CLI's environment for a test against ``server``: an empty config file in
+    ``cfg_dir``, no encryption (no key here: unencrypted by explicit choice), the server's
+    password, and no key, passphrase or MYSQL_PWD inherited from the machine."""
+    cfg = cfg_dir / "safehold.yaml"
+    cfg.write_text("{}\n")
+    return {"SAFEHOLD_NO_ENCRYPTION": "1", "SAFEHOLD_CONFIG": str(cfg),
+            "SAFEHOLD_KEY_FILE": "", "SAFEHOLD_KEY": "", "SAFEHOLD_PASSPHRASE": "",
+            "SAFEHOLD_PASSWORD": server.password, "MYSQL_PWD": ""}
+
+
+@contextlib.contextmanager
+def database(server: MariaDB, prefix: str, many_rows: int = 20000) -> Iterator[str]:
+    """A new utf8mb4 database (``prefix`` and a random suffix) holding :func:`create`'s tables,
+    dropped on exit."""
+    db = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    server.sql(f"CREATE DATABASE {db} CHARACTER SET utf8mb4")
+    try:
+        create(server, db, many_rows=many_rows)
+        yield db
+    finally:
+        server.sql(f"DROP DATABASE IF EXISTS {db}")
 
 
 def connect(server: MariaDB, db: str | None = None, **kw: Any) -> Any:

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from click.testing import CliRunner
@@ -36,6 +36,23 @@ def env(tmp_path: Path) -> dict[str, str]:
             "SAFEHOLD_KEY": "", "SAFEHOLD_PASSPHRASE": "", "SAFEHOLD_NO_ENCRYPTION": "",
             "SAFEHOLD_AUDIT__FILE": str(tmp_path / "audit.jsonl"),
             "SAFEHOLD_AUDIT__REPOSITORY": ""}
+
+
+class Keyed(NamedTuple):
+    db: Path  # a SQLite database of 100 rows
+    repo_dir: Path
+    repo: str
+    key: Path
+    env: dict[str, str]  # env with the key
+
+
+@pytest.fixture
+def keyed_repo(tmp_path: Path, env: dict[str, str]) -> Keyed:
+    """A database, a repository still to be made, and a generated key in the environment."""
+    db, repo_dir, key = tmp_path / "app.db", tmp_path / "repo", tmp_path / "k"
+    make_db(db, rows=100)
+    run("keys", "generate", "--out", str(key), env=env)
+    return Keyed(db, repo_dir, f"file://{repo_dir}", key, {**env, "SAFEHOLD_KEY_FILE": str(key)})
 
 
 def records(path: Path) -> list[dict[str, Any]]:
@@ -187,15 +204,11 @@ def test_refused_tamper_and_wrong_keys_are_audited(tmp_path: Path, env: dict[str
 
 
 def test_every_read_that_unwraps_a_data_key_records_key_used(tmp_path: Path,
-                                                             env: dict[str, str]) -> None:
+                                                             env: dict[str, str],
+                                                             keyed_repo: Keyed) -> None:
     """`cat`, `verify` and `wal fetch` decrypt: each run records `key.used` once per key, however
     many backups, objects and log segments it opened, in both copies."""
-    db, repo_dir = tmp_path / "app.db", tmp_path / "repo"
-    repo = f"file://{repo_dir}"
-    make_db(db, rows=100)
-    key = tmp_path / "k"
-    run("keys", "generate", "--out", str(key), env=env)
-    keyed = {**env, "SAFEHOLD_KEY_FILE": str(key)}
+    db, repo_dir, repo, key, keyed = keyed_repo
     ids = [run_json("backup", "-t", f"sqlite://{db}", "-r", repo, env=keyed)["backup_id"]
            for _ in range(2)]
     kek = crypto.load_key_file(key)
@@ -244,16 +257,11 @@ def test_every_read_that_unwraps_a_data_key_records_key_used(tmp_path: Path,
 
 
 def test_every_result_of_a_command_that_opens_a_repository_carries_the_audit_head(
-        tmp_path: Path, env: dict[str, str]) -> None:
+        tmp_path: Path, env: dict[str, str], keyed_repo: Keyed) -> None:
     """A plain backup, list, show, stats, verify, cat, prune and an error print the latest
     hashes (JSON: `audit_head`; text: stderr), whether or not they recorded an event; a history
     cut short afterwards is detected against any of them."""
-    db, repo_dir = tmp_path / "app.db", tmp_path / "repo"
-    repo = f"file://{repo_dir}"
-    make_db(db, rows=100)
-    key = tmp_path / "k"
-    run("keys", "generate", "--out", str(key), env=env)
-    keyed = {**env, "SAFEHOLD_KEY_FILE": str(key)}
+    db, repo_dir, repo, _, keyed = keyed_repo
     backup_id = run_json("backup", "-t", f"sqlite://{db}", "-r", repo, env=keyed)["backup_id"]
     run("verify", "-r", repo, env=keyed)  # key.used: the repository's log has a record now
 

@@ -34,12 +34,7 @@ from tests.integration.cli_helpers import kill_cli_when, run, run_json
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, mariadb_server: MariaDB) -> dict[str, str]:
-    cfg = tmp_path_factory.mktemp("cfg") / "safehold.yaml"
-    cfg.write_text("{}\n")
-    return {"SAFEHOLD_NO_ENCRYPTION": "1",  # no key here: unencrypted by explicit choice
-            "SAFEHOLD_CONFIG": str(cfg), "SAFEHOLD_KEY_FILE": "", "SAFEHOLD_KEY": "",
-            "SAFEHOLD_PASSPHRASE": "", "SAFEHOLD_PASSWORD": mariadb_server.password,
-            "MYSQL_PWD": ""}
+    return data.cli_env(tmp_path_factory.mktemp("cfg"), mariadb_server)
 
 
 def url(server: MariaDB, db: str, user: str | None = None) -> str:
@@ -52,11 +47,8 @@ def new_db_name() -> str:
 
 @pytest.fixture(scope="module")
 def source(mariadb_server: MariaDB) -> Iterator[str]:
-    db = f"src_{uuid.uuid4().hex[:8]}"
-    mariadb_server.sql(f"CREATE DATABASE {db} CHARACTER SET utf8mb4")
-    data.create(mariadb_server, db)
-    yield db
-    mariadb_server.sql(f"DROP DATABASE IF EXISTS {db}")
+    with data.database(mariadb_server, "src") as db:
+        yield db
 
 
 @pytest.fixture(scope="module")

@@ -32,27 +32,20 @@ def q(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, mariadb_server: MariaDB) -> dict[str, str]:
-    cfg = tmp_path_factory.mktemp("cfg") / "safehold.yaml"
-    cfg.write_text("{}\n")
-    return {"SAFEHOLD_NO_ENCRYPTION": "1", "SAFEHOLD_CONFIG": str(cfg),
-            "SAFEHOLD_KEY_FILE": "", "SAFEHOLD_KEY": "", "SAFEHOLD_PASSPHRASE": "",
-            "SAFEHOLD_PASSWORD": mariadb_server.password, "MYSQL_PWD": ""}
+    return data.cli_env(tmp_path_factory.mktemp("cfg"), mariadb_server)
 
 
 @pytest.fixture(scope="module")
 def source(mariadb_server: MariaDB) -> Iterator[str]:
-    db = f"rd_{uuid.uuid4().hex[:8]}"
-    mariadb_server.sql(f"CREATE DATABASE {db} CHARACTER SET utf8mb4")
-    data.create(mariadb_server, db, many_rows=8000)
-    conn = data.connect(mariadb_server, db)
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE TABLE {q(HOSTILE_TABLE)} (id INT PRIMARY KEY,"
-                    f" {q(HOSTILE_COLUMN)} VARCHAR(50))")
-        cur.executemany(f"INSERT INTO {q(HOSTILE_TABLE)} VALUES (%s, %s)",
-                        [(i, f"v;{i}'\n\\") for i in range(50)])
-    conn.close()
-    yield db
-    mariadb_server.sql(f"DROP DATABASE IF EXISTS {db}")
+    with data.database(mariadb_server, "rd", many_rows=8000) as db:
+        conn = data.connect(mariadb_server, db)
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE TABLE {q(HOSTILE_TABLE)} (id INT PRIMARY KEY,"
+                        f" {q(HOSTILE_COLUMN)} VARCHAR(50))")
+            cur.executemany(f"INSERT INTO {q(HOSTILE_TABLE)} VALUES (%s, %s)",
+                            [(i, f"v;{i}'\n\\") for i in range(50)])
+        conn.close()
+        yield db
 
 
 def url(server: MariaDB, db: str, query: str = "") -> str:

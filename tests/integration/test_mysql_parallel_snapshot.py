@@ -26,20 +26,13 @@ TABLES = data.STATIC + data.LIVE
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, mariadb_server: MariaDB) -> dict[str, str]:
-    cfg = tmp_path_factory.mktemp("cfg") / "safehold.yaml"
-    cfg.write_text("{}\n")
-    return {"SAFEHOLD_NO_ENCRYPTION": "1", "SAFEHOLD_CONFIG": str(cfg),
-            "SAFEHOLD_KEY_FILE": "", "SAFEHOLD_KEY": "", "SAFEHOLD_PASSPHRASE": "",
-            "SAFEHOLD_PASSWORD": mariadb_server.password, "MYSQL_PWD": ""}
+    return data.cli_env(tmp_path_factory.mktemp("cfg"), mariadb_server)
 
 
 @pytest.fixture(scope="module")
 def source(mariadb_server: MariaDB) -> Iterator[str]:
-    db = f"par_{uuid.uuid4().hex[:8]}"
-    mariadb_server.sql(f"CREATE DATABASE {db} CHARACTER SET utf8mb4")
-    data.create(mariadb_server, db, many_rows=5000)
-    yield db
-    mariadb_server.sql(f"DROP DATABASE IF EXISTS {db}")
+    with data.database(mariadb_server, "par", many_rows=5000) as db:
+        yield db
 
 
 def url(server: MariaDB, db: str, user: str | None = None, query: str = "") -> str:

@@ -7,7 +7,6 @@ utf8mb4 and single-byte columns. A single-byte column keeps its own bytes behind
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -45,17 +44,14 @@ _NO_NEWLINE = "REPLACE({}, '\\n', '\\\\n')"
 
 @pytest.fixture(scope="module")
 def database(mariadb_server: MariaDB) -> Iterator[str]:
-    db = f"lit_{uuid.uuid4().hex[:8]}"
-    mariadb_server.sql(f"CREATE DATABASE {db} CHARACTER SET utf8mb4")
-    data.create(mariadb_server, db, many_rows=200)
-    conn = data.connect(mariadb_server, db)
-    with conn.cursor() as cur:
-        cur.execute("SET time_zone = '+00:00'")
-        cur.execute(LEAN)
-        cur.executemany(f"INSERT INTO lean VALUES ({', '.join(['%s'] * 14)})", LEAN_ROWS)
-    conn.close()
-    yield db
-    mariadb_server.sql(f"DROP DATABASE IF EXISTS {db}")
+    with data.database(mariadb_server, "lit", many_rows=200) as db:
+        conn = data.connect(mariadb_server, db)
+        with conn.cursor() as cur:
+            cur.execute("SET time_zone = '+00:00'")
+            cur.execute(LEAN)
+            cur.executemany(f"INSERT INTO lean VALUES ({', '.join(['%s'] * 14)})", LEAN_ROWS)
+        conn.close()
+        yield db
 
 
 def general_literal(col: Column) -> str:
