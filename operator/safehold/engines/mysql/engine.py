@@ -62,17 +62,15 @@ class MySQLEngine:
                 info.require_supported()
             except EngineError as exc:
                 problems.append(str(exc))
+            from safehold.engines.mysql import binlog_privileges  # as binlog_backup below
+
             if purpose == "backup":
                 problems += privileges.backup_problems(conn, db)
                 if self.target.lock_wait > 0:
                     notes += privileges.backup_notes(conn)
-                from safehold.engines.mysql import binlog_privileges  # as binlog_backup below
-
                 notes += binlog_privileges.backup_notes(conn)
             else:
                 problems += privileges.restore_problems(conn, db, stage_name(db))
-                from safehold.engines.mysql import binlog_privileges
-
                 notes += binlog_privileges.restore_notes(conn, db)
         except EngineError as exc:
             return CheckReport(ok=False, problems=(str(exc),))

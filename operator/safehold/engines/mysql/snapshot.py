@@ -182,7 +182,7 @@ def _single_position(snap: Snapshot, info: ServerInfo) -> dict[str, str] | None:
     reader: Conn | ClientSession = snap.sessions[0] if snap.sessions else conn
     if info.flavor == "mariadb":
         _begin(reader)
-        return _mariadb_position(_snapshot_status(reader), conn)
+        return _with_gtid(_mariadb_coordinates(_snapshot_status(reader)), conn)
     try:
         run(conn, "FLUSH TABLES WITH READ LOCK")
     except PermissionDenied:
@@ -210,11 +210,6 @@ def _snapshot_status(reader: Conn | ClientSession) -> dict[str, str]:
         return reader.status("binlog_snapshot_%")
     return {str(k).lower(): str(v)
             for k, v in run(reader, "SHOW STATUS LIKE 'binlog_snapshot_%'")}
-
-
-def _mariadb_position(status: dict[str, str], conn: Conn) -> dict[str, str] | None:
-    """The position in ``status`` (a snapshot's), with its GTID position read on ``conn``."""
-    return _with_gtid(_mariadb_coordinates(status), conn)
 
 
 def _mariadb_coordinates(status: dict[str, str]) -> dict[str, str] | None:
