@@ -183,7 +183,8 @@ class PostgresEngine:
             for i in range(0, len(locked), 500):
                 cur.execute("LOCK TABLE " + ", ".join(pattern(t) for t in locked[i:i + 500])
                             + " IN ACCESS SHARE MODE")
-            tasks = plan(toc)
+            # at least DEFAULT_JOBS ways: a -j1 backup still restores in parallel
+            tasks = plan(toc, ways=max(self.jobs, DEFAULT_JOBS))
             log.info("dumping %s: %d tables in %d archives, %d at a time",
                      self.target.describe(), len(toc.tables), len(tasks), self.jobs)
             records = run_dumps(tasks, target=self.target, tools=tools, snapshot=snapshot,
