@@ -179,7 +179,9 @@ class PostgresEngine:
             cur.execute(f"SELECT pg_export_snapshot(), {_LSN}")
             snapshot, start_lsn = cur.fetchone()
             toc = read_toc(cur)
-            locked = [t for t in toc.tables if t.kind in "rpmf"]
+            # As pg_dump does: LOCK TABLE refuses materialized views and foreign tables (the
+            # whole backup failed on one), and neither has rows in the archives to protect.
+            locked = [t for t in toc.tables if t.kind in "rp"]
             for i in range(0, len(locked), 500):
                 cur.execute("LOCK TABLE " + ", ".join(pattern(t) for t in locked[i:i + 500])
                             + " IN ACCESS SHARE MODE")
