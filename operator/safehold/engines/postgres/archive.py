@@ -2,12 +2,13 @@
 
 pg_restore reads a custom-format archive sequentially from its stdin, so objects flow from
 storage through decryption and decompression into it without a local copy. The exception is
-parallel restore (``-j``), which needs a seekable file: only the small schema-only post-data
-archive is written to a temporary file for that.
+parallel restore (``-j``) and restoring one archive in parts (``-L``), which need a file: only the
+small schema-only post-data archive is written to a temporary file for those.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -61,21 +62,43 @@ class Archives:
                                 f"restoring {name}", self.target.on(database))
         self._run(tool, name)
 
-    def load_parallel(self, name: str, database: str, jobs: int) -> None:
-        """Restore a schema-only archive with ``pg_restore -j`` (needs a seekable file)."""
+    @contextlib.contextmanager
+    def spooled(self, name: str) -> Iterator[str]:
+        """Archive ``name`` in a temporary file, removed on exit: ``pg_restore -j`` needs a
+        seekable archive, and several ``pg_restore -L`` read one. Only for schema archives
+        (small): data archives stream."""
         fd, path = tempfile.mkstemp(prefix="safehold-pg-", suffix=".archive")
         try:
             with os.fdopen(fd, "wb") as f:
                 for block in self.reader.open(self.manifest, name):
                     f.write(block)
-            tool = self.procs.start(
-                [self.tools.path("pg_restore"), "--no-password", "--exit-on-error",
-                 f"--jobs={jobs}", f"--dbname={conninfo(database)}",
-                 *(["--no-owner"] if self.no_owner else []), path],
-                self.target.on(database), f"restoring {name}")
-            tool.wait()
+            yield path
         finally:
             os.unlink(path)
+
+    def list_file(self, path: str) -> list[Entry]:
+        """The entries of a spooled archive."""
+        tool = self.procs.start([self.tools.path("pg_restore"), "--list", path], self.target,
+                                "listing post-data", stdout=True)
+        out = b"".join(tool.stdout_blocks())
+        tool.wait()
+        return parse_listing(out.decode("utf-8", "replace"))
+
+    def load_file(self, path: str, database: str, lines: Sequence[str], *, jobs: int = 1,
+                  doing: str = "restoring post-data") -> None:
+        """Restore the entries ``lines`` (``pg_restore -l`` lines) of a spooled archive."""
+        fd, listfile = tempfile.mkstemp(prefix="safehold-pg-", suffix=".list")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write("\n".join(lines) + "\n")
+            tool = self.procs.start(
+                [self.tools.path("pg_restore"), "--no-password", "--exit-on-error",
+                 f"--jobs={jobs}", f"--use-list={listfile}", f"--dbname={conninfo(database)}",
+                 *(["--no-owner"] if self.no_owner else []), path],
+                self.target.on(database), doing)
+            tool.wait()
+        finally:
+            os.unlink(listfile)
 
     def script(self, name: str, lines: Sequence[str]) -> Iterator[bytes]:
         """The SQL script of the chosen entries of archive ``name`` (``pg_restore -L -f -``),

@@ -1,11 +1,12 @@
 """Whole-database restore: build a staging database, then swap it in by renaming.
 
 The backup is restored into ``<db>__safehold_<id>`` (pre-data archive; the data archives in
-parallel, ``jobs`` at a time, each streamed into its own pg_restore; post-data with
-``pg_restore -j``). Only when all of that succeeded is the swap done, in one transaction:
-the existing database is renamed aside and the staging one takes its name; the old one is
-then dropped. Until that commit the existing database is untouched, so a failed or killed
-restore leaves it as it was (plus, if the process was killed, a staging database to drop).
+parallel, ``jobs`` at a time, each streamed into its own pg_restore and followed by its tables'
+indexes; the rest of post-data with ``pg_restore -j``). Only when all of that succeeded is the
+swap done, in one transaction: the existing database is renamed aside and the staging one takes
+its name; the old one is then dropped. Until that commit the existing database is untouched,
+so a failed or killed restore leaves it as it was (plus, if the process was killed, a staging
+database to drop).
 
 Active connections: sessions on the existing database are terminated just before the swap
 (pg_terminate_backend; needs superuser, the database owner's own sessions, or
@@ -96,8 +97,8 @@ def restore_database(archives: Archives, toc: Toc, conflict: Literal["fail", "re
             _create(cur, staging, toc, target)
         try:
             archives.load(PRE, staging)
-            _load_data(archives, toc, staging, jobs)
-            archives.load_parallel(POST, staging, jobs)
+            with archives.spooled(POST) as post:
+                _load_data(archives, toc, staging, jobs, post)
             _swap(admin, target, staging, exists)
         except BaseException:
             archives.procs.stop()
@@ -167,11 +168,34 @@ def _create(cur: psycopg2.extensions.cursor, staging: str, toc: Toc, target: PgT
                 (db["encoding"], db["collate"], db["ctype"]))
 
 
-def _load_data(archives: Archives, toc: Toc, staging: str, jobs: int) -> None:
+# Post-data entries that belong to one table alone and may be made as soon as its rows are in.
+_OWN_ENTRIES = ("INDEX ", "CONSTRAINT ", "TRIGGER ")
+
+
+def _load_data(archives: Archives, toc: Toc, staging: str, jobs: int, post: str) -> None:
+    """The data archives, ``jobs`` at a time, biggest first; right after each, on the same
+    worker, the indexes, constraints (not foreign keys) and triggers of its tables, as
+    ``pg_restore -j`` builds a table's indexes while other tables still load; then the rest of
+    the post-data archive (foreign keys, index attachments, rules, policies, materialized view
+    data, comments: what may span tables) with ``pg_restore -j``."""
+    entries = archives.list_file(post)
     names = [n for n, meta in toc.objects.items() if meta.get("section") == "data"]
     sizes = {n: sum(t.bytes for t in toc.tables if t.object == n) for n in names}
-    run_parallel(lambda n: archives.load(n, staging), sorted(names, key=lambda n: -sizes[n]),
-                 jobs=jobs, name="safehold-pg_restore", on_failure=archives.procs.stop)
+    parts = {n: {oid for t in toc.tables if t.object == n for oid in t.parts} for n in names}
+    own = {n: [e.line for e in entries if e.oid in parts[n] and e.text.startswith(_OWN_ENTRIES)]
+           for n in names}
+
+    def load(name: str) -> None:
+        archives.load(name, staging)
+        if own[name]:
+            archives.load_file(post, staging, own[name], doing=f"restoring {name}'s indexes")
+
+    run_parallel(load, sorted(names, key=lambda n: -sizes[n]), jobs=jobs,
+                 name="safehold-pg_restore", on_failure=archives.procs.stop)
+    done = {line for lines in own.values() for line in lines}
+    rest = [e.line for e in entries if e.line not in done]
+    if rest:
+        archives.load_file(post, staging, rest, jobs=jobs)
 
 
 def _swap(admin: Connection, target: PgTarget, staging: str, exists: bool) -> None:
