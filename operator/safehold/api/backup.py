@@ -28,6 +28,7 @@ from safehold.api.common import (
 )
 from safehold.api.manifest import BackupType
 from safehold.api.result import DatabaseResult, PipelineFigures, TaskResult
+from safehold.api.units import human_bytes as human_bytes  # re-exported
 
 BackupPhase = Literal["Pending", "Running", "Completed", "Failed", "PartiallyFailed"]
 FINISHED = ("Completed", "Failed", "PartiallyFailed")
@@ -234,15 +235,6 @@ class BackupStatus(StatusModel):
     @staticmethod
     def _size(result: TaskResult) -> str:
         return human_bytes(result.stored_bytes) if result.stored_bytes is not None else "?"
-
-
-def human_bytes(n: float) -> str:
-    """1536 -> '1.5 KiB' (binary units, as kubectl shows quantities)."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 class Backup(KubeModel):

@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 import click
 
 from safehold.api.errors import UsageError
+from safehold.api.units import human_bytes as human_bytes  # re-exported
 from safehold.cli import runlog
 from safehold.cli.config import (
     Config,
@@ -263,14 +264,6 @@ def audit_heads_to_stderr() -> None:
     run = runlog.current()
     if run is not None and audit.shows_heads(run):
         audit.print_heads(run)
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 @functools.cache

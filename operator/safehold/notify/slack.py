@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from safehold.api.backup import human_bytes
 from safehold.api.errors import UsageError
 from safehold.api.result import TaskResult
+from safehold.api.units import human_bytes
 
 log = logging.getLogger(__name__)
 
