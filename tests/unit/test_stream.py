@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -90,3 +91,23 @@ def test_encode_propagates_producer_errors() -> None:
     with pytest.raises(OSError, match="disk gone"):
         list(stream.encode(broken(), parse_codec("lz4"), None, stream.StreamStats(),
                            chunk_size=65536, workers=2))
+
+
+def test_rechunk_matches_plain_slicing_for_any_block_sizes() -> None:
+    """Random block sizes (empty, smaller than, equal to and many times the chunk size), as
+    bytes and bytearray: the chunks are the stream cut every ``size`` bytes, as bytes."""
+    rng = random.Random(7)
+    for _ in range(200):
+        size = rng.choice([1, 3, 16, 64])
+        data = rng.randbytes(rng.randrange(0, 400))
+        blocks: list[bytes | bytearray] = []
+        at = 0
+        while at < len(data):
+            n = rng.choice([0, 1, size - 1, size, size + 1, 3 * size, rng.randrange(1, 200)])
+            blocks.append(data[at:at + n] if rng.random() < 0.5 else bytearray(data[at:at + n]))
+            at += n
+        chunks = list(stream.rechunk(blocks, size))
+        want = [data[i:i + size] for i in range(0, len(data), size)] or [b""]
+        assert [c for c, _ in chunks] == want
+        assert [f for _, f in chunks] == [False] * (len(want) - 1) + [True]
+        assert all(type(c) is bytes for c, _ in chunks)

@@ -34,20 +34,29 @@ def rechunk(blocks: Iterable[bytes], size: int) -> Iterator[tuple[bytes, bool]]:
     """Cut arbitrary blocks into ``size``-byte chunks, flagging the last one.
 
     An empty stream still yields one empty final chunk, so every object has a final frame.
+    Each byte is copied once, by the join that makes its chunk: blocks wait in a list, and a
+    block that straddles a chunk's end is cut through a memoryview, not copied.
     """
-    buf = bytearray()
+    parts: list[bytes | memoryview] = []
+    have = 0
     ready: bytes | None = None
     for block in blocks:
-        buf += block
-        while len(buf) >= size:
+        # views must not see a producer's later writes: a mutable block is copied first
+        view = memoryview(block if type(block) is bytes else bytes(block))
+        while len(view) >= size - have:
+            take = size - have
+            parts.append(view[:take])
+            view = view[take:]
             if ready is not None:
                 yield ready, False
-            ready = bytes(buf[:size])
-            del buf[:size]
-    if buf:
+            ready, parts, have = b"".join(parts), [], 0
+        if view:
+            parts.append(view)
+            have += len(view)
+    if parts:
         if ready is not None:
             yield ready, False
-        ready = bytes(buf)
+        ready = b"".join(parts)
     yield (ready if ready is not None else b""), True
 
 
