@@ -12,6 +12,7 @@ from safehold.api.result import TaskResult
 from safehold.api.task import parse_task
 from tests.envtest.conftest import Cluster, events_include, eventually, finish_pod
 from tests.infra.kube import ControlPlane
+from tests.infra.procs import wait_until
 from tests.unit.controller import samples
 
 FULL, INC = "20261201T000000.000001Z", "20261201T060000.000001Z"
@@ -84,7 +85,10 @@ def test_terminating_namespace_never_hangs(kube: ControlPlane, crds: list[str],
     with kube.api_client() as api:
         client.CoreV1Api(api).create_namespace({"metadata": {"name": ns}})
     k8s = Cluster(kube, ns)
-    eventually(lambda: k8s.core.read_namespaced_service_account("default", ns), "namespace")
+    # the serviceaccount controller makes `default` a moment after the namespace: until then
+    # the read is a 404, which wait_until retries (eventually would raise it at once)
+    wait_until(lambda: k8s.core.read_namespaced_service_account("default", ns) is not None,
+               what=f"ServiceAccount default in namespace {ns}", timeout=30)
     k8s.create("backuptargets", samples.target())
     _completed(k8s, "full", FULL, policy="Delete")
     _completed(k8s, "inc", INC, parent=FULL, policy="Delete")
