@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -77,37 +76,18 @@ def ordered_map(fn: Callable[..., T], items: Iterable[tuple[object, ...]], worke
         for item in items:
             yield fn(*item)
         return
-    pool = codec_pool(workers)
-    pending: deque[Future[T]] = deque()
-    try:
-        for item in items:
-            pending.append(pool.submit(fn, *item))
-            if len(pending) >= inflight:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="safehold-codec") as pool:
+        pending: deque[Future[T]] = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, *item))
+                if len(pending) >= inflight:
+                    yield result(pending.popleft())
+            while pending:
                 yield result(pending.popleft())
-        while pending:
-            yield result(pending.popleft())
-    finally:
-        for fut in pending:
-            fut.cancel()
-
-
-_POOLS: dict[int, ThreadPoolExecutor] = {}
-_POOLS_LOCK = threading.Lock()
-
-
-def codec_pool(workers: int) -> ThreadPoolExecutor:
-    """The process's pool of ``workers`` codec threads, started on first use and shared by
-    every stream after it. A pool per object started its threads for each one: about 1.7 ms,
-    more than a small table's whole encoding (200 small tables spent a third of a backup
-    starting threads). Streams that run at once share the pool's threads, so they share the
-    cores rather than each running its own set. Work in the pool never waits on other work,
-    so sharing cannot deadlock; ``ordered_map`` still bounds each stream's work in flight."""
-    with _POOLS_LOCK:
-        pool = _POOLS.get(workers)
-        if pool is None:
-            pool = _POOLS[workers] = ThreadPoolExecutor(max_workers=workers,
-                                                        thread_name_prefix="safehold-codec")
-        return pool
+        finally:
+            for fut in pending:
+                fut.cancel()
 
 
 @dataclass
