@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from safehold.storage import StorageError, open_storage
+from safehold.storage import StorageError, local, open_storage
 from safehold.storage.local import TEMP_PREFIX, LocalStorage
 from tests.contract.storage_contract import ProducerFailed, StorageContract, failing_chunks
 from tests.infra.portable import posix_only
@@ -160,6 +160,42 @@ def test_temp_files_are_invisible_and_cleaned_when_stale(tmp_path: Path) -> None
     assert fresh.exists()
     assert storage.cleanup_incomplete(older_than=0) == 1
     assert _files_on_disk(storage.root) == ["t/b/manifest.json"]
+
+
+def test_a_put_removes_its_own_abandoned_temp_files_listing_the_directory_rarely(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resumed backup's put of an object removes the temp files a killed writer left for
+    that object, and only those: another object's stay until it is put, a live writer's
+    (modified since the put began) stays. The directory is listed once per LISTING_TTL, not
+    at every put (which cost a backup of n tables n² directory entries)."""
+    data = tmp_path / "repo" / "t/b/data"
+    data.mkdir(parents=True)
+    temp = {name: data / f"{local._put_prefix(data / name)}killed" for name in "abc"}
+    hour_ago = time.time() - 3600
+    for name, path in temp.items():
+        path.write_bytes(b"half an object")
+        when = hour_ago if name != "c" else time.time() + 3600  # c: its writer is still busy
+        os.utime(path, (when, when))
+    listings: list[Path] = []
+    real = local._put_temps
+    monkeypatch.setattr(local, "_put_temps", lambda d: listings.append(d) or real(d))
+
+    storage = LocalStorage(tmp_path / "repo")
+    storage.put_bytes("t/b/data/a", b"a")
+    assert not temp["a"].exists() and temp["b"].exists()
+    for i in range(50):
+        storage.put_bytes(f"t/b/data/n{i}", b"n")
+    assert listings == [data]
+    storage.put_bytes("t/b/data/b", b"b")
+    storage.put_bytes("t/b/data/c", b"c")
+    assert not temp["b"].exists() and temp["c"].exists()
+    assert listings == [data]
+
+    monkeypatch.setattr(local, "LISTING_TTL", 0.0)
+    storage.put_bytes("t/b/data/d", b"d")
+    assert listings == [data, data]
+    assert sorted(p.name for p in data.iterdir() if p.name.startswith(TEMP_PREFIX)) \
+        == [temp["c"].name]
 
 
 _WRITER = textwrap.dedent(

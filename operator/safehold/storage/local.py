@@ -17,6 +17,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -38,6 +39,7 @@ from safehold.storage.base import (
 )
 
 TEMP_PREFIX = ".tmp-"
+LISTING_TTL = 60.0  # seconds a directory's listing of abandoned put temp files is reused
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 # A concurrent delete() may remove a freshly created, still empty parent directory before the
 # temp file lands in it; recreating it a few times resolves that race.
@@ -53,6 +55,9 @@ class LocalStorage:
         self.root = Path(os.path.abspath(root))
         self.url = self.root.as_uri()
         self._prepare_root()
+        # per directory: when it was last listed, and the put temp files found then
+        self._leftovers: dict[Path, tuple[float, set[str]]] = {}
+        self._leftovers_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str) -> LocalStorage:
@@ -113,14 +118,23 @@ class LocalStorage:
     def _discard_abandoned(self, path: Path, started: float) -> None:
         """Remove temp files of earlier puts of this same key that were abandoned (a killed
         writer's, which a resumed backup just replaced): not modified since this put began.
-        A live writer of the key keeps modifying its temp file and is left alone."""
+        A live writer of the key keeps modifying its temp file and is left alone.
+
+        A directory is listed at most once a ``LISTING_TTL`` (listing it at every put cost a
+        backup of n tables n² directory entries); a temp file that appeared since belongs to a
+        writer that was alive then, and is found by a later listing if that writer died."""
         prefix = _put_prefix(path)
-        with suppress(OSError), os.scandir(path.parent) as entries:
-            for entry in entries:
-                if entry.name.startswith(prefix):
-                    with suppress(OSError):
-                        if entry.stat(follow_symlinks=False).st_mtime < started:
-                            os.unlink(entry.path)
+        with self._leftovers_lock:
+            listed, names = self._leftovers.get(path.parent, (-LISTING_TTL, set()))
+            if time.monotonic() - listed >= LISTING_TTL:
+                names = _put_temps(path.parent)
+                self._leftovers[path.parent] = (time.monotonic(), names)
+            mine = {name for name in names if name.startswith(prefix)}
+            names -= mine
+        for name in mine:
+            with suppress(OSError):
+                if os.stat(path.parent / name, follow_symlinks=False).st_mtime < started:
+                    os.unlink(path.parent / name)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self.put(key, (data,))
@@ -424,6 +438,13 @@ class LocalStorage:
 
 def _version(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _put_temps(directory: Path) -> set[str]:
+    """Names of the put() temp files in ``directory`` (none if it cannot be listed)."""
+    with suppress(OSError), os.scandir(directory) as entries:
+        return {e.name for e in entries if e.name.startswith(f"{TEMP_PREFIX}p")}
+    return set()
 
 
 def _put_prefix(path: Path) -> str:
