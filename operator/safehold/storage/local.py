@@ -40,6 +40,7 @@ from safehold.storage.base import (
 
 TEMP_PREFIX = ".tmp-"
 LISTING_TTL = 60.0  # seconds a directory's listing of abandoned put temp files is reused
+_PUT_TEMP = f"{TEMP_PREFIX}p"  # what every put()'s temp file name starts with
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 # A concurrent delete() may remove a freshly created, still empty parent directory before the
 # temp file lands in it; recreating it a few times resolves that race.
@@ -443,13 +444,13 @@ def _version(data: bytes) -> str:
 def _put_temps(directory: Path) -> set[str]:
     """Names of the put() temp files in ``directory`` (none if it cannot be listed)."""
     with suppress(OSError), os.scandir(directory) as entries:
-        return {e.name for e in entries if e.name.startswith(f"{TEMP_PREFIX}p")}
+        return {e.name for e in entries if e.name.startswith(_PUT_TEMP)}
     return set()
 
 
 def _put_prefix(path: Path) -> str:
     """Temp-file prefix of put()s of one object: later puts of it can find abandoned ones."""
-    return f"{TEMP_PREFIX}p{hashlib.sha256(path.name.encode()).hexdigest()[:12]}-"
+    return f"{_PUT_TEMP}{hashlib.sha256(path.name.encode()).hexdigest()[:12]}-"
 
 
 def _info(key: str, st: os.stat_result) -> ObjectInfo:

@@ -87,26 +87,18 @@ class Archives:
     def load_file(self, path: str, database: str, lines: Sequence[str], *, jobs: int = 1,
                   doing: str = "restoring post-data") -> None:
         """Restore the entries ``lines`` (``pg_restore -l`` lines) of a spooled archive."""
-        fd, listfile = tempfile.mkstemp(prefix="safehold-pg-", suffix=".list")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write("\n".join(lines) + "\n")
+        with _list_file(lines) as listfile:
             tool = self.procs.start(
                 [self.tools.path("pg_restore"), "--no-password", "--exit-on-error",
                  f"--jobs={jobs}", f"--use-list={listfile}", f"--dbname={conninfo(database)}",
                  *(["--no-owner"] if self.no_owner else []), path],
                 self.target.on(database), doing)
             tool.wait()
-        finally:
-            os.unlink(listfile)
 
     def script(self, name: str, lines: Sequence[str]) -> Iterator[bytes]:
         """The SQL script of the chosen entries of archive ``name`` (``pg_restore -L -f -``),
         generated lazily: pg_restore starts when the first block is wanted."""
-        fd, listfile = tempfile.mkstemp(prefix="safehold-pg-", suffix=".list")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write("\n".join(lines) + "\n")
+        with _list_file(lines) as listfile:
             tool = self._pg_restore([f"--use-list={listfile}", "--file=-"],
                                     f"reading {name}", stdout=True)
             feeder = Feeder(tool, self.reader.open(self.manifest, name))
@@ -117,8 +109,6 @@ class Archives:
                 feeder.join()  # a damaged object is the cause, not pg_restore's early EOF
                 raise
             feeder.join()
-        finally:
-            os.unlink(listfile)
 
     def _run(self, tool: Tool, name: str) -> None:
         feeder = Feeder(tool, self.reader.open(self.manifest, name))
@@ -129,3 +119,15 @@ class Archives:
             feeder.join()  # a damaged object is the cause, not pg_restore's early EOF
             raise
         feeder.join()
+
+
+@contextlib.contextmanager
+def _list_file(lines: Sequence[str]) -> Iterator[str]:
+    """A temporary ``pg_restore --use-list`` file holding ``lines``, removed on exit."""
+    fd, path = tempfile.mkstemp(prefix="safehold-pg-", suffix=".list")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        yield path
+    finally:
+        os.unlink(path)
