@@ -209,6 +209,7 @@ def backup(
             backup_id=backup_id or None,
             lease=lease,
             profile=profile,
+            estimated_size=size,
         )
     elapsed, report = time.monotonic() - started, profile.report()
     summary = {

@@ -69,9 +69,15 @@ def parent_chain(repo: Repository, target: str, backup_type: BackupType,
     return repo.chain(backups[-1], backups)
 
 
-def check_free_space(repo: Repository, engine: Engine) -> None:
-    free, need = repo.storage.free_space(), engine.estimate_size()
-    if free is not None and need is not None and free < need:
+def check_free_space(repo: Repository, engine: Engine, need: int | None = None) -> None:
+    """Refuse a backup that cannot fit: ``need`` is the engine's estimate if the caller
+    already has it (on a large catalog asking again is a query of its own)."""
+    free = repo.storage.free_space()
+    if free is None:  # object stores: no limit to check, and no need to ask the database
+        return
+    if need is None:
+        need = engine.estimate_size()
+    if need is not None and free < need:
         raise NoSpaceError(
             f"{repo.url} has {free / 2**20:.0f} MiB free but the database is"
             f" {need / 2**20:.0f} MiB uncompressed; free space or choose another repository"
@@ -120,7 +126,8 @@ def guarded(progress: ProgressHook | None, lease: Lease | None) -> ProgressHook 
 def run_backup(engine: Engine, repo: Repository, options: BackupOptions,
                kek: crypto.Kek | None, keks: Sequence[crypto.Kek] = (), *,
                progress: ProgressHook | None = None, backup_id: str | None = None,
-               lease: Lease | None = None, profile: Profile | None = None) -> Manifest:
+               lease: Lease | None = None, profile: Profile | None = None,
+               estimated_size: int | None = None) -> Manifest:
     """Take one backup; returns its manifest once it is durable in the repository.
 
     ``kek`` encrypts the backup unless ``options.no_encryption``; the target's recorded policy
@@ -130,6 +137,7 @@ def run_backup(engine: Engine, repo: Repository, options: BackupOptions,
     uploads continue from stored parts). ``lease`` is the target's lease, held by the caller
     (safehold.repository.lease): losing it stops the backup, at the latest right before the
     manifest would be written. ``profile`` collects where the streaming time goes.
+    ``estimated_size`` is ``engine.estimate_size()`` when the caller has already asked.
     """
     target = layout.check_target_name(options.target)
     codec = options.codec or parse_codec("zstd")
@@ -144,7 +152,7 @@ def run_backup(engine: Engine, repo: Repository, options: BackupOptions,
         check_active(repo, kek)
     if backup_id is not None:
         check_resumable(repo, target, backup_id)
-    check_free_space(repo, engine)
+    check_free_space(repo, engine, estimated_size)
     establish(repo, target, options.namespace, kek, no_encryption=options.no_encryption)
     all_keks = [kek, *keks] if kek else list(keks)  # to read the parent's objects
     if options.no_encryption:

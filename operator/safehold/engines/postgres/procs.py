@@ -66,8 +66,7 @@ class Tool:
         """The tool's output; raises (inside the consumer) if the tool fails, so a truncated
         stream is never taken for a complete one."""
         assert self.proc.stdout is not None
-        read = self.proc.stdout.read1 if hasattr(self.proc.stdout, "read1") \
-            else self.proc.stdout.read
+        read = self.proc.stdout.read
         while block := read(BLOCK):
             yield block
         self.wait()
