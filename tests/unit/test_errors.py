@@ -178,3 +178,26 @@ def test_include_names_are_checked_against_the_backups_tables() -> None:
     with pytest.raises(UsageError, match=r"no table 'order' \(did you mean 'orders'\?\);"
                                          r" it holds: customers, orders"):
         check_include(m, ["order"])
+
+
+@pytest.mark.parametrize("argv", [["keys", "generate", "-o", "new.key"],
+                                  ["list", "-r", "file:///tmp/repo", "--output", "out.txt"]])
+def test_a_file_given_to_output_is_told_what_output_means(
+        argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """`-o FILE` (as many tools take it) meets the global --output FORMAT: the hint says so and
+    names the option that does write a file."""
+    from safehold.cli.main import cli
+
+    assert cli.main(argv, prog_name="safehold", standalone_mode=False) == Exit.USAGE
+    err = capsys.readouterr().err
+    assert "is not one of 'text', 'json', 'html'" in err
+    assert "not a file" in err and "keys generate` writes its key with --out FILE" in err
+
+
+def test_other_usage_errors_point_to_help(capsys: pytest.CaptureFixture[str]) -> None:
+    from safehold.cli.main import cli
+
+    argv = ["--log-level", "loud", "list"]
+    assert cli.main(argv, prog_name="safehold", standalone_mode=False) == Exit.USAGE
+    err = capsys.readouterr().err
+    assert "hint: see `safehold --help`" in err and "not a file" not in err

@@ -72,7 +72,12 @@ def report_for(exc: BaseException) -> Report:
                       redact_url(exc.hint) if exc.hint else None)
     if isinstance(exc, click.ClickException):
         message = exc.format_message()
-        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+        if isinstance(exc, click.BadParameter) and exc.param is not None \
+                and exc.param.name == "output":
+            hint = ("-o/--output chooses the output format of any command (text or json; html"
+                    " for `stats`), not a file: redirect stdout to keep it (> FILE);"
+                    " `safehold keys generate` writes its key with --out FILE")
+        elif isinstance(exc, click.UsageError) and exc.ctx is not None:
             hint = f"see `{exc.ctx.command_path} --help`"
         else:
             hint = None
