@@ -7,7 +7,9 @@
   ``imagePullPolicy: Never``.
 - ``operator_image`` (session): the same for images/operator/Dockerfile (the chart's Pod).
 - ``cluster_namespace`` (function): a fresh namespace with its ``default`` ServiceAccount,
-  deleted afterwards.
+  deleted afterwards. When the test failed, what the namespace held is printed first (its
+  Pods with their container states, events, container logs, and the node's log lines that
+  name the namespace), so that a failure in CI says why a Pod did not finish.
 
 When a session collects any test that uses ``cluster``, the whole pytest process moves into the
 test network namespace before the first fixture runs (see ``tests/infra/netns.py``), so every
@@ -17,8 +19,10 @@ from Pods at ``cluster.pod_address(port)``. Sessions without such tests are not 
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -42,6 +46,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     NETNS.leave()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the item (``item.rep_call``), for fixtures' teardown."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
 
 
 @pytest.fixture(scope="session")
@@ -76,8 +88,9 @@ def operator_image(cluster: Node) -> images.Image:
 
 
 @pytest.fixture
-def cluster_namespace(cluster: Node) -> Iterator[str]:
-    """A new namespace (``c-<hex>``) whose ``default`` ServiceAccount exists; deleted after."""
+def cluster_namespace(cluster: Node, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A new namespace (``c-<hex>``) whose ``default`` ServiceAccount exists; deleted after,
+    and first described (:func:`describe_namespace`) if the test failed."""
     from kubernetes import client
 
     name = f"c-{uuid.uuid4().hex[:10]}"
@@ -92,4 +105,37 @@ def cluster_namespace(cluster: Node) -> Iterator[str]:
         try:
             yield name
         finally:
+            report = getattr(request.node, "rep_call", None)
+            if report is not None and report.failed:
+                print(describe_namespace(cluster, core, name))
             core.delete_namespace(name, grace_period_seconds=0)
+
+
+def describe_namespace(cluster: Node, core: Any, ns: str, *, log_lines: int = 40) -> str:
+    """The namespace's Pods (phase, container states), events and container logs, and the
+    node's log lines naming it: what a failed cluster test needs to say why a Pod hung."""
+    out = [f"===== namespace {ns} after the failure ====="]
+    with contextlib.suppress(Exception):
+        for pod in core.list_namespaced_pod(ns).items:
+            out.append(f"pod {pod.metadata.name}: {pod.status.phase}"
+                       f" (created {pod.metadata.creation_timestamp})")
+            for cond in pod.status.conditions or []:
+                out.append(f"  condition {cond.type}={cond.status} {cond.reason or ''}"
+                           f" {cond.message or ''}".rstrip())
+            for cs in pod.status.container_statuses or []:
+                out.append(f"  container {cs.name}: ready={cs.ready} state={cs.state.to_dict()}")
+            with contextlib.suppress(Exception):
+                text = core.read_namespaced_pod_log(pod.metadata.name, ns,
+                                                    tail_lines=log_lines)
+                out += [f"  | {line}" for line in text.splitlines()]
+    with contextlib.suppress(Exception):
+        events = core.list_namespaced_event(ns).items
+        events.sort(key=lambda e: str(e.last_timestamp or e.event_time or ""))
+        for e in events:
+            out.append(f"event {e.last_timestamp or e.event_time} {e.type} {e.reason}"
+                       f" {e.involved_object.kind}/{e.involved_object.name}: {e.message}")
+    for component, log in cluster.logs.items():
+        with contextlib.suppress(OSError):
+            lines = [ln for ln in log.read_text(errors="replace").splitlines() if ns in ln]
+            out += [f"{component}: {ln[:400]}" for ln in lines[-log_lines:]]
+    return "\n".join(out)
