@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.infra.procs import REPO
+from tests.infra.procs import REPO, wait_until
 
 RUNNER_UID = 65532  # the runner image's user: files the Jobs read or write belong to it
 GROUP, VERSION = "safehold.dev", "v1alpha1"
@@ -52,7 +52,10 @@ def apply_crds(api: Any) -> None:
 
 @contextmanager
 def volume(core: Any, ns: str, name: str, path: Path) -> Iterator[None]:
-    """A PersistentVolumeClaim ``name`` in ``ns`` bound to a hostPath volume at ``path``."""
+    """A PersistentVolumeClaim ``name`` in ``ns`` bound to a hostPath volume at ``path``.
+
+    Yields once the claim is Bound: a Pod created before that is unschedulable until the
+    scheduler looks again, which under load can be minutes (longer than a Job's deadline)."""
     pv = f"{ns}-{name}"
     core.create_persistent_volume({
         "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
@@ -63,6 +66,8 @@ def volume(core: Any, ns: str, name: str, path: Path) -> Iterator[None]:
             "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
             "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": pv,
                      "resources": {"requests": {"storage": "1Gi"}}}})
+        wait_until(lambda: core.read_namespaced_persistent_volume_claim(name, ns).status.phase
+                   == "Bound", what=f"PersistentVolumeClaim {ns}/{name} Bound", timeout=60)
         yield
     finally:
         core.delete_persistent_volume(pv)
