@@ -1,8 +1,10 @@
 """The free-space check before a backup (real SQLite engine, real local repository): it asks
-the database for its size once, and not at all when the storage reports no limit."""
+the database for its size once, also when the storage reports no limit (an unreachable
+database fails there, before the repository is written)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -53,10 +55,33 @@ def test_a_backup_bigger_than_the_free_space_is_refused(repo: Repository, engine
         check_free_space(repo, opened, need=1 << 62)
 
 
-def test_storage_without_a_limit_never_asks_the_database(
+def test_storage_without_a_limit_still_asks_the_database(
         repo: Repository, engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3, GCS and Azure report no free space; the question is still the run's first contact
+    with the database, so an unreachable one fails before the repository is written."""
     opened, asked = engine
-    monkeypatch.setattr(repo.storage, "free_space", lambda: None)  # as S3, GCS and Azure report
+    monkeypatch.setattr(repo.storage, "free_space", lambda: None)
     check_free_space(repo, opened)
-    check_free_space(repo, opened, need=1 << 62)
-    assert asked == []
+    assert len(asked) == 1
+    check_free_space(repo, opened, need=1 << 62)  # no limit: nothing to refuse
+    assert len(asked) == 1
+
+
+def test_an_unreachable_database_fails_before_the_repository_is_written(
+        repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PostgreSQL target on a port where nothing listens (connection refused: no server
+    needed), with storage that reports no limit: nothing of the target reaches the
+    repository."""
+    import socket
+
+    from safehold.engines.base import EngineError
+    from safehold.pipeline.backup import BackupOptions, run_backup
+
+    with socket.socket() as s:  # a free port, closed again: connections to it are refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(repo.storage, "free_space", lambda: None)  # as an object store
+    unreachable = open_engine(f"postgresql://nobody@127.0.0.1:{port}/app")
+    with pytest.raises(EngineError, match=re.escape(f"127.0.0.1:{port}")):
+        run_backup(unreachable, repo, BackupOptions(target="app", no_encryption=True), None)
+    assert [o.key for o in repo.storage.list("") if o.key.startswith("app/")] == []

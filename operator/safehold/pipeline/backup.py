@@ -70,14 +70,15 @@ def parent_chain(repo: Repository, target: str, backup_type: BackupType,
 
 
 def check_free_space(repo: Repository, engine: Engine, need: int | None = None) -> None:
-    """Refuse a backup that cannot fit: ``need`` is the engine's estimate if the caller
-    already has it (on a large catalog asking again is a query of its own)."""
-    free = repo.storage.free_space()
-    if free is None:  # object stores: no limit to check, and no need to ask the database
-        return
+    """Refuse a backup that cannot fit. ``need`` is the engine's estimate if the caller already
+    has it (on a large catalog asking again is a query of its own). Otherwise the engine is
+    asked even when the storage reports no limit: that question is the run's first contact
+    with the database, so an unreachable one fails before anything is written to the
+    repository (a new target's policy record, the backup's key record)."""
     if need is None:
         need = engine.estimate_size()
-    if need is not None and free < need:
+    free = repo.storage.free_space()
+    if free is not None and need is not None and free < need:
         raise NoSpaceError(
             f"{repo.url} has {free / 2**20:.0f} MiB free but the database is"
             f" {need / 2**20:.0f} MiB uncompressed; free space or choose another repository"
