@@ -26,7 +26,7 @@ from safehold.cli.errors import Exit
 from safehold.codecs.compression import parse_codec
 from safehold.engines import servers
 from safehold.engines.base import ConflictPolicy, redact_url
-from safehold.pipeline.backup import BackupOptions, run_backup
+from safehold.pipeline.backup import BackupOptions, check_database, run_backup
 from safehold.pipeline.keys import DataKeys
 from safehold.pipeline.objects import ObjectReader, ReadTally
 from safehold.pipeline.physical import method_problems
@@ -182,7 +182,7 @@ def backup(
         raise UsageError(f"target name {name or target_name!r} contains '@', which separates a"
                          " target from its databases", hint="choose another name with --name")
     engine = common.engine_for(settings, conn_options)
-    size = engine.estimate_size()  # a missing or unreachable database fails before the repository
+    size = check_database(engine)  # a missing or unreachable one fails before the repository
     repository = common.open_repo(ctx, repo, create=True)
     no_encryption = no_encryption or repo_cfg.encryption == "none"
     keks = common.keks_for(ctx, repository, repo, key_files, create_kdf=True)

@@ -155,6 +155,12 @@ class Engine(Protocol):
         """Bytes the next full backup will read (for the free-space check), if known."""
         ...
 
+    def require_database(self) -> None:
+        """Raise :class:`DatabaseMissing` if the database to back up does not exist. A backup
+        asks this when ``estimate_size()`` gave no size, before it writes anything to the
+        repository (a missing and an empty database both have no size)."""
+        ...
+
     def backup(self, request: BackupRequest, sink: BackupSink, chain: ChainReader
                ) -> BackupOutcome: ...
 

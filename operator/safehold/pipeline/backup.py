@@ -69,14 +69,20 @@ def parent_chain(repo: Repository, target: str, backup_type: BackupType,
     return repo.chain(backups[-1], backups)
 
 
-def check_free_space(repo: Repository, engine: Engine, need: int | None = None) -> None:
-    """Refuse a backup that cannot fit. ``need`` is the engine's estimate if the caller already
-    has it (on a large catalog asking again is a query of its own). Otherwise the engine is
-    asked even when the storage reports no limit: that question is the run's first contact
-    with the database, so an unreachable one fails before anything is written to the
-    repository (a new target's policy record, the backup's key record)."""
+def check_database(engine: Engine, need: int | None = None) -> int | None:
+    """The database's estimated size, ``need`` if the caller already asked (on a large catalog
+    asking again is a query of its own). This is a backup's first contact with the database,
+    made before anything is written to the repository (a new target's policy record, the
+    backup's key record): an unreachable database fails here, and so does a missing one."""
     if need is None:
         need = engine.estimate_size()
+    if need is None:  # missing, or empty: only a missing one is an error
+        engine.require_database()
+    return need
+
+
+def check_free_space(repo: Repository, need: int | None) -> None:
+    """Refuse a backup of ``need`` bytes (the engine's estimate) that cannot fit."""
     free = repo.storage.free_space()
     if free is not None and need is not None and free < need:
         raise NoSpaceError(
@@ -153,7 +159,7 @@ def run_backup(engine: Engine, repo: Repository, options: BackupOptions,
         check_active(repo, kek)
     if backup_id is not None:
         check_resumable(repo, target, backup_id)
-    check_free_space(repo, engine, estimated_size)
+    check_free_space(repo, check_database(engine, estimated_size))
     establish(repo, target, options.namespace, kek, no_encryption=options.no_encryption)
     all_keks = [kek, *keks] if kek else list(keks)  # to read the parent's objects
     if options.no_encryption:

@@ -124,6 +124,10 @@ class MongoEngine:
             stats = client[self.target.database].command("dbStats")
         return int(stats.get("dataSize") or 0) or None
 
+    def require_database(self) -> None:
+        """MongoDB creates a database when it is first written: one that does not exist is
+        an empty one, and backing it up is not an error."""
+
     # -- backup -------------------------------------------------------------------------------
 
     def backup(self, request: BackupRequest, sink: BackupSink, chain: ChainReader

@@ -160,6 +160,9 @@ class MySQLAccounts:
     def estimate_size(self) -> int | None:
         return None
 
+    def require_database(self) -> None:
+        """Server-wide objects belong to no database: nothing can be missing."""
+
     def backup(self, request: BackupRequest, sink: BackupSink, chain: ChainReader
                ) -> BackupOutcome:
         accounts = read_accounts(self.target)

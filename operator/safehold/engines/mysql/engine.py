@@ -94,6 +94,9 @@ class MySQLEngine:
             conn.close()
         return int(row[0][1] or 0) if row[0][0] else None
 
+    def require_database(self) -> None:
+        connect(self.target).close()  # DatabaseMissing names the database and the fix
+
     def backup(self, request: BackupRequest, sink: BackupSink, chain: ChainReader
                ) -> BackupOutcome:
         if request.include:

@@ -143,6 +143,9 @@ class PostgresEngine:
         finally:
             conn.close()
 
+    def require_database(self) -> None:
+        self._connect().close()  # DatabaseMissing names the database and the fix
+
     # -- backup -------------------------------------------------------------------------------
 
     def backup(self, request: BackupRequest, sink: BackupSink, chain: ChainReader

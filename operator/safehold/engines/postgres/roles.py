@@ -145,6 +145,9 @@ class PostgresRoles:
     def estimate_size(self) -> int | None:
         return None
 
+    def require_database(self) -> None:
+        """Server-wide objects belong to no database: nothing can be missing."""
+
     def backup(self, request: BackupRequest, sink: BackupSink, chain: ChainReader
                ) -> BackupOutcome:
         data = read_roles(self.target)

@@ -146,6 +146,10 @@ class SQLiteEngine:
             return [f"{self.path} exists and is not a regular file"]
         return []
 
+    def require_database(self) -> None:
+        if not self.path.is_file():
+            raise DatabaseMissing(f"SQLite database file {self.path} does not exist")
+
     def estimate_size(self) -> int | None:
         try:
             size = self.path.stat().st_size
@@ -170,8 +174,7 @@ class SQLiteEngine:
                 "SQLite backups always hold the whole database file; choose tables at restore"
                 " time instead (restore include)"
             )
-        if not self.path.is_file():
-            raise DatabaseMissing(f"SQLite database file {self.path} does not exist")
+        self.require_database()
         if not os.access(self.path, os.R_OK):
             raise PermissionDenied(f"{self.path} is not readable by {fsutil.whoami()};"
                                    " grant read access")
