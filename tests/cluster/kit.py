@@ -123,15 +123,6 @@ def operator(ns: str, metrics_port: int = 0) -> Iterator[Any]:
             os.environ["SAFEHOLD_METRICS_PORT"] = before
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 # runner overrides of a target whose Jobs must run long enough to be interrupted: with a
 # big_db() a backup takes some 20 s instead of 2 (no fault hook in the product)
 SLOW = {"runner": {"resources": {"limits": {"cpu": "100m"}}}}

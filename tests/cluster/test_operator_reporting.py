@@ -19,13 +19,13 @@ from tests.cluster.kit import (
     create,
     eventually,
     finished,
-    free_port,
     operator,
     status,
     volume,
 )
 from tests.infra.images import Image
 from tests.infra.node import Node
+from tests.infra.procs import free_port
 from tests.infra.slackhook import SlackHook, block_kit_problems
 from tests.integration.cli_helpers import make_db
 

@@ -5,7 +5,6 @@ a backup bigger than the free space is refused."""
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from safehold.pipeline.backup import (
 from safehold.repository.repo import Repository
 from safehold.storage.base import NoSpaceError, open_storage
 from tests.infra.portable import sqlite_url
+from tests.infra.procs import free_port
 from tests.integration.cli_helpers import make_db
 
 
@@ -46,14 +46,6 @@ def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Engine, lis
 
 def stored(repo: Repository, target: str) -> list[str]:
     return [o.key for o in repo.storage.list("") if o.key.startswith(f"{target}/")]
-
-
-def refused_port() -> int:
-    """A free port, closed again: connections to it are refused (no server needed)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def test_a_known_size_is_not_asked_again(engine) -> None:
@@ -90,7 +82,7 @@ def test_a_missing_sqlite_file_fails_before_the_repository_is_written(
 def test_an_unreachable_database_fails_before_the_repository_is_written(
         repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
     """A PostgreSQL target on a refused port, with storage that reports no limit."""
-    port = refused_port()
+    port = free_port()  # nothing listens: connections are refused, no server needed
     monkeypatch.setattr(repo.storage, "free_space", lambda: None)  # as an object store
     unreachable = open_engine(f"postgresql://nobody@127.0.0.1:{port}/app")
     with pytest.raises(EngineError, match=re.escape(f"127.0.0.1:{port}")):
