@@ -6,9 +6,10 @@ tables of small rows). The ``mariadb`` command-line client reads them in C and w
 one per line (``--batch --raw``: no escaping, no column names; ``--quick``: row by row, never a
 whole result in memory). Safehold keeps each client running as a session: statements go in on
 its stdin, rows come out on its stdout, and after every statement a ``SELECT`` of a random end
-mark tells where that statement's output ends. Every row line starts with ``(``, the end mark
-never does, so a data line can never be taken for it. Several blocks of lines become one
-``INSERT`` by turning their newlines into commas: C-speed byte operations, no per-row Python.
+mark tells where that statement's output ends. Every row ends in a NUL byte that no value holds
+(:data:`.rows.ROW_END`), and the end mark counts only right after one, so no value can be taken
+for it. Several blocks of rows become one ``INSERT`` by :func:`.rows.values_list`: C-speed
+byte operations, no per-row Python.
 
 A session is one server connection, so it can join the backup's snapshot like any other: it
 runs ``START TRANSACTION WITH CONSISTENT SNAPSHOT`` under the global read lock and reports the
@@ -43,7 +44,14 @@ from safehold.engines.base import EngineError
 from safehold.engines.mysql import tools
 from safehold.engines.mysql.catalog import Table
 from safehold.engines.mysql.conn import SESSION_INIT, Target, classify
-from safehold.engines.mysql.rows import BATCH_BYTES, RowStats, insert_prefix, select_rows
+from safehold.engines.mysql.rows import (
+    BATCH_BYTES,
+    ROW_END,
+    RowStats,
+    insert_prefix,
+    select_rows,
+    values_list,
+)
 
 CLIENT = "mariadb"
 _READ = 256 << 10  # bytes per read from the client's stdout
@@ -126,7 +134,7 @@ class ClientSession:
                     + b" USING utf8mb4); EXECUTE safehold_rows")
         pending: list[bytes] = []
         size = 0
-        for block in self._blocks(prepared):
+        for block in self._blocks(prepared, ROW_END + b"\n"):
             pending.append(block)
             size += len(block)
             if size >= batch_bytes:
@@ -137,20 +145,25 @@ class ClientSession:
 
     @staticmethod
     def _insert(prefix: bytes, blocks: list[bytes], stats: RowStats) -> bytes:
-        body = b"".join(blocks)  # whole lines, each ending in a newline
-        stats.rows += body.count(b"\n")
+        body = b"".join(blocks)  # whole rows, each ending in ROW_END and a newline
+        rows = body.count(ROW_END)
+        stats.rows += rows
         stats.statements += 1
-        return prefix + body[:-1].replace(b"\n", b",") + b";\n"
+        return prefix + values_list(body, rows, lines=True) + b";\n"
 
-    def _blocks(self, sql: bytes) -> Iterator[bytes]:
-        """Send ``sql``; its output as blocks of whole lines, up to (without) the end mark."""
+    def _blocks(self, sql: bytes, line_end: bytes = b"\n") -> Iterator[bytes]:
+        """Send ``sql``; its output as blocks of whole lines, up to (without) the end mark.
+
+        A line ends in ``line_end``: rows, which may hold raw newlines, end in ``ROW_END``
+        and a newline. The end mark counts only as a line of its own after one, so no value
+        can pass for it."""
         try:
             self._stdin.write(sql + b";\nSELECT '" + self._end + b"';\n")
             self._stdin.flush()
         except OSError:  # the client is gone: its stderr says why
             raise self._failure() from None
         last = self._end + b"\n"
-        tail = b"\n" + last
+        tail = line_end + last
         buf = b""
         while True:
             try:
@@ -165,8 +178,9 @@ class ClientSession:
             if buf.endswith(tail):
                 yield buf[:len(buf) - len(last)]
                 return
-            cut = buf.rfind(b"\n") + 1  # whole lines out; a partial line (or mark) waits
-            if cut:
+            cut = buf.rfind(line_end)  # whole lines out; a partial line (or mark) waits
+            if cut != -1:
+                cut += len(line_end)
                 yield buf[:cut]
                 buf = buf[cut:]
 
