@@ -1,9 +1,10 @@
 """The dump's per-column SQL (engines/mysql/rows.py) skips work the column does not need (a NOT
 NULL number's NULL test, a utf8mb4 or single-byte column's conversion, any newline escaping,
 which values_list does over whole batches): against the real MariaDB 10.11 the dump's rows are
-exactly the bytes of the general expressions, each value escaped by the server, for every type and edge value the mixed-type test database holds plus NOT NULL,
-utf8mb4 and single-byte columns. A single-byte column keeps its own bytes behind its introducer
-(``_latin1'...'``), so there the server reads both literals back and the values must match."""
+exactly the bytes of the general expressions, each value escaped by the server, for every type
+and edge value the mixed-type test database holds plus NOT NULL, utf8mb4 and single-byte
+columns. A single-byte column keeps its own bytes behind its introducer (``_latin1'...'``), so
+there the server reads both literals back and the values must match."""
 
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ The server does not escape those newlines (a ``REPLACE`` per value cost it a thi
 per row): each tuple ends in a NUL byte (:data:`ROW_END`), which no rendered value can hold
 (``QUOTE`` writes NUL as ``\\0``), so the client finds the rows' ends, and then C-speed byte
 operations over a whole batch (:func:`values_list`) turn every raw newline, all inside quoted
-literals, into the two characters ``\\n``. An even run of backslashes precedes each (``QUOTE`` doubles them),
-so the bytes are exactly what escaping each value on the server wrote.
+literals, into the two characters ``\\n``. An even run of backslashes precedes each (``QUOTE``
+doubles them), so the bytes are exactly what escaping each value on the server wrote.
 
 Exactness: text goes through utf8mb4 (every MySQL character set maps into it), except text in
 a single-byte character set (latin1, ascii, cp1251 and the like), which keeps its own bytes
