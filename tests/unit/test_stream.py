@@ -32,6 +32,16 @@ def test_rechunk_cuts_fixed_sizes_and_flags_the_last(blocks, size, expected) -> 
     assert list(stream.rechunk(blocks, size)) == expected
 
 
+def test_rechunk_passes_a_whole_chunk_block_through_uncopied() -> None:
+    whole, other = b"abcd", b"efgh"
+    chunks = list(stream.rechunk([whole, b"xy", b"zw", other, b"!"], 4))
+    assert [c for c, _ in chunks] == [b"abcd", b"xyzw", b"efgh", b"!"]
+    assert chunks[0][0] is whole and chunks[2][0] is other
+    # a mutable block is never passed on: the producer may write into it again
+    mutable = bytearray(b"abcd")
+    assert list(stream.rechunk([mutable], 4))[0][0] is not mutable
+
+
 def test_ordered_map_keeps_order_and_bounds_inflight() -> None:
     running = 0
     peak = 0

@@ -35,12 +35,19 @@ def rechunk(blocks: Iterable[bytes], size: int) -> Iterator[tuple[bytes, bool]]:
 
     An empty stream still yields one empty final chunk, so every object has a final frame.
     Each byte is copied once, by the join that makes its chunk: blocks wait in a list, and a
-    block that straddles a chunk's end is cut through a memoryview, not copied.
+    block that straddles a chunk's end is cut through a memoryview, not copied. A ``bytes``
+    block of exactly ``size`` that starts a chunk is the chunk itself, not copied at all
+    (producers that read ``size`` at a time, as the PostgreSQL dump does).
     """
     parts: list[bytes | memoryview] = []
     have = 0
     ready: bytes | None = None
     for block in blocks:
+        if not have and len(block) == size and type(block) is bytes:
+            if ready is not None:
+                yield ready, False
+            ready = block
+            continue
         # views must not see a producer's later writes: a mutable block is copied first
         view = memoryview(block if type(block) is bytes else bytes(block))
         while len(view) >= size - have:

@@ -24,7 +24,9 @@ from safehold.engines import childenv
 from safehold.engines.base import EngineError
 from safehold.engines.postgres.conn import PgTarget, check_passfile_password, classify
 
-BLOCK = 1 << 20
+# reads of the pipeline's chunk size (4 MiB): such a block becomes its chunk without a copy
+# (pipeline.stream.rechunk); BufferedReader.read(n) fills one bytes object from the pipe
+BLOCK = 4 << 20
 # Besides childenv's allow-list: the user's own passfile (used only when no password is given)
 # and Kerberos settings for GSSAPI logins. Every other PG* variable is dropped.
 TOOL_INHERITS = ("PGPASSFILE", "KRB5CCNAME", "KRB5_CONFIG")
