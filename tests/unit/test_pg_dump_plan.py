@@ -49,6 +49,19 @@ def test_many_small_tables_are_dealt_into_balanced_batches() -> None:
         assert all(len(task.tables) <= dump.BATCH_TABLES for task in data_tasks(tasks))
 
 
+def test_batches_come_in_multiples_of_ways() -> None:
+    """260 MB of small tables need three batches of BATCH_BYTES; with two workers that is four
+    (the third of three ran alone, a third of the work on one core), with three ways three."""
+    t = toc(*(MB + MB // 3 for _ in range(200)))
+    for ways, batches in ((1, 3), (2, 4), (3, 3), (4, 4)):
+        tasks = dump.plan(t, ways=ways)
+        check_cover(t, tasks)
+        loads = [task.bytes for task in data_tasks(tasks)]
+        assert len(loads) == batches, (ways, loads)
+        assert max(loads) - min(loads) <= 2 * MB, loads
+        assert max(loads) <= dump.BATCH_BYTES
+
+
 def test_big_tables_get_their_own_archive_and_a_tiny_rest_stays_one() -> None:
     t = toc(40 * MB, 20 * MB, *(10 << 10 for _ in range(30)))  # 300 KB of small tables
     tasks = dump.plan(t, ways=4)
