@@ -49,8 +49,8 @@ from safehold.engines.mysql.rows import (
     ROW_END,
     RowStats,
     insert_prefix,
+    insert_statement,
     select_rows,
-    values_list,
 )
 
 CLIENT = "mariadb"
@@ -146,10 +146,7 @@ class ClientSession:
     @staticmethod
     def _insert(prefix: bytes, blocks: list[bytes], stats: RowStats) -> bytes:
         body = b"".join(blocks)  # whole rows, each ending in ROW_END and a newline
-        rows = body.count(ROW_END)
-        stats.rows += rows
-        stats.statements += 1
-        return prefix + values_list(body, rows, lines=True) + b";\n"
+        return insert_statement(prefix, body, body.count(ROW_END), stats, lines=True)
 
     def _blocks(self, sql: bytes, line_end: bytes = b"\n") -> Iterator[bytes]:
         """Send ``sql``; its output as blocks of whole lines, up to (without) the end mark.

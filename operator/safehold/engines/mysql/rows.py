@@ -128,10 +128,10 @@ def insert_statements(conn: Any, table: Table, stats: RowStats,
                 batch.append(row)
                 size += len(row)
             if size >= batch_bytes:
-                yield _statement(prefix, batch, stats)
+                yield insert_statement(prefix, b"".join(batch), len(batch), stats, lines=False)
                 batch, size = [], 0
         if batch:
-            yield _statement(prefix, batch, stats)
+            yield insert_statement(prefix, b"".join(batch), len(batch), stats, lines=False)
     except BaseException as exc:
         # Abandon the connection: closing an unbuffered cursor would first read (and discard)
         # the rest of the table.
@@ -143,10 +143,13 @@ def insert_statements(conn: Any, table: Table, stats: RowStats,
     cur.close()
 
 
-def _statement(prefix: bytes, rows: list[bytes], stats: RowStats) -> bytes:
-    stats.rows += len(rows)
+def insert_statement(prefix: bytes, body: bytes, rows: int, stats: RowStats, *,
+                     lines: bool) -> bytes:
+    """One INSERT line of the ``rows`` rendered tuples in ``body`` (see :func:`values_list`),
+    counted in ``stats``."""
+    stats.rows += rows
     stats.statements += 1
-    return prefix + values_list(b"".join(rows), len(rows), lines=False) + b";\n"
+    return prefix + values_list(body, rows, lines=lines) + b";\n"
 
 
 def split_statements(blocks: Iterable[bytes], breaks_inside: int = 0) -> Iterator[bytes]:
