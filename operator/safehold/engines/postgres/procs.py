@@ -9,12 +9,22 @@ password keeps the user's ``PGPASSFILE`` / ``~/.pgpass``.
 Every tool's stderr goes to an anonymous temporary file (a pipe nobody reads would fill up and
 stall the tool); on failure its tail becomes a classified error. A :class:`ProcessSet` remembers
 what it started, so one failure stops the rest instead of leaving them to run.
+
+Streamed pipes are made wide. pg_dump writes its archive and pg_restore reads it through stdio,
+and glibc sizes a pipe's stdio buffer to a page: one 4 KiB system call per page on each side and,
+behind a 64 KiB pipe, a wake-up of the other side every few pages, for every byte of the
+database. So a streamed tool runs under coreutils' ``stdbuf`` with a 1 MiB buffer on the streamed
+side (where ``stdbuf`` is installed; it only sets the buffer and execs the tool, same process),
+and the pipe holds 1 MiB. Measured on a 1.3 GB pgbench-like database: the backup's and the
+restore's system CPU fell by a third, their wall time by 5-6% (commit message).
 """
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -27,6 +37,9 @@ from safehold.engines.postgres.conn import PgTarget, check_passfile_password, cl
 # reads of the pipeline's chunk size (4 MiB): such a block becomes its chunk without a copy
 # (pipeline.stream.rechunk); BufferedReader.read(n) fills one bytes object from the pipe
 BLOCK = 4 << 20
+# What a streamed tool's stdio buffer and its pipe hold (stdbuf's size syntax for the first).
+STREAM_BUFFER = "1M"
+PIPE_SIZE = 1 << 20
 # Besides childenv's allow-list: the user's own passfile (used only when no password is given)
 # and Kerberos settings for GSSAPI logins. Every other PG* variable is dropped.
 TOOL_INHERITS = ("PGPASSFILE", "KRB5CCNAME", "KRB5_CONFIG")
@@ -37,6 +50,24 @@ def passfile(password: str) -> bytes:
     check_passfile_password(password)
     escaped = password.replace("\\", "\\\\").replace(":", "\\:")
     return f"*:*:*:*:{escaped}\n".encode()
+
+
+def buffered(argv: Sequence[str], *, stdin: bool, stdout: bool) -> list[str]:
+    """``argv`` run under ``stdbuf`` with a :data:`STREAM_BUFFER` stdio buffer on each streamed
+    side; ``argv`` itself where there is no streamed side or no ``stdbuf``."""
+    sides = [*(["-i", STREAM_BUFFER] if stdin else []), *(["-o", STREAM_BUFFER] if stdout else [])]
+    stdbuf = shutil.which("stdbuf") if sides else None
+    return [stdbuf, *sides, *argv] if stdbuf else list(argv)
+
+
+def widen(fd: int) -> None:
+    """Give pipe ``fd`` :data:`PIPE_SIZE` of room where the kernel allows it (Linux, within the
+    user's pipe limit); otherwise it keeps its 64 KiB."""
+    if sys.platform == "linux":
+        import fcntl
+
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
 
 
 class Tool:
@@ -53,7 +84,8 @@ class Tool:
             env["PGPASSFILE"] = secrets[0].path
         try:
             self.proc = childenv.start(
-                self.argv, env=env, inherit=TOOL_INHERITS, secrets=secrets,
+                buffered(self.argv, stdin=stdin, stdout=stdout), env=env,
+                inherit=TOOL_INHERITS, secrets=secrets,
                 stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                 stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
                 stderr=self._stderr, start_new_session=True)
@@ -63,6 +95,9 @@ class Tool:
         finally:
             for secret in secrets:  # the tool holds its own descriptor now
                 secret.close()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                widen(stream.fileno())
 
     def stdout_blocks(self) -> Iterator[bytes]:
         """The tool's output; raises (inside the consumer) if the tool fails, so a truncated
