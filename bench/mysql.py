@@ -21,6 +21,7 @@ Numbers are printed, never asserted (DESIGN.md section 8). Run small for a smoke
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -153,6 +154,7 @@ def _run(server: MariaDB, work: Path, size_mb: int, rounds: int,
     print("stored MB: " + ", ".join(f"{k} {v / 1e6:.0f}" for k, v in {
         "safehold": _du(repo), "mariadb-dump": dump_file.stat().st_size,
         "mydumper": _du(dumpdir)}.items()))
+    print(snapshot_line(repo))
 
     def recreate(db: str) -> Callable[[], None]:
         return lambda: server.sql(f"DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db}")
@@ -184,6 +186,19 @@ def _run(server: MariaDB, work: Path, size_mb: int, rounds: int,
     alternate(restores, rounds)
     table(f"MariaDB restore, {layout} (each checked by CHECKSUM TABLE)", size_mb, restores[0],
           restores[1:])
+
+
+def snapshot_line(repo: Path) -> str:
+    """How the last Safehold backup's snapshot was taken, from its manifest: connections and how
+    long the global read lock that lines them up was held (every writer waits that long)."""
+    manifests = sorted(repo.glob("*/*/manifest.json"), key=lambda p: p.stat().st_mtime)
+    if not manifests:
+        return "snapshot: no Safehold manifest found"
+    meta = json.loads(manifests[-1].read_text()).get("engine_meta") or {}
+    lock = meta.get("lock_seconds")
+    held = f"global read lock held {lock * 1000:.1f} ms" if lock is not None else \
+        f"no global read lock ({meta.get('snapshot_fallback', 'one connection')})"
+    return f"snapshot: {meta.get('snapshot_connections')} connections, {held}"
 
 
 def _du(path: Path) -> int:
