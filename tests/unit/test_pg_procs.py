@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from safehold.engines.base import EngineError
+from safehold.engines.childenv import PIPE_SIZE
 from safehold.engines.postgres import procs
 from safehold.engines.postgres.conn import PgTarget
-from safehold.engines.postgres.procs import PIPE_SIZE, Feeder, Tool, buffered
+from safehold.engines.postgres.procs import Feeder, Tool, buffered
 
 TARGET = PgTarget(host="127.0.0.1", port=5432, user="u", database="d")
 # prints the stdio buffer sizes stdbuf hands to the C library, then copies stdin to stdout

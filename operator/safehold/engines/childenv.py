@@ -22,8 +22,10 @@ checks that no other engine module calls :mod:`subprocess` or ``os.exec*``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
@@ -106,6 +108,21 @@ def start(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
     the descriptors of ``secrets`` (besides stdin/stdout/stderr)."""
     return subprocess.Popen(list(argv), env=environment(env, inherit=inherit),
                             pass_fds=_fds(secrets), close_fds=True, **popen)
+
+
+# The room a streamed child's pipe is given (the kernel's default is 64 KiB).
+PIPE_SIZE = 1 << 20
+
+
+def widen(fd: int) -> None:
+    """Give pipe ``fd`` :data:`PIPE_SIZE` of room where the kernel allows it (Linux, within the
+    user's pipe limit), so a child streaming through it runs ahead of its reader or writer;
+    otherwise it keeps its 64 KiB."""
+    if sys.platform == "linux":
+        import fcntl
+
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
 
 
 def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None,

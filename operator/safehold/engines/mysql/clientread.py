@@ -33,7 +33,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from typing import IO
 
@@ -55,8 +54,6 @@ from safehold.engines.mysql.rows import (
 
 CLIENT = "mariadb"
 _READ = 256 << 10  # bytes per read from the client's stdout
-_PIPE_SIZE = 1 << 20  # a deeper pipe lets the client run ahead of the compressor
-_F_SETPIPE_SZ = 1031  # Linux fcntl
 _ERROR = re.compile(rb"ERROR (\d+) \([0-9A-Z]{5}\)(?: at line \d+)?: (.*)", re.DOTALL)
 
 
@@ -99,11 +96,7 @@ class ClientSession:
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._stdin: IO[bytes] = self._proc.stdin
         self._fd = self._proc.stdout.fileno()
-        if sys.platform == "linux":  # a deeper pipe where the kernel offers one
-            import fcntl
-
-            with contextlib.suppress(OSError):  # over the user's pipe limit: keep 64 KiB
-                fcntl.fcntl(self._fd, _F_SETPIPE_SZ, _PIPE_SIZE)
+        childenv.widen(self._fd)  # a deeper pipe lets the client run ahead of the compressor
         try:
             self.query(b"SELECT 1")  # logged in, session state set
         except BaseException:

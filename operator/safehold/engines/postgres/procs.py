@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -37,9 +36,9 @@ from safehold.engines.postgres.conn import PgTarget, check_passfile_password, cl
 # reads of the pipeline's chunk size (4 MiB): such a block becomes its chunk without a copy
 # (pipeline.stream.rechunk); BufferedReader.read(n) fills one bytes object from the pipe
 BLOCK = 4 << 20
-# What a streamed tool's stdio buffer and its pipe hold (stdbuf's size syntax for the first).
+# What a streamed tool's stdio buffer holds (stdbuf's size syntax); its pipe holds
+# childenv.PIPE_SIZE.
 STREAM_BUFFER = "1M"
-PIPE_SIZE = 1 << 20
 # Besides childenv's allow-list: the user's own passfile (used only when no password is given)
 # and Kerberos settings for GSSAPI logins. Every other PG* variable is dropped.
 TOOL_INHERITS = ("PGPASSFILE", "KRB5CCNAME", "KRB5_CONFIG")
@@ -58,16 +57,6 @@ def buffered(argv: Sequence[str], *, stdin: bool, stdout: bool) -> list[str]:
     sides = [*(["-i", STREAM_BUFFER] if stdin else []), *(["-o", STREAM_BUFFER] if stdout else [])]
     stdbuf = shutil.which("stdbuf") if sides else None
     return [stdbuf, *sides, *argv] if stdbuf else list(argv)
-
-
-def widen(fd: int) -> None:
-    """Give pipe ``fd`` :data:`PIPE_SIZE` of room where the kernel allows it (Linux, within the
-    user's pipe limit); otherwise it keeps its 64 KiB."""
-    if sys.platform == "linux":
-        import fcntl
-
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
 
 
 class Tool:
@@ -97,7 +86,7 @@ class Tool:
                 secret.close()
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream is not None:
-                widen(stream.fileno())
+                childenv.widen(stream.fileno())
 
     def stdout_blocks(self) -> Iterator[bytes]:
         """The tool's output; raises (inside the consumer) if the tool fails, so a truncated
