@@ -195,6 +195,10 @@ def _client_certificate(options: ConnectionOptions) -> Iterator[str | None]:
         os.unlink(path)
 
 
+_TLS_MISMATCH = ("; or TLS does not match the server: it may require TLS (--tls require or"
+                 " verify-full) or not offer it (--tls disable)")
+
+
 def classify(exc: PyMongoError, target: MongoTarget) -> EngineError:
     """Map a pymongo error onto the engine error classes, with a message that says what to fix
     and no password in it."""
@@ -225,8 +229,10 @@ def classify(exc: PyMongoError, target: MongoTarget) -> EngineError:
     if isinstance(exc, NetworkTimeout) or (
             isinstance(exc, ConnectionFailure) and "timed out" in detail and
             "refused" not in detail):
+        # A plaintext server may also just sit on a TLS handshake until the timeout.
+        tls_hint = _TLS_MISMATCH if "SSL handshake" in detail else ""
         return ConnectTimeout(f"{where} did not answer in time ({detail}); check the host,"
-                              " firewalls, or raise --connect-timeout")
+                              f" firewalls, or raise --connect-timeout{tls_hint}")
     if isinstance(exc, ConnectionFailure):
         if re.search(r"SSL|certificate|TLS", detail):
             return EngineError(f"{where}: TLS handshake failed ({detail}); check --tls,"
@@ -234,8 +240,7 @@ def classify(exc: PyMongoError, target: MongoTarget) -> EngineError:
                                " the host name in the URI")
         # A TLS-only server closes a plaintext connection; a plaintext one never answers a TLS
         # handshake (no server found): both look like an unreachable host, so say so.
-        tls_hint = "; or TLS does not match the server: it may require TLS (--tls require or" \
-            " verify-full) or not offer it (--tls disable)" \
+        tls_hint = _TLS_MISMATCH \
             if re.search(r"connection closed|No servers found yet", detail) else ""
         return HostUnreachable(f"{where} is unreachable ({detail}); check the host and port,"
                                f" and that the server is running{tls_hint}")
