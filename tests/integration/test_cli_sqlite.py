@@ -85,8 +85,9 @@ def _damage(path: Path, how: str, other: Path | None = None) -> None:
     elif how == "forge":  # flip a payload byte and fix the frame's CRC, as an attacker would
         frames = list(parse_frames([data]))
         f = frames[1]
-        payload = f.payload[:5] + bytes([f.payload[5] ^ 0x01]) + f.payload[6:]
-        frames[1] = type(f)(f.index, f.final, f.raw_len, payload)
+        payload = bytearray(f.payload)
+        payload[5] ^= 0x01
+        frames[1] = type(f)(f.index, f.final, f.raw_len, memoryview(payload))
         path.write_bytes(MAGIC + b"".join(
             frame_bytes(f.payload, f.raw_len, f.final) for f in frames))
     elif how == "truncate":

@@ -92,7 +92,7 @@ class Codec:
         """Compress one chunk into a complete frame of this codec's standard format."""
         return _IMPLS[self.name].compress(data, self.level)
 
-    def decompress(self, data: bytes, raw_size: int) -> bytes:
+    def decompress(self, data: bytes | memoryview, raw_size: int) -> bytes:
         """Decode one frame that must hold exactly ``raw_size`` bytes.
 
         Raises CorruptDataError (naming the codec) when the frame is damaged, truncated, followed
@@ -140,7 +140,7 @@ def _size_mismatch(codec: str, expected: int, got: str) -> CorruptDataError:
 @dataclass(frozen=True)
 class _Impl:
     compress: Callable[[bytes, int], bytes]
-    decompress: Callable[[bytes, int], bytes]
+    decompress: Callable[[bytes | memoryview, int], bytes]
 
 
 def _check_complete(codec: str, eof: bool, unused: bytes) -> None:
@@ -151,13 +151,13 @@ def _check_complete(codec: str, eof: bool, unused: bytes) -> None:
 
 
 def _none_compress(data: bytes, _level: int) -> bytes:
-    return data
+    return bytes(data)  # a frame payload is a view of a stored block: the engine gets bytes
 
 
-def _none_decompress(data: bytes, raw_size: int) -> bytes:
+def _none_decompress(data: bytes | memoryview, raw_size: int) -> bytes:
     if len(data) != raw_size:
         raise _size_mismatch("none", raw_size, str(len(data)))
-    return data
+    return bytes(data)  # a frame payload is a view of a stored block: the engine gets bytes
 
 
 def _gzip_compress(data: bytes, level: int) -> bytes:
@@ -166,14 +166,14 @@ def _gzip_compress(data: bytes, level: int) -> bytes:
     return compressor.compress(data) + compressor.flush()
 
 
-def _gzip_decompress(data: bytes, raw_size: int) -> bytes:
+def _gzip_decompress(data: bytes | memoryview, raw_size: int) -> bytes:
     decompressor = zlib.decompressobj(31)
     out = decompressor.decompress(data, raw_size + 1)  # +1 so an oversized frame shows itself
     _check_complete("gzip", decompressor.eof, decompressor.unused_data)
     return out
 
 
-def _bzip2_decompress(data: bytes, raw_size: int) -> bytes:
+def _bzip2_decompress(data: bytes | memoryview, raw_size: int) -> bytes:
     decompressor = bz2.BZ2Decompressor()
     out = decompressor.decompress(data, raw_size + 1)
     _check_complete("bzip2", decompressor.eof, decompressor.unused_data)
@@ -187,7 +187,7 @@ def _lz4_compress(data: bytes, level: int) -> bytes:
     return frame
 
 
-def _lz4_decompress(data: bytes, raw_size: int) -> bytes:
+def _lz4_decompress(data: bytes | memoryview, raw_size: int) -> bytes:
     decompressor = lz4.frame.LZ4FrameDecompressor()
     out: bytes = decompressor.decompress(data, raw_size + 1)
     _check_complete("lz4", decompressor.eof, decompressor.unused_data)
@@ -201,7 +201,7 @@ def _zstd_compress(data: bytes, level: int) -> bytes:
     return compressor.compress(data)
 
 
-def _zstd_decompress(data: bytes, raw_size: int) -> bytes:
+def _zstd_decompress(data: bytes | memoryview, raw_size: int) -> bytes:
     # The header's content size decides the allocation, so check it before decoding anything.
     declared = zstandard.frame_content_size(data)
     if declared not in (raw_size, -1):

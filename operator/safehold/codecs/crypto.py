@@ -320,9 +320,14 @@ class ChunkCipher:
 
     def encrypt(self, index: int, final: bool, plaintext: bytes) -> bytes:
         """Encrypt chunk ``index``; ``final`` marks the object's last chunk."""
+        return b"".join(self.seal(index, final, plaintext))
+
+    def seal(self, index: int, final: bool, plaintext: bytes) -> tuple[bytes, bytes]:
+        """:meth:`encrypt`'s blob in its two parts, ``nonce`` and ``ciphertext || tag``, for a
+        writer that need not join them (the pipeline writes a frame's parts in turn)."""
         aad = self._aad(index, final)
         nonce = self.nonce(index, final, plaintext)
-        return nonce + self._aead.encrypt(nonce, plaintext, aad)
+        return nonce, self._aead.encrypt(nonce, plaintext, aad)
 
     def nonce(self, index: int, final: bool, plaintext: bytes) -> bytes:
         """HMAC-SHA256(nonce subkey, "nonce" || index || final || plaintext)[:12]."""
@@ -331,11 +336,12 @@ class ChunkCipher:
         mac.update(plaintext)
         return mac.digest()[:NONCE_SIZE]
 
-    def decrypt(self, index: int, final: bool, blob: bytes) -> bytes:
+    def decrypt(self, index: int, final: bool, blob: bytes | memoryview) -> bytes:
         """Decrypt chunk ``index``; raise TamperedError unless it is exactly what was written."""
         aad = self._aad(index, final)  # before the try: a bad index is a caller bug, not tamper
+        view = memoryview(blob)  # sliced without copying the ciphertext
         try:
-            return self._aead.decrypt(blob[:NONCE_SIZE], blob[NONCE_SIZE:], aad)
+            return self._aead.decrypt(view[:NONCE_SIZE], view[NONCE_SIZE:], aad)
         except (InvalidTag, ValueError):
             raise TamperedError(
                 f"chunk {index}{' (final)' if final else ''} of object {self.object_id!r} failed "

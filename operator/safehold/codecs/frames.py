@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from safehold.api.errors import IntegrityError
@@ -37,30 +37,50 @@ class Frame:
     index: int
     final: bool
     raw_len: int
-    payload: bytes
+    payload: memoryview  # read-only; a view of the stored block it lies in, when it lies in one
 
 
-def frame_bytes(payload: bytes, raw_len: int, final: bool) -> bytes:
-    head = _FRAME.pack(FINAL if final else 0, raw_len, len(payload), zlib.crc32(payload))
-    return head + payload
+def frame_bytes(payload: bytes | memoryview, raw_len: int, final: bool) -> bytes:
+    """One frame, joined (the pipeline writes :func:`frame_parts` in turn instead)."""
+    return b"".join(frame_parts((bytes(payload),), raw_len, final))
+
+
+def frame_parts(payload: Sequence[bytes], raw_len: int, final: bool) -> list[bytes]:
+    """One frame as a list of byte strings: its header, then ``payload``'s parts (the payload
+    is their concatenation; they are written in turn, never joined)."""
+    crc = 0
+    for part in payload:
+        crc = zlib.crc32(part, crc)
+    size = sum(len(part) for part in payload)
+    return [_FRAME.pack(FINAL if final else 0, raw_len, size, crc), *payload]
 
 
 class _Buffer:
-    """Pull exact byte counts out of an iterator of arbitrary-size blocks."""
+    """Pull exact byte counts out of an iterator of arbitrary-size blocks, copying as little
+    as possible: a read that lies inside one block is a view of it, one that spans blocks is
+    joined once."""
 
     def __init__(self, blocks: Iterable[bytes]) -> None:
         self._it = iter(blocks)
-        self._buf = bytearray()
+        self._rest = memoryview(b"")  # the unread end of the current block
 
-    def read(self, n: int) -> bytes:
-        while len(self._buf) < n:
+    def read(self, n: int) -> memoryview:
+        if len(self._rest) >= n:
+            out, self._rest = self._rest[:n], self._rest[n:]
+            return out
+        parts, have = [self._rest], len(self._rest)
+        self._rest = memoryview(b"")
+        while have < n:
             block = next(self._it, None)
             if block is None:
                 break
-            self._buf += block
-        out = bytes(self._buf[:n])
-        del self._buf[:n]
-        return out
+            # a view must not see a producer's later writes: a mutable block is copied first
+            view = memoryview(block if type(block) is bytes else bytes(block))
+            take = min(len(view), n - have)
+            parts.append(view[:take])
+            have += take
+            self._rest = view[take:]
+        return memoryview(b"".join(parts))
 
 
 def parse_frames(stored: Iterable[bytes]) -> Iterator[Frame]:

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from safehold.codecs.compression import Codec
 from safehold.codecs.crypto import ChunkCipher
-from safehold.codecs.frames import MAGIC, Frame, frame_bytes, parse_frames
+from safehold.codecs.frames import MAGIC, Frame, frame_parts, parse_frames
 from safehold.pipeline.profile import WAITING, Profile
 
 DEFAULT_CHUNK_SIZE = 4 << 20
@@ -138,16 +138,15 @@ def encode(
     if profile is not None:
         blocks = profile.producer(blocks, "read")
 
-    def seal(index: int, chunk: bytes, final: bool) -> bytes:
+    def seal(index: int, chunk: bytes, final: bool) -> list[bytes]:
         t0, c0 = time.perf_counter(), time.thread_time()
-        payload = codec.compress(chunk)
+        compressed = codec.compress(chunk)
         t1, c1 = time.perf_counter(), time.thread_time()
-        if cipher is not None:
-            payload = cipher.encrypt(index, final, payload)
+        payload = cipher.seal(index, final, compressed) if cipher is not None else (compressed,)
         if profile is not None:
             profile.add("compress", t1 - t0, c1 - c0)
             profile.add("encrypt", time.perf_counter() - t1, time.thread_time() - c1)
-        return frame_bytes(payload, len(chunk), final)
+        return frame_parts(payload, len(chunk), final)
 
     def numbered() -> Iterator[tuple[int, bytes, bool]]:
         for index, (chunk, final) in enumerate(rechunk(blocks, chunk_size)):
@@ -156,8 +155,9 @@ def encode(
             yield index, chunk, final
 
     yield stats.stored(MAGIC)
-    for framed in ordered_map(seal, numbered(), workers, inflight=2 * workers, profile=profile):
-        yield stats.stored(framed)
+    for parts in ordered_map(seal, numbered(), workers, inflight=2 * workers, profile=profile):
+        for part in parts:  # header, [nonce,] payload: written in turn, never joined
+            yield stats.stored(part)
 
 
 def decode(
@@ -185,7 +185,7 @@ def decode(
 
     def open_frame(frame: Frame) -> bytes:
         t0, c0 = time.perf_counter(), time.thread_time()
-        payload = frame.payload
+        payload: bytes | memoryview = frame.payload
         if cipher is not None:
             payload = cipher.decrypt(frame.index, frame.final, payload)
         t1, c1 = time.perf_counter(), time.thread_time()
