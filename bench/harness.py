@@ -7,6 +7,13 @@ prepares its run (e.g. an empty target database) and its ``check`` must pass (pe
 checksums of a restore) before the time counts — a failed check raises. :func:`table` prints
 the median, min-max and peak RSS of each case, and the ratio Safehold/peer (< 1.0: Safehold
 is faster) beside each peer. Numbers are printed, never asserted (DESIGN.md section 8).
+
+Where a ratio comes from is measured in the same runs: each command's CPU time (its own
+processes, from GNU time), the database server's CPU time over the command (when
+:func:`alternate` is given the server's :meth:`tests.infra.procs.Server.cpu_seconds`), and how
+busy the machine's cores were. :func:`table` prints them and, beside the fastest peer, the CPU
+Safehold spent beyond it and whether the cores were saturated (at or over
+:data:`SATURATED`): on saturated cores a ratio is the extra work; below it, waiting.
 """
 
 from __future__ import annotations
@@ -30,6 +37,9 @@ class Case:
     check: Callable[[], None] | None = None
     walls: list[float] = field(default_factory=list)
     rss_mib: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)  # the command's own CPU seconds (user+sys)
+    server_cpu: list[float] = field(default_factory=list)  # the database server's, meanwhile
+    busy: list[float] = field(default_factory=list)  # share of the machine's cores in use
     stages: str = ""  # Safehold's per-stage figures of the last run (from --output json)
 
     @property
@@ -40,23 +50,46 @@ class Case:
         return f"{min(self.walls):.2f}-{max(self.walls):.2f}"
 
 
-def measure(case: Case) -> None:
-    """One run of ``case``: wall time and peak RSS (GNU time), then its check."""
+SATURATED = 0.9  # cores this busy bound a run by work, not by waiting (the issue's threshold)
+
+
+def _cores() -> tuple[int, int]:
+    """Busy and total jiffies of all cores so far (/proc/stat; idle and iowait are not busy)."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+
+
+def _gnu_time(stderr: str, label: str) -> float:
+    match = re.search(rf"{re.escape(label)}: ([0-9.]+)", stderr)
+    return float(match[1]) if match else 0.0
+
+
+def measure(case: Case, server_cpu: Callable[[], float] | None = None) -> None:
+    """One run of ``case``: wall time, peak RSS and CPU time (GNU time), the server's CPU time
+    and the cores' busy share over it, then its check."""
     if case.before is not None:
         case.before()
     argv = ["sh", "-c", case.argv] if isinstance(case.argv, str) else list(case.argv)
+    server0 = server_cpu() if server_cpu is not None else 0.0
+    cores0 = _cores()
     start = time.perf_counter()
     res = subprocess.run(["/usr/bin/time", "-v", *argv], env=case.env, capture_output=True,
                          text=True)
     wall = time.perf_counter() - start
+    cores1 = _cores()
+    server = server_cpu() - server0 if server_cpu is not None else 0.0
     if res.returncode != 0:
         raise RuntimeError(f"{case.name} failed ({res.returncode}):\n{res.stdout[-1500:]}\n"
                            f"{res.stderr[-1500:]}")
     if case.check is not None:
         case.check()  # raises: an unchecked restore's time never counts
-    match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", res.stderr)
     case.walls.append(wall)
-    case.rss_mib.append(int(match[1]) / 1024 if match else 0.0)
+    case.rss_mib.append(_gnu_time(res.stderr, "Maximum resident set size (kbytes)") / 1024)
+    case.cpu.append(_gnu_time(res.stderr, "User time (seconds)")
+                    + _gnu_time(res.stderr, "System time (seconds)"))
+    case.server_cpu.append(server)
+    case.busy.append((cores1[0] - cores0[0]) / max(1, cores1[1] - cores0[1]))
     if "{" in res.stdout:  # Safehold's --output json
         try:
             case.stages = stage_line(json.loads(res.stdout[res.stdout.index("{"):]), wall)
@@ -78,10 +111,13 @@ def stage_line(out: dict[str, object], wall: float) -> str:
             f" of {wall:.1f}s")
 
 
-def alternate(cases: Sequence[Case], rounds: int = 3) -> None:
+def alternate(cases: Sequence[Case], rounds: int = 3,
+              server_cpu: Callable[[], float] | None = None) -> None:
+    """``rounds`` rounds of every case in turn; ``server_cpu`` (cumulative CPU seconds of the
+    database server) lets each run report what the server spent on it."""
     for _ in range(rounds):
         for case in cases:
-            measure(case)
+            measure(case, server_cpu)
 
 
 def table(title: str, mb: float, safehold: Case, peers: Sequence[Case]) -> None:
@@ -89,10 +125,33 @@ def table(title: str, mb: float, safehold: Case, peers: Sequence[Case]) -> None:
     rounds = len(safehold.walls)
     print(f"\n### {title} ({mb:.0f} MB, median of {rounds} alternating runs, min-max)")
     print(f"{'command':<50} {'median s':>8} {'min-max s':>12} {'MB/s':>7} {'RSS MiB':>8}"
-          f" {'safehold/peer':>13}  threads, level, encryption")
+          f" {'CPU s cmd+db':>12} {'busy':>5} {'safehold/peer':>13}  threads, level, encryption")
     for case in (safehold, *peers):
         ratio = "" if case is safehold else f"{safehold.median / case.median:.2f}x"
+        cpu = f"{_med(case.cpu):.1f}+{_med(case.server_cpu):.1f}"
         print(f"{case.name:<50} {case.median:>8.2f} {case.spread():>12} {mb / case.median:>7.1f}"
-              f" {max(case.rss_mib):>8.0f} {ratio:>13}  {case.label}")
+              f" {max(case.rss_mib):>8.0f} {cpu:>12} {_med(case.busy):>5.0%} {ratio:>13}"
+              f"  {case.label}")
     if safehold.stages:
         print(f"  safehold stages (last run): {safehold.stages}")
+    if peers:
+        print(f"  {difference(safehold, min(peers, key=lambda c: c.median))}")
+
+
+def _med(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def difference(safehold: Case, peer: Case) -> str:
+    """Where Safehold's time beside ``peer`` goes, from the medians of both: the extra CPU in
+    the command and in the server, and whether the cores were saturated (then the ratio is
+    that extra work) or not (then it is waiting: a serial step, a slow stage)."""
+    own, server = _med(safehold.cpu) - _med(peer.cpu), \
+        _med(safehold.server_cpu) - _med(peer.server_cpu)
+    busy = min(_med(safehold.busy), _med(peer.busy))
+    verdict = (f"both saturated (cores >= {SATURATED:.0%} busy): the ratio is that extra work"
+               if busy >= SATURATED else
+               f"not saturated (cores under {SATURATED:.0%} busy): part of the ratio is waiting")
+    return (f"beside the fastest peer ({peer.name}): CPU {own:+.1f}s in the command,"
+            f" {server:+.1f}s in the database server; cores busy {_med(safehold.busy):.0%} vs"
+            f" {_med(peer.busy):.0%}, {verdict}")

@@ -149,7 +149,7 @@ def _run(server: MariaDB, work: Path, size_mb: int, rounds: int,
               "--trx-consistency-only", "-v", "1"], env,
              before=lambda: shutil.rmtree(dumpdir, ignore_errors=True)),
     ]
-    alternate(backups, rounds)
+    alternate(backups, rounds, server.cpu_seconds)
     table(f"MariaDB backup, {layout}", size_mb, backups[0], backups[1:])
     print("stored MB: " + ", ".join(f"{k} {v / 1e6:.0f}" for k, v in {
         "safehold": _du(repo), "mariadb-dump": dump_file.stat().st_size,
@@ -183,7 +183,7 @@ def _run(server: MariaDB, work: Path, size_mb: int, rounds: int,
              ["myloader", *my, "-d", str(dumpdir), "-B", "bench_mye", "-t", "2", "-o", "-e",
               "-v", "1"], env, before=recreate("bench_mye"), check=same("bench_mye")),
     ]
-    alternate(restores, rounds)
+    alternate(restores, rounds, server.cpu_seconds)
     table(f"MariaDB restore, {layout} (each checked by CHECKSUM TABLE)", size_mb, restores[0],
           restores[1:])
 

@@ -173,7 +173,7 @@ def _measure(pg: Postgres, bindir: Path, work: Path, size_mb: int, rounds: int,
             before=fresh(fd)))
     else:
         print(f"(pg_dump -Fd -j2 --compress=zstd:3 not measured: {probe.stderr.strip()})")
-    alternate(backups, rounds)
+    alternate(backups, rounds, pg.cpu_seconds)
     table(f"PostgreSQL backup, {layout}", size / 1e6, backups[0], backups[1:])
     stored = {
         "safehold": sum(f.stat().st_size for f in repo.rglob("*") if f.is_file()),
@@ -215,7 +215,7 @@ def _measure(pg: Postgres, bindir: Path, work: Path, size_mb: int, rounds: int,
             "createdb && pg_restore -j2 (-Fd zstd:3)", "2 processes, zstd -3, none",
             f"{tool('createdb')} r_fd && {tool('pg_restore')} -j2 -d r_fd {fd}", env,
             before=drop("r_fd"), check=same_as_source("r_fd")))
-    alternate(restores, rounds)
+    alternate(restores, rounds, pg.cpu_seconds)
     table(f"PostgreSQL restore, {layout} (each checked by per-table checksums)", size / 1e6,
           restores[0], restores[1:])
     clean()

@@ -158,6 +158,11 @@ class Postgres:
         )
         return out.stdout.strip()
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds the running server has used so far (:meth:`.procs.Server.cpu_seconds`)."""
+        assert self._server is not None, "cpu_seconds() of a server that is not running"
+        return self._server.cpu_seconds()
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop()  # SIGTERM = smart shutdown

@@ -173,6 +173,32 @@ class Server:
     def pid(self) -> int:
         return self.proc.pid
 
+    def cpu_seconds(self) -> float:
+        """CPU time the server's processes have used so far: each live descendant's own time
+        plus the time of the children it has reaped (an exited PostgreSQL backend's CPU moves
+        to its postmaster), so a difference of two readings is the server's work in between.
+        By descent, not process group: PostgreSQL's children each start a session of their
+        own."""
+        parents: dict[int, int] = {}
+        ticks: dict[int, int] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                text = stat.read_text()
+            except OSError:  # the process ended meanwhile
+                continue
+            fields = text[text.rindex(")") + 2:].split()
+            pid = int(stat.parent.name)
+            parents[pid] = int(fields[1])
+            ticks[pid] = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+        total = 0
+        for pid, own in ticks.items():
+            up = pid
+            while up > 1 and up != self.proc.pid:
+                up = parents.get(up, 0)
+            if up == self.proc.pid:
+                total += own
+        return total / os.sysconf("SC_CLK_TCK")
+
     def wait_ready(self, ready: Callable[[], bool], timeout: float = 60.0) -> None:
         try:
             wait_until(ready, what=self.name, timeout=timeout, proc=self.proc, log=self.log)
