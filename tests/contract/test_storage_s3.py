@@ -13,7 +13,7 @@ from safehold.storage import StorageError, open_storage
 from safehold.storage.base import ObjectNotFound
 from safehold.storage.parts import MiB
 from safehold.storage.s3 import S3Storage, check_bucket_name
-from safehold.storage.s3_multipart import part_size_for
+from safehold.storage.s3_multipart import CHECKSUM, crc32_of, part_size_for
 from tests.contract.storage_contract import ProducerFailed, StorageContract, failing_chunks
 from tests.infra.objectstores import MotoS3
 
@@ -167,6 +167,64 @@ def test_an_unfinished_upload_is_resumed_part_by_part(s3_server: MotoS3, s3_buck
     assert (fresh.stats.skipped_parts, fresh.stats.skipped_bytes) == (2, 10 * MiB)
     assert (fresh.stats.uploaded_parts, fresh.stats.uploaded_bytes) == (2, 6 * MiB)
     assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+def _requests(storage: S3Storage, *operations: str) -> dict[str, list[dict[str, object]]]:
+    """The parameters of every ``operations`` call the storage's client makes from now on."""
+    seen: dict[str, list[dict[str, object]]] = {op: [] for op in operations}
+    for op in operations:
+        storage.client.meta.events.register(
+            f"provide-client-params.s3.{op}",
+            lambda params, op=op, **_: seen[op].append(dict(params)))
+    return seen
+
+
+@pytest.mark.parametrize("calculation", ["when_supported", "when_required"])
+def test_multipart_checksums_follow_the_client_as_boto3_does(
+        s3_server: MotoS3, s3_bucket: str, aws_env: None, monkeypatch: pytest.MonkeyPatch,
+        calculation: str) -> None:
+    """By default (botocore's when_supported) an upload declares CRC32, as boto3's
+    upload_fileobj does, and its completion names each part's CRC32; under when_required (for
+    stores without checksums) neither."""
+    monkeypatch.setenv("AWS_REQUEST_CHECKSUM_CALCULATION", calculation)
+    storage = S3Storage.from_url(s3_url(s3_server, s3_bucket, part_size="5MiB"))
+    seen = _requests(storage, "CreateMultipartUpload", "CompleteMultipartUpload")
+    data = os.urandom(12 * MiB)
+    assert storage.put("sums", _pieces(data)) == len(data)
+    assert storage.get_bytes("sums") == data
+    (create,), (complete,) = seen["CreateMultipartUpload"], seen["CompleteMultipartUpload"]
+    parts = complete["MultipartUpload"]["Parts"]  # type: ignore[index]
+    if calculation == "when_supported":
+        assert create["ChecksumAlgorithm"] == CHECKSUM
+        assert [p["ChecksumCRC32"] for p in parts] == [
+            crc32_of(data[i:i + 5 * MiB]) for i in range(0, len(data), 5 * MiB)]
+    else:
+        assert "ChecksumAlgorithm" not in create
+        assert all("ChecksumCRC32" not in p for p in parts)
+
+
+def test_a_resumed_upload_with_the_algorithm_names_every_part_checksum(
+        s3_server: MotoS3, s3_bucket: str, aws_env: None) -> None:
+    """Parts an earlier put stored are not sent again, but a completion of an upload created
+    with CRC32 must still name their checksums. AWS reports the upload's algorithm in
+    ListParts (moto does not: a hook adds it here, as AWS sends it)."""
+    storage = S3Storage.from_url(s3_url(s3_server, s3_bucket, part_size="5MiB", concurrency="1"))
+    client = s3_server.client()
+    data = os.urandom(11 * MiB)
+    up = client.create_multipart_upload(Bucket=s3_bucket, Key="repo/again",
+                                        ChecksumAlgorithm=CHECKSUM)
+    client.upload_part(Bucket=s3_bucket, Key="repo/again", UploadId=up["UploadId"],
+                       PartNumber=1, Body=data[:5 * MiB])
+    storage.client.meta.events.register(
+        "after-call.s3.ListParts",
+        lambda parsed, **_: parsed.setdefault("ChecksumAlgorithm", CHECKSUM))
+    seen = _requests(storage, "CompleteMultipartUpload")
+    assert storage.put("again", _pieces(data)) == len(data)
+    assert storage.stats.skipped_parts == 1
+    assert storage.get_bytes("again") == data
+    (complete,) = seen["CompleteMultipartUpload"]
+    assert [p["ChecksumCRC32"] for p in complete["MultipartUpload"]["Parts"]] == [  # type: ignore[index]
+        crc32_of(data[:5 * MiB]), crc32_of(data[5 * MiB:10 * MiB]), crc32_of(data[10 * MiB:])]
 
 
 def test_cleanup_incomplete_aborts_unfinished_uploads_under_the_prefix(

@@ -10,12 +10,22 @@ backup). Since the pipeline's bytes are deterministic (synthetic nonces, see cod
 part whose number, size and MD5 (its ETag) match what is already stored is not sent again. A
 part that differs is simply uploaded, replacing the old one, so the object completed is always
 exactly the new stream. (With SSE-KMS, ETags are not MD5s: nothing matches, everything is sent.)
+
+Checksums: as boto3's own ``upload_fileobj`` does, an upload is created with
+``ChecksumAlgorithm=CRC32`` when the client computes request checksums
+(``request_checksum_calculation = when_supported``, botocore's default; ``when_required``, set
+for stores without them, turns this off too), and the completion names every part's CRC32. The
+store then checks each part against it and keeps a checksum of the object. botocore sends a
+part's CRC32 either way; without the upload's algorithm, moto spent about 20% more CPU per
+upload (and was the bounding process beside ``upload_fileobj``).
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import logging
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -41,10 +51,26 @@ def part_size_for(base: int, number: int) -> int:
     return part_size_at(base, number - 1, grow_every=GROW_EVERY, largest=MAX_PART_SIZE)
 
 
+CHECKSUM = "CRC32"  # the algorithm boto3's transfer manager declares by default
+_MEMBER = f"Checksum{CHECKSUM}"  # its field in responses and in the completion's parts
+
+
 @dataclass(frozen=True)
 class _Stored:
     size: int
     etag: str
+    crc32: str | None = None  # as ListParts reports it, when the upload has the algorithm
+
+
+@dataclass(frozen=True)
+class _Part:
+    etag: str
+    crc32: str
+
+
+def crc32_of(data: bytes) -> str:
+    """A part's CRC32 as S3 writes it: base64 of the big-endian 32-bit value."""
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
 
 
 @dataclass
@@ -63,15 +89,16 @@ class MultipartUpload:
 
     def run(self, parts: Iterator[bytes]) -> int:
         """Upload ``parts`` (cut by :func:`part_size_for`); return the object's size."""
-        upload_id, stored = self._find_or_create()
-        etags, total = upload_parts(parts, partial(self._part, upload_id, stored),
-                                    stats=self.stats, concurrency=self.concurrency)
-        self._complete(upload_id, etags)
+        upload_id, stored, checksums = self._find_or_create()
+        sent, total = upload_parts(parts, partial(self._part, upload_id, stored),
+                                   stats=self.stats, concurrency=self.concurrency)
+        self._complete(upload_id, sent, checksums)
         return total
 
     def _part(self, upload_id: str, stored: dict[int, _Stored], index: int, data: bytes
-              ) -> tuple[str, bool]:
-        """Part ``index + 1``'s ETag, and whether it was sent (not already stored)."""
+              ) -> tuple[_Part, bool]:
+        """Part ``index + 1``'s ETag and CRC32, and whether it was sent (not already
+        stored)."""
         number = index + 1
         if number > MAX_PARTS:
             raise StorageError(
@@ -83,7 +110,7 @@ class MultipartUpload:
         if (old := stored.get(number)) is not None and old.size == len(data):
             etag = f'"{md5_of(data).hex()}"'
             if old.etag == etag:
-                return etag, False
+                return _Part(etag, old.crc32 or crc32_of(data)), False
         # A file object, not the bytes: botocore sends a bytes Body ~1.5x slower (measured
         # against moto: 3.4 s vs 2.3 s for 128 MiB; boto3's upload_fileobj passes file chunks).
         # A fresh one per attempt, so a retry sends the part from its start.
@@ -91,23 +118,29 @@ class MultipartUpload:
             lambda: self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=upload_id,
                                             PartNumber=number, Body=io.BytesIO(data)),
             f"upload part {number} of")
-        return str(response["ETag"]), True
+        return _Part(str(response["ETag"]), response.get(_MEMBER) or crc32_of(data)), True
 
     # -- upload life cycle -------------------------------------------------------------------
 
-    def _find_or_create(self) -> tuple[str, dict[int, _Stored]]:
+    def _find_or_create(self) -> tuple[str, dict[int, _Stored], bool]:
+        """The upload's id, the parts it already holds, and whether its completion must name
+        each part's checksum (the upload was created with the algorithm)."""
         found = self._newest_unfinished()
         if found is None:
+            checksums = self.client.meta.config.request_checksum_calculation == "when_supported"
+            extra = {**self.extra, **({"ChecksumAlgorithm": CHECKSUM} if checksums else {})}
             created = self.call(
                 lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key,
-                                                            **self.extra),
+                                                            **extra),
                 "start multipart upload of")
-            return str(created["UploadId"]), {}
-        stored = self._stored_parts(found)
+            return str(created["UploadId"]), {}, checksums
+        stored, algorithm = self._stored_parts(found)
         self.stats.resumed()
         log.info("resuming the unfinished upload of %s: %d parts (%d bytes) already stored",
                  self.where, len(stored), sum(p.size for p in stored.values()))
-        return found, stored
+        # Only what the store says of the upload found counts: one started by an older
+        # Safehold (or under when_required) has no algorithm, and its completion names none.
+        return found, stored, algorithm == CHECKSUM
 
     def _newest_unfinished(self) -> str | None:
         newest: tuple[Any, str] | None = None
@@ -116,7 +149,9 @@ class MultipartUpload:
                 newest = (upload["Initiated"], str(upload["UploadId"]))
         return newest[1] if newest else None
 
-    def _stored_parts(self, upload_id: str) -> dict[int, _Stored]:
+    def _stored_parts(self, upload_id: str) -> tuple[dict[int, _Stored], str | None]:
+        """The parts an unfinished upload holds, and the checksum algorithm it was created
+        with (None: none, or a store that does not say)."""
         parts: dict[int, _Stored] = {}
         marker = 0
         while True:
@@ -125,14 +160,19 @@ class MultipartUpload:
                         UploadId=upload_id, PartNumberMarker=marker),
                 "list stored parts of")
             for p in page.get("Parts", []):
-                parts[int(p["PartNumber"])] = _Stored(int(p["Size"]), str(p["ETag"]))
+                parts[int(p["PartNumber"])] = _Stored(int(p["Size"]), str(p["ETag"]),
+                                                      p.get(_MEMBER))
             if not page.get("IsTruncated"):
-                return parts
+                return parts, page.get("ChecksumAlgorithm")
             marker = int(page["NextPartNumberMarker"])
 
-    def _complete(self, upload_id: str, etags: list[str]) -> None:
-        """Complete with every part, numbered 1… in stream order."""
-        parts = [{"PartNumber": n, "ETag": etag} for n, etag in enumerate(etags, start=1)]
+    def _complete(self, upload_id: str, sent: list[_Part], checksums: bool) -> None:
+        """Complete with every part, numbered 1… in stream order, each with its CRC32 when
+        the upload has the algorithm."""
+        parts = [{"PartNumber": n, "ETag": part.etag,
+                  **({_MEMBER: part.crc32} if checksums else {})}
+                 for n, part in enumerate(sent, start=1)]
+        etags = [part.etag for part in sent]
 
         def complete() -> None:
             try:
