@@ -19,6 +19,7 @@ Safehold spent beyond it and whether the cores were saturated (at or over
 from __future__ import annotations
 
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -71,6 +72,9 @@ def measure(case: Case, server_cpu: Callable[[], float] | None = None) -> None:
     if case.before is not None:
         case.before()
     argv = ["sh", "-c", case.argv] if isinstance(case.argv, str) else list(case.argv)
+    # Written out first: no run pays for the writeback of what an earlier one left dirty
+    # (a peer that does not fsync leaves its output to the kernel's flusher threads).
+    os.sync()
     server0 = server_cpu() if server_cpu is not None else 0.0
     cores0 = _cores()
     start = time.perf_counter()
