@@ -153,9 +153,14 @@ def difference(safehold: Case, peer: Case) -> str:
     own, server = _med(safehold.cpu) - _med(peer.cpu), \
         _med(safehold.server_cpu) - _med(peer.server_cpu)
     busy = min(_med(safehold.busy), _med(peer.busy))
-    verdict = (f"both saturated (cores >= {SATURATED:.0%} busy): the ratio is that extra work"
-               if busy >= SATURATED else
-               f"not saturated (cores under {SATURATED:.0%} busy): part of the ratio is waiting")
+    if safehold.median <= peer.median:
+        verdict = "Safehold is the faster"
+    elif busy >= SATURATED:
+        verdict = (f"both saturated (cores >= {SATURATED:.0%} busy): Safehold's extra time is"
+                   " that extra work")
+    else:
+        verdict = (f"not saturated (cores under {SATURATED:.0%} busy): part of Safehold's extra"
+                   " time is waiting")
     return (f"beside the fastest peer ({peer.name}): CPU {own:+.1f}s in the command,"
             f" {server:+.1f}s in the database server; cores busy {_med(safehold.busy):.0%} vs"
-            f" {_med(peer.busy):.0%}, {verdict}")
+            f" {_med(peer.busy):.0%}; {verdict}")
