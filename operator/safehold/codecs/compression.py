@@ -151,7 +151,7 @@ def _check_complete(codec: str, eof: bool, unused: bytes) -> None:
 
 
 def _none_compress(data: bytes, _level: int) -> bytes:
-    return bytes(data)  # a frame payload is a view of a stored block: the engine gets bytes
+    return data
 
 
 def _none_decompress(data: bytes | memoryview, raw_size: int) -> bytes:
