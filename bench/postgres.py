@@ -14,10 +14,11 @@ each it times, on the same data, in alternating rounds (bench/harness.py):
   and of the zstd directory dump, every restore checked by per-table checksums before its
   time counts;
 
-and prints median and min-max wall time, peak RSS, the ratio Safehold/peer (< 1: Safehold is
-faster) and Safehold's per-stage figures. Numbers are printed, never asserted (DESIGN.md
-section 8). ``python -m bench.postgres --size 50`` is a smoke run; the default is 1000 MB;
-``--layouts realistic`` measures one database.
+and prints median and min-max wall time, peak RSS, the CPU seconds of the command and of the
+server, the cores' busy share, the ratio Safehold/peer (< 1: Safehold is faster), Safehold's
+per-stage figures and where its time beside the fastest peer goes (bench/harness.py). Numbers
+are printed, never asserted (DESIGN.md section 8). ``python -m bench.postgres --size 50`` is a
+smoke run; the default is 1000 MB; ``--layouts realistic`` measures one database.
 """
 
 from __future__ import annotations
