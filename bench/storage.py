@@ -153,20 +153,6 @@ def _compare(name: str, backend: Backend, work: Path, data: bytes) -> None:
     print(f"{name:<8} {mb / ours:>14.1f} {mb / sdk:>10.1f} {sdk / ours:>7.2f}")
 
 
-def _cpu_of(pid: int | None) -> float:
-    """CPU seconds (user + system) process ``pid`` has used so far (psutil, else /proc)."""
-    if pid is None:
-        return float("nan")
-    try:
-        import psutil
-
-        times = psutil.Process(pid).cpu_times()
-        return float(times.user + times.system)
-    except ImportError:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass
 class _Runs:
     walls: list[float]
@@ -180,11 +166,11 @@ class _Runs:
                 f" emulator {statistics.median(self.emulator_cpu):.2f} s")
 
 
-def _measured(runs: _Runs, pid: int | None, fn: Callable[[], object]) -> None:
-    emulator, own = _cpu_of(pid), time.process_time()
+def _measured(runs: _Runs, emulator_cpu: Callable[[], float], fn: Callable[[], object]) -> None:
+    emulator, own = emulator_cpu(), time.process_time()
     runs.walls.append(_timed(fn))
     runs.own_cpu.append(time.process_time() - own)
-    runs.emulator_cpu.append(_cpu_of(pid) - emulator)
+    runs.emulator_cpu.append(emulator_cpu() - emulator)
 
 
 def s3_versus_upload_fileobj(work: Path, data: bytes, rounds: int = 3) -> None:
@@ -214,7 +200,7 @@ def s3_versus_upload_fileobj(work: Path, data: bytes, rounds: int = 3) -> None:
             for n, (into, upload) in enumerate(runs if i % 2 == 0 else runs[::-1]):
                 store.reset()  # moto keeps objects in memory: each upload meets an empty one
                 client.create_bucket(Bucket=bucket)
-                _measured(into, store.pid, partial(upload, f"o-{i}-{n}"))
+                _measured(into, store.server.cpu_seconds, partial(upload, f"o-{i}-{n}"))
     mb = len(data) / 1e6
     setup = (f"{DEFAULT_PART_SIZE // MiB} MiB parts, {DEFAULT_CONCURRENCY} threads,"
              f" median (min-max) of {rounds} alternating runs, order swapped each round")
