@@ -8,18 +8,22 @@ import json
 import os
 import socket
 import subprocess
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 import pytest
 
+from safehold.api.manifest import ObjectRecord
 from safehold.cli.errors import Exit
+from safehold.codecs.compression import parse_codec
 from safehold.engines.base import (
     AuthenticationFailed,
+    BackupRequest,
     ConnectionOptions,
     HostUnreachable,
     VersionUnsupported,
@@ -27,6 +31,10 @@ from safehold.engines.base import (
 )
 from safehold.engines.postgres import dump, restore, tools
 from safehold.engines.postgres.conn import parse_target
+from safehold.engines.postgres.engine import PostgresEngine
+from safehold.pipeline.objects import ObjectWriter
+from safehold.repository.repo import Repository
+from safehold.storage.local import LocalStorage
 from tests.infra.postgres import PASSWORD, Postgres
 from tests.infra.procs import unavailable
 from tests.integration import pg_data
@@ -350,6 +358,49 @@ def test_object_writer_takes_concurrent_puts(tmp_path: Path) -> None:
     """The engine streams several pg_dumps into one ObjectWriter from several threads."""
     check_concurrent_puts(tmp_path, {f"data/{i:04d}": os.urandom(300_000 + i) for i in range(8)},
                           piece=7000, data_key=None)
+
+
+def test_schema_dumps_run_beside_the_data_dumps(pg18: Postgres, db18: str, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The schema dumps take no data slot (dump.run_dumps): with --jobs 1 the post-data dump
+    streams while a data dump is still open, and never more than --jobs data dumps run at once.
+    Queued behind the data, post-data ran alone after the last of it (one core idle)."""
+    pg18.psql("CREATE TABLE a (id int PRIMARY KEY, v text); CREATE TABLE b (id int, v text);"
+              " INSERT INTO a SELECT g, md5(g::text) FROM generate_series(1, 3000) g;"
+              " INSERT INTO b SELECT g, md5(g::text) FROM generate_series(1, 3000) g", db=db18)
+    monkeypatch.setattr(dump, "SPLIT_BYTES", 1)  # a pg_dump per table, and the rest archive
+    writer = ObjectWriter(Repository(LocalStorage(tmp_path / "repo")), db18,
+                          "20260101T000000.000000Z", parse_codec("zstd"), None,
+                          chunk_size=64 * 1024)
+    post_started = threading.Event()
+    lock = threading.Lock()
+    data_running, data_peak = 0, 0
+
+    class Sink:
+        def put(self, name: str, data: Iterable[bytes], *,
+                meta: Mapping[str, Any] | None = None) -> ObjectRecord:
+            nonlocal data_running, data_peak
+            if name == dump.POST:
+                post_started.set()
+            if not name.startswith("data/"):
+                return writer.put(name, data, meta=meta)
+            with lock:
+                data_running += 1
+                data_peak = max(data_peak, data_running)
+            try:
+                assert post_started.wait(30), "post-data waited for a data slot"
+                return writer.put(name, data, meta=meta)
+            finally:
+                with lock:
+                    data_running -= 1
+
+    engine = PostgresEngine(parse_target(url(pg18, db18), ConnectionOptions(password=PASSWORD)),
+                            jobs=1)
+    engine.backup(BackupRequest(type="full"), Sink(), chain=None)  # type: ignore[arg-type]
+    names = sorted(r.name for r in writer.records)
+    assert names == ["data/0000", "data/0001", "data/0002", "schema.post", "schema.pre",
+                     "toc.json"]
+    assert data_peak == 1
 
 
 def fake_bindir(root: Path, version: str, *, ssl: bool) -> Path:

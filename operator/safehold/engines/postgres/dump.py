@@ -2,8 +2,10 @@
 
 One connection opens a REPEATABLE READ transaction, exports its snapshot, takes ACCESS SHARE
 locks on every table (so none can be dropped or rewritten before its pg_dump starts) and reads
-the table of contents. Then up to ``jobs`` ``pg_dump --snapshot=<id> -Fc -Z0`` processes run at
-once, each on its own slice of the work:
+the table of contents. Then ``pg_dump --snapshot=<id> -Fc -Z0`` processes run, each on its own
+slice of the work: up to ``jobs`` data dumps at once, and beside them the two schema dumps,
+which read only the catalog (as ``pg_dump -j N`` keeps a leader connection beside its N
+workers):
 
 * ``schema.pre``  -- ``--section=pre-data``: schemas, types, functions, tables, sequences, views
 * ``data/NNNN``   -- ``--section=data``: one big table, a batch of small ones (``-t`` each), and
@@ -26,6 +28,8 @@ A BackupSink that is not thread-safe would need a lock around ``put`` here.
 from __future__ import annotations
 
 import heapq
+import threading
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,18 +123,32 @@ def plan(toc: Toc, ways: int = 2) -> list[DumpTask]:
 
 def run_dumps(tasks: list[DumpTask], *, target: PgTarget, tools: ClientTools, snapshot: str,
               sink: BackupSink, jobs: int, lock_wait_ms: int) -> list[ObjectRecord]:
-    """Run the pg_dumps, ``jobs`` at a time, each streamed into ``sink.put``; the first
-    failure stops the others and is raised."""
+    """Run the pg_dumps, each streamed into ``sink.put``: the data ones ``jobs`` at a time and
+    the schema ones beside them from the start; the records in ``tasks`` order. The first
+    failure stops the others and is raised.
+
+    The schema dumps take no data slot: they are catalog reads of a few hundredths of a second
+    each, and queued behind the data (post-data last) they ran alone at the end, after the
+    last data dump had drained through the pipeline (200 small tables: 0.1-0.15 s of a 1.3 s
+    backup with one core idle).
+    """
     base = [tools.path("pg_dump"), "--format=custom", "--compress=0", f"--snapshot={snapshot}",
             f"--lock-wait-timeout={lock_wait_ms}"]
     procs = ProcessSet()
+    data_slots = threading.BoundedSemaphore(max(1, jobs))
 
     def dump(task: DumpTask) -> ObjectRecord:
-        tool = procs.start([*base, *task.args], target, f"pg_dump of {task.name}", stdout=True)
-        return sink.put(task.name, tool.stdout_blocks(), meta=task.meta())
+        with data_slots if task.section == "data" else nullcontext():
+            tool = procs.start([*base, *task.args], target, f"pg_dump of {task.name}",
+                               stdout=True)
+            return sink.put(task.name, tool.stdout_blocks(), meta=task.meta())
 
+    schema = [t for t in tasks if t.section != "data"]
+    ordered = schema + [t for t in tasks if t.section == "data"]
     try:
-        return run_parallel(dump, tasks, jobs=jobs, name="safehold-pg_dump",
-                            on_failure=procs.stop)
+        records = run_parallel(dump, ordered, jobs=max(1, jobs) + len(schema),
+                               name="safehold-pg_dump", on_failure=procs.stop)
     finally:
         procs.close()
+    by_name = {task.name: record for task, record in zip(ordered, records, strict=True)}
+    return [by_name[task.name] for task in tasks]
