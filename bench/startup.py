@@ -1,4 +1,4 @@
-"""CLI start-up: what `safehold --version`/`--help` cost before any work, beside a C floor.
+"""CLI start-up: what `safehold --version`/`--help`/`list` cost around the work, beside a C floor.
 
 Each command runs ``rounds`` times, alternating (A B C A B C ...); the median and min-max of
 wall time and of CPU (user + system of the child, from getrusage) are printed. ``pg_dump
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import resource
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -37,8 +38,19 @@ def run(work: Path, rounds: int = 7) -> None:
     safehold = str(Path(sys.executable).with_name("safehold"))
     bindir = wheel_bindir()
     pg_dump = str(bindir / "pg_dump") if bindir else shutil.which("pg_dump")
+    # a repository of one small SQLite backup: `list` reads it (config, storage, manifests)
+    db, repo = work / "startup.db", work / "startup-repo"
+    shutil.rmtree(repo, ignore_errors=True)
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY)")
+    conn.close()
+    subprocess.run([safehold, "--log-level", "error", "backup", "-t", f"sqlite://{db.resolve()}",
+                    "-r", repo.resolve().as_uri(), "--no-encryption"], check=True,
+                   capture_output=True)
     cases = {"safehold --version": [safehold, "--version"],
-             "safehold --help": [safehold, "--help"]}
+             "safehold --help": [safehold, "--help"],
+             "safehold list (1 backup)": [safehold, "--log-level", "error", "list", "-r",
+                                          repo.resolve().as_uri()]}
     if pg_dump:
         cases["pg_dump --version (C floor)"] = [pg_dump, "--version"]
     walls: dict[str, list[float]] = {name: [] for name in cases}
