@@ -52,6 +52,14 @@ class Case:
 
 
 SATURATED = 0.9  # cores this busy bound a run by work, not by waiting (the issue's threshold)
+# Rounds of the 200-table layouts: their runs last one to two seconds, where the machine's own
+# noise moved a command's three runs by up to 35% (1.81-2.45 s); five keep the median steady.
+SHORT_ROUNDS = 5
+
+
+def rounds_for(layout: str, rounds: int) -> int:
+    """The alternating rounds a layout is measured with: at least SHORT_ROUNDS for 200 tables."""
+    return max(rounds, SHORT_ROUNDS) if layout == "tables200" else rounds
 
 
 def _cores() -> tuple[int, int]:

@@ -34,7 +34,7 @@ from pathlib import Path
 from tests.infra.mariadb import MariaDB
 
 from bench.__main__ import WORDS  # the same vocabulary as the other realistic corpus
-from bench.harness import Case, alternate, table
+from bench.harness import Case, alternate, rounds_for, table
 
 ROW_BYTES = 150  # about what one generated row takes in a dump
 
@@ -98,7 +98,7 @@ def run(work: Path, size_mb: int = 1000, rounds: int = 3,
         for layout in layouts:
             for db in ("bench", "bench_sh", "bench_md", "bench_my"):  # an earlier layout's
                 server.sql(f"DROP DATABASE IF EXISTS {db}")
-            _run(server, work, layout_mb(layout, size_mb), rounds, layout)
+            _run(server, work, layout_mb(layout, size_mb), rounds_for(layout, rounds), layout)
     finally:
         server.stop()
 

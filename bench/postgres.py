@@ -34,7 +34,7 @@ from pathlib import Path
 
 from tests.infra.postgres import Postgres, wheel_bindir
 
-from bench.harness import Case, alternate, table
+from bench.harness import Case, alternate, rounds_for, table
 
 WORDS = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor"
          " incididunt ut labore et dolore magna aliqua enim ad minim veniam quis nostrud"
@@ -101,7 +101,8 @@ def run(work: Path, size_mb: int = 1000, rounds: int = 3,
     pg = Postgres(bindir).start()
     try:
         for layout in layouts:
-            _measure(pg, bindir, work, layout_mb(layout, size_mb), rounds, layout)
+            _measure(pg, bindir, work, layout_mb(layout, size_mb), rounds_for(layout, rounds),
+                     layout)
     finally:
         pg.stop()
 
