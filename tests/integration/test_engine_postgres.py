@@ -225,6 +225,41 @@ def test_replace_keeps_the_database_name_and_drops_the_old_copy(
         drop(pg, db)
 
 
+# A CHECK that calls a volatile function runs for every row COPY loads: it records how the
+# loading session commits, and where that setting came from ("client": the session's options).
+COMMIT_MODE_SCHEMA = """
+CREATE TABLE seen (how text);
+CREATE FUNCTION note_commit_mode() RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+  INSERT INTO public.seen SELECT source || ':' || setting FROM pg_catalog.pg_settings
+    WHERE name = 'synchronous_commit';
+  RETURN true;
+END $$;
+CREATE TABLE t (id int CHECK (note_commit_mode()));
+"""
+
+
+def test_whole_restore_loads_without_waiting_for_wal_flushes(
+        pg18: Postgres, db18: str, tmp_path: Path, env: dict[str, str]) -> None:
+    """The tools loading the staging database run with synchronous_commit=off (PgTarget.staging):
+    with fsync on, each of their commits no longer waits for a WAL flush; the swap's commit,
+    on the maintenance connection, still does. A selective restore (into a live database) keeps
+    the server's setting."""
+    pg18.psql(COMMIT_MODE_SCHEMA, db=db18)
+    pg18.psql("INSERT INTO t VALUES (1); TRUNCATE seen", db=db18)
+    repo, copy, part = tmp_path / "repo", f"{db18}_copy", f"{db18}_part"
+    run("backup", "-t", url(pg18, db18), "-r", repo.as_uri(), env=env)
+    try:
+        run("restore", "-t", url(pg18, copy), "-r", repo.as_uri(), "-b", "latest", "--from",
+            db18, "--yes", env=env)
+        assert pg18.psql("SELECT how FROM seen", db=copy) == "client:off"
+        run("restore", "-t", url(pg18, part), "-r", repo.as_uri(), "-b", "latest", "--from",
+            db18, "--include", "t,seen", "--yes", env=env)
+        assert "client" not in pg18.psql("SELECT string_agg(how, ' ') FROM seen", db=part)
+    finally:
+        drop(pg18, copy, part)
+
+
 def test_wrong_password_is_classified_and_never_printed(pg_server: Postgres, pg_database: str,
                                                         tmp_path: Path,
                                                         env: dict[str, str]) -> None:

@@ -74,7 +74,7 @@ class Archives:
         :data:`TRANSACTION_SIZE`), streaming."""
         tool = self._pg_restore(["--exit-on-error", *batching(self.tools.major),
                                  f"--dbname={conninfo(database)}"],
-                                f"restoring {name}", self.target.on(database))
+                                f"restoring {name}", self.target.staging(database))
         self._run(tool, name)
 
     @contextlib.contextmanager
@@ -109,7 +109,7 @@ class Archives:
                  *batching(self.tools.major), f"--jobs={jobs}", f"--use-list={listfile}",
                  f"--dbname={conninfo(database)}",
                  *(["--no-owner"] if self.no_owner else []), path],
-                self.target.on(database), doing)
+                self.target.staging(database), doing)
             tool.wait()
 
     def script(self, name: str, lines: Sequence[str]) -> Iterator[bytes]:
