@@ -6,7 +6,8 @@ indexes; the rest of post-data with ``pg_restore -j``). Only when all of that su
 swap done, in one transaction: the existing database is renamed aside and the staging one takes
 its name; the old one is then dropped. Until that commit the existing database is untouched,
 so a failed or killed restore leaves it as it was (plus, if the process was killed, a staging
-database to drop).
+database to drop). The tools that load the staging database commit without waiting for WAL
+flushes (:meth:`.conn.PgTarget.staging`); the swap's commit waits for them all.
 
 Active connections: sessions on the existing database are terminated just before the swap
 (pg_terminate_backend; needs superuser, the database owner's own sessions, or
