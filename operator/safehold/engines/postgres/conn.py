@@ -94,8 +94,8 @@ class PgTarget:
 
         Only these reach the tools (see :mod:`safehold.engines.childenv`): an inherited
         PGOPTIONS or PGSERVICE must not change what is dumped (PGOPTIONS carries only
-        ``session_settings``), and the password travels in a
-        passfile (:mod:`.procs`), never in the environment.
+        ``session_settings``), and the password travels in a passfile (:mod:`.procs`), never
+        in the environment.
         """
         env = {
             "PGHOST": self.host, "PGPORT": str(self.port), "PGUSER": self.user,
