@@ -202,3 +202,29 @@ def test_a_failed_selective_restore_leaves_no_database_it_created(
     fresh = f"{db}_fresh"
     restore_fails(f"{url}/{fresh}", repo, env, "flip", ["big"], "--from", db)
     assert pg.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{fresh}'") == "0"
+
+
+def test_a_damaged_post_data_archive_fails_the_whole_restore_and_leaves_nothing(
+        pg18: Postgres, database: str, env: dict[str, str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The post-data archive is spooled and listed in a thread of its own while the staging
+    database and the pre-data load: its damage still fails the restore before any data is
+    applied, and the database, the staging database and the spool file are all gone or as
+    they were."""
+    pg, db = pg18, database
+    pg.psql(SCHEMA.format(db=db), db=db)
+    url = f"postgresql://postgres@{pg.host}:{pg.port}/{db}"
+    repo = Repo((tmp_path / "repo").as_uri(), local=tmp_path / "repo")
+    manifest = backup(url, repo, env, "flip")
+    pg.psql(CHANGE, db=db)
+    before = snapshot(pg, db)
+    post = next(o for o in manifest["objects"] if o["name"] == "schema.post")
+    damage(repo, manifest, post, "flip")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(spool))
+    output = restore_fails(url, repo, env, "flip", None)
+    assert "schema.post" in output
+    assert snapshot(pg, db) == before
+    assert pg.psql("SELECT count(*) FROM pg_database WHERE datname LIKE '%safehold%'") == "0"
+    assert list(spool.iterdir()) == []

@@ -12,6 +12,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from safehold.api.manifest import Manifest
@@ -40,6 +41,18 @@ def conninfo(database: str) -> str:
     """A ``-d`` argument naming just the database (host, user, password come from the env);
     a conninfo string, so a database name containing ``=`` is not taken for one."""
     return "dbname=" + quote.conninfo_value(database)
+
+
+@dataclass
+class Spool:
+    """A schema archive being written to a temporary file and listed (:meth:`Archives.spooled`)."""
+
+    path: str
+    listing: Future[list[Entry]]
+
+    def entries(self) -> list[Entry]:
+        """The archive's entries, once it is written and listed; its failure, if it failed."""
+        return self.listing.result()
 
 
 @dataclass
@@ -78,16 +91,23 @@ class Archives:
         self._run(tool, name)
 
     @contextlib.contextmanager
-    def spooled(self, name: str) -> Iterator[str]:
+    def spooled(self, name: str) -> Iterator[Spool]:
         """Archive ``name`` in a temporary file, removed on exit: ``pg_restore -j`` needs a
         seekable archive, and several ``pg_restore -L`` read one. Only for schema archives
-        (small): data archives stream."""
+        (small): data archives stream. The file is written and listed in a thread of its own
+        while the caller goes on (a whole restore creates its staging database and loads the
+        pre-data meanwhile); :meth:`Spool.entries` waits for it. Exit waits for the thread."""
         fd, path = tempfile.mkstemp(prefix="safehold-pg-", suffix=".archive")
-        try:
+
+        def fill() -> list[Entry]:
             with os.fdopen(fd, "wb") as f:
                 for block in self.reader.open(self.manifest, name):
                     f.write(block)
-            yield path
+            return self.list_file(path)
+
+        try:
+            with ThreadPoolExecutor(1, thread_name_prefix="safehold-spool") as pool:
+                yield Spool(path, pool.submit(fill))
         finally:
             os.unlink(path)
 

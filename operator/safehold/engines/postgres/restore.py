@@ -44,7 +44,7 @@ from psycopg2.extensions import connection as Connection
 from safehold.engines.base import ConflictError, EngineError, PermissionDenied
 from safehold.engines.common import run_parallel
 from safehold.engines.postgres import quote
-from safehold.engines.postgres.archive import Archives
+from safehold.engines.postgres.archive import Archives, Spool
 from safehold.engines.postgres.catalog import Toc
 from safehold.engines.postgres.conn import PgTarget, connect, from_psycopg
 from safehold.engines.postgres.dump import POST, PRE
@@ -95,16 +95,19 @@ def restore_database(archives: Archives, toc: Toc, conflict: Literal["fail", "re
                 raise ConflictError(f"database {target.database!r} already exists on"
                                     f" {target.describe()} and the conflict policy is 'fail';"
                                     " use --conflict replace or restore to another name")
-            _create(cur, staging, toc, target)
-        try:
-            archives.load(PRE, staging)
-            with archives.spooled(POST) as post:
+        # the post-data archive is spooled and listed while the server creates the staging
+        # database and loads the pre-data, not after (a one-core pause before the data)
+        with archives.spooled(POST) as post:
+            with admin.cursor() as cur:
+                _create(cur, staging, toc, target)
+            try:
+                archives.load(PRE, staging)
                 _load_data(archives, toc, staging, jobs, post)
-            _swap(admin, target, staging, exists)
-        except BaseException:
-            archives.procs.stop()
-            _drop_quietly(admin, staging)
-            raise
+                _swap(admin, target, staging, exists)
+            except BaseException:
+                archives.procs.stop()
+                _drop_quietly(admin, staging)
+                raise
     except psycopg2.Error as exc:
         raise from_psycopg(exc, target, "restoring the database") from None
     finally:
@@ -173,13 +176,13 @@ def _create(cur: psycopg2.extensions.cursor, staging: str, toc: Toc, target: PgT
 _OWN_ENTRIES = ("INDEX ", "CONSTRAINT ", "TRIGGER ")
 
 
-def _load_data(archives: Archives, toc: Toc, staging: str, jobs: int, post: str) -> None:
+def _load_data(archives: Archives, toc: Toc, staging: str, jobs: int, post: Spool) -> None:
     """The data archives, ``jobs`` at a time, biggest first; right after each, on the same
     worker, the indexes, constraints (not foreign keys) and triggers of its tables, as
     ``pg_restore -j`` builds a table's indexes while other tables still load; then the rest of
     the post-data archive (foreign keys, index attachments, rules, policies, materialized view
     data, comments: what may span tables) with ``pg_restore -j``."""
-    entries = archives.list_file(post)
+    entries = post.entries()
     names = [n for n, meta in toc.objects.items() if meta.get("section") == "data"]
     sizes = {n: sum(t.bytes for t in toc.tables if t.object == n) for n in names}
     parts = {n: {oid for t in toc.tables if t.object == n for oid in t.parts} for n in names}
@@ -189,14 +192,14 @@ def _load_data(archives: Archives, toc: Toc, staging: str, jobs: int, post: str)
     def load(name: str) -> None:
         archives.load(name, staging)
         if own[name]:
-            archives.load_file(post, staging, own[name], doing=f"restoring {name}'s indexes")
+            archives.load_file(post.path, staging, own[name], doing=f"restoring {name}'s indexes")
 
     run_parallel(load, sorted(names, key=lambda n: -sizes[n]), jobs=jobs,
                  name="safehold-pg_restore", on_failure=archives.procs.stop)
     done = {line for lines in own.values() for line in lines}
     rest = [e.line for e in entries if e.line not in done]
     if rest:
-        archives.load_file(post, staging, rest, jobs=jobs)
+        archives.load_file(post.path, staging, rest, jobs=jobs)
 
 
 def _swap(admin: Connection, target: PgTarget, staging: str, exists: bool) -> None:
