@@ -194,6 +194,66 @@ def test_post_data_built_per_archive_restores_the_same_schema(
         drop(pg, copy)
 
 
+# b_second's CHECK runs for each row COPY loads into it and records whether a_first's primary
+# key exists by then. Both tables are small: one data archive holds them, a_first's rows first.
+INTERLEAVE_SCHEMA = """
+CREATE TABLE seen (a_first_indexed boolean);
+CREATE FUNCTION note_index() RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+  INSERT INTO public.seen SELECT count(*) = 1 FROM pg_catalog.pg_indexes
+    WHERE schemaname = 'public' AND indexname = 'a_first_pkey';
+  RETURN true;
+END $$;
+CREATE TABLE a_first (id int PRIMARY KEY, v text);
+CREATE TABLE b_second (id int PRIMARY KEY CHECK (note_index()));
+INSERT INTO a_first SELECT i, md5(i::text) FROM generate_series(1, 500) i;
+INSERT INTO b_second SELECT generate_series(1, 3);
+TRUNCATE seen;
+"""
+
+
+@pytest.mark.parametrize("archives", ["with post-data", "older, data only"])
+def test_a_tables_indexes_are_built_right_after_its_rows(
+        pg18: Postgres, db18: str, tmp_path: Path, env: dict[str, str], archives: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A data archive holds its tables' post-data too (dump.WITH_POST_DATA): the whole restore
+    builds a table's primary key, in the same pg_restore, before the archive's next table
+    loads (b_second's rows see a_first_pkey). A backup whose data archives lack it, as older
+    ones do, still restores, with the keys built after the archive's rows. Both restore the
+    source's schema and rows; a selective restore takes each index once."""
+    pg, db = pg18, db18
+    pg.psql(INTERLEAVE_SCHEMA, db=db)
+    if archives != "with post-data":
+        monkeypatch.setattr(dump, "DATA_SECTIONS", ("--section=data",))
+    repo, copy, part = tmp_path / "repo", f"{db}_copy", f"{db}_part"
+    b = run_json("backup", "-t", url(pg, db), "-r", repo.as_uri(), env=env)
+    data = [o for o in manifest(repo, db, b["backup_id"])["objects"]
+            if o["name"].startswith("data/")]
+    assert len(data) == 1, data
+    toc = json.loads(run("cat", "-r", repo.as_uri(), "-t", db, "-b", b["backup_id"],
+                         "toc.json", env=env).stdout)
+    assert toc["objects"][data[0]["name"]]["with_post_data"] is (archives == "with post-data")
+    try:
+        run("restore", "-t", url(pg, copy), "-r", repo.as_uri(), "-b", "latest", "--from", db,
+            "--yes", env=env)
+        expected = "true,true,true" if archives == "with post-data" else "false,false,false"
+        assert pg.psql("SELECT string_agg(a_first_indexed::text, ',') FROM seen",
+                       db=copy) == expected
+        for query in ("SELECT string_agg(indexdef, '; ' ORDER BY indexname) FROM pg_indexes"
+                      " WHERE schemaname = 'public'",
+                      "SELECT md5(string_agg(v, ',' ORDER BY id)) FROM a_first",
+                      "SELECT count(*) FROM b_second"):
+            assert pg.psql(query, db=copy) == pg.psql(query, db=db), query
+        pg.psql(f'CREATE DATABASE "{part}"')
+        run("restore", "-t", url(pg, part), "-r", repo.as_uri(), "-b", "latest", "--from", db,
+            "--include", "a_first", "--yes", env=env)
+        assert pg.psql("SELECT string_agg(indexname, ',') FROM pg_indexes"
+                       " WHERE schemaname = 'public'", db=part) == "a_first_pkey"
+        assert pg.psql("SELECT count(*) FROM a_first", db=part) == "500"
+    finally:
+        drop(pg, copy, part)
+
+
 def test_replace_keeps_the_database_name_and_drops_the_old_copy(
         pg18: Postgres, tmp_path: Path, env: dict[str, str]) -> None:
     pg, db = pg18, "replace_me"

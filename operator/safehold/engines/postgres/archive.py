@@ -9,9 +9,10 @@ small schema-only post-data archive is written to a temporary file for those.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -75,20 +76,44 @@ class Archives:
 
     def listing(self, name: str) -> list[Entry]:
         """The entries of archive ``name`` (pg_restore reads only the archive's header)."""
+        return self._list_head(self.reader.open(self.manifest, name), name)
+
+    def _list_head(self, blocks: Iterable[bytes], name: str) -> list[Entry]:
         tool = self._pg_restore(["--list"], f"listing {name}", stdout=True)
         # Nothing is applied from a listing, so the object is not read to its end here.
-        feeder = Feeder(tool, self.reader.open(self.manifest, name), drain=False)
-        out = b"".join(tool.stdout_blocks())
+        feeder = Feeder(tool, blocks, drain=False)
+        try:
+            out = b"".join(tool.stdout_blocks())
+        except BaseException:
+            tool.kill()
+            feeder.join()  # a damaged object is the cause, not pg_restore's early EOF
+            raise
         feeder.join()
         return parse_listing(out.decode("utf-8", "replace"))
 
-    def load(self, name: str, database: str) -> None:
-        """Restore archive ``name`` whole into ``database`` (a staging database: see
-        :data:`TRANSACTION_SIZE`), streaming."""
-        tool = self._pg_restore(["--exit-on-error", *batching(self.tools.major),
-                                 f"--dbname={conninfo(database)}"],
-                                f"restoring {name}", self.target.staging(database))
-        self._run(tool, name)
+    def load(self, name: str, database: str,
+             choose: Callable[[list[Entry]], list[str]] | None = None) -> None:
+        """Restore archive ``name`` into ``database`` (a staging database: see
+        :data:`TRANSACTION_SIZE`), streaming: whole, or the ``pg_restore -l`` lines that
+        ``choose`` picks from its listing, in their order (which must keep the archive's order
+        of its entries with data: a stream is read once). The listing reads the object's first
+        blocks, which are then kept and fed to the restore: the object is read once."""
+        stream = iter(self.reader.open(self.manifest, name))
+        lines: list[str] | None = None
+        head: list[bytes] = []
+        if choose is not None:
+            def recorded() -> Iterator[bytes]:
+                for block in stream:
+                    head.append(block)
+                    yield block
+
+            lines = choose(self._list_head(recorded(), name))
+        with _list_file(lines) if lines is not None else contextlib.nullcontext() as listfile:
+            tool = self._pg_restore(["--exit-on-error", *batching(self.tools.major),
+                                     *([f"--use-list={listfile}"] if listfile else []),
+                                     f"--dbname={conninfo(database)}"],
+                                    f"restoring {name}", self.target.staging(database))
+            self._run(tool, itertools.chain(head, stream))
 
     @contextlib.contextmanager
     def spooled(self, name: str) -> Iterator[Spool]:
@@ -147,8 +172,8 @@ class Archives:
                 raise
             feeder.join()
 
-    def _run(self, tool: Tool, name: str) -> None:
-        feeder = Feeder(tool, self.reader.open(self.manifest, name))
+    def _run(self, tool: Tool, blocks: Iterable[bytes]) -> None:
+        feeder = Feeder(tool, blocks)
         try:
             tool.wait()
         except BaseException:

@@ -45,9 +45,10 @@ from safehold.engines.base import ConflictError, EngineError, PermissionDenied
 from safehold.engines.common import run_parallel
 from safehold.engines.postgres import quote
 from safehold.engines.postgres.archive import Archives, Spool
-from safehold.engines.postgres.catalog import Toc
+from safehold.engines.postgres.catalog import Table, Toc
 from safehold.engines.postgres.conn import PgTarget, connect, from_psycopg
-from safehold.engines.postgres.dump import POST, PRE
+from safehold.engines.postgres.dump import POST, PRE, WITH_POST_DATA
+from safehold.engines.postgres.toclist import Entry, data_entries
 
 log = logging.getLogger("safehold.postgres")
 MAINTENANCE_DBS = ("postgres", "template1")
@@ -177,29 +178,61 @@ _OWN_ENTRIES = ("INDEX ", "CONSTRAINT ", "TRIGGER ")
 
 
 def _load_data(archives: Archives, toc: Toc, staging: str, jobs: int, post: Spool) -> None:
-    """The data archives, ``jobs`` at a time, biggest first; right after each, on the same
-    worker, the indexes, constraints (not foreign keys) and triggers of its tables, as
-    ``pg_restore -j`` builds a table's indexes while other tables still load; then the rest of
-    the post-data archive (foreign keys, index attachments, rules, policies, materialized view
-    data, comments: what may span tables) with ``pg_restore -j``."""
+    """The data archives, ``jobs`` at a time, biggest first, each with the indexes,
+    constraints (not foreign keys) and triggers of its tables, as ``pg_restore -j`` builds a
+    table's indexes while other tables still load; then the rest of the post-data archive
+    (foreign keys, index attachments, rules, policies, materialized view data, comments: what
+    may span tables) with ``pg_restore -j``.
+
+    An archive that holds its tables' post-data (:data:`.dump.WITH_POST_DATA`) is restored by
+    one pg_restore with each table's own entries right after its rows (:func:`_interleaved`);
+    one of an older backup, whole, and then its tables' own entries from ``schema.post``."""
     entries = post.entries()
     names = [n for n, meta in toc.objects.items() if meta.get("section") == "data"]
     sizes = {n: sum(t.bytes for t in toc.tables if t.object == n) for n in names}
-    parts = {n: {oid for t in toc.tables if t.object == n for oid in t.parts} for n in names}
-    own = {n: [e.line for e in entries if e.oid in parts[n] and e.text.startswith(_OWN_ENTRIES)]
-           for n in names}
+    own = {t.oid: [e for e in entries if e.oid in t.parts and e.text.startswith(_OWN_ENTRIES)]
+           for t in toc.tables if t.object in sizes}
+    done: set[str] = set()  # the schema.post lines made with a data archive
 
     def load(name: str) -> None:
-        archives.load(name, staging)
-        if own[name]:
-            archives.load_file(post.path, staging, own[name], doing=f"restoring {name}'s indexes")
+        tables = [t for t in toc.tables if t.object == name]
+        if toc.objects[name].get(WITH_POST_DATA):
+            made: list[Entry] = []
+            archives.load(name, staging, lambda listing: _interleaved(listing, entries, tables,
+                                                                      own, made))
+        else:
+            archives.load(name, staging)
+            made = [e for t in tables for e in own[t.oid]]
+            if made:
+                archives.load_file(post.path, staging, [e.line for e in made],
+                                   doing=f"restoring {name}'s indexes")
+        done.update(e.line for e in made)
 
     run_parallel(load, sorted(names, key=lambda n: -sizes[n]), jobs=jobs,
                  name="safehold-pg_restore", on_failure=archives.procs.stop)
-    done = {line for lines in own.values() for line in lines}
     rest = [e.line for e in entries if e.line not in done]
     if rest:
         archives.load_file(post.path, staging, rest, jobs=jobs)
+
+
+def _interleaved(listing: list[Entry], post: list[Entry], tables: list[Table],
+                 own: dict[int, list[Entry]], made: list[Entry]) -> list[str]:
+    """The ``pg_restore -L`` lines restoring a data archive that holds its tables' post-data:
+    its data entries in the archive's order (it is read as a stream), each table's rows
+    followed by the table's own entries (:data:`_OWN_ENTRIES`; this archive's lines for them).
+    The ``schema.post`` entries so made are added to ``made``; the archive's other post-data
+    entries are left to the rest of ``schema.post``, as are own entries the archive lacks."""
+    mine = {(e.oid, e.text): e for e in listing}
+    lines: list[str] = []
+    by_oid = {t.oid: t for t in tables}
+    for entry in data_entries(listing, post):
+        lines.append(entry.line)
+        table = by_oid.get(entry.oid) if entry.text.startswith("TABLE DATA ") else None
+        for e in own.get(table.oid, []) if table else []:
+            if (e.oid, e.text) in mine:
+                lines.append(mine[(e.oid, e.text)].line)
+                made.append(e)
+    return lines
 
 
 def _swap(admin: Connection, target: PgTarget, staging: str, exists: bool) -> None:

@@ -36,7 +36,7 @@ from safehold.engines.postgres.catalog import Requirement, Table, Toc
 from safehold.engines.postgres.conn import connect, from_psycopg
 from safehold.engines.postgres.dump import POST, PRE
 from safehold.engines.postgres.procs import Feeder
-from safehold.engines.postgres.toclist import select, wanted_texts
+from safehold.engines.postgres.toclist import data_entries, select, wanted_texts
 
 log = logging.getLogger("safehold.postgres")
 _LOOKUP = {"type": "to_regtype", "function": "to_regprocedure", "sequence": "to_regclass",
@@ -128,10 +128,11 @@ def restore_tables(archives: Archives, toc: Toc, include: Sequence[str],
     objects = {t.object for t in tables if t.object}
     if created:
         objects |= {n for n, meta in toc.objects.items() if meta.get("rest")}
+    post = archives.listing(POST)
     parts = [(PRE, select(archives.listing(PRE), oids, texts))]
-    for obj in sorted(objects):
-        parts.append((obj, select(archives.listing(obj), oids, texts)))
-    parts.append((POST, select(archives.listing(POST), oids, texts)))
+    for obj in sorted(objects):  # their rows; their indexes and the like come from schema.post
+        parts.append((obj, select(data_entries(archives.listing(obj), post), oids, texts)))
+    parts.append((POST, select(post, oids, texts)))
     drop = ""
     if existing:
         drop = "DROP TABLE " + ", ".join(_quoted(t.qualified, toc) or "" for t in existing)

@@ -58,3 +58,11 @@ def select(entries: Iterable[Entry], oids: set[int], texts: tuple[str, ...]) -> 
     prefixes = tuple(listed(t) for t in texts)
     return [e.line for e in entries
             if (e.oid in oids if e.oid else e.text.startswith(prefixes))]
+
+
+def data_entries(entries: Iterable[Entry], post: Iterable[Entry]) -> list[Entry]:
+    """The entries of a data archive that are not post-data: those ``post`` (the backup's
+    post-data archive, taken in the same snapshot) does not list too. A data archive of a
+    newer backup also holds its tables' post-data (:data:`.dump.WITH_POST_DATA`)."""
+    known = {(e.oid, e.text) for e in post}
+    return [e for e in entries if (e.oid, e.text) not in known]
