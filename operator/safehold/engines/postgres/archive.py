@@ -1,9 +1,11 @@
 """Reading pg_dump archives back out of a backup with pg_restore, streaming from the repository.
 
 pg_restore reads a custom-format archive sequentially from its stdin, so objects flow from
-storage through decryption and decompression into it without a local copy. The exception is
-parallel restore (``-j``) and restoring one archive in parts (``-L``), which need a file: only the
-small schema-only post-data archive is written to a temporary file for those.
+storage through decryption and decompression into it without a local copy. A stream can also be
+restored in a chosen order (``-L``) as long as the entries with data keep the archive's order:
+a data archive is, with its tables' indexes between them (:meth:`Archives.load`). Parallel
+restore (``-j``) and several ``-L`` passes over one archive need a file: only the small
+schema-only post-data archive is written to a temporary file for those.
 """
 
 from __future__ import annotations
