@@ -15,8 +15,14 @@ from typing import Any
 
 import pytest
 
-from safehold.engines.base import ConnectionOptions
+from safehold.api.manifest import ObjectRecord
+from safehold.codecs.compression import parse_codec
+from safehold.engines.base import BackupRequest, ConnectionOptions
 from safehold.engines.mysql.conn import parse_target
+from safehold.engines.mysql.engine import MySQLEngine
+from safehold.pipeline.objects import ObjectWriter
+from safehold.repository.repo import Repository
+from safehold.storage.local import LocalStorage
 from tests.infra.mariadb import MariaDB
 from tests.integration import mysql_data as data
 from tests.integration.cli_helpers import run, run_json
@@ -173,3 +179,34 @@ def test_lock_wait_is_validated() -> None:
     for bad in ("-1", "soon", "99999"):
         with pytest.raises(ValueError, match=r"lock-wait=.*seconds from 0 to 3600"):
             parse_target(f"mariadb://u@h/db?lock-wait={bad}", ConnectionOptions())
+
+
+def test_a_session_reads_the_next_table_while_the_last_one_is_stored(
+        mariadb_server: MariaDB, source: str, tmp_path: Path) -> None:
+    """A connection goes on to its next table as soon as it has read a table's rows to their
+    end, while that table's object is still being compressed, encrypted and stored (dump.
+    _dump_tables): with --jobs 1 the store of the first table waits for the second table's
+    rows, which the one session can only read once it is free. Holding the session until the
+    store returned left a core idle after every table (200 small tables: 2.44 -> 2.23 s)."""
+    writer = ObjectWriter(Repository(LocalStorage(tmp_path / "repo")), source,
+                          "20260101T000000.000000Z", parse_codec("zstd"), None,
+                          chunk_size=64 * 1024)
+    rows_read: list[str] = []
+    second = threading.Event()
+
+    class Sink:
+        def put(self, name: str, data: Any, *, meta: Any = None) -> ObjectRecord:
+            if not name.startswith("rows."):
+                return writer.put(name, data, meta=meta)
+            blocks = list(data)  # every row of the table read: its session is free again
+            rows_read.append(name)
+            if len(rows_read) == 1:
+                assert second.wait(30), "the next table waited for this one to be stored"
+            else:
+                second.set()
+            return writer.put(name, blocks, meta=meta)
+
+    engine = MySQLEngine(parse_target(url(mariadb_server, source), ConnectionOptions(
+        password=mariadb_server.password)), jobs=1)
+    engine.backup(BackupRequest(type="full"), Sink(), chain=None)  # type: ignore[arg-type]
+    assert len(rows_read) == len(TABLES)
