@@ -214,14 +214,15 @@ TRUNCATE seen;
 
 @pytest.mark.parametrize("archives", ["with post-data", "older, data only"])
 def test_a_tables_indexes_are_built_right_after_its_rows(
-        pg18: Postgres, db18: str, tmp_path: Path, env: dict[str, str], archives: str,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        pg_server: Postgres, pg_database: str, tmp_path: Path, env: dict[str, str],
+        archives: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A data archive holds its tables' post-data too (dump.WITH_POST_DATA): the whole restore
     builds a table's primary key, in the same pg_restore, before the archive's next table
     loads (b_second's rows see a_first_pkey). A backup whose data archives lack it, as older
     ones do, still restores, with the keys built after the archive's rows. Both restore the
-    source's schema and rows; a selective restore takes each index once."""
-    pg, db = pg18, db18
+    source's schema and rows; a selective restore takes each index once. On every major:
+    pg_restore before 17 commits each entry, 17 and newer in batches."""
+    pg, db = pg_server, pg_database
     pg.psql(INTERLEAVE_SCHEMA, db=db)
     if archives != "with post-data":
         monkeypatch.setattr(dump, "DATA_SECTIONS", ("--section=data",))
