@@ -190,8 +190,11 @@ def _load_data(archives: Archives, toc: Toc, staging: str, jobs: int, post: Spoo
     entries = post.entries()
     names = [n for n, meta in toc.objects.items() if meta.get("section") == "data"]
     sizes = {n: sum(t.bytes for t in toc.tables if t.object == n) for n in names}
-    own = {t.oid: [e for e in entries if e.oid in t.parts and e.text.startswith(_OWN_ENTRIES)]
-           for t in toc.tables if t.object in sizes}
+    owner = {oid: t.oid for t in toc.tables if t.object in sizes for oid in t.parts}
+    own: dict[int, list[Entry]] = {t.oid: [] for t in toc.tables if t.object in sizes}
+    for e in entries:  # one pass, in schema.post's order (the order pg_restore -L keeps)
+        if e.oid in owner and e.text.startswith(_OWN_ENTRIES):
+            own[owner[e.oid]].append(e)
     done: set[str] = set()  # the schema.post lines made with a data archive
 
     def load(name: str) -> None:
@@ -223,15 +226,15 @@ def _interleaved(listing: list[Entry], post: list[Entry], tables: list[Table],
     The ``schema.post`` entries so made are added to ``made``; the archive's other post-data
     entries are left to the rest of ``schema.post``, as are own entries the archive lacks."""
     mine = {(e.oid, e.text): e for e in listing}
+    ours = {t.oid for t in tables}
     lines: list[str] = []
-    by_oid = {t.oid: t for t in tables}
     for entry in data_entries(listing, post):
         lines.append(entry.line)
-        table = by_oid.get(entry.oid) if entry.text.startswith("TABLE DATA ") else None
-        for e in own.get(table.oid, []) if table else []:
-            if (e.oid, e.text) in mine:
-                lines.append(mine[(e.oid, e.text)].line)
-                made.append(e)
+        if entry.text.startswith("TABLE DATA ") and entry.oid in ours:
+            for e in own[entry.oid]:
+                if (e.oid, e.text) in mine:
+                    lines.append(mine[(e.oid, e.text)].line)
+                    made.append(e)
     return lines
 
 
