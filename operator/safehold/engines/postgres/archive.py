@@ -83,14 +83,8 @@ class Archives:
     def _list_head(self, blocks: Iterable[bytes], name: str) -> list[Entry]:
         tool = self._pg_restore(["--list"], f"listing {name}", stdout=True)
         # Nothing is applied from a listing, so the object is not read to its end here.
-        feeder = Feeder(tool, blocks, drain=False)
-        try:
+        with _fed(tool, blocks, drain=False):
             out = b"".join(tool.stdout_blocks())
-        except BaseException:
-            tool.kill()
-            feeder.join()  # a damaged object is the cause, not pg_restore's early EOF
-            raise
-        feeder.join()
         return parse_listing(out.decode("utf-8", "replace"))
 
     def load(self, name: str, database: str,
@@ -165,24 +159,27 @@ class Archives:
         with _list_file(lines) as listfile:
             tool = self._pg_restore([f"--use-list={listfile}", "--file=-"],
                                     f"reading {name}", stdout=True)
-            feeder = Feeder(tool, self.reader.open(self.manifest, name))
-            try:
+            with _fed(tool, self.reader.open(self.manifest, name)):
                 yield from tool.stdout_blocks()
-            except BaseException:
-                tool.kill()
-                feeder.join()  # a damaged object is the cause, not pg_restore's early EOF
-                raise
-            feeder.join()
 
     def _run(self, tool: Tool, blocks: Iterable[bytes]) -> None:
-        feeder = Feeder(tool, blocks)
-        try:
+        with _fed(tool, blocks):
             tool.wait()
-        except BaseException:
-            tool.kill()
-            feeder.join()  # a damaged object is the cause, not pg_restore's early EOF
-            raise
+
+
+@contextlib.contextmanager
+def _fed(tool: Tool, blocks: Iterable[bytes], *, drain: bool = True) -> Iterator[None]:
+    """``blocks`` streamed into ``tool`` (:class:`.procs.Feeder`) while the body reads or waits
+    for the tool. If the body fails, the tool is killed and the feeder's own failure, if any,
+    is raised first: a damaged object is the cause, not pg_restore's early EOF."""
+    feeder = Feeder(tool, blocks, drain=drain)
+    try:
+        yield
+    except BaseException:
+        tool.kill()
         feeder.join()
+        raise
+    feeder.join()
 
 
 @contextlib.contextmanager
