@@ -29,7 +29,7 @@ from safehold.engines.base import (
     VersionUnsupported,
     open_engine,
 )
-from safehold.engines.postgres import dump, restore, tools
+from safehold.engines.postgres import archive, dump, restore, tools
 from safehold.engines.postgres.conn import parse_target
 from safehold.engines.postgres.engine import PostgresEngine
 from safehold.pipeline.objects import ObjectWriter
@@ -253,6 +253,72 @@ def test_a_tables_indexes_are_built_right_after_its_rows(
         assert pg.psql("SELECT count(*) FROM a_first", db=part) == "500"
     finally:
         drop(pg, copy, part)
+
+
+def test_data_archives_are_listed_while_the_pre_data_loads(
+        pg18: Postgres, db18: str, tmp_path: Path, env: dict[str, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A whole restore lists its data archives (pg_restore --list of each object's head) while
+    the server creates the tables from the pre-data archive, not after it: the server would
+    wait for the listing. Here the pre-data load starts only once a data archive has been
+    listed; when the listing waited for the pre-data this failed after 20 s. The restore is
+    still complete and each load still waits for the tables: every row and index is there."""
+    pg, db, copy = pg18, db18, f"{db18}_copy"
+    pg.psql(INTERLEAVE_SCHEMA, db=db)
+    repo = tmp_path / "repo"
+    run("backup", "-t", url(pg, db), "-r", repo.as_uri(), env=env)
+    listed = threading.Event()
+    real_list, real_load = archive.Archives._list_head, archive.Archives.load
+
+    def list_head(self: archive.Archives, blocks: Iterable[bytes], name: str) -> Any:
+        entries = real_list(self, blocks, name)
+        if name.startswith("data/"):
+            listed.set()
+        return entries
+
+    def load(self: archive.Archives, name: str, database: str, *args: Any, **kw: Any) -> None:
+        if name == dump.PRE and not listed.wait(20):
+            raise RuntimeError("the pre-data waited for a data archive's listing in vain")
+        real_load(self, name, database, *args, **kw)
+
+    monkeypatch.setattr(archive.Archives, "_list_head", list_head)
+    monkeypatch.setattr(archive.Archives, "load", load)
+    try:
+        run("restore", "-t", url(pg, copy), "-r", repo.as_uri(), "-b", "latest", "--from", db,
+            "--yes", env=env)
+        for query in ("SELECT string_agg(indexdef, '; ' ORDER BY indexname) FROM pg_indexes"
+                      " WHERE schemaname = 'public'",
+                      "SELECT md5(string_agg(v, ',' ORDER BY id)) FROM a_first",
+                      "SELECT count(*) FROM b_second"):
+            assert pg.psql(query, db=copy) == pg.psql(query, db=db), query
+    finally:
+        drop(pg, copy)
+
+
+def test_the_swap_waits_for_ending_sessions_in_small_steps(pg18: Postgres, db18: str) -> None:
+    """ALTER DATABASE ... RENAME looks for the sessions in its way only every 100 ms;
+    restore.sessions_ended waits for ending ones itself, and gives up after its timeout."""
+    pg, db = pg18, db18
+    admin = pg_data.connect(pg, "postgres")
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            leaving = pg_data.connect(pg, db)
+            closer = threading.Timer(0.3, leaving.close)
+            closer.start()
+            assert restore.sessions_ended(cur, [db], timeout=30)
+            closer.join()
+            assert pg.psql(f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'") \
+                == "0"
+            staying = pg_data.connect(pg, db)
+            try:
+                started = time.monotonic()
+                assert not restore.sessions_ended(cur, ["no_such_db", db], timeout=0.2)
+                assert time.monotonic() - started >= 0.2
+            finally:
+                staying.close()
+    finally:
+        admin.close()
 
 
 def test_replace_keeps_the_database_name_and_drops_the_old_copy(

@@ -204,13 +204,15 @@ def test_a_failed_selective_restore_leaves_no_database_it_created(
     assert pg.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{fresh}'") == "0"
 
 
-def test_a_damaged_post_data_archive_fails_the_whole_restore_and_leaves_nothing(
+@pytest.mark.parametrize("damaged", ["schema.pre", "schema.post"])
+def test_a_damaged_schema_archive_fails_the_whole_restore_and_leaves_nothing(
         pg18: Postgres, database: str, env: dict[str, str], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, damaged: str) -> None:
     """The post-data archive is spooled and listed in a thread of its own while the staging
-    database and the pre-data load: its damage still fails the restore before any data is
-    applied, and the database, the staging database and the spool file are all gone or as
-    they were."""
+    database and the pre-data load; the pre-data loads in a thread of its own while the data
+    archives are listed, which then wait for it. The damage of either still fails the restore
+    before any data is applied, with the archive named, and the database, the staging
+    database and the spool file are all gone or as they were."""
     pg, db = pg18, database
     pg.psql(SCHEMA.format(db=db), db=db)
     url = f"postgresql://postgres@{pg.host}:{pg.port}/{db}"
@@ -218,13 +220,12 @@ def test_a_damaged_post_data_archive_fails_the_whole_restore_and_leaves_nothing(
     manifest = backup(url, repo, env, "flip")
     pg.psql(CHANGE, db=db)
     before = snapshot(pg, db)
-    post = next(o for o in manifest["objects"] if o["name"] == "schema.post")
-    damage(repo, manifest, post, "flip")
+    damage(repo, manifest, next(o for o in manifest["objects"] if o["name"] == damaged), "flip")
     spool = tmp_path / "spool"
     spool.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(spool))
     output = restore_fails(url, repo, env, "flip", None)
-    assert "schema.post" in output
+    assert damaged in output
     assert snapshot(pg, db) == before
     assert pg.psql("SELECT count(*) FROM pg_database WHERE datname LIKE '%safehold%'") == "0"
     assert list(spool.iterdir()) == []

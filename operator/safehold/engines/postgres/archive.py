@@ -88,12 +88,17 @@ class Archives:
         return parse_listing(out.decode("utf-8", "replace"))
 
     def load(self, name: str, database: str,
-             choose: Callable[[list[Entry]], list[str]] | None = None) -> None:
+             choose: Callable[[list[Entry]], list[str]] | None = None,
+             ready: Callable[[], object] | None = None) -> None:
         """Restore archive ``name`` into ``database`` (a staging database: see
         :data:`TRANSACTION_SIZE`), streaming: whole, or the ``pg_restore -l`` lines that
         ``choose`` picks from its listing, in their order (which must keep the archive's order
         of its entries with data: a stream is read once). The listing reads the object's first
-        blocks, which are then kept and fed to the restore: the object is read once."""
+        blocks, which are then kept and fed to the restore: the object is read once.
+
+        ``ready``, if given, is called after the listing and before anything is loaded; it
+        returns once ``database`` may be loaded (its tables exist) and raises if it never will.
+        So an archive is listed while the server still creates the tables it fills."""
         stream = iter(self.reader.open(self.manifest, name))
         lines: list[str] | None = None
         head: list[bytes] = []
@@ -104,6 +109,8 @@ class Archives:
                     yield block
 
             lines = choose(self._list_head(recorded(), name))
+        if ready is not None:
+            ready()
         with _list_file(lines) if lines is not None else contextlib.nullcontext() as listfile:
             tool = self._pg_restore(["--exit-on-error", *batching(self.tools.major),
                                      *([f"--use-list={listfile}"] if listfile else []),
