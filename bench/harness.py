@@ -14,6 +14,12 @@ processes, from GNU time), the database server's CPU time over the command (when
 busy the machine's cores were. :func:`table` prints them and, beside the fastest peer, the CPU
 Safehold spent beyond it and whether the cores were saturated (at or over
 :data:`SATURATED`): on saturated cores a ratio is the extra work; below it, waiting.
+
+A run that is not saturated as a whole may be saturated in parts: a restore's start-up and
+its schema step run on one core, its data on all. So each run is also profiled in
+:data:`WINDOW`-second windows (:class:`Profile`), and the time Safehold takes beyond the peer
+is split by how busy the cores were meanwhile: saturated (extra work), at most one core busy
+(a serial step: start-up, creating tables), or in between (waiting).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import os
 import re
 import statistics
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +48,8 @@ class Case:
     cpu: list[float] = field(default_factory=list)  # the command's own CPU seconds (user+sys)
     server_cpu: list[float] = field(default_factory=list)  # the database server's, meanwhile
     busy: list[float] = field(default_factory=list)  # share of the machine's cores in use
+    # seconds of each run with the cores saturated, with at most one core busy, in between
+    profile: list[tuple[float, float, float]] = field(default_factory=list)
     stages: str = ""  # Safehold's per-stage figures of the last run (from --output json)
 
     @property
@@ -52,6 +61,8 @@ class Case:
 
 
 SATURATED = 0.9  # cores this busy bound a run by work, not by waiting (the issue's threshold)
+WINDOW = 0.05  # seconds per profile window: 10 clock ticks per core (/proc/stat counts 100 Hz)
+ONE_CORE = 1.2  # cores busy at most, for a window to count as a serial step on one core
 # Rounds of the 200-table layouts: their runs last one to two seconds, where the machine's own
 # noise moved a command's three runs by up to 35% (1.81-2.45 s); five keep the median steady.
 SHORT_ROUNDS = 5
@@ -67,6 +78,43 @@ def _cores() -> tuple[int, int]:
     with open("/proc/stat") as f:
         ticks = [int(x) for x in f.readline().split()[1:]]
     return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+
+
+class Profile:
+    """How busy the cores are, window by window, while a command runs (a thread sampling
+    /proc/stat every :data:`WINDOW` seconds, from ``with`` entry to exit)."""
+
+    def __init__(self) -> None:
+        self.windows: list[tuple[float, float]] = []  # (seconds, share of all cores busy)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> Profile:
+        self._last, self._at = _cores(), time.perf_counter()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+        self._window()  # the last, partial one
+
+    def _sample(self) -> None:
+        while not self._done.wait(WINDOW):
+            self._window()
+
+    def _window(self) -> None:
+        cores, at = _cores(), time.perf_counter()
+        if cores[1] > self._last[1]:
+            self.windows.append((at - self._at, (cores[0] - self._last[0])
+                                 / (cores[1] - self._last[1])))
+        self._last, self._at = cores, at
+
+    def split(self, ncores: int) -> tuple[float, float, float]:
+        """Seconds with the cores saturated, with at most :data:`ONE_CORE` busy, in between."""
+        saturated = sum(t for t, b in self.windows if b >= SATURATED)
+        serial = sum(t for t, b in self.windows if b < SATURATED and b * ncores <= ONE_CORE)
+        return saturated, serial, sum(t for t, _ in self.windows) - saturated - serial
 
 
 def _gnu_time(stderr: str, label: str) -> float:
@@ -86,8 +134,9 @@ def measure(case: Case, server_cpu: Callable[[], float] | None = None) -> None:
     server0 = server_cpu() if server_cpu is not None else 0.0
     cores0 = _cores()
     start = time.perf_counter()
-    res = subprocess.run(["/usr/bin/time", "-v", *argv], env=case.env, capture_output=True,
-                         text=True)
+    with Profile() as profile:
+        res = subprocess.run(["/usr/bin/time", "-v", *argv], env=case.env,
+                             capture_output=True, text=True)
     wall = time.perf_counter() - start
     cores1 = _cores()
     server = server_cpu() - server0 if server_cpu is not None else 0.0
@@ -102,6 +151,7 @@ def measure(case: Case, server_cpu: Callable[[], float] | None = None) -> None:
                     + _gnu_time(res.stderr, "System time (seconds)"))
     case.server_cpu.append(server)
     case.busy.append((cores1[0] - cores0[0]) / max(1, cores1[1] - cores0[1]))
+    case.profile.append(profile.split(os.cpu_count() or 1))
     if "{" in res.stdout:  # Safehold's --output json
         try:
             case.stages = stage_line(json.loads(res.stdout[res.stdout.index("{"):]), wall)
@@ -147,7 +197,10 @@ def table(title: str, mb: float, safehold: Case, peers: Sequence[Case]) -> None:
     if safehold.stages:
         print(f"  safehold stages (last run): {safehold.stages}")
     if peers:
-        print(f"  {difference(safehold, min(peers, key=lambda c: c.median))}")
+        fastest = min(peers, key=lambda c: c.median)
+        print(f"  {difference(safehold, fastest)}")
+        if safehold.median > fastest.median:
+            print(f"  {split_line(safehold, fastest)}")
 
 
 def _med(values: Sequence[float]) -> float:
@@ -172,3 +225,23 @@ def difference(safehold: Case, peer: Case) -> str:
     return (f"beside the fastest peer ({peer.name}): CPU {own:+.1f}s in the command,"
             f" {server:+.1f}s in the database server; cores busy {_med(safehold.busy):.0%} vs"
             f" {_med(peer.busy):.0%}; {verdict}")
+
+
+def _median_run(case: Case) -> tuple[float, tuple[float, float, float]]:
+    """The wall time and profile split of the case's median run (the lower one of an even
+    count): one run's parts add up to its time, medians of each part need not."""
+    wall, split = sorted(zip(case.walls, case.profile, strict=True))[(len(case.walls) - 1) // 2]
+    return wall, split
+
+
+def split_line(safehold: Case, peer: Case) -> str:
+    """Safehold's time beyond ``peer``'s, split by how busy the cores were meanwhile (each
+    case's median run, :meth:`Profile.split`): saturated (extra work), one core (a serial
+    step), in between (waiting)."""
+    (own_wall, own), (other_wall, other) = _median_run(safehold), _median_run(peer)
+    parts = ", ".join(f"{a - b:+.2f}s {what}" for a, b, what in zip(
+        own, other, ("with the cores saturated", "on one core or less", "in between"),
+        strict=True))
+    return (f"Safehold's {own_wall - other_wall:+.2f}s beside it (median runs), by how busy"
+            f" the cores were: {parts} (Safehold {own[0]:.2f}/{own[1]:.2f}/{own[2]:.2f}s, the"
+            f" peer {other[0]:.2f}/{other[1]:.2f}/{other[2]:.2f}s)")

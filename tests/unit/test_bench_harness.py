@@ -1,0 +1,44 @@
+"""bench/harness.py: how a run's time is split by how busy the cores were (the figures that
+tell a ratio made of extra work from one made of serial steps or waiting)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from bench import harness
+from bench.harness import Case, Profile, split_line
+
+
+def test_windows_are_split_into_saturated_serial_and_between() -> None:
+    profile = Profile()
+    profile.windows = [(0.05, 0.95), (0.05, 0.9), (0.05, 0.5), (0.05, 0.6), (0.05, 0.61),
+                       (0.05, 0.1), (0.02, 0.75)]
+    saturated, serial, between = profile.split(2)  # one core of two: 0.5; ONE_CORE: 0.6
+    assert saturated == pytest.approx(0.10)
+    assert serial == pytest.approx(0.15)
+    assert between == pytest.approx(0.07)
+    # on 8 cores one core is 0.125 of them: 0.5 busy is neither serial nor saturated
+    assert profile.split(8) == pytest.approx((0.10, 0.05, 0.17))
+
+
+def test_a_profile_covers_the_whole_run() -> None:
+    with Profile() as profile:
+        time.sleep(3 * harness.WINDOW + 0.01)
+    assert len(profile.windows) >= 3
+    assert sum(t for t, _ in profile.windows) == pytest.approx(3 * harness.WINDOW + 0.01,
+                                                               abs=0.02)
+    assert all(0.0 <= b <= 1.0 for _, b in profile.windows)
+
+
+def test_the_extra_time_is_told_by_where_it_went() -> None:
+    # each case's median run (1.40 s and 1.20 s), whose parts add up to its time
+    ours = Case("safehold", "2 threads", ["true"], walls=[1.50, 1.30, 1.40],
+                profile=[(0.9, 0.5, 0.1), (0.8, 0.4, 0.1), (0.9, 0.4, 0.1)])
+    peer = Case("peer", "2 processes", ["true"], walls=[1.25, 1.20, 1.10],
+                profile=[(0.8, 0.3, 0.15), (0.8, 0.3, 0.1), (0.8, 0.2, 0.1)])
+    line = split_line(ours, peer)
+    assert line.startswith("Safehold's +0.20s beside it (median runs)")
+    assert "+0.10s with the cores saturated, +0.10s on one core or less, +0.00s in between" \
+        in line
+    assert "(Safehold 0.90/0.40/0.10s, the peer 0.80/0.30/0.10s)" in line
