@@ -166,7 +166,16 @@ def _run(server: MariaDB, work: Path, size_mb: int, rounds: int,
             # dropped once checked: the server's work after a bulk load (purge, page flushing)
             # must not run into the next command's time
             server.sql(f"DROP DATABASE {db}")
+            purge_binlogs()
         return check
+
+    def purge_binlogs() -> None:
+        # Each restore with the binlog on logs its whole load. Kept, they had grown the
+        # server's data directory to 23 GB within the first layout's restores, when the disk
+        # of this machine filled. Nothing here replays them; a backup records its own position.
+        server.sql("FLUSH BINARY LOGS")
+        current = server.sql("SHOW MASTER STATUS").split()[0]
+        server.sql(f"PURGE BINARY LOGS TO '{current}'")
 
     restores = [
         Case("safehold restore -j2", enc, [*safehold, "-o", "json", "restore", "-r",

@@ -3,12 +3,12 @@
 The backup is restored into ``<db>__safehold_<id>`` (pre-data archive; the data archives in
 parallel, ``jobs`` at a time, each listed while the pre-data loads, then streamed into its own
 pg_restore with each table's indexes right after its rows; the rest of post-data with
-``pg_restore -j``). Only when all of that succeeded is the
-swap done, in one transaction: the existing database is renamed aside and the staging one takes
-its name; the old one is then dropped. Until that commit the existing database is untouched,
-so a failed or killed restore leaves it as it was (plus, if the process was killed, a staging
-database to drop). The tools that load the staging database commit without waiting for WAL
-flushes (:meth:`.conn.PgTarget.staging`); the swap's commit waits for them all.
+``pg_restore -j``). Only when all of that succeeded is the swap done, in one transaction: the
+existing database is renamed aside and the staging one takes its name; the old one is then
+dropped. Until that commit the existing database is untouched, so a failed or killed restore
+leaves it as it was (plus, if the process was killed, a staging database to drop). The tools
+that load the staging database commit without waiting for WAL flushes
+(:meth:`.conn.PgTarget.staging`); the swap's commit waits for them all.
 
 Active connections: sessions on the existing database are terminated just before the swap
 (pg_terminate_backend; needs superuser, the database owner's own sessions, or
