@@ -212,6 +212,13 @@ TRUNCATE seen;
 """
 
 
+# What a restored copy of INTERLEAVE_SCHEMA shares with its source: indexes and rows.
+INTERLEAVE_SAME = ("SELECT string_agg(indexdef, '; ' ORDER BY indexname) FROM pg_indexes"
+                   " WHERE schemaname = 'public'",
+                   "SELECT md5(string_agg(v, ',' ORDER BY id)) FROM a_first",
+                   "SELECT count(*) FROM b_second")
+
+
 @pytest.mark.parametrize("archives", ["with post-data", "older, data only"])
 def test_a_tables_indexes_are_built_right_after_its_rows(
         pg_server: Postgres, pg_database: str, tmp_path: Path, env: dict[str, str],
@@ -240,10 +247,7 @@ def test_a_tables_indexes_are_built_right_after_its_rows(
         expected = "true,true,true" if archives == "with post-data" else "false,false,false"
         assert pg.psql("SELECT string_agg(a_first_indexed::text, ',') FROM seen",
                        db=copy) == expected
-        for query in ("SELECT string_agg(indexdef, '; ' ORDER BY indexname) FROM pg_indexes"
-                      " WHERE schemaname = 'public'",
-                      "SELECT md5(string_agg(v, ',' ORDER BY id)) FROM a_first",
-                      "SELECT count(*) FROM b_second"):
+        for query in INTERLEAVE_SAME:
             assert pg.psql(query, db=copy) == pg.psql(query, db=db), query
         pg.psql(f'CREATE DATABASE "{part}"')
         run("restore", "-t", url(pg, part), "-r", repo.as_uri(), "-b", "latest", "--from", db,
@@ -286,10 +290,7 @@ def test_data_archives_are_listed_while_the_pre_data_loads(
     try:
         run("restore", "-t", url(pg, copy), "-r", repo.as_uri(), "-b", "latest", "--from", db,
             "--yes", env=env)
-        for query in ("SELECT string_agg(indexdef, '; ' ORDER BY indexname) FROM pg_indexes"
-                      " WHERE schemaname = 'public'",
-                      "SELECT md5(string_agg(v, ',' ORDER BY id)) FROM a_first",
-                      "SELECT count(*) FROM b_second"):
+        for query in INTERLEAVE_SAME:
             assert pg.psql(query, db=copy) == pg.psql(query, db=db), query
     finally:
         drop(pg, copy)

@@ -37,7 +37,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from typing import Literal
 
@@ -108,15 +108,13 @@ def restore_database(archives: Archives, toc: Toc, conflict: Literal["fail", "re
                 ThreadPoolExecutor(1, thread_name_prefix="safehold-pre-data") as pool:
             with admin.cursor() as cur:
                 _create(cur, staging, toc, target)
-            pre: Future[None] | None = None
+            pre = pool.submit(archives.load, PRE, staging)
             try:
-                pre = pool.submit(archives.load, PRE, staging)
                 _load_data(archives, toc, staging, jobs, post, pre.result)
                 _swap(admin, target, staging, exists)
             except BaseException:
                 archives.procs.stop()
-                if pre is not None:
-                    futures_wait([pre])  # its pg_restore is killed; nothing may hold staging
+                futures_wait([pre])  # its pg_restore is killed; nothing may hold staging
                 _drop_quietly(admin, staging)
                 raise
     except psycopg2.Error as exc:
@@ -275,8 +273,8 @@ def sessions_ended(cur: psycopg2.extensions.cursor, databases: Sequence[str],
 def _swap(admin: Connection, target: PgTarget, staging: str, exists: bool) -> None:
     name = target.database
     with admin.cursor() as cur:
-        sessions_ended(cur, [staging])
         if not exists:
+            sessions_ended(cur, [staging])
             cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
                 sql.Identifier(staging), sql.Identifier(name)))
             return
@@ -285,7 +283,7 @@ def _swap(admin: Connection, target: PgTarget, staging: str, exists: bool) -> No
         for attempt in range(1, SWAP_ATTEMPTS + 1):
             cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                         " WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
-            sessions_ended(cur, [name])  # a client that reconnects meanwhile: see below
+            sessions_ended(cur, [name, staging])  # a client that reconnects: see below
             try:
                 cur.execute("BEGIN")
                 cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
