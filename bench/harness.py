@@ -90,7 +90,8 @@ class Profile:
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def __enter__(self) -> Profile:
-        self._last, self._at = _cores(), time.perf_counter()
+        self._first = self._last = _cores()
+        self._at = time.perf_counter()
         self._thread.start()
         return self
 
@@ -109,6 +110,11 @@ class Profile:
             self.windows.append((at - self._at, (cores[0] - self._last[0])
                                  / (cores[1] - self._last[1])))
         self._last, self._at = cores, at
+
+    @property
+    def busy(self) -> float:
+        """The cores' busy share over the whole span (after exit)."""
+        return (self._last[0] - self._first[0]) / max(1, self._last[1] - self._first[1])
 
     def split(self, ncores: int) -> tuple[float, float, float]:
         """Seconds with the cores saturated, with at most :data:`ONE_CORE` busy, in between."""
@@ -132,13 +138,11 @@ def measure(case: Case, server_cpu: Callable[[], float] | None = None) -> None:
     # (a peer that does not fsync leaves its output to the kernel's flusher threads).
     os.sync()
     server0 = server_cpu() if server_cpu is not None else 0.0
-    cores0 = _cores()
     start = time.perf_counter()
     with Profile() as profile:
         res = subprocess.run(["/usr/bin/time", "-v", *argv], env=case.env,
                              capture_output=True, text=True)
     wall = time.perf_counter() - start
-    cores1 = _cores()
     server = server_cpu() - server0 if server_cpu is not None else 0.0
     if res.returncode != 0:
         raise RuntimeError(f"{case.name} failed ({res.returncode}):\n{res.stdout[-1500:]}\n"
@@ -150,7 +154,7 @@ def measure(case: Case, server_cpu: Callable[[], float] | None = None) -> None:
     case.cpu.append(_gnu_time(res.stderr, "User time (seconds)")
                     + _gnu_time(res.stderr, "System time (seconds)"))
     case.server_cpu.append(server)
-    case.busy.append((cores1[0] - cores0[0]) / max(1, cores1[1] - cores0[1]))
+    case.busy.append(profile.busy)
     case.profile.append(profile.split(os.cpu_count() or 1))
     if "{" in res.stdout:  # Safehold's --output json
         try:

@@ -29,6 +29,7 @@ def test_a_profile_covers_the_whole_run() -> None:
     assert sum(t for t, _ in profile.windows) == pytest.approx(3 * harness.WINDOW + 0.01,
                                                                abs=0.02)
     assert all(0.0 <= b <= 1.0 for _, b in profile.windows)
+    assert 0.0 <= profile.busy <= 1.0
 
 
 def test_the_extra_time_is_told_by_where_it_went() -> None:
