@@ -19,6 +19,8 @@ BINARY = {"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"}
 GEOMETRY = {"geometry", "point", "linestring", "polygon", "multipoint", "multilinestring",
             "multipolygon", "geometrycollection"}
 TRANSACTIONAL_ENGINES = {"innodb", "rocksdb", "tokudb"}
+# Primary keys of one column of these types let a dump read a table in key ranges (rows.py).
+INTEGER = {"tinyint", "smallint", "mediumint", "int", "bigint"}
 
 
 # Types whose text never holds a newline: their literal needs no escaping of one (rows.py).
@@ -44,10 +46,19 @@ class Table:
     columns: list[Column]
     ddl: str = ""
     approx_bytes: int = 0
+    key: str | None = None  # the primary key's column when it is one integer column
 
     @property
     def transactional(self) -> bool:
         return self.engine.lower() in TRANSACTIONAL_ENGINES
+
+
+def _chunk_key(columns: list[Column], primary: list[str]) -> str | None:
+    """The primary key's column when it is one stored integer column, else None."""
+    if len(primary) != 1:
+        return None
+    types = {c.name: c.data_type for c in columns}
+    return primary[0] if types.get(primary[0]) in INTEGER else None
 
 
 @dataclass(frozen=True)
@@ -90,13 +101,16 @@ def read_catalog(conn: Conn, db: str) -> Catalog:
             f"database {db} holds sequences or system-versioned tables ({', '.join(odd)}),"
             " which this engine does not back up yet")
     columns = _columns(conn, db)
+    primary = _primary_keys(conn, db)
     views = []
     for name, kind, engine, size in kinds:
         if kind == "VIEW":
             views.append(name)
             continue
         ddl = run(conn, f"SHOW CREATE TABLE {quote_name(name)}")[0][1]
-        catalog.tables.append(Table(name, engine, columns.get(name, []), ddl, int(size)))
+        cols = columns.get(name, [])
+        catalog.tables.append(Table(name, engine, cols, ddl, int(size),
+                                    _chunk_key(cols, primary.get(name, []))))
     view_objects = [_view(conn, v) for v in views]
     catalog.objects += _dependency_order(view_objects)
     catalog.objects += _routines(conn, db) + _triggers(conn, db) + _events(conn, db)
@@ -116,6 +130,16 @@ def _columns(conn: Conn, db: str) -> dict[str, list[Column]]:
             continue
         out.setdefault(table, []).append(Column(name, data_type, charset,
                                                 nullable=nullable != "NO"))
+    return out
+
+
+def _primary_keys(conn: Conn, db: str) -> dict[str, list[str]]:
+    """Each table's primary key columns, in key order."""
+    out: dict[str, list[str]] = {}
+    for table, name in run(conn, "SELECT TABLE_NAME, COLUMN_NAME FROM"
+                           " information_schema.STATISTICS WHERE TABLE_SCHEMA = %s AND"
+                           " INDEX_NAME = 'PRIMARY' ORDER BY TABLE_NAME, SEQ_IN_INDEX", (db,)):
+        out.setdefault(table, []).append(name)
     return out
 
 

@@ -34,8 +34,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from safehold.engines.base import EngineError
 from safehold.engines.mysql.catalog import BINARY, GEOMETRY, NUMERIC, TEMPORAL, Column, Table
-from safehold.engines.mysql.conn import classify, quote_name
+from safehold.engines.mysql.conn import classify, quote_name, run
 
 BATCH_BYTES = 1 << 20  # one INSERT statement carries about this many bytes of rows
 ROW_END = b"\0"  # ends every rendered tuple; never inside one (see the module text)
@@ -76,13 +77,17 @@ def literal(col: Column) -> str:
     return f"QUOTE(CAST({text} AS BINARY))"  # bytes: see the module text
 
 
-def select_rows(table: Table) -> str:
-    """One column per row: the rendered tuple and :data:`ROW_END`, which is cast to binary so
-    that the whole row is binary (a binary string wins over text in ``CONCAT``, a bare
-    ``CHAR(0)`` would not): its bytes reach the client unconverted."""
+def rendered(table: Table) -> str:
+    """The rendered tuple of a row and :data:`ROW_END`, which is cast to binary so that the
+    whole row is binary (a binary string wins over text in ``CONCAT``, a bare ``CHAR(0)`` would
+    not): its bytes reach the client unconverted."""
     parts = ", ',', ".join(literal(c) for c in table.columns)
-    return (f"SELECT CONCAT('(', {parts}, ')', {_END_SQL})"  # noqa: S608 - names through quote.name
-            f" FROM {quote_name(table.name)}")
+    return f"CONCAT('(', {parts}, ')', {_END_SQL})"
+
+
+def select_rows(table: Table) -> str:
+    """One column per row: :func:`rendered`."""
+    return f"SELECT {rendered(table)} FROM {quote_name(table.name)}"  # noqa: S608 - names through quote.name
 
 
 _END_TO_COMMA = bytes.maketrans(ROW_END, b",")
@@ -92,14 +97,19 @@ def values_list(body: bytes, rows: int, *, lines: bool) -> bytes:
     """The ``VALUES`` list of the ``rows`` rendered tuples in ``body``, raw newlines escaped.
 
     Each tuple in ``body`` ends in :data:`ROW_END`, followed by a newline when ``lines`` (as the
-    client prints rows). Usually no value holds a newline: one ``translate`` then turns each
-    row end into a comma and drops the client's newlines; otherwise the newlines inside values
-    become ``\\n`` first (see the module text).
+    client prints rows). The newlines inside values become ``\\n`` (see the module text) and
+    each row end a comma. Without the client's newlines that is two scans at memchr speed
+    (``in`` and a one-byte ``replace``, five times faster than ``translate``); with them one
+    ``translate`` turns each row end into a comma and drops the client's newlines, and
+    finds, by the count, whether a value held one.
     """
+    if not lines:
+        if b"\n" in body:
+            body = body.replace(b"\n", b"\\n")
+        return body.replace(ROW_END, b",")[:-1]
     out = body.translate(_END_TO_COMMA, b"\n")
-    if len(body) - len(out) != (rows if lines else 0):
-        if lines:
-            body = body.replace(ROW_END + b"\n", ROW_END)
+    if len(body) - len(out) != rows:
+        body = body.replace(ROW_END + b"\n", ROW_END)
         out = body.replace(b"\n", b"\\n").translate(_END_TO_COMMA)
     return out[:-1]
 
@@ -116,18 +126,25 @@ class RowStats:
 
 
 def insert_statements(conn: Any, table: Table, stats: RowStats,
-                      batch_bytes: int = BATCH_BYTES) -> Iterator[bytes]:
-    """Stream ``table`` (on the snapshot connection, unbuffered) as INSERT lines."""
+                      batch_bytes: int = BATCH_BYTES,
+                      where: tuple[str, tuple[Any, ...]] = ("", ())) -> Iterator[bytes]:
+    """Stream ``table`` (on the snapshot connection, unbuffered) as INSERT lines; ``where``:
+    only the rows of this ``WHERE`` clause and its arguments."""
     if not table.columns:
         return
     prefix = insert_prefix(table)
     cur = conn.cursor()
     try:
-        cur.execute(select_rows(table))
+        cur.execute(select_rows(table) + where[0], where[1] or None)
         batch: list[bytes] = []
         size = 0
         while rows := cur.fetchmany(2000):
             for (row,) in rows:
+                if row is None:  # CONCAT's result outgrew the limit (it never meets a NULL)
+                    raise EngineError(
+                        f"a row of table {table.name!r} is longer than the server's"
+                        " max_allowed_packet: raise it (SET GLOBAL max_allowed_packet) to"
+                        " back this table up")
                 batch.append(row)
                 size += len(row)
             if size >= batch_bytes:
@@ -152,7 +169,7 @@ def insert_statement(prefix: bytes, body: bytes, rows: int, stats: RowStats, *,
     counted in ``stats``."""
     stats.rows += rows
     stats.statements += 1
-    return prefix + values_list(body, rows, lines=lines) + b";\n"
+    return b"".join((prefix, values_list(body, rows, lines=lines), b";\n"))
 
 
 def split_statements(blocks: Iterable[bytes], breaks_inside: int = 0) -> Iterator[bytes]:
@@ -195,3 +212,65 @@ def _lines(blocks: Iterable[bytes]) -> Iterator[bytes]:
 def prefix_breaks(table: str, columns: Iterable[str]) -> int:
     """Newlines in the INSERT prefix of ``table`` with ``columns`` (see split_statements)."""
     return table.count("\n") + sum(c.count("\n") for c in columns)
+
+
+CHUNK_KEYS = 256  # keys (or rows) in a table's first chunk; later chunks aim at CHUNK_BYTES
+CHUNK_BYTES = BATCH_BYTES
+_GROWTH = 4  # a chunk spans at most this many times the keys (or rows) of the one before
+
+
+def chunked_statements(conn: Any, table: Table, stats: RowStats,
+                       chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """Stream ``table``, which has a one-column integer primary key (``table.key``), as INSERT
+    lines, each one chunk of consecutive keys whose rows the server joins into ONE value.
+
+    Read a row at a time, a table costs the client per row (PyMySQL parses every packet) or
+    per byte (the ``mariadb`` client writes its output a character at a time): more CPU than
+    the server spends rendering the rows. A chunk is ``GROUP_CONCAT`` of the rendered rows of
+    a key range, read on the primary key's index, about ``chunk_bytes`` long (the range
+    follows the rows' size). While the keys are dense (a chunk at least half full: auto-
+    increment ids, a few gaps) the range is a count of keys; on sparse keys the range's end is
+    looked up first (the key ``n`` rows on), so that no chunk is empty. Measured on 100 MB of
+    text rows (docs/performance.md): the server 0.72 CPU-s (0.8 with the lookups) instead of
+    0.65 for one row at a time, the client 0.1 instead of 0.6.
+
+    ``GROUP_CONCAT`` stops at ``max_allowed_packet`` (``group_concat_max_len`` is raised to
+    it) with only a warning, and skips a row whose value is NULL (a rendered row longer than
+    ``max_allowed_packet`` is NULL), so every chunk is checked: each rendered row ends in
+    :data:`ROW_END`, which no value holds, so a whole chunk holds as many as ``COUNT(*)``.
+    A chunk that fails the check is read again as smaller ones, down to one row, which
+    :func:`insert_statements` reads (and names the limit when the row outgrows it).
+    """
+    if not table.columns or table.key is None:
+        yield from insert_statements(conn, table, stats)
+        return
+    name, key = quote_name(table.name), quote_name(table.key)
+    low, top = run(conn, f"SELECT MIN({key}), MAX({key}) FROM {name}")[0]  # noqa: S608 - names through quote.name
+    if low is None:
+        return
+    where = f" WHERE {key} >= %s AND {key} <= %s"
+    chunk = f"SELECT GROUP_CONCAT({rendered(table)} SEPARATOR ''), COUNT(*) FROM {name}{where}"  # noqa: S608
+    probe = f"SELECT {key} FROM {name} WHERE {key} >= %s ORDER BY {key} LIMIT 1 OFFSET %s"  # noqa: S608
+    prefix = insert_prefix(table)
+    limit = int(run(conn, "SELECT @@max_allowed_packet")[0][0])
+    run(conn, "SET SESSION group_concat_max_len = %s", (limit,))
+    target = max(1, min(chunk_bytes, limit // 2))
+    size, dense = CHUNK_KEYS, True  # keys per chunk while dense, then rows per chunk
+    while low <= top:
+        if dense:
+            high = min(low + size - 1, top)
+        else:
+            found = run(conn, probe, (low, size - 1))
+            high = found[0][0] if found else top
+        body, count = run(conn, chunk, (low, high))[0]
+        if count and (body is None or body.count(ROW_END) != count):
+            if size > 1:  # cut at the server's limit, or a row outgrew it: fewer rows
+                size = max(1, size // _GROWTH)
+                continue
+            yield from insert_statements(conn, table, stats, where=(where, (low, high)))
+        elif count:
+            yield insert_statement(prefix, body, count, stats, lines=False)
+            size = max(1, min(size * _GROWTH, size * target // len(body)))
+        if dense and 2 * count < high - low + 1:
+            dense = False  # sparse keys: from here on each chunk's end is looked up
+        low = high + 1

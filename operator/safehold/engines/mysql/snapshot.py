@@ -14,12 +14,14 @@ writer on the server waits behind it. So it waits at most ``lock_wait`` seconds 
 ``lock-wait`` parameter), then the statement is killed and the backup falls back, with a
 warning, to one connection's snapshot (no lock at all on MariaDB), as it does without RELOAD.
 
-Who reads the rows (the target's ``reader`` parameter): ``mariadb`` client sessions
-(:mod:`.clientread`, C speed) join the snapshot exactly as PyMySQL connections do, and then
-read every table, while one PyMySQL connection takes the lock and reads the catalog;
-``driver``: the PyMySQL connections read the rows themselves. ``auto`` (the default) picks the
+Who reads the rows. A table with a one-column integer primary key is read by a PyMySQL
+connection in key-range chunks, one result value per chunk (:func:`.rows.chunked_statements`):
+the cheapest way for the client, whatever the ``reader``. Any other table is read row by row,
+by whom the target's ``reader`` parameter says: ``client``, ``mariadb`` client sessions
+(:mod:`.clientread`, C speed), which join the snapshot exactly as the connections do, one
+beside each; ``driver``, the PyMySQL connections themselves. ``auto`` (the default) picks the
 client when it is installed and the server is MariaDB (the only server the client sessions are
-tested against here), else the driver.
+tested against here), else the driver. ``conns[0]`` also takes the lock and reads the catalog.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from safehold.engines.base import EngineError, PermissionDenied
 from safehold.engines.mysql.catalog import Table
 from safehold.engines.mysql.clientread import ClientMissing, ClientSession, find_client
 from safehold.engines.mysql.conn import Conn, Target, connect, run
-from safehold.engines.mysql.rows import RowStats, insert_statements
+from safehold.engines.mysql.rows import RowStats, chunked_statements
 from safehold.engines.mysql.server import ServerInfo
 
 log = logging.getLogger(__name__)
@@ -55,18 +57,35 @@ class Reader(Protocol):
 
 @dataclass
 class DriverReader:
-    """Rows read by PyMySQL on one of the snapshot's connections."""
+    """Rows read by PyMySQL on one of the snapshot's connections (in key-range chunks where a
+    table has a one-column integer primary key: :func:`.rows.chunked_statements`)."""
 
     conn: Conn
 
     def statements(self, table: Table, stats: RowStats) -> Iterator[bytes]:
-        return insert_statements(self.conn, table, stats)
+        return chunked_statements(self.conn, table, stats)
+
+
+@dataclass
+class ClientReader:
+    """A ``mariadb`` client session and a PyMySQL connection, both in the snapshot: a table
+    with a one-column integer primary key is read by the connection in key-range chunks (one
+    result value per chunk; the client would write it out a character at a time), any other
+    by the client, row by row."""
+
+    conn: Conn
+    session: ClientSession
+
+    def statements(self, table: Table, stats: RowStats) -> Iterator[bytes]:
+        if table.key is not None:
+            return chunked_statements(self.conn, table, stats)
+        return self.session.statements(table, stats)
 
 
 @dataclass
 class Snapshot:
     """Sessions inside one snapshot: ``conns`` (PyMySQL; ``conns[0]`` reads the catalog) and,
-    when the client reads the rows, ``sessions``."""
+    when the client reads the rows, as many ``sessions``, paired with them."""
 
     conns: list[Conn]
     position: dict[str, str] | None
@@ -77,9 +96,10 @@ class Snapshot:
 
     @property
     def readers(self) -> list[Reader]:
-        """Who reads the rows: the client sessions, else the connections."""
+        """Who reads the rows: the client sessions with the connections, else the
+        connections."""
         if self.sessions:
-            return list(self.sessions)
+            return [ClientReader(c, s) for c, s in zip(self.conns, self.sessions, strict=True)]
         return [DriverReader(conn) for conn in self.conns]
 
     def finish(self) -> None:
@@ -129,8 +149,9 @@ def open_snapshot(target: Target, info: ServerInfo, jobs: int) -> Snapshot:
     """``jobs`` readers in one snapshot, or one when the lock cannot be had."""
     client = client_for(target, info)
     if jobs > 1 and target.lock_wait > 0:
-        # the lock's connection and its watcher; with the client, sessions read the rows
-        taken = Snapshot([_session(target) for _ in range(2 if client else jobs)], None)
+        # conns[0] takes the lock, conns[1] watches it; with the client, each connection
+        # has a client session beside it
+        taken = Snapshot([_session(target) for _ in range(jobs)], None)
         try:
             taken.sessions = [ClientSession(target, client) for _ in range(jobs)] if client \
                 else []
@@ -283,11 +304,6 @@ def _locked(snap: Snapshot, info: ServerInfo, wait: float) -> Snapshot:
     if error is not None:
         raise error
     locked_at = time.perf_counter()
-    if snap.sessions:  # the watcher's work is done; the lock's connection reads the catalog
-        for conn in conns[1:]:
-            with contextlib.suppress(Exception):
-                conn.close()
-        del conns[1:]
     readers: list[Conn | ClientSession] = [*conns, *snap.sessions]
     try:
         for reader in readers:
