@@ -24,6 +24,7 @@ from tests.integration.cli_helpers import run, run_json
 # A table and a column whose names hold what an SQL text parser trips on.
 HOSTILE_TABLE = "we;ird 'na\"me\\ `x`\nline"
 HOSTILE_COLUMN = "co;l\n'`"
+TEXT_KEYED = "text_keyed"  # many_rows again, its rows read by the client (over 200 kB)
 
 
 def q(name: str) -> str:
@@ -40,10 +41,16 @@ def source(mariadb_server: MariaDB) -> Iterator[str]:
     with data.database(mariadb_server, "rd", many_rows=8000) as db:
         conn = data.connect(mariadb_server, db)
         with conn.cursor() as cur:
-            cur.execute(f"CREATE TABLE {q(HOSTILE_TABLE)} (id INT PRIMARY KEY,"
+            # keyed by text: read row by row, by the client (an integer key is read in chunks
+            # on a PyMySQL connection whatever the reader: test_mysql_chunked_read.py)
+            cur.execute(f"CREATE TABLE {q(HOSTILE_TABLE)} (id VARCHAR(9) PRIMARY KEY,"
                         f" {q(HOSTILE_COLUMN)} VARCHAR(50))")
             cur.executemany(f"INSERT INTO {q(HOSTILE_TABLE)} VALUES (%s, %s)",
-                            [(i, f"v;{i}'\n\\") for i in range(50)])
+                            [(str(i), f"v;{i}'\n\\") for i in range(50)])
+            cur.execute(f"CREATE TABLE {TEXT_KEYED} (code VARCHAR(60) PRIMARY KEY,"
+                        " words VARCHAR(200))")
+            cur.execute(f"INSERT INTO {TEXT_KEYED} SELECT CONCAT(code, '-', id), words"
+                        " FROM many_rows")
         conn.close()
         yield db
 
@@ -60,7 +67,7 @@ def manifest(repo: Path, target: str, backup_id: str) -> dict[str, Any]:
 def test_client_and_driver_restore_the_same_data(mariadb_server: MariaDB, source: str,
                                                  env: dict[str, str], tmp_path: Path) -> None:
     assert find_client(), "the mariadb client is part of make infra"
-    tables = [*data.STATIC, *data.LIVE, HOSTILE_TABLE]
+    tables = [*data.STATIC, *data.LIVE, HOSTILE_TABLE, TEXT_KEYED]
     expected = {t: mariadb_server.sql(f"CHECKSUM TABLE {q(source)}.{q(t)}").split("\t")[-1]
                 for t in tables}
     for reader in ("client", "driver"):

@@ -47,6 +47,7 @@ class Table:
     ddl: str = ""
     approx_bytes: int = 0
     key: str | None = None  # the primary key's column when it is one integer column
+    row_bytes: int = 0  # the server's estimate of a row's size (AVG_ROW_LENGTH; 0: unknown)
 
     @property
     def transactional(self) -> bool:
@@ -93,9 +94,10 @@ def read_catalog(conn: Conn, db: str) -> Catalog:
     charset, collation = row[0]
     catalog = Catalog(db, charset, collation)
     kinds = run(conn, "SELECT TABLE_NAME, TABLE_TYPE, COALESCE(ENGINE, ''),"
-                " COALESCE(DATA_LENGTH, 0) + COALESCE(INDEX_LENGTH, 0) FROM"
-                " information_schema.TABLES WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME", (db,))
-    odd = sorted(n for n, kind, _, _ in kinds if kind not in ("BASE TABLE", "VIEW"))
+                " COALESCE(DATA_LENGTH, 0) + COALESCE(INDEX_LENGTH, 0),"
+                " COALESCE(AVG_ROW_LENGTH, 0) FROM information_schema.TABLES"
+                " WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME", (db,))
+    odd = sorted(n for n, kind, *_ in kinds if kind not in ("BASE TABLE", "VIEW"))
     if odd:
         raise UnsupportedError(
             f"database {db} holds sequences or system-versioned tables ({', '.join(odd)}),"
@@ -103,14 +105,14 @@ def read_catalog(conn: Conn, db: str) -> Catalog:
     columns = _columns(conn, db)
     primary = _primary_keys(conn, db)
     views = []
-    for name, kind, engine, size in kinds:
+    for name, kind, engine, size, row_bytes in kinds:
         if kind == "VIEW":
             views.append(name)
             continue
         ddl = run(conn, f"SHOW CREATE TABLE {quote_name(name)}")[0][1]
         cols = columns.get(name, [])
         catalog.tables.append(Table(name, engine, cols, ddl, int(size),
-                                    _chunk_key(cols, primary.get(name, []))))
+                                    _chunk_key(cols, primary.get(name, [])), int(row_bytes)))
     view_objects = [_view(conn, v) for v in views]
     catalog.objects += _dependency_order(view_objects)
     catalog.objects += _routines(conn, db) + _triggers(conn, db) + _events(conn, db)

@@ -47,6 +47,7 @@ from safehold.engines.mysql.rows import (
     BATCH_BYTES,
     ROW_END,
     RowStats,
+    altered,
     insert_prefix,
     insert_statement,
     select_rows,
@@ -133,6 +134,12 @@ class ClientSession:
             if size >= batch_bytes:
                 yield self._insert(prefix, pending, stats)
                 pending, size = [], 0
+        # a value the server could not render as stored (one longer than max_allowed_packet
+        # is NULL) leaves a warning, which the end mark's SELECT (no table) keeps
+        warnings = self.query(b"SHOW WARNINGS")
+        if warnings:
+            raise altered(table, [(b"", w[1], b" ".join(w[2:]).decode(errors="replace"))
+                                  for w in warnings])
         if pending:
             yield self._insert(prefix, pending, stats)
 

@@ -30,9 +30,11 @@ server's own format.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import pymysql
 
 from safehold.engines.base import EngineError
 from safehold.engines.mysql.catalog import BINARY, GEOMETRY, NUMERIC, TEMPORAL, Column, Table
@@ -141,15 +143,14 @@ def insert_statements(conn: Any, table: Table, stats: RowStats,
         while rows := cur.fetchmany(2000):
             for (row,) in rows:
                 if row is None:  # CONCAT's result outgrew the limit (it never meets a NULL)
-                    raise EngineError(
-                        f"a row of table {table.name!r} is longer than the server's"
-                        " max_allowed_packet: raise it (SET GLOBAL max_allowed_packet) to"
-                        " back this table up")
+                    raise altered(table, [("Warning", ALLOWED_PACKET, "a row is NULL")])
                 batch.append(row)
                 size += len(row)
             if size >= batch_bytes:
                 yield insert_statement(prefix, b"".join(batch), len(batch), stats, lines=False)
                 batch, size = [], 0
+        if cur.warning_count:  # the result's end tells: checked before its last rows go out
+            raise altered(table, run(conn, "SHOW WARNINGS"))
         if batch:
             yield insert_statement(prefix, b"".join(batch), len(batch), stats, lines=False)
     except BaseException as exc:
@@ -214,8 +215,8 @@ def prefix_breaks(table: str, columns: Iterable[str]) -> int:
     return table.count("\n") + sum(c.count("\n") for c in columns)
 
 
-CHUNK_KEYS = 256  # keys (or rows) in a table's first chunk; later chunks aim at CHUNK_BYTES
 CHUNK_BYTES = BATCH_BYTES
+FIRST_CHUNK = (4096, 16)  # most keys in a table's first chunk: with a row size known, without
 _GROWTH = 4  # a chunk spans at most this many times the keys (or rows) of the one before
 
 
@@ -255,22 +256,60 @@ def chunked_statements(conn: Any, table: Table, stats: RowStats,
     limit = int(run(conn, "SELECT @@max_allowed_packet")[0][0])
     run(conn, "SET SESSION group_concat_max_len = %s", (limit,))
     target = max(1, min(chunk_bytes, limit // 2))
-    size, dense = CHUNK_KEYS, True  # keys per chunk while dense, then rows per chunk
+    # keys per chunk while dense, then rows per chunk: at first from the server's estimate of
+    # a row's size, then from the chunks' sizes
+    most = FIRST_CHUNK[0] if table.row_bytes else FIRST_CHUNK[1]
+    size, dense = max(1, min(most, target // max(1, table.row_bytes))), True
     while low <= top:
         if dense:
             high = min(low + size - 1, top)
         else:
             found = run(conn, probe, (low, size - 1))
             high = found[0][0] if found else top
-        body, count = run(conn, chunk, (low, high))[0]
-        if count and (body is None or body.count(ROW_END) != count):
+        body, count, cut = _chunk(conn, table, chunk, (low, high))
+        if cut or (count and (body is None or body.count(ROW_END) != count)):
             if size > 1:  # cut at the server's limit, or a row outgrew it: fewer rows
                 size = max(1, size // _GROWTH)
                 continue
             yield from insert_statements(conn, table, stats, where=(where, (low, high)))
-        elif count:
+        elif body is not None:  # count rows, all there
             yield insert_statement(prefix, body, count, stats, lines=False)
             size = max(1, min(size * _GROWTH, size * target // len(body)))
         if dense and 2 * count < high - low + 1:
             dense = False  # sparse keys: from here on each chunk's end is looked up
         low = high + 1
+
+
+def _chunk(conn: Any, table: Table, sql: str,
+           args: tuple[int, int]) -> tuple[bytes | None, int, bool]:
+    """A chunk's rows, their count, and whether GROUP_CONCAT cut them (its warning); any other
+    warning is a value the server changed, which fails the table (:func:`altered`)."""
+    try:
+        with conn.cursor(pymysql.cursors.Cursor) as cur:
+            cur.execute(sql, args)
+            body, count = cur.fetchone()
+            warned = cur.warning_count
+    except pymysql.err.MySQLError as exc:
+        raise classify(exc) from exc
+    if not warned:
+        return body, count, False
+    warnings = run(conn, "SHOW WARNINGS")
+    if all(int(code) == CUT_BY_GROUP_CONCAT for _, code, _ in warnings):
+        return body, count, True
+    raise altered(table, warnings)
+
+
+ALLOWED_PACKET = 1301  # ER_WARN_ALLOWED_PACKET_OVERFLOWED: a result outgrew max_allowed_packet
+CUT_BY_GROUP_CONCAT = 1260  # ER_CUT_VALUE_GROUP_CONCAT
+
+
+def altered(table: Table, warnings: Iterable[Sequence[Any]]) -> EngineError:
+    """The error for the ``warnings`` (``SHOW WARNINGS`` rows) the server gave while it
+    rendered ``table``'s rows: each is a value it did not render as stored (a value longer
+    than max_allowed_packet becomes NULL), so the backup must not keep them."""
+    shown = [(int(w[1]), str(w[2])) for w in warnings]
+    text = "; ".join(f"{code}: {message}" for code, message in shown[:3])
+    fix = " (raise max_allowed_packet with SET GLOBAL to back this table up)" \
+        if any(code == ALLOWED_PACKET for code, _ in shown) else ""
+    return EngineError(f"table {table.name!r}: the server changed values while reading them,"
+                       f" so the backup stopped: {text}{fix}")
