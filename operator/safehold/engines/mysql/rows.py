@@ -220,7 +220,16 @@ FIRST_CHUNK = (4096, 16)  # most keys in a table's first chunk: with a row size 
 _GROWTH = 4  # a chunk spans at most this many times the keys (or rows) of the one before
 
 
-def chunked_statements(conn: Any, table: Table, stats: RowStats,
+def chunk_limit(conn: Any) -> int:
+    """The session's ``max_allowed_packet``, which also becomes its ``group_concat_max_len``
+    (no chunk may outgrow the first; GROUP_CONCAT stops at the smaller): what
+    :func:`chunked_statements` needs of a connection, once."""
+    limit = int(run(conn, "SELECT @@max_allowed_packet")[0][0])
+    run(conn, "SET SESSION group_concat_max_len = %s", (limit,))
+    return limit
+
+
+def chunked_statements(conn: Any, table: Table, stats: RowStats, limit: int | None = None,
                        chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
     """Stream ``table``, which has a one-column integer primary key (``table.key``), as INSERT
     lines, each one chunk of consecutive keys whose rows the server joins into ONE value.
@@ -235,6 +244,7 @@ def chunked_statements(conn: Any, table: Table, stats: RowStats,
     text rows (docs/performance.md): the server 0.72 CPU-s (0.8 with the lookups) instead of
     0.65 for one row at a time, the client 0.1 instead of 0.6.
 
+    ``limit`` is what :func:`chunk_limit` returned for ``conn`` (None: it is asked now).
     ``GROUP_CONCAT`` stops at ``max_allowed_packet`` (``group_concat_max_len`` is raised to
     it) with only a warning, and skips a row whose value is NULL (a rendered row longer than
     ``max_allowed_packet`` is NULL), so every chunk is checked: each rendered row ends in
@@ -253,8 +263,8 @@ def chunked_statements(conn: Any, table: Table, stats: RowStats,
     chunk = f"SELECT GROUP_CONCAT({rendered(table)} SEPARATOR ''), COUNT(*) FROM {name}{where}"  # noqa: S608
     probe = f"SELECT {key} FROM {name} WHERE {key} >= %s ORDER BY {key} LIMIT 1 OFFSET %s"  # noqa: S608
     prefix = insert_prefix(table)
-    limit = int(run(conn, "SELECT @@max_allowed_packet")[0][0])
-    run(conn, "SET SESSION group_concat_max_len = %s", (limit,))
+    if limit is None:
+        limit = chunk_limit(conn)
     target = max(1, min(chunk_bytes, limit // 2))
     # keys per chunk while dense, then rows per chunk: at first from the server's estimate of
     # a row's size, then from the chunks' sizes

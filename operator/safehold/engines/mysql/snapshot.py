@@ -38,7 +38,7 @@ from safehold.engines.base import EngineError, PermissionDenied
 from safehold.engines.mysql.catalog import Table
 from safehold.engines.mysql.clientread import ClientMissing, ClientSession, find_client
 from safehold.engines.mysql.conn import Conn, Target, connect, run
-from safehold.engines.mysql.rows import RowStats, chunked_statements
+from safehold.engines.mysql.rows import RowStats, chunk_limit, chunked_statements
 from safehold.engines.mysql.server import ServerInfo
 
 log = logging.getLogger(__name__)
@@ -61,9 +61,12 @@ class DriverReader:
     table has a one-column integer primary key: :func:`.rows.chunked_statements`)."""
 
     conn: Conn
+    limit: int | None = None  # the connection's chunk_limit, once asked
 
     def statements(self, table: Table, stats: RowStats) -> Iterator[bytes]:
-        return chunked_statements(self.conn, table, stats)
+        if table.key is not None and self.limit is None:
+            self.limit = chunk_limit(self.conn)
+        return chunked_statements(self.conn, table, stats, self.limit)
 
 
 @dataclass
@@ -75,11 +78,14 @@ class ClientReader:
 
     conn: Conn
     session: ClientSession
+    limit: int | None = None
 
     def statements(self, table: Table, stats: RowStats) -> Iterator[bytes]:
-        if table.key is not None:
-            return chunked_statements(self.conn, table, stats)
-        return self.session.statements(table, stats)
+        if table.key is None:
+            return self.session.statements(table, stats)
+        if self.limit is None:
+            self.limit = chunk_limit(self.conn)
+        return chunked_statements(self.conn, table, stats, self.limit)
 
 
 @dataclass
