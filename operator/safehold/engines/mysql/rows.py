@@ -2,9 +2,11 @@
 
 The dump asks the server to render each row as a ready SQL tuple (``QUOTE``, ``HEX`` and
 friends run in C inside mysqld), so the client only joins bytes: PyMySQL parses one column per
-row instead of one per value. In the object every literal holds no raw newline, which makes
-``\\n`` an unambiguous statement separator: a data object is a valid SQL script that
-``mariadb db < object`` also loads, and the restore splits it without an SQL parser.
+row instead of one per value, and where a table has a one-column integer primary key one
+value per chunk of about 1 MiB of rows (:func:`chunked_statements`). In the object every
+literal holds no raw newline, which makes ``\\n`` an unambiguous statement separator: a data
+object is a valid SQL script that ``mariadb db < object`` also loads, and the restore splits
+it without an SQL parser.
 
 The server does not escape those newlines (a ``REPLACE`` per value cost it a third of its CPU
 per row): each tuple ends in a NUL byte (:data:`ROW_END`), which no rendered value can hold
@@ -24,7 +26,9 @@ costs the server a fifth less than the character one (a test compares the two). 
 strings are escaped bytes behind ``_binary``; FLOAT is widened to DOUBLE and DOUBLE printed in
 its shortest round-trip form, so both re-read to the same bits; DECIMAL, temporal types (with their
 fractional seconds; the session is in UTC) and BIT are printed exactly; geometry is hex of the
-server's own format.
+server's own format. A value the server cannot render (one longer than ``max_allowed_packet``
+becomes NULL, with only a warning) fails the table: every reader checks the warnings of its
+statements (:func:`altered`).
 """
 
 from __future__ import annotations
