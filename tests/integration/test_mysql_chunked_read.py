@@ -223,3 +223,23 @@ def packet_limit(server: MariaDB, size: int) -> Iterator[None]:
         yield
     finally:
         server.sql(f"SET GLOBAL max_allowed_packet = {before}")
+
+
+def test_a_non_transactional_table_is_read_by_one_statement(mariadb_server: MariaDB,
+                                                            db: str) -> None:
+    """MyISAM is outside the snapshot: one SELECT (its table lock) keeps its rows consistent,
+    chunks could see a row move between them. It is read row by row, whole."""
+    mariadb_server.sql(f"CREATE TABLE {db}.loose (id INT PRIMARY KEY, v TEXT) ENGINE=MyISAM")
+    mariadb_server.sql(f"INSERT INTO {db}.loose SELECT seq, REPEAT('v', seq MOD 50)"
+                       f" FROM {db}.seq_1_to_3000")
+    try:
+        with snapshot(mariadb_server, db) as conn:
+            table = catalog_table(conn, db, "loose")
+            assert table.key == "id" and not table.chunkable
+            stats = RowStats()
+            statements = list(chunked_statements(conn, table, stats, chunk_bytes=2000))
+        assert stats.rows == 3000 and len(statements) == 1  # one statement's rows: < 1 MiB
+        assert load_copy(mariadb_server, db, table, statements) == checksum(mariadb_server, db,
+                                                                            "loose")
+    finally:
+        mariadb_server.sql(f"DROP TABLE {db}.loose")

@@ -53,6 +53,14 @@ class Table:
     def transactional(self) -> bool:
         return self.engine.lower() in TRANSACTIONAL_ENGINES
 
+    @property
+    def chunkable(self) -> bool:
+        """Read in key-range chunks (rows.chunked_statements): a one-column integer key, and
+        the snapshot covers the table. A non-transactional table is read by one statement,
+        whose table lock keeps its rows consistent; chunks could see a row move between
+        them."""
+        return self.key is not None and self.transactional
+
 
 def _chunk_key(columns: list[Column], primary: list[str]) -> str | None:
     """The primary key's column when it is one stored integer column, else None."""

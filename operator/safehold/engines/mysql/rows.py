@@ -235,8 +235,10 @@ def chunk_limit(conn: Any) -> int:
 
 def chunked_statements(conn: Any, table: Table, stats: RowStats, limit: int | None = None,
                        chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
-    """Stream ``table``, which has a one-column integer primary key (``table.key``), as INSERT
-    lines, each one chunk of consecutive keys whose rows the server joins into ONE value.
+    """Stream ``table``, which has a one-column integer primary key (``table.key``) and is
+    transactional (:attr:`.Table.chunkable`; any other is read by :func:`insert_statements`),
+    as INSERT lines, each one chunk of consecutive keys whose rows the server joins into ONE
+    value.
 
     Read a row at a time, a table costs the client per row (PyMySQL parses every packet) or
     per byte (the ``mariadb`` client writes its output a character at a time): more CPU than
@@ -256,7 +258,7 @@ def chunked_statements(conn: Any, table: Table, stats: RowStats, limit: int | No
     A chunk that fails the check is read again as smaller ones, down to one row, which
     :func:`insert_statements` reads (and names the limit when the row outgrows it).
     """
-    if not table.columns or table.key is None:
+    if not table.columns or not table.chunkable or table.key is None:
         yield from insert_statements(conn, table, stats)
         return
     name, key = quote_name(table.name), quote_name(table.key)

@@ -14,9 +14,10 @@ writer on the server waits behind it. So it waits at most ``lock_wait`` seconds 
 ``lock-wait`` parameter), then the statement is killed and the backup falls back, with a
 warning, to one connection's snapshot (no lock at all on MariaDB), as it does without RELOAD.
 
-Who reads the rows. A table with a one-column integer primary key is read by a PyMySQL
-connection in key-range chunks, one result value per chunk (:func:`.rows.chunked_statements`):
-the cheapest way for the client, whatever the ``reader``. Any other table is read row by row,
+Who reads the rows. A transactional table with a one-column integer primary key is read by
+a PyMySQL connection in key-range chunks, one result value per chunk
+(:func:`.rows.chunked_statements`): the cheapest way for the client, whatever the
+``reader``. Any other table is read row by row,
 by whom the target's ``reader`` parameter says: ``client``, ``mariadb`` client sessions
 (:mod:`.clientread`, C speed), which join the snapshot exactly as the connections do, one
 beside each; ``driver``, the PyMySQL connections themselves. ``auto`` (the default) picks the
@@ -64,7 +65,7 @@ class DriverReader:
     limit: int | None = None  # the connection's chunk_limit, once asked
 
     def statements(self, table: Table, stats: RowStats) -> Iterator[bytes]:
-        if table.key is not None and self.limit is None:
+        if table.chunkable and self.limit is None:
             self.limit = chunk_limit(self.conn)
         return chunked_statements(self.conn, table, stats, self.limit)
 
@@ -72,16 +73,16 @@ class DriverReader:
 @dataclass
 class ClientReader:
     """A ``mariadb`` client session and a PyMySQL connection, both in the snapshot: a table
-    with a one-column integer primary key is read by the connection in key-range chunks (one
-    result value per chunk; the client would write it out a character at a time), any other
-    by the client, row by row."""
+    that is :attr:`.Table.chunkable` is read by the connection in key-range chunks (one result
+    value per chunk; the client would write it out a character at a time), any other by the
+    client, row by row."""
 
     conn: Conn
     session: ClientSession
     limit: int | None = None
 
     def statements(self, table: Table, stats: RowStats) -> Iterator[bytes]:
-        if table.key is None:
+        if not table.chunkable:
             return self.session.statements(table, stats)
         if self.limit is None:
             self.limit = chunk_limit(self.conn)
