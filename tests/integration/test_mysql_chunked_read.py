@@ -24,8 +24,9 @@ from tests.infra.mariadb import MariaDB
 from tests.integration import mysql_data as data
 
 SIGNED_MIN, SIGNED_MAX, UNSIGNED_MAX = -(1 << 63), (1 << 63) - 1, (1 << 64) - 1
-NAME = "ch\nunk `table'"  # names reach the chunk statements backquoted
-KEY = "k;e`y"
+# names reach the chunk statements backquoted, and %-formatted by PyMySQL with the arguments
+NAME = "ch\nunk `table' %s"
+KEY = "k;e`y%"
 TABLES = {
     # name: (key type, keys)
     "dense": ("INT", list(range(1, 3001))),
@@ -57,7 +58,7 @@ def db(mariadb_server: MariaDB) -> Iterator[str]:
         for table, (kind, keys) in TABLES.items():
             cur.execute(f"CREATE TABLE {q(table)} ({q(KEY)} {kind} PRIMARY KEY, v TEXT,"
                         " n DECIMAL(20))")
-            cur.executemany(f"INSERT INTO {q(table)} VALUES (%s, %s, %s)",
+            cur.executemany(f"INSERT INTO {q(table).replace('%', '%%')} VALUES (%s, %s, %s)",
                             [(k, value(k), None if k % 3 else k) for k in keys])
     conn.close()
     yield name

@@ -141,7 +141,8 @@ def insert_statements(conn: Any, table: Table, stats: RowStats,
     prefix = insert_prefix(table)
     cur = conn.cursor()
     try:
-        cur.execute(select_rows(table) + where[0], where[1] or None)
+        sql, args = select_rows(table), where[1] or None
+        cur.execute(sql if args is None else _formatted(sql) + where[0], args)
         batch: list[bytes] = []
         size = 0
         while rows := cur.fetchmany(2000):
@@ -265,8 +266,10 @@ def chunked_statements(conn: Any, table: Table, stats: RowStats, limit: int | No
     low, top = run(conn, f"SELECT MIN({key}), MAX({key}) FROM {name}")[0]  # noqa: S608 - names through quote.name
     if low is None:
         return
+    # statements with arguments: a name's % must reach the server as it is (see _formatted)
+    name, key, row = _formatted(name), _formatted(key), _formatted(rendered(table))
     where = f" WHERE {key} >= %s AND {key} <= %s"
-    chunk = f"SELECT GROUP_CONCAT({rendered(table)} SEPARATOR ''), COUNT(*) FROM {name}{where}"  # noqa: S608
+    chunk = f"SELECT GROUP_CONCAT({row} SEPARATOR ''), COUNT(*) FROM {name}{where}"  # noqa: S608
     probe = f"SELECT {key} FROM {name} WHERE {key} >= %s ORDER BY {key} LIMIT 1 OFFSET %s"  # noqa: S608
     prefix = insert_prefix(table)
     if limit is None:
@@ -329,3 +332,9 @@ def altered(table: Table, warnings: Iterable[Sequence[Any]]) -> EngineError:
         if any(code == ALLOWED_PACKET for code, _ in shown) else ""
     return EngineError(f"table {table.name!r}: the server changed values while reading them,"
                        f" so the backup stopped: {text}{fix}")
+
+
+def _formatted(sql: str) -> str:
+    """``sql`` (names in it) for a statement run with arguments: PyMySQL then %-formats the
+    whole text, so a ``%`` in a table or column name is doubled to stay itself."""
+    return sql.replace("%", "%%")
