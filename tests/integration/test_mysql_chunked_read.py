@@ -14,6 +14,7 @@ from typing import Any
 import pymysql
 import pytest
 
+from safehold.api.errors import Exit
 from safehold.engines.base import ConnectionOptions, EngineError
 from safehold.engines.mysql import rows
 from safehold.engines.mysql.catalog import Table, read_catalog
@@ -22,6 +23,7 @@ from safehold.engines.mysql.conn import parse_target
 from safehold.engines.mysql.rows import RowStats, chunked_statements
 from tests.infra.mariadb import MariaDB
 from tests.integration import mysql_data as data
+from tests.integration.cli_helpers import run, run_json
 
 SIGNED_MIN, SIGNED_MAX, UNSIGNED_MAX = -(1 << 63), (1 << 63) - 1, (1 << 64) - 1
 # names reach the chunk statements backquoted, and %-formatted by PyMySQL with the arguments
@@ -244,3 +246,30 @@ def test_a_non_transactional_table_is_read_by_one_statement(mariadb_server: Mari
                                                                             "loose")
     finally:
         mariadb_server.sql(f"DROP TABLE {db}.loose")
+
+
+@pytest.mark.parametrize("reader", ["driver", "client"])
+def test_a_backup_with_a_value_over_the_limit_fails_whole(mariadb_server: MariaDB, db: str,
+                                                          reader: str,
+                                                          tmp_path_factory: pytest.TempPathFactory,
+                                                          ) -> None:
+    """Through the CLI, the chunks read ahead on their own thread: the failure still reaches
+    the backup, which ends with the fix named and leaves only an incomplete backup."""
+    mariadb_server.sql(f"CREATE TABLE {db}.wide (id INT PRIMARY KEY, v LONGTEXT)")
+    mariadb_server.sql(f"INSERT INTO {db}.wide SELECT seq, IF(seq = 1500, REPEAT('b', 40000),"
+                       f" 'a') FROM {db}.seq_1_to_3000")
+    env = data.cli_env(tmp_path_factory.mktemp("cfg"), mariadb_server)
+    repo = tmp_path_factory.mktemp("repo")
+    url = (f"mariadb://{mariadb_server.user}@{mariadb_server.host}:{mariadb_server.port}/{db}"
+           f"?reader={reader}")
+    try:
+        with packet_limit(mariadb_server, 16384):
+            result = run("backup", "-t", url, "-r", repo.as_uri(), "--jobs", "2", env=env,
+                         ok=False)
+        assert result.exit_code == Exit.DATABASE, result.output
+        assert "table 'wide': the server changed values while reading them" in result.output
+        assert "raise max_allowed_packet" in result.output
+        listed = run_json("list", "-r", repo.as_uri(), env=env)
+        assert [b["type"] for b in listed["backups"]] == ["incomplete"], listed
+    finally:
+        mariadb_server.sql(f"DROP TABLE {db}.wide")

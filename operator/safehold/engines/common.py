@@ -6,17 +6,20 @@
 - :func:`url_password_warning`: what to say when a target URL carries a password.
 - :func:`retry_transient`: call again, with backoff, after a failure marked ``transient``.
 - :func:`run_parallel`: one task per table/collection on ``--jobs`` threads, first failure wins.
+- :func:`read_ahead`: a producer's items made on a thread of their own, a few ahead of use.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import re
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import replace
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from safehold.retry import DEFAULT_POLICY, not_yet_retried, retry_call
@@ -109,3 +112,57 @@ def run_parallel(fn: Callable[[T], R], items: Iterable[T], *, jobs: int, name: s
         return [f.result() for f in futures]
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+_ITEM, _END, _FAILED = range(3)
+
+
+def read_ahead(items: Iterator[T], *, name: str, depth: int = 2) -> Iterator[T]:
+    """``items``, produced on a thread of their own (named ``name``) up to ``depth`` ahead of
+    the consumer: a reader that waits for its database between items (a query, its answer)
+    then waits while the consumer works, not both in turn.
+
+    ``items`` is iterated on that thread only (its connection too, until it ends). Its
+    failure is raised to the consumer. When the consumer stops early, the thread stops at its
+    next item and closes ``items``, and the consumer waits for that (the connection is free
+    again, or closed, when this generator ends).
+    """
+    made: queue.Queue[tuple[int, Any]] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def offer(kind: int, value: Any) -> bool:
+        while not stop.is_set():
+            try:
+                made.put((kind, value), timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer(_ITEM, item):
+                    return
+            offer(_END, None)
+        except BaseException as exc:  # handed to the consumer, who raises it
+            offer(_FAILED, exc)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = made.get()
+            if kind == _ITEM:
+                yield value
+            elif kind == _FAILED:
+                raise value
+            else:
+                return
+    finally:
+        stop.set()
+        thread.join()

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from safehold.engines.base import EngineError, PermissionDenied
+from safehold.engines.common import read_ahead
 from safehold.engines.mysql.catalog import Table
 from safehold.engines.mysql.clientread import ClientMissing, ClientSession, find_client
 from safehold.engines.mysql.conn import Conn, Target, connect, run
@@ -65,9 +66,11 @@ class DriverReader:
     limit: int | None = None  # the connection's chunk_limit, once asked
 
     def statements(self, table: Table, stats: RowStats) -> Iterator[bytes]:
-        if table.chunkable and self.limit is None:
+        if not table.chunkable:
+            return chunked_statements(self.conn, table, stats)  # one statement, row by row
+        if self.limit is None:
             self.limit = chunk_limit(self.conn)
-        return chunked_statements(self.conn, table, stats, self.limit)
+        return _ahead(chunked_statements(self.conn, table, stats, self.limit))
 
 
 @dataclass
@@ -86,7 +89,13 @@ class ClientReader:
             return self.session.statements(table, stats)
         if self.limit is None:
             self.limit = chunk_limit(self.conn)
-        return chunked_statements(self.conn, table, stats, self.limit)
+        return _ahead(chunked_statements(self.conn, table, stats, self.limit))
+
+
+def _ahead(statements: Iterator[bytes]) -> Iterator[bytes]:
+    """A table's chunks read on a thread of their own, one ahead: the server renders the next
+    chunk while the last one is stored (each chunk is a query and its answer, not a stream)."""
+    return read_ahead(statements, name="safehold-mysql-chunks", depth=1)
 
 
 @dataclass
