@@ -227,7 +227,7 @@ _GROWTH = 4  # a chunk spans at most this many times the keys (or rows) of the o
 
 def chunk_limit(conn: Any) -> int:
     """The session's ``max_allowed_packet``, which also becomes its ``group_concat_max_len``
-    (no chunk may outgrow the first; GROUP_CONCAT stops at the smaller): what
+    (GROUP_CONCAT stops at the smaller of the two, and no result may outgrow the first): what
     :func:`chunked_statements` needs of a connection, once."""
     limit = int(run(conn, "SELECT @@max_allowed_packet")[0][0])
     run(conn, "SET SESSION group_concat_max_len = %s", (limit,))

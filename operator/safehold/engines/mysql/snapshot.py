@@ -17,10 +17,10 @@ warning, to one connection's snapshot (no lock at all on MariaDB), as it does wi
 Who reads the rows. A transactional table with a one-column integer primary key is read by
 a PyMySQL connection in key-range chunks, one result value per chunk
 (:func:`.rows.chunked_statements`): the cheapest way for the client, whatever the
-``reader``. Any other table is read row by row,
-by whom the target's ``reader`` parameter says: ``client``, ``mariadb`` client sessions
-(:mod:`.clientread`, C speed), which join the snapshot exactly as the connections do, one
-beside each; ``driver``, the PyMySQL connections themselves. ``auto`` (the default) picks the
+``reader``. Any other table is read row by row, by whom the target's ``reader`` parameter
+says: ``client``, ``mariadb`` client sessions (:mod:`.clientread`, C speed), which join the
+snapshot exactly as the connections do, one beside each; ``driver``, the PyMySQL connections
+themselves. ``auto`` (the default) picks the
 client when it is installed and the server is MariaDB (the only server the client sessions are
 tested against here), else the driver. ``conns[0]`` also takes the lock and reads the catalog.
 """
@@ -40,7 +40,12 @@ from safehold.engines.common import read_ahead
 from safehold.engines.mysql.catalog import Table
 from safehold.engines.mysql.clientread import ClientMissing, ClientSession, find_client
 from safehold.engines.mysql.conn import Conn, Target, connect, run
-from safehold.engines.mysql.rows import RowStats, chunk_limit, chunked_statements
+from safehold.engines.mysql.rows import (
+    RowStats,
+    chunk_limit,
+    chunked_statements,
+    insert_statements,
+)
 from safehold.engines.mysql.server import ServerInfo
 
 log = logging.getLogger(__name__)
@@ -67,7 +72,7 @@ class DriverReader:
 
     def statements(self, table: Table, stats: RowStats) -> Iterator[bytes]:
         if not table.chunkable:
-            return chunked_statements(self.conn, table, stats)  # one statement, row by row
+            return insert_statements(self.conn, table, stats)
         if self.limit is None:
             self.limit = chunk_limit(self.conn)
         return _ahead(chunked_statements(self.conn, table, stats, self.limit))
