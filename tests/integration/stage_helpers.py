@@ -15,6 +15,14 @@ from safehold.pipeline.stream import default_workers
 STREAMING = ("read", "hash", "write", WAITING)
 
 
+def pg_streams(jobs: int) -> int:
+    """The streams of a PostgreSQL backup or restore on ``jobs``: the data archives ``jobs``
+    at a time and, beside them, the two schema archives (a backup dumps them from the start,
+    a restore loads the pre-data and spools the post-data while it lists the data ones). Two
+    were counted once; a backup's read seconds then came to 0.43 s in a 0.198 s run."""
+    return jobs + 2
+
+
 def check_figures(fig: dict[str, Any], operation: str, streams: int) -> None:
     names = BACKUP_STAGES if operation == "backup" else RESTORE_STAGES
     stages = fig["stage_seconds"]

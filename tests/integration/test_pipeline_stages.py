@@ -16,7 +16,7 @@ import pytest
 from tests.infra.postgres import PASSWORD, Postgres
 from tests.integration import pg_data
 from tests.integration.cli_helpers import make_db, run, run_json
-from tests.integration.stage_helpers import check_figures
+from tests.integration.stage_helpers import check_figures, pg_streams
 
 
 @pytest.fixture
@@ -62,9 +62,9 @@ def test_postgres_backup_and_restore_report_every_stage(pg18: Postgres, pg_db: s
     repo = (tmp_path / "repo").as_uri()
     source = f"postgresql://postgres@{pg18.host}:{pg18.port}/{pg_db}"
     backup = run_json("backup", "-t", source, "-r", repo, "--jobs", "2", env=env)
-    check_figures(backup["pipeline"], "backup", streams=2)
+    check_figures(backup["pipeline"], "backup", streams=pg_streams(2))
     copy = f"postgresql://postgres@{pg18.host}:{pg18.port}/{pg_db}_copy"
     restored = run_json("restore", "-r", repo, "-b", backup["backup_id"], "--from",
                         backup["target"], "-t", copy, "--jobs", "2", "--yes", env=env)
-    check_figures(restored["pipeline"], "restore", streams=2)
+    check_figures(restored["pipeline"], "restore", streams=pg_streams(2))
     assert pg_data.fingerprint(pg18, pg_db + "_copy") == pg_data.fingerprint(pg18, pg_db)

@@ -30,7 +30,7 @@ from tests.infra.objectstores import MotoS3
 from tests.infra.postgres import PASSWORD, Postgres
 from tests.integration import pg_data
 from tests.integration.cli_helpers import dump, make_db
-from tests.integration.stage_helpers import check_figures
+from tests.integration.stage_helpers import check_figures, pg_streams
 
 
 class Runner:
@@ -219,7 +219,7 @@ def test_postgresql_backup_and_restore_into_a_new_database(
     assert result.phase == "Completed" and result.end_position
     assert result.end_position.get("lsn") and result.server_version
     assert result.pipeline is not None  # where the time went, as the CLI reports it
-    check_figures(result.pipeline.model_dump(), "backup", streams=2)
+    check_figures(result.pipeline.model_dump(), "backup", streams=pg_streams(2))
 
     copy = f"{pg_db}_copy"
     restored, _ = s3_runner({"kind": "restore", "source": pg_db, "backupId": result.backup_id,
@@ -229,7 +229,7 @@ def test_postgresql_backup_and_restore_into_a_new_database(
     assert restored.phase == "Completed" and restored.backup_id == result.backup_id
     assert pg_data.fingerprint(pg18, copy) == source
     assert restored.pipeline is not None
-    check_figures(restored.pipeline.model_dump(), "restore", streams=2)
+    check_figures(restored.pipeline.model_dump(), "restore", streams=pg_streams(2))
 
     # conflictPolicy fail (the Restore default) refuses to overwrite the copy
     refused, _ = s3_runner({"kind": "restore", "source": pg_db, "repository": {"url": s3_repo},
