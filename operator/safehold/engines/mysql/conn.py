@@ -304,10 +304,16 @@ def _code_message(exc: BaseException) -> tuple[int, str]:
 def run(conn: Conn, sql: str | bytes,
         args: tuple[Any, ...] | None = None) -> list[tuple[Any, ...]]:
     """Execute one statement; all rows of its result (classified errors)."""
+    return run_warned(conn, sql, args)[0]
+
+
+def run_warned(conn: Conn, sql: str | bytes,
+               args: tuple[Any, ...] | None = None) -> tuple[list[tuple[Any, ...]], int]:
+    """:func:`run`, and how many warnings the statement gave (``SHOW WARNINGS`` lists them)."""
     try:
         with conn.cursor(pymysql.cursors.Cursor) as cur:
             cur.execute(sql, args)
-            return list(cur.fetchall())
+            return list(cur.fetchall()), cur.warning_count
     except pymysql.err.MySQLError as exc:
         raise classify(exc) from exc
 

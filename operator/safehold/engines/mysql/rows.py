@@ -38,11 +38,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import pymysql
-
 from safehold.engines.base import EngineError
 from safehold.engines.mysql.catalog import BINARY, GEOMETRY, NUMERIC, TEMPORAL, Column, Table
-from safehold.engines.mysql.conn import classify, quote_name, run
+from safehold.engines.mysql.conn import classify, quote_name, run, run_warned
 
 BATCH_BYTES = 1 << 20  # one INSERT statement carries about this many bytes of rows
 ROW_END = b"\0"  # ends every rendered tuple; never inside one (see the module text)
@@ -303,13 +301,8 @@ def _chunk(conn: Any, table: Table, sql: str,
            args: tuple[int, int]) -> tuple[bytes | None, int, bool]:
     """A chunk's rows, their count, and whether GROUP_CONCAT cut them (its warning); any other
     warning is a value the server changed, which fails the table (:func:`altered`)."""
-    try:
-        with conn.cursor(pymysql.cursors.Cursor) as cur:
-            cur.execute(sql, args)
-            body, count = cur.fetchone()
-            warned = cur.warning_count
-    except pymysql.err.MySQLError as exc:
-        raise classify(exc) from exc
+    found, warned = run_warned(conn, sql, args)
+    body, count = found[0]
     if not warned:
         return body, count, False
     warnings = run(conn, "SHOW WARNINGS")
