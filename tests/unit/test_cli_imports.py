@@ -87,3 +87,35 @@ def test_sqlite_backup_imports_no_driver_or_sdk(tmp_path: Path) -> None:
                  "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code == 0, exc.code")
     pulled = _imported_by(statement) & set(HEAVY)
     assert not pulled, f"a SQLite backup pulled in {sorted(pulled)}: import lazily"
+
+
+def test_backup_and_restore_commands_load_no_yaml_and_build_no_model() -> None:
+    """Loading the backup and restore commands with a PostgreSQL engine neither reads YAML (no
+    config file here) nor builds a pydantic model's validator: each model is built when it is
+    first used (``defer_build``), so a run pays only for the models it needs."""
+    code = ("import json, sys\n"
+            "import safehold.cli.main, safehold.cli.backup_cmds, safehold.engines.postgres.engine\n"
+            "from pydantic import BaseModel\n"
+            "def subclasses(cls):\n"
+            "    for sub in cls.__subclasses__():\n"
+            "        yield sub\n"
+            "        yield from subclasses(sub)\n"
+            "built = sorted({f'{m.__module__}.{m.__qualname__}'\n"
+            "                for m in subclasses(BaseModel)\n"
+            "                if m.__module__.startswith('safehold.')\n"
+            "                and m.__pydantic_complete__})\n"
+            "print(json.dumps({'yaml': 'yaml' in sys.modules, 'built': built}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    found = json.loads(out.stdout.splitlines()[-1])
+    assert not found["yaml"], "importing the commands imported yaml: import it where a file is read"
+    assert not found["built"], (f"models built at import: {found['built']}; give them"
+                                " ConfigDict(defer_build=True)")
+
+
+def test_a_deferred_model_still_validates_on_first_use() -> None:
+    # the guard above is not satisfied by models that never build: the first use builds them
+    from safehold.api.manifest import StageTimings
+
+    timings = StageTimings.model_validate({"stage_seconds": {"read": 1.5}, "cores_busy": 0.5})
+    assert timings.stage_seconds == {"read": 1.5}
+    assert StageTimings.__pydantic_complete__

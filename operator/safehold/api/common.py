@@ -55,6 +55,7 @@ class KubeModel(BaseModel):
         populate_by_name=True,
         frozen=True,
         extra="forbid",
+        defer_build=True,
     )
 
     def to_kube(self) -> dict[str, Any]:
@@ -239,7 +240,7 @@ class ObjectMeta(BaseModel):
     """The parts of metadata the operator reads; everything else is kept as is."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow",
-                              frozen=True)
+                              frozen=True, defer_build=True)
 
     name: str = ""
     namespace: str | None = None

@@ -48,7 +48,7 @@ class StageTimings(BaseModel):
     ``bottleneck``: the stage that did the most work; ``cores_busy``: the machine's CPU use
     over the run (0..1); ``wall_seconds``: how long the streaming took."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     stage_seconds: dict[str, float] = Field(default_factory=dict)
     bottleneck: str | None = Field(default=None, pattern=_STAGE)
@@ -80,7 +80,7 @@ class ManifestFormatError(Unsupported):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class ObjectRecord(_Model):

@@ -26,14 +26,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import platformdirs
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from safehold.api.errors import UsageError
+
+if TYPE_CHECKING:
+    import yaml
 
 APP = "safehold"
 FILE_NAME = "config.yaml"
@@ -229,6 +231,8 @@ MAX_NODES = 20_000  # a config is small; YAML aliases can make a tiny file expan
 
 
 def _lines(node: yaml.Node, prefix: Path_, out: dict[Path_, int], budget: list[int]) -> None:
+    import yaml
+
     budget[0] -= 1
     if budget[0] < 0:
         raise UsageError(f"the document expands to more than {MAX_NODES} values (YAML aliases"
@@ -246,6 +250,8 @@ def _lines(node: yaml.Node, prefix: Path_, out: dict[Path_, int], budget: list[i
 
 def parse(text: str, source: str) -> Raw:
     """YAML (or JSON) with line numbers; a syntax error names its line and the fix."""
+    import yaml  # here, not at the top: a run without a config file never needs it (14 ms)
+
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         if node is not None:  # before anything walks the data: an alias bomb stops here

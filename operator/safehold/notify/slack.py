@@ -18,12 +18,14 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from safehold.api.errors import UsageError
-from safehold.api.result import TaskResult
 from safehold.api.units import human_bytes
+
+if TYPE_CHECKING:
+    from safehold.api.result import TaskResult
 
 log = logging.getLogger(__name__)
 

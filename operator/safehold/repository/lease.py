@@ -88,7 +88,7 @@ class SystemClock:
 class Holder(BaseModel):
     """Who holds a lease, as the record names it to the writers it keeps waiting."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
     operation: str  # backup, prune, keys rotate
     host: str
@@ -124,7 +124,7 @@ class LeaseRecord(BaseModel):
     """``<target>/lease.json``. ``token`` identifies one lease across its renewals; ``renewals``
     makes every write's bytes unique (some backends' versions are content hashes)."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
     format: int = FORMAT
     target: str

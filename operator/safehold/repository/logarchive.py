@@ -124,7 +124,7 @@ def logs_prefix(target: str, kind: str | None = None, stream: str | None = None)
 class SegmentRecord(BaseModel):
     """``segment.json``: what one archived segment is (MAC'd when the target is encrypted)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     format: int = SEGMENT_FORMAT
     repo_id: str | None = Field(description="repository the segment was written to")

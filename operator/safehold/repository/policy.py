@@ -50,7 +50,7 @@ def check_namespace(namespace: str | None) -> str | None:
 
 
 class TargetPolicy(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     format: int = 1
     target: str
