@@ -51,6 +51,10 @@ class Case:
     # seconds of each run with the cores saturated, with at most one core busy, in between
     profile: list[tuple[float, float, float]] = field(default_factory=list)
     stages: str = ""  # Safehold's per-stage figures of the last run (from --output json)
+    stage_cpu: dict[str, float] = field(default_factory=dict)  # and their CPU seconds
+    # Safehold's pipeline stages this peer does without: "decompress" beside an uncompressed
+    # archive; "encrypt"/"decrypt" and "hash" beside any peer (none stores encrypted objects)
+    spares: tuple[str, ...] = ()
 
     @property
     def median(self) -> float:
@@ -59,6 +63,10 @@ class Case:
     def spread(self) -> str:
         return f"{min(self.walls):.2f}-{max(self.walls):.2f}"
 
+
+# Safehold's stages that every peer here does without (Case.spares): none encrypts or
+# authenticates what it stores, or checks that when it reads it back
+PLAIN_OUT, PLAIN_IN = ("encrypt", "hash"), ("decrypt", "hash")
 
 SATURATED = 0.9  # cores this busy bound a run by work, not by waiting (the issue's threshold)
 WINDOW = 0.05  # seconds per profile window: 10 clock ticks per core (/proc/stat counts 100 Hz)
@@ -158,7 +166,9 @@ def measure(case: Case, server_cpu: Callable[[], float] | None = None) -> None:
     case.profile.append(profile.split(os.cpu_count() or 1))
     if "{" in res.stdout:  # Safehold's --output json
         try:
-            case.stages = stage_line(json.loads(res.stdout[res.stdout.index("{"):]), wall)
+            out = json.loads(res.stdout[res.stdout.index("{"):])
+            case.stages = stage_line(out, wall)
+            case.stage_cpu = stage_cpu(out)
         except ValueError:
             case.stages = f"(unreadable output: {res.stdout[:200]!r})"
 
@@ -175,6 +185,13 @@ def stage_line(out: dict[str, object], wall: float) -> str:
     outside = wall - float(fig["wall_seconds"])
     return (f"{fig['summary']}; {stages}; outside the pipeline (start-up, checks) {outside:.1f}s"
             f" of {wall:.1f}s")
+
+
+def stage_cpu(out: dict[str, object]) -> dict[str, float]:
+    """The CPU seconds of each pipeline stage in Safehold's JSON output."""
+    fig = out.get("pipeline")
+    cpu = fig.get("stage_cpu_seconds") if isinstance(fig, dict) else None
+    return {str(k): float(v) for k, v in cpu.items()} if isinstance(cpu, dict) else {}
 
 
 def alternate(cases: Sequence[Case], rounds: int = 3,
@@ -205,6 +222,8 @@ def table(title: str, mb: float, safehold: Case, peers: Sequence[Case]) -> None:
         print(f"  {difference(safehold, fastest)}")
         if safehold.median > fastest.median:
             print(f"  {split_line(safehold, fastest)}")
+            if fastest.spares and safehold.stage_cpu:
+                print(f"  {spared_line(safehold, fastest)}")
 
 
 def _med(values: Sequence[float]) -> float:
@@ -249,3 +268,18 @@ def split_line(safehold: Case, peer: Case) -> str:
     return (f"Safehold's {own_wall - other_wall:+.2f}s beside it (median runs), by how busy"
             f" the cores were: {parts} (Safehold {own[0]:.2f}/{own[1]:.2f}/{own[2]:.2f}s, the"
             f" peer {other[0]:.2f}/{other[1]:.2f}/{other[2]:.2f}s)")
+
+
+def spared_line(safehold: Case, peer: Case) -> str:
+    """The CPU Safehold spends on stages ``peer`` does without (:attr:`Case.spares`: it reads
+    an uncompressed archive, it stores nothing encrypted), from Safehold's last run, and the
+    runs' CPU (command + server, medians) with and without it: when both saturate the cores,
+    what is left beside the peer's is the part of the ratio that is not that work."""
+    parts = {name: safehold.stage_cpu.get(name, 0.0) for name in peer.spares}
+    spared = sum(parts.values())
+    own = _med(safehold.cpu) + _med(safehold.server_cpu)
+    other = _med(peer.cpu) + _med(peer.server_cpu)
+    listed = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in parts.items())
+    return (f"work this peer does without (Safehold's stage CPU, last run): {listed} ="
+            f" {spared:.1f}s; CPU command + server {own:.1f}s, {own - spared:.1f}s without"
+            f" that work, the peer's {other:.1f}s")

@@ -34,7 +34,7 @@ from pathlib import Path
 from tests.infra.mariadb import MariaDB
 
 from bench.__main__ import WORDS  # the same vocabulary as the other realistic corpus
-from bench.harness import Case, alternate, rounds_for, table
+from bench.harness import PLAIN_IN, PLAIN_OUT, Case, alternate, rounds_for, table
 
 ROW_BYTES = 150  # about what one generated row takes in a dump
 
@@ -143,11 +143,11 @@ def _run(server: MariaDB, work: Path, size_mb: int, rounds: int,
         Case("mariadb-dump --single-transaction | zstd -3 -T2", "1 connection, zstd -3 2 threads,"
              " none", f"mariadb-dump --no-defaults {conn} --single-transaction --routines"
              f" --triggers bench | zstd -3 -T2 -q > {dump_file}", env,
-             before=lambda: dump_file.unlink(missing_ok=True)),
+             before=lambda: dump_file.unlink(missing_ok=True), spares=PLAIN_OUT),
         Case("mydumper -t 2 -c", "2 threads, gzip -6 (its only codec), none",
              ["mydumper", *my, "-B", "bench", "-o", str(dumpdir), "-t", "2", "-c",
               "--trx-consistency-only", "-v", "1"], env,
-             before=lambda: shutil.rmtree(dumpdir, ignore_errors=True)),
+             before=lambda: shutil.rmtree(dumpdir, ignore_errors=True), spares=PLAIN_OUT),
     ]
     alternate(backups, rounds, server.cpu_seconds)
     table(f"MariaDB backup, {layout}", size_mb, backups[0], backups[1:])
@@ -184,13 +184,14 @@ def _run(server: MariaDB, work: Path, size_mb: int, rounds: int,
              before=lambda: server.sql("DROP DATABASE IF EXISTS bench_sh"), check=same("bench_sh")),
         Case("zstd -d | mariadb", "1 connection, zstd, none",
              f"zstd -d -q -c {dump_file} | mariadb --no-defaults {conn} bench_md", env,
-             before=recreate("bench_md"), check=same("bench_md")),
+             before=recreate("bench_md"), check=same("bench_md"), spares=PLAIN_IN),
         Case("myloader -t 2", "2 threads, gzip, none, binlog off (its default)",
              ["myloader", *my, "-d", str(dumpdir), "-B", "bench_my", "-t", "2", "-o", "-v",
-              "1"], env, before=recreate("bench_my"), check=same("bench_my")),
+              "1"], env, before=recreate("bench_my"), check=same("bench_my"), spares=PLAIN_IN),
         Case("myloader -t 2 -e", "2 threads, gzip, none, binlog on (as safehold and the pipe)",
              ["myloader", *my, "-d", str(dumpdir), "-B", "bench_mye", "-t", "2", "-o", "-e",
-              "-v", "1"], env, before=recreate("bench_mye"), check=same("bench_mye")),
+              "-v", "1"], env, before=recreate("bench_mye"), check=same("bench_mye"),
+             spares=PLAIN_IN),
     ]
     alternate(restores, rounds, server.cpu_seconds)
     table(f"MariaDB restore, {layout} (each checked by CHECKSUM TABLE)", size_mb, restores[0],

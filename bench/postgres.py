@@ -34,7 +34,7 @@ from pathlib import Path
 
 from tests.infra.postgres import Postgres, wheel_bindir
 
-from bench.harness import Case, alternate, rounds_for, table
+from bench.harness import PLAIN_IN, PLAIN_OUT, Case, alternate, rounds_for, table
 
 WORDS = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor"
          " incididunt ut labore et dolore magna aliqua enim ad minim veniam quis nostrud"
@@ -168,9 +168,10 @@ def _measure(pg: Postgres, bindir: Path, work: Path, size_mb: int, rounds: int,
              before=fresh(repo)),  # one backup in the repository: its size is comparable
         Case("pg_dump -Fc -Z0 | zstd -3 -T2", "1 dump process + zstd 2 threads, -3, none",
              f"{tool('pg_dump')} -Fc -Z0 {db} | zstd -3 -T2 -q > {fc0}.zst", env,
-             before=fresh(Path(f"{fc0}.zst"))),
+             before=fresh(Path(f"{fc0}.zst")), spares=PLAIN_OUT),
         Case("pg_dump -Fc", "1 process, gzip -6 (default), none",
-             [tool("pg_dump"), "-Fc", "-f", str(fc), db], env, before=fresh(fc)),
+             [tool("pg_dump"), "-Fc", "-f", str(fc), db], env, before=fresh(fc),
+             spares=PLAIN_OUT),
     ]
     probe = subprocess.run([tool("pg_dump"), "-Fd", "--compress=zstd:3", "--schema-only", "-f",
                             str(fd), db], env=env, capture_output=True, text=True)
@@ -180,7 +181,7 @@ def _measure(pg: Postgres, bindir: Path, work: Path, size_mb: int, rounds: int,
         backups.insert(2, Case(
             "pg_dump -Fd -j2 --compress=zstd:3", "2 processes, zstd -3, none",
             [tool("pg_dump"), "-Fd", "-j2", "--compress=zstd:3", "-f", str(fd), db], env,
-            before=fresh(fd)))
+            before=fresh(fd), spares=PLAIN_OUT))
     else:
         print(f"(pg_dump -Fd -j2 --compress=zstd:3 not measured: {probe.stderr.strip()})")
     alternate(backups, rounds, pg.cpu_seconds)
@@ -218,13 +219,14 @@ def _measure(pg: Postgres, bindir: Path, work: Path, size_mb: int, rounds: int,
         Case("createdb && pg_restore -j2 (uncompressed -Fc)",
              "2 processes, no compression, none",
              f"{tool('createdb')} r_fc0 && {tool('pg_restore')} -j2 -d r_fc0 {fc0}", env,
-             before=drop("r_fc0"), check=same_as_source("r_fc0")),
+             before=drop("r_fc0"), check=same_as_source("r_fc0"),
+             spares=("decompress", *PLAIN_IN)),
     ]
     if zstd_dir:
         restores.append(Case(
             "createdb && pg_restore -j2 (-Fd zstd:3)", "2 processes, zstd -3, none",
             f"{tool('createdb')} r_fd && {tool('pg_restore')} -j2 -d r_fd {fd}", env,
-            before=drop("r_fd"), check=same_as_source("r_fd")))
+            before=drop("r_fd"), check=same_as_source("r_fd"), spares=PLAIN_IN))
     alternate(restores, rounds, pg.cpu_seconds)
     table(f"PostgreSQL restore, {layout} (each checked by per-table checksums)", size / 1e6,
           restores[0], restores[1:])

@@ -43,3 +43,32 @@ def test_the_extra_time_is_told_by_where_it_went() -> None:
     assert "+0.10s with the cores saturated, +0.10s on one core or less, +0.00s in between" \
         in line
     assert "(Safehold 0.90/0.40/0.10s, the peer 0.80/0.30/0.10s)" in line
+
+
+def test_the_work_a_peer_does_without_is_counted_from_the_stages() -> None:
+    ours = Case("safehold", "2 threads", ["true"], cpu=[3.0, 3.2, 3.4],
+                server_cpu=[10.0, 10.0, 11.0],
+                stage_cpu={"read": 0.1, "decompress": 1.5, "decrypt": 0.2, "hash": 0.3,
+                           "write": 0.4})
+    peer = Case("peer", "2 processes", ["true"], cpu=[1.0, 1.1], server_cpu=[10.5, 10.5],
+                spares=("decompress", *harness.PLAIN_IN))
+    line = harness.spared_line(ours, peer)
+    # 13.2 s of CPU (medians), 2.0 s of it on stages the peer does without
+    assert "decompress 1.5s, decrypt 0.2s, hash 0.3s = 2.0s" in line
+    assert "CPU command + server 13.2s, 11.2s without that work, the peer's 11.6s" in line
+
+
+def test_the_spared_work_is_printed_beside_the_slower_safehold(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    def case(name: str, wall: float, **extra: object) -> Case:
+        return Case(name, "x", ["true"], walls=[wall], rss_mib=[50.0], cpu=[1.0], server_cpu=[1.0],
+                    busy=[0.95], profile=[(wall, 0.0, 0.0)], **extra)  # type: ignore[arg-type]
+
+    harness.table("t", 1.0, case("safehold", 2.0, stage_cpu={"hash": 0.5}),
+                  [case("peer", 1.0, spares=harness.PLAIN_IN)])
+    assert "does without (Safehold's stage CPU, last run): decrypt 0.0s, hash 0.5s" \
+        in capsys.readouterr().out
+    # a faster Safehold needs no explanation
+    harness.table("t", 1.0, case("safehold", 1.0, stage_cpu={"hash": 0.5}),
+                  [case("peer", 2.0, spares=harness.PLAIN_IN)])
+    assert "does without" not in capsys.readouterr().out
