@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 HEAVY = ("boto3", "botocore", "azure", "google", "kubernetes", "kopf", "psycopg", "psycopg2",
          "pymysql", "pymongo", "rich", "slack_sdk")
@@ -119,3 +120,43 @@ def test_a_deferred_model_still_validates_on_first_use() -> None:
     timings = StageTimings.model_validate({"stage_seconds": {"read": 1.5}, "cores_busy": 0.5})
     assert timings.stage_seconds == {"read": 1.5}
     assert StageTimings.__pydantic_complete__
+
+
+def test_a_deferred_model_first_used_by_many_threads_at_once_validates_in_each() -> None:
+    """A PostgreSQL backup records its objects (ObjectRecord, built on first use) from a thread
+    per pg_dump. pydantic >= 2.14 (pyproject.toml) builds a deferred model under a lock; with
+    2.13 this failed in about one round of ten ("has no attribute '__pydantic_core_schema__'",
+    or a parent's validator used), with threads switching as often as the interpreter can."""
+    import threading
+
+    from pydantic import create_model
+
+    from safehold.api import manifest
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    failed: list[Exception] = []
+    try:
+        for round_ in range(40):
+            fields: dict[str, Any] = {f"f{i}": (int, 0) for i in range(60)}
+            # extra="forbid" and defer_build from manifest._Model, as ObjectRecord
+            fresh = create_model(f"Fresh{round_}", __base__=manifest._Model, name=(str, ...),
+                                 **fields)
+            start = threading.Barrier(16)
+
+            def use(model: type[manifest._Model] = fresh,
+                    start: threading.Barrier = start) -> None:
+                start.wait()
+                try:
+                    model(name="data/0000", f1=2)
+                except Exception as exc:  # collected for the assertion
+                    failed.append(exc)
+
+            threads = [threading.Thread(target=use) for _ in range(16)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not failed, failed[:3]
