@@ -73,34 +73,32 @@ class DriverReader:
     def statements(self, table: Table, stats: RowStats) -> Iterator[bytes]:
         if not table.chunkable:
             return insert_statements(self.conn, table, stats)
+        return self.chunks(table, stats)
+
+    def chunks(self, table: Table, stats: RowStats) -> Iterator[bytes]:
+        """A chunkable table's key-range chunks, read on a thread of their own one ahead: the
+        server renders the next chunk while the last one is stored (each chunk is a query and
+        its answer, not a stream)."""
         if self.limit is None:
             self.limit = chunk_limit(self.conn)
-        return _ahead(chunked_statements(self.conn, table, stats, self.limit))
+        return read_ahead(chunked_statements(self.conn, table, stats, self.limit),
+                          name="safehold-mysql-chunks", depth=1)
 
 
 @dataclass
 class ClientReader:
     """A ``mariadb`` client session and a PyMySQL connection, both in the snapshot: a table
-    that is :attr:`.Table.chunkable` is read by the connection in key-range chunks (one result
-    value per chunk; the client would write it out a character at a time), any other by the
-    client, row by row."""
+    that is :attr:`.Table.chunkable` is read by the connection in key-range chunks
+    (:meth:`DriverReader.chunks`: one result value per chunk; the client would write it out a
+    character at a time), any other by the client, row by row."""
 
-    conn: Conn
+    driver: DriverReader
     session: ClientSession
-    limit: int | None = None
 
     def statements(self, table: Table, stats: RowStats) -> Iterator[bytes]:
         if not table.chunkable:
             return self.session.statements(table, stats)
-        if self.limit is None:
-            self.limit = chunk_limit(self.conn)
-        return _ahead(chunked_statements(self.conn, table, stats, self.limit))
-
-
-def _ahead(statements: Iterator[bytes]) -> Iterator[bytes]:
-    """A table's chunks read on a thread of their own, one ahead: the server renders the next
-    chunk while the last one is stored (each chunk is a query and its answer, not a stream)."""
-    return read_ahead(statements, name="safehold-mysql-chunks", depth=1)
+        return self.driver.chunks(table, stats)
 
 
 @dataclass
@@ -120,7 +118,8 @@ class Snapshot:
         """Who reads the rows: the client sessions with the connections, else the
         connections."""
         if self.sessions:
-            return [ClientReader(c, s) for c, s in zip(self.conns, self.sessions, strict=True)]
+            return [ClientReader(DriverReader(c), s)
+                    for c, s in zip(self.conns, self.sessions, strict=True)]
         return [DriverReader(conn) for conn in self.conns]
 
     def finish(self) -> None:
