@@ -541,18 +541,18 @@ def test_schema_dumps_run_beside_the_data_dumps(pg18: Postgres, db18: str, tmp_p
 
     class Sink:
         def put(self, name: str, data: Iterable[bytes], *,
-                meta: Mapping[str, Any] | None = None) -> ObjectRecord:
+                meta: Mapping[str, Any] | None = None, compressed: bool = False) -> ObjectRecord:
             nonlocal data_running, data_peak
             if name == dump.POST:
                 post_started.set()
             if not name.startswith("data/"):
-                return writer.put(name, data, meta=meta)
+                return writer.put(name, data, meta=meta, compressed=compressed)
             with lock:
                 data_running += 1
                 data_peak = max(data_peak, data_running)
             try:
                 assert post_started.wait(30), "post-data waited for a data slot"
-                return writer.put(name, data, meta=meta)
+                return writer.put(name, data, meta=meta, compressed=compressed)
             finally:
                 with lock:
                     data_running -= 1

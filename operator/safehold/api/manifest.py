@@ -92,6 +92,10 @@ class ObjectRecord(_Model):
     sha256: str = Field(description="hex SHA-256 of the stored bytes")
     chunks: int = Field(ge=0)
     meta: dict[str, Any] = Field(default_factory=dict, description="engine-specific facts")
+    compression: str | None = Field(
+        default=None, description="the codec of this object's frames when it is not the"
+        " backup's: 'none' for data its engine's tool compressed itself (a pg_dump archive"
+        " compressed by pg_dump). Left out of the manifest and its MAC'd bytes when unset")
 
 
 class Manifest(_Model):
@@ -174,15 +178,22 @@ class Manifest(_Model):
     def signing_bytes(self) -> bytes:
         """Canonical bytes covered by the MAC: the manifest without its ``mac`` field."""
         # Format 1 had no namespace/repo_id: leave them out so its MACs still verify.
-        legacy = {"namespace", "repo_id"} if self.format < 2 else set()
-        if self.database is None:  # manifests from before the field keep their MACs
-            legacy.add("database")
-        body = self.model_dump(mode="json", exclude={"mac", *legacy})
+        legacy = ("namespace", "repo_id") if self.format < 2 else ()
+        exclude = {"mac": True, **dict.fromkeys(legacy, True), **self._unset()}
+        body = self.model_dump(mode="json", exclude=exclude)
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
     def to_json(self) -> bytes:
-        unset = {"database"} if self.database is None else set()  # as written before it existed
-        return self.model_dump_json(indent=2, exclude=unset).encode() + b"\n"
+        return self.model_dump_json(indent=2, exclude=self._unset()).encode() + b"\n"
+
+    def _unset(self) -> dict[str, Any]:
+        """The optional fields added within format 2 that this manifest leaves unset: written
+        and MAC'd as before they existed, so earlier manifests keep their bytes and MACs."""
+        unset: dict[str, Any] = {"database": True} if self.database is None else {}
+        plain = {i: {"compression"} for i, o in enumerate(self.objects) if o.compression is None}
+        if plain:
+            unset["objects"] = plain
+        return unset
 
     @classmethod
     def from_json(cls, data: bytes) -> Manifest:

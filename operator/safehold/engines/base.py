@@ -1,8 +1,10 @@
 """The engine Protocol: how a database is streamed into objects and back.
 
-An engine never sees storage, compression or encryption. A backup hands iterables of raw bytes to
-a :class:`BackupSink` (the pipeline chunks, compresses, encrypts and stores them); a restore reads
-raw bytes back from a :class:`ChainReader`. Engines register by name in :data:`ENGINES`.
+An engine never sees storage or encryption. A backup hands iterables of raw bytes to a
+:class:`BackupSink` (the pipeline chunks, compresses, encrypts and stores them); a restore reads
+raw bytes back from a :class:`ChainReader`. The one exception to "the pipeline compresses": an
+engine whose tool writes a compressed format (pg_dump) may have it compress with the backup's
+codec and hand the result over as ``compressed``. Engines register by name in :data:`ENGINES`.
 """
 
 from __future__ import annotations
@@ -85,9 +87,12 @@ class BackupSink(Protocol):
     or collections in parallel); every storage backend's contract suite checks concurrent puts.
     """
 
-    def put(self, name: str, data: Iterable[bytes], *, meta: Mapping[str, Any] | None = None
-            ) -> ObjectRecord:
-        """Stream one object into the backup; returns its record once it is stored."""
+    def put(self, name: str, data: Iterable[bytes], *, meta: Mapping[str, Any] | None = None,
+            compressed: bool = False) -> ObjectRecord:
+        """Stream one object into the backup; returns its record once it is stored.
+
+        ``compressed``: the engine's tool compressed ``data`` already (with
+        :attr:`BackupRequest.compression`): it is stored encrypted but not compressed again."""
         ...
 
 
@@ -105,6 +110,9 @@ class BackupRequest:
     chain: Sequence[Manifest] = ()
     include: Sequence[str] | None = None
     method: BackupMethod = "logical"
+    # The backup's codec spec ("zstd:3", "none"): an engine whose tool can compress with it may
+    # have the tool do so and put that object ``compressed`` (BackupSink.put).
+    compression: str = "none"
 
 
 @dataclass

@@ -184,7 +184,8 @@ def run_backup(engine: Engine, repo: Repository, options: BackupOptions,
     writer.on_bytes = guarded(progress, lease)
     writer.profile = profile
     outcome = engine.backup(BackupRequest(type=backup_type, chain=chain, include=options.include,
-                                          method=options.method), writer, reader)
+                                          method=options.method, compression=codec.spec),
+                            writer, reader)
     parent = None if not chain else (chain[0] if backup_type == "differential" else chain[-1])
     manifest = Manifest(
         backup_id=backup_id,

@@ -10,7 +10,7 @@ from typing import Any
 from safehold.api.errors import IntegrityError
 from safehold.api.manifest import Manifest, ObjectRecord
 from safehold.codecs import crypto
-from safehold.codecs.compression import Codec, CorruptDataError, parse_codec
+from safehold.codecs.compression import Codec, CodecError, CorruptDataError, parse_codec
 from safehold.codecs.frames import FrameError
 from safehold.pipeline import stream
 from safehold.pipeline.keys import DataKeys
@@ -30,6 +30,7 @@ class CorruptObjectError(IntegrityError):
 
 
 ProgressHook = Callable[[int], None]
+NONE = parse_codec("none")  # the codec of objects the engine's tool compressed
 
 
 def _object_id(backup_id: str, name: str) -> str:
@@ -54,14 +55,15 @@ class ObjectWriter:
         self.on_bytes: ProgressHook | None = None  # raw bytes read from the engine
         self.profile: Profile | None = None  # where the time goes (pipeline.profile)
 
-    def put(self, name: str, data: Iterable[bytes], *, meta: Mapping[str, Any] | None = None
-            ) -> ObjectRecord:
+    def put(self, name: str, data: Iterable[bytes], *, meta: Mapping[str, Any] | None = None,
+            compressed: bool = False) -> ObjectRecord:
         if any(r.name == name for r in self.records):
             raise ValueError(f"object {name!r} written twice in backup {self.backup_id}")
         cipher = (crypto.ChunkCipher(self.data_key, _object_id(self.backup_id, name))
                   if self.data_key is not None else None)
         stats = stream.StreamStats(profile=self.profile)
-        encoded = stream.encode(_counted(data, self.on_bytes), self.codec, cipher, stats,
+        codec = NONE if compressed else self.codec
+        encoded = stream.encode(_counted(data, self.on_bytes), codec, cipher, stats,
                                 chunk_size=self.chunk_size, workers=self.workers)
         key = layout.object_key(self.target, self.backup_id, name)
         if self.profile is None:
@@ -75,7 +77,8 @@ class ObjectWriter:
                 self.profile.add("write", time.perf_counter() - t0 - inside.seconds,
                                  time.thread_time() - c0 - inside.cpu)
         record = ObjectRecord(name=name, raw_size=stats.raw_size, stored_size=stats.stored_size,
-                              sha256=stats.sha256, chunks=stats.chunks, meta=dict(meta or {}))
+                              sha256=stats.sha256, chunks=stats.chunks, meta=dict(meta or {}),
+                              compression=NONE.spec if codec != self.codec else None)
         self.records.append(record)
         return record
 
@@ -121,7 +124,10 @@ class ObjectReader:
         data_key = self.keys.for_backup(backup)
         cipher = (crypto.ChunkCipher(data_key, _object_id(backup.backup_id, name))
                   if data_key is not None else None)
-        codec = parse_codec(backup.compression)
+        try:
+            codec = parse_codec(record.compression or backup.compression)
+        except CodecError as exc:  # only an edited manifest of an unencrypted backup gets here
+            raise CorruptObjectError(backup.backup_id, name, f"the manifest's {exc}") from None
         key = layout.object_key(backup.target, backup.backup_id, name)
         blocks = _counted(self._decode(backup, record, codec, cipher, key), self.on_bytes)
         if self.profile is not None:  # the engine's time between blocks: writing the database

@@ -46,7 +46,7 @@ from safehold.engines.postgres.physical import (
 )
 from safehold.engines.postgres.restore import admin_connection, restore_database
 from safehold.engines.postgres.selective import restore_tables
-from safehold.engines.postgres.tools import SUPPORTED_MAJORS, find_tools
+from safehold.engines.postgres.tools import SUPPORTED_MAJORS, compresses, find_tools
 
 log = logging.getLogger("safehold.postgres")
 DEFAULT_JOBS = 2
@@ -162,15 +162,20 @@ class PostgresEngine:
                                    " tables at restore time (restore --include)")
         conn = self._connect()
         try:
-            return self._backup(conn, sink)
+            return self._backup(conn, sink, request.compression)
         except psycopg2.Error as exc:
             raise from_psycopg(exc, self.target, "backing up") from None
         finally:
             conn.close()
 
-    def _backup(self, conn: Connection, sink: BackupSink) -> BackupOutcome:
+    def _backup(self, conn: Connection, sink: BackupSink, compression: str) -> BackupOutcome:
         version, major = server_version(conn)
         tools = find_tools(major, self.target.sslmode)
+        # pg_dump compresses when it can (why: .dump); else the pipeline does
+        archived = compression if compresses(tools.bindir, compression) else "none"
+        if archived == "none" and compression != "none":
+            log.info("pg_dump %s cannot compress with %s: the pipeline compresses its archives",
+                     tools.version, compression)
         conn.autocommit = True
         with conn.cursor() as cur:
             # The exporting transaction idles while the dumps run: no timeout may end it.
@@ -189,7 +194,7 @@ class PostgresEngine:
                 cur.execute("LOCK TABLE " + ", ".join(pattern(t) for t in locked[i:i + 500])
                             + " IN ACCESS SHARE MODE")
             # at least DEFAULT_JOBS ways: a -j1 backup still restores in parallel
-            tasks = plan(toc, ways=max(self.jobs, DEFAULT_JOBS))
+            tasks = plan(toc, ways=max(self.jobs, DEFAULT_JOBS), compression=archived)
             log.info("dumping %s: %d tables in %d archives, %d at a time",
                      self.target.describe(), len(toc.tables), len(tasks), self.jobs)
             records = run_dumps(tasks, target=self.target, tools=tools, snapshot=snapshot,
@@ -236,7 +241,7 @@ class PostgresEngine:
         finally:
             admin.close()
         dumped_by = int(manifest.tools.get("pg_dump", "0").split(".")[0])
-        tools = find_tools(max(major, dumped_by), self.target.sslmode)
+        tools = find_tools(max(major, dumped_by), self.target.sslmode, archive_compression(toc))
         if not superuser:
             log.warning("%s is not a superuser: restored objects will be owned by it"
                         " (pg_restore --no-owner)", self.target.user)
@@ -254,6 +259,13 @@ class PostgresEngine:
             raise
         finally:
             archives.procs.close()
+
+
+def archive_compression(toc: Toc) -> str:
+    """How pg_dump compressed the backup's archives ("none" when the pipeline did); a backup's
+    archives are all compressed alike."""
+    used = {meta.get("compression", "none") for meta in toc.objects.values()}
+    return next(iter(used - {"none"}), "none")
 
 
 def _drop_created(target: PgTarget) -> None:

