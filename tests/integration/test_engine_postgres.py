@@ -566,6 +566,39 @@ def test_schema_dumps_run_beside_the_data_dumps(pg18: Postgres, db18: str, tmp_p
     assert data_peak == 1
 
 
+def test_data_dumps_start_biggest_first_in_plan_order(pg18: Postgres, db18: str,
+                                                     tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads that finished a schema dump used to wait on a semaphore for a data slot, and a
+    freed slot went to whichever thread asked first: the thread that freed it, with the next
+    (smaller) dump, or the later of two waiters. A big table then ran alone at the end."""
+    pg18.psql("; ".join(f"CREATE TABLE t{n} (id int, v text); INSERT INTO t{n} SELECT g,"
+                        f" md5(g::text) FROM generate_series(1, {n * 1000}) g"
+                        for n in (1, 2, 3, 4, 5)), db=db18)
+    monkeypatch.setattr(dump, "SPLIT_BYTES", 1)  # a pg_dump per table, and the rest archive
+    writer = ObjectWriter(Repository(LocalStorage(tmp_path / "repo")), db18,
+                          "20260101T000000.000000Z", parse_codec("zstd"), None,
+                          chunk_size=64 * 1024)
+    started: list[str] = []
+
+    class Sink:
+        def put(self, name: str, data: Iterable[bytes], *,
+                meta: Mapping[str, Any] | None = None, compressed: bool = False) -> ObjectRecord:
+            if name.startswith("data/"):
+                started.append(name)
+                time.sleep(0.3)  # the schema dumps end first, their threads free
+            return writer.put(name, data, meta=meta, compressed=compressed)
+
+    engine = PostgresEngine(parse_target(url(pg18, db18), ConnectionOptions(password=PASSWORD)),
+                            jobs=2)
+    engine.backup(BackupRequest(type="full"), Sink(), chain=None)  # type: ignore[arg-type]
+    holds = {r.name: (r.meta["tables"] or ["the rest"])[0] for r in writer.records
+             if r.name.startswith("data/")}
+    assert started == sorted(holds), started  # data/0000 is the biggest, the rest archive last
+    assert [holds[n] for n in started] == ["public.t5", "public.t4", "public.t3", "public.t2",
+                                           "public.t1", "the rest"]
+
+
 def fake_bindir(root: Path, version: str, *, ssl: bool) -> Path:
     """A bin directory whose pg_dump reports ``version`` and answers libpq's sslmode check the
     way a build with or without SSL does (the messages are libpq's own)."""
