@@ -91,6 +91,7 @@ def test_pg_dump_compresses_with_zstd_and_the_pipeline_only_encrypts(
                  env=env)
     m, dumped = archives(repo, db17, b["backup_id"])
     assert m["compression"] == "zstd:3" and m["encryption"] == "aes-256-gcm"
+    assert b["compression_ratio"] is None  # raw sizes are pg_dump's compressed output
     assert {o["name"] for o in dumped} >= {"schema.pre", "schema.post", "data/0000"}
     for o in dumped:
         assert o["meta"]["compression"] == "zstd:3" and o["compression"] == "none", o
@@ -102,9 +103,12 @@ def test_pg_dump_compresses_with_zstd_and_the_pipeline_only_encrypts(
     source = pg_data.fingerprint(pg17, db17)
     copy, part = f"{db17}_copy", f"{db17}_part"
     try:
-        run("restore", "-t", url(pg17, copy), "-r", repo.as_uri(), "-b", "latest", "--from", db17,
-            env=env)
+        restored = run("restore", "-t", url(pg17, copy), "-r", repo.as_uri(), "-b", "latest",
+                       "--from", db17, env=env)
         assert pg_data.fingerprint(pg17, copy) == source
+        assert " raw in " in restored.output and "ratio" not in restored.output
+        shown = run("show", "-r", repo.as_uri(), "-t", db17, env=env).output
+        assert "stored (compressed by the dump tool)" in shown, shown
         run("restore", "-t", url(pg17, part), "-r", repo.as_uri(), "-b", "latest", "--from", db17,
             "--include", "orders,app.settings", env=env)
         got = pg_data.fingerprint_some(pg17, part, ["orders", "app.settings"])

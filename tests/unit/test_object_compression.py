@@ -16,7 +16,7 @@ from safehold.api.manifest import Manifest, ObjectRecord
 from safehold.codecs import crypto
 from safehold.codecs.compression import parse_codec
 from safehold.pipeline.keys import DataKeys
-from safehold.pipeline.objects import CorruptObjectError, ObjectReader, ObjectWriter
+from safehold.pipeline.objects import CorruptObjectError, ObjectReader, ObjectWriter, ReadTally
 from safehold.repository.repo import Repository
 from safehold.repository.trust import establish
 from safehold.storage.base import open_storage
@@ -50,6 +50,20 @@ def test_unset_object_codecs_leave_the_manifest_as_it_was_written_before() -> No
     objects = json.loads(mixed.to_json())["objects"]
     assert ["compression" in o for o in objects] == [False, True]
     assert Manifest.from_json(mixed.to_json()) == mixed
+
+
+def test_no_ratio_is_claimed_when_the_dump_tool_compressed() -> None:
+    """Such an object's raw size is pg_dump's compressed output: raw / stored would say 1.0."""
+    plain = _manifest((_record("a"),))
+    assert plain.compression_ratio == 0.5 and plain.ratio_text() == "ratio 0.50"
+    dumped = _manifest((_record("a"), _record("b", "none")))
+    assert dumped.tool_compressed and dumped.compression_ratio is None
+    assert dumped.ratio_text() == "compressed by the dump tool"
+    tally = ReadTally()
+    tally.add(_record("a"))
+    assert tally.as_dict(1.0)["compression_ratio"] == 0.5
+    tally.add(_record("b", "none"))
+    assert tally.as_dict(1.0)["compression_ratio"] is None
 
 
 def test_the_mac_binds_each_objects_codec() -> None:

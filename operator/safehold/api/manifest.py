@@ -166,8 +166,22 @@ class Manifest(_Model):
         return sum(o.stored_size for o in self.objects)
 
     @property
-    def compression_ratio(self) -> float:
+    def tool_compressed(self) -> bool:
+        """Whether the engine's tool compressed some objects itself (pg_dump): their raw size
+        is then the compressed size, and no compression ratio can be told."""
+        return any(o.compression is not None for o in self.objects)
+
+    @property
+    def compression_ratio(self) -> float | None:
+        """Raw / stored bytes; None when the dump tool compressed (:attr:`tool_compressed`)."""
+        if self.tool_compressed:
+            return None
         return self.raw_bytes / self.stored_bytes if self.stored_bytes else 1.0
+
+    def ratio_text(self) -> str:
+        """``ratio 2.41``, or what compressed instead."""
+        ratio = self.compression_ratio
+        return "compressed by the dump tool" if ratio is None else f"ratio {ratio:.2f}"
 
     def object(self, name: str) -> ObjectRecord:
         for o in self.objects:

@@ -61,7 +61,7 @@ def manifest_summary(m: Manifest) -> dict[str, object]:
         "raw_bytes": m.raw_bytes,
         "stored_bytes": m.stored_bytes,
         "compression": m.compression,
-        "compression_ratio": round(m.compression_ratio, 3),
+        "compression_ratio": None if (ratio := m.compression_ratio) is None else round(ratio, 3),
         "encryption": m.encryption,
         "objects": len(m.objects),
         "end_position": m.end_position,
@@ -225,7 +225,7 @@ def backup(
             f"{manifest.type} backup {manifest.backup_id} of {manifest.target}:"
             f" {common.human_bytes(manifest.raw_bytes)} ->"
             f" {common.human_bytes(manifest.stored_bytes)}"
-            f" (ratio {manifest.compression_ratio:.2f}, {manifest.encryption}) in {elapsed:.1f}s"
+            f" ({manifest.ratio_text()}, {manifest.encryption}) in {elapsed:.1f}s"
             f"\n{report.bottleneck_line()}"
         ),
     )

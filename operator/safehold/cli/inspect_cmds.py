@@ -117,7 +117,7 @@ def show(ctx: click.Context, repo: str, target_name: str, backup_ref: str, outpu
             ("started", m.started_at.isoformat(timespec="seconds")),
             ("finished", m.finished_at.isoformat(timespec="seconds")),
             ("size", f"{common.human_bytes(m.raw_bytes)} raw, {common.human_bytes(m.stored_bytes)}"
-                     f" stored (ratio {m.compression_ratio:.2f})"),
+                     f" stored ({m.ratio_text()})"),
             ("compression", m.compression), ("encryption", m.encryption),
             ("start position", _position(m.start_position)),
             ("end position", _position(m.end_position)),

@@ -89,6 +89,7 @@ class ReadTally:
 
     def __init__(self) -> None:
         self.raw_bytes = self.stored_bytes = self.objects = 0
+        self.tool_compressed = False  # an object its engine's tool compressed: no ratio
         self._lock = threading.Lock()
 
     def add(self, record: ObjectRecord) -> None:
@@ -96,12 +97,14 @@ class ReadTally:
             self.raw_bytes += record.raw_size
             self.stored_bytes += record.stored_size
             self.objects += 1
+            self.tool_compressed |= record.compression is not None
 
     def as_dict(self, seconds: float) -> dict[str, Any]:
-        """``raw_bytes``, ``stored_bytes``, ``compression_ratio`` and ``throughput_mib_s``."""
+        """``raw_bytes``, ``stored_bytes``, ``compression_ratio`` (None when there is none to
+        tell) and ``throughput_mib_s``."""
         return {"raw_bytes": self.raw_bytes, "stored_bytes": self.stored_bytes,
                 "compression_ratio": round(self.raw_bytes / self.stored_bytes, 3)
-                if self.stored_bytes else None,
+                if self.stored_bytes and not self.tool_compressed else None,
                 "throughput_mib_s": round(self.raw_bytes / 2**20 / max(seconds, 1e-9), 2)}
 
 
