@@ -109,6 +109,13 @@ def test_pg_dump_compresses_with_zstd_and_the_pipeline_only_encrypts(
         assert " raw in " in restored.output and "ratio" not in restored.output
         shown = run("show", "-r", repo.as_uri(), "-t", db17, env=env).output
         assert "stored (compressed by the dump tool)" in shown, shown
+        stats = run_json("stats", "-r", repo.as_uri(), "-t", db17, env=env)["targets"][0]
+        assert stats["compression_ratio"] is None and stats["raw_bytes_latest"] is None
+        assert stats["runs"][0]["raw_bytes"] is None
+        assert stats["runs"][0]["stored_bytes"] == b["stored_bytes"]
+        text = run("stats", "-r", repo.as_uri(), "-t", db17, env=env).output
+        assert "latest - raw;" in text and "\n  ratio       -\n" in text, text
+        assert "<svg" in run("stats", "-r", repo.as_uri(), "-t", db17, "-o", "html", env=env).output
         run("restore", "-t", url(pg17, part), "-r", repo.as_uri(), "-b", "latest", "--from", db17,
             "--include", "orders,app.settings", env=env)
         got = pg_data.fingerprint_some(pg17, part, ["orders", "app.settings"])

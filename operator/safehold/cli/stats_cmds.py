@@ -65,7 +65,8 @@ def run_charts(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """The terminal chart of a target's runs over time, one column per run (oldest first):
     duration, throughput, raw and stored size, compression ratio and bottleneck stage."""
     def ratio(r: dict[str, Any]) -> float | None:
-        return r["raw_bytes"] / r["stored_bytes"] if r["stored_bytes"] else None
+        known = r["raw_bytes"] is not None and r["stored_bytes"]
+        return r["raw_bytes"] / r["stored_bytes"] if known else None
 
     def scale(values: list[float | None], show: Callable[[float], str]) -> str:
         known = [v for v in values if v is not None]
@@ -87,12 +88,15 @@ def run_charts(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 
 def sample(manifest: Manifest) -> Sample:
-    """What the trend module needs from one backup's manifest."""
+    """What the trend module needs from one backup's manifest. A backup whose dump tool
+    compressed (pg_dump) has no raw size to tell: its objects' raw size is the tool's
+    compressed output, so its ratio and throughput are left out rather than understated."""
     seconds = max(0.0, (manifest.finished_at - manifest.started_at).total_seconds())
     timings = stage_timings(manifest)  # None in backups taken before manifests recorded them
     return Sample(backup_id=manifest.backup_id, type=manifest.type,
                   finished_at=manifest.finished_at, seconds=seconds,
-                  raw_bytes=manifest.raw_bytes, stored_bytes=manifest.stored_bytes,
+                  raw_bytes=None if manifest.tool_compressed else manifest.raw_bytes,
+                  stored_bytes=manifest.stored_bytes,
                   stage_seconds=timings.stage_seconds if timings else {},
                   bottleneck_stage=timings.bottleneck if timings else None,
                   cores_busy=timings.cores_busy if timings else None)
@@ -130,6 +134,10 @@ def target_stats(name: str, manifests: list[Manifest]) -> dict[str, Any]:
 
 def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}s"
+
+
+def _size(value: int | None) -> str:
+    return "-" if value is None else common.human_bytes(value)
 
 
 def _rate(value: float | None) -> str:
@@ -180,7 +188,7 @@ def _text(repo_url: str, since: str, targets: list[dict[str, Any]]) -> None:
                          f"  p95 {_seconds(t['p95_duration_seconds'])}"),
             ("throughput", f"p50 {_rate(t['p50_throughput_bytes_per_second'])}"
                            f"  p95 {_rate(t['p95_throughput_bytes_per_second'])}"),
-            ("size", f"latest {common.human_bytes(t['raw_bytes_latest'] or 0)} raw;"
+            ("size", f"latest {_size(t['raw_bytes_latest'])} raw;"
                      f" {common.human_bytes(t['stored_bytes_total'])} stored in all"),
             ("ratio", "-" if ratio is None else f"{ratio:.2f}"),
             ("bottleneck", bottleneck_summary(t)),
