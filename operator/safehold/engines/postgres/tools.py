@@ -34,6 +34,7 @@ TOOLS = ("pg_dump", "pg_restore", "psql")
 SUPPORTED_MAJORS = range(13, 19)
 TLS_MODES = ("require", "verify-ca", "verify-full")
 _NO_SSL = "SSL support is not compiled in"  # libpq's wording since 9.x
+PROBE = "host=/nonexistent/safehold-probe dbname=probe"  # where a probe "connects": nowhere
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,7 @@ def _probe(bindir: Path, *args: str, conninfo: str = ""
     """pg_dump run with ``args`` against a socket that does not exist (it never connects)."""
     try:
         return childenv.run(
-            [str(bindir / "pg_dump"), "--no-password", *args,
-             f"host=/nonexistent/safehold-probe dbname=probe {conninfo}".strip()],
+            [str(bindir / "pg_dump"), "--no-password", *args, f"{PROBE} {conninfo}".strip()],
             capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
             env={"LC_ALL": "C", "LANG": "C", "LANGUAGE": "C"})  # the message is matched in English
     except (OSError, subprocess.SubprocessError):
