@@ -12,8 +12,9 @@ that load the staging database commit without waiting for WAL flushes
 
 Active connections: sessions on the existing database are terminated just before the swap
 (pg_terminate_backend; needs superuser, the database owner's own sessions, or
-pg_signal_backend). Clients reconnecting reach the restored database; a session that slips in
-before the rename is retried a few times, then the restore fails and changes nothing.
+pg_signal_backend); autovacuum's workers are left to the rename, which ends them
+(:func:`sessions_ended`). Clients reconnecting reach the restored database; a session that
+slips in before the rename is retried a few times, then the restore fails and changes nothing.
 Database-level settings (ALTER DATABASE ... SET) are copied from the replaced database, as
 literals (:func:`.quote.setting`: a value its owner chose is never pasted as SQL);
 database-level GRANTs are not (pg_dump does not record them without --create).
@@ -249,24 +250,61 @@ def _interleaved(listing: list[Entry], post: list[Entry], tables: list[Table],
     return lines
 
 
+# The backend type of autovacuum's workers in pg_stat_activity (PostgreSQL 10 and newer).
+AUTOVACUUM = "autovacuum worker"
+
+
 def sessions_ended(cur: psycopg2.extensions.cursor, databases: Sequence[str],
                    timeout: float = SESSION_END_WAIT) -> bool:
     """Wait up to ``timeout`` seconds, in steps of a few milliseconds, until no other session
-    is connected to any of ``databases``; whether none is.
+    is connected to any of ``databases``; whether none is. Only the sessions of roles count
+    (``usesysid IS NOT NULL``: clients and their parallel workers). Autovacuum's workers have
+    no role: a role that is not superuser (nor pg_read_all_stats) sees their backend_type as
+    null, but their usesysid is null for every viewer.
 
     ``ALTER DATABASE ... RENAME`` waits for the database's other sessions itself, but it looks
     again only every 100 ms. The sessions in the way of a swap are just ending: those of the
     pg_restore processes that loaded the staging database (a client's exit does not wait for
     its server process to end) and those just terminated on the target. Without this wait a
-    restore lost 100 ms about one time in five."""
+    restore lost 100 ms about one time in five.
+
+    An autovacuum worker does not end by itself soon: right after a load it vacuums and
+    analyzes the tables just filled, for seconds. The rename (as ``DROP DATABASE``) ends such
+    workers itself, so they are not waited for here (:func:`end_autovacuum` ends them
+    earlier where the role may). Waiting for them cost a restore this whole timeout, after
+    most loads of a large table."""
     deadline = time.monotonic() + timeout
     while True:
         cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = ANY(%s)"
-                    " AND pid <> pg_backend_pid()", (list(databases),))
+                    " AND pid <> pg_backend_pid() AND usesysid IS NOT NULL", (list(databases),))
         if cur.fetchone()[0] == 0:
             return True
         if time.monotonic() >= deadline:
             return False
+        time.sleep(0.002)
+
+
+def end_autovacuum(cur: psycopg2.extensions.cursor, databases: Sequence[str]) -> None:
+    """End the autovacuum workers on ``databases`` and wait briefly for them to go, where the
+    role may see and signal them (a superuser; a role with pg_read_all_stats and, from
+    PostgreSQL 18, pg_signal_autovacuum_worker).
+
+    ``ALTER DATABASE ... RENAME`` ends them too, but then sleeps 100 ms before it looks again;
+    a role that may not signal them leaves it at that. Vacuuming starts again on its own."""
+    try:
+        cur.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = ANY(%s) AND backend_type = %s",
+                    (list(databases), AUTOVACUUM))
+    except psycopg2.errors.InsufficientPrivilege:
+        return
+    if not cur.fetchone()[0]:
+        return
+    deadline = time.monotonic() + 0.1
+    while time.monotonic() < deadline:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = ANY(%s)"
+                    " AND backend_type = %s", (list(databases), AUTOVACUUM))
+        if cur.fetchone()[0] == 0:
+            return
         time.sleep(0.002)
 
 
@@ -275,15 +313,20 @@ def _swap(admin: Connection, target: PgTarget, staging: str, exists: bool) -> No
     with admin.cursor() as cur:
         if not exists:
             sessions_ended(cur, [staging])
+            end_autovacuum(cur, [staging])
             cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
                 sql.Identifier(staging), sql.Identifier(name)))
             return
         _copy_settings(cur, name, staging)
         old = side_name(name, f"old_{secrets.token_hex(4)}")
         for attempt in range(1, SWAP_ATTEMPTS + 1):
+            # Only clients: a role that is not superuser may not terminate autovacuum's
+            # workers (nor wait for them: sessions_ended); the rename ends them.
             cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                        " WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+                        " WHERE datname = %s AND pid <> pg_backend_pid()"
+                        " AND usesysid IS NOT NULL", (name,))
             sessions_ended(cur, [name, staging])  # a client that reconnects: see below
+            end_autovacuum(cur, [name, staging])
             try:
                 cur.execute("BEGIN")
                 cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
