@@ -296,6 +296,32 @@ def test_data_archives_are_listed_while_the_pre_data_loads(
         drop(pg, copy)
 
 
+def test_a_selective_restore_counts_each_object_it_read_once(
+        pg18: Postgres, db18: str, tmp_path: Path, env: dict[str, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A selective restore lists the archives it needs (pg_restore --list of each object's
+    head), then reads those with something to restore. A small object's head is the whole
+    object: it used to count twice in the result's raw and stored bytes."""
+    pg, db, copy = pg18, db18, f"{db18}_copy"
+    pg.psql(INTERLEAVE_SCHEMA, db=db)
+    pg.psql(f'CREATE DATABASE "{copy}"')
+    repo = tmp_path / "repo"
+    monkeypatch.setattr(dump, "SPLIT_BYTES", 1)  # an archive per table
+    backup = run_json("backup", "-t", url(pg, db), "-r", repo.as_uri(), env=env)
+    objects = {o["name"]: o for o in manifest(repo, db, backup["backup_id"])["objects"]}
+    toc = json.loads(run("cat", "-r", repo.as_uri(), "-t", db, "toc.json", env=env).stdout)
+    (a_first,) = (t["object"] for t in toc["tables"] if t["name"] == "a_first")
+    try:
+        restored = run_json("restore", "-t", url(pg, copy), "-r", repo.as_uri(), "-b",
+                            "latest", "--from", db, "--include", "a_first", "--yes", env=env)
+        assert pg.psql("SELECT count(*) FROM a_first", db=copy) == "500"
+        read = [objects[n] for n in ("toc.json", dump.PRE, a_first, dump.POST)]
+        assert restored["raw_bytes"] == sum(o["raw_size"] for o in read)
+        assert restored["stored_bytes"] == sum(o["stored_size"] for o in read)
+    finally:
+        drop(pg, copy)
+
+
 def test_the_swap_waits_for_ending_sessions_in_small_steps(pg18: Postgres, db18: str) -> None:
     """ALTER DATABASE ... RENAME looks for the sessions in its way only every 100 ms;
     restore.sessions_ended waits for ending ones itself, and gives up after its timeout."""

@@ -44,7 +44,7 @@ class MemoryRepo:
         self.objects: dict[tuple[str, str], bytes] = {}
         self.backups: list[Manifest] = []
 
-    def open(self, backup: Manifest, name: str) -> Iterator[bytes]:
+    def open(self, backup: Manifest, name: str, *, head: bool = False) -> Iterator[bytes]:
         data = self.objects[(backup.backup_id, name)]
         for off in range(0, len(data), READ_CHUNK):
             yield data[off:off + READ_CHUNK]
@@ -95,7 +95,7 @@ class FailingRepo(MemoryRepo):
         super().__init__()
         self.objects, self.backups, self.fail_on = base.objects, base.backups, fail_on
 
-    def open(self, backup: Manifest, name: str) -> Iterator[bytes]:
+    def open(self, backup: Manifest, name: str, *, head: bool = False) -> Iterator[bytes]:
         for i, chunk in enumerate(super().open(backup, name)):
             if (backup.backup_id, name) == self.fail_on and i == 2:
                 raise ConnectionError("storage went away")

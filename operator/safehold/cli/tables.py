@@ -23,7 +23,10 @@ SQLITE_PREVIEW_LIMIT = 256 * 2**20  # raw bytes of a SQLite chain rebuilt just t
 
 class _Reader:
     def __init__(self, open_object: Opener) -> None:
-        self.open = open_object
+        self.open_object = open_object
+
+    def open(self, backup: Manifest, name: str, *, head: bool = False) -> Iterator[bytes]:
+        return self.open_object(backup, name)
 
 
 def sqlite_tables(chain: Sequence[Manifest], open_object: Opener

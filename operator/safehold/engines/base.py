@@ -99,7 +99,11 @@ class BackupSink(Protocol):
 class ChainReader(Protocol):
     """Read access to the objects of backups in the repository (raw, decoded bytes)."""
 
-    def open(self, backup: Manifest, name: str) -> Iterator[bytes]: ...
+    def open(self, backup: Manifest, name: str, *, head: bool = False) -> Iterator[bytes]:
+        """The object's decoded bytes. ``head``: the caller reads only its first blocks (a
+        listing) and reads the object again to use it, so they count neither as progress nor
+        in the sizes a restore reports, even when the head is the whole object."""
+        ...
 
 
 @dataclass(frozen=True)

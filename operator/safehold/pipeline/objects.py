@@ -117,7 +117,7 @@ class ObjectReader:
         self.profile: Profile | None = None  # where the time goes (pipeline.profile)
         self.tally: ReadTally | None = None  # sizes of the objects read in full
 
-    def open(self, backup: Manifest, name: str) -> Iterator[bytes]:
+    def open(self, backup: Manifest, name: str, *, head: bool = False) -> Iterator[bytes]:
         try:
             record = backup.object(name)
         except KeyError:
@@ -132,13 +132,14 @@ class ObjectReader:
         except CodecError as exc:  # only an edited manifest of an unencrypted backup gets here
             raise CorruptObjectError(backup.backup_id, name, f"the manifest's {exc}") from None
         key = layout.object_key(backup.target, backup.backup_id, name)
-        blocks = _counted(self._decode(backup, record, codec, cipher, key), self.on_bytes)
+        blocks = _counted(self._decode(backup, record, codec, cipher, key, head),
+                          None if head else self.on_bytes)
         if self.profile is not None:  # the engine's time between blocks: writing the database
             return self.profile.consumer(blocks, "write")
         return iter(blocks)
 
     def _decode(self, backup: Manifest, record: ObjectRecord, codec: Codec,
-                cipher: crypto.ChunkCipher | None, key: str) -> Iterator[bytes]:
+                cipher: crypto.ChunkCipher | None, key: str, head: bool) -> Iterator[bytes]:
         stats = stream.StreamStats(profile=self.profile)
         try:
             yield from stream.decode(self.repo.storage.get(key), codec, cipher, stats,
@@ -163,5 +164,5 @@ class ObjectReader:
         if stats.raw_size != record.raw_size:
             raise CorruptObjectError(backup.backup_id, record.name,
                                      f"decoded {stats.raw_size} bytes, expected {record.raw_size}")
-        if self.tally is not None:
+        if self.tally is not None and not head:  # a head read to its end is read again
             self.tally.add(record)

@@ -78,7 +78,7 @@ class Archives:
 
     def listing(self, name: str) -> list[Entry]:
         """The entries of archive ``name`` (pg_restore reads only the archive's header)."""
-        return self._list_head(self.reader.open(self.manifest, name), name)
+        return self._list_head(self.reader.open(self.manifest, name, head=True), name)
 
     def _list_head(self, blocks: Iterable[bytes], name: str) -> list[Entry]:
         tool = self._pg_restore(["--list"], f"listing {name}", stdout=True)
