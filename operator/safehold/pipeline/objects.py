@@ -142,8 +142,10 @@ class ObjectReader:
                 cipher: crypto.ChunkCipher | None, key: str, head: bool) -> Iterator[bytes]:
         stats = stream.StreamStats(profile=self.profile)
         try:
+            # A head is decoded a frame at a time: the pool would read and decode several
+            # frames ahead before yielding the first, for a listing that needs a few KiB.
             yield from stream.decode(self.repo.storage.get(key), codec, cipher, stats,
-                                     workers=self.workers)
+                                     workers=1 if head else self.workers)
         except ObjectNotFound:
             raise CorruptObjectError(backup.backup_id, record.name,
                                      f"{key} is missing from the repository") from None
