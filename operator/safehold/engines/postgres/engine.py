@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import ClassVar, Literal
 
 import psycopg2
@@ -17,6 +18,7 @@ from psycopg2 import sql
 from psycopg2.extensions import ISOLATION_LEVEL_REPEATABLE_READ
 from psycopg2.extensions import connection as Connection
 
+from safehold.api.errors import IntegrityError
 from safehold.api.manifest import method_of
 from safehold.engines.base import (
     BackupOutcome,
@@ -261,11 +263,28 @@ class PostgresEngine:
             archives.procs.close()
 
 
+# What a backup's toc.json may say pg_dump compressed its archives with: a --compress spec
+# Safehold writes (the backup's codec, when pg_dump took it).
+_PG_DUMP_COMPRESSION = re.compile(r"(?:gzip|lz4|zstd)(?::-?[0-9]{1,2})?")
+
+
 def archive_compression(toc: Toc) -> str:
     """How pg_dump compressed the backup's archives ("none" when the pipeline did); a backup's
-    archives are all compressed alike."""
-    used = {meta.get("compression", "none") for meta in toc.objects.values()}
-    return next(iter(used - {"none"}), "none")
+    archives are all compressed alike. Anything else is refused (IntegrityError), before it
+    reaches a tool probe or an error that would ask for client tools of a codec that does
+    not exist: an unencrypted backup's toc.json is protected by nothing but the storage."""
+    said = [meta.get("compression", "none") if isinstance(meta, dict) else None
+            for meta in toc.objects.values()]
+    bad = sorted({repr(c) for c in said if not isinstance(c, str)
+                  or (c != "none" and not _PG_DUMP_COMPRESSION.fullmatch(c))})
+    used = {c for c in said if isinstance(c, str) and c != "none"}
+    if bad or len(used) > 1:
+        raise IntegrityError(
+            f"the backup's toc.json says its archives were compressed with"
+            f" {', '.join(bad or sorted(map(repr, used)))}: not one of pg_dump's gzip, lz4 or"
+            " zstd (with a level), the same for every archive, as Safehold writes it; the"
+            " backup is damaged or was not written by Safehold")
+    return next(iter(used), "none")
 
 
 def _drop_created(target: PgTarget) -> None:
