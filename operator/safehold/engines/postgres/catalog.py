@@ -10,10 +10,13 @@ selective restore can pick a table's entries out of the schema archives exactly 
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from psycopg2.extensions import cursor as Cursor
+
+from safehold.api.errors import IntegrityError
 
 TOC_FORMAT = 1
 USER_SCHEMAS = ("n.nspname NOT IN ('pg_catalog', 'information_schema')"
@@ -76,6 +79,19 @@ class Toc:
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def parse(cls, data: bytes) -> Toc:
+        """A backup's ``toc.json`` object; IntegrityError (exit 4) for anything Safehold did
+        not write, rather than a crash: an unencrypted backup's catalog is protected by
+        nothing but the storage."""
+        try:
+            return cls.from_json(json.loads(data))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise IntegrityError(
+                f"the backup's toc.json is not a catalog Safehold wrote ({detail[:200]}); the"
+                " backup is damaged or was not written by Safehold") from None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Toc:

@@ -228,7 +228,7 @@ class PostgresEngine:
         if len(request.chain) != 1 or manifest.type != "full":
             raise UnsupportedError("PostgreSQL restores take one full backup; this chain has"
                                    f" {len(request.chain)} backups ending in a {manifest.type}")
-        toc = Toc.from_json(json.loads(b"".join(chain.open(manifest, TOC_OBJECT))))
+        toc = Toc.parse(b"".join(chain.open(manifest, TOC_OBJECT)))
         admin = admin_connection(self.target)
         created = False
         try:
