@@ -178,6 +178,12 @@ class Manifest(_Model):
             return None
         return self.raw_bytes / self.stored_bytes if self.stored_bytes else 1.0
 
+    @property
+    def reported_ratio(self) -> float | None:
+        """:attr:`compression_ratio` as results report it: to 3 places, or None."""
+        ratio = self.compression_ratio
+        return None if ratio is None else round(ratio, 3)
+
     def ratio_text(self) -> str:
         """``ratio 2.41``, or what compressed instead."""
         ratio = self.compression_ratio

@@ -61,7 +61,7 @@ def manifest_summary(m: Manifest) -> dict[str, object]:
         "raw_bytes": m.raw_bytes,
         "stored_bytes": m.stored_bytes,
         "compression": m.compression,
-        "compression_ratio": None if (ratio := m.compression_ratio) is None else round(ratio, 3),
+        "compression_ratio": m.reported_ratio,
         "encryption": m.encryption,
         "objects": len(m.objects),
         "end_position": m.end_position,

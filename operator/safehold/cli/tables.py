@@ -11,7 +11,6 @@ is unknown.
 from __future__ import annotations
 
 import difflib
-import json
 from collections.abc import Callable, Iterator, Sequence
 
 from safehold.api.errors import UsageError
@@ -75,9 +74,10 @@ def of_backup(manifest: Manifest, open_object: Opener | None = None
                 sizes[name] = (sizes[name] or 0) + o.raw_size
         return sizes
     if toc.meta.get("format") == "safehold-pg-toc" and open_object is not None:
-        body = json.loads(b"".join(open_object(manifest, "toc.json")))
-        return {f"{t['schema']}.{t['name']}": int(t.get("bytes") or 0)
-                for t in body.get("tables", ())}
+        from safehold.engines.postgres.catalog import Toc  # damage: IntegrityError, exit 4
+
+        catalog = Toc.parse(b"".join(open_object(manifest, "toc.json")))
+        return {t.qualified: int(t.bytes or 0) for t in catalog.tables}
     return None
 
 

@@ -233,7 +233,7 @@ def manifest_facts(repo: Repository, m: Manifest) -> dict[str, Any]:
         "chain_id": m.chain_id, "chain": [b.backup_id for b in repo.chain(m)],
         "start_position": m.start_position, "end_position": m.end_position,
         "raw_bytes": m.raw_bytes, "stored_bytes": m.stored_bytes,
-        "compression_ratio": None if (ratio := m.compression_ratio) is None else round(ratio, 3),
+        "compression_ratio": m.reported_ratio,
         "objects": len(m.objects),
         "location": redact_url(repo.url).rstrip("/") + "/"
         + layout.backup_prefix(m.target, m.backup_id).rstrip("/"),
