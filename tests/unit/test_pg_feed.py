@@ -8,6 +8,9 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+import pytest
+
+from safehold.engines.postgres.archive import only_old_server_setting
 from safehold.engines.postgres.procs import feed
 
 
@@ -58,3 +61,24 @@ def test_a_failed_tool_is_not_waited_for_with_the_rest_of_the_download() -> None
     assert proc.stdin is not None
     feed(proc.stdin, counted(), errors, proc.kill, drain=lambda: proc.wait() == 0)
     assert errors == [] and len(read) < 64  # the tool's own error is the one to report
+
+
+REFUSED = ('pg_restore: error: could not execute query: ERROR:  unrecognized configuration'
+           ' parameter "transaction_timeout"\nCommand was: SET transaction_timeout = 0;\n')
+
+
+@pytest.mark.parametrize(("stderr", "harmless"), [
+    (REFUSED + "pg_restore: warning: errors ignored on restore: 1\n", True),
+    (REFUSED * 3 + "pg_restore: warning: errors ignored on restore: 3\n", True),  # -j: each
+    (REFUSED * 4 + "pg_restore: warning: errors ignored on restore: 2\n", True),  # reported twice
+    (REFUSED + "pg_restore: error: could not execute query: ERROR:  relation \"t\" already"
+     " exists\nCommand was: CREATE TABLE public.t (id integer);\n"
+     "pg_restore: warning: errors ignored on restore: 2\n", False),
+    (REFUSED, False),  # stopped at it (--exit-on-error): nothing was restored
+    (REFUSED + "pg_restore: warning: errors ignored on restore: 2\n", False),  # one unseen
+    (REFUSED + "pg_restore: warning: errors ignored on restore: 0\n", False),
+    ("pg_restore: error: connection to server failed\n", False),
+    ("", False),
+])
+def test_only_a_refused_transaction_timeout_is_harmless(stderr: str, harmless: bool) -> None:
+    assert only_old_server_setting(stderr) is harmless

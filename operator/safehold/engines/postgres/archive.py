@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,6 +39,24 @@ TRANSACTION_SIZE = 1000
 def batching(major: int) -> list[str]:
     """pg_restore's options for committing in batches, where its major ``major`` has them."""
     return [f"--transaction-size={TRANSACTION_SIZE}"] if major >= 17 else []
+
+
+# pg_restore 17 and newer open every connection with this, which a server before 17 refuses
+# ("unrecognized configuration parameter"); pg_restore has no option to leave it out.
+OLD_SERVER_SETTING = "SET transaction_timeout = 0;"
+
+
+def only_old_server_setting(stderr: str) -> bool:
+    """Whether every error in a pg_restore's (English) ``stderr`` is a server before 17
+    refusing :data:`OLD_SERVER_SETTING`, and pg_restore went on past them to the end: the
+    restore itself succeeded. (``pg_restore -j`` reports a worker's error twice but counts it
+    once in its closing "errors ignored" line.)"""
+    errors = stderr.count("pg_restore: error: ")
+    ignored = re.search(r"^pg_restore: warning: errors ignored on restore: (\d+)$", stderr,
+                        re.MULTILINE)
+    return errors > 0 and errors == stderr.count(f"\nCommand was: {OLD_SERVER_SETTING}") \
+        and errors == stderr.count("pg_restore: error: could not execute query: ") \
+        and ignored is not None and 0 < int(ignored[1]) <= errors
 
 
 def conninfo(database: str) -> str:
@@ -68,13 +87,39 @@ class Archives:
     reader: ChainReader
     no_owner: bool = False
     procs: ProcessSet = field(default_factory=ProcessSet)
+    server_major: int = 0  # of the server restored into; 0: not known (as new as the tools)
+
+    @property
+    def loading(self) -> list[str]:
+        """pg_restore's options for loading a database, and with them :meth:`_tolerate`.
+
+        ``--exit-on-error`` and :func:`batching`, except where pg_restore is 17 or newer and
+        the server older: then the first statement of each of its connections
+        (:data:`OLD_SERVER_SETTING`) fails. It runs before any transaction, so pg_restore goes
+        on when neither option is given (``--transaction-size`` implies ``--exit-on-error``);
+        it exits 1 at the end, and the restore counts as done only when that was its only
+        error (:func:`only_old_server_setting`). Any other error still fails the restore, once
+        pg_restore has finished. Every object then commits on its own, as with pg_restore 16
+        and older."""
+        if self._old_server:
+            return []
+        return ["--exit-on-error", *batching(self.tools.major)]
+
+    @property
+    def _old_server(self) -> bool:
+        return self.tools.major >= 17 and 0 < self.server_major < 17
+
+    @property
+    def _tolerate(self) -> Callable[[str], bool] | None:
+        return only_old_server_setting if self._old_server else None
 
     def _pg_restore(self, args: Sequence[str], doing: str, target: PgTarget | None = None,
-                    *, stdout: bool = False) -> Tool:
+                    *, stdout: bool = False, loads: bool = False) -> Tool:
         argv = [self.tools.path("pg_restore"), "--no-password", *args]
         if self.no_owner:
             argv.append("--no-owner")
-        return self.procs.start(argv, target or self.target, doing, stdin=True, stdout=stdout)
+        return self.procs.start(argv, target or self.target, doing, stdin=True, stdout=stdout,
+                                tolerate=self._tolerate if loads else None)
 
     def listing(self, name: str) -> list[Entry]:
         """The entries of archive ``name`` (pg_restore reads only the archive's header)."""
@@ -112,10 +157,11 @@ class Archives:
         if ready is not None:
             ready()
         with _list_file(lines) if lines is not None else contextlib.nullcontext() as listfile:
-            tool = self._pg_restore(["--exit-on-error", *batching(self.tools.major),
+            tool = self._pg_restore([*self.loading,
                                      *([f"--use-list={listfile}"] if listfile else []),
                                      f"--dbname={conninfo(database)}"],
-                                    f"restoring {name}", self.target.staging(database))
+                                    f"restoring {name}", self.target.staging(database),
+                                    loads=True)
             self._run(tool, itertools.chain(head, stream))
 
     @contextlib.contextmanager
@@ -150,14 +196,18 @@ class Archives:
     def load_file(self, path: str, database: str, lines: Sequence[str], *, jobs: int = 1,
                   doing: str = "restoring post-data") -> None:
         """Restore the entries ``lines`` (``pg_restore -l`` lines) of a spooled archive into
-        ``database`` (a staging database, as for :meth:`load`)."""
+        ``database`` (a staging database, as for :meth:`load`). Into a server before 17 with
+        pg_restore 17+, on one connection (:attr:`loading`): the messages of parallel workers
+        may interleave on stderr, and every one of them must be read."""
+        if self._old_server:
+            jobs = 1
         with _list_file(lines) as listfile:
             tool = self.procs.start(
-                [self.tools.path("pg_restore"), "--no-password", "--exit-on-error",
-                 *batching(self.tools.major), f"--jobs={jobs}", f"--use-list={listfile}",
+                [self.tools.path("pg_restore"), "--no-password", *self.loading,
+                 f"--jobs={jobs}", f"--use-list={listfile}",
                  f"--dbname={conninfo(database)}",
                  *(["--no-owner"] if self.no_owner else []), path],
-                self.target.staging(database), doing)
+                self.target.staging(database), doing, tolerate=self._tolerate)
             tool.wait()
 
     def script(self, name: str, lines: Sequence[str]) -> Iterator[bytes]:

@@ -247,7 +247,8 @@ class PostgresEngine:
         if not superuser:
             log.warning("%s is not a superuser: restored objects will be owned by it"
                         " (pg_restore --no-owner)", self.target.user)
-        archives = Archives(self.target, tools, manifest, chain, no_owner=not superuser)
+        archives = Archives(self.target, tools, manifest, chain, no_owner=not superuser,
+                            server_major=major)
         try:
             if request.include:
                 restore_tables(archives, toc, request.include, request.conflict,

@@ -27,7 +27,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import IO
+from typing import IO, Any
 
 from safehold.engines import childenv
 from safehold.engines.base import EngineError
@@ -63,10 +63,16 @@ class Tool:
     """One running pg_dump / pg_restore / psql."""
 
     def __init__(self, argv: Sequence[str], target: PgTarget, doing: str, *,
-                 stdin: bool = False, stdout: bool = False) -> None:
+                 stdin: bool = False, stdout: bool = False,
+                 tolerate: Callable[[str], bool] | None = None) -> None:
         self.argv, self.target, self.doing = list(argv), target, doing
+        # Whether the stderr of an exit code 1 still means success (:meth:`succeeded`); its
+        # messages are then in English, which it may read.
+        self.tolerate = tolerate
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         env = target.tool_env()
+        if tolerate is not None:
+            env["LC_MESSAGES"] = env["LC_ALL"] = "C"
         secrets: list[childenv.SecretFile] = []
         if target.password is not None:
             secrets.append(childenv.SecretFile(passfile(target.password), name="pgpass"))
@@ -97,10 +103,20 @@ class Tool:
             yield block
         self.wait()
 
-    def wait(self) -> None:
+    def succeeded(self) -> bool:
+        """Wait for the tool; whether it succeeded (exit 0, or 1 with only the errors
+        ``tolerate`` accepts)."""
         rc = self.proc.wait()
-        if rc != 0:
-            raise self.error(rc)
+        if rc == 0:
+            return True
+        if rc != 1 or self.tolerate is None:
+            return False
+        self._stderr.seek(0)
+        return self.tolerate(self._stderr.read().decode("utf-8", "replace"))
+
+    def wait(self) -> None:
+        if not self.succeeded():
+            raise self.error(self.proc.returncode)
 
     def error(self, rc: int) -> EngineError:
         self._stderr.seek(0)
@@ -159,12 +175,9 @@ class Feeder:
     def __init__(self, tool: Tool, blocks: Iterable[bytes], *, drain: bool = True) -> None:
         assert tool.proc.stdin is not None
         self.errors: list[BaseException] = []
-        def succeeded() -> bool:
-            return tool.proc.wait() == 0
-
         self.thread = threading.Thread(
             target=feed, args=(tool.proc.stdin, blocks, self.errors, tool.kill),
-            kwargs={"drain": succeeded if drain else None}, name=f"safehold-feed-{tool.doing}",
+            kwargs={"drain": tool.succeeded if drain else None}, name=f"safehold-feed-{tool.doing}",
             daemon=True)
         self.thread.start()
 
@@ -182,7 +195,7 @@ class ProcessSet:
         self._tools: list[Tool] = []
         self.stopped = False
 
-    def start(self, argv: Sequence[str], target: PgTarget, doing: str, **kw: bool) -> Tool:
+    def start(self, argv: Sequence[str], target: PgTarget, doing: str, **kw: Any) -> Tool:
         with self._lock:
             if self.stopped:
                 raise EngineError(f"not starting {doing}: another step already failed")
