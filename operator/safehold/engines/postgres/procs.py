@@ -69,6 +69,8 @@ class Tool:
         # Whether the stderr of an exit code 1 still means success (:meth:`succeeded`); its
         # messages are then in English, which it may read.
         self.tolerate = tolerate
+        self._verdict: bool | None = None  # succeeded()'s, once the tool has ended
+        self._verdict_lock = threading.Lock()  # the feeder's drain and the caller both ask
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         env = target.tool_env()
         if tolerate is not None:
@@ -105,22 +107,26 @@ class Tool:
 
     def succeeded(self) -> bool:
         """Wait for the tool; whether it succeeded (exit 0, or 1 with only the errors
-        ``tolerate`` accepts)."""
+        ``tolerate`` accepts). Decided once: threads asking together read stderr once."""
         rc = self.proc.wait()
-        if rc == 0:
-            return True
-        if rc != 1 or self.tolerate is None:
-            return False
-        self._stderr.seek(0)
-        return self.tolerate(self._stderr.read().decode("utf-8", "replace"))
+        with self._verdict_lock:
+            if self._verdict is None:
+                if rc != 1 or self.tolerate is None:
+                    self._verdict = rc == 0
+                else:
+                    self._stderr.seek(0)
+                    self._verdict = self.tolerate(
+                        self._stderr.read().decode("utf-8", "replace"))
+            return self._verdict
 
     def wait(self) -> None:
         if not self.succeeded():
             raise self.error(self.proc.returncode)
 
     def error(self, rc: int) -> EngineError:
-        self._stderr.seek(0)
-        text = self._stderr.read()[-4000:].decode("utf-8", "replace").strip()
+        with self._verdict_lock:
+            self._stderr.seek(0)
+            text = self._stderr.read()[-4000:].decode("utf-8", "replace").strip()
         if rc < 0:
             text = f"{self.argv[0].rsplit('/', 1)[-1]} was killed by signal {-rc}. {text}"
         return classify(text or f"exit code {rc}", self.target, doing=self.doing)
