@@ -7,6 +7,7 @@ as it is, with no safehold, repository or key, holding exactly the rows committe
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -140,5 +141,6 @@ def test_a_postgresql_restore_to_a_time_into_a_volume_starts_as_it_is(
     finally:
         if restored is not None:
             restored.stop()
+        shutil.rmtree(root, ignore_errors=True)  # the claim's data directory: 80 MB a run
         pg.psql(DROP_SLOT)
         pg.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
