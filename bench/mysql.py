@@ -8,7 +8,8 @@ alternating rounds (bench/harness.py):
 
 * ``safehold backup -j2`` (zstd:3, AES-256-GCM; one snapshot on 2 connections) and
   ``safehold restore -j2`` into a new database;
-* ``mariadb-dump --single-transaction | zstd -3 -T2`` and ``zstd -d | mariadb``;
+* ``mariadb-dump --single-transaction | zstd -3 -T2`` (as is, and with its output fsynced as
+  Safehold's objects are) and ``zstd -d | mariadb``;
 * ``mydumper -t 2 -c --trx-consistency-only`` and ``myloader -t 2``, with the binary log off
   (its default) and on (``-e``: what Safehold and the pipe do, so that replicas and
   point-in-time archives see the restore);
@@ -143,6 +144,11 @@ def _run(server: MariaDB, work: Path, size_mb: int, rounds: int,
         Case("mariadb-dump --single-transaction | zstd -3 -T2", "1 connection, zstd -3 2 threads,"
              " none", f"mariadb-dump --no-defaults {conn} --single-transaction --routines"
              f" --triggers bench | zstd -3 -T2 -q > {dump_file}", env,
+             before=lambda: dump_file.unlink(missing_ok=True), spares=PLAIN_OUT),
+        # durable, as Safehold's objects are (bench/postgres.py says why)
+        Case("mariadb-dump --single-transaction | zstd && sync", "the same, output fsynced"
+             " (sync FILE)", f"mariadb-dump --no-defaults {conn} --single-transaction --routines"
+             f" --triggers bench | zstd -3 -T2 -q > {dump_file} && sync {dump_file}", env,
              before=lambda: dump_file.unlink(missing_ok=True), spares=PLAIN_OUT),
         Case("mydumper -t 2 -c", "2 threads, gzip -6 (its only codec), none",
              ["mydumper", *my, "-B", "bench", "-o", str(dumpdir), "-t", "2", "-c",

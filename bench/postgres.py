@@ -9,7 +9,8 @@ rows (highly compressible), and 200 small tables of random-text rows (a fifth of
 each it times, on the same data, in alternating rounds (bench/harness.py):
 
 * backup: ``safehold backup -j2`` (zstd:3, AES-256-GCM, as users run it) beside
-  ``pg_dump -Fc -Z0 | zstd -3 -T2``, ``pg_dump -Fd -j2 --compress=zstd:3`` and ``pg_dump -Fc``;
+  ``pg_dump -Fc -Z0 | zstd -3 -T2`` (as is, and with its output fsynced: Safehold fsyncs every
+  object, pg_dump -f its files), ``pg_dump -Fd -j2 --compress=zstd:3`` and ``pg_dump -Fc``;
 * restore: ``safehold restore -j2`` beside ``pg_restore -j2`` of an uncompressed custom archive
   and of the zstd directory dump, every restore checked by per-table checksums before its
   time counts;
@@ -169,6 +170,12 @@ def _measure(pg: Postgres, bindir: Path, work: Path, size_mb: int, rounds: int,
         Case("pg_dump -Fc -Z0 | zstd -3 -T2", "1 dump process + zstd 2 threads, -3, none",
              f"{tool('pg_dump')} -Fc -Z0 {db} | zstd -3 -T2 -q > {fc0}.zst", env,
              before=fresh(Path(f"{fc0}.zst")), spares=PLAIN_OUT),
+        # The same pipe, durable: its output fsynced before it counts as done, as Safehold
+        # fsyncs every object and pg_dump -f (-Fc, -Fd) its files (PostgreSQL 12+, unless
+        # --no-sync). The pipe above leaves its output in the page cache.
+        Case("pg_dump -Fc -Z0 | zstd -3 -T2 && sync", "the same, output fsynced (sync FILE)",
+             f"{tool('pg_dump')} -Fc -Z0 {db} | zstd -3 -T2 -q > {fc0}.zst && sync {fc0}.zst",
+             env, before=fresh(Path(f"{fc0}.zst")), spares=PLAIN_OUT),
         Case("pg_dump -Fc", "1 process, gzip -6 (default), none",
              [tool("pg_dump"), "-Fc", "-f", str(fc), db], env, before=fresh(fc),
              spares=PLAIN_OUT),
