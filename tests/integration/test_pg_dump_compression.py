@@ -92,6 +92,18 @@ def test_pg_dump_compresses_with_zstd_and_the_pipeline_only_encrypts(
     listing = header(env, repo, db17, "data/0000", zstd_tools)
     assert "Compression: zstd" in listing, listing
 
+    # several databases at once: their total has no ratio either, though the roles' backup
+    # beside them (compressed by the pipeline: pg_dumpall writes plain SQL) has one of its own
+    several = run_json("backup", "-t", url(pg17, "postgres"), "-r", repo.as_uri(), "--name",
+                       "srv", "--databases", db17, "--globals", "--compression", "zstd:3",
+                       env=env)
+    assert several["status"] == "success", several
+    assert several["databases"][0]["compression_ratio"] is None
+    assert isinstance(several["globals"]["compression_ratio"], float)
+    assert several["compression_ratio"] is None, several  # not the two blended
+    assert several["raw_bytes"] == several["databases"][0]["raw_bytes"] \
+        + several["globals"]["raw_bytes"]
+
     source = pg_data.fingerprint(pg17, db17)
     copy, part = f"{db17}_copy", f"{db17}_part"
     try:

@@ -137,12 +137,18 @@ def back_up(ctx: click.Context, *, url: str, name: str, options: ConnectionOptio
     failed = [o for o in outcomes if o.error is not None]
     status = dbnames.run_status(len(outcomes) - len(failed), len(failed))
     seconds = round(time.monotonic() - started, 3)
-    raw = sum((o.summary or {}).get("raw_bytes") or 0 for o in outcomes)
-    stored = sum((o.summary or {}).get("stored_bytes") or 0 for o in outcomes)
+    summaries = [o.summary for o in outcomes if o.summary]
+    raw = sum(s.get("raw_bytes") or 0 for s in summaries)
+    stored = sum(s.get("stored_bytes") or 0 for s in summaries)
+    # No ratio where a backup has none: pg_dump compressed its archives, so their raw size is
+    # already compressed (Manifest.compression_ratio), and a total with them in it would
+    # blend that with the others' real ratios (the roles' backup beside the databases').
+    told = all(s.get("compression_ratio") is not None for s in summaries
+               if s.get("stored_bytes"))
     result = {
         "target": name, "status": status, "seconds": seconds,
         "raw_bytes": raw, "stored_bytes": stored,
-        "compression_ratio": round(raw / stored, 3) if stored else None,
+        "compression_ratio": round(raw / stored, 3) if stored and told else None,
         "throughput_mib_s": round(raw / 2**20 / max(seconds, 1e-9), 2),
         "pipeline": added_up([(o.summary or {}).get("pipeline") for o in outcomes]),
         "databases": [o.as_dict() for o in outcomes if o.database is not None],
