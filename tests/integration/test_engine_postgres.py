@@ -625,6 +625,28 @@ def test_data_dumps_start_biggest_first_in_plan_order(pg18: Postgres, db18: str,
                                            "public.t1", "the rest"]
 
 
+def test_large_objects_restore_byte_for_byte(pg18: Postgres, db18: str, tmp_path: Path,
+                                             env: dict[str, str]) -> None:
+    """Large objects have no table of their own: pg_dump writes them with the data, and they
+    travel in the rest archive (dump.plan), which the whole restore loads like any other."""
+    pg, db, copy = pg18, db18, f"{db18}_copy"
+    pg.psql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);"
+            " SELECT lo_from_bytea(4242, convert_to(repeat(md5('safehold'), 40000), 'UTF8'));"
+            " SELECT lo_from_bytea(4243, '')", db=db)
+    source = pg.psql("SELECT string_agg(oid || ':' || md5(lo_get(oid)), ',' ORDER BY oid)"
+                     " FROM pg_largeobject_metadata", db=db)
+    repo = tmp_path / "repo"
+    run("backup", "-t", url(pg, db), "-r", repo.as_uri(), env=env)
+    try:
+        run("restore", "-t", url(pg, copy), "-r", repo.as_uri(), "-b", "latest", "--from", db,
+            "--yes", env=env)
+        assert pg.psql("SELECT string_agg(oid || ':' || md5(lo_get(oid)), ',' ORDER BY oid)"
+                       " FROM pg_largeobject_metadata", db=copy) == source
+        assert source.count(":") == 2
+    finally:
+        drop(pg, copy)
+
+
 def fake_bindir(root: Path, version: str, *, ssl: bool) -> Path:
     """A bin directory whose pg_dump reports ``version`` and answers libpq's sslmode check the
     way a build with or without SSL does (the messages are libpq's own)."""
