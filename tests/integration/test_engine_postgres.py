@@ -620,9 +620,15 @@ def test_data_dumps_start_biggest_first_in_plan_order(pg18: Postgres, db18: str,
     engine.backup(BackupRequest(type="full"), Sink(), chain=None)  # type: ignore[arg-type]
     holds = {r.name: (r.meta["tables"] or ["the rest"])[0] for r in writer.records
              if r.name.startswith("data/")}
-    assert started == sorted(holds), started  # data/0000 is the biggest, the rest archive last
-    assert [holds[n] for n in started] == ["public.t5", "public.t4", "public.t3", "public.t2",
+    planned = sorted(holds)  # data/0000 is the biggest, the rest archive last
+    assert [holds[n] for n in planned] == ["public.t5", "public.t4", "public.t3", "public.t2",
                                            "public.t1", "the rest"]
+    # Two run at once, so two that start together reach the sink in either order; but none
+    # may start ahead of a dump two or more places before it in the plan.
+    assert sorted(started) == planned, started
+    for i, first in enumerate(planned):
+        for later in planned[i + 2:]:
+            assert started.index(first) < started.index(later), started
 
 
 def test_large_objects_restore_byte_for_byte(pg18: Postgres, db18: str, tmp_path: Path,
