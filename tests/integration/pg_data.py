@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg2
 
-from tests.infra.postgres import Postgres
+from tests.infra.postgres import PASSWORD, Postgres
+
+KEY = "c2FmZWhvbGQtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyE="  # base64 of 32 bytes
+
+
+def encrypted_env(tmp_path: Path) -> dict[str, str]:
+    """The CLI's environment for a test server, encrypted with :data:`KEY` as users run it;
+    no developer config or keys."""
+    (tmp_path / "safehold.yaml").write_text("{}\n")
+    return {"SAFEHOLD_CONFIG": str(tmp_path / "safehold.yaml"), "SAFEHOLD_KEY_FILE": "",
+            "SAFEHOLD_KEY": KEY, "SAFEHOLD_PASSPHRASE": "", "PGPASSWORD": "",
+            "SAFEHOLD_PASSWORD": PASSWORD}
+
+
+def built_database(pg: Postgres) -> Iterator[str]:
+    """A fresh database on ``pg`` holding :func:`build`'s data, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    pg.psql(f'CREATE DATABASE "{name}"')
+    build(pg, name)
+    yield name
+    pg.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 SCHEMA = r"""
 CREATE SCHEMA app;

