@@ -137,18 +137,18 @@ def _run(server: MariaDB, work: Path, size_mb: int, rounds: int,
     dump_file = work / "bench.sql.zst"
     my = ["-h", server.host, "-P", str(server.port), "-u", server.user, "-p", server.password]
     enc = "2 connections, zstd -3 (2 threads), AES-256-GCM"
+    pipe = (f"mariadb-dump --no-defaults {conn} --single-transaction --routines --triggers bench"
+            f" | zstd -3 -T2 -q > {dump_file}")
     backups = [
         Case("safehold backup -j2", enc, [*safehold, "-o", "json", "backup", "-t",
              f"{base}/bench", "-r", repo.as_uri(), "-j", "2", "-c", "zstd:3", "--key-file",
              str(key)], env, before=lambda: shutil.rmtree(repo, ignore_errors=True)),
         Case("mariadb-dump --single-transaction | zstd -3 -T2", "1 connection, zstd -3 2 threads,"
-             " none", f"mariadb-dump --no-defaults {conn} --single-transaction --routines"
-             f" --triggers bench | zstd -3 -T2 -q > {dump_file}", env,
-             before=lambda: dump_file.unlink(missing_ok=True), spares=PLAIN_OUT),
+             " none", pipe, env, before=lambda: dump_file.unlink(missing_ok=True),
+             spares=PLAIN_OUT),
         # durable, as Safehold's objects are (bench/postgres.py says why)
         Case("mariadb-dump --single-transaction | zstd && sync", "the same, output fsynced"
-             " (sync FILE)", f"mariadb-dump --no-defaults {conn} --single-transaction --routines"
-             f" --triggers bench | zstd -3 -T2 -q > {dump_file} && sync {dump_file}", env,
+             " (sync FILE)", f"{pipe} && sync {dump_file}", env,
              before=lambda: dump_file.unlink(missing_ok=True), spares=PLAIN_OUT),
         Case("mydumper -t 2 -c", "2 threads, gzip -6 (its only codec), none",
              ["mydumper", *my, "-B", "bench", "-o", str(dumpdir), "-t", "2", "-c",

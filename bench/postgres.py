@@ -163,19 +163,19 @@ def _measure(pg: Postgres, bindir: Path, work: Path, size_mb: int, rounds: int,
             path.unlink(missing_ok=True)
 
     enc = "2 threads, zstd -3, AES-256-GCM"
+    piped = Path(f"{fc0}.zst")
+    pipe = f"{tool('pg_dump')} -Fc -Z0 {db} | zstd -3 -T2 -q > {piped}"
     backups = [
         Case("safehold backup -j2", enc, [*safehold, "-o", "json", "backup", "-t", f"{url}/{db}",
              "-r", repo.as_uri(), "-j", "2", "-c", "zstd:3", "--key-file", str(key)], env,
              before=fresh(repo)),  # one backup in the repository: its size is comparable
         Case("pg_dump -Fc -Z0 | zstd -3 -T2", "1 dump process + zstd 2 threads, -3, none",
-             f"{tool('pg_dump')} -Fc -Z0 {db} | zstd -3 -T2 -q > {fc0}.zst", env,
-             before=fresh(Path(f"{fc0}.zst")), spares=PLAIN_OUT),
+             pipe, env, before=fresh(piped), spares=PLAIN_OUT),
         # The same pipe, durable: its output fsynced before it counts as done, as Safehold
         # fsyncs every object and pg_dump -f (-Fc, -Fd) its files (PostgreSQL 12+, unless
         # --no-sync). The pipe above leaves its output in the page cache.
         Case("pg_dump -Fc -Z0 | zstd -3 -T2 && sync", "the same, output fsynced (sync FILE)",
-             f"{tool('pg_dump')} -Fc -Z0 {db} | zstd -3 -T2 -q > {fc0}.zst && sync {fc0}.zst",
-             env, before=fresh(Path(f"{fc0}.zst")), spares=PLAIN_OUT),
+             f"{pipe} && sync {piped}", env, before=fresh(piped), spares=PLAIN_OUT),
         Case("pg_dump -Fc", "1 process, gzip -6 (default), none",
              [tool("pg_dump"), "-Fc", "-f", str(fc), db], env, before=fresh(fc),
              spares=PLAIN_OUT),
@@ -195,7 +195,7 @@ def _measure(pg: Postgres, bindir: Path, work: Path, size_mb: int, rounds: int,
     table(f"PostgreSQL backup, {layout}", size / 1e6, backups[0], backups[1:])
     stored = {
         "safehold": sum(f.stat().st_size for f in repo.rglob("*") if f.is_file()),
-        "pg_dump -Fc -Z0 | zstd": Path(f"{fc0}.zst").stat().st_size,
+        "pg_dump -Fc -Z0 | zstd": piped.stat().st_size,
         "pg_dump -Fc": fc.stat().st_size,
     }
     if zstd_dir:
