@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -87,7 +88,7 @@ def _damage(path: Path, how: str, other: Path | None = None) -> None:
         f = frames[1]
         payload = bytearray(f.payload)
         payload[5] ^= 0x01
-        frames[1] = type(f)(f.index, f.final, f.raw_len, memoryview(payload))
+        frames[1] = dataclasses.replace(f, payload=memoryview(payload))
         path.write_bytes(MAGIC + b"".join(
             frame_bytes(f.payload, f.raw_len, f.final) for f in frames))
     elif how == "truncate":

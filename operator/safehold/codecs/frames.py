@@ -9,7 +9,9 @@
 ``payload`` is the chunk compressed as one complete frame of the codec and then, when the backup
 is encrypted, sealed with AES-256-GCM (nonce || ciphertext || tag) bound to the chunk's index and
 final flag. The CRC names a damaged frame even in unencrypted backups before decompression runs;
-the per-object SHA-256 in the manifest covers the whole object, header included.
+the per-object SHA-256 in the manifest covers the whole object, header included. An encrypted
+frame's tag already authenticates every byte of it: a reader that relies on the tags may leave
+the CRC to :meth:`Frame.damaged`, to tell storage damage from forgery once a tag fails.
 """
 
 from __future__ import annotations
@@ -38,6 +40,13 @@ class Frame:
     final: bool
     raw_len: int
     payload: memoryview  # read-only; a view of the stored block it lies in, when it lies in one
+    crc: int  # as stored; checked by parse_frames unless told not to
+
+    def damaged(self) -> FrameError | None:
+        """The error of a payload that fails its CRC (damaged in storage or in transit)."""
+        if zlib.crc32(self.payload) != self.crc:
+            return FrameError(f"frame {self.index} fails its CRC check")
+        return None
 
 
 def frame_bytes(payload: bytes | memoryview, raw_len: int, final: bool) -> bytes:
@@ -83,8 +92,9 @@ class _Buffer:
         return memoryview(b"".join(parts))
 
 
-def parse_frames(stored: Iterable[bytes]) -> Iterator[Frame]:
-    """Split a stored object into frames, checking magic, CRCs, order and the final flag."""
+def parse_frames(stored: Iterable[bytes], *, check_crc: bool = True) -> Iterator[Frame]:
+    """Split a stored object into frames, checking magic, order, the final flag and (unless
+    ``check_crc`` is false: the caller authenticates each payload) the CRCs."""
     buf = _Buffer(stored)
     if buf.read(len(MAGIC)) != MAGIC:
         raise FrameError("not a Safehold object (bad header)")
@@ -101,12 +111,12 @@ def parse_frames(stored: Iterable[bytes]) -> Iterator[Frame]:
         payload = buf.read(payload_len)
         if len(payload) < payload_len:
             raise FrameError(f"truncated inside frame {index}")
-        if zlib.crc32(payload) != crc:
-            raise FrameError(f"frame {index} fails its CRC check")
-        final = bool(flags & FINAL)
-        yield Frame(index, final, raw_len, payload)
+        frame = Frame(index, bool(flags & FINAL), raw_len, payload, crc)
+        if check_crc and (error := frame.damaged()):
+            raise error
+        yield frame
         index += 1
-        if final:
+        if frame.final:
             if buf.read(1):
                 raise FrameError(f"unexpected data after the final frame {index - 1}")
             return

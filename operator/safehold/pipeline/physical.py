@@ -49,7 +49,7 @@ def run_data_dir_restore(repo: Repository, backup: Manifest, keks: Sequence[cryp
     keys = DataKeys(repo, keks)
     for manifest in chain:  # unwrap keys and check MACs before touching anything
         keys.for_backup(manifest)
-    reader = ObjectReader(repo, keys)
+    reader = ObjectReader(repo, keys, tags_suffice=True)
     reader.on_bytes = progress
     reader.profile, reader.tally = profile, tally
     restore_data_dir(chain, reader, data_dir)

@@ -171,7 +171,7 @@ def plan_recovery(engine: Engine, repo: Repository, target: str, to: RecoveryTar
     keys = DataKeys(repo, keks)
     for m in chain:  # unwrap keys and check MACs before anything else
         keys.for_backup(m)
-    reader = ObjectReader(repo, keys, workers=workers)
+    reader = ObjectReader(repo, keys, workers=workers, tags_suffice=True)
     later = [m for m in backups if m.type != "full" and m.backup_id > full.backup_id]
     for m in later:
         keys.for_backup(m)

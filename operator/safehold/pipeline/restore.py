@@ -37,7 +37,7 @@ def run_restore(engine: Engine, repo: Repository, backup: Manifest,
     keys = DataKeys(repo, keks)
     for manifest in chain:  # unwrap keys and check MACs before touching the target
         keys.for_backup(manifest)
-    reader = ObjectReader(repo, keys, workers=workers)
+    reader = ObjectReader(repo, keys, workers=workers, tags_suffice=True)
     reader.on_bytes = progress
     reader.profile, reader.tally = profile, tally
     engine.restore(RestoreRequest(chain=chain, include=include, conflict=conflict), reader)
