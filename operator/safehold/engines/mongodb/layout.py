@@ -25,7 +25,9 @@ from urllib.parse import quote
 from bson import json_util
 from bson.binary import Binary
 
-from safehold.engines.base import DatabaseMissing, EngineError
+from safehold.api.errors import IntegrityError
+from safehold.engines import shape
+from safehold.engines.base import DatabaseMissing
 
 FORMAT = 1
 PRELUDE = "prelude.json"
@@ -83,8 +85,11 @@ class CollectionMetadata:
             return cls(name=doc["collectionName"], type=doc.get("type", "collection"),
                        options=dict(doc.get("options") or {}),
                        indexes=[dict(i) for i in doc["indexes"]])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise EngineError(f"{source} is not a mongodump metadata file: {exc}") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise IntegrityError(f"{source} is not a mongodump metadata file ({detail[:200]}):"
+                                 " the backup is damaged or was not written by Safehold"
+                                 ) from None
 
     def index_specs(self) -> list[dict[str, Any]]:
         """Indexes to create on restore: all but ``_id_`` (every collection has it), without
@@ -116,15 +121,22 @@ class Toc:
 
     @classmethod
     def parse(cls, data: bytes, source: str) -> Toc:
+        """A backup's ``toc.json``; IntegrityError (exit 4), naming the value, for anything
+        Safehold did not write (an unencrypted backup's is protected by nothing but the
+        storage), and for a format this Safehold does not know."""
         try:
             doc = json.loads(data)
-            if doc.get("format") != FORMAT:
-                raise ValueError(f"format {doc.get('format')!r}, expected {FORMAT}")
+            if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+                found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+                raise ValueError(f"format {found!r}, expected {FORMAT}; a newer Safehold may"
+                                 " have written it")
+            shape.check(doc, cls, "toc")
             return cls(database=doc["database"],
                        collections=tuple(TocEntry(**e) for e in doc["collections"]))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise EngineError(f"{source} is not a Safehold MongoDB table of contents: {exc}"
-                              " (was the backup written by a newer Safehold?)") from None
+        except ValueError as exc:  # json's errors are ValueErrors too
+            raise IntegrityError(f"{source} is not a Safehold MongoDB table of contents"
+                                 f" ({str(exc)[:200]}): the backup is damaged or was not"
+                                 " written by Safehold") from None
 
     def select(self, include: Iterable[str] | None) -> list[TocEntry]:
         """The entries named by ``include`` (all when None), in toc order."""

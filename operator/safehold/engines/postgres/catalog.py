@@ -10,17 +10,14 @@ selective restore can pick a table's entries out of the schema archives exactly 
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
-import types
-import typing
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from psycopg2.extensions import cursor as Cursor
 
 from safehold.api.errors import IntegrityError
+from safehold.engines import shape
 
 TOC_FORMAT = 1
 USER_SCHEMAS = ("n.nspname NOT IN ('pg_catalog', 'information_schema')"
@@ -102,7 +99,7 @@ class Toc:
         if not isinstance(data, dict) or data.get("format") != TOC_FORMAT:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise ValueError(f"toc.json format {found!r} is not {TOC_FORMAT}")
-        _check(data, cls, "toc")
+        shape.check(data, cls, "toc")
         tables = []
         for t in data["tables"]:
             t = dict(t)
@@ -111,58 +108,6 @@ class Toc:
             t["foreign_keys"] = [ForeignKey(**f) for f in t["foreign_keys"]]
             tables.append(Table(**t))
         return cls(**{**data, "tables": tables})
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _check(value: Any, hint: Any, where: str) -> None:
-    """Raise ValueError, naming the place (``toc.tables[3].bytes``), unless ``value`` (parsed
-    JSON) is what ``hint`` (a field's annotation) says: every field of every dataclass present
-    and none unknown, integers (not booleans) not negative, strings, lists and mappings of
-    them. A forged catalog is refused here, as damage, rather than crashing the restore later
-    on a string where a size belongs."""
-    if hint is Any:
-        return
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return
-        hint, = (a for a in args if a is not type(None))  # X | None: the one kind there is
-        _check(value, hint, where)
-    elif dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise ValueError(f"{where} is a {type(value).__name__}, not an object")
-        fields = {f.name: f for f in dataclasses.fields(hint)}
-        unknown = sorted(set(value) - set(fields))
-        if unknown:
-            raise ValueError(f"{where} has a field Safehold never writes: {unknown[0]!r}")
-        hints = _hints(hint)  # type: ignore[arg-type]
-        for name, f in fields.items():
-            if name in value:
-                _check(value[name], hints[name], f"{where}.{name}")
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ValueError(f"{where} lacks its field {name!r}")
-    elif origin is list:
-        if not isinstance(value, list):
-            raise ValueError(f"{where} is a {type(value).__name__}, not a list")
-        for i, item in enumerate(value):
-            _check(item, args[0], f"{where}[{i}]")
-    elif origin is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{where} is a {type(value).__name__}, not an object")
-        for key, item in value.items():
-            _check(item, args[1], f"{where}[{key!r}]")
-    elif hint is int:
-        if type(value) is not int or value < 0:
-            raise ValueError(f"{where} is {value!r}, not a count or an OID")
-    elif hint is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{where} is {value!r}, not a string")
-    else:  # a field of a kind this check does not know: a bug here (not damage: not caught)
-        raise AssertionError(f"no check for {where}'s annotation {hint!r}")
 
 
 def read_toc(cur: Cursor) -> Toc:
