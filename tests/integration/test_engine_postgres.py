@@ -259,14 +259,16 @@ def test_a_tables_indexes_are_built_right_after_its_rows(
         drop(pg, copy, part)
 
 
-def test_data_archives_are_listed_while_the_pre_data_loads(
+@pytest.mark.parametrize("waiting", ["create", "pre-data"])
+def test_data_archives_are_listed_while_the_schema_loads(
         pg18: Postgres, db18: str, tmp_path: Path, env: dict[str, str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, waiting: str) -> None:
     """A whole restore lists its data archives (pg_restore --list of each object's head) while
-    the server creates the tables from the pre-data archive, not after it: the server would
-    wait for the listing. Here the pre-data load starts only once a data archive has been
-    listed; when the listing waited for the pre-data this failed after 20 s. The restore is
-    still complete and each load still waits for the tables: every row and index is there."""
+    the server creates the staging database and then the tables from the pre-data archive, not
+    after: the server would wait for the listing. Here the creation of the database, or the
+    pre-data load, starts only once a data archive has been listed; when the listing waited for
+    it this failed after 20 s. The restore is still complete and each load still waits for the
+    tables: every row and index is there."""
     pg, db, copy = pg18, db18, f"{db18}_copy"
     pg.psql(INTERLEAVE_SCHEMA, db=db)
     repo = tmp_path / "repo"
@@ -281,12 +283,21 @@ def test_data_archives_are_listed_while_the_pre_data_loads(
         return entries
 
     def load(self: archive.Archives, name: str, database: str, *args: Any, **kw: Any) -> None:
-        if name == dump.PRE and not listed.wait(20):
+        if waiting == "pre-data" and name == dump.PRE and not listed.wait(20):
             raise RuntimeError("the pre-data waited for a data archive's listing in vain")
         real_load(self, name, database, *args, **kw)
 
+    real_create = restore._create
+
+    def create(*args: Any) -> None:
+        if waiting == "create" and not listed.wait(20):
+            raise RuntimeError("the staging database waited for a data archive's listing in"
+                               " vain")
+        real_create(*args)
+
     monkeypatch.setattr(archive.Archives, "_list_head", list_head)
     monkeypatch.setattr(archive.Archives, "load", load)
+    monkeypatch.setattr(restore, "_create", create)
     try:
         run("restore", "-t", url(pg, copy), "-r", repo.as_uri(), "-b", "latest", "--from", db,
             "--yes", env=env)

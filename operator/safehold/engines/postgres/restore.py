@@ -36,6 +36,7 @@ import hashlib
 import logging
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -102,14 +103,17 @@ def restore_database(archives: Archives, toc: Toc, conflict: Literal["fail", "re
                 raise ConflictError(f"database {target.database!r} already exists on"
                                     f" {target.describe()} and the conflict policy is 'fail';"
                                     " use --conflict replace or restore to another name")
-        # The post-data archive is spooled and listed while the server creates the staging
-        # database and loads the pre-data, and the data archives are listed while it loads the
-        # pre-data: not after (each a pause of the server before the data).
-        with archives.spooled(POST) as post, \
-                ThreadPoolExecutor(1, thread_name_prefix="safehold-pre-data") as pool:
+        # The staging database is created and the pre-data loaded into it on a thread of
+        # their own, while the post-data archive is spooled and listed and the data archives
+        # are listed: not after (each a pause of the server before the data).
+        def schema() -> None:
             with admin.cursor() as cur:
                 _create(cur, staging, toc, target)
-            pre = pool.submit(archives.load, PRE, staging)
+            archives.load(PRE, staging)
+
+        with archives.spooled(POST) as post, \
+                ThreadPoolExecutor(1, thread_name_prefix="safehold-pre-data") as pool:
+            pre = pool.submit(schema)
             try:
                 _load_data(archives, toc, staging, jobs, post, pre.result)
                 _swap(admin, target, staging, exists)
@@ -189,7 +193,8 @@ _OWN_ENTRIES = ("INDEX ", "CONSTRAINT ", "TRIGGER ")
 def _load_data(archives: Archives, toc: Toc, staging: str, jobs: int, post: Spool,
                pre_data: Callable[[], object]) -> None:
     """Once ``pre_data`` returns (the tables exist; it raises if they never will), the data
-    archives, ``jobs`` at a time, biggest first, each listed before that, each with the indexes,
+    archives, ``jobs`` at a time, biggest first, each listed before that (and before the
+    post-data's listing is needed), each with the indexes,
     constraints (not foreign keys) and triggers of its tables, as ``pg_restore -j`` builds a
     table's indexes while other tables still load; then the rest of the post-data archive
     (foreign keys, index attachments, rules, policies, materialized view data, comments: what
@@ -198,25 +203,34 @@ def _load_data(archives: Archives, toc: Toc, staging: str, jobs: int, post: Spoo
     An archive that holds its tables' post-data (:data:`.dump.WITH_POST_DATA`) is restored by
     one pg_restore with each table's own entries right after its rows (:func:`_interleaved`);
     one of an older backup, whole, and then its tables' own entries from ``schema.post``."""
-    entries = post.entries()
     names = [n for n, meta in toc.objects.items() if meta.get("section") == "data"]
     sizes = {n: sum(t.bytes for t in toc.tables if t.object == n) for n in names}
     owner = {oid: t.oid for t in toc.tables if t.object in sizes for oid in t.parts}
-    own: dict[int, list[Entry]] = {t.oid: [] for t in toc.tables if t.object in sizes}
-    for e in entries:  # one pass, in schema.post's order (the order pg_restore -L keeps)
-        if e.oid in owner and e.text.startswith(_OWN_ENTRIES):
-            own[owner[e.oid]].append(e)
+    owning = threading.Lock()
+    owned: dict[int, list[Entry]] = {}
+
+    def own() -> dict[int, list[Entry]]:
+        """Each data table's own schema.post entries, sorted out once, by the first thread
+        to need them (once ``post`` is listed)."""
+        with owning:
+            if not owned:
+                owned.update({t.oid: [] for t in toc.tables if t.object in sizes})
+                for e in post.entries():  # in schema.post's order (which pg_restore -L keeps)
+                    if e.oid in owner and e.text.startswith(_OWN_ENTRIES):
+                        owned[owner[e.oid]].append(e)
+            return owned
+
     done: set[str] = set()  # the schema.post lines made with a data archive
 
     def load(name: str) -> None:
         tables = [t for t in toc.tables if t.object == name]
         if toc.objects[name].get(WITH_POST_DATA):
             made: list[Entry] = []
-            archives.load(name, staging, lambda listing: _interleaved(listing, entries, tables,
-                                                                      own, made), pre_data)
+            archives.load(name, staging, lambda listing: _interleaved(
+                listing, post.entries(), tables, own(), made), pre_data)
         else:
             archives.load(name, staging, ready=pre_data)
-            made = [e for t in tables for e in own[t.oid]]
+            made = [e for t in tables for e in own()[t.oid]]
             if made:
                 archives.load_file(post.path, staging, [e.line for e in made],
                                    doing=f"restoring {name}'s indexes")
@@ -225,7 +239,7 @@ def _load_data(archives: Archives, toc: Toc, staging: str, jobs: int, post: Spoo
     run_parallel(load, sorted(names, key=lambda n: -sizes[n]), jobs=jobs,
                  name="safehold-pg_restore", on_failure=archives.procs.stop)
     pre_data()  # also when there was no data archive to wait for it
-    rest = [e.line for e in entries if e.line not in done]
+    rest = [e.line for e in post.entries() if e.line not in done]
     if rest:
         archives.load_file(post.path, staging, rest, jobs=jobs)
 
