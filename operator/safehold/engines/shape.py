@@ -12,6 +12,12 @@ import typing
 from typing import Any
 
 
+def describe(exc: Exception) -> str:
+    """What a parse error says, short enough for a message (a KeyError names only its key)."""
+    detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc)
+    return detail[:200]
+
+
 @functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)

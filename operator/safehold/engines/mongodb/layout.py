@@ -86,10 +86,9 @@ class CollectionMetadata:
                        options=dict(doc.get("options") or {}),
                        indexes=[dict(i) for i in doc["indexes"]])
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc)
-            raise IntegrityError(f"{source} is not a mongodump metadata file ({detail[:200]}):"
-                                 " the backup is damaged or was not written by Safehold"
-                                 ) from None
+            raise IntegrityError(f"{source} is not a mongodump metadata file"
+                                 f" ({shape.describe(exc)}): the backup is damaged or was not"
+                                 " written by Safehold") from None
 
     def index_specs(self) -> list[dict[str, Any]]:
         """Indexes to create on restore: all but ``_id_`` (every collection has it), without
@@ -135,7 +134,7 @@ class Toc:
                        collections=tuple(TocEntry(**e) for e in doc["collections"]))
         except ValueError as exc:  # json's errors are ValueErrors too
             raise IntegrityError(f"{source} is not a Safehold MongoDB table of contents"
-                                 f" ({str(exc)[:200]}): the backup is damaged or was not"
+                                 f" ({shape.describe(exc)}): the backup is damaged or was not"
                                  " written by Safehold") from None
 
     def select(self, include: Iterable[str] | None) -> list[TocEntry]:

@@ -89,10 +89,9 @@ class Toc:
         try:
             return cls.from_json(json.loads(data))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc)
             raise IntegrityError(
-                f"the backup's toc.json is not a catalog Safehold wrote ({detail[:200]}); the"
-                " backup is damaged or was not written by Safehold") from None
+                f"the backup's toc.json is not a catalog Safehold wrote ({shape.describe(exc)});"
+                " the backup is damaged or was not written by Safehold") from None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Toc:

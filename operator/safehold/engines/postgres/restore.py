@@ -207,14 +207,15 @@ def _load_data(archives: Archives, toc: Toc, staging: str, jobs: int, post: Spoo
     sizes = {n: sum(t.bytes for t in toc.tables if t.object == n) for n in names}
     owner = {oid: t.oid for t in toc.tables if t.object in sizes for oid in t.parts}
     owning = threading.Lock()
-    owned: dict[int, list[Entry]] = {}
+    owned: dict[int, list[Entry]] | None = None
 
     def own() -> dict[int, list[Entry]]:
         """Each data table's own schema.post entries, sorted out once, by the first thread
         to need them (once ``post`` is listed)."""
+        nonlocal owned
         with owning:
-            if not owned:
-                owned.update({t.oid: [] for t in toc.tables if t.object in sizes})
+            if owned is None:
+                owned = {t.oid: [] for t in toc.tables if t.object in sizes}
                 for e in post.entries():  # in schema.post's order (which pg_restore -L keeps)
                     if e.oid in owner and e.text.startswith(_OWN_ENTRIES):
                         owned[owner[e.oid]].append(e)
