@@ -13,11 +13,11 @@ import random
 import re
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.harness import SAFEHOLD
 from safehold.codecs import crypto
 from safehold.codecs.compression import CODECS, parse_codec
 from safehold.pipeline import stream
@@ -137,7 +137,7 @@ def make_sqlite(path: Path, mb: int) -> None:
 def peak_rss(sizes: list[int], work: Path) -> None:
     print("\n## Runner peak RSS (safehold backup + restore, zstd:3 + AES-256-GCM, realistic rows)")
     print(f"{'db MB':>7} {'op':<8} {'wall s':>7} {'MB/s':>7} {'peak RSS MiB':>13}")
-    safehold = [sys.executable, "-m", "safehold.cli", "--log-level", "warning"]
+    safehold = list(SAFEHOLD)
     key = work / "bench.key"
     if not key.exists():
         subprocess.run(

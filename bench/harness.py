@@ -29,10 +29,16 @@ import os
 import re
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+
+# Safehold as users run it: its console script (the runner image's entrypoint), which sets what
+# `python -m safehold.cli` does not (safehold/cli/entry.py); quiet but for warnings.
+SAFEHOLD = (str(Path(sys.executable).with_name("safehold")), "--log-level", "warning")
 
 
 @dataclass

@@ -29,7 +29,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from pathlib import Path
 from tests.infra.postgres import SUPERUSER, Postgres, debian_bindir, wheel_bindir
 from tests.infra.procs import as_test_user, chown_test_user
 
+from bench.harness import SAFEHOLD
 from bench.postgres import ROW_BYTES, SHARES, build, checksums
 
 CHANGED = 0.01  # of all rows, per change, in one key range of t0
@@ -107,8 +107,7 @@ class Safehold:
         self.url = f"postgresql://{SUPERUSER}@{pg.host}:{pg.port}/{db}"
 
     def cli(self, *args: str) -> dict[str, object]:
-        out = subprocess.run([sys.executable, "-m", "safehold.cli", "--log-level", "warning",
-                              *args], env=self.env, capture_output=True, text=True)
+        out = subprocess.run([*SAFEHOLD, *args], env=self.env, capture_output=True, text=True)
         if out.returncode != 0:
             raise RuntimeError(f"safehold {' '.join(args)} -> {out.returncode}\n{out.stderr}")
         return dict(json.loads(out.stdout)) if out.stdout.strip().startswith("{") else {}
@@ -126,7 +125,7 @@ class Safehold:
         status = self.work / "walstream.json"
         status.unlink(missing_ok=True)
         return subprocess.Popen(
-            [sys.executable, "-m", "safehold.cli", "--log-level", "warning", "wal", "stream",
+            [*SAFEHOLD, "wal", "stream",
              "-t", self.url, "-r", self.repo.as_uri(), "--name", "bench", "--status-file",
              str(status), "--key-file", str(self.key)], env=self.env,
             stdout=subprocess.DEVNULL, stderr=(self.work / "walstream.log").open("wb"))

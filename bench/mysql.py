@@ -35,7 +35,7 @@ from pathlib import Path
 from tests.infra.mariadb import MariaDB
 
 from bench.__main__ import WORDS  # the same vocabulary as the other realistic corpus
-from bench.harness import PLAIN_IN, PLAIN_OUT, Case, alternate, rounds_for, table
+from bench.harness import PLAIN_IN, PLAIN_OUT, SAFEHOLD, Case, alternate, rounds_for, table
 
 ROW_BYTES = 150  # about what one generated row takes in a dump
 
@@ -128,7 +128,7 @@ def _run(server: MariaDB, work: Path, size_mb: int, rounds: int,
     dumpdir = work / "mydumper"
     for path in (repo, dumpdir):
         shutil.rmtree(path, ignore_errors=True)
-    safehold = [sys.executable, "-m", "safehold.cli", "--log-level", "warning"]
+    safehold = list(SAFEHOLD)
     key = work / "bench.key"
     if not key.exists():
         subprocess.run([*safehold, "keys", "generate", "--out", str(key)], check=True,

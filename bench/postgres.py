@@ -28,14 +28,13 @@ import argparse
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from tests.infra.postgres import Postgres, wheel_bindir
 
-from bench.harness import PLAIN_IN, PLAIN_OUT, Case, alternate, rounds_for, table
+from bench.harness import PLAIN_IN, PLAIN_OUT, SAFEHOLD, Case, alternate, rounds_for, table
 
 WORDS = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor"
          " incididunt ut labore et dolore magna aliqua enim ad minim veniam quis nostrud"
@@ -151,7 +150,7 @@ def _measure(pg: Postgres, bindir: Path, work: Path, size_mb: int, rounds: int,
                 path.unlink(missing_ok=True)
 
     clean()
-    safehold = [sys.executable, "-m", "safehold.cli", "--log-level", "warning"]
+    safehold = list(SAFEHOLD)
     if not key.exists():
         subprocess.run([*safehold, "keys", "generate", "--out", str(key)], check=True,
                        capture_output=True)
