@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -9,6 +12,8 @@ import pytest
 
 from safehold.api.manifest import Manifest
 from safehold.codecs import crypto
+from safehold.codecs.compression import parse_codec
+from safehold.codecs.frames import MAGIC, Frame, frame_bytes, parse_frames
 from safehold.pipeline.logarchive import LogArchive
 from safehold.pipeline.objects import CorruptObjectError
 from safehold.repository import logarchive as la
@@ -120,3 +125,103 @@ def test_retention_keeps_what_kept_backups_and_the_window_need(repo: Repository)
     for r in gone:
         la.delete_segment(repo, r.id)
     assert [r.name for r in archive.list()] == [f"binlog.00000{i}" for i in range(2, 6)]
+
+
+# -- a reader that applies: encrypted segments checked by their tags --------------------------
+
+def _segment_file(repo: Repository, name: str) -> Path:
+    return Path(repo.storage.url.removeprefix("file://")) / seg(name).data_key
+
+
+def _rewrite(path: Path, change: Callable[[list[Frame]], list[Frame]]) -> None:
+    frames = change(list(parse_frames([path.read_bytes()])))
+    path.write_bytes(MAGIC + b"".join(frame_bytes(f.payload, f.raw_len, f.final)
+                                      for f in frames))
+
+
+def _forged(frames: list[Frame]) -> list[Frame]:
+    """Frame 1 with a byte changed and its CRC made to match."""
+    payload = bytearray(frames[1].payload)
+    payload[20] ^= 0x01
+    frames[1] = dataclasses.replace(frames[1], payload=memoryview(bytes(payload)))
+    return frames
+
+
+SEGMENT = os.urandom(12_000)  # incompressible: 12 frames of 1 KiB
+SEGMENT_DAMAGE: dict[str, tuple[Callable[[Repository], None], str]] = {
+    "flip": (lambda repo: _flip_stored(repo), "frame 1 fails its CRC check"),
+    "forge": (lambda repo: _rewrite(_segment_file(repo, "binlog.000001"), _forged),
+              "authentication failed"),
+    "reorder": (lambda repo: _rewrite(_segment_file(repo, "binlog.000001"),
+                                      lambda f: [f[0], f[2], f[1], *f[3:]]),
+                "authentication failed"),
+    "drop-final": (lambda repo: _rewrite(_segment_file(repo, "binlog.000001"),
+                                         lambda f: f[:-1]), "no final frame"),
+    "other-segment": (lambda repo: _segment_file(repo, "binlog.000001").write_bytes(
+        _segment_file(repo, "binlog.000002").read_bytes()), "authentication failed"),
+}
+
+
+def _flip_stored(repo: Repository) -> None:
+    path = _segment_file(repo, "binlog.000001")
+    data = bytearray(path.read_bytes())
+    first = next(iter(parse_frames([bytes(data)])))
+    data[len(MAGIC) + 13 + len(first.payload) + 13 + 20] ^= 0x01  # inside frame 1's payload
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def sealed(repo: Repository) -> Repository:
+    archive = LogArchive(repo, "app", kek=KEK, chunk_size=1024, codec=parse_codec("none"))
+    put(archive, "binlog.000001", SEGMENT)
+    put(archive, "binlog.000002", SEGMENT[::-1], 1)
+    return repo
+
+
+def test_an_applying_reader_checks_encrypted_segments_by_their_tags(sealed: Repository) -> None:
+    """PITR replays and restore_command open the archive with ``tags_suffice``: no SHA-256 of
+    the stored or the raw bytes. A record whose hashes are wrong (which only a holder of its
+    data key could have MAC'd) reads all the same there; ``verify`` and a full reader refuse it."""
+    applying = LogArchive(sealed, "app", [KEK], tags_suffice=True)
+    record = applying.get(seg("binlog.000001"))
+    assert applying.read(record) == SEGMENT and applying.verify(record) == len(SEGMENT)
+    key = applying.data_key(record)
+    assert key is not None
+    wrong = record.model_copy(update={"object": record.object.model_copy(update={
+        "sha256": "00" * 32, "meta": {"raw_sha256": "00" * 32}})})
+    wrong = wrong.model_copy(update={"mac": crypto.manifest_mac(key, wrong.signing_bytes())})
+    assert applying.read(wrong) == SEGMENT
+    with pytest.raises(CorruptObjectError, match="size or hash"):
+        applying.verify(wrong)
+    with pytest.raises(CorruptObjectError, match="size or hash"):
+        LogArchive(sealed, "app", [KEK]).read(wrong)
+    # the sizes are still compared
+    longer = record.model_copy(update={"object": record.object.model_copy(update={
+        "raw_size": record.object.raw_size + 1})})
+    longer = longer.model_copy(update={"mac": crypto.manifest_mac(key, longer.signing_bytes())})
+    with pytest.raises(CorruptObjectError, match="size or hash"):
+        applying.read(longer)
+
+
+@pytest.mark.parametrize("damage", SEGMENT_DAMAGE, ids=list(SEGMENT_DAMAGE))
+def test_every_damage_to_a_segment_is_refused_by_the_tags_alone(sealed: Repository,
+                                                                damage: str) -> None:
+    harm, message = SEGMENT_DAMAGE[damage]
+    harm(sealed)
+    for tags_suffice in (True, False):
+        reader = LogArchive(sealed, "app", [KEK], tags_suffice=tags_suffice)
+        with pytest.raises(CorruptObjectError, match=message) as caught:
+            reader.read(reader.get(seg("binlog.000001")))
+        assert "binlog.000001" in str(caught.value)
+
+
+def test_an_unencrypted_segment_is_hashed_by_an_applying_reader(repo: Repository) -> None:
+    """Without tags only the SHA-256 binds the frames to the record: a frame changed with its
+    CRC made to match is refused even by a reader that trusts tags."""
+    archive = LogArchive(repo, "app", no_encryption=True, chunk_size=1024,
+                         codec=parse_codec("none"))
+    put(archive, "binlog.000001", SEGMENT)
+    _rewrite(_segment_file(repo, "binlog.000001"), _forged)
+    applying = LogArchive(repo, "app", tags_suffice=True)
+    with pytest.raises(CorruptObjectError, match="size or hash"):
+        applying.read(applying.get(seg("binlog.000001")))

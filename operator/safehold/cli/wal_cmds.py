@@ -205,7 +205,7 @@ def fetch(ctx: click.Context, /, wal_file: str, dest: Path, repo: str, name: str
     name = _checked_name(name)
     repository = common.open_repo(ctx, repo)
     keks = common.keks_for(ctx, repository, repo, key_files)
-    size = fetch_segment(LogArchive(repository, name, keks), wal_file, dest)
+    size = fetch_segment(LogArchive(repository, name, keks, tags_suffice=True), wal_file, dest)
     log.info("fetched WAL file %s (%d bytes) into %s", wal_file, size, dest)
     common.audit_heads_to_stderr()  # into the server's log, with the other restore_command lines
 

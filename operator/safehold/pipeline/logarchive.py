@@ -9,6 +9,14 @@ The API every log streamer and point-in-time restore uses, whatever the engine::
     archive.open(record)        # raw bytes, every frame, size, hash and the MAC checked
     archive.verify(record)      # the same, bytes discarded
 
+An archive opened to apply what it reads (``tags_suffice=True``: point-in-time restores, WAL
+fetched by PostgreSQL's restore_command) checks an encrypted segment by its frames' AES-GCM tags
+and its sizes, as a backup's restore checks its objects (:class:`.objects.ObjectReader`): each
+tag authenticates its chunk, the chunk's place and the segment (its subkey), and the sizes were
+authenticated with the record's MAC before the key was unwrapped; hashing the bytes again, stored
+and raw, proves nothing more. ``verify`` checks everything, and an unencrypted segment is always
+hashed: there only the SHA-256 binds its bytes to its record.
+
 ``put`` returns only once the data, its key record and the segment record (last) are stored, so a
 streamer confirms a position (to a replication slot, to its own state) only after it returns.
 A retried ``put`` of the same bytes at the same positions is a no-op; different bytes under an
@@ -55,9 +63,10 @@ class LogArchive:
     def __init__(self, repo: Repository, target: str, keks: Sequence[crypto.Kek] = (), *,
                  kek: crypto.Kek | None = None, no_encryption: bool = False,
                  namespace: str | None = None, codec: Codec | None = None,
-                 chunk_size: int = stream.DEFAULT_CHUNK_SIZE, workers: int | None = None
-                 ) -> None:
+                 chunk_size: int = stream.DEFAULT_CHUNK_SIZE, workers: int | None = None,
+                 tags_suffice: bool = False) -> None:
         self.repo, self.target = repo, target
+        self.tags_suffice = tags_suffice
         self.kek = None if no_encryption else kek
         self.keks = [kek, *keks] if kek is not None else list(keks)
         self.no_encryption, self.namespace = no_encryption, namespace
@@ -202,24 +211,27 @@ class LogArchive:
             keyuse.used(key_id, target=self.target, segment=seg.label)
         return key
 
-    def open(self, record: SegmentRecord) -> Iterator[bytes]:
+    def open(self, record: SegmentRecord, *, everything: bool = False) -> Iterator[bytes]:
         """The segment's raw bytes; raises CorruptObjectError on any damage (at the latest when
-        the iterator ends: consumers that apply must stage, as restores do)."""
+        the iterator ends: consumers that apply must stage, as restores do). Checked as the
+        archive was opened (``tags_suffice``, above), or with ``everything`` every hash too."""
         key = self.data_key(record)
         seg = record.id
         cipher = crypto.ChunkCipher(key, seg.object_id()) if key is not None else None
-        return self._decode(record, parse_codec(record.compression), cipher)
+        hashed = cipher is None or everything or not self.tags_suffice
+        return self._decode(record, parse_codec(record.compression), cipher, hashed)
 
     def _decode(self, record: SegmentRecord, codec: Codec,
-                cipher: crypto.ChunkCipher | None) -> Iterator[bytes]:
+                cipher: crypto.ChunkCipher | None, hashed: bool) -> Iterator[bytes]:
         seg = record.id
         label = f"log segment {seg.label}"
-        stats = stream.StreamStats()
-        raw_sha = hashlib.sha256()
+        stats = stream.StreamStats(hashed=hashed)
+        raw_sha = hashlib.sha256() if hashed else None
         try:
             for block in stream.decode(self.repo.storage.get(seg.data_key), codec, cipher, stats,
                                        workers=self.workers):
-                raw_sha.update(block)
+                if raw_sha is not None:
+                    raw_sha.update(block)
                 yield block
         except ObjectNotFound:
             raise CorruptObjectError(label, "data", f"{seg.data_key} is missing") from None
@@ -228,9 +240,9 @@ class LogArchive:
         except crypto.TamperedError as exc:
             raise CorruptObjectError(label, "data", f"authentication failed ({exc})") from exc
         obj = record.object
-        if (stats.sha256 != obj.sha256 or stats.stored_size != obj.stored_size
-                or stats.raw_size != obj.raw_size
-                or raw_sha.hexdigest() != obj.meta.get("raw_sha256", raw_sha.hexdigest())):
+        if stats.stored_size != obj.stored_size or stats.raw_size != obj.raw_size or (
+                raw_sha is not None and (stats.sha256 != obj.sha256 or raw_sha.hexdigest()
+                                         != obj.meta.get("raw_sha256", raw_sha.hexdigest()))):
             raise CorruptObjectError(label, "data", "stored bytes do not match the segment"
                                      " record (size or hash)")
 
@@ -239,8 +251,8 @@ class LogArchive:
         return b"".join(self.open(record))
 
     def verify(self, record: SegmentRecord) -> int:
-        """Decode and check one segment end to end; its raw size."""
-        return sum(len(b) for b in self.open(record))
+        """Decode and check one segment end to end, every hash too; its raw size."""
+        return sum(len(b) for b in self.open(record, everything=True))
 
     def get(self, seg: SegmentId) -> SegmentRecord:
         return read_record(self.repo, seg)

@@ -78,8 +78,8 @@ def bundle_wal(repo: Repository, source: str, keks: Sequence[crypto.Kek], base: 
     from safehold.pipeline.logarchive import LogArchive
 
     timeline, lsn = wal_start(base)
-    return walarchive.bundle(LogArchive(repo, source, keks), timeline, lsn, data_dir,
-                             through_lsn=to_lsn, segments=segments)
+    return walarchive.bundle(LogArchive(repo, source, keks, tags_suffice=True), timeline, lsn,
+                             data_dir, through_lsn=to_lsn, segments=segments)
 
 
 def wal_start(base: Manifest) -> tuple[int, str]:

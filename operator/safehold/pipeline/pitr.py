@@ -152,7 +152,7 @@ def plan_recovery(engine: Engine, repo: Repository, target: str, to: RecoveryTar
     pit = _pit_engine(engine)
     repo.require_target(target)
     backups = [m for m in repo.backups(target) if m.engine == engine.name]
-    archive = LogArchive(repo, target, keks, workers=workers)
+    archive = LogArchive(repo, target, keks, workers=workers, tags_suffice=True)
     segments, _ = readable_segments(repo, target)
     win = window(backups, segments)
     if to.time is not None and win.start is not None and win.end is not None and not (
