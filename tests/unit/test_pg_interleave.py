@@ -43,7 +43,7 @@ def ids(lines: list[str]) -> list[str]:
 
 def test_each_tables_own_entries_follow_its_rows_in_the_archives_order() -> None:
     made: list[Entry] = []
-    lines = restore._interleaved(ARCHIVE, POST, [A, B], OWN, made)
+    lines = restore._interleaved(ARCHIVE, (POST,), [A, B], OWN, made)
     # a's rows, a's key, b's rows, b's key, index and trigger, then the sequence value; not the
     # foreign key (it spans tables) nor the post-data of a table the archive does not hold
     assert ids(lines) == ["3742", "3610", "3743", "3611", "3612", "3613", "3744"]
@@ -53,7 +53,7 @@ def test_each_tables_own_entries_follow_its_rows_in_the_archives_order() -> None
 def test_an_own_entry_the_archive_lacks_is_left_to_schema_post() -> None:
     made: list[Entry] = []
     archive = [e for e in ARCHIVE if "b_v" not in e.text]
-    lines = restore._interleaved(archive, POST, [A, B], OWN, made)
+    lines = restore._interleaved(archive, (POST,), [A, B], OWN, made)
     assert "3612" not in ids(lines) and "3201" not in [e.line.split(";")[0] for e in made]
 
 
@@ -70,6 +70,7 @@ def test_the_plan_marks_every_data_archive_as_holding_its_post_data() -> None:
     data = [t for t in tasks if t.section == "data"]
     assert len(data) >= 2
     for task in data:
-        assert task.meta()[dump.WITH_POST_DATA] is True
-        assert "--section=post-data" in task.args and "--section=data" in task.args
-    assert all(dump.WITH_POST_DATA not in t.meta() for t in tasks if t.section != "data")
+        assert task.meta()[dump.WITH_POST_DATA] is True and task.meta()[dump.WITH_PRE_DATA]
+        assert {"--section=pre-data", "--section=data", "--section=post-data"} <= {*task.args}
+    assert all(dump.WITH_POST_DATA not in t.meta() and dump.WITH_PRE_DATA not in t.meta()
+               for t in tasks if t.section != "data")

@@ -165,19 +165,20 @@ class Archives:
             self._run(tool, itertools.chain(head, stream))
 
     @contextlib.contextmanager
-    def spooled(self, name: str) -> Iterator[Spool]:
+    def spooled(self, name: str, *, dependencies: bool = False) -> Iterator[Spool]:
         """Archive ``name`` in a temporary file, removed on exit: ``pg_restore -j`` needs a
         seekable archive, and several ``pg_restore -L`` read one. Only for schema archives
-        (small): data archives stream. The file is written and listed in a thread of its own
-        while the caller goes on (a whole restore creates its staging database and loads the
-        pre-data meanwhile); :meth:`Spool.entries` waits for it. Exit waits for the thread."""
+        (small): data archives stream. The file is written and listed (with each entry's
+        ``dependencies``, if asked) in a thread of its own while the caller goes on (a whole
+        restore creates its staging database meanwhile); :meth:`Spool.entries` waits for it.
+        Exit waits for the thread."""
         fd, path = tempfile.mkstemp(prefix="safehold-pg-", suffix=".archive")
 
         def fill() -> list[Entry]:
             with os.fdopen(fd, "wb") as f:
                 for block in self.reader.open(self.manifest, name):
                     f.write(block)
-            return self.list_file(path)
+            return self.list_file(path, name, dependencies=dependencies)
 
         try:
             with ThreadPoolExecutor(1, thread_name_prefix="safehold-spool") as pool:
@@ -185,10 +186,12 @@ class Archives:
         finally:
             os.unlink(path)
 
-    def list_file(self, path: str) -> list[Entry]:
-        """The entries of a spooled archive."""
-        tool = self.procs.start([self.tools.path("pg_restore"), "--list", path], self.target,
-                                "listing post-data", stdout=True)
+    def list_file(self, path: str, name: str, *, dependencies: bool = False) -> list[Entry]:
+        """The entries of a spooled archive (of object ``name``), with their dependencies
+        if asked (``pg_restore --list --verbose``)."""
+        tool = self.procs.start([self.tools.path("pg_restore"), "--list",
+                                 *(["--verbose"] if dependencies else []), path], self.target,
+                                f"listing {name}", stdout=True)
         out = b"".join(tool.stdout_blocks())
         tool.wait()
         return parse_listing(out.decode("utf-8", "replace"))

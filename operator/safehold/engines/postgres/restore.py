@@ -2,7 +2,9 @@
 
 The backup is restored into ``<db>__safehold_<id>`` (pre-data archive; the data archives in
 parallel, ``jobs`` at a time, each listed while the pre-data loads, then streamed into its own
-pg_restore with each table's indexes right after its rows; the rest of post-data with
+pg_restore with each table created right before its rows where the archive holds its definition
+and nothing else needs it first (:func:`.toclist.created_with_rows`) and its indexes built right
+after them; the pre-data that depends on those tables; the rest of post-data with
 ``pg_restore -j``). Only when all of that succeeded is the swap done, in one transaction: the
 existing database is renamed aside and the staging one takes its name; the old one is then
 dropped. Until that commit the existing database is untouched, so a failed or killed restore
@@ -32,13 +34,14 @@ than the full name also serialises two long names that truncate to the same pref
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from typing import Literal
@@ -47,14 +50,15 @@ import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 
+from safehold.api.errors import IntegrityError
 from safehold.engines.base import ConflictError, EngineError, PermissionDenied
 from safehold.engines.common import run_parallel
 from safehold.engines.postgres import quote
 from safehold.engines.postgres.archive import Archives, Spool
 from safehold.engines.postgres.catalog import Table, Toc
 from safehold.engines.postgres.conn import PgTarget, connect, from_psycopg
-from safehold.engines.postgres.dump import POST, PRE, WITH_POST_DATA
-from safehold.engines.postgres.toclist import Entry, data_entries
+from safehold.engines.postgres.dump import POST, PRE, WITH_POST_DATA, WITH_PRE_DATA
+from safehold.engines.postgres.toclist import Entry, PreDataSplit, created_with_rows, data_entries
 
 log = logging.getLogger("safehold.postgres")
 MAINTENANCE_DBS = ("postgres", "template1")
@@ -103,23 +107,36 @@ def restore_database(archives: Archives, toc: Toc, conflict: Literal["fail", "re
                 raise ConflictError(f"database {target.database!r} already exists on"
                                     f" {target.describe()} and the conflict policy is 'fail';"
                                     " use --conflict replace or restore to another name")
-        # The staging database is created and the pre-data loaded into it on a thread of
-        # their own, while the post-data archive is spooled and listed and the data archives
-        # are listed: not after (each a pause of the server before the data).
-        def schema() -> None:
-            with admin.cursor() as cur:
-                _create(cur, staging, toc, target)
-            archives.load(PRE, staging)
+        names = [n for n, meta in toc.objects.items() if meta.get("section") == "data"]
+        # Data archives that hold their tables' definitions create some of them (below);
+        # schema.pre is then spooled and listed with its dependencies, to split it.
+        staged = bool(names) and all(toc.objects[n].get(WITH_PRE_DATA)
+                                     and toc.objects[n].get(WITH_POST_DATA) for n in names)
 
+        # The staging database is created and the pre-data loaded into it on a thread of
+        # their own, while the schema archives are spooled and listed and the data archives
+        # are listed: not after (each a pause of the server before the data).
         with archives.spooled(POST) as post, \
+                (archives.spooled(PRE, dependencies=True) if staged
+                 else contextlib.nullcontext()) as pre, \
                 ThreadPoolExecutor(1, thread_name_prefix="safehold-pre-data") as pool:
-            pre = pool.submit(schema)
+            split = _splitter(pre, {t.oid for t in toc.tables if t.object in names})
+
+            def schema() -> None:
+                with admin.cursor() as cur:
+                    _create(cur, staging, toc, target)
+                if pre is None:
+                    archives.load(PRE, staging)
+                elif lines := split().before:
+                    archives.load_file(pre.path, staging, lines, doing="restoring pre-data")
+
+            ready = pool.submit(schema)
             try:
-                _load_data(archives, toc, staging, jobs, post, pre.result)
+                _load_data(archives, toc, staging, jobs, post, ready.result, pre, split)
                 _swap(admin, target, staging, exists)
             except BaseException:
                 archives.procs.stop()
-                futures_wait([pre])  # its pg_restore is killed; nothing may hold staging
+                futures_wait([ready])  # its pg_restore is killed; nothing may hold staging
                 _drop_quietly(admin, staging)
                 raise
     except psycopg2.Error as exc:
@@ -186,23 +203,44 @@ def _create(cur: psycopg2.extensions.cursor, staging: str, toc: Toc, target: PgT
                 (db["encoding"], db["collate"], db["ctype"]))
 
 
+def _splitter(pre: Spool | None, tables: Collection[int]) -> Callable[[], PreDataSplit]:
+    """schema.pre's split (:func:`.toclist.created_with_rows`), worked out once, by the first
+    thread to need it (once ``pre`` is listed); with no spooled ``pre``, no table is created
+    by a data archive."""
+    lock = threading.Lock()
+    done: list[PreDataSplit] = []
+
+    def split() -> PreDataSplit:
+        with lock:
+            if not done:
+                done.append(PreDataSplit(frozenset(), [], []) if pre is None
+                            else created_with_rows(pre.entries(), tables))
+            return done[0]
+    return split
+
+
 # Post-data entries that belong to one table alone and may be made as soon as its rows are in.
 _OWN_ENTRIES = ("INDEX ", "CONSTRAINT ", "TRIGGER ")
 
 
 def _load_data(archives: Archives, toc: Toc, staging: str, jobs: int, post: Spool,
-               pre_data: Callable[[], object]) -> None:
-    """Once ``pre_data`` returns (the tables exist; it raises if they never will), the data
-    archives, ``jobs`` at a time, biggest first, each listed before that (and before the
-    post-data's listing is needed), each with the indexes,
-    constraints (not foreign keys) and triggers of its tables, as ``pg_restore -j`` builds a
-    table's indexes while other tables still load; then the rest of the post-data archive
-    (foreign keys, index attachments, rules, policies, materialized view data, comments: what
-    may span tables) with ``pg_restore -j``.
+               pre_data: Callable[[], object], pre: Spool | None,
+               split: Callable[[], PreDataSplit]) -> None:
+    """Once ``pre_data`` returns (the tables exist, but those the data archives create; it
+    raises if they never will), the data archives, ``jobs`` at a time, biggest first, each
+    listed before that (and before the schema archives' listings are needed), each with the
+    indexes, constraints (not foreign keys) and triggers of its tables, as ``pg_restore -j``
+    builds a table's indexes while other tables still load; then the pre-data that depends on
+    the tables the data archives created (``split().after``: their defaults, views,
+    privileges); then the rest of the post-data archive (foreign keys, index attachments,
+    rules, policies, materialized view data, comments: what may span tables) with
+    ``pg_restore -j``.
 
     An archive that holds its tables' post-data (:data:`.dump.WITH_POST_DATA`) is restored by
-    one pg_restore with each table's own entries right after its rows (:func:`_interleaved`);
-    one of an older backup, whole, and then its tables' own entries from ``schema.post``."""
+    one pg_restore with each table's own entries right after its rows (:func:`_interleaved`),
+    and, when it holds their pre-data too and schema.pre was spooled (``pre``), each table
+    that ``split`` says it creates right before its rows; one of an older backup, whole, and
+    then its tables' own entries from ``schema.post``."""
     names = [n for n, meta in toc.objects.items() if meta.get("section") == "data"]
     sizes = {n: sum(t.bytes for t in toc.tables if t.object == n) for n in names}
     owner = {oid: t.oid for t in toc.tables if t.object in sizes for oid in t.parts}
@@ -227,8 +265,10 @@ def _load_data(archives: Archives, toc: Toc, staging: str, jobs: int, post: Spoo
         tables = [t for t in toc.tables if t.object == name]
         if toc.objects[name].get(WITH_POST_DATA):
             made: list[Entry] = []
+            schema = (post.entries(),) if pre is None else (post.entries(), pre.entries())
             archives.load(name, staging, lambda listing: _interleaved(
-                listing, post.entries(), tables, own(), made), pre_data)
+                listing, schema, tables, own(), made, split(), name),
+                pre_data)
         else:
             archives.load(name, staging, ready=pre_data)
             made = [e for t in tables for e in own()[t.oid]]
@@ -240,22 +280,58 @@ def _load_data(archives: Archives, toc: Toc, staging: str, jobs: int, post: Spoo
     run_parallel(load, sorted(names, key=lambda n: -sizes[n]), jobs=jobs,
                  name="safehold-pg_restore", on_failure=archives.procs.stop)
     pre_data()  # also when there was no data archive to wait for it
+    if pre is not None and split().after:
+        archives.load_file(pre.path, staging, split().after,
+                           doing="restoring the pre-data that depends on the tables")
     rest = [e.line for e in post.entries() if e.line not in done]
     if rest:
         archives.load_file(post.path, staging, rest, jobs=jobs)
 
 
-def _interleaved(listing: list[Entry], post: list[Entry], tables: list[Table],
-                 own: dict[int, list[Entry]], made: list[Entry]) -> list[str]:
-    """The ``pg_restore -L`` lines restoring a data archive that holds its tables' post-data:
-    its data entries in the archive's order (it is read as a stream), each table's rows
-    followed by the table's own entries (:data:`_OWN_ENTRIES`; this archive's lines for them).
-    The ``schema.post`` entries so made are added to ``made``; the archive's other post-data
-    entries are left to the rest of ``schema.post``, as are own entries the archive lacks."""
+def _interleaved(listing: list[Entry], schema: Sequence[list[Entry]], tables: list[Table],
+                 own: dict[int, list[Entry]], made: list[Entry],
+                 split: PreDataSplit | None = None, name: str = "") -> list[str]:
+    """The ``pg_restore -L`` lines restoring data archive ``name`` that holds its tables'
+    post-data: its data entries (those ``schema``, the schema archives' listings, lack) in the
+    archive's order (it is read as a stream), each table's rows followed by the table's own
+    entries (:data:`_OWN_ENTRIES`; this archive's lines for them).
+
+    A table that ``split`` says its data archive creates is preceded by its definition and its
+    own sequences' (this archive's entries; a table without rows here comes first), and the
+    values of those sequences are set by this archive only: the rest archive holds them too,
+    and may reach them before the archive that creates them has. The ``schema.post`` entries
+    so made are added to ``made``; the archive's other entries are left to the schema
+    archives, as are own entries it lacks."""
     mine = {(e.oid, e.text): e for e in listing}
     ours = {t.oid for t in tables}
-    lines: list[str] = []
-    for entry in data_entries(listing, post):
+    split = split or PreDataSplit(frozenset(), [], [])
+    created = ours & split.created_with_rows
+    wanted = {s.oid for t in created for s in split.sequences.get(t, [])}
+    found = {e.oid: e for e in listing if (e.is_table and e.oid in created)
+             or (e.is_sequence and e.oid in wanted)}
+    if lacking := sorted(oid for oid in created | wanted if oid not in found):
+        raise IntegrityError(
+            f"data archive {name} lacks the definition of the objects with oids"
+            f" {', '.join(map(str, lacking[:5]))}{' and more' if len(lacking) > 5 else ''},"
+            " which its toc.json says it holds: the backup is damaged or was not written by"
+            " Safehold")
+    elsewhere = {s.value_text for t, seqs in split.sequences.items() if t not in ours
+                 for s in seqs}
+    data = [e for e in data_entries(listing, *schema) if e.text not in elsewhere]
+    values = {e.text for e in data}
+    if unset := sorted(s.value_text for t in created for s in split.sequences.get(t, [])
+                       if s.value_text not in values):
+        raise IntegrityError(f"data archive {name} lacks {', '.join(unset[:3])}, which it"
+                             " holds when Safehold writes it: the backup is damaged")
+    loaded = {e.oid for e in data if e.text.startswith("TABLE DATA ")}
+
+    def define(table: int) -> list[str]:
+        return [found[table].line, *(found[s.oid].line for s in split.sequences.get(table, []))]
+
+    lines = [line for t in sorted(created - loaded) for line in define(t)]
+    for entry in data:
+        if entry.oid in created and entry.text.startswith("TABLE DATA "):
+            lines += define(entry.oid)
         lines.append(entry.line)
         if entry.text.startswith("TABLE DATA ") and entry.oid in ours:
             for e in own[entry.oid]:

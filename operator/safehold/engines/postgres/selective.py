@@ -128,10 +128,10 @@ def restore_tables(archives: Archives, toc: Toc, include: Sequence[str],
     objects = {t.object for t in tables if t.object}
     if created:
         objects |= {n for n, meta in toc.objects.items() if meta.get("rest")}
-    post = archives.listing(POST)
-    parts = [(PRE, select(archives.listing(PRE), oids, texts))]
-    for obj in sorted(objects):  # their rows; their indexes and the like come from schema.post
-        parts.append((obj, select(data_entries(archives.listing(obj), post), oids, texts)))
+    pre, post = archives.listing(PRE), archives.listing(POST)
+    parts = [(PRE, select(pre, oids, texts))]
+    for obj in sorted(objects):  # their rows; their definitions and indexes come from schema.*
+        parts.append((obj, select(data_entries(archives.listing(obj), pre, post), oids, texts)))
     parts.append((POST, select(post, oids, texts)))
     drop = ""
     if existing:
