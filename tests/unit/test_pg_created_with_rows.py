@@ -162,11 +162,18 @@ def test_the_rest_archive_leaves_the_values_of_sequences_made_elsewhere() -> Non
 def test_an_archive_without_the_definitions_it_should_hold_is_refused() -> None:
     split = created_with_rows(PRE, list(TABLES))
     no_table = [e for e in ARCHIVE_AI if e.dump_id != 224]
-    with pytest.raises(IntegrityError, match=r"archive data/0000 lacks the definition.*178545"):
+    with pytest.raises(IntegrityError, match=r"data archive data/0000 lacks the definition of"
+                       r" table s.i, which its toc.json says it holds \(with_pre_data\): the"
+                       " backup is damaged"):
         restore._interleaved(no_table, (POST, PRE), [TABLES[A], TABLES[ID]], OWN, [], split,
                              "data/0000")
+    no_sequence = [e for e in ARCHIVE_AI if e.dump_id != 218]
+    with pytest.raises(IntegrityError, match=r"lacks the definition of sequence s\.a_id_seq,"):
+        restore._interleaved(no_sequence, (POST, PRE), [TABLES[A], TABLES[ID]], OWN, [], split,
+                             "data/0000")
     no_value = [e for e in ARCHIVE_AI if e.dump_id != 2585]
-    with pytest.raises(IntegrityError, match="lacks SEQUENCE SET s i_id_seq"):
+    with pytest.raises(IntegrityError, match=r"lacks the value \(SEQUENCE SET\) of sequence"
+                       " s.i_id_seq, which"):
         restore._interleaved(no_value, (POST, PRE), [TABLES[A], TABLES[ID]], OWN, [], split,
                              "data/0000")
 

@@ -309,20 +309,17 @@ def _interleaved(listing: list[Entry], schema: Sequence[list[Entry]], tables: li
     wanted = {s.oid for t in created for s in split.sequences.get(t, [])}
     found = {e.oid: e for e in listing if (e.is_table and e.oid in created)
              or (e.is_sequence and e.oid in wanted)}
-    if lacking := sorted(oid for oid in created | wanted if oid not in found):
-        raise IntegrityError(
-            f"data archive {name} lacks the definition of the objects with oids"
-            f" {', '.join(map(str, lacking[:5]))}{' and more' if len(lacking) > 5 else ''},"
-            " which its toc.json says it holds: the backup is damaged or was not written by"
-            " Safehold")
+    labels = {t.oid: f"table {t.qualified}" for t in tables if t.oid in created}
+    labels |= {s.oid: f"sequence {_named(s)}" for t in created for s in split.sequences.get(t, [])}
+    if lacking := sorted(label for oid, label in labels.items() if oid not in found):
+        raise IntegrityError(_lacks(name, "the definition of", lacking))
     elsewhere = {s.value_text for t, seqs in split.sequences.items() if t not in ours
                  for s in seqs}
     data = [e for e in data_entries(listing, *schema) if e.text not in elsewhere]
     values = {e.text for e in data}
-    if unset := sorted(s.value_text for t in created for s in split.sequences.get(t, [])
+    if unset := sorted(_named(s) for t in created for s in split.sequences.get(t, [])
                        if s.value_text not in values):
-        raise IntegrityError(f"data archive {name} lacks {', '.join(unset[:3])}, which it"
-                             " holds when Safehold writes it: the backup is damaged")
+        raise IntegrityError(_lacks(name, "the value (SEQUENCE SET) of sequence", unset))
     loaded = {e.oid for e in data if e.text.startswith("TABLE DATA ")}
 
     def define(table: int) -> list[str]:
@@ -339,6 +336,20 @@ def _interleaved(listing: list[Entry], schema: Sequence[list[Entry]], tables: li
                     lines.append(mine[(e.oid, e.text)].line)
                     made.append(e)
     return lines
+
+
+def _named(sequence: Entry) -> str:
+    """``schema.name`` of a SEQUENCE entry (``SEQUENCE <schema> <name> <owner>``), for a
+    message: pg_restore prints names unquoted, so one with a space reads ambiguously."""
+    schema, _, rest = sequence.text.removeprefix("SEQUENCE ").partition(" ")
+    return f"{schema}.{rest.rsplit(' ', 1)[0]}"
+
+
+def _lacks(archive: str, what: str, names: list[str]) -> str:
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return (f"data archive {archive} lacks {what} {', '.join(names[:3])}{more}, which its"
+            " toc.json says it holds (with_pre_data): the backup is damaged or was not"
+            " written by Safehold")
 
 
 # The backend type of autovacuum's workers in pg_stat_activity (PostgreSQL 10 and newer).
