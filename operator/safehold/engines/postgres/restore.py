@@ -58,7 +58,13 @@ from safehold.engines.postgres.archive import Archives, Spool
 from safehold.engines.postgres.catalog import Table, Toc
 from safehold.engines.postgres.conn import PgTarget, connect, from_psycopg
 from safehold.engines.postgres.dump import POST, PRE, WITH_POST_DATA, WITH_PRE_DATA
-from safehold.engines.postgres.toclist import Entry, PreDataSplit, created_with_rows, data_entries
+from safehold.engines.postgres.toclist import (
+    NOTHING_CREATED,
+    Entry,
+    PreDataSplit,
+    created_with_rows,
+    data_entries,
+)
 
 log = logging.getLogger("safehold.postgres")
 MAINTENANCE_DBS = ("postgres", "template1")
@@ -132,7 +138,7 @@ def restore_database(archives: Archives, toc: Toc, conflict: Literal["fail", "re
 
             ready = pool.submit(schema)
             try:
-                _load_data(archives, toc, staging, jobs, post, ready.result, pre, split)
+                _load_data(archives, toc, names, staging, jobs, post, ready.result, pre, split)
                 _swap(admin, target, staging, exists)
             except BaseException:
                 archives.procs.stop()
@@ -213,7 +219,7 @@ def _splitter(pre: Spool | None, tables: Collection[int]) -> Callable[[], PreDat
     def split() -> PreDataSplit:
         with lock:
             if not done:
-                done.append(PreDataSplit(frozenset(), [], []) if pre is None
+                done.append(NOTHING_CREATED if pre is None
                             else created_with_rows(pre.entries(), tables))
             return done[0]
     return split
@@ -223,25 +229,24 @@ def _splitter(pre: Spool | None, tables: Collection[int]) -> Callable[[], PreDat
 _OWN_ENTRIES = ("INDEX ", "CONSTRAINT ", "TRIGGER ")
 
 
-def _load_data(archives: Archives, toc: Toc, staging: str, jobs: int, post: Spool,
-               pre_data: Callable[[], object], pre: Spool | None,
+def _load_data(archives: Archives, toc: Toc, names: list[str], staging: str, jobs: int,
+               post: Spool, pre_data: Callable[[], object], pre: Spool | None,
                split: Callable[[], PreDataSplit]) -> None:
     """Once ``pre_data`` returns (the tables exist, but those the data archives create; it
-    raises if they never will), the data archives, ``jobs`` at a time, biggest first, each
-    listed before that (and before the schema archives' listings are needed), each with the
-    indexes, constraints (not foreign keys) and triggers of its tables, as ``pg_restore -j``
-    builds a table's indexes while other tables still load; then the pre-data that depends on
-    the tables the data archives created (``split().after``: their defaults, views,
-    privileges); then the rest of the post-data archive (foreign keys, index attachments,
-    rules, policies, materialized view data, comments: what may span tables) with
-    ``pg_restore -j``.
+    raises if they never will), the data archives (``names``), ``jobs`` at a time, biggest
+    first, each listed before that (and before the schema archives' listings are needed), each
+    with the indexes, constraints (not foreign keys) and triggers of its tables, as
+    ``pg_restore -j`` builds a table's indexes while other tables still load; then the
+    pre-data that depends on the tables the data archives created (``split().after``: their
+    defaults, views, privileges); then the rest of the post-data archive (foreign keys, index
+    attachments, rules, policies, materialized view data, comments: what may span tables)
+    with ``pg_restore -j``.
 
     An archive that holds its tables' post-data (:data:`.dump.WITH_POST_DATA`) is restored by
     one pg_restore with each table's own entries right after its rows (:func:`_interleaved`),
     and, when it holds their pre-data too and schema.pre was spooled (``pre``), each table
     that ``split`` says it creates right before its rows; one of an older backup, whole, and
     then its tables' own entries from ``schema.post``."""
-    names = [n for n, meta in toc.objects.items() if meta.get("section") == "data"]
     sizes = {n: sum(t.bytes for t in toc.tables if t.object == n) for n in names}
     owner = {oid: t.oid for t in toc.tables if t.object in sizes for oid in t.parts}
     owning = threading.Lock()
@@ -304,7 +309,7 @@ def _interleaved(listing: list[Entry], schema: Sequence[list[Entry]], tables: li
     archives, as are own entries it lacks."""
     mine = {(e.oid, e.text): e for e in listing}
     ours = {t.oid for t in tables}
-    split = split or PreDataSplit(frozenset(), [], [])
+    split = split or NOTHING_CREATED
     created = ours & split.created_with_rows
     wanted = {s.oid for t in created for s in split.sequences.get(t, [])}
     found = {e.oid: e for e in listing if (e.is_table and e.oid in created)

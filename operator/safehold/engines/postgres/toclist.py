@@ -127,6 +127,11 @@ class PreDataSplit:
     sequences: dict[int, list[Entry]] = field(default_factory=dict)
 
 
+# No table created with its rows: a restore that did not split schema.pre (it loads it whole,
+# before any rows).
+NOTHING_CREATED = PreDataSplit(frozenset(), [], [])
+
+
 def created_with_rows(pre: list[Entry], tables: Collection[int]) -> PreDataSplit:
     """Which of ``tables`` (oids of tables whose rows are in data archives that also hold
     their definitions) can be created by their data archive, right before their rows, rather
