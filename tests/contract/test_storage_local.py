@@ -121,6 +121,41 @@ def test_failed_put_leaves_no_file_behind(tmp_path: Path) -> None:
     assert _files_on_disk(storage.root) == ["b/old"]
 
 
+@pytest.mark.portable
+def test_big_chunks_are_written_a_slice_at_a_time_and_short_writes_resumed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline hands put() 4 MiB chunks; each write() call takes at most WRITE_SIZE
+    (big calls cost the kernel far more CPU), and a short write goes on where it stopped."""
+    calls: list[int] = []
+    real_fdopen = os.fdopen
+
+    class ShortWrites:  # writes all but the last 7 bytes it is given, as a full pipe may
+        def __init__(self, f: object) -> None:
+            self.f = f
+
+        def write(self, data: memoryview) -> int:
+            calls.append(len(data))
+            return self.f.write(data[:max(1, len(data) - 7)])  # type: ignore[attr-defined]
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.f, name)
+
+        def __enter__(self) -> ShortWrites:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.f.close()  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(local.os, "fdopen", lambda *a, **k: ShortWrites(real_fdopen(*a, **k)))
+    storage = LocalStorage(tmp_path / "repo")
+    data = os.urandom(4 * local.WRITE_SIZE + 12345)
+    pieces = [data[:3 * local.WRITE_SIZE + 5], data[3 * local.WRITE_SIZE + 5:]]
+    assert storage.put("big", pieces) == len(data)
+    assert max(calls) == local.WRITE_SIZE and len(calls) > 5
+    monkeypatch.undo()
+    assert storage.get_bytes("big") == data
+
+
 @posix_only("mode bits (Windows keeps only the read-only flag)")
 def test_objects_are_private_to_the_owner(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path / "repo")
