@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from safehold import fsutil
 from safehold.storage import StorageError, local, open_storage
 from safehold.storage.local import TEMP_PREFIX, LocalStorage
 from tests.contract.storage_contract import ProducerFailed, StorageContract, failing_chunks
@@ -148,10 +149,10 @@ def test_big_chunks_are_written_a_slice_at_a_time_and_short_writes_resumed(
 
     monkeypatch.setattr(local.os, "fdopen", lambda *a, **k: ShortWrites(real_fdopen(*a, **k)))
     storage = LocalStorage(tmp_path / "repo")
-    data = os.urandom(4 * local.WRITE_SIZE + 12345)
-    pieces = [data[:3 * local.WRITE_SIZE + 5], data[3 * local.WRITE_SIZE + 5:]]
+    data = os.urandom(4 * fsutil.WRITE_SIZE + 12345)
+    pieces = [data[:3 * fsutil.WRITE_SIZE + 5], data[3 * fsutil.WRITE_SIZE + 5:]]
     assert storage.put("big", pieces) == len(data)
-    assert max(calls) == local.WRITE_SIZE and len(calls) > 5
+    assert max(calls) == fsutil.WRITE_SIZE and len(calls) > 5
     monkeypatch.undo()
     assert storage.get_bytes("big") == data
 

@@ -8,6 +8,7 @@ Marked ``portable``: the cross-platform workflow runs these on macOS and Windows
 from __future__ import annotations
 
 import errno
+import io
 import os
 import sys
 import threading
@@ -294,3 +295,22 @@ def test_local_storage_works_through_the_windows_branches(
     locks = [c for c in windows.calls if c[0] == FakeMsvcrt.LK_LOCK]
     unlocks = [c for c in windows.calls if c[0] == FakeMsvcrt.LK_UNLCK]
     assert len(locks) == 2 and len(unlocks) == 2, windows.calls
+
+
+@pytest.mark.parametrize("size", [0, 5, fsutil.WRITE_SIZE, 2 * fsutil.WRITE_SIZE + 7])
+def test_write_sliced_hands_the_file_at_most_write_size_per_call(size: int) -> None:
+    class Recorder(io.BytesIO):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[int] = []
+
+        def write(self, chunk: bytes | memoryview) -> int:  # type: ignore[override]
+            self.calls.append(len(memoryview(chunk)))
+            return super().write(chunk)
+
+    data = os.urandom(size)
+    out = Recorder()
+    fsutil.write_sliced(out, data)
+    assert out.getvalue() == data
+    assert max(out.calls) <= fsutil.WRITE_SIZE
+    assert len(out.calls) == max(1, -(-size // fsutil.WRITE_SIZE))

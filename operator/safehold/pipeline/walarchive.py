@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from safehold import fsutil
 from safehold.api.errors import UsageError
 from safehold.engines.postgres.walstream import Segment, format_lsn
 from safehold.pipeline.logarchive import LogArchive
@@ -160,7 +161,7 @@ def fetch(archive: LogArchive, name: str, dest: Path) -> int:
         size = 0
         with os.fdopen(fd, "wb") as out:
             for block in archive.open(record):
-                out.write(block)
+                fsutil.write_sliced(out, block)
                 size += len(block)
         os.replace(tmp, dest)
     except BaseException:

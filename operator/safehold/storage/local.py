@@ -42,12 +42,6 @@ TEMP_PREFIX = ".tmp-"
 LISTING_TTL = 60.0  # seconds a directory's listing of abandoned put temp files is reused
 _PUT_TEMP = f"{TEMP_PREFIX}p"  # what every put()'s temp file name starts with
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
-# The most one write() call takes. In 4 MiB calls (the pipeline's chunks), the kernel's copy into
-# the page cache cost 20 times the CPU of the same bytes in 1 MiB calls (perf, 400 MiB written
-# to ext4 on Linux 6.18: copy_folio_from_iter_atomic 0.40 s against 0.02 s). A 1 GB
-# PostgreSQL backup's writes took 0.47-0.52 CPU-s against 0.13-0.14, and the backup 3-5% less
-# time (docs/performance.md).
-WRITE_SIZE = 1 << 20
 # A concurrent delete() may remove a freshly created, still empty parent directory before the
 # temp file lands in it; recreating it a few times resolves that race.
 _CREATE_ATTEMPTS = 5
@@ -100,13 +94,14 @@ class LocalStorage:
         written = 0
         try:
             # Unbuffered: a failed write (a full disk) is reported once, as the NoSpaceError
-            # below, not again by a flush when the file is closed.
+            # below, not again by a flush when the file is closed. At most WRITE_SIZE a call
+            # (why: fsutil).
             with os.fdopen(fd, "wb", buffering=0) as f:
                 for chunk in chunks:  # errors raised by the producer propagate unchanged
                     view = memoryview(chunk)
                     while view:
                         with self._os_errors("write", key):
-                            n = f.write(view[:WRITE_SIZE]) or 0
+                            n = f.write(view[:fsutil.WRITE_SIZE]) or 0
                         written += n
                         view = view[n:]
                 with self._os_errors("write", key):

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from safehold import fsutil
 from safehold.api.manifest import Manifest
 from safehold.engines.base import ChainReader, EngineError
 from safehold.engines.sqlite.layout import Layout
@@ -39,7 +40,7 @@ def _write_full(full: Manifest, reader: ChainReader, f: BinaryIO) -> None:
     layout = Layout.of(full)
     written = 0
     for chunk in reader.open(full, "pages"):
-        f.write(chunk)
+        fsutil.write_sliced(f, chunk)
         written += len(chunk)
     if written != layout.page_size * layout.page_count:
         raise EngineError(
