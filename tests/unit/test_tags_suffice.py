@@ -1,6 +1,8 @@
 """A restore checks an encrypted object by its frames' AES-GCM tags and its sizes, without hashing
 its stored bytes (ObjectReader(tags_suffice=True)): every damage and every forgery is still
-refused, storage damage is still named as such, and unencrypted objects are still hashed."""
+refused, storage damage is still named as such, and unencrypted objects are still hashed.
+Encrypted objects are written without a SHA-256 (NOT_HASHED); ``verify`` checks them by their
+tags and CRCs."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from safehold.api.manifest import Manifest, ObjectRecord
+from safehold.api.manifest import NOT_HASHED, Manifest, ObjectRecord
 from safehold.codecs.compression import parse_codec
 from safehold.codecs.frames import MAGIC, Frame, frame_bytes, parse_frames
 from safehold.pipeline.keys import DataKeys
@@ -180,6 +182,35 @@ def test_an_intact_encrypted_object_reads_back_without_its_hash(sealed: Backups)
     assert profile.seconds["hash"] == 0.0 and profile.cpu["decrypt"] > 0.0
 
 
+def test_encrypted_objects_are_stored_without_a_sha256(tmp_path: Path) -> None:
+    sealed, plain = (Backups(tmp_path / "sealed", encrypted=True),
+                     Backups(tmp_path / "plain", encrypted=False))
+    for manifest in sealed.manifests.values():
+        assert {o.sha256 for o in manifest.objects} == {NOT_HASHED}
+    for manifest in plain.manifests.values():
+        assert all(len(o.sha256) == 64 for o in manifest.objects)
+    profile = Profile("backup")
+    writer = ObjectWriter(sealed.repo, "t", "20261205T140000.000000Z", parse_codec("zstd:3"),
+                          os.urandom(32), chunk_size=16 << 10, workers=2)
+    writer.profile = profile
+    writer.put("data/0000", [PAYLOAD])
+    assert profile.seconds["hash"] == 0.0 and profile.cpu["encrypt"] > 0.0
+    for tags_suffice in (True, False):  # a restore and verify
+        assert sealed.read(tags_suffice=tags_suffice) == PAYLOAD
+
+
+def test_an_unencrypted_object_without_its_sha256_is_refused(tmp_path: Path) -> None:
+    """Nothing else would check it: an unencrypted manifest is not MAC'd, so an edit that
+    drops the hash must not turn the check off."""
+    plain = Backups(tmp_path, encrypted=False)
+    record = plain.manifests[SECOND].object("data/0000")
+    edited = plain.manifests[SECOND].model_copy(update={"objects": (
+        record.model_copy(update={"sha256": NOT_HASHED}),)})
+    for tags_suffice in (True, False):
+        with pytest.raises(CorruptObjectError, match="no SHA-256 for this unencrypted object"):
+            plain.read(tags_suffice=tags_suffice, manifest=edited)
+
+
 @pytest.mark.parametrize("damage", DAMAGE, ids=list(DAMAGE))
 def test_every_damage_and_forgery_is_refused_by_the_tags_alone(sealed: Backups,
                                                                damage: str) -> None:
@@ -202,7 +233,7 @@ def test_a_frame_damaged_in_storage_is_named_as_damage_not_forgery(sealed: Backu
 
 def test_a_damaged_crc_field_alone_leaves_the_data_intact(sealed: Backups) -> None:
     """The CRC field is not data: the tags prove every payload byte, so a restore reads the
-    object; verify, which also compares the SHA-256, reports the damaged field."""
+    object; verify, which checks every CRC too, reports the damaged field."""
     data = bytearray(sealed.path().read_bytes())
     data[len(MAGIC) + 9] ^= 0xFF  # frame 0's stored CRC
     sealed.path().write_bytes(bytes(data))

@@ -75,6 +75,12 @@ def stage_timings(manifest: Manifest) -> StageTimings | None:
         return None
 
 
+# ObjectRecord.sha256 of an object that is not hashed: an encrypted one (its tags check it).
+# Empty rather than left out, so that a safehold from before (which requires the field, and
+# restores encrypted objects by their tags) still restores such a backup.
+NOT_HASHED = ""
+
+
 class ManifestFormatError(Unsupported):
     """A manifest written by a newer safehold (exit 8, as a newer repository config: upgrade)."""
 
@@ -89,7 +95,10 @@ class ObjectRecord(_Model):
     name: str = Field(description="object name inside the backup, e.g. 'db.pages'")
     raw_size: int = Field(ge=0, description="bytes before compression and encryption")
     stored_size: int = Field(ge=0, description="bytes in storage")
-    sha256: str = Field(description="hex SHA-256 of the stored bytes")
+    sha256: str = Field(
+        description="hex SHA-256 of the stored bytes; empty (NOT_HASHED) for an encrypted object:"
+        " its frames' AES-GCM tags authenticate every payload byte, its place and its object,"
+        " and the manifest's MAC its sizes (docs/format.md)")
     chunks: int = Field(ge=0)
     meta: dict[str, Any] = Field(default_factory=dict, description="engine-specific facts")
     compression: str | None = Field(

@@ -129,7 +129,7 @@ def show(ctx: click.Context, repo: str, target_name: str, backup_ref: str, outpu
         for o in m.objects:
             click.echo(f"  {o.name:<30} {common.human_bytes(o.raw_size):>10}"
                        f" {common.human_bytes(o.stored_size):>10}  {o.chunks} chunks"
-                       f"  sha256 {o.sha256[:16]}…")
+                       + (f"  sha256 {o.sha256[:16]}…" if o.sha256 else "  (checked by its tags)"))
         click.echo(UNAUTHENTICATED, err=True)
 
     data = {**manifest.model_dump(mode="json"), "chain": [m.backup_id for m in chain]}
