@@ -13,8 +13,8 @@ callers never test the platform themselves (docs/cli.md#platforms):
   private); :func:`set_private` is exact where modes exist and harmless where they do not.
 * users: :func:`whoami` names the user for messages (a uid on POSIX, the login on Windows).
 
-And one thing of all platforms: files are written at most :data:`WRITE_SIZE` per call
-(:func:`write_sliced`).
+One rule holds on every platform: a file is written at most :data:`WRITE_SIZE` bytes per call
+(:func:`write_sliced`; local storage's own loop).
 
 ``WINDOWS`` is read at call time, so tests take the Windows branches on any platform by
 patching it (``tests/unit/test_portable_fsutil.py``).
