@@ -25,8 +25,9 @@ def pg_streams(jobs: int) -> int:
 
 def check_figures(fig: dict[str, Any], operation: str, streams: int, *,
                   encrypted: bool = True) -> None:
-    """``encrypted``: the backup restored was (a restore checks an encrypted object by its
-    tags, under ``decrypt``, and hashes only unencrypted ones)."""
+    """``encrypted``: the backup taken or restored was. An encrypted object is checked by its
+    tags, under ``encrypt`` and ``decrypt``: only unencrypted ones are hashed, when written and
+    when read."""
     names = BACKUP_STAGES if operation == "backup" else RESTORE_STAGES
     stages = fig["stage_seconds"]
     assert set(stages) == {*names, WAITING}
@@ -40,8 +41,9 @@ def check_figures(fig: dict[str, Any], operation: str, streams: int, *,
     codec = sum(v for k, v in stages.items() if k not in STREAMING)
     assert 0 < codec <= wall * streams * default_workers() + 0.01, fig
     assert stages["read"] > 0 and stages["write"] > 0, fig
-    if operation == "restore" and encrypted:
-        assert stages["hash"] == 0 and stages["decrypt"] > 0, fig
+    if encrypted:
+        sealing = "encrypt" if operation == "backup" else "decrypt"
+        assert stages["hash"] == 0 and stages[sealing] > 0, fig
     else:
         assert stages["hash"] > 0, fig
     assert fig["bottleneck"] in names

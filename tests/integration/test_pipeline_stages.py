@@ -44,8 +44,10 @@ def test_sqlite_backup_and_restore_report_every_stage(tmp_path: Path,
     text = run("restore", "-r", repo, "-b", "latest", "--from", "app", "-t", f"sqlite://{out}",
                "--yes", env=env).stdout
     assert text.strip().splitlines()[-1].startswith("bottleneck: ")
-    plain = (tmp_path / "plain").as_uri()  # unencrypted: the restore hashes what it reads
-    run_json("backup", "-t", f"sqlite://{db}", "-r", plain, "--no-encryption", env=env)
+    plain = (tmp_path / "plain").as_uri()  # unencrypted: both hash what they store and read
+    unsealed = run_json("backup", "-t", f"sqlite://{db}", "-r", plain, "--no-encryption",
+                        env=env)
+    check_figures(unsealed["pipeline"], "backup", streams=1, encrypted=False)
     restored = run_json("restore", "-r", plain, "-b", "latest", "--from", "app",
                         "-t", f"sqlite://{out}", "--yes", env=env)
     check_figures(restored["pipeline"], "restore", streams=1, encrypted=False)
