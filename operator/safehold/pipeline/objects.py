@@ -165,7 +165,7 @@ class ObjectReader:
             # frames ahead before yielding the first, for a listing that needs a few KiB.
             yield from stream.decode(self.repo.storage.get(key), codec, cipher, stats,
                                      workers=1 if head else self.workers,
-                                     check_crc=stats.hashed or not self.tags_suffice)
+                                     every_crc=not self.tags_suffice)
         except ObjectNotFound:
             raise CorruptObjectError(backup.backup_id, record.name,
                                      f"{key} is missing from the repository") from None

@@ -172,7 +172,7 @@ def decode(
     stats: StreamStats,
     *,
     workers: int | None = None,
-    check_crc: bool | None = None,
+    every_crc: bool = False,
 ) -> Iterator[bytes]:
     """Stored bytes -> raw chunks; raises on any damage (see codecs.frames, codecs.crypto).
 
@@ -184,8 +184,8 @@ def decode(
     authenticates every byte of it, its place in the object and the object's identity (its
     subkey): the CRC is computed only when a tag fails, to report damage in storage as such
     rather than as forgery. The caller then has no SHA-256 to compare, only the sizes.
-    ``check_crc`` says otherwise: True checks every frame's CRC too (``verify`` of an object
-    stored without a SHA-256: the CRC fields are the only stored bytes no tag covers).
+    ``every_crc`` checks every frame's CRC even then (``verify`` of an object stored without a
+    SHA-256: the CRC fields are the only stored bytes no tag covers).
     """
     workers = workers or default_workers()
     profile = stats.profile
@@ -197,8 +197,6 @@ def decode(
             yield stats.stored(block)
 
     tags_only = cipher is not None and not stats.hashed
-    if check_crc is None:
-        check_crc = not tags_only
 
     def open_frame(frame: Frame) -> bytes:
         t0, c0 = time.perf_counter(), time.thread_time()
@@ -217,7 +215,7 @@ def decode(
             profile.add("decompress", time.perf_counter() - t1, time.thread_time() - c1)
         return raw
 
-    frames = parse_frames(counted(), check_crc=check_crc)
+    frames = parse_frames(counted(), check_crc=every_crc or not tags_only)
     for raw in ordered_map(open_frame, ((f,) for f in frames), workers,
                            inflight=2 * workers, profile=profile):
         stats.raw_size += len(raw)
