@@ -95,7 +95,8 @@ def test_backup_and_restore_commands_load_no_yaml_and_build_no_model() -> None:
     config file here) nor builds a pydantic model's validator: each model is built when it is
     first used (``defer_build``), so a run pays only for the models it needs."""
     code = ("import json, sys\n"
-            "import safehold.cli.main, safehold.cli.backup_cmds, safehold.engines.postgres.engine\n"
+            "import safehold.cli.main, safehold.cli.backup_cmds, safehold.cli.restore_cmds\n"
+            "import safehold.engines.postgres.engine\n"
             "from pydantic import BaseModel\n"
             "def subclasses(cls):\n"
             "    for sub in cls.__subclasses__():\n"

@@ -260,7 +260,7 @@ LAZY_COMMANDS = {
     "list": "safehold.cli.inspect_cmds:list_",
     "oplog": "safehold.cli.oplog_cmds:oplog_group",
     "prune": "safehold.cli.prune_cmds:prune",
-    "restore": "safehold.cli.backup_cmds:restore",
+    "restore": "safehold.cli.restore_cmds:restore",
     "run-task": "safehold.cli.run_task:run_task",  # the runner Jobs' entry point
     "schedule": "safehold.cli.schedule_cmds:schedule",
     "show": "safehold.cli.inspect_cmds:show",
