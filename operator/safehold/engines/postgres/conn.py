@@ -34,6 +34,7 @@ from safehold.engines.base import (
 from safehold.engines.common import password_sources, resolve_password, retry_transient
 
 SCHEMES = ("postgresql", "postgres")
+MAINTENANCE_DBS = ("postgres", "template1")  # where admin_connection logs in
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _QUERY_KEYS = {"sslmode", "sslrootcert", "sslcert", "sslkey", "host", "port", "user",
                "dbname", "connect_timeout", "application_name"}
@@ -284,3 +285,18 @@ def connect(target: PgTarget, *, attempts: int = 3) -> psycopg2.extensions.conne
             raise from_psycopg(exc, target, "connecting") from None
 
     return retry_transient(once, f"connecting to {target.describe()}", attempts=attempts)
+
+
+def admin_connection(target: PgTarget) -> psycopg2.extensions.connection:
+    """An autocommit connection to a maintenance database of the target's server."""
+    last: EngineError | None = None
+    for name in MAINTENANCE_DBS:
+        try:
+            conn = connect(target.on(name))
+        except EngineError as exc:
+            last = exc
+            continue
+        conn.autocommit = True
+        return conn
+    assert last is not None
+    raise last

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar, Literal
 
 import psycopg2
@@ -35,20 +37,25 @@ from safehold.engines.base import (
     VersionUnsupported,
 )
 from safehold.engines.postgres import privileges
-from safehold.engines.postgres.archive import Archives
 from safehold.engines.postgres.catalog import Toc, read_toc
-from safehold.engines.postgres.conn import PgTarget, connect, from_psycopg, parse_target
-from safehold.engines.postgres.dump import TOC_OBJECT, pattern, plan, run_dumps
-from safehold.engines.postgres.physical import (
-    BACKUP_TOOLS,
-    physical_backup,
-    physical_problems,
-    physical_tools,
-    server_facts,
+from safehold.engines.postgres.conn import (
+    PgTarget,
+    admin_connection,
+    connect,
+    from_psycopg,
+    parse_target,
 )
-from safehold.engines.postgres.restore import admin_connection, restore_database
-from safehold.engines.postgres.selective import restore_tables
-from safehold.engines.postgres.tools import SUPPORTED_MAJORS, compresses, find_tools
+from safehold.engines.postgres.dump import TOC_OBJECT, pattern, plan, run_dumps
+from safehold.engines.postgres.tools import (
+    SUPPORTED_MAJORS,
+    ClientTools,
+    compresses,
+    find_tools,
+)
+
+# The restores' and physical backups' modules (archive, restore, selective, physical) are
+# imported by the methods that use them: a logical backup runs without them (start-up,
+# docs/performance.md).
 
 log = logging.getLogger("safehold.postgres")
 DEFAULT_JOBS = 2
@@ -117,6 +124,13 @@ class PostgresEngine:
     def check_physical(self) -> list[str]:
         """What keeps physical backups (and PG 17+ block-level incrementals) from working:
         REPLICATION, wal_level, summarize_wal, pg_basebackup of the server's major."""
+        from safehold.engines.postgres.physical import (
+            BACKUP_TOOLS,
+            physical_problems,
+            physical_tools,
+            server_facts,
+        )
+
         conn = self._connect()
         try:
             facts = server_facts(conn)
@@ -153,6 +167,8 @@ class PostgresEngine:
     def backup(self, request: BackupRequest, sink: BackupSink, chain: ChainReader
                ) -> BackupOutcome:
         if request.method == "physical":
+            from safehold.engines.postgres.physical import physical_backup
+
             return physical_backup(self.target, request, sink, chain, attempts=self.attempts)
         if request.type != "full":
             raise UnsupportedError(
@@ -170,14 +186,27 @@ class PostgresEngine:
         finally:
             conn.close()
 
-    def _backup(self, conn: Connection, sink: BackupSink, compression: str) -> BackupOutcome:
-        version, major = server_version(conn)
+    def _dump_tools(self, major: int, compression: str) -> tuple[ClientTools, str]:
+        """The client tools, and how their pg_dump compresses: ``compression`` when it can
+        (why: .dump), else ``none`` and the pipeline compresses."""
         tools = find_tools(major, self.target.sslmode)
-        # pg_dump compresses when it can (why: .dump); else the pipeline does
         archived = compression if compresses(tools.bindir, compression) else "none"
         if archived == "none" and compression != "none":
             log.info("pg_dump %s cannot compress with %s: the pipeline compresses its archives",
                      tools.version, compression)
+        return tools, archived
+
+    def _backup(self, conn: Connection, sink: BackupSink, compression: str) -> BackupOutcome:
+        version, major = server_version(conn)
+        # Finding the tools runs pg_dump (a version and a compression probe, 10-15 ms): on a
+        # thread of its own, beside the snapshot's export and the catalog's reading below,
+        # not ahead of them.
+        with ThreadPoolExecutor(1, thread_name_prefix="safehold-pg-tools") as pool:
+            probed = pool.submit(self._dump_tools, major, compression)
+            return self._dump(conn, sink, version, probed.result)
+
+    def _dump(self, conn: Connection, sink: BackupSink, version: str,
+              probed: Callable[[], tuple[ClientTools, str]]) -> BackupOutcome:
         conn.autocommit = True
         with conn.cursor() as cur:
             # The exporting transaction idles while the dumps run: no timeout may end it.
@@ -195,6 +224,7 @@ class PostgresEngine:
             for i in range(0, len(locked), 500):
                 cur.execute("LOCK TABLE " + ", ".join(pattern(t) for t in locked[i:i + 500])
                             + " IN ACCESS SHARE MODE")
+            tools, archived = probed()
             # at least DEFAULT_JOBS ways: a -j1 backup still restores in parallel
             tasks = plan(toc, ways=max(self.jobs, DEFAULT_JOBS), compression=archived)
             log.info("dumping %s: %d tables in %d archives, %d at a time",
@@ -220,6 +250,10 @@ class PostgresEngine:
     # -- restore ------------------------------------------------------------------------------
 
     def restore(self, request: RestoreRequest, chain: ChainReader) -> None:
+        from safehold.engines.postgres.archive import Archives
+        from safehold.engines.postgres.restore import restore_database
+        from safehold.engines.postgres.selective import restore_tables
+
         manifest = request.chain[-1]
         if method_of(manifest) == "physical":
             raise UnsupportedError(
@@ -229,39 +263,43 @@ class PostgresEngine:
             raise UnsupportedError("PostgreSQL restores take one full backup; this chain has"
                                    f" {len(request.chain)} backups ending in a {manifest.type}")
         toc = Toc.parse(b"".join(chain.open(manifest, TOC_OBJECT)))
+        # One maintenance connection from the first question to the swap: a whole restore holds
+        # its lock on it (.restore), and a connection less is 5-10 ms less of start-up.
         admin = admin_connection(self.target)
         created = False
         try:
-            _, major = server_version(admin)
-            with admin.cursor() as cur:
-                cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-                superuser = bool(cur.fetchone()[0])
+            try:
+                _, major = server_version(admin)
+                with admin.cursor() as cur:
+                    cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+                    superuser = bool(cur.fetchone()[0])
+                    if request.include:
+                        created = _ensure_database(cur, self.target, toc)
+            except psycopg2.Error as exc:
+                raise from_psycopg(exc, self.target, "preparing the restore") from None
+            dumped_by = int(manifest.tools.get("pg_dump", "0").split(".")[0])
+            tools = find_tools(max(major, dumped_by), self.target.sslmode,
+                               archive_compression(toc))
+            if not superuser:
+                log.warning("%s is not a superuser: restored objects will be owned by it"
+                            " (pg_restore --no-owner)", self.target.user)
+            archives = Archives(self.target, tools, manifest, chain, no_owner=not superuser,
+                                server_major=major)
+            try:
                 if request.include:
-                    created = _ensure_database(cur, self.target, toc)
-        except psycopg2.Error as exc:
-            raise from_psycopg(exc, self.target, "preparing the restore") from None
+                    restore_tables(archives, toc, request.include, request.conflict,
+                                   server_major=major)
+                else:
+                    restore_database(archives, toc, request.conflict, self.jobs, admin)
+            except BaseException:
+                if created:  # a failed restore leaves nothing, not even the database it made
+                    archives.procs.stop()
+                    _drop_created(self.target)
+                raise
+            finally:
+                archives.procs.close()
         finally:
             admin.close()
-        dumped_by = int(manifest.tools.get("pg_dump", "0").split(".")[0])
-        tools = find_tools(max(major, dumped_by), self.target.sslmode, archive_compression(toc))
-        if not superuser:
-            log.warning("%s is not a superuser: restored objects will be owned by it"
-                        " (pg_restore --no-owner)", self.target.user)
-        archives = Archives(self.target, tools, manifest, chain, no_owner=not superuser,
-                            server_major=major)
-        try:
-            if request.include:
-                restore_tables(archives, toc, request.include, request.conflict,
-                               server_major=major)
-            else:
-                restore_database(archives, toc, request.conflict, self.jobs)
-        except BaseException:
-            if created:  # a failed restore leaves nothing, not even the database it made
-                archives.procs.stop()
-                _drop_created(self.target)
-            raise
-        finally:
-            archives.procs.close()
 
 
 # What a backup's toc.json may say pg_dump compressed its archives with: a --compress spec

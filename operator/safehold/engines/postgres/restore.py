@@ -56,7 +56,7 @@ from safehold.engines.common import run_parallel
 from safehold.engines.postgres import quote
 from safehold.engines.postgres.archive import Archives, Spool
 from safehold.engines.postgres.catalog import Table, Toc
-from safehold.engines.postgres.conn import PgTarget, connect, from_psycopg
+from safehold.engines.postgres.conn import PgTarget, from_psycopg
 from safehold.engines.postgres.dump import POST, PRE, WITH_POST_DATA, WITH_PRE_DATA
 from safehold.engines.postgres.toclist import (
     NOTHING_CREATED,
@@ -67,7 +67,6 @@ from safehold.engines.postgres.toclist import (
 )
 
 log = logging.getLogger("safehold.postgres")
-MAINTENANCE_DBS = ("postgres", "template1")
 SWAP_ATTEMPTS = 5
 LOCK_WAIT = 10.0  # seconds a restore waits for another restore into the same database
 SESSION_END_WAIT = 1.0  # seconds the swap waits, in small steps, for ending sessions to go
@@ -81,25 +80,12 @@ def side_name(database: str, tag: str) -> str:
     return head + suffix
 
 
-def admin_connection(target: PgTarget) -> Connection:
-    """An autocommit connection to a maintenance database of the target's server."""
-    last: EngineError | None = None
-    for name in MAINTENANCE_DBS:
-        try:
-            conn = connect(target.on(name))
-        except EngineError as exc:
-            last = exc
-            continue
-        conn.autocommit = True
-        return conn
-    assert last is not None
-    raise last
-
-
 def restore_database(archives: Archives, toc: Toc, conflict: Literal["fail", "replace"],
-                     jobs: int) -> None:
+                     jobs: int, admin: Connection) -> None:
+    """Restore the whole database through a staging database swapped in at the end (above).
+    ``admin`` is an autocommit connection to a maintenance database (``admin_connection``),
+    the caller's to close: the restore's lock is held on it until then."""
     target = archives.target
-    admin = admin_connection(target)
     staging = side_name(target.database, f"{STAGING_TAG}{secrets.token_hex(4)}")
     try:
         with admin.cursor() as cur:
@@ -149,7 +135,6 @@ def restore_database(archives: Archives, toc: Toc, conflict: Literal["fail", "re
         raise from_psycopg(exc, target, "restoring the database") from None
     finally:
         archives.procs.close()
-        admin.close()
 
 
 def _staging_prefix(database: str) -> str:

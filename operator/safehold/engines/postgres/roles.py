@@ -29,8 +29,7 @@ from safehold.engines.base import (
     PermissionDenied,
     RestoreRequest,
 )
-from safehold.engines.postgres.conn import PgTarget, connect, from_psycopg
-from safehold.engines.postgres.restore import admin_connection
+from safehold.engines.postgres.conn import PgTarget, admin_connection, connect, from_psycopg
 
 OBJECT = "roles.json"
 Existing = Literal["fail", "skip"]
