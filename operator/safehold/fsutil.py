@@ -14,7 +14,8 @@ callers never test the platform themselves (docs/cli.md#platforms):
 * users: :func:`whoami` names the user for messages (a uid on POSIX, the login on Windows).
 
 One rule holds on every platform: a file is written at most :data:`WRITE_SIZE` bytes per call
-(:func:`write_sliced`; local storage's own loop).
+(:func:`write_sliced`; local storage's own loop). On Linux, local storage also starts each
+object's writeback while it is written (:class:`Writeback`).
 
 ``WINDOWS`` is read at call time, so tests take the Windows branches on any platform by
 patching it (``tests/unit/test_portable_fsutil.py``).
@@ -25,6 +26,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import sys
 import time
 from pathlib import Path, PureWindowsPath
 from typing import BinaryIO
@@ -42,6 +44,8 @@ _REPLACE_ATTEMPTS = 10
 # 0.02 s). A 1 GB PostgreSQL backup's writes to local storage took 0.47-0.52 CPU-s against
 # 0.13-0.14, the backup 3-5% less time (docs/performance.md).
 WRITE_SIZE = 1 << 20
+# Bytes written to a file before the kernel is asked to start writing them out (Writeback).
+FLUSH_AFTER = 8 << 20
 _DRIVE = re.compile(r"^/[A-Za-z]:")
 
 
@@ -54,6 +58,41 @@ def write_sliced(f: BinaryIO, data: bytes | memoryview) -> None:
     with memoryview(data) as view:
         for start in range(0, len(view), WRITE_SIZE):
             f.write(view[start:start + WRITE_SIZE])
+
+
+class Writeback:
+    """Starts the kernel's writeback of a file as it is written, :data:`FLUSH_AFTER` bytes at a
+    time, so that the fsync that makes it durable finds little left to write.
+
+    Left to the kernel, a backup's objects stayed in the page cache until their fsync at the
+    end, which then wrote them out while the backup waited: 400 MiB written in 1 MiB calls and
+    fsynced took 0.27 s here, of which the fsync 0.17 s; with the writeback started every 8 MiB,
+    0.17 s, the fsync 8 ms (ext4, Linux 6.18). In a backup the writing overlaps the dumps and
+    compression, and the wait at the end is gone (docs/performance.md).
+
+    On Linux ``posix_fadvise(POSIX_FADV_DONTNEED)`` starts writing back a range's dirty pages
+    without waiting for them (and drops pages already clean: none, in a range just written).
+    It is what PostgreSQL's ``pg_flush_data`` calls where ``sync_file_range`` is missing, and
+    Python offers no ``sync_file_range``. Elsewhere this does nothing; durability never
+    depends on it (the fsync does that).
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.written = 0  # bytes written so far
+        self.started = 0  # bytes whose writeback has been started
+        self.enabled = sys.platform.startswith("linux") and hasattr(os, "posix_fadvise")
+
+    def wrote(self, count: int) -> None:
+        """``count`` more bytes were written at the end of the file."""
+        self.written += count
+        if self.enabled and self.written - self.started >= FLUSH_AFTER:
+            try:
+                os.posix_fadvise(self.fd, self.started, self.written - self.started,
+                                 os.POSIX_FADV_DONTNEED)
+            except OSError:  # advice a filesystem refuses: the fsync does it all, as before
+                self.enabled = False
+            self.started = self.written
 
 
 def fsync_dir(directory: Path) -> None:

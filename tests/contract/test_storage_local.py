@@ -157,6 +157,60 @@ def test_big_chunks_are_written_a_slice_at_a_time_and_short_writes_resumed(
     assert storage.get_bytes("big") == data
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's posix_fadvise")
+def test_an_object_is_written_back_while_it_is_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every FLUSH_AFTER bytes, the kernel is asked (for real: the call goes through) to start
+    writing out the range just written, so the fsync at the end finds little left to do."""
+    advice: list[tuple[int, int, int]] = []
+    real = os.posix_fadvise
+
+    def recorded(fd: int, offset: int, length: int, what: int) -> None:
+        advice.append((offset, length, what))
+        real(fd, offset, length, what)
+
+    monkeypatch.setattr(fsutil.os, "posix_fadvise", recorded)
+    storage = LocalStorage(tmp_path / "repo")
+    data = os.urandom(2 * fsutil.FLUSH_AFTER + 3 * fsutil.WRITE_SIZE + 99)
+    assert storage.put("big", [data[:5_000_000], data[5_000_000:]]) == len(data)
+    # contiguous from the start, each range FLUSH_AFTER plus at most the write that crossed it
+    assert len(advice) == 2 and {what for _, _, what in advice} == {os.POSIX_FADV_DONTNEED}
+    assert advice[0][0] == 0 and advice[1][0] == advice[0][1]
+    assert all(fsutil.FLUSH_AFTER <= length < fsutil.FLUSH_AFTER + fsutil.WRITE_SIZE
+               for _, length, _ in advice)
+    assert storage.get_bytes("big") == data
+    storage.put_bytes("small", b"x" * 1000)  # below FLUSH_AFTER: the fsync alone
+    assert len(advice) == 2
+
+
+def test_advice_the_filesystem_refuses_is_given_up_and_the_object_still_stored(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def refused(fd: int, offset: int, length: int, what: int) -> None:
+        calls.append(offset)
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(fsutil.os, "posix_fadvise", refused, raising=False)
+    monkeypatch.setattr(fsutil.sys, "platform", "linux")
+    storage = LocalStorage(tmp_path / "repo")
+    data = os.urandom(3 * fsutil.FLUSH_AFTER)
+    assert storage.put("big", [data]) == len(data)
+    assert calls == [0]  # tried once, then left to the fsync
+    assert storage.get_bytes("big") == data
+
+
+def test_no_advice_where_it_would_not_start_writeback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(fsutil.os, "posix_fadvise", lambda *a: calls.append(1), raising=False)
+    monkeypatch.setattr(fsutil.sys, "platform", "darwin")
+    storage = LocalStorage(tmp_path / "repo")
+    data = os.urandom(2 * fsutil.FLUSH_AFTER)
+    assert storage.put("big", [data]) == len(data)
+    assert not calls and storage.get_bytes("big") == data
+
+
 @posix_only("mode bits (Windows keeps only the read-only flag)")
 def test_objects_are_private_to_the_owner(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path / "repo")

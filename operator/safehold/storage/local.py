@@ -96,13 +96,17 @@ class LocalStorage:
             # Unbuffered: a failed write (a full disk) is reported once, as the NoSpaceError
             # below, not again by a flush when the file is closed. At most WRITE_SIZE a call
             # (why: fsutil).
+            # The kernel writes the object out while it is written (fsutil.Writeback): the
+            # fsync below waits for little.
             with os.fdopen(fd, "wb", buffering=0) as f:
+                writeback = fsutil.Writeback(f.fileno())
                 for chunk in chunks:  # errors raised by the producer propagate unchanged
                     view = memoryview(chunk)
                     while view:
                         with self._os_errors("write", key):
                             n = f.write(view[:fsutil.WRITE_SIZE]) or 0
                         written += n
+                        writeback.wrote(n)
                         view = view[n:]
                 with self._os_errors("write", key):
                     os.fsync(f.fileno())
