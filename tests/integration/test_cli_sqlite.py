@@ -263,6 +263,23 @@ def test_restore_over_existing_needs_yes_off_a_terminal(setup) -> None:
     assert result.exit_code == Exit.ABORTED and "--yes" in result.output
 
 
+def test_restore_with_yes_does_not_ask_whether_the_target_exists(
+        setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--yes asks nothing, so nothing finds out what it would ask about: on a server that
+    question is a connection of its own (a whole restore's start-up)."""
+    from safehold.engines.sqlite.engine import SqliteEngine
+
+    db, repo, env = setup
+    run("backup", "-t", sqlite_url(db), "-r", repo, "--no-encryption", env=env)
+    asked: list[str] = []
+    monkeypatch.setattr(SqliteEngine, "estimate_size",
+                        lambda self: asked.append("size") or 1)  # the target exists
+    run("restore", "-r", repo, "-b", "latest", "-t", sqlite_url(db), "--yes", env=env)
+    assert not asked
+    result = run("restore", "-r", repo, "-b", "latest", "-t", sqlite_url(db), env=env, ok=False)
+    assert result.exit_code == Exit.ABORTED and asked == ["size"]
+
+
 def _big_db(path: Path) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE big (id INTEGER PRIMARY KEY, data BLOB)")

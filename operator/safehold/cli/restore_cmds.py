@@ -232,14 +232,15 @@ def restore(
     if not check.ok:
         raise DatabaseProblem("cannot restore: " + "; ".join(check.problems))
     tables_ = wanted
-    if engine.estimate_size() and not tables_:  # the target exists: whole restore replaces it
-        _confirm(
-            f"{target} exists and will be replaced by backup {manifest.backup_id}",
-            yes or conflict == "fail",
-            interactive=interactive,
-        )
+    # Nothing is asked with --yes; else a whole restore into a database that exists (which it
+    # replaces) asks first. Whether it exists is a connection to it: not made when --yes.
+    if yes:
+        pass
+    elif not tables_ and engine.estimate_size():
+        _confirm(f"{target} exists and will be replaced by backup {manifest.backup_id}",
+                 conflict == "fail", interactive=interactive)
     elif interactive:
-        _confirm(f"restore backup {manifest.backup_id} into {target}", yes, interactive=True)
+        _confirm(f"restore backup {manifest.backup_id} into {target}", False, interactive=True)
     started, profile, tally = time.monotonic(), Profile("restore"), ReadTally()
     with common.progress(f"restore {manifest.backup_id}", manifest.raw_bytes) as hook:
         chain = run_restore(
