@@ -267,12 +267,12 @@ def test_restore_with_yes_does_not_ask_whether_the_target_exists(
         setup, monkeypatch: pytest.MonkeyPatch) -> None:
     """--yes asks nothing, so nothing finds out what it would ask about: on a server that
     question is a connection of its own (a whole restore's start-up)."""
-    from safehold.engines.sqlite.engine import SqliteEngine
+    from safehold.engines.sqlite.engine import SQLiteEngine
 
     db, repo, env = setup
     run("backup", "-t", sqlite_url(db), "-r", repo, "--no-encryption", env=env)
     asked: list[str] = []
-    monkeypatch.setattr(SqliteEngine, "estimate_size",
+    monkeypatch.setattr(SQLiteEngine, "estimate_size",
                         lambda self: asked.append("size") or 1)  # the target exists
     run("restore", "-r", repo, "-b", "latest", "-t", sqlite_url(db), "--yes", env=env)
     assert not asked
