@@ -79,20 +79,18 @@ class Writeback:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.written = 0  # bytes written so far
         self.started = 0  # bytes whose writeback has been started
         self.enabled = sys.platform.startswith("linux") and hasattr(os, "posix_fadvise")
 
-    def wrote(self, count: int) -> None:
-        """``count`` more bytes were written at the end of the file."""
-        self.written += count
-        if self.enabled and self.written - self.started >= FLUSH_AFTER:
+    def written(self, end: int) -> None:
+        """The file now holds ``end`` bytes, written from its start."""
+        if self.enabled and end - self.started >= FLUSH_AFTER:
             try:
-                os.posix_fadvise(self.fd, self.started, self.written - self.started,
+                os.posix_fadvise(self.fd, self.started, end - self.started,
                                  os.POSIX_FADV_DONTNEED)
             except OSError:  # advice a filesystem refuses: the fsync does it all, as before
                 self.enabled = False
-            self.started = self.written
+            self.started = end
 
 
 def fsync_dir(directory: Path) -> None:

@@ -106,7 +106,7 @@ class LocalStorage:
                         with self._os_errors("write", key):
                             n = f.write(view[:fsutil.WRITE_SIZE]) or 0
                         written += n
-                        writeback.wrote(n)
+                        writeback.written(written)
                         view = view[n:]
                 with self._os_errors("write", key):
                     os.fsync(f.fileno())
