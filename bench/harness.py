@@ -58,6 +58,10 @@ class Case:
     profile: list[tuple[float, float, float]] = field(default_factory=list)
     stages: str = ""  # Safehold's per-stage figures of the last run (from --output json)
     stage_cpu: dict[str, float] = field(default_factory=dict)  # and their CPU seconds
+    # the stages Safehold's engine left to its tools (pg_dump compressing, pg_restore
+    # decompressing: pipeline.tool_stages), and the CPU seconds of those tools in each run
+    tool_stages: tuple[str, ...] = ()
+    tool_cpu: list[float] = field(default_factory=list)
     # Safehold's pipeline stages this peer does without: "decompress" beside an uncompressed
     # archive; "encrypt"/"decrypt" and "hash" beside any peer (none stores encrypted objects)
     spares: tuple[str, ...] = ()
@@ -175,6 +179,9 @@ def measure(case: Case, server_cpu: Callable[[], float] | None = None) -> None:
             out = json.loads(res.stdout[res.stdout.index("{"):])
             case.stages = stage_line(out, wall)
             case.stage_cpu = stage_cpu(out)
+            fig = out.get("pipeline") or {}
+            case.tool_stages = tuple(fig.get("tool_stages", ()))
+            case.tool_cpu.append(float(fig.get("tool_cpu_seconds", 0.0)))
         except ValueError:
             case.stages = f"(unreadable output: {res.stdout[:200]!r})"
 
@@ -280,8 +287,19 @@ def spared_line(safehold: Case, peer: Case) -> str:
     """The CPU Safehold spends on stages ``peer`` does without (:attr:`Case.spares`: it reads
     an uncompressed archive, it stores nothing encrypted), from Safehold's last run, and the
     runs' CPU (command + server, medians) with and without it: when both saturate the cores,
-    what is left beside the peer's is the part of the ratio that is not that work."""
-    parts = {name: safehold.stage_cpu.get(name, 0.0) for name in peer.spares}
+    what is left beside the peer's is the part of the ratio that is not that work.
+
+    A spared stage that Safehold's tool did (a pg_restore decompressing what it is fed, where
+    the peer's pg_restore reads an uncompressed archive) has no stage figure: it is measured as
+    the CPU of Safehold's tools beyond the peer's command, the same tool doing the rest."""
+    parts: dict[str, float] = {}
+    for name in peer.spares:
+        if name in safehold.tool_stages:
+            tools, plain = _med(safehold.tool_cpu), _med(peer.cpu)
+            parts[f"{name} inside the tool (its CPU {tools:.1f}s against the peer's"
+                  f" {plain:.1f}s)"] = tools - plain
+        else:
+            parts[name] = safehold.stage_cpu.get(name, 0.0)
     spared = sum(parts.values())
     own = _med(safehold.cpu) + _med(safehold.server_cpu)
     other = _med(peer.cpu) + _med(peer.server_cpu)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from safehold.pipeline.profile import BACKUP_STAGES, RESTORE_STAGES, WAITING
+from safehold.pipeline.profile import BACKUP_STAGES, BY_TOOL, RESTORE_STAGES, WAITING
 from safehold.pipeline.stream import default_workers
 
 # streaming threads run read, hash, write and waiting; the codec pools the rest
@@ -24,10 +24,11 @@ def pg_streams(jobs: int) -> int:
 
 
 def check_figures(fig: dict[str, Any], operation: str, streams: int, *,
-                  encrypted: bool = True) -> None:
+                  encrypted: bool = True, tool_stages: tuple[str, ...] = ()) -> None:
     """``encrypted``: the backup taken or restored was. An encrypted object is checked by its
     tags, under ``encrypt`` and ``decrypt``: only unencrypted ones are hashed, when written and
-    when read."""
+    when read. ``tool_stages``: the stages the engine's tools did (pg_dump compressing, its
+    pg_restore decompressing), which the summary names with the stage that holds them."""
     names = BACKUP_STAGES if operation == "backup" else RESTORE_STAGES
     stages = fig["stage_seconds"]
     assert set(stages) == {*names, WAITING}
@@ -48,6 +49,16 @@ def check_figures(fig: dict[str, Any], operation: str, streams: int, *,
         assert stages["hash"] > 0, fig
     assert fig["bottleneck"] in names
     assert stages[fig["bottleneck"]] == max(v for k, v in stages.items() if k != WAITING)
-    assert fig["summary"].startswith(f"bottleneck: {names[fig['bottleneck']]} (")
+    assert fig["tool_stages"] == list(tool_stages), fig
+    name = names[fig["bottleneck"]]
+    inside = [names[s] for s in tool_stages if BY_TOOL[operation][s] == fig["bottleneck"]]
+    if inside:
+        name += f", with {' and '.join(inside)} inside the" \
+                f" {'dump' if operation == 'backup' else 'restore'} tool"
+    assert fig["summary"].startswith(f"bottleneck: {name} ("), fig
     assert fig["cpu_seconds"] >= 0 and fig["cores"] >= 1
+    # the tools' CPU is part of the run's (each rounded to the millisecond)
+    assert 0 <= fig["tool_cpu_seconds"] <= fig["cpu_seconds"] + 0.001, fig
+    if tool_stages:
+        assert fig["tool_cpu_seconds"] > 0, fig
     assert fig["cores_busy"] is None or 0 <= fig["cores_busy"] <= 1

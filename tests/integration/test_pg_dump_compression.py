@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 
 from safehold.cli.errors import Exit
+from safehold.engines.postgres.engine import DEFAULT_JOBS
 from tests.infra.postgres import Postgres, wheel_tools
 from tests.infra.procs import serve
 from tests.integration import pg_data
 from tests.integration.cli_helpers import run, run_json
+from tests.integration.stage_helpers import check_figures, pg_streams
 
 
 @pytest.fixture
@@ -70,6 +72,9 @@ def test_pg_dump_compresses_with_zstd_and_the_pipeline_only_encrypts(
     m, dumped = archives(repo, db17, b["backup_id"])
     assert m["compression"] == "zstd:3" and m["encryption"] == "aes-256-gcm"
     assert b["compression_ratio"] is None  # raw sizes are pg_dump's compressed output
+    # pg_dump's compressing is inside the read stage, and the figures say so
+    check_figures(b["pipeline"], "backup", streams=pg_streams(DEFAULT_JOBS),
+                  tool_stages=("compress",))
     assert {o["name"] for o in dumped} >= {"schema.pre", "schema.post", "data/0000"}
     for o in dumped:
         assert o["meta"]["compression"] == "zstd:3" and o["compression"] == "none", o
@@ -106,8 +111,10 @@ def test_pg_dump_compresses_with_zstd_and_the_pipeline_only_encrypts(
         text = run("stats", "-r", repo.as_uri(), "-t", db17, env=env).output
         assert "latest - raw;" in text and "\n  ratio       -\n" in text, text
         assert "<svg" in run("stats", "-r", repo.as_uri(), "-t", db17, "-o", "html", env=env).output
-        run("restore", "-t", url(pg17, part), "-r", repo.as_uri(), "-b", "latest", "--from", db17,
-            "--include", "orders,app.settings", env=env)
+        some = run_json("restore", "-t", url(pg17, part), "-r", repo.as_uri(), "-b", "latest",
+                        "--from", db17, "--include", "orders,app.settings", "--yes", env=env)
+        check_figures(some["pipeline"], "restore", streams=pg_streams(DEFAULT_JOBS),
+                      tool_stages=("decompress",))  # pg_restore's, inside the write stage
         got = pg_data.fingerprint_some(pg17, part, ["orders", "app.settings"])
         assert got == {k: source[k] for k in got}
 

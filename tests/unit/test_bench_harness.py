@@ -58,6 +58,22 @@ def test_the_work_a_peer_does_without_is_counted_from_the_stages() -> None:
     assert "CPU command + server 13.2s, 11.2s without that work, the peer's 11.6s" in line
 
 
+def test_work_left_to_the_tool_is_counted_from_the_tools_cpu() -> None:
+    """Safehold's pg_restore decompresses what it is fed (no stage figure: 0.0s); beside a
+    pg_restore of an uncompressed archive, that work is its tools' CPU beyond the peer's."""
+    ours = Case("safehold", "2 threads", ["true"], cpu=[3.0, 3.2, 3.4],
+                server_cpu=[10.0, 10.0, 11.0], tool_stages=("decompress",),
+                tool_cpu=[2.0, 2.2, 2.1],
+                stage_cpu={"read": 0.1, "decompress": 0.0, "decrypt": 0.2, "hash": 0.0,
+                           "write": 0.1})
+    peer = Case("peer", "2 processes", ["true"], cpu=[1.1, 1.1], server_cpu=[10.5, 10.5],
+                spares=("decompress", *harness.PLAIN_IN))
+    line = harness.spared_line(ours, peer)
+    assert ("decompress inside the tool (its CPU 2.1s against the peer's 1.1s) 1.0s,"
+            " decrypt 0.2s, hash 0.0s = 1.2s") in line
+    assert "CPU command + server 13.2s, 12.0s without that work, the peer's 11.6s" in line
+
+
 def test_the_spared_work_is_printed_beside_the_slower_safehold(
         capsys: pytest.CaptureFixture[str]) -> None:
     def case(name: str, wall: float, **extra: object) -> Case:

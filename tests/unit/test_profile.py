@@ -6,6 +6,8 @@ run is known in advance; no assertion depends on how fast the machine is.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -156,3 +158,69 @@ def test_the_figures_travel_in_the_result() -> None:
     assert set(back.pipeline.stage_cpu_seconds) == {*BACKUP_STAGES, WAITING}
     assert back.pipeline.bottleneck in BACKUP_STAGES
     assert back.pipeline.summary and back.pipeline.summary.startswith("bottleneck: ")
+
+
+def _manifest(repo: Repository, writer: ObjectWriter, backup_id: str) -> Manifest:
+    return Manifest.model_validate({
+        "backup_id": backup_id, "target": "t", "repo_id": repo.ensure_repo_id(),
+        "engine": "postgres", "type": "full", "chain_id": backup_id,
+        "started_at": "2026-11-26T11:42:17Z", "finished_at": "2026-11-26T11:42:18Z",
+        "compression": "zstd:3", "encryption": "none", "chunk_size": CHUNK,
+        "objects": [r.model_dump() for r in writer.records], "tools": {},
+    })
+
+
+def test_compression_inside_the_dump_tool_is_named_with_the_read(tmp_path: Path) -> None:
+    """pg_dump --compress: the pipeline only waits for the tool, and the line says the tool
+    compressed (cores busy compressing are not 'the database is the limit')."""
+    repo = _repo(tmp_path)
+    writer = ObjectWriter(repo, "t", "20261126T114217.123456Z", parse_codec("zstd:3"), None,
+                          chunk_size=CHUNK, workers=1)
+    writer.profile = profile = Profile("backup")
+    writer.put("plain", data())  # compressed by the pipeline: not the tool's
+    assert profile.report().tool_stages == ()
+    writer.put("archive", slow(data()), compressed=True)
+    report = profile.report()
+    assert report.bottleneck == "read" and report.tool_stages == ("compress",)
+    assert report.bottleneck_line().startswith(
+        "bottleneck: reading from the database, with compression inside the dump tool (")
+    figures = PipelineFigures.model_validate(report.as_dict())
+    assert figures.tool_stages == ["compress"]
+
+
+def test_decompression_inside_the_restore_tool_is_named_with_the_write(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    establish(repo, "t", None, None, no_encryption=True)
+    backup_id = "20261126T114217.123456Z"
+    writer = ObjectWriter(repo, "t", backup_id, parse_codec("zstd:3"), None, chunk_size=CHUNK,
+                          workers=1)
+    writer.put("plain", data())
+    writer.put("archive", data(), compressed=True)
+    manifest = _manifest(repo, writer, backup_id)
+    reader = ObjectReader(repo, DataKeys(repo, []), workers=1)
+    reader.profile = profile = Profile("restore")
+    list(reader.open(manifest, "archive", head=True))  # a listing's head: no load yet
+    list(slow(reader.open(manifest, "plain")))
+    assert profile.report().tool_stages == ()
+    list(slow(reader.open(manifest, "archive")))
+    report = profile.report()
+    assert report.bottleneck == "write" and report.tool_stages == ("decompress",)
+    assert report.bottleneck_line().startswith(
+        "bottleneck: writing to the database, with decompression inside the restore tool (")
+
+
+def test_the_tools_cpu_is_told_apart_from_the_runners() -> None:
+    profile = Profile("restore")
+    burn = "import time\nwhile time.process_time() < 0.3: pass"
+    subprocess.run([sys.executable, "-c", burn], check=True)
+    report = profile.report()
+    assert report.tool_cpu_seconds >= 0.25  # counted in clock ticks: 0.29 of the child's 0.3
+    assert report.cpu_seconds >= report.tool_cpu_seconds
+    assert report.as_dict()["tool_cpu_seconds"] == round(report.tool_cpu_seconds, 3)
+
+
+def test_a_stage_no_tool_does_is_refused() -> None:
+    with pytest.raises(ValueError, match="a backup's tool cannot do 'encrypt'"):
+        Profile("backup").done_by_tool("encrypt")
+    with pytest.raises(ValueError, match="restore's tool cannot do 'compress'"):
+        Profile("restore").done_by_tool("compress")

@@ -74,6 +74,14 @@ class PipelineFigures(KubeModel):
         default=None, ge=0, description="Wall time of the run the figures cover.")
     cpu_seconds: float | None = Field(
         default=None, ge=0, description="CPU of the runner and the tools it ran.")
+    tool_cpu_seconds: float | None = Field(
+        default=None, ge=0, description="The tools' part of cpuSeconds (pg_dump, pg_restore,"
+        " ...).")
+    tool_stages: list[str] = Field(
+        default_factory=list,
+        description="Stages the engine's tools did themselves, whose time is inside another"
+        " stage's: 'compress' inside a backup's read (pg_dump --compress), 'decompress' inside"
+        " a restore's write (its pg_restore).")
     cores: int | None = Field(default=None, ge=1, description="Cores the runner could use.")
     cores_busy: float | None = Field(
         default=None, ge=0, le=1, description="The whole machine's CPU use over the run (0..1).")

@@ -65,6 +65,8 @@ class ObjectWriter:
         # SHA-256 pass of 0.2 CPU-s per 400 MB; docs/performance.md)
         stats = stream.StreamStats(profile=self.profile, hashed=cipher is None)
         codec = NONE if compressed else self.codec
+        if codec != self.codec and self.profile is not None:
+            self.profile.done_by_tool("compress")
         encoded = stream.encode(_counted(data, self.on_bytes), codec, cipher, stats,
                                 chunk_size=self.chunk_size, workers=self.workers)
         key = layout.object_key(self.target, self.backup_id, name)
@@ -148,6 +150,8 @@ class ObjectReader:
         blocks = _counted(self._decode(backup, record, codec, cipher, key, head),
                           None if head else self.on_bytes)
         if self.profile is not None:  # the engine's time between blocks: writing the database
+            if record.compression is not None and not head:  # and its tool's decompressing
+                self.profile.done_by_tool("decompress")
             return self.profile.consumer(blocks, "write")
         return iter(blocks)
 

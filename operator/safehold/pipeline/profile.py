@@ -9,6 +9,14 @@ wall time, and the report says how many cores were busy meanwhile. Beside each s
 time is its threads' CPU time: on a crowded machine a stage's wall time grows while it waits for
 a core, its CPU time does not — so a stage slow for want of CPU can be told from a costly one.
 
+A stage can be done by the engine's tool rather than the pipeline: a PostgreSQL 16+ backup's
+``pg_dump --compress`` compresses, and the ``pg_restore`` of such a backup decompresses. That
+work shows inside the tool's stage (``read`` of a backup, ``write`` of a restore: the pipeline
+waits for the tool), not as a figure of its own, so the report says so (:data:`BY_TOOL`), and
+gives the tools' CPU apart from the runner's: the line then reads "bottleneck: reading from the
+database, with compression inside the dump tool", never only "reading from the database" while
+the cores are busy compressing.
+
 The bottleneck named is the stage that did the most work: in a pipeline of bounded queues the
 slowest stage keeps the others waiting, so it is the one whose time fills the run. ``cores busy``
 is the whole machine's CPU use over the run (``/proc/stat``), so a saturated machine — the only
@@ -43,6 +51,12 @@ RESTORE_STAGES = {
     "write": "writing to the database",
 }
 WAITING = "waiting"  # a streaming thread waiting for the codec pool's next chunk
+# The stages an engine's tool can do itself, and the stage whose time then holds theirs.
+BY_TOOL = {
+    "backup": {"compress": "read"},  # pg_dump --compress: the pipeline waits on its output
+    "restore": {"decompress": "write"},  # pg_restore inflates what it is fed
+}
+_TOOL = {"backup": "the dump tool", "restore": "the restore tool"}
 
 
 def _machine_ticks() -> tuple[int, int] | None:
@@ -56,9 +70,10 @@ def _machine_ticks() -> tuple[int, int] | None:
     return sum(fields) - idle, sum(fields)
 
 
-def _cpu_seconds() -> float:
+def _cpu_seconds() -> tuple[float, float]:
+    """CPU seconds of this process, and of the children it has waited for (the tools)."""
     t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+    return t.user + t.system, t.children_user + t.children_system
 
 
 class Tally:
@@ -100,6 +115,8 @@ class StageReport:
     cores: int
     cores_busy: float | None  # 0..1, the whole machine; None where unknown
     bottleneck: str | None  # a stage key; None when nothing was streamed
+    tool_stages: tuple[str, ...] = ()  # stages the engine's tools did (BY_TOOL)
+    tool_cpu_seconds: float = 0.0  # the tools' part of cpu_seconds
 
     @property
     def names(self) -> dict[str, str]:
@@ -110,8 +127,17 @@ class StageReport:
         if self.bottleneck is None:
             return "bottleneck: none (nothing was streamed)"
         busy = "" if self.cores_busy is None else f"cores busy {self.cores_busy:.0%}, "
-        return (f"bottleneck: {self.names[self.bottleneck]} ({busy}"
+        return (f"bottleneck: {self.stage_name(self.bottleneck)} ({busy}"
                 f"{self.seconds[self.bottleneck]:.1f}s of {self.wall_seconds:.1f}s)")
+
+    def stage_name(self, stage: str) -> str:
+        """How a person reads ``stage``, with the work the tools did inside it: "reading from
+        the database, with compression inside the dump tool"."""
+        inside = [self.names[s] for s in self.tool_stages
+                  if BY_TOOL[self.operation].get(s) == stage]
+        if not inside:
+            return self.names[stage]
+        return f"{self.names[stage]}, with {' and '.join(inside)} inside {_TOOL[self.operation]}"
 
     def stages_line(self) -> str:
         """Every stage's seconds, in pipeline order, e.g. ``read 1.2s, compress 3.4s, ...``."""
@@ -124,6 +150,8 @@ class StageReport:
             "stage_cpu_seconds": {k: round(v, 6) for k, v in self.cpu.items()},
             "wall_seconds": round(self.wall_seconds, 3),
             "cpu_seconds": round(self.cpu_seconds, 3),
+            "tool_cpu_seconds": round(self.tool_cpu_seconds, 3),
+            "tool_stages": list(self.tool_stages),
             "cores": self.cores,
             "cores_busy": None if self.cores_busy is None else round(self.cores_busy, 3),
             "bottleneck": self.bottleneck,
@@ -150,7 +178,8 @@ class Profile:
     cpu: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _t0: float = field(default_factory=time.perf_counter, repr=False)
-    _cpu0: float = field(default_factory=_cpu_seconds, repr=False)
+    by_tool: set[str] = field(default_factory=set)  # stages the engine's tools did
+    _cpu0: tuple[float, float] = field(default_factory=_cpu_seconds, repr=False)
     _ticks0: tuple[int, int] | None = field(default_factory=_machine_ticks, repr=False)
 
     def __post_init__(self) -> None:
@@ -166,6 +195,15 @@ class Profile:
         with self._lock:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + max(0.0, seconds)
             self.cpu[stage] = self.cpu.get(stage, 0.0) + max(0.0, cpu)
+
+    def done_by_tool(self, stage: str) -> None:
+        """The engine's tool did ``stage`` (one of :data:`BY_TOOL`'s) for some object: its time
+        is inside the stage that waits on the tool."""
+        if stage not in BY_TOOL[self.operation]:
+            raise ValueError(f"a {self.operation}'s tool cannot do {stage!r}:"
+                             f" {', '.join(BY_TOOL[self.operation])}")
+        with self._lock:
+            self.by_tool.add(stage)
 
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:
@@ -192,9 +230,13 @@ class Profile:
         if ticks is not None and self._ticks0 is not None and ticks[1] > self._ticks0[1]:
             busy = (ticks[0] - self._ticks0[0]) / (ticks[1] - self._ticks0[1])
         with self._lock:
-            seconds, cpu = dict(self.seconds), dict(self.cpu)
+            seconds, cpu, by_tool = dict(self.seconds), dict(self.cpu), set(self.by_tool)
         work = {k: v for k, v in seconds.items() if k != WAITING}
         top = max(work, key=lambda k: work[k]) if any(v > 0 for v in work.values()) else None
+        own, tools = _cpu_seconds()
+        tools -= self._cpu0[1]
         return StageReport(operation=self.operation, seconds=seconds, cpu=cpu, wall_seconds=wall,
-                           cpu_seconds=_cpu_seconds() - self._cpu0,
-                           cores=len(os.sched_getaffinity(0)), cores_busy=busy, bottleneck=top)
+                           cpu_seconds=own - self._cpu0[0] + tools,
+                           cores=len(os.sched_getaffinity(0)), cores_busy=busy, bottleneck=top,
+                           tool_stages=tuple(s for s in BY_TOOL[self.operation] if s in by_tool),
+                           tool_cpu_seconds=tools)
