@@ -120,6 +120,18 @@ def test_writer_counts_the_storage_time_apart(tmp_path: Path, monkeypatch) -> No
     assert sum(report.seconds.values()) <= report.wall_seconds
 
 
+def _manifest(repo: Repository, writer: ObjectWriter, backup_id: str,
+              engine: str = "postgres") -> Manifest:
+    """The manifest of an unencrypted backup of what ``writer`` stored."""
+    return Manifest.model_validate({
+        "backup_id": backup_id, "target": "t", "repo_id": repo.ensure_repo_id(),
+        "engine": engine, "type": "full", "chain_id": backup_id,
+        "started_at": "2026-11-26T11:42:17Z", "finished_at": "2026-11-26T11:42:18Z",
+        "compression": writer.codec.spec, "encryption": "none", "chunk_size": CHUNK,
+        "objects": [r.model_dump() for r in writer.records], "tools": {},
+    })
+
+
 def test_reader_counts_the_databases_time_between_blocks(tmp_path: Path) -> None:
     repo = _repo(tmp_path)
     establish(repo, "t", None, None, no_encryption=True)
@@ -127,14 +139,7 @@ def test_reader_counts_the_databases_time_between_blocks(tmp_path: Path) -> None
     writer = ObjectWriter(repo, "t", backup_id, parse_codec("lz4"), None, chunk_size=CHUNK,
                           workers=1)
     writer.put("data", data())
-    manifest = Manifest.model_validate({
-        "backup_id": backup_id, "target": "t", "repo_id": repo.ensure_repo_id(),
-        "engine": "sqlite",
-        "type": "full", "chain_id": backup_id, "started_at": "2026-11-26T11:42:17Z",
-        "finished_at": "2026-11-26T11:42:18Z", "compression": "lz4", "encryption": "none",
-        "chunk_size": CHUNK, "objects": [r.model_dump() for r in writer.records],
-        "tools": {},
-    })
+    manifest = _manifest(repo, writer, backup_id, engine="sqlite")
     reader = ObjectReader(repo, DataKeys(repo, []), workers=1)
     reader.profile = profile = Profile("restore")
     restored = list(slow(reader.open(manifest, "data")))
@@ -158,16 +163,6 @@ def test_the_figures_travel_in_the_result() -> None:
     assert set(back.pipeline.stage_cpu_seconds) == {*BACKUP_STAGES, WAITING}
     assert back.pipeline.bottleneck in BACKUP_STAGES
     assert back.pipeline.summary and back.pipeline.summary.startswith("bottleneck: ")
-
-
-def _manifest(repo: Repository, writer: ObjectWriter, backup_id: str) -> Manifest:
-    return Manifest.model_validate({
-        "backup_id": backup_id, "target": "t", "repo_id": repo.ensure_repo_id(),
-        "engine": "postgres", "type": "full", "chain_id": backup_id,
-        "started_at": "2026-11-26T11:42:17Z", "finished_at": "2026-11-26T11:42:18Z",
-        "compression": "zstd:3", "encryption": "none", "chunk_size": CHUNK,
-        "objects": [r.model_dump() for r in writer.records], "tools": {},
-    })
 
 
 def test_compression_inside_the_dump_tool_is_named_with_the_read(tmp_path: Path) -> None:
