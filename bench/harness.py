@@ -124,10 +124,10 @@ class Profile:
 
     def _window(self) -> None:
         cores, at = _cores(), time.perf_counter()
-        if cores[1] > self._last[1]:
+        if cores[1] > self._last[1]:  # else no tick yet: the next window takes this one in
             self.windows.append((at - self._at, (cores[0] - self._last[0])
                                  / (cores[1] - self._last[1])))
-        self._last, self._at = cores, at
+            self._last, self._at = cores, at
 
     @property
     def busy(self) -> float:

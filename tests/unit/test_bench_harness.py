@@ -9,6 +9,8 @@ import pytest
 from bench import harness
 from bench.harness import Case, Profile, split_line
 
+TICK = 0.01  # /proc/stat counts in clock ticks (USER_HZ = 100)
+
 
 def test_windows_are_split_into_saturated_serial_and_between() -> None:
     profile = Profile()
@@ -23,11 +25,15 @@ def test_windows_are_split_into_saturated_serial_and_between() -> None:
 
 
 def test_a_profile_covers_the_whole_run() -> None:
+    # Bounds a loaded machine cannot break (it only makes the span longer): the windows lie
+    # inside the ``with`` and cover the sleep, less at most a last one too short for a tick.
+    start = time.perf_counter()
     with Profile() as profile:
         time.sleep(3 * harness.WINDOW + 0.01)
+    elapsed = time.perf_counter() - start
     assert len(profile.windows) >= 3
-    assert sum(t for t, _ in profile.windows) == pytest.approx(3 * harness.WINDOW + 0.01,
-                                                               abs=0.02)
+    covered = sum(t for t, _ in profile.windows)
+    assert 3 * harness.WINDOW + 0.01 - TICK <= covered <= elapsed
     assert all(0.0 <= b <= 1.0 for _, b in profile.windows)
     assert 0.0 <= profile.busy <= 1.0
 
