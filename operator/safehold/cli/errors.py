@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import click
 
 from safehold.api.errors import EXIT_MEANING, Exit, SafeholdError
+from safehold.cli.signals import SignalExit
 
 __all__ = ["EXIT_CODES_HELP", "Exit", "Report", "Terminated", "report_for"]
 
@@ -22,7 +23,7 @@ BUG_HINT = ("run the command again with `--log-level debug` for the traceback, a
             " bug with that output")
 
 
-class Terminated(BaseException):
+class Terminated(SignalExit):
     """SIGTERM arrived: unwind like KeyboardInterrupt (nothing catches it on the way)."""
 
 

@@ -6,7 +6,6 @@ import gc
 import logging
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import click
 
 from safehold import __version__
 from safehold.api.errors import Aborted, SafeholdError, UsageError
-from safehold.cli import runlog
+from safehold.cli import runlog, signals
 from safehold.cli.config import LogConfig, load
 from safehold.cli.errors import EXIT_CODES_HELP, Exit, Terminated, report_for
 from safehold.cli.logsetup import FORMATS, LEVELS, parse_rotation, setup_logging
@@ -151,11 +150,10 @@ class SafeholdGroup(click.Group):
         output = wanted_output(argv)
         run = runlog.begin(command_of(argv), argv)
         keyuse.listen(_key_used)
-        previous = None
-        if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGTERM, _raise_terminated)
         try:
-            code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+            with signals.handling(signal.SIGTERM, _raise_terminated):
+                code = super().main(argv, prog_name, complete_var, standalone_mode=False,
+                                    **extra)
         except click.exceptions.Exit as exc:
             code = exc.exit_code
         except click.Abort as exc:
@@ -168,9 +166,6 @@ class SafeholdGroup(click.Group):
             audit_failure(run, exc)
             report.emit(output, _audit_head(run))
             code = report.code
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
         runlog.finish(run, int(code or 0))
         if not standalone_mode:
             return code

@@ -24,8 +24,10 @@ from safehold.api.common import ErrorInfo
 from safehold.api.errors import Exit, SafeholdError, UsageError
 from safehold.api.result import TaskKind, TaskResult
 from safehold.api.task import TASK_ENV, Task, parse_task
+from safehold.cli import signals
 from safehold.cli.errors import Terminated as CliTerminated
 from safehold.cli.errors import report_for
+from safehold.cli.signals import SignalExit
 from safehold.engines.base import redact_url
 
 log = logging.getLogger("safehold.task")
@@ -39,7 +41,7 @@ class Terminated(SafeholdError):
     transient = True
 
 
-class _Signalled(BaseException):
+class _Signalled(SignalExit):
     """SIGTERM while a task runs. A BaseException, like KeyboardInterrupt, so it unwinds past
     every ``except Exception`` on the way (a driver's error wrapping would otherwise turn it
     into a database error, and a streamer would retry it); :func:`run` turns it into the
@@ -178,11 +180,8 @@ def run_task(ctx: click.Context, task_file: Path | None, result_file: Path | Non
     URLs with credentials, storage credentials and keys come from the environment variables
     and mounted files it names.
     """
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
+    with signals.handling(signal.SIGTERM, _terminate):
         result = run(task_file)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     result = audit_task(task_file, result)
     write_result(result, result_file)
     if not result.ok:

@@ -9,7 +9,8 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ import click
 
 from safehold.api.errors import UsageError
 from safehold.api.task import StreamTask
-from safehold.cli import common, streamer_status
+from safehold.cli import common, signals, streamer_status
 from safehold.cli.config import resolve_repository
 from safehold.cli.errors import Terminated
 from safehold.codecs.crypto import Kek
@@ -155,29 +156,22 @@ def archive_wal(board: StatusBoard, engine: PostgresEngine, repository: Reposito
         raise Terminated()
 
 
-class _stop_on_sigterm:
+@contextmanager
+def _stop_on_sigterm(stop: Callable[[], None]) -> Iterator[threading.Event]:
     """While inside: the first SIGTERM asks ``stop`` (the segment being stored is finished,
-    the streamer returns), a second one unwinds at once (exit 143 either way)."""
+    the streamer returns) and sets the event yielded, a second one unwinds at once (exit 143
+    either way)."""
+    stopped = threading.Event()
 
-    def __init__(self, stop: Any) -> None:
-        self.stop, self.event = stop, threading.Event()
-        self.previous: Any = None
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.event.is_set():
+    def handle(signum: int, frame: object) -> None:
+        if stopped.is_set():
             raise Terminated()
-        self.event.set()
+        stopped.set()
         log.info("SIGTERM: stopping after the segment being stored")
-        self.stop()
+        stop()
 
-    def __enter__(self) -> threading.Event:
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._handle)
-        return self.event
-
-    def __exit__(self, *exc: object) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+    with signals.handling(signal.SIGTERM, handle):
+        yield stopped
 
 
 @wal_group.command()
