@@ -104,3 +104,20 @@ def test_a_signal_swallowed_as_the_command_ends_is_not_sent_again() -> None:
     """)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "ended normally\n"
+
+
+def test_the_hook_is_undone_with_the_handler() -> None:
+    done = run("""
+        import signal, sys
+        from safehold.cli import signals
+
+        before = sys.unraisablehook
+        with signals.handling(signal.SIGTERM, lambda signum, frame: None):
+            with signals.handling(signal.SIGINT, lambda signum, frame: None):
+                assert sys.unraisablehook is signals._unraisable
+            assert sys.unraisablehook is signals._unraisable  # the outer one still holds
+        assert sys.unraisablehook is before
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        print("undone", flush=True)
+    """)
+    assert done.stdout == "undone\n", done.stderr

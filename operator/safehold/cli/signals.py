@@ -43,10 +43,13 @@ def handling(signum: int, handler: Handler) -> Iterator[None]:
     """``handler`` for ``signum`` while inside, the previous one restored after; a
     :class:`SignalExit` it raises that a finalizer swallows is raised again. Outside the main
     thread (where Python allows no handler) nothing changes."""
+    global _previous_hook
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    _hook_unraisable()
+    hooked, chained = sys.unraisablehook is not _unraisable, _previous_hook
+    if hooked:  # not already, by an outer handling()
+        _previous_hook, sys.unraisablehook = sys.unraisablehook, _unraisable
     previous = signal.signal(signum, handler)
     _active[signum] = handler
     try:
@@ -54,20 +57,15 @@ def handling(signum: int, handler: Handler) -> Iterator[None]:
     finally:
         _active.pop(signum, None)
         signal.signal(signum, previous)
-
-
-def _hook_unraisable() -> None:
-    global _previous_hook
-    if _previous_hook is None:
-        _previous_hook, sys.unraisablehook = sys.unraisablehook, _unraisable
+        if hooked and sys.unraisablehook is _unraisable:
+            sys.unraisablehook, _previous_hook = _previous_hook or sys.__unraisablehook__, chained
 
 
 def _unraisable(unraisable: Any) -> None:
     exc = unraisable.exc_value
     handler = _active.get(exc.signum) if isinstance(exc, SignalExit) else None
     if handler is None:
-        assert _previous_hook is not None
-        _previous_hook(unraisable)
+        (_previous_hook or sys.__unraisablehook__)(unraisable)
         return
     log.debug("%s arrived inside a finalizer (%r), which swallowed it: sent again",
               signal.Signals(exc.signum).name, unraisable.object)
