@@ -14,6 +14,7 @@ from safehold.api.restore import Restore, RestoreSpec, RestoreStatus
 from safehold.api.result import TaskResult
 from safehold.api.schedule import BackupScheduleSpec
 from safehold.api.target import BackupTarget, BackupTargetSpec, BackupTargetStatus
+from safehold.api.units import human_seconds
 
 T0 = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)
@@ -260,6 +261,12 @@ def test_backup_imported_and_status_round_trip() -> None:
 def test_human_bytes() -> None:
     assert [human_bytes(n) for n in (0, 1023, 1536, 5 * 2**30)] == [
         "0 B", "1023 B", "1.5 KiB", "5.0 GiB"]
+
+
+def test_human_seconds() -> None:
+    # a tiny run reads in milliseconds, never "0.0s"; the rounding never prints "100ms"
+    assert [human_seconds(s) for s in (0.0, 0.0042, 0.0994, 0.0996, 2.25, 75.5, 7384)] == [
+        "0ms", "4ms", "99ms", "0.1s", "2.2s", "1m 16s", "2h 3m"]
 
 
 # --------------------------------------------------------------------------- Restore

@@ -196,7 +196,7 @@ def backup(
             f"{manifest.type} backup {manifest.backup_id} of {manifest.target}:"
             f" {common.human_bytes(manifest.raw_bytes)} ->"
             f" {common.human_bytes(manifest.stored_bytes)}"
-            f" ({manifest.ratio_text()}, {manifest.encryption}) in {elapsed:.1f}s"
+            f" ({manifest.ratio_text()}, {manifest.encryption}) in {common.human_seconds(elapsed)}"
             f"\n{report.bottleneck_line()}"
         ),
     )

@@ -19,6 +19,7 @@ import click
 
 from safehold.api.errors import UsageError
 from safehold.api.units import human_bytes as human_bytes  # re-exported
+from safehold.api.units import human_seconds as human_seconds  # re-exported
 from safehold.cli import runlog
 from safehold.cli.config import (
     Config,

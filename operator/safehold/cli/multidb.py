@@ -210,7 +210,7 @@ def _text(result: dict[str, Any], outcomes: list[Outcome]) -> None:
             click.echo(f"failed     {what}: {o.error['class']}: {o.error['message']}")
     done = sum(o.error is None for o in outcomes)
     click.echo(f"{result['status']}: {done} of {len(outcomes)} backed up into {result['target']}@*"
-               f" in {result['seconds']:.1f}s")
+               f" in {common.human_seconds(result['seconds'])}")
 
 
 def restore_source(repository: Repository, base: str | None, database: str | None,

@@ -121,7 +121,7 @@ def restore_data_dir(ctx: click.Context, repo: str, backup_ref: str | None, sour
                        f"{point.to_lsn or ''} from {origin} and promotes when started")
     common.emit(output, data, lambda: click.echo(
         f"restored {manifest.backup_id} ({len(chain)} backup(s) in chain) into {data_dir}"
-        f" in {elapsed:.1f}s{target_text}; start it with PostgreSQL"
+        f" in {common.human_seconds(elapsed)}{target_text}; start it with PostgreSQL"
         f" {manifest.server_version.split('.')[0]}'s server as the data directory's owner"))
 
 

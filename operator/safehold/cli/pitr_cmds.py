@@ -75,4 +75,5 @@ def restore_to_point(ctx: click.Context, *, engine: Engine, repository: Reposito
                          to=to.describe(), logs=[p.name for p in plan.logs])
     data = {**plan.as_dict(), "seconds": round(elapsed, 3)}
     common.emit(output, data, functools.partial(
-        click.echo, f"restored {source} to {to.describe()} into {target} in {elapsed:.1f}s"))
+        click.echo, f"restored {source} to {to.describe()} into {target}"
+                    f" in {common.human_seconds(elapsed)}"))

@@ -279,7 +279,7 @@ def restore(
             + f", {common.human_bytes(tally.stored_bytes)} stored ->"
             f" {common.human_bytes(tally.raw_bytes)} raw"
             + (f" (ratio {sizes['compression_ratio']:.2f})" if sizes["compression_ratio"] else "")
-            + f" in {elapsed:.1f}s\n{report.bottleneck_line()}"
+            + f" in {common.human_seconds(elapsed)}\n{report.bottleneck_line()}"
         ),
     )
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from safehold.api.errors import UsageError
-from safehold.api.units import human_bytes
+from safehold.api.units import human_bytes, human_seconds
 
 if TYPE_CHECKING:
     from safehold.api.result import TaskResult
@@ -160,15 +160,6 @@ def _notice_blocks(n: Notice, *, titled: bool) -> list[dict[str, Any]]:
         blocks.append({"type": "context", "elements": [{
             "type": "mrkdwn", "text": _clip(f":bulb: *Hint:* {n.hint}", 3000)}]})
     return blocks
-
-
-def human_seconds(s: float) -> str:
-    """75.5 -> '1m 16s'; 2.25 -> '2.2s'."""
-    if s < 60:
-        return f"{s:.1f}s"
-    minutes, seconds = divmod(round(s), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes}m" if hours else f"{minutes}m {seconds}s"
 
 
 def _clip(text: str, limit: int) -> str:

@@ -33,6 +33,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from safehold.api.units import human_seconds
+
 T = TypeVar("T")
 
 # stage -> how a person reads it ("bottleneck: compression")
@@ -128,7 +130,8 @@ class StageReport:
             return "bottleneck: none (nothing was streamed)"
         busy = "" if self.cores_busy is None else f"cores busy {self.cores_busy:.0%}, "
         return (f"bottleneck: {self.stage_name(self.bottleneck)} ({busy}"
-                f"{self.seconds[self.bottleneck]:.1f}s of {self.wall_seconds:.1f}s)")
+                f"{human_seconds(self.seconds[self.bottleneck])} of"
+                f" {human_seconds(self.wall_seconds)})")
 
     def stage_name(self, stage: str) -> str:
         """How a person reads ``stage``, with the work the tools did inside it: "reading from
