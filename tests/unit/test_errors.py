@@ -201,3 +201,25 @@ def test_other_usage_errors_point_to_help(capsys: pytest.CaptureFixture[str]) ->
     assert cli.main(argv, prog_name="safehold", standalone_mode=False) == Exit.USAGE
     err = capsys.readouterr().err
     assert "hint: see `safehold --help`" in err and "not a file" not in err
+
+
+@pytest.mark.parametrize(("typo", "meant"), [("bakcup", "'backup'"), ("lsit", "'list'"),
+                                             ("restroe", "'restore'")])
+def test_a_mistyped_command_is_told_the_one_meant(
+        typo: str, meant: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Most commands load lazily; the suggestion still knows them all."""
+    from safehold.cli.main import cli
+
+    assert cli.main([typo], prog_name="safehold", standalone_mode=False) == Exit.USAGE
+    err = capsys.readouterr().err
+    assert f"error: No such command '{typo}'. Did you mean {meant}?" in err
+    assert "hint: see `safehold --help`" in err
+
+
+def test_an_unknown_command_with_nothing_close_is_just_refused(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from safehold.cli.main import cli
+
+    assert cli.main(["xyzzy"], prog_name="safehold", standalone_mode=False) == Exit.USAGE
+    err = capsys.readouterr().err
+    assert "error: No such command 'xyzzy'." in err and "Did you mean" not in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import gc
 import logging
 import signal
@@ -142,6 +143,20 @@ class SafeholdGroup(click.Group):
             module, attribute = LAZY_COMMANDS[cmd_name].split(":")
             self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
         return super().get_command(ctx, cmd_name)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]
+                        ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError:
+            # click suggests among the commands loaded so far, which leaves out the lazy ones
+            known = self.list_commands(ctx)
+            close = difflib.get_close_matches(args[0], known) if args else []
+            if not close or args[0] in known:
+                raise
+            raise click.UsageError(f"No such command {args[0]!r}. Did you mean "
+                                   + " or ".join(repr(name) for name in close) + "?",
+                                   ctx) from None
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,
