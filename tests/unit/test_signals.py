@@ -111,12 +111,18 @@ def test_the_hook_is_undone_with_the_handler() -> None:
         import signal, sys
         from safehold.cli import signals
 
+        def outer(signum, frame): pass
+        def inner(signum, frame): pass
+
         before = sys.unraisablehook
-        with signals.handling(signal.SIGTERM, lambda signum, frame: None):
-            with signals.handling(signal.SIGINT, lambda signum, frame: None):
+        with signals.handling(signal.SIGTERM, outer):
+            with signals.handling(signal.SIGTERM, inner):
                 assert sys.unraisablehook is signals._unraisable
+                assert signals._active[signal.SIGTERM] is inner
             assert sys.unraisablehook is signals._unraisable  # the outer one still holds
-        assert sys.unraisablehook is before
+            assert signals._active[signal.SIGTERM] is outer  # and is still sent again
+            assert signal.getsignal(signal.SIGTERM) is outer
+        assert sys.unraisablehook is before and not signals._active
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
         print("undone", flush=True)
     """)

@@ -50,12 +50,15 @@ def handling(signum: int, handler: Handler) -> Iterator[None]:
     hooked, chained = sys.unraisablehook is not _unraisable, _previous_hook
     if hooked:  # not already, by an outer handling()
         _previous_hook, sys.unraisablehook = sys.unraisablehook, _unraisable
-    previous = signal.signal(signum, handler)
+    previous, outer = signal.signal(signum, handler), _active.get(signum)
     _active[signum] = handler
     try:
         yield
     finally:
-        _active.pop(signum, None)
+        if outer is None:
+            _active.pop(signum, None)
+        else:  # an outer handling() of the same signal (run-task inside the CLI's)
+            _active[signum] = outer
         signal.signal(signum, previous)
         if hooked and sys.unraisablehook is _unraisable:
             sys.unraisablehook, _previous_hook = _previous_hook or sys.__unraisablehook__, chained
