@@ -26,6 +26,15 @@ class EngineError(DatabaseProblem):
     transient = False
 
 
+class Abandoned(EngineError):
+    """A parallel task gave up because another one had failed first (``cause``):
+    :func:`~safehold.engines.common.run_parallel` reports that failure, never this one."""
+
+    def __init__(self, message: str, cause: BaseException) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
 class UnsupportedError(EngineError, Unsupported):
     """The engine cannot do what was asked (backup type, selective restore, ...)."""
 

@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
+from safehold.engines.base import Abandoned
 from safehold.retry import DEFAULT_POLICY, not_yet_retried, retry_call
 
 log = logging.getLogger("safehold.engines")
@@ -96,6 +97,8 @@ def run_parallel(fn: Callable[[T], R], items: Iterable[T], *, jobs: int, name: s
     The first failure calls ``on_failure`` (which tells running tasks to give up: kill their
     client processes, set their stop event), cancels the tasks not yet started, waits for the
     running ones to end, and is raised; a backup or restore is never left half-running behind.
+    A task that gave up first, told by the failing one before that one's own failure was done,
+    raises :class:`Abandoned`: the failure that made it give up is raised instead.
     """
     pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix=name)
     try:
@@ -108,7 +111,10 @@ def run_parallel(fn: Callable[[T], R], items: Iterable[T], *, jobs: int, name: s
             for f in futures:
                 f.cancel()
             wait(futures)
-            raise failed.exception()  # type: ignore[misc]
+            exc = failed.exception()
+            while isinstance(exc, Abandoned):
+                exc = exc.cause
+            raise exc  # type: ignore[misc]
         return [f.result() for f in futures]
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

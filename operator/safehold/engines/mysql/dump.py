@@ -29,7 +29,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from safehold.engines.base import BackupOutcome, BackupSink, EngineError
+from safehold.engines.base import Abandoned, BackupOutcome, BackupSink
 from safehold.engines.common import run_parallel
 from safehold.engines.mysql import quote
 from safehold.engines.mysql.catalog import Catalog, Table, read_catalog
@@ -92,13 +92,16 @@ def _dump_tables(snap: Snapshot, catalog: Catalog, sink: BackupSink) -> list[dic
     idle: queue.SimpleQueue[Reader | None] = queue.SimpleQueue()
     for reader in readers:
         idle.put(reader)
+    failures: list[BaseException] = []  # the reason a None was put in ``idle``
 
     def dump_one(item: tuple[int, Table]) -> dict[str, Any]:
         index, table = item
         reader = idle.get()
         if reader is None:
             idle.put(None)
-            raise EngineError(f"table {table.name} was not read: another table failed")
+            # this may end before the failure itself has: that one is the backup's error
+            raise Abandoned(f"table {table.name} was not read: another table failed",
+                            failures[0])
         stats = RowStats()
         name = object_name(index, table.name)
 
@@ -108,9 +111,10 @@ def _dump_tables(snap: Snapshot, catalog: Catalog, sink: BackupSink) -> list[dic
 
         try:
             record = sink.put(name, rows(), meta={"kind": "rows", "table": table.name})
-        except BaseException:
+        except BaseException as exc:
             # a failed reader has abandoned its session; no table may wait for it (a task
             # already started would wait forever once every reader has failed)
+            failures.append(exc)
             idle.put(None)
             raise
         return {"name": table.name, "object": name, "rows": stats.rows,
