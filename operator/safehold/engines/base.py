@@ -26,9 +26,10 @@ class EngineError(DatabaseProblem):
     transient = False
 
 
-class Abandoned(EngineError):
+class Abandoned(Exception):
     """A parallel task gave up because another one had failed first (``cause``):
-    :func:`~safehold.engines.common.run_parallel` reports that failure, never this one."""
+    :func:`~safehold.engines.common.run_parallel` raises that failure, never this one, so no
+    user sees it (one that escaped would be reported as the bug it is)."""
 
     def __init__(self, message: str, cause: BaseException) -> None:
         super().__init__(message)
