@@ -47,7 +47,7 @@ def handling(signum: int, handler: Handler) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    hooked, chained = sys.unraisablehook is not _unraisable, _previous_hook
+    hooked = sys.unraisablehook is not _unraisable
     if hooked:  # not already, by an outer handling()
         _previous_hook, sys.unraisablehook = sys.unraisablehook, _unraisable
     previous, outer = signal.signal(signum, handler), _active.get(signum)
@@ -61,7 +61,7 @@ def handling(signum: int, handler: Handler) -> Iterator[None]:
             _active[signum] = outer
         signal.signal(signum, previous)
         if hooked and sys.unraisablehook is _unraisable:
-            sys.unraisablehook, _previous_hook = _previous_hook or sys.__unraisablehook__, chained
+            sys.unraisablehook = _previous_hook or sys.__unraisablehook__
 
 
 def _unraisable(unraisable: Any) -> None:
